@@ -1,0 +1,1 @@
+"""jitrace analyzer: load spans and logs, pair client and server, estimate clocks, attribute every denial."""

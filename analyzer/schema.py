@@ -1,0 +1,85 @@
+"""The normalized tables every loader produces, and the Parquet files ``jitrace collect`` writes.
+
+One schema for spans and one for logs, whatever the input format, so the SQL in ``queries/`` reads one shape.
+
+spans
+    trace_id        32 lower-case hex digits
+    span_id         16 lower-case hex digits
+    parent_span_id  16 lower-case hex digits, NULL for a root (or a parent that was not recorded)
+    name            span name (for gRPC: ``package.Service/Method``)
+    kind            SERVER, CLIENT, INTERNAL, PRODUCER, CONSUMER or UNSPECIFIED
+    start_ns        Unix nanoseconds in the clock of the host that recorded the span
+    end_ns          Unix nanoseconds, same clock
+    status_code     UNSET, OK or ERROR (OpenTelemetry span status, *not* the gRPC status)
+    status_message  text, may be NULL
+    service         resource ``service.name`` (NULL when absent)
+    resource        JSON object of resource attributes, values with their JSON types
+    attributes      JSON object of span attributes; ints stay JSON integers, doubles JSON numbers with a
+                    fraction or exponent, arrays JSON arrays
+    events          JSON array of ``{"name", "time_ns", "attributes"}``
+    links           JSON array of ``{"trace_id", "span_id", "attributes"}``
+    scope           instrumentation scope name
+    source          where the record came from: ``path`` or ``path:line`` / ``path#index``
+
+logs
+    time_ns, observed_ns   Unix nanoseconds (time may be NULL: then observed)
+    trace_id, span_id      hex, NULL when the record carries no trace context
+    severity_number        int (OpenTelemetry SeverityNumber), severity_text
+    body                   text (structured bodies as JSON text)
+    service, resource, attributes, scope, source  as for spans
+
+Ids are always lower-case hex here, whatever the input used (hex, upper-case hex, base64).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SPAN_KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")  # index = OTLP enum value
+STATUS_CODES = ("UNSET", "OK", "ERROR")  # index = OTLP enum value
+
+SPANS = pa.schema(
+    [
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("parent_span_id", pa.string()),
+        ("name", pa.string()),
+        ("kind", pa.string()),
+        ("start_ns", pa.int64()),
+        ("end_ns", pa.int64()),
+        ("status_code", pa.string()),
+        ("status_message", pa.string()),
+        ("service", pa.string()),
+        ("resource", pa.string()),
+        ("attributes", pa.string()),
+        ("events", pa.string()),
+        ("links", pa.string()),
+        ("scope", pa.string()),
+        ("source", pa.string()),
+    ]
+)
+
+LOGS = pa.schema(
+    [
+        ("time_ns", pa.int64()),
+        ("observed_ns", pa.int64()),
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("severity_number", pa.int32()),
+        ("severity_text", pa.string()),
+        ("body", pa.string()),
+        ("service", pa.string()),
+        ("resource", pa.string()),
+        ("attributes", pa.string()),
+        ("scope", pa.string()),
+        ("source", pa.string()),
+    ]
+)
+
+
+def duckdb_ddl(table: str, schema: pa.Schema) -> str:
+    """``CREATE TABLE`` for a schema above; JSON text columns become DuckDB ``JSON``."""
+    types = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.int32(): "INTEGER"}
+    json_cols = {"resource", "attributes", "events", "links"}
+    cols = ", ".join(f"{f.name} {'JSON' if f.name in json_cols else types[f.type]}" for f in schema)
+    return f"CREATE TABLE IF NOT EXISTS {table} ({cols})"

@@ -1,0 +1,22 @@
+"""Shared fixtures: where the public trace files live, and whether their absence is a skip or a failure."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL_DATA = Path(os.environ.get("JITRACE_REAL_DATA", ROOT.parent / "shared" / "data" / "real"))
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """``../shared/data/real``: skipped when absent, unless JITRACE_REQUIRE_REAL_DATA=1 (CI) makes it a failure."""
+    if not REAL_DATA.is_dir():
+        reason = f"public trace files not found at {REAL_DATA} (see shared/data/real/SOURCES.md)"
+        if os.environ.get("JITRACE_REQUIRE_REAL_DATA") == "1":
+            pytest.fail(reason + "; JITRACE_REQUIRE_REAL_DATA=1 makes them required")
+        pytest.skip(reason)
+    return REAL_DATA
