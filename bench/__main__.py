@@ -1,0 +1,50 @@
+"""``make bench``: run every ``bench/bench_*.py`` and write BENCHMARKS.md.
+
+Each module provides ``TITLE`` and ``run(quick: bool) -> str`` returning a Markdown section (tables with the
+ratios measured side by side in this one run; absolute times on a noisy machine mean little on their own).
+``python -m bench NAME...`` runs only the named modules; ``--quick`` runs small sizes (a smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("names", nargs="*", help="bench modules to run (default: all), e.g. instrumentation")
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks the benchmarks run, measures little")
+    parser.add_argument("--out", default=str(HERE.parent / "BENCHMARKS.md"))
+    args = parser.parse_args()
+    names = args.names or sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
+    sections = []
+    for name in names:
+        module = importlib.import_module(f"bench.bench_{name}")
+        print(f"== {module.TITLE}", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        body = module.run(quick=args.quick)
+        sections.append(f"## {module.TITLE}\n\n{body.strip()}\n\n_took {time.perf_counter() - started:.0f} s_\n")
+        print(body, file=sys.stderr)
+    header = (
+        "# Benchmarks\n\n"
+        f"Written by `make bench` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}"
+        f"{' (--quick: sizes too small to judge by)' if args.quick else ''}.\n"
+        "Ratios are taken side by side in one run; absolute figures vary with the machine's load.\n\n"
+    )
+    Path(args.out).write_text(header + "\n".join(sections))
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
