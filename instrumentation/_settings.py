@@ -1,0 +1,65 @@
+"""jitrace's own settings, read from ``JITRACE_*`` environment variables (the table in README.md).
+
+| variable | default | meaning |
+|---|---|---|
+| JITRACE_ENABLED | true | false turns jitrace off (so does `jitrace` in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS) |
+| JITRACE_TOKEN_METADATA_KEY | authorization | metadata key of the bearer token (`Bearer <jwt>` or a bare jwt) |
+| JITRACE_HASH_SUBJECT | false | record `jit.token.sub` as 16 hex digits of its SHA-256 |
+| JITRACE_REFRESH_BEFORE_S | 60 | refreshing credentials renew a token with less than this many seconds left |
+| JITRACE_MAX_TOKEN_BYTES | 8192 | longer tokens are not parsed (counted: `token_too_large`) |
+| JITRACE_MAX_ATTRIBUTE_CHARS | 256 | claim and metadata strings are cut to this many characters on spans |
+| JITRACE_CLOCK_STAMPS | true | send `jit-sent-ns` and echo `jit-clock`, for the clock-offset estimate |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Settings:
+    enabled: bool = True
+    token_metadata_key: str = "authorization"
+    hash_subject: bool = False
+    refresh_before_s: float = 60.0
+    max_token_bytes: int = 8192
+    max_attribute_chars: int = 256
+    clock_stamps: bool = True
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from ``JITRACE_<FIELD>`` variables; a value that does not parse keeps the default."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f"JITRACE_{f.name.upper()}")
+            if raw is None:
+                continue
+            default = f.default
+            try:
+                if isinstance(default, bool):
+                    values[f.name] = raw.strip().lower() not in _FALSE
+                elif isinstance(default, int):
+                    values[f.name] = int(raw)
+                elif isinstance(default, float):
+                    values[f.name] = float(raw)
+                else:
+                    values[f.name] = raw.strip().lower() if f.name == "token_metadata_key" else raw
+            except ValueError:
+                continue  # a typo in a setting must not take a service down
+        return replace(cls(**values), **overrides)  # type: ignore[arg-type]
+
+
+_current = Settings.from_env()
+
+
+def get() -> Settings:
+    return _current
+
+
+def configure(settings: Settings) -> None:
+    global _current
+    _current = settings

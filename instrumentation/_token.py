@@ -1,0 +1,130 @@
+"""Token facts: what a bearer token says about itself, read without verifying it and without keeping it.
+
+Both the client (at send) and the server (at check) call :func:`token_attributes`. The raw token, and any part of
+it, never leaves this module: only its id (``jti``, else a SHA-256 prefix), its claims and derived durations do.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+import time
+from collections.abc import Sequence
+
+from jitrace.instrumentation import _safety, _settings
+from jitrace.instrumentation import contract as c
+
+AttributeValue = str | bool | int | float | Sequence[str]
+
+# Claims that carry the JIT grant behind a token (see README: "Token conventions").
+GRANT_CLAIMS = {"grant_id": c.GRANT_ID, "grant_start": c.GRANT_START, "grant_end": c.GRANT_END}
+
+
+def token_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None, key: str | None = None) -> str | None:
+    """The bearer token in call metadata (``authorization: Bearer <jwt>`` or a bare value), else None."""
+    if not metadata:
+        return None
+    key = key or _settings.get().token_metadata_key
+    for k, v in metadata:
+        if k.lower() != key:
+            continue
+        if isinstance(v, bytes):
+            v = v.decode("latin-1")
+        v = v.strip()
+        scheme, _, rest = v.partition(" ")
+        return rest.strip() if rest and scheme.lower() == "bearer" else v
+    return None
+
+
+def token_id(token: str, claims: dict | None = None) -> str:
+    """``jti`` when the token has one, else the first 16 hex digits of the token's SHA-256. Never the token itself."""
+    jti = (claims or {}).get("jti")
+    if isinstance(jti, str | int) and not isinstance(jti, bool) and str(jti):
+        return _cap(str(jti))
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def hash_value(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def unverified_claims(token: str) -> dict | None:
+    """The JWT payload as a dict, without verifying anything; None when the token is not a readable JWT."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    payload = parts[1]
+    try:
+        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        claims = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _cap(value: str) -> str:
+    limit = _settings.get().max_attribute_chars
+    return value if len(value) <= limit else value[:limit]
+
+
+def token_attributes(token: str | None, now_s: float | None = None) -> dict[str, AttributeValue]:
+    """Span attributes for a token seen at ``now_s`` (local wall clock, Unix seconds).
+
+    A missing token gives ``jit.token.present = False``. An oversized or unreadable token gives its presence and id
+    only; nothing here raises for any input.
+    """
+    if not token:
+        return {c.TOKEN_PRESENT: False}
+    settings = _settings.get()
+    if len(token) > settings.max_token_bytes:
+        _safety.count("token_too_large")
+        return {c.TOKEN_PRESENT: True, c.TOKEN_ID: token_id(token)}
+    now_s = time.time() if now_s is None else now_s
+    claims = unverified_claims(token)
+    attrs: dict[str, AttributeValue] = {c.TOKEN_PRESENT: True, c.TOKEN_ID: token_id(token, claims)}
+    if claims is None:
+        return attrs
+    sub = claims.get("sub")
+    if isinstance(sub, str):
+        attrs[c.TOKEN_SUB] = hash_value(sub) if settings.hash_subject else _cap(sub)
+    iss = claims.get("iss")
+    if isinstance(iss, str):
+        attrs[c.TOKEN_ISS] = _cap(iss)
+    aud = claims.get("aud")
+    if isinstance(aud, str):
+        attrs[c.TOKEN_AUD] = _cap(aud)
+    elif isinstance(aud, list) and all(isinstance(a, str) for a in aud):
+        attrs[c.TOKEN_AUD] = _cap(",".join(aud))
+    for claim, name in (("iat", c.TOKEN_IAT), ("nbf", c.TOKEN_NBF), ("exp", c.TOKEN_EXP)):
+        value = _number(claims.get(claim))
+        if value is not None:
+            attrs[name] = value
+    if (iat := _number(claims.get("iat"))) is not None:
+        attrs[c.TOKEN_AGE_S] = now_s - iat
+    if (exp := _number(claims.get("exp"))) is not None:
+        attrs[c.TOKEN_TTL_S] = exp - now_s
+    attrs.update(grant_attributes(claims))
+    return attrs
+
+
+def grant_attributes(claims: dict) -> dict[str, AttributeValue]:
+    """``jit.grant.*`` from the grant claims of a token (or any dict using the same names)."""
+    attrs: dict[str, AttributeValue] = {}
+    grant_id = claims.get("grant_id")
+    if isinstance(grant_id, str | int) and not isinstance(grant_id, bool):
+        attrs[c.GRANT_ID] = _cap(str(grant_id))
+    for claim in ("grant_start", "grant_end"):
+        value = _number(claims.get(claim))
+        if value is not None:
+            attrs[GRANT_CLAIMS[claim]] = value
+    return attrs

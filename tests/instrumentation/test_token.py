@@ -1,0 +1,66 @@
+"""Token facts: right for real signed JWTs, never the token, never an exception whatever the input."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jitrace.instrumentation import _safety, _token
+from jitrace.instrumentation import contract as c
+
+SECRET = "test-secret-of-32-bytes-at-least!!"
+
+
+def _mint(**claims) -> str:
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+def test_claims_age_ttl_and_grant_from_a_signed_jwt():
+    now = time.time()
+    token = _mint(sub="alice", iss="jit-issuer", aud=["orders", "billing"], iat=int(now) - 10, nbf=int(now) - 10,
+                  exp=int(now) + 50, jti="tok-1", grant_id="g-9", grant_start=int(now) - 20, grant_end=int(now) + 600)
+    attrs = _token.token_attributes(token, now_s=now)
+    assert attrs[c.TOKEN_PRESENT] is True
+    assert attrs[c.TOKEN_ID] == "tok-1"
+    assert attrs[c.TOKEN_SUB] == "alice" and attrs[c.TOKEN_ISS] == "jit-issuer"
+    assert attrs[c.TOKEN_AUD] == "orders,billing"
+    assert abs(attrs[c.TOKEN_AGE_S] - (now - int(now) + 10)) < 1e-6
+    assert abs(attrs[c.TOKEN_TTL_S] - (int(now) + 50 - now)) < 1e-6
+    assert attrs[c.GRANT_ID] == "g-9" and attrs[c.GRANT_END] == int(now) + 600
+
+
+def test_expired_token_has_negative_ttl_and_id_is_a_hash_without_jti():
+    now = time.time()
+    token = _mint(sub="bob", iat=int(now) - 100, exp=int(now) - 40)
+    attrs = _token.token_attributes(token, now_s=now)
+    assert attrs[c.TOKEN_TTL_S] < -39
+    assert len(attrs[c.TOKEN_ID]) == 16 and attrs[c.TOKEN_ID] not in token
+
+
+def test_bearer_prefix_and_custom_key():
+    md = (("x-other", "1"), ("authorization", "Bearer abc.def.ghi"))
+    assert _token.token_from_metadata(md) == "abc.def.ghi"
+    assert _token.token_from_metadata((("x-token", "raw"),), key="x-token") == "raw"
+    assert _token.token_from_metadata(()) is None
+
+
+def test_oversized_token_is_counted_not_parsed():
+    before = _safety.failure_counts().get("token_too_large", 0)
+    attrs = _token.token_attributes("a." + "b" * 100_000 + ".c")
+    assert attrs == {c.TOKEN_PRESENT: True, c.TOKEN_ID: attrs[c.TOKEN_ID]}
+    assert _safety.failure_counts()["token_too_large"] == before + 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=300), st.binary(max_size=300).map(lambda b: b.decode("latin-1")),
+                 st.lists(st.text(max_size=40), min_size=3, max_size=3).map(".".join)))
+def test_hostile_tokens_never_raise_and_never_leak(token):
+    attrs = _token.token_attributes(token, now_s=1.0)
+    if token:
+        assert attrs[c.TOKEN_PRESENT] is True
+    for value in attrs.values():
+        if isinstance(value, str) and len(token) >= 8:
+            assert token not in value
