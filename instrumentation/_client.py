@@ -1,0 +1,274 @@
+"""Client side (sync ``grpc``): token facts at send, the clock stamp, and on completion the NTP estimate and the
+denial reason, all on OpenTelemetry's client span.
+
+The interceptor runs inside OpenTelemetry's (see ``_hooks``), so OTel's client span is the current span when a call
+starts; jitrace keeps a reference to it for the completion, which may come on a gRPC thread (futures, streams).
+The pieces shared with the aio interceptors (:func:`begin`, :func:`finish`) live here too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import grpc
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from jitrace.instrumentation import _clock, _credentials, _safety, _settings, _token
+from jitrace.instrumentation import contract as c
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_finish_lock = threading.Lock()
+
+Metadata = Sequence[tuple[str, str | bytes]]
+
+
+@dataclass
+class Pending:
+    """One call in flight: its span and the stamp it left with."""
+
+    span: trace.Span
+    sent_ns: int | None
+    finished: bool = False
+
+
+def _client_span() -> trace.Span | None:
+    span = trace.get_current_span()
+    # Only OpenTelemetry's client span: anything else current here would be the caller's own span.
+    if not span.is_recording() or getattr(span, "kind", None) is not SpanKind.CLIENT:
+        return None
+    return span
+
+
+def begin(metadata: Metadata | None, credentials: object) -> tuple[Pending, list[tuple[str, Any]] | None] | None:
+    """Record the facts at send on the current client span.
+
+    Returns the pending call and the metadata to send instead (None: send the caller's own), or None when there is
+    no client span to record on (then the call goes out untouched).
+    """
+    span = _client_span()
+    if span is None:
+        return None
+    settings = _settings.get()
+    token: str | None = None
+    refreshed: bool | None = None
+    from_credentials = False
+    plugin = _credentials.lookup(credentials)
+    if plugin is not None:
+        with _safety.guard("credentials"):
+            token, refreshed = plugin.prepare()
+            from_credentials = True
+    attrs: dict[str, Any] = {}
+    if from_credentials or plugin is None:  # a failed prepare leaves the token unknown, not absent
+        if token is None:
+            token = _token.token_from_metadata(metadata, settings.token_metadata_key)
+        attrs.update(_token.token_attributes(token))
+    if refreshed is not None:
+        attrs[c.TOKEN_REFRESHED] = refreshed
+    new_metadata = None
+    sent_ns = None
+    if settings.clock_stamps and not any(k == c.METADATA_SENT_NS for k, _ in (metadata or ())):
+        sent_ns = time.time_ns()
+        attrs[c.CLOCK_SENT_NS] = sent_ns
+        new_metadata = [*(metadata or ()), (c.METADATA_SENT_NS, str(sent_ns))]
+    span.set_attributes(attrs)
+    return Pending(span, sent_ns), new_metadata
+
+
+def denial_reason(details_bin: bytes | str) -> str | None:
+    """The ``google.rpc.ErrorInfo`` reason in a ``grpc-status-details-bin`` value, if there is one."""
+    from google.rpc import error_details_pb2, status_pb2  # only on failed calls
+
+    if isinstance(details_bin, str):
+        details_bin = details_bin.encode("latin-1")
+    status = status_pb2.Status.FromString(details_bin)
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            if info.reason:
+                limit = _settings.get().max_attribute_chars
+                return info.reason[:limit]
+    return None
+
+
+def finish(pending: Pending, trailing_metadata: Metadata | None, code: grpc.StatusCode | None) -> None:
+    """Record what the reply says: the NTP estimate from ``jit-clock`` and the denial reason. Once per call."""
+    t4 = time.time_ns()
+    with _finish_lock:
+        if pending.finished:
+            return
+        pending.finished = True
+    attrs: dict[str, Any] = {}
+    for key, value in trailing_metadata or ():
+        if key == c.METADATA_CLOCK and pending.sent_ns is not None and c.CLOCK_OFFSET_S not in attrs:
+            stamps = _clock.parse_clock(value)
+            if stamps is not None:
+                attrs[c.CLOCK_OFFSET_S], attrs[c.CLOCK_DELAY_S] = _clock.ntp(pending.sent_ns, *stamps, t4)
+        elif key == STATUS_DETAILS_KEY and code is not None and code is not grpc.StatusCode.OK:
+            with _safety.guard("denial_reason"):
+                reason = denial_reason(value)
+                if reason:
+                    attrs[c.DENIAL_REASON] = reason
+    if attrs:
+        pending.span.set_attributes(attrs)
+
+
+@_safety.guarded("client_interceptor")
+def _finish_call(pending: Pending, call: Any) -> None:
+    """Done-callback form of :func:`finish` for a sync call, future or stream."""
+    finish(pending, call.trailing_metadata(), call.code())
+
+
+class _Details(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Metadata | None
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: grpc.Compression | None
+
+
+class _CallDetails(_Details, grpc.ClientCallDetails):
+    pass
+
+
+class _StreamCall(grpc.Call, grpc.Future):
+    """A response stream, unchanged for the caller, that records the reply when it ends.
+
+    It finishes on the caller's thread when iteration ends (before OpenTelemetry's stream wrapper ends its span)
+    and in a done callback registered before anyone else's (OpenTelemetry ends a stream-stream span in one).
+    """
+
+    def __init__(self, call: Any, pending: Pending) -> None:
+        self._call = call
+        self._pending = pending
+        call.add_done_callback(self._on_done)
+
+    def _on_done(self, _call: Any = None) -> None:
+        _finish_call(self._pending, self._call)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._call)
+        except (StopIteration, grpc.RpcError):
+            self._on_done()
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._call, name)
+
+    # grpc.Call / grpc.Future: delegated
+    def initial_metadata(self) -> Any:
+        return self._call.initial_metadata()
+
+    def trailing_metadata(self) -> Any:
+        return self._call.trailing_metadata()
+
+    def code(self) -> Any:
+        return self._call.code()
+
+    def details(self) -> Any:
+        return self._call.details()
+
+    def is_active(self) -> Any:
+        return self._call.is_active()
+
+    def time_remaining(self) -> Any:
+        return self._call.time_remaining()
+
+    def cancel(self) -> Any:
+        return self._call.cancel()
+
+    def add_callback(self, callback: Callable[[], None]) -> Any:
+        return self._call.add_callback(callback)
+
+    def cancelled(self) -> Any:
+        return self._call.cancelled()
+
+    def running(self) -> Any:
+        return self._call.running()
+
+    def done(self) -> Any:
+        return self._call.done()
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._call.result(timeout)
+
+    def exception(self, timeout: float | None = None) -> Any:
+        return self._call.exception(timeout)
+
+    def traceback(self, timeout: float | None = None) -> Any:
+        return self._call.traceback(timeout)
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        self._call.add_done_callback(lambda _call: fn(self))
+
+
+class JitraceClientInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """One interceptor for the four call shapes of a sync channel."""
+
+    @staticmethod
+    def _begin(details: grpc.ClientCallDetails) -> tuple[Pending | None, grpc.ClientCallDetails]:
+        started = None
+        with _safety.guard("client_interceptor"):
+            started = begin(details.metadata, details.credentials)
+        if started is None:
+            return None, details
+        pending, metadata = started
+        if metadata is not None:
+            details = _CallDetails(
+                details.method,
+                details.timeout,
+                metadata,
+                details.credentials,
+                getattr(details, "wait_for_ready", None),
+                getattr(details, "compression", None),
+            )
+        return pending, details
+
+    def _unary_response(self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any) -> Any:
+        pending, details = self._begin(details)
+        outcome = continuation(details, request)
+        if pending is not None:
+            with _safety.guard("client_interceptor"):
+                # done already for blocking calls (runs now), later for futures (runs on a gRPC thread)
+                outcome.add_done_callback(lambda call: _finish_call(pending, call))
+        return outcome
+
+    def _stream_response(self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any) -> Any:
+        pending, details = self._begin(details)
+        call = continuation(details, request)
+        if pending is not None:
+            with _safety.guard("client_interceptor"):
+                return _StreamCall(call, pending)
+        return call
+
+    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return self._unary_response(continuation, client_call_details, request)
+
+    def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        return self._unary_response(continuation, client_call_details, request_iterator)
+
+    def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return self._stream_response(continuation, client_call_details, request)
+
+    def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        return self._stream_response(continuation, client_call_details, request_iterator)
+
+
+def client_interceptor() -> JitraceClientInterceptor:
+    """A new interceptor for ``grpc.intercept_channel`` (the instrumentor does this for every new channel)."""
+    return JitraceClientInterceptor()

@@ -1,0 +1,211 @@
+"""Where jitrace hooks into grpc: the channel and server constructors, placed relative to OpenTelemetry's own hooks.
+
+jitrace's interceptors must run *inside* OpenTelemetry's (DESIGN.md pitfalls): its facts go on OTel's span, which
+is current only while OTel's interceptor runs. The placement must not depend on which instrumentor ran first:
+
+- sync channels: OpenTelemetry wraps ``grpc.insecure_channel`` / ``grpc.secure_channel`` with ``wrapt`` and
+  intercepts the channel the wrapped function returns. jitrace puts its own ``wrapt`` wrapper at the *bottom* of
+  that chain (just above the raw grpc function), so the raw channel is always intercepted by jitrace first.
+- aio channels and both servers: OpenTelemetry puts its interceptor(s) first in the ``interceptors`` list.
+  jitrace inserts its own right after the last OpenTelemetry interceptor in the list (first when there is none);
+  whichever wrapper runs first, the list ends up ``[otel..., jitrace, user...]``.
+
+Each hook is a pass-through while its side is inactive, so a hook left buried under another library's wrapper
+after ``uninstrument()`` changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+import wrapt
+
+from jitrace.instrumentation import _safety
+
+_CHANNELS = ("insecure_channel", "secure_channel")
+# Index of ``interceptors`` when passed positionally.
+_AIO_CHANNEL_POS = {"insecure_channel": 3, "secure_channel": 4}
+_SERVER_POS = 2  # grpc.server(thread_pool, handlers, interceptors, ...), grpc.aio.server(pool, handlers, interceptors)
+
+_active = {"client": False, "server": False}
+_aio_originals: dict[str, Callable[..., Any]] = {}
+_server_originals: dict[str, Callable[..., Any]] = {}
+
+
+def _is_otel(interceptor: object) -> bool:
+    return type(interceptor).__module__.startswith("opentelemetry.instrumentation.grpc")
+
+
+def _is_jitrace(interceptor: object) -> bool:
+    return type(interceptor).__module__.startswith("jitrace.instrumentation")
+
+
+def place(interceptors: list[Any], ours: list[Any]) -> list[Any]:
+    """``interceptors`` with ``ours`` right after the last OpenTelemetry interceptor; unchanged if jitrace is in."""
+    if any(_is_jitrace(i) for i in interceptors):
+        return interceptors
+    at = 0
+    for index, interceptor in enumerate(interceptors):
+        if _is_otel(interceptor):
+            at = index + 1
+    return interceptors[:at] + ours + interceptors[at:]
+
+
+def _with_interceptors(args: tuple, kwargs: dict, pos: int, make: Callable[[], list[Any]]) -> tuple[tuple, dict]:
+    """The constructor arguments with jitrace's interceptors placed; the originals if anything goes wrong."""
+    try:
+        ours = make()
+        if len(args) > pos:
+            current = list(args[pos] or ())
+            args = (*args[:pos], place(current, ours), *args[pos + 1 :])
+        else:
+            kwargs = {**kwargs, "interceptors": place(list(kwargs.get("interceptors") or ()), ours)}
+    except Exception:  # noqa: BLE001 - a service must start even if jitrace cannot join it
+        _safety.count("hook")
+    return args, kwargs
+
+
+# --- sync channels ----------------------------------------------------------------------------------------------
+def _sync_channel(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+    channel = wrapped(*args, **kwargs)
+    if not _active["client"]:
+        return channel
+    try:
+        from jitrace.instrumentation import _client
+
+        return grpc.intercept_channel(channel, _client.client_interceptor())
+    except Exception:  # noqa: BLE001
+        _safety.count("hook")
+        return channel
+
+
+def _chain(name: str) -> list[Any]:
+    """``grpc.<name>`` and every ``wrapt`` wrapper under it, outermost first."""
+    chain = [getattr(grpc, name)]
+    while isinstance(chain[-1], wrapt.ObjectProxy) and hasattr(chain[-1], "__wrapped__"):
+        chain.append(chain[-1].__wrapped__)
+    return chain
+
+
+def _is_ours(obj: Any) -> bool:
+    return getattr(obj, "_self_wrapper", None) is _sync_channel
+
+
+def _patch_sync_channels() -> None:
+    for name in _CHANNELS:
+        chain = _chain(name)
+        if any(_is_ours(link) for link in chain):
+            continue
+        ours = wrapt.FunctionWrapper(chain[-1], _sync_channel)
+        if len(chain) == 1:
+            setattr(grpc, name, ours)
+        else:
+            chain[-2].__wrapped__ = ours  # under every other wrapper: the raw channel is ours first
+
+
+def _unpatch_sync_channels() -> None:
+    for name in _CHANNELS:
+        chain = _chain(name)
+        for index, link in enumerate(chain):
+            if _is_ours(link):
+                if index == 0:
+                    setattr(grpc, name, link.__wrapped__)
+                else:
+                    chain[index - 1].__wrapped__ = link.__wrapped__
+
+
+# --- aio channels -----------------------------------------------------------------------------------------------
+def _aio_interceptors() -> list[Any]:
+    from jitrace.instrumentation import _aio_client
+
+    return _aio_client.aio_client_interceptors()
+
+
+def _make_aio_channel(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    def channel(*args: Any, **kwargs: Any) -> Any:
+        if _active["client"]:
+            args, kwargs = _with_interceptors(args, kwargs, _AIO_CHANNEL_POS[name], _aio_interceptors)
+        return original(*args, **kwargs)
+
+    channel._jitrace_original = original  # type: ignore[attr-defined]
+    channel.__name__ = name
+    channel.__doc__ = original.__doc__
+    return channel
+
+
+def _patch_aio_channels() -> None:
+    for name in _CHANNELS:
+        current = getattr(grpc.aio, name)
+        if hasattr(current, "_jitrace_original"):
+            continue
+        _aio_originals[name] = current
+        setattr(grpc.aio, name, _make_aio_channel(name, current))
+
+
+def _restore(module: Any, name: str, originals: dict[str, Callable[..., Any]]) -> None:
+    current = getattr(module, name)
+    if hasattr(current, "_jitrace_original"):
+        setattr(module, name, current._jitrace_original)
+    # else another library wrapped ours: it stays, inactive (a pass-through)
+    originals.pop(name, None)
+
+
+# --- servers ----------------------------------------------------------------------------------------------------
+def _sync_server_interceptors() -> list[Any]:
+    from jitrace.instrumentation import _server
+
+    return [_server.server_interceptor()]
+
+
+def _aio_server_interceptors() -> list[Any]:
+    from jitrace.instrumentation import _aio_server
+
+    return [_aio_server.aio_server_interceptor()]
+
+
+def _make_server(original: Callable[..., Any], make: Callable[[], list[Any]]) -> Callable[..., Any]:
+    def server(*args: Any, **kwargs: Any) -> Any:
+        if _active["server"]:
+            args, kwargs = _with_interceptors(args, kwargs, _SERVER_POS, make)
+        return original(*args, **kwargs)
+
+    server._jitrace_original = original  # type: ignore[attr-defined]
+    server.__name__ = "server"
+    server.__doc__ = original.__doc__
+    return server
+
+
+def _patch_servers() -> None:
+    for module, make in ((grpc, _sync_server_interceptors), (grpc.aio, _aio_server_interceptors)):
+        current = module.server
+        if hasattr(current, "_jitrace_original"):
+            continue
+        module.server = _make_server(current, make)
+
+
+# --- the switches -----------------------------------------------------------------------------------------------
+def patch_client() -> None:
+    """Hook the channel constructors (sync and aio); idempotent."""
+    _patch_sync_channels()
+    _patch_aio_channels()
+    _active["client"] = True
+
+
+def patch_server() -> None:
+    """Hook the server constructors (sync and aio); idempotent."""
+    _patch_servers()
+    _active["server"] = True
+
+
+def unpatch() -> None:
+    """Undo both sides: channels and servers made from now on are plain grpc again."""
+    _active["client"] = False
+    _active["server"] = False
+    _unpatch_sync_channels()
+    for name in _CHANNELS:
+        _restore(grpc.aio, name, _aio_originals)
+    _restore(grpc, "server", _server_originals)
+    _restore(grpc.aio, "server", _server_originals)
