@@ -1,0 +1,128 @@
+"""Solve the clock-offset graph: ``clock_edges`` (one estimate per pair of hosts and window) -> ``clock_offsets``.
+
+SQL computes the per-span work (pairs, samples, the lowest-delay filter, intersected bounds); what is left is a
+small table, one row per pair of clock domains and time window, and a weighted least-squares problem per window:
+each edge says ``x[server] - x[client] = offset`` with weight ``1 / error**2``, and the reference clock is fixed
+at 0. The reference is the issuer's domain (the host of the ``jit.issue`` spans), because token and grant times are
+in the issuer's clock. A group of hosts with no path to the issuer is solved relative to the mean of its own
+clocks (``reference = 'consensus'``), which attribution treats as weaker evidence.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+CONSENSUS = "consensus"
+MIN_ERROR_S = 1e-6  # a perfectly consistent edge still gets a finite weight
+
+COLUMNS = ["domain", "reference", "window_start", "window_end", "offset_s", "error_s", "samples"]
+
+
+def issuer_domain(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The clock domain that issued most tokens (``jit.issue`` spans), or None when the issuer is not traced."""
+    row = con.execute(
+        "SELECT domain FROM rpc_spans WHERE name = 'jit.issue' GROUP BY domain ORDER BY count(*) DESC, domain LIMIT 1"
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _components(nodes: list[str], edges: pd.DataFrame) -> list[list[str]]:
+    parent = {n: n for n in nodes}
+
+    def find(n: str) -> str:
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for a, b in zip(edges["client_domain"], edges["server_domain"], strict=True):
+        parent[find(a)] = find(b)
+    groups: dict[str, list[str]] = {}
+    for n in nodes:
+        groups.setdefault(find(n), []).append(n)
+    return list(groups.values())
+
+
+def _solve_component(nodes: list[str], edges: pd.DataFrame, anchor: str) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least squares with x[anchor] = 0; returns offsets and their propagated standard errors."""
+    index = {n: i for i, n in enumerate(nodes)}
+    free = [n for n in nodes if n != anchor]
+    col = {n: i for i, n in enumerate(free)}
+    a = np.zeros((len(edges), len(free)))
+    for row, (c, s) in enumerate(zip(edges["client_domain"], edges["server_domain"], strict=True)):
+        if s in col:
+            a[row, col[s]] += 1.0
+        if c in col:
+            a[row, col[c]] -= 1.0
+    y = edges["offset_s"].to_numpy(dtype=float)
+    w = 1.0 / np.maximum(edges["error_s"].to_numpy(dtype=float), MIN_ERROR_S)
+    x_free, *_ = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)
+    cov = np.linalg.pinv((a * w[:, None]).T @ (a * w[:, None]))
+    x = np.zeros(len(nodes))
+    err = np.zeros(len(nodes))
+    for n, i in col.items():
+        x[index[n]] = x_free[i]
+        err[index[n]] = float(np.sqrt(max(cov[i, i], 0.0)))
+    return x, err
+
+
+def solve(edges: pd.DataFrame, reference: str | None) -> pd.DataFrame:
+    """Offsets of every domain in every window, relative to ``reference`` where connected to it.
+
+    A group of hosts that has no path to the reference inside one window (say the issuer was not called in those
+    five minutes) is tied to it through the nearest window where one of its hosts was: offsets drift slowly, so
+    that is better evidence than the group's own mean. Only a group never connected falls back to the consensus.
+    """
+    solved: list[tuple] = []  # (domain, reference, start, end, offset, error, samples)
+    pending: list[tuple] = []  # (start, end, group, x, err, samples) not yet tied to the reference
+    for (start, end), window in edges.groupby(["window_start", "window_end"], sort=True):
+        nodes = sorted(set(window["client_domain"]) | set(window["server_domain"]))
+        samples = pd.concat(
+            [window.groupby("client_domain")["samples"].sum(), window.groupby("server_domain")["samples"].sum()]
+        ).groupby(level=0).sum()
+        for group in _components(nodes, window):
+            sub = window[window["client_domain"].isin(group)]
+            anchored = reference in group
+            x, err = _solve_component(group, sub, reference if anchored else group[0])
+            counts = [int(samples.get(n, 0)) for n in group]
+            if anchored:
+                solved += [(n, reference, start, end, xi, ei, k) for n, xi, ei, k in zip(group, x, err, counts,
+                                                                                          strict=True)]
+            else:
+                pending.append((start, end, group, x, err, counts))
+    known: dict[str, list[tuple[float, float, float]]] = {}
+    for n, _, start, _, xi, ei, _ in solved:
+        known.setdefault(n, []).append((start, xi, ei))
+    for start, end, group, x, err, counts in pending:
+        ties = [(abs(ws - start), i, xi, ei) for i, n in enumerate(group) for ws, xi, ei in known.get(n, [])]
+        if ties:
+            _, i, xi, ei = min(ties)
+            shifted, errs, ref = x - x[i] + xi, np.sqrt(err**2 + err[i] ** 2 + ei**2), reference
+        else:
+            shifted, errs, ref = x - x.mean(), err, CONSENSUS  # relative to the mean of the group's clocks
+        solved += [(n, ref, start, end, xi, ei, k) for n, xi, ei, k in zip(group, shifted, errs, counts, strict=True)]
+    out = pd.DataFrame(solved, columns=COLUMNS)
+    for c in ("window_start", "window_end"):
+        out[c] = pd.to_datetime(out[c].astype("float64") * 1e6, unit="us")
+    return out
+
+
+def write_offsets(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Read ``clock_edges``, solve, and (re)create the ``clock_offsets`` table."""
+    edges = con.execute("SELECT * FROM clock_edges").df()
+    offsets = solve(edges, issuer_domain(con))
+    con.execute(
+        "CREATE OR REPLACE TABLE clock_offsets (domain VARCHAR, reference VARCHAR, window_start TIMESTAMP, "
+        "window_end TIMESTAMP, offset_s DOUBLE, error_s DOUBLE, samples BIGINT)"
+    )
+    if offsets.empty:
+        return offsets
+    con.register("_jitrace_offsets", offsets)
+    con.execute(
+        "INSERT INTO clock_offsets SELECT domain, reference, window_start, window_end, offset_s, error_s, samples "
+        "FROM _jitrace_offsets ORDER BY domain, window_start"
+    )
+    con.unregister("_jitrace_offsets")
+    return offsets

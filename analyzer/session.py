@@ -1,0 +1,63 @@
+"""The DuckDB session: runs the SQL steps of ``queries/`` in file-name order on a database holding ``spans``/``logs``.
+
+Python orchestrates, SQL computes: the only step done in Python is solving the small clock-offset graph
+(analyzer/offsets.py), which runs right after ``40_clock_edges.sql`` and before the SQL that reads its table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+
+from jitrace.analyzer import offsets
+from jitrace.analyzer.schema import LOGS, SPANS, duckdb_ddl
+
+# Step hooks: after the SQL file with this stem runs, the function builds the next table.
+PYTHON_STEPS: dict[str, Callable[[duckdb.DuckDBPyConnection], object]] = {
+    "40_clock_edges": offsets.write_offsets,
+}
+
+# Tunables a user may set; the SQL reads them with getvariable() and documents its default.
+VARIABLES = ("jitrace_window_s", "jitrace_leeway_s", "jitrace_version_window_s")
+
+
+def query_files() -> list[Path]:
+    """The SQL steps, in pipeline order."""
+    folder = resources.files("jitrace.queries")
+    return sorted((Path(str(p)) for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
+
+
+def connect(path: str | Path = ":memory:") -> duckdb.DuckDBPyConnection:
+    """A connection with empty ``spans`` and ``logs`` tables (the loader appends to them)."""
+    con = duckdb.connect(str(path))
+    con.execute(duckdb_ddl("spans", SPANS))
+    con.execute(duckdb_ddl("logs", LOGS))
+    return con
+
+
+def run_queries(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    settings: dict[str, float] | None = None,
+    progress: Callable[[str, float], None] | None = None,
+) -> dict[str, float]:
+    """Run every step; returns seconds per step. ``settings`` sets the SQL variables (e.g. jitrace_leeway_s)."""
+    for name, value in (settings or {}).items():
+        if name not in VARIABLES:
+            raise ValueError(f"unknown analyzer setting {name!r}")
+        con.execute(f"SET VARIABLE {name} = {float(value)!r}")
+    timings: dict[str, float] = {}
+    for path in query_files():
+        started = time.perf_counter()
+        con.execute(path.read_text())
+        hook = PYTHON_STEPS.get(path.stem)
+        if hook is not None:
+            hook(con)
+        timings[path.stem] = time.perf_counter() - started
+        if progress is not None:
+            progress(path.stem, timings[path.stem])
+    return timings

@@ -1,0 +1,112 @@
+-- 50_denials: reads `rpc_spans`, `pairs`, `clock_offsets`; produces `denials`, one row per denied call.
+-- Why: a denial is a gRPC status PERMISSION_DENIED (7) or UNAUTHENTICATED (16) in rpc.grpc.status_code, never the
+-- span status (OpenTelemetry leaves it UNSET for these codes). A call is reported once: by its SERVER span when the
+-- server was traced, else by its CLIENT span. Each row carries both ends' jit.* facts, the token's issuance span
+-- (`jit.issue`, tied by jit.token.id), the clock offsets of both hosts at that time (the window containing it, else
+-- the nearest), and the policy versions under which the same principal was allowed the same method nearby in time
+-- (getvariable('jitrace_version_window_s'), default 300 s): everything 60_attributions decides with.
+CREATE OR REPLACE TABLE denials AS
+WITH server_denials AS (
+    SELECT s.trace_id, s.span_id AS server_span_id, p.client_span_id
+    FROM rpc_spans AS s
+    LEFT JOIN pairs AS p ON p.trace_id = s.trace_id AND p.server_span_id = s.span_id
+    WHERE s.kind = 'SERVER' AND s.grpc_status IN (7, 16)
+),
+client_denials AS (
+    SELECT c.trace_id, NULL::VARCHAR AS server_span_id, c.span_id AS client_span_id
+    FROM rpc_spans AS c
+    WHERE c.kind = 'CLIENT' AND c.grpc_status IN (7, 16)
+      AND NOT EXISTS (SELECT 1 FROM server_denials AS d
+                      WHERE d.trace_id = c.trace_id AND d.client_span_id = c.span_id)
+),
+calls AS (
+    SELECT * FROM server_denials
+    UNION ALL
+    SELECT * FROM client_denials
+),
+issues AS (
+    SELECT jit_token_id, arg_min(domain, start_ns) AS issuer_domain, arg_min(jit_token_sub, start_ns) AS sub,
+           arg_min(jit_grant_id, start_ns) AS grant_id,
+           arg_min(jit_grant_start, start_ns) AS grant_start, arg_min(jit_grant_end, start_ns) AS grant_end
+    FROM rpc_spans
+    WHERE name = 'jit.issue' AND jit_token_id IS NOT NULL
+    GROUP BY jit_token_id
+),
+joined AS (
+    SELECT
+        calls.trace_id,
+        coalesce(calls.server_span_id, calls.client_span_id) AS span_id,
+        calls.server_span_id, calls.client_span_id,
+        s.span_id IS NOT NULL AS has_server,
+        c.span_id IS NOT NULL AS has_client,
+        coalesce(s.rpc_service, c.rpc_service, s.service) AS service,
+        coalesce(s.rpc_method, c.rpc_method, s.name, c.name) AS method,
+        coalesce(s.jit_token_sub, c.jit_token_sub, i.sub) AS principal,
+        coalesce(s.grpc_status, c.grpc_status) AS status_code,
+        make_timestamp(coalesce(s.start_ns, c.start_ns) // 1000) AS time,
+        s.service AS server_service, c.service AS client_service,
+        s.domain AS server_domain, c.domain AS client_domain,
+        s.start_ns AS server_start_ns, c.start_ns AS client_start_ns,
+        coalesce(s.jit_denial_reason, c.jit_denial_reason) AS denial_reason,
+        coalesce(s.jit_token_id, c.jit_token_id) AS token_id,
+        s.jit_token_present AS server_token_present, c.jit_token_present AS client_token_present,
+        s.jit_token_verdict AS verdict,
+        coalesce(s.jit_token_iat, c.jit_token_iat) AS token_iat,
+        coalesce(s.jit_token_nbf, c.jit_token_nbf) AS token_nbf,
+        coalesce(s.jit_token_exp, c.jit_token_exp) AS token_exp,
+        s.jit_token_ttl_s AS server_ttl_s, s.jit_token_age_s AS server_age_s,
+        c.jit_token_ttl_s AS client_ttl_s, c.jit_token_age_s AS client_age_s,
+        c.jit_token_refreshed AS client_refreshed,
+        s.jit_auth_wait_s AS wait_s,
+        coalesce(s.jit_grant_id, c.jit_grant_id, i.grant_id) AS grant_id,
+        coalesce(s.jit_grant_start, c.jit_grant_start, i.grant_start) AS grant_start,
+        coalesce(s.jit_grant_end, c.jit_grant_end, i.grant_end) AS grant_end,
+        s.jit_policy_decision AS policy_decision, s.jit_policy_engine AS policy_engine,
+        s.jit_policy_id AS policy_id, s.jit_policy_version AS policy_version, s.jit_policy_rule AS policy_rule,
+        s.jit_policy_required AS policy_required, s.jit_policy_granted AS policy_granted,
+        i.jit_token_id IS NOT NULL AS has_issue,
+        -- the server's local clock at the check: exp - ttl is exactly the "now" its verifier used
+        coalesce(s.jit_token_exp - s.jit_token_ttl_s, s.jit_token_iat + s.jit_token_age_s,
+                 s.start_ns / 1e9 + coalesce(s.jit_auth_wait_s, 0)) AS server_check_local_s
+    FROM calls
+    LEFT JOIN rpc_spans AS s ON s.trace_id = calls.trace_id AND s.span_id = calls.server_span_id AND s.kind = 'SERVER'
+    LEFT JOIN rpc_spans AS c ON c.trace_id = calls.trace_id AND c.span_id = calls.client_span_id AND c.kind = 'CLIENT'
+    LEFT JOIN issues AS i ON i.jit_token_id = coalesce(s.jit_token_id, c.jit_token_id)
+),
+first_offsets AS (
+    SELECT domain, arg_min(offset_s, window_start) AS offset_s, arg_min(error_s, window_start) AS error_s,
+           arg_min(reference, window_start) AS reference
+    FROM clock_offsets GROUP BY domain
+),
+with_server_offset AS (
+    SELECT j.*, coalesce(o.offset_s, f.offset_s) AS server_offset_s, coalesce(o.error_s, f.error_s) AS server_error_s,
+           coalesce(o.reference, f.reference) AS server_reference
+    FROM joined AS j
+    ASOF LEFT JOIN clock_offsets AS o ON o.domain = j.server_domain AND j.time >= o.window_start
+    LEFT JOIN first_offsets AS f ON f.domain = j.server_domain
+),
+with_offsets AS (
+    SELECT j.*, coalesce(o.offset_s, f.offset_s) AS client_offset_s, coalesce(o.error_s, f.error_s) AS client_error_s,
+           coalesce(o.reference, f.reference) AS client_reference
+    FROM with_server_offset AS j
+    ASOF LEFT JOIN clock_offsets AS o ON o.domain = j.client_domain AND j.time >= o.window_start
+    LEFT JOIN first_offsets AS f ON f.domain = j.client_domain
+),
+allows AS (
+    SELECT jit_token_sub AS principal, rpc_service, rpc_method, jit_policy_version AS version, start_ns
+    FROM rpc_spans
+    WHERE kind = 'SERVER' AND jit_policy_decision = 'allow' AND jit_policy_version IS NOT NULL
+      AND jit_token_sub IS NOT NULL
+),
+skew AS (
+    SELECT d.trace_id, d.span_id, list(DISTINCT a.version ORDER BY a.version) AS allowed_versions
+    FROM with_offsets AS d
+    JOIN allows AS a
+      ON a.principal = d.principal AND a.rpc_service IS NOT DISTINCT FROM d.service AND a.rpc_method = d.method
+     AND a.version <> d.policy_version
+     AND abs(a.start_ns - d.server_start_ns) <= coalesce(getvariable('jitrace_version_window_s'), 300) * 1e9
+    GROUP BY ALL
+)
+SELECT d.*, skew.allowed_versions
+FROM with_offsets AS d
+LEFT JOIN skew ON skew.trace_id = d.trace_id AND skew.span_id = d.span_id;

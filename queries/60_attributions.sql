@@ -1,0 +1,165 @@
+-- 60_attributions: reads `denials`; produces `attributions`, one cause per denied call (DESIGN.md "Causes").
+-- Why: the rules are tried in DESIGN.md's order and the first that holds decides; each row names the rule, a
+-- confidence, the evidence (JSON: the numbers the rules looked at, in seconds; "true" = corrected to the reference
+-- clock, the issuer's) and the fix. A clock's offset is its reading minus the reference's, so in true time a ttl
+-- measured on a host becomes ttl + offset and a local instant becomes instant - offset.
+-- Leeway: the verifier's tolerance is not on the spans, so getvariable('jitrace_leeway_s') supplies it; default 0 s
+-- (PyJWT's default leeway). clock_drift needs the host's offset to exceed leeway + its error bound, and the decision
+-- to flip with the error bound as margin, so an exact clock and a token expiring on the dot never read as drift.
+-- Evidence a row lacks is listed in evidence.missing; each missing item multiplies the confidence by 0.8.
+CREATE OR REPLACE TABLE attributions AS
+WITH params AS (
+    SELECT coalesce(getvariable('jitrace_leeway_s'), 0)::DOUBLE AS leeway_s
+),
+f AS (
+    SELECT
+        d.*,
+        params.leeway_s,
+        coalesce(d.server_offset_s, 0) AS o_s,
+        coalesce(d.client_offset_s, 0) AS o_c,
+        coalesce(d.server_error_s, 0) AS e_s,
+        coalesce(d.client_error_s, 0) AS e_c,
+        -- the verdict: the server's own, else what the denial's ErrorInfo reason implies, else the client's view
+        coalesce(d.verdict,
+                 CASE d.denial_reason WHEN 'TOKEN_MISSING' THEN 'missing' WHEN 'TOKEN_INVALID' THEN 'malformed'
+                      WHEN 'TOKEN_EXPIRED' THEN 'expired' WHEN 'TOKEN_NOT_YET_VALID' THEN 'not_yet_valid' END,
+                 CASE WHEN d.client_token_present = false THEN 'missing' END) AS v,
+        CASE WHEN d.verdict IS NOT NULL THEN 'server' WHEN d.denial_reason IS NOT NULL THEN 'denial_reason'
+             WHEN d.client_token_present = false THEN 'client' END AS verdict_source,
+        d.client_ttl_s + coalesce(d.client_offset_s, 0) AS ttl_send_true_s,
+        d.server_ttl_s + coalesce(d.server_offset_s, 0) AS ttl_check_true_s,
+        d.server_ttl_s + coalesce(d.wait_s, 0) + coalesce(d.server_offset_s, 0) AS ttl_arrival_true_s,
+        coalesce(d.server_check_local_s, d.client_start_ns / 1e9) AS check_local_s,
+        CASE WHEN d.has_server THEN d.server_check_local_s - coalesce(d.server_offset_s, 0)
+             ELSE d.client_start_ns / 1e9 - coalesce(d.client_offset_s, 0) END AS check_true_s,
+        list_filter([
+            CASE WHEN NOT d.has_server THEN 'server span (server not traced)' END,
+            CASE WHEN d.has_server AND d.verdict IS NULL AND d.policy_decision IS NULL
+                 THEN 'jit attributes on the server span (server not instrumented)' END,
+            CASE WHEN NOT d.has_client THEN 'client span (client not traced)' END,
+            CASE WHEN d.has_client AND d.client_ttl_s IS NULL AND d.client_token_present IS NULL
+                 THEN 'jit attributes on the client span (client not instrumented)' END,
+            CASE WHEN d.server_reference = 'consensus' OR d.client_reference = 'consensus'
+                 THEN 'issuer spans (offsets are relative to the consensus of all clocks)' END,
+            CASE WHEN d.has_server AND d.has_client AND d.server_domain <> d.client_domain
+                  AND (d.server_offset_s IS NULL OR d.client_offset_s IS NULL)
+                 THEN 'clock offsets of the two hosts' END
+        ], lambda m: m IS NOT NULL) AS missing
+    FROM denials AS d, params
+),
+g AS (
+    SELECT
+        f.*,
+        grant_start IS NOT NULL AND grant_end IS NOT NULL AS grant_known,
+        check_true_s BETWEEN grant_start AND grant_end AS grant_active_true,
+        v IS NULL OR v = 'valid' AS token_ok
+    FROM f
+),
+ruled AS (
+    SELECT
+        g.*,
+        CASE
+            WHEN v = 'missing' AND verdict_source <> 'client' THEN 'verdict_missing'
+            WHEN v = 'missing' THEN 'client_sent_no_token'
+            WHEN v IN ('malformed', 'bad_signature', 'bad_audience', 'bad_issuer') THEN 'verdict_invalid'
+            WHEN v = 'expired' AND server_offset_s IS NOT NULL AND abs(o_s) > leeway_s + e_s
+                 AND ttl_check_true_s - e_s >= -leeway_s THEN 'server_clock_expired_flip'
+            WHEN v = 'not_yet_valid' AND server_offset_s IS NOT NULL AND abs(o_s) > leeway_s + e_s
+                 AND check_true_s - e_s + leeway_s >= token_nbf THEN 'server_clock_not_yet_valid_flip'
+            WHEN token_ok AND grant_known AND server_offset_s IS NOT NULL AND abs(o_s) > leeway_s + e_s
+                 AND (policy_decision = 'deny' OR denial_reason = 'GRANT_NOT_ACTIVE')
+                 AND (check_local_s < grant_start - leeway_s OR check_local_s > grant_end + leeway_s)
+                 AND check_true_s - e_s >= grant_start AND check_true_s + e_s <= grant_end
+                 THEN 'server_clock_grant_flip'
+            WHEN v = 'expired' AND client_offset_s IS NOT NULL AND abs(o_c) > leeway_s + e_c
+                 AND client_ttl_s > 0 AND ttl_send_true_s + e_c < 0 THEN 'client_clock_hid_expiry'
+            WHEN v = 'expired' AND ttl_send_true_s < 0 THEN 'expired_before_send'
+            WHEN v = 'expired' AND wait_s > 0 AND ttl_arrival_true_s >= 0 AND ttl_check_true_s < 0
+                 THEN 'expired_during_wait'
+            WHEN v = 'expired' AND ttl_send_true_s >= 0 AND (ttl_arrival_true_s < 0 OR server_ttl_s IS NULL)
+                 THEN 'expired_in_flight'
+            WHEN v = 'expired' AND client_ttl_s IS NULL AND (ttl_arrival_true_s < 0 OR server_ttl_s IS NULL)
+                 THEN 'expired_without_client_evidence'
+            WHEN token_ok AND grant_known AND NOT grant_active_true THEN 'check_outside_grant'
+            WHEN token_ok AND NOT grant_known AND denial_reason = 'GRANT_NOT_ACTIVE' THEN 'grant_reason_only'
+            WHEN token_ok AND policy_decision = 'deny' AND len(allowed_versions) > 0
+                 THEN 'allowed_under_other_version'
+            WHEN token_ok AND (policy_decision = 'deny' OR denial_reason = 'PERMISSION_MISSING')
+                 AND policy_required IS NOT NULL AND NOT coalesce(list_contains(policy_granted, policy_required), false)
+                 THEN 'permission_not_granted'
+            WHEN token_ok AND policy_required IS NULL AND denial_reason = 'PERMISSION_MISSING'
+                 THEN 'permission_reason_only'
+            ELSE 'undecided'
+        END AS rule
+    FROM g
+),
+rules(rule, cause, base_confidence) AS (
+    VALUES
+        ('verdict_missing', 'token_missing', 0.95),
+        ('client_sent_no_token', 'token_missing', 0.7),
+        ('verdict_invalid', 'token_invalid', 0.95),
+        ('server_clock_expired_flip', 'clock_drift', 0.85),
+        ('server_clock_not_yet_valid_flip', 'clock_drift', 0.85),
+        ('server_clock_grant_flip', 'clock_drift', 0.8),
+        ('client_clock_hid_expiry', 'clock_drift', 0.8),
+        ('expired_before_send', 'token_expired', 0.9),
+        ('expired_during_wait', 'middleware_latency', 0.85),
+        ('expired_in_flight', 'token_expired_in_flight', 0.8),
+        ('expired_without_client_evidence', 'token_expired', 0.5),
+        ('check_outside_grant', 'grant_not_active', 0.9),
+        ('grant_reason_only', 'grant_not_active', 0.5),
+        ('allowed_under_other_version', 'policy_version_skew', 0.8),
+        ('permission_not_granted', 'policy_mismatch', 0.9),
+        ('permission_reason_only', 'policy_mismatch', 0.5),
+        ('undecided', 'unexplained', 0.0)
+),
+fixes(cause, fix) AS (
+    VALUES
+        ('token_missing', 'attach per-call credentials (bearer_credentials); check channel security: call credentials are dropped on insecure channels'),
+        ('token_invalid', 'check key rotation and the verifier''s audience/issuer configuration'),
+        ('clock_drift', 'run NTP/chrony on the drifting host; consider a verifier leeway'),
+        ('token_expired', 'refresh tokens proactively (refreshing_credentials with a refresh threshold)'),
+        ('middleware_latency', 'cut interceptor/queue time before the access check; check the token earlier'),
+        ('token_expired_in_flight', 'refresh per message on long streams; use shorter deadlines and fewer retries'),
+        ('grant_not_active', 'request access in time for the call; match the grant duration to the work'),
+        ('policy_version_skew', 'roll out policy revisions atomically; pin the policy revision per request'),
+        ('policy_mismatch', 'audit the roles/scopes granted against the permission the method requires'),
+        ('unexplained', 'instrument the missing side')
+)
+SELECT
+    r.trace_id, r.span_id, r.service, r.method, r.principal, r.status_code, r.time,
+    rules.cause, r.rule,
+    round(rules.base_confidence * power(0.8, len(r.missing)), 3) AS confidence,
+    json_merge_patch('{}', json_object(
+        'verdict', r.v, 'verdict_source', r.verdict_source, 'denial_reason', r.denial_reason,
+        'drifting_host', CASE WHEN r.rule LIKE 'server_clock%' THEN r.server_domain
+                              WHEN r.rule LIKE 'client_clock%' THEN r.client_domain END,
+        'server_host', r.server_domain, 'client_host', r.client_domain,
+        'server_offset_s', r.server_offset_s, 'server_offset_error_s', r.server_error_s,
+        'client_offset_s', r.client_offset_s, 'client_offset_error_s', r.client_error_s,
+        'offset_reference', coalesce(r.server_reference, r.client_reference), 'leeway_s', r.leeway_s,
+        'ttl_at_send_s', r.client_ttl_s, 'ttl_at_send_true_s', r.ttl_send_true_s,
+        'ttl_at_check_s', r.server_ttl_s, 'ttl_at_check_true_s', r.ttl_check_true_s,
+        'ttl_at_arrival_true_s', CASE WHEN r.server_ttl_s IS NOT NULL THEN r.ttl_arrival_true_s END,
+        'wait_s', r.wait_s, 'token_id', r.token_id, 'token_iat', r.token_iat, 'token_nbf', r.token_nbf,
+        'token_exp', r.token_exp, 'client_refreshed', r.client_refreshed,
+        'check_time_s', r.check_local_s, 'check_true_time_s', r.check_true_s,
+        'grant_id', r.grant_id, 'grant_start', r.grant_start, 'grant_end', r.grant_end,
+        'policy_decision', r.policy_decision, 'policy_engine', r.policy_engine, 'policy_id', r.policy_id,
+        'policy_version', r.policy_version, 'policy_rule', r.policy_rule,
+        'allowed_versions', r.allowed_versions,
+        'required', r.policy_required, 'granted', r.policy_granted,
+        'missing', CASE WHEN len(r.missing) > 0 THEN r.missing END
+    ))::VARCHAR AS evidence,
+    CASE WHEN rules.cause = 'clock_drift'
+         THEN 'run NTP/chrony on host ' || coalesce(CASE WHEN r.rule LIKE 'client_clock%' THEN r.client_domain
+                                                         ELSE r.server_domain END, '?')
+              || '; consider a verifier leeway'
+         WHEN rules.cause = 'unexplained' AND len(r.missing) > 0
+         THEN 'instrument the missing side: ' || array_to_string(r.missing, '; ')
+         ELSE fixes.fix END AS fix,
+    r.server_service, r.client_service, r.server_domain, r.client_domain, r.client_span_id, r.server_span_id
+FROM ruled AS r
+JOIN rules USING (rule)
+JOIN fixes ON fixes.cause = rules.cause
+ORDER BY r.time, r.trace_id;
