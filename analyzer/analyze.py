@@ -1,0 +1,160 @@
+"""``jitrace analyze INPUT... --out DIR``: load, run the SQL steps, write DESIGN.md's outputs, print the table.
+
+Exit codes (analyzer/errors.py): 0 done; 3 (FAIL_ON) when ``--fail-on`` names a cause that was found (a CI gate);
+4 (BAD_RECORDS) when some records could not be read (every output is still written); 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import duckdb
+
+from jitrace.analyzer import errors, report, session
+from jitrace.instrumentation import contract
+
+# The columns of attributions.parquet / .csv, in order (DESIGN.md Outputs, then the extras notebooks use).
+ATTRIBUTION_COLUMNS = (
+    "trace_id", "span_id", "service", "method", "principal", "status_code", "time", "cause", "rule", "confidence",
+    "evidence", "fix", "server_service", "client_service", "server_domain", "client_domain", "client_span_id",
+    "server_span_id",
+)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="span/log files, folders or globs (any format)")
+    parser.add_argument("--out", required=True, help="output folder (created; earlier outputs are replaced)")
+    parser.add_argument("--fail-on", default="", metavar="CAUSE,...",
+                        help=f"exit {errors.FAIL_ON} when denials of these causes are found ('any' for every cause)")
+    parser.add_argument("--strict", action="store_true", help="any unreadable record is an error")
+    parser.add_argument("--leeway", type=float, default=None, metavar="SECONDS",
+                        help="the verifiers' clock leeway (default 0 s, PyJWT's default)")
+    parser.add_argument("--window", type=float, default=None, metavar="SECONDS",
+                        help="time window of a clock-offset estimate (default 300 s)")
+    parser.add_argument("--quiet", action="store_true", help="no progress and no table")
+
+
+def parse_fail_on(text: str | Iterable[str]) -> tuple[str, ...]:
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    if "any" in names:
+        return tuple(contract.CAUSES)
+    unknown = [n for n in names if n not in contract.CAUSES]
+    if unknown:
+        raise errors.UserError(f"--fail-on: unknown cause {unknown[0]!r} (causes: {', '.join(contract.CAUSES)})")
+    return tuple(names)
+
+
+def run(args: argparse.Namespace) -> int:
+    fail_on = parse_fail_on(args.fail_on)
+    pairs = (("jitrace_leeway_s", args.leeway), ("jitrace_window_s", args.window))
+    settings = {k: v for k, v in pairs if v is not None}
+    summary = analyze(args.inputs, args.out, strict=args.strict, fail_on=fail_on, quiet=args.quiet, settings=settings)
+    return summary["exit_code"]
+
+
+def _progress(quiet: bool):
+    started = time.perf_counter()
+
+    def say(message: str) -> None:
+        if not quiet:
+            print(f"jitrace analyze: [{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def _load(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool) -> dict:
+    try:
+        from jitrace.analyzer.load import load_into
+    except ModuleNotFoundError as exc:
+        if exc.name and "jitrace.analyzer.load".startswith(exc.name):
+            return _load_parquet_only(con, inputs)
+        raise
+    rep = load_into(con, inputs, strict=strict)
+    return {"spans": rep.spans, "logs": rep.logs, "bad_records": rep.bad_records, "problems": list(rep.problems)}
+
+
+def _load_parquet_only(con: duckdb.DuckDBPyConnection, inputs: list[str]) -> dict:
+    """Stand-in until the loaders land: Parquet files (or folders of them) already in the normalized schema."""
+    files: list[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(str(f) for f in p.rglob("*.parquet") if "logs" not in f.relative_to(p).parts[:1])
+        elif p.suffix == ".parquet" and p.is_file():
+            files.append(str(p))
+        else:
+            raise errors.UserError(f"{item}: only Parquet in jitrace's span schema can be read by this build")
+    if files:
+        con.execute("INSERT INTO spans BY NAME SELECT * EXCLUDE (filename) FROM read_parquet(?, filename = true, "
+                    "union_by_name = true)", [files])
+    n = con.execute("SELECT count(*) FROM spans").fetchone()[0]
+    return {"spans": n, "logs": 0, "bad_records": 0, "problems": []}
+
+
+def _write_outputs(con: duckdb.DuckDBPyConnection, out: Path) -> None:
+    cols = ", ".join(ATTRIBUTION_COLUMNS)
+    for name, fmt in (("attributions.parquet", "(FORMAT parquet)"), ("attributions.csv", "(FORMAT csv, HEADER)")):
+        con.execute(f"COPY (SELECT {cols} FROM attributions ORDER BY time, trace_id) TO '{out / name}' {fmt}")
+    con.execute(f"COPY (SELECT * FROM clock_offsets ORDER BY domain, window_start) TO '{out / 'clock_offsets.parquet'}'"
+                " (FORMAT parquet)")
+
+
+def analyze(
+    inputs: list[str],
+    out_dir: str | Path,
+    *,
+    strict: bool = False,
+    fail_on: Iterable[str] = (),
+    quiet: bool = False,
+    settings: dict[str, float] | None = None,
+) -> dict:
+    """Analyze ``inputs`` into ``out_dir``; returns the summary.json content (plus ``exit_code``)."""
+    fail_on = parse_fail_on(fail_on)
+    say = _progress(quiet)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    db_path = out / "jitrace.duckdb"
+    for stale in (db_path, out / "jitrace.duckdb.wal"):
+        stale.unlink(missing_ok=True)
+    con = session.connect(db_path)
+    try:
+        say(f"loading {len(inputs)} input(s)")
+        loaded = _load(con, list(inputs), strict)
+        say(f"loaded {loaded['spans']} spans, {loaded['logs']} logs, {loaded['bad_records']} bad records")
+        session.run_queries(con, settings=settings, progress=lambda step, s: say(f"{step} ({s:.2f} s)"))
+        _write_outputs(con, out)
+        causes = dict(con.execute("SELECT cause, denials FROM cause_summary ORDER BY denials DESC").fetchall())
+        reference = con.execute("SELECT mode(reference) FROM clock_offsets").fetchone()[0]
+        summary = {
+            "spans": loaded["spans"],
+            "logs": loaded["logs"],
+            "denials": sum(causes.values()),
+            "causes": causes,
+            "bad_records": loaded["bad_records"],
+            "problems": loaded["problems"][:50],
+            "clock_reference": reference,
+            "clock_domains": con.execute("SELECT count(DISTINCT domain) FROM clock_offsets").fetchone()[0],
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        say("writing report.html")
+        report.write_html(con, out / "report.html", summary)
+        if not quiet:
+            print(report.terminal(con, summary))
+    finally:
+        con.close()
+    found = [c for c in fail_on if summary["causes"].get(c)]
+    if found:
+        counts = ", ".join(f"{c} ({summary['causes'][c]})" for c in found)
+        say(f"--fail-on: found {counts}")
+        summary["exit_code"] = errors.FAIL_ON
+    elif summary["bad_records"]:
+        say(f"{summary['bad_records']} record(s) could not be read; see summary.json 'problems'")
+        summary["exit_code"] = errors.BAD_RECORDS
+    else:
+        summary["exit_code"] = errors.OK
+    return summary
