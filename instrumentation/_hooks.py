@@ -85,7 +85,8 @@ def _sync_channel(wrapped: Callable[..., Any], instance: Any, args: tuple, kwarg
 def _chain(name: str) -> list[Any]:
     """``grpc.<name>`` and every ``wrapt`` wrapper under it, outermost first."""
     chain = [getattr(grpc, name)]
-    while isinstance(chain[-1], wrapt.ObjectProxy) and hasattr(chain[-1], "__wrapped__"):
+    # wrapt's FunctionWrapper (what OpenTelemetry uses); checked by its attributes, stable across wrapt 1 and 2
+    while hasattr(chain[-1], "_self_wrapper") and hasattr(chain[-1], "__wrapped__"):
         chain.append(chain[-1].__wrapped__)
     return chain
 
