@@ -133,12 +133,16 @@ def aio_handler(verifier: Verifier) -> grpc.GenericRpcHandler:
             yield request
 
     async def client_stream(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+        received = [r async for r in requests]
         await guard(context)
-        return b"".join([r async for r in requests])
+        return b"".join(received)
 
     async def bidi(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        # read the requests before a denial: grpc.aio reports INTERNAL when the server ends a call the client is
+        # still writing to (a race of grpc's own, with or without instrumentation)
+        received = [r async for r in requests]
         await guard(context)
-        async for r in requests:
+        for r in received:
             yield r
 
     async def hostile(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
