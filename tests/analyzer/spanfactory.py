@@ -107,6 +107,7 @@ class World:
         server: str = "server-host",
         method: str = "Read",
         transit_s: float = 0.001,
+        return_s: float | None = None,
         wait_s: float = 0.0,
         handle_s: float = 0.002,
         required: str | None = "orders.read",
@@ -126,7 +127,7 @@ class World:
         t1, t2 = at_true, at_true + transit_s
         t_check = t2 + wait_s
         t3 = t_check + handle_s
-        t4 = t3 + transit_s
+        t4 = t3 + (transit_s if return_s is None else return_s)
         server_now = self.local_ns(server, t_check) / 1e9
         # what the server's verifier decides with its own clock
         verdict, status, denial = "valid", 0, None
@@ -160,9 +161,11 @@ class World:
                 client_attrs |= {c.TOKEN_ID: token.jti or "anon", c.TOKEN_SUB: token.sub, c.TOKEN_IAT: token.iat,
                                  c.TOKEN_EXP: token.exp, c.TOKEN_TTL_S: ttl, c.TOKEN_AGE_S: client_now - token.iat}
             if in_band and server_traced and server_instrumented:
-                # NTP from the four in-call stamps: exact here, transit is symmetric
-                o = self.offsets.get(server, 0.0) - self.offsets.get(client, 0.0)
-                client_attrs |= {c.CLOCK_OFFSET_S: o, c.CLOCK_DELAY_S: (t4 - t1) - (t3 - t2)}
+                # NTP from the four in-call stamps, each in its own host's clock (as the interceptors take them)
+                s1, s2 = self.local_ns(client, t1), self.local_ns(server, t2)
+                s3, s4 = self.local_ns(server, t3), self.local_ns(client, t4)
+                client_attrs |= {c.CLOCK_OFFSET_S: ((s2 - s1) + (s3 - s4)) / 2e9,
+                                 c.CLOCK_DELAY_S: ((s4 - s1) - (s3 - s2)) / 1e9}
             if denial and reason:
                 client_attrs[c.DENIAL_REASON] = denial
         client_span = self._span(trace_id=trace_id, parent=None, name=f"shop.Orders/{method}", kind="CLIENT",
