@@ -9,10 +9,11 @@ Limits (documented in README):
 - credentials are recognised only when passed per call (``stub.Method(req, credentials=creds)``); credentials
   composed with ``grpc.composite_call_credentials`` or baked into a channel (``composite_channel_credentials``)
   are new objects jitrace has not registered: their token facts are not recorded (the call works as usual).
-- ``bearer_credentials(callable)``: the interceptor calls the callable once at send and hands that token to the
-  plugin (taken once, within a few seconds); under heavy concurrency a plugin may take a sibling call's token.
-- ``refreshing_credentials``: the interceptor's ``prepare`` does the refresh (on the caller's thread), so the
-  refreshed flag belongs to the call that triggered it. Without jitrace's interceptor the plugin refreshes itself.
+- the interceptor decides the token at send (calling the callable, or refreshing, on the caller's thread) and
+  hands it to the plugin, which sends that token (taken once, within a few seconds). Under heavy concurrency on one
+  credentials object a plugin may take a sibling call's handed token: the facts then describe a token of the same
+  source fetched a moment apart. Without jitrace's interceptor the plugin decides by itself.
+- ``refreshing_credentials``: the refreshed flag belongs to the call whose send triggered the refresh.
 - gRPC sends call credentials only on secure channels (TLS or ``grpc.local_channel_credentials()``).
 """
 
@@ -33,14 +34,33 @@ _registry: weakref.WeakKeyDictionary[grpc.CallCredentials, _Plugin] = weakref.We
 
 
 class _Plugin(grpc.AuthMetadataPlugin):
-    """Base: attaches ``<key>: Bearer <token>`` and tells the interceptor which token that is."""
+    """Base: attaches ``<key>: Bearer <token>`` and tells the interceptor which token that is.
+
+    The interceptor's :meth:`prepare` decides the token (fetching or refreshing as needed) and hands it to the
+    plugin, which sends exactly that token instead of deciding again (it would judge the lifetime a moment later
+    and could pick another token than the one recorded).
+    """
+
+    def __init__(self) -> None:
+        self._handoff_lock = threading.Lock()
+        self._handoff: tuple[str, float] | None = None
 
     def prepare(self) -> tuple[str | None, bool | None]:
         """The token the next call sends, and whether it was just refreshed (None: not a refreshing credential)."""
+        token, refreshed = self._decide()
+        with self._handoff_lock:
+            self._handoff = (token, time.monotonic())
+        return token, refreshed
+
+    def _decide(self) -> tuple[str, bool | None]:
         raise NotImplementedError
 
     def _token_to_send(self) -> str:
-        raise NotImplementedError
+        with self._handoff_lock:
+            handoff, self._handoff = self._handoff, None
+        if handoff is not None and time.monotonic() - handoff[1] < _HANDOFF_S:
+            return handoff[0]
+        return self._decide()[0]  # no interceptor prepared this call: decide here
 
     def __call__(self, context: grpc.AuthMetadataContext, callback: grpc.AuthMetadataPluginCallback) -> None:
         try:
@@ -54,37 +74,25 @@ class _Plugin(grpc.AuthMetadataPlugin):
 
 class _StaticPlugin(_Plugin):
     def __init__(self, token: str) -> None:
+        super().__init__()
         self._token = token
 
-    def prepare(self) -> tuple[str | None, bool | None]:
+    def _decide(self) -> tuple[str, bool | None]:
         return self._token, None
-
-    def _token_to_send(self) -> str:
-        return self._token
 
 
 class _CallablePlugin(_Plugin):
     def __init__(self, get_token: Callable[[], str]) -> None:
+        super().__init__()
         self._get_token = get_token
-        self._lock = threading.Lock()
-        self._handoff: tuple[str, float] | None = None
 
-    def prepare(self) -> tuple[str | None, bool | None]:
-        token = self._get_token()
-        with self._lock:
-            self._handoff = (token, time.monotonic())
-        return token, None
-
-    def _token_to_send(self) -> str:
-        with self._lock:
-            handoff, self._handoff = self._handoff, None
-        if handoff is not None and time.monotonic() - handoff[1] < _HANDOFF_S:
-            return handoff[0]
-        return self._get_token()
+    def _decide(self) -> tuple[str, bool | None]:
+        return self._get_token(), None
 
 
 class _RefreshingPlugin(_Plugin):
     def __init__(self, fetch: Callable[[], str], refresh_before_s: float | None) -> None:
+        super().__init__()
         self._fetch = fetch
         self._refresh_before_s = refresh_before_s
         self._lock = threading.Lock()
@@ -111,11 +119,8 @@ class _RefreshingPlugin(_Plugin):
             self._exp = float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
             return token, refreshed
 
-    def prepare(self) -> tuple[str | None, bool | None]:
+    def _decide(self) -> tuple[str, bool | None]:
         return self.current()
-
-    def _token_to_send(self) -> str:
-        return self.current()[0]
 
 
 def _register(plugin: _Plugin, name: str) -> grpc.CallCredentials:
