@@ -1,0 +1,70 @@
+"""Helpers every lab service shares: waiting without ``time.sleep``, announcing the port, stopping on SIGTERM,
+and denials that carry a ``google.rpc.ErrorInfo``.
+"""
+
+from __future__ import annotations
+
+import select
+import signal
+import sys
+from collections.abc import Callable
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+DOMAIN = "jitrace.lab"
+AUDIENCE = "inventory"
+ISSUER = "jit-issuer"
+# The metadata key by which the gateway asks a backend's slow middleware to hold a call (fault injection).
+SLOW_KEY = "lab-slow-s"
+
+
+def pause(seconds: float) -> None:
+    """Wait ``seconds``. Under libfaketime ``time.sleep`` fails with EINVAL (DESIGN.md pitfalls); select does not."""
+    if seconds > 0:
+        select.select([], [], [], seconds)
+
+
+def announce_port(port: int) -> None:
+    """The runner reads ``PORT <n>`` from a service's stdout: every service binds port 0."""
+    print(f"PORT {port}", flush=True)
+
+
+def on_sigterm(stop: Callable[[], None]) -> None:
+    """Run ``stop`` on SIGTERM/SIGINT so the process leaves its main loop and exits normally (exporters flush)."""
+
+    def handler(signum: int, frame: object) -> None:
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def denial_status(code: grpc.StatusCode, reason: str, message: str) -> grpc.Status:
+    """A gRPC status whose details hold an ErrorInfo (AIP-193) with the lab's domain and ``reason``."""
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))
+    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    return rpc_status.to_status(status)
+
+
+def reason_of(error: grpc.RpcError) -> str:
+    """The ErrorInfo reason a denial carried, or ''."""
+    try:
+        trailing = error.trailing_metadata() or ()
+        for key, value in trailing:
+            if key == "grpc-status-details-bin":
+                status = status_pb2.Status.FromString(value)
+                for detail in status.details:
+                    info = error_details_pb2.ErrorInfo()
+                    if detail.Unpack(info):
+                        return info.reason
+    except Exception:  # noqa: BLE001 - a reason is a nicety; the code is what counts
+        return ""
+    return ""
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
