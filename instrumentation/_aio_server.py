@@ -1,0 +1,136 @@
+"""The grpc.aio server interceptor: the same facts as :mod:`._server`, for asyncio servers.
+
+Differences from sync: ``abort`` sends the status at once (trailing metadata included), so the ``jit-clock`` echo is
+added inside jitrace's context wrapper's ``abort`` rather than when the handler unwinds; ``abort_with_status`` is
+routed through ``abort`` so OpenTelemetry's wrapper records ``rpc.grpc.status_code``. Each aio call runs in a task
+of its own, so the per-call state (a contextvar) is seen by every check the handler awaits; not by work it hands to
+an executor thread.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+import wrapt
+
+from jitrace.instrumentation import _call_state, _safety, _settings
+from jitrace.instrumentation._server import ServerCall, begin, set_status_code, wrap_handler
+from jitrace.instrumentation._settings import Settings
+
+
+class _AioServicerContext(wrapt.ObjectProxy):
+    def __init__(self, wrapped: Any, call: ServerCall) -> None:
+        super().__init__(wrapped)
+        self._self_call = call
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
+        merged = None
+        with _safety.guard("server_interceptor"):
+            current = trailing_metadata or self.__wrapped__.trailing_metadata()
+            merged = self._self_call.trailing(tuple(current or ()))
+        if merged is None:
+            return await self.__wrapped__.abort(code, details, trailing_metadata)
+        return await self.__wrapped__.abort(code, details, merged)
+
+    async def abort_with_status(self, status: grpc.Status) -> None:
+        try:
+            code, details, metadata = status.code, status.details, tuple(status.trailing_metadata or ())
+        except Exception:  # noqa: BLE001 - not a status we understand: grpc decides what it means
+            _safety.count("server_interceptor")
+            return await self.__wrapped__.abort_with_status(status)
+        return await self.abort(code, details, metadata)
+
+
+def _finish(call: ServerCall, context: Any) -> None:
+    with _safety.guard("server_interceptor"):
+        trailing = call.trailing(tuple(context.trailing_metadata() or ()))
+        if trailing is not None:
+            context.set_trailing_metadata(trailing)
+        if call.state.span.is_recording():
+            code = context.code()
+            if isinstance(code, grpc.StatusCode) and code != grpc.StatusCode.OK:
+                set_status_code(call.state.span, code)
+
+
+def _start(context: Any) -> tuple[ServerCall | None, Any, Any]:
+    call = None
+    with _safety.guard("server_interceptor"):
+        call = begin(tuple(context.invocation_metadata() or ()))
+    if call is None:
+        return None, None, context
+    return call, _call_state.activate(call.state), _AioServicerContext(context, call)
+
+
+def _wrap_behavior(behavior: Callable[..., Any], response_streaming: bool) -> Callable[..., Any]:
+    if response_streaming:
+        async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            call, token, ctx = _start(context)
+            if call is None:
+                async for response in _responses(behavior(request, context)):
+                    yield response
+                return
+            try:
+                async for response in _responses(behavior(request, ctx)):
+                    yield response
+            finally:
+                _finish(call, context)
+                _call_state.deactivate(token)
+
+        return stream
+
+    async def unary(request: Any, context: Any) -> Any:
+        call, token, ctx = _start(context)
+        if call is None:
+            return await _result(behavior(request, context))
+        try:
+            return await _result(behavior(request, ctx))
+        finally:
+            _finish(call, context)
+            _call_state.deactivate(token)
+
+    return unary
+
+
+async def _result(result: Any) -> Any:
+    return await result if inspect.isawaitable(result) else result
+
+
+async def _responses(result: Any) -> AsyncIterator[Any]:
+    """A streaming handler's responses: an async generator, or a coroutine that writes with ``context.write``."""
+    if hasattr(result, "__aiter__"):
+        async for response in result:
+            yield response
+    elif isinstance(result, Awaitable):
+        await result
+    else:  # a sync iterator from a sync-style handler
+        for response in result:
+            yield response
+
+
+class JitraceAioServerInterceptor(grpc.aio.ServerInterceptor):
+    """Puts jit.* facts on the current (OpenTelemetry) server span of a grpc.aio server."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if not _settings.get().enabled:
+            return handler
+        try:
+            return wrap_handler(handler, _wrap_behavior)
+        except Exception:  # noqa: BLE001
+            _safety.count("server_interceptor")
+            return handler
+
+
+def aio_server_interceptor(settings: Settings | None = None) -> JitraceAioServerInterceptor:
+    """A new grpc.aio server interceptor. ``settings`` are applied process-wide when given."""
+    if settings is not None:
+        _settings.configure(settings)
+    return JitraceAioServerInterceptor()

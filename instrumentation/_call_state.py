@@ -1,0 +1,67 @@
+"""The server call being handled right now, so that hooks deep inside a handler (PyJWT, the policy API) find its span.
+
+The state lives in a ``contextvars.ContextVar``. Sync gRPC runs each handler on a thread-pool thread, so the server
+interceptor sets the state *inside* the handler invocation (it wraps the handler's behaviour), never in
+``intercept_service``; aio handlers run in a task of their own, so the same holds there. Code the handler hands off
+to another thread (an executor, a new thread) does not see the state: its checks are not recorded.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from dataclasses import dataclass, field
+
+from opentelemetry.trace import Span
+
+from jitrace.instrumentation import contract as c
+
+
+@dataclass
+class CallState:
+    """What jitrace knows about one server call while its handler runs."""
+
+    span: Span
+    arrival_ns: int  # the OpenTelemetry server span's start (the outermost interceptor's arrival), wall clock ns
+    metadata_token_id: str | None = None  # id of the bearer token in metadata (never the token itself)
+    checks: int = 0  # token checks (jwt decodes) so far
+    first_check_ns: int | None = None  # the first access check (token or policy), wall clock ns
+    policy_decisions: int = 0
+    policy_denied: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def mark_check(self, started_ns: int | None = None) -> None:
+        """An access check started at ``started_ns``: the first one sets ``jit.auth.wait_s`` on the span."""
+        started_ns = time.time_ns() if started_ns is None else started_ns
+        with self._lock:
+            if self.first_check_ns is not None and self.first_check_ns <= started_ns:
+                return
+            self.first_check_ns = started_ns
+        self.span.set_attribute(c.AUTH_WAIT_S, max(0.0, (started_ns - self.arrival_ns) / 1e9))
+
+    def next_token_check(self) -> int:
+        """Count a token check; returns its number in this call (1 for the first)."""
+        with self._lock:
+            self.checks += 1
+            return self.checks
+
+
+_current: contextvars.ContextVar[CallState | None] = contextvars.ContextVar("jitrace_server_call", default=None)
+
+
+def current() -> CallState | None:
+    """The server call whose handler runs in this context, else None."""
+    return _current.get()
+
+
+def activate(state: CallState) -> contextvars.Token[CallState | None]:
+    return _current.set(state)
+
+
+def deactivate(token: contextvars.Token[CallState | None]) -> None:
+    try:
+        _current.reset(token)
+    except ValueError:
+        # a response generator closed from another context (e.g. a cancelled stream): nothing of ours to restore
+        _current.set(None)

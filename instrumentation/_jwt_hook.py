@@ -1,0 +1,132 @@
+"""PyJWT's ``decode`` patched: each verification inside a server call records its verdict on the call's span.
+
+Covered: ``jwt.decode`` / ``jwt.decode_complete`` (module-level functions, bound to PyJWT's global instance, so they
+are rebound here), ``jwt.api_jwt.decode`` / ``decode_complete``, and ``PyJWT.decode`` / ``PyJWT.decode_complete`` for
+any instance. Not covered: a reference taken *before* :func:`patch` (``from jwt import decode`` at import time
+before instrumenting; ``opentelemetry-instrument`` patches before the application is imported, so it is fine there).
+
+The first check of a call sets ``jit.token.*`` (the verified token's claims, age and ttl at the check),
+``jit.token.verdict`` and ``jit.auth.wait_s``; each later check (a stream re-verifying per message) adds a
+``jit.token.check`` event with its verdict and ttl instead. Outside a server call the hook does nothing.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from jitrace.instrumentation import _call_state, _safety, _token
+from jitrace.instrumentation import contract as c
+
+_METHODS = ("decode", "decode_complete")
+_inside: contextvars.ContextVar[bool] = contextvars.ContextVar("jitrace_jwt_decode", default=False)
+_originals: dict[tuple[str, str], Any] = {}  # ("class"|"jwt"|"api_jwt", name) -> what was there before
+
+
+def verdict_of(exc: BaseException | None) -> str:
+    """The contract's verdict for PyJWT's outcome: None (decoded) is ``valid``."""
+    if exc is None:
+        return c.VERDICT_VALID
+    import jwt
+
+    # InvalidSignatureError is a DecodeError: test it first.
+    for kind, verdict in ((jwt.InvalidSignatureError, c.VERDICT_BAD_SIGNATURE),
+                          (jwt.ExpiredSignatureError, c.VERDICT_EXPIRED),
+                          (jwt.ImmatureSignatureError, c.VERDICT_NOT_YET_VALID),
+                          (jwt.InvalidAudienceError, c.VERDICT_BAD_AUDIENCE),
+                          (jwt.InvalidIssuerError, c.VERDICT_BAD_ISSUER)):
+        if isinstance(exc, kind):
+            return verdict
+    return c.VERDICT_MALFORMED
+
+
+@_safety.guarded("jwt_hook")
+def _record(state: _call_state.CallState, token: object, verdict: str, started_ns: int) -> None:
+    if isinstance(token, bytes | bytearray):
+        token = bytes(token).decode("latin-1")
+    token = token if isinstance(token, str) else None
+    number = state.next_token_check()
+    state.mark_check(started_ns)
+    span = state.span
+    if not span.is_recording():
+        return
+    attrs = _token.token_attributes(token, now_s=started_ns / 1e9)
+    if number == 1:
+        attrs[c.TOKEN_VERDICT] = verdict
+        span.set_attributes(attrs)
+        return
+    event: dict[str, Any] = {c.TOKEN_VERDICT: verdict}
+    for name in (c.TOKEN_ID, c.TOKEN_TTL_S):
+        if name in attrs:
+            event[name] = attrs[name]
+    span.add_event(c.TOKEN_CHECK_EVENT, event)
+
+
+def _wrap(original: Callable[..., Any], token_index: int) -> Callable[..., Any]:
+    """A recording wrapper around a decode function; ``token_index`` is where the token is in ``args``."""
+
+    @functools.wraps(original)
+    def decode(*args: Any, **kwargs: Any) -> Any:
+        state = _call_state.current()
+        if state is None or _inside.get():
+            return original(*args, **kwargs)  # not in a server call, or decode_complete inside decode: one check
+        token = args[token_index] if len(args) > token_index else kwargs.get("jwt")
+        started_ns = time.time_ns()
+        reset = _inside.set(True)
+        try:
+            result = original(*args, **kwargs)
+        except Exception as exc:
+            _inside.reset(reset)
+            _record(state, token, verdict_of(exc), started_ns)
+            raise
+        _inside.reset(reset)
+        _record(state, token, c.VERDICT_VALID, started_ns)
+        return result
+
+    decode._jitrace_original = original  # type: ignore[attr-defined]
+    return decode
+
+
+def patch() -> None:
+    """Patch PyJWT (idempotent). Does nothing if PyJWT is not installed."""
+    try:
+        import jwt
+        import jwt.api_jwt as api_jwt
+    except ImportError:
+        return
+    for name in _METHODS:
+        current = api_jwt.PyJWT.__dict__.get(name)
+        if current is not None and not hasattr(current, "_jitrace_original"):
+            _originals[("class", name)] = current
+            setattr(api_jwt.PyJWT, name, _wrap(current, 1))
+    for label, module in (("jwt", jwt), ("api_jwt", api_jwt)):
+        for name in _METHODS:
+            current = getattr(module, name, None)
+            if current is not None and not hasattr(current, "_jitrace_original"):
+                _originals[(label, name)] = current
+                setattr(module, name, _wrap(current, 0))
+
+
+def unpatch() -> None:
+    """Undo :func:`patch` where jitrace's wrapper is still in place."""
+    try:
+        import jwt
+        import jwt.api_jwt as api_jwt
+    except ImportError:
+        return
+    targets = {"class": api_jwt.PyJWT, "jwt": jwt, "api_jwt": api_jwt}
+    for (label, name), original in list(_originals.items()):
+        target = targets[label]
+        current = target.__dict__.get(name) if label == "class" else getattr(target, name, None)
+        if current is not None and getattr(current, "_jitrace_original", None) is original:
+            setattr(target, name, original)
+        del _originals[(label, name)]
+
+
+def is_patched() -> bool:
+    import jwt
+
+    return hasattr(jwt.decode, "_jitrace_original")

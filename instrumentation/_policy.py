@@ -1,0 +1,193 @@
+"""Access-policy decisions on the server span: a public API, and pycasbin's ``Enforcer.enforce`` recorded by itself.
+
+:func:`record_policy_decision` sets ``jit.policy.*`` / ``jit.grant.*`` on the current server call's span (else on the
+current span, if it records) and marks the start of the access check for ``jit.auth.wait_s``. In one call, the first
+decision is recorded, and a later *deny* replaces an earlier allow (the deny is what decided the call).
+
+pycasbin (``casbin.Enforcer.enforce`` / ``enforce_ex``, and subclasses), inside a server call, records:
+engine ``casbin``; decision; required = the request values after the subject joined by ``:`` (``sub, obj, act`` ->
+``obj:act``); granted = the subject's roles (implicit roles, i.e. through role inheritance, where the enforcer has
+them); rule = the matched policy line from ``enforce_ex``'s explanation (``p, alice, data1, read``); eval_s.
+The policy id and version come from the enforcer's attributes ``jitrace_policy_id`` / ``jitrace_policy_version``
+(set them when you load a policy revision), else the variables ``JITRACE_POLICY_ID`` / ``JITRACE_POLICY_VERSION``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from opentelemetry import trace
+
+from jitrace.instrumentation import _call_state, _safety, _settings, _token
+from jitrace.instrumentation import contract as c
+
+_MAX_GRANTED = 64  # roles/scopes kept on a span
+
+
+def _decision(decision: object) -> str:
+    if isinstance(decision, bool):
+        return c.DECISION_ALLOW if decision else c.DECISION_DENY
+    text = str(decision).strip().lower()
+    if text in ("allow", "allowed", "permit", "true", "grant", "granted"):
+        return c.DECISION_ALLOW
+    return c.DECISION_DENY
+
+
+def _text(value: object) -> str:
+    limit = _settings.get().max_attribute_chars
+    text = value if isinstance(value, str) else str(value)
+    return text[:limit]
+
+
+def _attributes(decision: str, engine: object, policy_id: object, version: object, rule: object, required: object,
+                granted: Sequence[object] | None, grant: dict[str, object], eval_s: float | None) -> dict[str, Any]:
+    attrs: dict[str, Any] = {c.POLICY_DECISION: decision}
+    for name, value in ((c.POLICY_ENGINE, engine), (c.POLICY_ID, policy_id), (c.POLICY_VERSION, version),
+                        (c.POLICY_RULE, rule), (c.POLICY_REQUIRED, required)):
+        if value is not None:
+            attrs[name] = _text(value)
+    if granted is not None:
+        items = [granted] if isinstance(granted, str | bytes) else list(granted)
+        attrs[c.POLICY_GRANTED] = [_text(g) for g in items[:_MAX_GRANTED]]
+    if eval_s is not None and isinstance(eval_s, int | float):
+        attrs[c.POLICY_EVAL_S] = float(eval_s)
+    attrs.update(_token.grant_attributes(grant))
+    return attrs
+
+
+@_safety.guarded("policy")
+def record_policy_decision(decision: bool | str, *, engine: str | None = None, policy_id: str | None = None,
+                           version: str | int | None = None, rule: str | None = None, required: str | None = None,
+                           granted: Sequence[str] | None = None, grant_id: str | None = None,
+                           grant_start: float | None = None, grant_end: float | None = None,
+                           eval_s: float | None = None) -> None:
+    """Record an access-policy decision (``True``/``"allow"`` or ``False``/``"deny"``) on the current server span.
+
+    ``eval_s`` is how long the evaluation took: the access check is taken to have started that long ago. The grant
+    window (``grant_*``, Unix seconds in the issuer's clock) is for grants that are policy input, not token claims.
+    Never raises.
+    """
+    now_ns = time.time_ns()
+    state = _call_state.current()
+    verdict = _decision(decision)
+    if state is not None:
+        started = now_ns - int(eval_s * 1e9) if isinstance(eval_s, int | float) and eval_s > 0 else now_ns
+        state.mark_check(started)
+        first = state.policy_decisions == 0
+        state.policy_decisions += 1
+        replace = first or (verdict == c.DECISION_DENY and not state.policy_denied)
+        state.policy_denied = state.policy_denied or verdict == c.DECISION_DENY
+        if not replace:
+            return
+        span = state.span
+    else:
+        span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    grant = {"grant_id": grant_id, "grant_start": grant_start, "grant_end": grant_end}
+    span.set_attributes(_attributes(verdict, engine, policy_id, version, rule, required, granted, grant, eval_s))
+
+
+# --- pycasbin -------------------------------------------------------------------------------------------------------
+_ENFORCE = ("enforce", "enforce_ex")
+_outer: contextvars.ContextVar[dict | None] = contextvars.ContextVar("jitrace_casbin", default=None)
+_casbin_originals: dict[str, Any] = {}
+
+
+def _policy_ref(enforcer: Any, attribute: str, variable: str) -> str | None:
+    value = getattr(enforcer, attribute, None)
+    if value is None:
+        value = os.environ.get(variable) or None
+    return None if value is None else str(value)
+
+
+def _roles(enforcer: Any, subject: object) -> list[str] | None:
+    if not isinstance(subject, str):
+        return None
+    for method in ("get_implicit_roles_for_user", "get_roles_for_user"):
+        fn = getattr(enforcer, method, None)
+        if fn is None:
+            continue
+        try:
+            return [str(r) for r in fn(subject)]
+        except Exception:  # noqa: BLE001 - a model without roles: try the next way, else none
+            continue
+    return None
+
+
+@_safety.guarded("policy_hook")
+def _record_casbin(enforcer: Any, rvals: tuple, allowed: object, explain: object, eval_s: float) -> None:
+    if _call_state.current() is None:
+        return  # a check outside a server call (start-up, a batch job): not a call's decision
+    rule = None
+    if isinstance(explain, list | tuple) and explain:
+        rule = "p, " + ", ".join(str(v) for v in explain)
+    required = ":".join(str(v) for v in rvals[1:]) if len(rvals) > 1 else None
+    record_policy_decision(bool(allowed), engine="casbin",
+                           policy_id=_policy_ref(enforcer, "jitrace_policy_id", "JITRACE_POLICY_ID"),
+                           version=_policy_ref(enforcer, "jitrace_policy_version", "JITRACE_POLICY_VERSION"),
+                           rule=rule, required=required, granted=_roles(enforcer, rvals[0] if rvals else None),
+                           eval_s=eval_s)
+
+
+def _wrap_enforce(original: Callable[..., Any], explained: bool) -> Callable[..., Any]:
+    """``enforce`` (returns a bool) or ``enforce_ex`` (returns ``(bool, explain)``), recorded once per outer call."""
+
+    @functools.wraps(original)
+    def enforce(self: Any, *rvals: Any) -> Any:
+        box = _outer.get()
+        if box is not None or _call_state.current() is None:
+            result = original(self, *rvals)
+            if box is not None and explained and "explain" not in box:
+                with _safety.guard("policy_hook"):
+                    box["explain"] = result[1]  # enforce -> enforce_ex: keep the matched rule for the outer record
+            return result
+        box = {}
+        reset = _outer.set(box)
+        started = time.perf_counter()
+        try:
+            result = original(self, *rvals)
+        finally:
+            _outer.reset(reset)
+        eval_s = time.perf_counter() - started
+        with _safety.guard("policy_hook"):
+            allowed, explain = (result[0], result[1]) if explained else (result, box.get("explain"))
+            _record_casbin(self, rvals, allowed, explain, eval_s)
+        return result
+
+    enforce._jitrace_original = original  # type: ignore[attr-defined]
+    return enforce
+
+
+def patch_casbin() -> None:
+    """Record pycasbin's ``Enforcer.enforce`` / ``enforce_ex`` (idempotent). Does nothing without pycasbin."""
+    try:
+        import casbin
+    except ImportError:
+        return
+    for name in _ENFORCE:
+        current = getattr(casbin.Enforcer, name, None)
+        if current is None or hasattr(current, "_jitrace_original"):
+            continue
+        _casbin_originals[name] = casbin.Enforcer.__dict__.get(name)  # None: inherited, delete to undo
+        setattr(casbin.Enforcer, name, _wrap_enforce(current, explained=name == "enforce_ex"))
+
+
+def unpatch_casbin() -> None:
+    try:
+        import casbin
+    except ImportError:
+        return
+    for name, own in list(_casbin_originals.items()):
+        current = casbin.Enforcer.__dict__.get(name)
+        if current is not None and hasattr(current, "_jitrace_original"):
+            if own is None:
+                delattr(casbin.Enforcer, name)
+            else:
+                setattr(casbin.Enforcer, name, own)
+        del _casbin_originals[name]

@@ -1,0 +1,220 @@
+"""The sync gRPC server interceptor: jit.* facts on OpenTelemetry's server span, clock stamps echoed to the client.
+
+It must sit right after OpenTelemetry's interceptor (the instrumentor places it there): OpenTelemetry starts its span
+when the handler is *invoked*, on a thread-pool thread, so jitrace wraps the handler's behaviour and does its work
+inside that invocation, where OpenTelemetry's span is current (DESIGN.md pitfalls). There it
+
+- records the token facts from metadata (``jit.token.*``; verdict ``missing`` when there is no token), the client's
+  ``jit-sent-ns`` stamp and the server's arrival stamp (the span's start time);
+- makes the call findable by the PyJWT hook and the policy API (:mod:`._call_state`);
+- when the reply leaves, echoes ``jit-clock: "<t2_ns>,<t3_ns>"`` in the trailing metadata (merged with what the handler
+  set, also on aborts) and records the denial reason from ``grpc-status-details-bin``.
+
+Everything jitrace does is guarded: its own failure is counted and the call goes on exactly as without it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import grpc
+import wrapt
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
+from jitrace.instrumentation import _call_state, _safety, _settings, _status_details, _token
+from jitrace.instrumentation import contract as c
+from jitrace.instrumentation._settings import Settings
+
+Metadata = Sequence[tuple[str, str | bytes]]
+_MAX_STAMP_CHARS = 24  # a nanosecond stamp has 19 digits; anything longer is not one
+
+
+# --- shared by the sync and aio interceptors ----------------------------------------------------------------------
+def _metadata_value(metadata: Metadata | None, key: str) -> str | bytes | None:
+    for k, v in metadata or ():
+        if k == key:
+            return v
+    return None
+
+
+def _stamp(value: str | bytes | None) -> int | None:
+    """A ``jit-sent-ns`` value as an int, None unless it is a plain non-negative decimal of sane length."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if not isinstance(value, str) or not value.isdigit() or len(value) > _MAX_STAMP_CHARS:
+        return None
+    return int(value)
+
+
+class ServerCall:
+    """jitrace's view of one server call: created when the handler is invoked, finished when the reply leaves."""
+
+    __slots__ = ("state", "echo", "received_ns", "_finished")
+
+    def __init__(self, state: _call_state.CallState, echo: bool, received_ns: int) -> None:
+        self.state = state
+        self.echo = echo  # echo jit-clock (the client sent jit-sent-ns and clock stamps are on)
+        self.received_ns = received_ns
+        self._finished = False
+
+    @classmethod
+    def begin(cls, metadata: Metadata | None, settings: Settings) -> ServerCall:
+        span: Span = trace.get_current_span()
+        now_ns = time.time_ns()
+        start = getattr(span, "start_time", None)
+        arrival_ns = start if isinstance(start, int) and start > 0 else now_ns
+        attrs: dict[str, Any] = {c.CLOCK_RECEIVED_NS: arrival_ns}
+        peer_sent = _stamp(_metadata_value(metadata, c.METADATA_SENT_NS))
+        if peer_sent is not None:
+            attrs[c.CLOCK_PEER_SENT_NS] = peer_sent
+        token = _token.token_from_metadata(metadata, settings.token_metadata_key)
+        attrs.update(_token.token_attributes(token, now_s=now_ns / 1e9))
+        if not token:
+            attrs[c.TOKEN_VERDICT] = c.VERDICT_MISSING
+        span.set_attributes(attrs)
+        state = _call_state.CallState(span=span, arrival_ns=arrival_ns,
+                                      metadata_token_id=attrs.get(c.TOKEN_ID))  # type: ignore[arg-type]
+        return cls(state, echo=peer_sent is not None and settings.clock_stamps, received_ns=arrival_ns)
+
+    def trailing(self, metadata: Metadata | None) -> tuple[tuple[str, str | bytes], ...] | None:
+        """The reply's trailing metadata: ``metadata`` plus the ``jit-clock`` echo; records the denial reason.
+
+        Returns None when there is nothing to change (no echo asked for). Called once per call; later calls (an
+        abort already handled) return None.
+        """
+        if self._finished:
+            return None
+        self._finished = True
+        reason = _status_details.denial_reason(metadata, _settings.get().max_attribute_chars)
+        if reason is not None:
+            self.state.span.set_attribute(c.DENIAL_REASON, reason)
+        if not self.echo:
+            return None
+        kept = tuple((k, v) for k, v in (metadata or ()) if k != c.METADATA_CLOCK)
+        return (*kept, (c.METADATA_CLOCK, f"{self.received_ns},{time.time_ns()}"))
+
+
+def begin(metadata: Metadata | None) -> ServerCall | None:
+    """Start jitrace's work for a call; None (counted) if it could not start, and the call goes on without it."""
+    settings = _settings.get()
+    if not settings.enabled:
+        return None
+    with _safety.guard("server_interceptor"):
+        return ServerCall.begin(metadata, settings)
+    return None
+
+
+def set_status_code(span: Span, code: object) -> None:
+    """``rpc.grpc.status_code`` for a status OpenTelemetry's context wrapper did not see (``abort_with_status``)."""
+    if isinstance(code, grpc.StatusCode):
+        span.set_attribute(c.RPC_GRPC_STATUS_CODE, code.value[0])
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler | None,
+                 wrap: Callable[[Callable[..., Any], bool], Callable[..., Any]]) -> grpc.RpcMethodHandler | None:
+    """``handler`` with its behaviour replaced by ``wrap(behaviour, response_streaming)``; same shape, serializers."""
+    if handler is None:
+        return None
+    if handler.request_streaming and handler.response_streaming:
+        behavior, factory = handler.stream_stream, grpc.stream_stream_rpc_method_handler
+    elif handler.request_streaming:
+        behavior, factory = handler.stream_unary, grpc.stream_unary_rpc_method_handler
+    elif handler.response_streaming:
+        behavior, factory = handler.unary_stream, grpc.unary_stream_rpc_method_handler
+    else:
+        behavior, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
+    return factory(wrap(behavior, handler.response_streaming), request_deserializer=handler.request_deserializer,
+                   response_serializer=handler.response_serializer)
+
+
+# --- sync -----------------------------------------------------------------------------------------------------------
+class _ServicerContext(wrapt.ObjectProxy):
+    """The handler's context: turns ``abort_with_status`` into what it means (trailing metadata + ``abort``).
+
+    grpc's own ``abort_with_status`` replaces the trailing metadata and aborts, bypassing OpenTelemetry's wrapper (so
+    ``rpc.grpc.status_code`` was never set); going through ``abort`` lets OpenTelemetry record the code, and lets
+    jitrace add its echo to the status's metadata when the call unwinds.
+    """
+
+    def abort_with_status(self, status: grpc.Status) -> None:
+        try:
+            metadata = tuple(status.trailing_metadata or ())
+            code, details = status.code, status.details
+        except Exception:  # noqa: BLE001 - not a status we understand: grpc decides what it means
+            _safety.count("server_interceptor")
+            return self.__wrapped__.abort_with_status(status)
+        self.__wrapped__.set_trailing_metadata(metadata)
+        return self.__wrapped__.abort(code, details)
+
+
+def _finish_sync(call: ServerCall, context: grpc.ServicerContext) -> None:
+    with _safety.guard("server_interceptor"):
+        trailing = call.trailing(context.trailing_metadata())
+        if trailing is not None:
+            context.set_trailing_metadata(trailing)
+        if call.state.span.is_recording():
+            code = context.code()
+            if code is not None and code != grpc.StatusCode.OK:
+                set_status_code(call.state.span, code)
+
+
+def _start(context: grpc.ServicerContext) -> tuple[ServerCall | None, Any, grpc.ServicerContext]:
+    call = None
+    with _safety.guard("server_interceptor"):
+        call = begin(context.invocation_metadata())
+    if call is None:
+        return None, None, context
+    return call, _call_state.activate(call.state), _ServicerContext(context)
+
+
+def _wrap_behavior(behavior: Callable[..., Any], response_streaming: bool) -> Callable[..., Any]:
+    if response_streaming:
+        def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            call, token, ctx = _start(context)
+            if call is None:
+                yield from behavior(request, context)
+                return
+            try:
+                yield from behavior(request, ctx)
+            finally:
+                _finish_sync(call, context)
+                _call_state.deactivate(token)
+
+        return stream
+
+    def unary(request: Any, context: grpc.ServicerContext) -> Any:
+        call, token, ctx = _start(context)
+        if call is None:
+            return behavior(request, context)
+        try:
+            return behavior(request, ctx)
+        finally:
+            _finish_sync(call, context)
+            _call_state.deactivate(token)
+
+    return unary
+
+
+class JitraceServerInterceptor(grpc.ServerInterceptor):
+    """Puts jit.* facts on the current (OpenTelemetry) server span; place it right after OpenTelemetry's."""
+
+    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+                          handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if not _settings.get().enabled:
+            return handler
+        try:
+            return wrap_handler(handler, _wrap_behavior)
+        except Exception:  # noqa: BLE001 - an odd handler is served as it is
+            _safety.count("server_interceptor")
+            return handler
+
+
+def server_interceptor(settings: Settings | None = None) -> JitraceServerInterceptor:
+    """A new sync server interceptor. ``settings`` are applied process-wide (``_settings.configure``) when given."""
+    if settings is not None:
+        _settings.configure(settings)
+    return JitraceServerInterceptor()
