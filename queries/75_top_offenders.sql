@@ -1,17 +1,6 @@
--- 70_summary: reads `attributions`; produces `cause_summary` (one row per cause found: count, share, mean
--- confidence, the fix) and `top_offenders` (per cause, the 5 most frequent services, methods and principals).
--- Why: the terminal table, report.html and summary.json all read these two small tables.
-CREATE OR REPLACE TABLE cause_summary AS
-SELECT
-    cause,
-    count(*) AS denials,
-    count(*) / sum(count(*)) OVER () AS share,
-    avg(confidence) AS mean_confidence,
-    mode(fix) AS fix
-FROM attributions
-GROUP BY cause
-ORDER BY denials DESC, cause;
-
+-- 75_top_offenders: reads `attributions`; produces `top_offenders`, per cause the 5 most frequent services,
+-- methods and principals (dimension, value, denials, rank).
+-- Why: "who is hit, and by what" is the first question after "why"; the terminal table and the report show it.
 CREATE OR REPLACE TABLE top_offenders AS
 WITH dims AS (
     SELECT cause, 'service' AS dimension, service AS value FROM attributions

@@ -1,0 +1,122 @@
+"""The SQL steps: documented, in pipeline order, in step with the span contract, runnable from DuckDB alone,
+pairing client and server spans the ways real tracers record them, and selecting denials by gRPC status."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from spanfactory import T0, Token, World
+
+from jitrace.analyzer import session
+from jitrace.instrumentation import contract as c
+
+
+def sql_text() -> str:
+    return "\n".join(p.read_text() for p in session.query_files())
+
+
+def test_every_step_is_numbered_documented_and_produces_one_table():
+    files = session.query_files()
+    assert [p.name[:2] for p in files] == sorted(p.name[:2] for p in files)
+    for p in files:
+        text = p.read_text()
+        lines = text.splitlines()
+        assert re.fullmatch(r"\d\d_\w+\.sql", p.name), p.name
+        assert lines[0].startswith(f"-- {p.stem}: reads "), p.name
+        assert "produces" in lines[0] + lines[1] and any(line.startswith("-- Why") for line in lines), p.name
+        tables = re.findall(r"CREATE (?:OR REPLACE )?TABLE (?:IF NOT EXISTS )?(\w+)", text)
+        assert len(tables) == 1 and tables[0] in p.stem, (p.name, tables)
+
+
+def test_queries_read_every_contract_attribute_and_no_unknown_jit_name():
+    text = sql_text()
+    known = set(c.all_attributes()) | {c.ISSUE_SPAN_NAME}
+    for name in c.all_attributes():
+        assert f'"{name}"' in text, f"{name} is not read by queries/"
+    used = set(re.findall(r"jit\.[a-z_]+(?:\.[a-z_]+)*", text))
+    assert used <= known, f"unknown jit.* names in queries/: {sorted(used - known)}"
+
+
+def test_attributes_become_the_contract_columns():
+    con = session.connect()
+    session.run_queries(con)
+    cols = {r[0] for r in con.execute("DESCRIBE rpc_spans").fetchall()}
+    assert {c.column(a) for a in c.all_attributes()} <= cols
+
+
+def _world_with_denials() -> World:
+    world = World(offsets={"server-host": 120.0, "client-host": -0.25})
+    tok = Token(iat=T0, exp=T0 + 300)
+    world.issue(tok, T0)
+    for i in range(4):
+        world.call(T0 + 1 + i, tok)
+    world.call(T0 + 250, tok)  # clock drift on the server
+    world.call(T0 + 20, None)  # no token
+    world.call(T0 + 30, tok, required="orders.write")  # policy mismatch
+    return world
+
+
+def test_steps_run_from_duckdb_alone_and_agree_with_the_python_solver():
+    world = _world_with_denials()
+    full = session.connect()
+    world.load(full)
+    session.run_queries(full)
+    plain = session.connect()
+    world.load(plain)
+    for p in session.query_files():  # no Python step: 45_clock_offsets stands in for the graph solver
+        plain.execute(p.read_text())
+    q = "SELECT trace_id, cause, rule FROM attributions ORDER BY trace_id"
+    assert plain.execute(q).fetchall() == full.execute(q).fetchall()
+    assert [r[1] for r in full.execute(q).fetchall()].count("clock_drift") == 1
+    # the issuer's window: the same offsets (the Python solver also carries them into the issuer-less window)
+    q = ("SELECT domain, round(offset_s, 4) FROM clock_offsets "
+         "WHERE window_start = (SELECT min(window_start) FROM clock_offsets) ORDER BY ALL")
+    assert plain.execute(q).fetchall() == full.execute(q).fetchall()
+
+
+def _span(trace, span, parent, kind, service, start, end, attrs=None, status="UNSET"):
+    return {"trace_id": trace, "span_id": span, "parent_span_id": parent, "name": "svc/M", "kind": kind,
+            "start_ns": start, "end_ns": end, "status_code": status, "status_message": None, "service": service,
+            "resource": json.dumps({"service.name": service}), "attributes": json.dumps(attrs or {}),
+            "events": "[]", "links": "[]", "scope": None, "source": "t"}
+
+
+def _run(rows: list[dict]):
+    import pyarrow as pa
+
+    from jitrace.analyzer.schema import SPANS
+
+    con = session.connect()
+    arrow = pa.Table.from_pylist(rows, schema=SPANS)  # noqa: F841
+    con.execute("INSERT INTO spans SELECT * FROM arrow")
+    session.run_queries(con)
+    return con
+
+
+def test_pairs_by_parent_and_by_zipkin_shared_span_id():
+    t = "ab" * 16
+    con = _run([
+        _span(t, "c1", None, "CLIENT", "a", 0, 100),
+        _span(t, "s1", "c1", "SERVER", "b", 10, 90),  # OpenTelemetry: the server's parent is the client
+        _span(t, "c2", "c1", "CLIENT", "a", 200, 300),
+        _span(t, "c2", "c1", "SERVER", "c", 210, 290),  # Zipkin shared span: one id for both sides
+        _span(t, "s3", "zz", "SERVER", "b", 400, 500),  # its client was not traced
+    ])
+    got = con.execute("SELECT client_span_id, server_span_id, t1, t2, t3, t4 FROM pairs ORDER BY t1").fetchall()
+    assert got == [("c1", "s1", 0, 10, 90, 100), ("c2", "c2", 200, 210, 290, 300)]
+
+
+@pytest.mark.parametrize(
+    ("grpc_status", "span_status", "denied"),
+    [(7, "UNSET", True), (16, "UNSET", True), ("7", "UNSET", True), (0, "ERROR", False), (5, "ERROR", False),
+     (None, "ERROR", False), (14, "ERROR", False)],
+)
+def test_denials_are_selected_by_grpc_status_not_span_status(grpc_status, span_status, denied):
+    t = "cd" * 16
+    attrs = {} if grpc_status is None else {c.RPC_GRPC_STATUS_CODE: grpc_status}
+    con = _run([_span(t, "c1", None, "CLIENT", "a", 0, 100, attrs, span_status),
+                _span(t, "s1", "c1", "SERVER", "b", 10, 90, attrs, span_status)])
+    rows = con.execute("SELECT span_id FROM attributions").fetchall()
+    assert rows == ([("s1",)] if denied else [])  # one row per call, the server's span
