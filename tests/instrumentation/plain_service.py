@@ -91,13 +91,17 @@ def sync_handler(verifier: Verifier) -> grpc.GenericRpcHandler:
         for _ in range(STREAM_REPLIES):
             yield request
 
+    # Streams read the requests before a denial: gRPC may report INTERNAL when a server ends a call the client is
+    # still writing to (a race of gRPC's own, with or without instrumentation).
     def client_stream(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        received = list(requests)
         guard(context)
-        return b"".join(requests)
+        return b"".join(received)
 
     def bidi(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        received = list(requests)
         guard(context)
-        yield from requests
+        yield from received
 
     def hostile(request: bytes, context: grpc.ServicerContext) -> bytes:
         context.set_trailing_metadata(HOSTILE_TRAILERS)
@@ -138,8 +142,7 @@ def aio_handler(verifier: Verifier) -> grpc.GenericRpcHandler:
         return b"".join(received)
 
     async def bidi(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        # read the requests before a denial: grpc.aio reports INTERNAL when the server ends a call the client is
-        # still writing to (a race of grpc's own, with or without instrumentation)
+        # read before a denial (see the sync handlers)
         received = [r async for r in requests]
         await guard(context)
         for r in received:
