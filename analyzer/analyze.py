@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 
 from jitrace.analyzer import errors, report, session
+from jitrace.analyzer.schema import SPANS
 from jitrace.instrumentation import contract
 
 # The columns of attributions.parquet / .csv, in order (DESIGN.md Outputs, then the extras notebooks use).
@@ -70,7 +71,7 @@ def _progress(quiet: bool):
 def _load(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool) -> dict:
     try:
         from jitrace.analyzer.load import load_into
-    except ModuleNotFoundError as exc:
+    except ImportError as exc:  # the loaders are not built yet (or half way): read our own Parquet meanwhile
         if exc.name and "jitrace.analyzer.load".startswith(exc.name):
             return _load_parquet_only(con, inputs)
         raise
@@ -90,7 +91,8 @@ def _load_parquet_only(con: duckdb.DuckDBPyConnection, inputs: list[str]) -> dic
         else:
             raise errors.UserError(f"{item}: only Parquet in jitrace's span schema can be read by this build")
     if files:
-        con.execute("INSERT INTO spans BY NAME SELECT * EXCLUDE (filename) FROM read_parquet(?, filename = true, "
+        cols = ", ".join(SPANS.names)
+        con.execute(f"INSERT INTO spans SELECT {cols} FROM read_parquet(?, hive_partitioning = false, "
                     "union_by_name = true)", [files])
     n = con.execute("SELECT count(*) FROM spans").fetchone()[0]
     return {"spans": n, "logs": 0, "bad_records": 0, "problems": []}

@@ -182,6 +182,12 @@ figure img {{ max-width: 100%; }}
 <h2>Plots</h2>{figures}
 <h2>Clock offsets</h2>{_table(offsets)}
 <h2>Denials (first {int(max_rows)})</h2>{_table(rows)}
+<script>
+// lets a headless browser (and a test) see that every plot decoded: <body data-plots-loaded="N">
+window.addEventListener("load", () => {{
+  document.body.dataset.plotsLoaded = [...document.images].filter(i => i.complete && i.naturalWidth > 0).length;
+}});
+</script>
 <script type="application/json" id="summary-json">{html.escape(json.dumps(summary))}</script>
 </body></html>
 """

@@ -1,0 +1,103 @@
+"""`jitrace analyze`: DESIGN.md's outputs, the --fail-on gate and its exit code, progress, one-line errors,
+and the Python API over an output folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from spanfactory import T0, Token, World
+
+from jitrace.analyzer import cli, errors
+from jitrace.analyzer.api import open_output
+
+ATTRIBUTION_COLUMNS = ["trace_id", "span_id", "service", "method", "principal", "status_code", "time", "cause",
+                       "rule", "confidence", "evidence", "fix"]
+
+
+@pytest.fixture(scope="module")
+def spans_dir(tmp_path_factory) -> Path:
+    world = World(offsets={"server-host": 120.0})
+    tok = Token(iat=T0, exp=T0 + 3600)
+    world.issue(tok, T0)
+    for i in range(5):
+        world.call(T0 + 1 + i, tok)
+    short = Token(iat=T0, exp=T0 + 300)
+    world.issue(short, T0)
+    world.call(T0 + 250, short)  # clock_drift
+    world.call(T0 + 20, None)  # token_missing
+    folder = tmp_path_factory.mktemp("spans") / "spans" / "hour=2025-10-09T08"
+    folder.mkdir(parents=True)
+    world.write_parquet(folder / "a.parquet")
+    return folder.parent.parent
+
+
+def test_writes_every_output(spans_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["analyze", str(spans_dir), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "clock_drift" in captured.out and "token_missing" in captured.out
+    assert "60_attributions" in captured.err  # progress on stderr
+    attributions = pd.read_parquet(out / "attributions.parquet")
+    assert list(attributions.columns[: len(ATTRIBUTION_COLUMNS)]) == ATTRIBUTION_COLUMNS
+    assert sorted(attributions["cause"]) == ["clock_drift", "token_missing"]
+    assert attributions["confidence"].between(0, 1).all()
+    assert all(isinstance(json.loads(e), dict) for e in attributions["evidence"])
+    assert len(pd.read_csv(out / "attributions.csv")) == 2
+    offsets = pd.read_parquet(out / "clock_offsets.parquet")
+    assert list(offsets.columns) == ["domain", "reference", "window_start", "window_end", "offset_s", "error_s",
+                                     "samples"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["denials"] == 2 and summary["causes"] == {"clock_drift": 1, "token_missing": 1}
+    assert summary["spans"] > 0 and summary["logs"] == 0 and summary["bad_records"] == 0
+    assert (out / "report.html").stat().st_size > 10_000
+    with duckdb.connect(str(out / "jitrace.duckdb"), read_only=True) as con:
+        tables = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
+    assert {"spans", "logs", "attributions", "clock_offsets"} <= tables
+
+
+def test_fail_on_is_a_ci_gate(spans_dir, tmp_path):
+    assert cli.main(["analyze", str(spans_dir), "--out", str(tmp_path / "a"), "--quiet",
+                     "--fail-on", "clock_drift,token_expired"]) == errors.FAIL_ON == 3
+    assert cli.main(["analyze", str(spans_dir), "--out", str(tmp_path / "b"), "--quiet",
+                     "--fail-on", "token_expired"]) == 0
+    assert cli.main(["analyze", str(spans_dir), "--out", str(tmp_path / "c"), "--quiet", "--fail-on", "any"]) == 3
+    # the outputs are written before the gate closes
+    assert (tmp_path / "a" / "attributions.parquet").exists()
+
+
+def test_unknown_cause_and_missing_input_are_one_line_errors(spans_dir, tmp_path, capsys):
+    assert cli.main(["analyze", str(spans_dir), "--out", str(tmp_path / "o"), "--fail-on", "slow"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "unknown cause 'slow'" in err
+    assert cli.main(["analyze", str(tmp_path / "missing.json"), "--out", str(tmp_path / "o2"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "missing.json" in err and "Traceback" not in err
+
+
+def test_console_script_end_to_end(spans_dir, tmp_path):
+    exe = Path(sys.executable).with_name("jitrace")
+    run = subprocess.run([str(exe), "analyze", str(spans_dir), "--out", str(tmp_path / "o"), "--fail-on",
+                          "token_missing"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 3, run.stderr
+    assert "--fail-on: found token_missing (1)" in run.stderr
+
+
+def test_api_opens_an_output_folder(spans_dir, tmp_path, monkeypatch):
+    out = tmp_path / "o"
+    cli.main(["analyze", str(spans_dir), "--out", str(out), "--quiet"])
+    monkeypatch.setenv("JITRACE_OUT", str(out))
+    o = open_output()
+    assert sorted(o.attributions["cause"]) == ["clock_drift", "token_missing"]
+    drift = o.attributions.set_index("cause").loc["clock_drift", "evidence"]
+    assert drift["drifting_host"] == "server-host"
+    assert set(o.clock_offsets["domain"]) == {"client-host", "server-host", "issuer"}
+    assert o.summary["denials"] == 2 and len(o.spans) > 0 and o.logs.empty
+    assert o.sql("SELECT count(*) AS n FROM denials")["n"][0] == 2
+    with pytest.raises(errors.UserError, match="not a jitrace analyze output folder"):
+        open_output(tmp_path)
