@@ -69,8 +69,9 @@ class SlowMiddleware(grpc.ServerInterceptor):
 
 
 class Inventory(jitlab_pb2_grpc.InventoryServicer):
-    def __init__(self, replica: str, version: str, public_key: bytes, leeway: float) -> None:
+    def __init__(self, replica: str, version: str, public_key: bytes, leeway: float, details: bool = True) -> None:
         self._replica, self._version, self._key, self._leeway = replica, version, public_key, leeway
+        self._details = details
         self._enforcer = casbin.Enforcer(*_policy_files(version))
         # jitrace's pycasbin hook reads which policy and revision decided from these attributes.
         self._enforcer.jitrace_policy_id = "inventory"
@@ -121,6 +122,8 @@ class Inventory(jitlab_pb2_grpc.InventoryServicer):
 
     def _deny(self, context: grpc.ServicerContext, denied: Denied, method: str) -> None:
         _log.warning("replica %s denied %s: %s (%s)", self._replica, method, denied.reason, denied)
+        if not self._details:  # a legacy service: a bare status, no ErrorInfo saying why
+            context.abort(denied.code, "access denied")
         context.abort_with_status(_common.denial_status(denied.code, denied.reason, str(denied)))
 
     # --- the methods --------------------------------------------------------------------------------------------
@@ -158,11 +161,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--policy", default="v2", help="policy revision: a file in lab/policies/")
     parser.add_argument("--public-key", required=True)
     parser.add_argument("--leeway", type=float, default=0.0)
+    parser.add_argument("--no-error-details", action="store_true", help="deny without an ErrorInfo (a legacy service)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("casbin").setLevel(logging.WARNING)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), interceptors=[SlowMiddleware()])
-    service = Inventory(args.replica, args.policy, Path(args.public_key).read_bytes(), args.leeway)
+    service = Inventory(args.replica, args.policy, Path(args.public_key).read_bytes(), args.leeway,
+                        details=not args.no_error_details)
     jitlab_pb2_grpc.add_InventoryServicer_to_server(service, server)
     # Local credentials: gRPC sends call credentials (the bearer token) only over a secure or local channel.
     port = server.add_secure_port("127.0.0.1:0", grpc.local_server_credentials(grpc.LocalConnectionType.LOCAL_TCP))

@@ -144,7 +144,8 @@ def _start_services(mesh: Mesh, s: Scenario, run_dir: Path) -> int:
     replica_args = []
     for r in s.replicas:
         port = mesh.start(f"inventory-{r.name}", "backend",
-                          ["--replica", r.name, "--policy", r.policy, "--public-key", str(public)],
+                          ["--replica", r.name, "--policy", r.policy, "--public-key", str(public),
+                           *([] if r.instrumented else ["--no-error-details"])],
                           skew_s=r.skew_s, instrumented=r.instrumented)
         replica_args += ["--replica", f"{r.name}=127.0.0.1:{port}"]
     return mesh.start("gateway", "gateway", ["--issuer", f"127.0.0.1:{issuer}", *replica_args],
@@ -204,6 +205,8 @@ def run(scenario: str, out_dir: str | Path, *, calls: int = 8, seed: int = 7, dr
             mesh.close()  # the services flush their spans and logs on SIGTERM
     finally:
         receiver.stop()
+        for key in run_dir.glob("*.key"):  # the signing keys lived for this run only
+            key.unlink()
     for row in rows:
         row["scenario"] = scenario
     denied = [r for r in rows if r["code"] in DENIALS]

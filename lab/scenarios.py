@@ -105,7 +105,10 @@ def _injected(cause: str, i: int, rng: random.Random, s: Scenario) -> list[Call]
         return [Call(_task(ADMIN, "Read", "r1", flavor=flavor, aio=aio), cause)]
     if cause == "token_missing":
         return [Call(_task(ADMIN, "Read", "r1", token_mode="none", aio=aio), cause)]
-    if cause == "unexplained":  # the replica that denies is not instrumented: only the client saw the denial
+    if cause == "unexplained":
+        # A legacy replica, not instrumented and sending no ErrorInfo: only the client saw the denial, with no reason.
+        # (Behind it a viewer lacks the write role, but nothing in the traces can tell: the honest answer is
+        # "unexplained, instrument the server".)
         return [Call(_task(VIEWER, "Write", "r4", aio=aio), cause)]
     raise ValueError(f"unknown cause {cause!r}")
 
