@@ -10,7 +10,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from jitrace.instrumentation import _safety, _token
+from jitrace.instrumentation import _safety, _settings, _token
 from jitrace.instrumentation import contract as c
 
 _TRACER_NAME = "jitrace.instrumentation"
@@ -22,8 +22,10 @@ def record_issue(token: str | bytes, *, grant_id: str | None = None, grant_start
     """Emit a ``jit.issue`` span (a child of the current span) for a freshly minted ``token``.
 
     The grant window comes from the token's ``grant_*`` claims; the keyword arguments, when given, take precedence
-    (for issuers that keep the grant out of the token). Never raises.
+    (for issuers that keep the grant out of the token). Does nothing when jitrace is disabled; never raises.
     """
+    if not _settings.get().enabled:
+        return
     if isinstance(token, bytes | bytearray):
         token = bytes(token).decode("latin-1")
     attrs: dict[str, Any] = dict(_token.token_attributes(token if isinstance(token, str) else None))

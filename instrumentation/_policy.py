@@ -70,8 +70,10 @@ def record_policy_decision(decision: bool | str, *, engine: str | None = None, p
 
     ``eval_s`` is how long the evaluation took: the access check is taken to have started that long ago. The grant
     window (``grant_*``, Unix seconds in the issuer's clock) is for grants that are policy input, not token claims.
-    Never raises.
+    Does nothing when jitrace is disabled; never raises.
     """
+    if not _settings.get().enabled:
+        return
     now_ns = time.time_ns()
     state = _call_state.current()
     verdict = _decision(decision)

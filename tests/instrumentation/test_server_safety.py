@@ -1,0 +1,114 @@
+"""The server side never changes a call's outcome: hostile metadata, and jitrace's own code failing, are counted only.
+
+Outcomes are compared with the same service on a server without jitrace's interceptor (OpenTelemetry's only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import pytest
+from _server_fixtures import (
+    STREAM_STREAM,
+    UNARY,
+    UNARY_STREAM,
+    Checker,
+    aio_call,
+    call_metadata,
+    server_span,
+    sync_call,
+    sync_handlers,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jitrace.instrumentation import _safety, _server, _status_details, _token
+from jitrace.instrumentation import contract as c
+
+# printable ASCII: what grpc accepts in a text metadata value
+METADATA_TEXT = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=300)
+
+
+@pytest.fixture
+def plain_server(otel: Any, checker: Checker) -> Iterator[str]:
+    """The test service without jitrace (OpenTelemetry's interceptor only): the baseline."""
+    pool = futures.ThreadPoolExecutor(max_workers=2)
+    server = grpc.server(pool, handlers=[sync_handlers(checker)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(None).wait(5)
+    pool.shutdown(wait=False)
+
+
+def _same(a: Any, b: Any) -> None:
+    """Same outcome: status, replies and trailing metadata apart from jitrace's echo."""
+    assert (a.code, a.replies) == (b.code, b.replies)
+    assert {k: v for k, v in a.trailing.items() if k != c.METADATA_CLOCK} == b.trailing
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(token=METADATA_TEXT, stamp=METADATA_TEXT, shape=st.sampled_from([UNARY, UNARY_STREAM]))
+def test_hostile_metadata_changes_nothing(sync_server: str, plain_server: str, exporter: Any, token: str, stamp: str,
+                                          shape: str) -> None:
+    md = (("authorization", token), ("jit-sent-ns", stamp))
+    _same(sync_call(sync_server, shape, md), sync_call(plain_server, shape, md))
+
+
+@pytest.mark.parametrize("token", ["a.b.c", "x" * 6000, "e30.e30.e30", "eyJhbGciOiJub25lIn0.bnVsbA.", "Bearer"])
+def test_odd_tokens_change_nothing(sync_server: str, plain_server: str, exporter: Any, mint: Any, token: str) -> None:
+    md = call_metadata(token, sent_ns=time.time_ns())
+    baseline = sync_call(plain_server, UNARY, md)
+    server_span(exporter)
+    exporter.clear()
+    _same(sync_call(sync_server, UNARY, md), baseline)
+    assert server_span(exporter).attributes[c.TOKEN_VERDICT] == c.VERDICT_MALFORMED
+
+
+def _boom(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("forced failure inside jitrace")
+
+
+@pytest.mark.parametrize("target", [
+    (_token, "token_attributes"),  # token facts: at arrival and in the PyJWT hook
+    (_server.ServerCall, "trailing"),  # the echo and the denial reason, when the reply leaves
+    (_status_details, "denial_reason"),
+    (_server.ServerCall, "begin"),
+])
+@pytest.mark.parametrize("permission", [b"orders:read", b"orders:write"])
+@pytest.mark.parametrize("shape", [UNARY, STREAM_STREAM])
+def test_a_failure_inside_jitrace_is_counted_not_raised(sync_server: str, plain_server: str, exporter: Any,
+                                                        mint: Any, monkeypatch: pytest.MonkeyPatch,
+                                                        target: tuple, permission: bytes, shape: str) -> None:
+    md = call_metadata(mint(), sent_ns=time.time_ns())
+    baseline = sync_call(plain_server, shape, md, [permission])
+    server_span(exporter)
+    exporter.clear()
+    before = sum(_safety.failure_counts().values())
+    monkeypatch.setattr(*target, _boom)
+    outcome = sync_call(sync_server, shape, md, [permission])
+    _same(outcome, baseline)
+    server_span(exporter)
+    assert sum(_safety.failure_counts().values()) > before
+
+
+@pytest.mark.parametrize("style", ["status", "abort", "set_code"])
+def test_aio_failure_inside_jitrace_is_counted_not_raised(aio_server: Any, exporter: Any, mint: Any,
+                                                          monkeypatch: pytest.MonkeyPatch, style: str) -> None:
+    md = call_metadata(mint(), sent_ns=time.time_ns(), style=style)
+
+    async def go() -> Any:
+        async with aio_server() as target:
+            return await aio_call(target, UNARY, md, [b"orders:write"])
+
+    monkeypatch.setattr(_server.ServerCall, "trailing", _boom)
+    before = _safety.failure_counts().get("server_interceptor", 0)
+    outcome = asyncio.run(go())
+    assert outcome.code == grpc.StatusCode.PERMISSION_DENIED
+    assert "grpc-status-details-bin" in outcome.trailing and c.METADATA_CLOCK not in outcome.trailing
+    assert _safety.failure_counts()["server_interceptor"] > before
