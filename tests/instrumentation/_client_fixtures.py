@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
+import os
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -237,6 +244,116 @@ def server_side_present() -> bool:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+# --- a real OTLP export: an in-test OTLP/gRPC receiver and the plain scripts under opentelemetry-instrument ---------
+HERE = Path(__file__).resolve().parent
+VENV_BIN = Path(sys.executable).parent
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+class OtlpReceiver:
+    """The OTLP/gRPC trace service, keeping every request's raw bytes as they arrived."""
+
+    def __init__(self) -> None:
+        self.raw: list[bytes] = []
+        self._lock = threading.Lock()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+
+        def export(request: bytes, context: grpc.ServicerContext) -> bytes:
+            with self._lock:
+                self.raw.append(request)
+            return b""  # an empty ExportTraceServiceResponse
+
+        handler = grpc.unary_unary_rpc_method_handler(export)  # no (de)serializers: bytes in, bytes out
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("opentelemetry.proto.collector.trace.v1.TraceService",
+                                                  {"Export": handler}),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop(None)
+
+    def spans(self) -> list[dict[str, Any]]:
+        """Every exported span as {service, name, kind, trace_id, attributes}."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        out = []
+        with self._lock:
+            raw = list(self.raw)
+        for body in raw:
+            for rs in ExportTraceServiceRequest.FromString(body).resource_spans:
+                resource = {kv.key: _any_value(kv.value) for kv in rs.resource.attributes}
+                for ss in rs.scope_spans:
+                    for span in ss.spans:
+                        out.append({
+                            "service": resource.get("service.name"),
+                            "name": span.name,
+                            "kind": {2: "server", 3: "client"}.get(span.kind, "other"),
+                            "trace_id": span.trace_id.hex(),
+                            "attributes": {kv.key: _any_value(kv.value) for kv in span.attributes},
+                        })
+        return out
+
+
+def _any_value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_any_value(v) for v in value.array_value.values]
+    return getattr(value, kind) if kind else None
+
+
+def run_plain_pair(tmp: Path, tokens: dict[str, str | None], *, env: dict[str, str] | None = None,
+                   server_env: dict[str, str] | None = None, aio: bool = False,
+                   timeout_s: float = 90) -> tuple[OtlpReceiver, list[dict], str]:
+    """Run plain_service.py and plain_client.py under ``opentelemetry-instrument``, exporting to a receiver here.
+
+    Returns (the receiver, the client's result rows, both processes' stdout+stderr).
+    """
+    receiver = OtlpReceiver()
+    (tmp / "public.pem").write_bytes(public_pem())
+    (tmp / "tokens.json").write_text(json.dumps(tokens))
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "JITRACE_"))}
+    base.update({
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "JIT_PUBLIC_KEY_FILE": str(tmp / "public.pem"),
+        "JIT_TOKENS": str(tmp / "tokens.json"),
+        "JIT_AIO": "1" if aio else "0",
+        "PYTHONUNBUFFERED": "1",
+    })
+    base.update(env or {})
+    instrument = [str(VENV_BIN / "opentelemetry-instrument"), sys.executable]
+    server_proc = subprocess.Popen(
+        [*instrument, str(HERE / "plain_service.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env={**base, "OTEL_SERVICE_NAME": "jit-server", **(server_env or {})})
+    killer = threading.Timer(timeout_s, server_proc.kill)  # whatever happens, the server does not outlive us
+    killer.start()
+    try:
+        port_line = server_proc.stdout.readline().decode().strip()
+        assert port_line.isdigit(), f"server did not start: {port_line!r} {server_proc.stderr.read().decode()[-2000:]}"
+        client = subprocess.run(
+            [*instrument, str(HERE / "plain_client.py")], capture_output=True, timeout=timeout_s,
+            env={**base, "OTEL_SERVICE_NAME": "jit-client", "JIT_TARGET": f"127.0.0.1:{port_line}"})
+    finally:
+        try:  # communicate() closes the server's stdin: that stops it
+            server_out, server_err = server_proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            server_proc.kill()
+            server_out, server_err = server_proc.communicate()
+        killer.cancel()
+        receiver.stop()
+    output = "\n".join(x.decode(errors="replace") for x in (client.stdout, client.stderr, server_out, server_err))
+    assert client.returncode == 0, output[-3000:]
+    rows = [json.loads(line) for line in client.stdout.decode().splitlines() if line.startswith("{")]
+    return receiver, rows, output
 
 
 __all__ = [

@@ -1,0 +1,144 @@
+"""No code changes: a plain server and a plain client (no OpenTelemetry or jitrace code) run under
+``opentelemetry-instrument`` with OTEL_* variables, export over OTLP to a receiver here, and their spans carry the
+``jit.*`` facts. ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=jitrace`` turns jitrace off; libfaketime shows the
+in-band clock estimate finding a real skew."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from _client_fixtures import FAKETIME_LIB, HERE, mint, run_plain_pair, server_side_present
+
+from jitrace.instrumentation import contract as c
+
+pytestmark = pytest.mark.slow
+
+EXPECTED = {"allowed": "OK", "expired": "UNAUTHENTICATED", "missing": "UNAUTHENTICATED",
+            "forbidden": "PERMISSION_DENIED"}
+REASONS = {"expired": "TOKEN_EXPIRED", "missing": "TOKEN_MISSING", "forbidden": "PERMISSION_MISSING"}
+
+
+def _tokens() -> dict[str, str | None]:
+    now = int(time.time())
+    return {"allowed": mint(jti="auto-allowed"), "expired": mint(jti="auto-expired", iat=now - 900, exp=now - 60),
+            "missing": None, "forbidden": mint(jti="auto-forbidden", roles=["viewer"])}
+
+
+def _by_trace(spans: list[dict]) -> dict[str, dict[str, dict]]:
+    out: dict[str, dict[str, dict]] = {}
+    for span in spans:
+        if span["kind"] in ("client", "server") and span["name"].startswith("/jit.test.Echo/"):
+            out.setdefault(span["trace_id"], {})[span["kind"]] = span
+    return out
+
+
+def _case_of(attrs: dict) -> str:
+    if attrs.get(c.TOKEN_PRESENT) is False:
+        return "missing"
+    return attrs[c.TOKEN_ID].removeprefix("auto-")
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "aio"])
+def test_plain_apps_under_opentelemetry_instrument_carry_jit_facts(tmp_path, aio):
+    receiver, rows, _ = run_plain_pair(tmp_path, _tokens(), aio=aio)
+    assert {(r["case"], r["code"]) for r in rows} == set(EXPECTED.items())
+    assert len(rows) == 16
+
+    pairs = _by_trace(receiver.spans())
+    assert len(pairs) == 16
+    shapes = set()
+    for pair in pairs.values():
+        client = pair["client"]
+        attrs = client["attributes"]
+        assert client["service"] == "jit-client"
+        case = _case_of(attrs)
+        shapes.add((case, client["name"]))
+        assert attrs[c.RPC_GRPC_STATUS_CODE] == {"OK": 0, "UNAUTHENTICATED": 16, "PERMISSION_DENIED": 7}[
+            EXPECTED[case]]
+        assert attrs.get(c.DENIAL_REASON) == REASONS.get(case)
+        assert c.CLOCK_SENT_NS in attrs
+        if case != "missing":
+            assert attrs[c.TOKEN_ISS] == "jit-issuer" and c.TOKEN_TTL_S in attrs and c.GRANT_ID in attrs
+        if server_side_present():
+            server = pair["server"]
+            assert server["service"] == "jit-server"
+            assert server["attributes"][c.CLOCK_PEER_SENT_NS] == attrs[c.CLOCK_SENT_NS]
+            assert server["attributes"][c.TOKEN_PRESENT] is (case != "missing")
+            assert abs(attrs[c.CLOCK_OFFSET_S]) < 1 and attrs[c.CLOCK_DELAY_S] >= 0
+    assert len(shapes) == 16  # every case in every shape
+
+
+def test_disabled_instrumentations_turn_jitrace_off(tmp_path):
+    receiver, rows, _ = run_plain_pair(tmp_path, _tokens(), env={"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "jitrace"})
+    assert {(r["case"], r["code"]) for r in rows} == set(EXPECTED.items())  # calls behave the same
+    spans = [s for s in receiver.spans() if s["name"].startswith("/jit.test.Echo/")]
+    assert {s["kind"] for s in spans} == {"client", "server"}  # OpenTelemetry's own spans are still there
+    assert [s for s in spans if any(k.startswith("jit.") for k in s["attributes"])] == []
+
+
+def test_jitrace_enabled_false_turns_it_off_too(tmp_path):
+    receiver, rows, _ = run_plain_pair(tmp_path, {"allowed": mint()}, env={"JITRACE_ENABLED": "false"})
+    spans = [s for s in receiver.spans() if s["name"].startswith("/jit.test.Echo/")]
+    assert len(spans) == 8 and all(not any(k.startswith("jit.") for k in s["attributes"]) for s in spans)
+
+
+@pytest.mark.skipif(not Path(FAKETIME_LIB).exists(), reason="libfaketime is not installed")
+def test_a_server_clock_five_seconds_ahead_is_measured(tmp_path):
+    if not server_side_present():
+        pytest.skip("the server interceptor (jit-clock echo) is not in the tree yet")
+    skew = {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME": "+5s", "DONT_FAKE_MONOTONIC": "1"}
+    receiver, rows, _ = run_plain_pair(tmp_path, {"allowed": mint()}, server_env=skew)
+    assert {r["code"] for r in rows} == {"OK"}
+    offsets = [s["attributes"][c.CLOCK_OFFSET_S] for s in receiver.spans()
+               if s["kind"] == "client" and c.CLOCK_OFFSET_S in s["attributes"]]
+    assert len(offsets) == 4
+    assert all(4.5 < o < 5.5 for o in offsets), offsets
+
+
+ORDER_SCRIPT = textwrap.dedent('''
+    import json, sys
+    sys.path.insert(0, sys.argv[1])
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.instrumentation.grpc import GrpcInstrumentorClient, GrpcAioInstrumentorClient
+    import jitrace.instrumentation as ji
+    import grpc, plain_service as ps
+
+    provider = TracerProvider(); exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter)); trace.set_tracer_provider(provider)
+    ji.instrument()                       # jitrace FIRST, OpenTelemetry after: jitrace must still be inside
+    GrpcInstrumentorClient().instrument()
+    GrpcAioInstrumentorClient().instrument()
+    server, port, _ = ps.serve_sync(ps.Verifier(open(sys.argv[2], "rb").read()))
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        ch.unary_unary(ps.UNARY)(b"x", metadata=(("authorization", "Bearer " + sys.argv[3]),), timeout=10)
+    ji.uninstrument()                     # and off again: a new channel carries no jitrace facts
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        ch.unary_unary(ps.UNARY)(b"x", metadata=(("authorization", "Bearer " + sys.argv[3]),), timeout=10)
+    server.stop(None)
+    print(json.dumps([{k: v for k, v in s.attributes.items() if k.startswith("jit.")}
+                      for s in exporter.get_finished_spans() if s.kind.name == "CLIENT"]))
+''')
+
+
+def test_jitrace_instrumented_before_opentelemetry_still_lands_inside(tmp_path):
+    from _client_fixtures import public_pem
+
+    (tmp_path / "public.pem").write_bytes(public_pem())
+    token = mint(jti="order-1")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run([sys.executable, "-c", ORDER_SCRIPT, str(HERE), str(tmp_path / "public.pem"), token],
+                          capture_output=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    first, second = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert first[c.TOKEN_ID] == "order-1" and c.CLOCK_SENT_NS in first
+    assert second == {}
