@@ -1,0 +1,87 @@
+"""Load trace and log files of any supported format into DuckDB's normalized ``spans`` and ``logs`` tables.
+
+``load_into(con, inputs)`` takes files, folders (recursive) and globs, formats mixed; each file's format is detected
+from its content. Supported: jitrace Parquet (``jitrace collect``), OTLP JSON (one object or JSON lines; hex or base64
+ids; int or string enums; ``.gz``/``.zst``), OTLP protobuf files (length-prefixed), Jaeger JSON, Zipkin v2 JSON,
+OTLP JSON logs, JSON-lines application logs with trace context, and OPA decision logs.
+
+A record that cannot be read is counted and reported (file, position, field) and the rest loads; ``strict=True``
+makes it an error. A file that cannot be read at all, or in no known format, is a ``UserError``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from jitrace.analyzer import schema
+from jitrace.analyzer.errors import UserError
+from jitrace.analyzer.load import _files, _formats, _parquet
+from jitrace.analyzer.load._rows import Rows, table
+
+__all__ = ["LoadReport", "load_into"]
+
+MAX_PROBLEMS = 1000  # lines kept in the report; the count stays exact
+_FLUSH_ROWS = 250_000  # rows held in Python before they go to DuckDB
+
+
+@dataclass
+class LoadReport:
+    spans: int = 0
+    logs: int = 0
+    bad_records: int = 0
+    problems: list[str] = field(default_factory=list)  # one line each: "file:position: field: what"
+    files: int = 0
+
+
+def load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], *, strict: bool = False) -> LoadReport:
+    """Create (if needed) and append to ``spans`` and ``logs`` from ``inputs``; see the module's docstring."""
+    con.execute(schema.duckdb_ddl("spans", schema.SPANS))
+    con.execute(schema.duckdb_ddl("logs", schema.LOGS))
+    files = _files.expand(list(inputs))
+    report = LoadReport(files=len(files))
+    parquet: dict[tuple[str, bool], list[Path]] = defaultdict(list)
+    pending = Rows()
+    for path in files:
+        data = _files.read_bytes(path)
+        if data[:4] == _parquet.MAGIC:
+            parquet[_parquet.table_of(path)].append(path)
+            continue
+        rows = Rows()
+        _formats.read(path, data, rows)
+        if rows.bad:
+            if strict:
+                raise UserError(f"{rows.problems[0]} (--strict: {rows.bad} bad record(s) in this file)")
+            report.bad_records += rows.bad
+            room = MAX_PROBLEMS - len(report.problems)
+            report.problems += rows.problems[:max(room, 0)]
+            rows.problems = []
+        pending.extend(rows)
+        if len(pending.spans) + len(pending.logs) >= _FLUSH_ROWS:
+            _flush(con, pending, report)
+            pending = Rows()
+    _flush(con, pending, report)
+    for (name, has_source), group in parquet.items():
+        n = _parquet.insert(con, name, group, has_source)
+        if name == "spans":
+            report.spans += n
+        else:
+            report.logs += n
+    if report.bad_records > len(report.problems):
+        report.problems.append(f"... and {report.bad_records - len(report.problems)} more bad records")
+    return report
+
+
+def _flush(con: duckdb.DuckDBPyConnection, rows: Rows, report: LoadReport) -> None:
+    for name, arrow_schema, batch in (("spans", schema.SPANS, rows.spans), ("logs", schema.LOGS, rows.logs)):
+        if not batch:
+            continue
+        arrow = table(batch, arrow_schema)  # noqa: F841 - DuckDB reads the local by name
+        con.execute(f"INSERT INTO {name} SELECT * FROM arrow")
+        if name == "spans":
+            report.spans += len(batch)
+        else:
+            report.logs += len(batch)

@@ -1,0 +1,60 @@
+"""Inputs -> files: folders (recursive), globs and files, each file's bytes decompressed (gzip, zstd by magic)."""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import os
+import zlib
+from pathlib import Path
+
+from jitrace.analyzer.errors import UserError
+
+_GZIP = b"\x1f\x8b"
+_ZSTD = b"\x28\xb5\x2f\xfd"
+# Files a folder may hold that are not data: the receiver's in-progress writes, hidden files, notes.
+_SKIP_SUFFIXES = (".tmp", ".md", ".txt", ".crc", ".lock")
+
+
+def expand(inputs: list[str]) -> list[Path]:
+    """Every file named by ``inputs``, in a stable order; a name matching nothing is a UserError."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and _is_data(f.relative_to(p)))
+        elif p.is_file():
+            found = [p]
+        elif glob.has_magic(item):
+            found = sorted(Path(f) for f in glob.glob(item, recursive=True) if os.path.isfile(f))
+            if not found:
+                raise UserError(f"{item}: no file matches this pattern")
+        else:
+            raise UserError(f"{item}: no such file or folder")
+        files += found
+    seen: set[Path] = set()
+    return [f for f in files if not (f in seen or seen.add(f))]
+
+
+def _is_data(rel: Path) -> bool:
+    return not any(part.startswith((".", "_")) for part in rel.parts) and not rel.name.endswith(_SKIP_SUFFIXES)
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's content, decompressed when it is gzip or zstd (by magic, not by name)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        if data[:2] == _GZIP:
+            return gzip.decompress(data)
+        if data[:4] == _ZSTD:
+            import zstandard
+
+            return zstandard.ZstdDecompressor().stream_reader(data).read()
+    except (OSError, EOFError, zlib.error, ValueError) as exc:
+        raise UserError(f"{path}: cannot decompress: {exc}") from None
+    except Exception as exc:  # zstandard.ZstdError has no common base with the above
+        raise UserError(f"{path}: cannot decompress: {exc}") from None
+    return data

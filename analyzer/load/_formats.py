@@ -1,0 +1,158 @@
+"""One file's bytes -> rows: detect the format from the content (not the name) and run its reader.
+
+Text files are JSON: a whole document (OTLP, Jaeger, Zipkin) or JSON lines (the Collector's file exporter, OPA
+decision logs, application logs). Binary files are OTLP protobuf (length-prefixed messages, or one bare message).
+Parquet is handled by ``_parquet`` (DuckDB reads it straight into the table).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+from jitrace.analyzer.errors import UserError
+from jitrace.analyzer.load import _applogs, _jaeger, _otlp_json, _zipkin
+from jitrace.analyzer.load._rows import Rows
+
+_KNOWN = "OTLP JSON/protobuf, Jaeger JSON, Zipkin v2 JSON, OTLP/OPA/application JSON-lines logs, jitrace Parquet"
+_OTLP_KEYS = ("resourceSpans", "resourceLogs")
+
+
+def unknown(path: Path, what: str) -> UserError:
+    return UserError(f"{path}: {what}; expected one of: {_KNOWN}")
+
+
+def read(path: Path, data: bytes, rows: Rows) -> None:
+    head = data.lstrip()[:1]
+    if head in (b"{", b"["):
+        _read_json(path, data.decode("utf-8", errors="replace"), rows)
+    elif not head:
+        return  # an empty file holds no records
+    else:
+        _read_proto(path, data, rows)
+
+
+def _read_json(path: Path, text: str, rows: Rows) -> None:
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        if not exc.msg.startswith("Extra data") and not _any_line_parses(text):  # type: ignore[attr-defined]
+            raise UserError(f"{path}: not valid JSON: {exc}") from None
+        _read_lines(path, text, rows)
+        return
+    _read_doc(path, doc, rows)
+
+
+def _any_line_parses(text: str) -> bool:
+    for line in text.split("\n")[:1000]:
+        try:
+            if isinstance(json.loads(line), dict):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _read_doc(path: Path, doc: Any, rows: Rows) -> None:
+    where = str(path)
+    if isinstance(doc, dict) and any(k in doc for k in _OTLP_KEYS):
+        _otlp_json.add_request(doc, rows, where, indexed=True)
+    elif _jaeger.looks_like(doc):
+        _jaeger.add_doc(doc, rows, where)
+    elif isinstance(doc, list) and not doc:
+        return
+    elif _zipkin.looks_like(doc):
+        _zipkin.add_doc(doc, rows, where)
+    elif isinstance(doc, list) and isinstance(doc[0], dict) and any(k in doc[0] for k in _OTLP_KEYS):
+        n = 0
+        for i, request in enumerate(doc):
+            n += _otlp_json.add_request(request, rows, f"{where}#{i}" if not isinstance(request, dict) else where,
+                                        first=n, indexed=True)
+    elif _applogs.is_opa(doc) or _applogs.is_app_log(doc):
+        _applogs.add_line(doc, rows, where)
+    else:
+        kind = type(doc).__name__ if not isinstance(doc, dict) else "object with keys " + ", ".join(list(doc)[:5])
+        raise unknown(path, f"a JSON {kind} in no known trace or log format")
+
+
+def _read_lines(path: Path, text: str, rows: Rows) -> None:
+    kind = None  # "otlp" or "logs", from the first line that parses
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            rows.bad_record(where, f"invalid JSON: {exc.msg} (column {exc.colno})")  # type: ignore[attr-defined]
+            continue
+        is_otlp = isinstance(obj, dict) and any(k in obj for k in _OTLP_KEYS)
+        if kind is None:
+            if is_otlp:
+                kind = "otlp"
+            elif _applogs.is_opa(obj) or _applogs.is_app_log(obj):
+                kind = "logs"
+            else:
+                raise unknown(path, f"line {number} is JSON in no known trace or log format")
+        if is_otlp:
+            _otlp_json.add_request(obj, rows, where)
+        elif kind == "otlp":
+            rows.bad_record(where, "expected an OTLP object with resourceSpans or resourceLogs")
+        else:
+            _applogs.add_line(obj, rows, where)
+
+
+def _read_proto(path: Path, data: bytes, rows: Rows) -> None:
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from jitrace.analyzer.collect import _otlp
+
+    messages = _frames(path, data, rows)
+    for i, (offset, payload) in enumerate(messages):
+        where = f"{path}@{offset}"
+        try:
+            traces = ExportTraceServiceRequest.FromString(payload)
+            if _holds_spans(traces):
+                _otlp.add_traces(traces, rows, where)
+                continue
+            logs = ExportLogsServiceRequest.FromString(payload)
+            if any(sl.log_records for rl in logs.resource_logs for sl in rl.scope_logs):
+                _otlp.add_logs(logs, rows, where)
+            elif payload and i == 0 and len(messages) == 1 and not traces.resource_spans:
+                raise unknown(path, "binary content that is not OTLP protobuf")
+        except DecodeError as exc:
+            if i == 0 and len(messages) == 1:
+                raise unknown(path, f"binary content that is not OTLP protobuf ({exc})") from None
+            rows.bad_record(where, f"invalid OTLP protobuf message: {exc}")
+
+
+def _holds_spans(req: Any) -> bool:
+    return any(len(s.trace_id) == 16 for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans)
+
+
+def _frames(path: Path, data: bytes, rows: Rows) -> list[tuple[int, bytes]]:
+    """Messages of a file: the Collector's file exporter writes each one after its 4-byte big-endian length.
+
+    A file that does not start like that (a message starts with field 1's tag, 0x0a) is one bare message.
+    """
+    if data[:1] == b"\n":
+        return [(0, data)]
+    out, offset = [], 0
+    while offset < len(data):
+        if offset + 4 > len(data):
+            rows.bad_record(f"{path}@{offset}", "truncated length prefix")
+            break
+        (size,) = struct.unpack_from(">I", data, offset)
+        if offset + 4 + size > len(data):
+            if not out:
+                raise unknown(path, "binary content that is neither length-prefixed nor bare OTLP protobuf")
+            rows.bad_record(f"{path}@{offset}", f"truncated message: {size} bytes announced, "
+                            f"{len(data) - offset - 4} present")
+            break
+        out.append((offset, data[offset + 4:offset + 4 + size]))
+        offset += 4 + size
+    return out

@@ -1,0 +1,47 @@
+"""jitrace Parquet (``jitrace collect``'s files, or any file in the SPANS/LOGS schema) -> straight into DuckDB.
+
+DuckDB's ``read_parquet`` reads every file in one statement, in parallel, with no Python per row; a record's
+``source`` is its file unless the file already says where the record came from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from jitrace.analyzer import schema
+from jitrace.analyzer.errors import UserError
+
+MAGIC = b"PAR1"
+
+
+def table_of(path: Path) -> tuple[str, bool]:
+    """``spans`` or ``logs`` from the file's columns, and whether it has ``source``; else a UserError."""
+    try:
+        names = set(pq.read_schema(path).names)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for damaged files
+        raise UserError(f"{path}: unreadable Parquet: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    for table, arrow_schema in (("spans", schema.SPANS), ("logs", schema.LOGS)):
+        if {"source"} | names >= set(arrow_schema.names):
+            return table, "source" in names
+    missing = sorted(set(schema.SPANS.names) - names - {"source"})
+    raise UserError(f"{path}: Parquet without jitrace's span or log columns (missing {', '.join(missing[:5])})")
+
+
+def insert(con: duckdb.DuckDBPyConnection, table: str, files: list[Path], has_source: bool) -> int:
+    """Insert every file's rows into ``table``; returns how many."""
+    if not files:
+        return 0
+    arrow_schema = schema.SPANS if table == "spans" else schema.LOGS
+    source = "coalesce(source, filename)" if has_source else "filename"
+    cols = ", ".join(f"{source} AS source" if n == "source" else n for n in arrow_schema.names)
+    try:
+        (count,) = con.execute(
+            f"INSERT INTO {table} BY NAME SELECT {cols} FROM read_parquet(?, filename = true, union_by_name = true)",
+            [[str(f) for f in files]],
+        ).fetchone()
+    except duckdb.Error as exc:
+        raise UserError(f"{', '.join(map(str, files[:3]))}: cannot load Parquet: {str(exc).splitlines()[0]}") from None
+    return int(count)
