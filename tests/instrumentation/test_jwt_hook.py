@@ -1,0 +1,162 @@
+"""PyJWT's decode, patched: the verdict of each verification inside a server call, nothing outside one.
+
+The server call is a real SDK server span made current with jitrace's call state, as the server interceptor does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import jwt
+import jwt.api_jwt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+
+from jitrace.instrumentation import _call_state, _jwt_hook
+from jitrace.instrumentation import contract as c
+
+SECRET = "a-test-secret-that-is-long-enough-for-hs256"
+NOW = int(time.time())
+
+
+def _hs(**claims: Any) -> str:
+    base = {"sub": "bob", "iss": "iss-1", "aud": "aud-1", "iat": NOW, "nbf": NOW, "exp": NOW + 120, "jti": "j-1"}
+    base.update(claims)
+    return jwt.encode({k: v for k, v in base.items() if v is not None}, SECRET, algorithm="HS256")
+
+
+def _decode(token: str, **kwargs: Any) -> dict:
+    return jwt.decode(token, SECRET, algorithms=["HS256"], audience="aud-1", issuer="iss-1", **kwargs)
+
+
+@contextmanager
+def server_call(exporter: Any) -> Iterator[list[ReadableSpan]]:
+    """A server span with jitrace's call state, as inside a handler; yields the list its finished span lands in."""
+    finished: list[ReadableSpan] = []
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("/svc/Method", kind=trace.SpanKind.SERVER) as span:
+        token = _call_state.activate(_call_state.CallState(span=span, arrival_ns=span.start_time))
+        try:
+            yield finished
+        finally:
+            _call_state.deactivate(token)
+    finished.extend(s for s in exporter.get_finished_spans() if s.name == "/svc/Method")
+
+
+@pytest.fixture
+def hooked(otel: Any, jitrace_hooks: None) -> None:
+    return None
+
+
+CASES = {
+    "valid": (lambda: _hs(), c.VERDICT_VALID),
+    "expired": (lambda: _hs(iat=NOW - 100, exp=NOW - 50), c.VERDICT_EXPIRED),
+    "not_yet_valid": (lambda: _hs(nbf=NOW + 600), c.VERDICT_NOT_YET_VALID),
+    "bad_signature": (lambda: jwt.encode({"sub": "x"}, "another-secret-long-enough-for-hs256!!", algorithm="HS256"),
+                      c.VERDICT_BAD_SIGNATURE),
+    "bad_audience": (lambda: _hs(aud="other"), c.VERDICT_BAD_AUDIENCE),
+    "bad_issuer": (lambda: _hs(iss="other"), c.VERDICT_BAD_ISSUER),
+    "malformed": (lambda: "definitely-not-a-jwt", c.VERDICT_MALFORMED),
+    "missing_claim": (lambda: _hs(aud=None), c.VERDICT_MALFORMED),  # MissingRequiredClaimError: "the rest"
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("entry", ["jwt.decode", "api_jwt.decode", "instance.decode", "jwt.decode_complete"])
+def test_each_entry_point_records_the_verdict(hooked: None, exporter: Any, case: str, entry: str) -> None:
+    make, verdict = CASES[case]
+    token = make()
+    decode = {"jwt.decode": jwt.decode, "api_jwt.decode": jwt.api_jwt.decode,
+              "instance.decode": jwt.PyJWT().decode, "jwt.decode_complete": jwt.decode_complete}[entry]
+    with server_call(exporter) as finished:
+        try:
+            decode(token, SECRET, algorithms=["HS256"], audience="aud-1", issuer="iss-1")
+            raised = None
+        except jwt.PyJWTError as exc:
+            raised = exc
+    assert (raised is None) == (verdict == c.VERDICT_VALID)
+    a = finished[0].attributes
+    assert a[c.TOKEN_VERDICT] == verdict
+    assert a[c.AUTH_WAIT_S] >= 0
+    assert not finished[0].events  # decode_complete inside decode is the same check, not a second one
+    if case in ("valid", "expired", "bad_audience"):
+        assert a[c.TOKEN_ID] == "j-1" and a[c.TOKEN_SUB] == "bob" and a[c.TOKEN_EXP] == jwt.decode(
+            token, options={"verify_signature": False})["exp"]
+
+
+def test_the_exception_reaches_the_service_unchanged(hooked: None, exporter: Any) -> None:
+    token = _hs(exp=NOW - 30)
+    with pytest.raises(jwt.ExpiredSignatureError) as plain:
+        jwt.api_jwt.PyJWT.decode.__wrapped__(jwt.api_jwt.PyJWT(), token, SECRET, algorithms=["HS256"])
+    with server_call(exporter), pytest.raises(jwt.ExpiredSignatureError) as hooked_exc:
+        _decode(token)
+    assert str(hooked_exc.value) == str(plain.value)
+
+
+def test_outside_a_server_call_nothing_is_recorded(hooked: None, exporter: Any) -> None:
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("not-a-server-call"):
+        assert _decode(_hs())["sub"] == "bob"
+    (span,) = exporter.get_finished_spans()
+    assert not any(k.startswith("jit.") for k in span.attributes)
+
+
+def test_later_checks_are_events(hooked: None, exporter: Any) -> None:
+    with server_call(exporter) as finished:
+        _decode(_hs(jti="first"))
+        with pytest.raises(jwt.ExpiredSignatureError):
+            _decode(_hs(jti="second", iat=NOW - 100, exp=NOW - 5))
+    span = finished[0]
+    assert span.attributes[c.TOKEN_ID] == "first" and span.attributes[c.TOKEN_VERDICT] == c.VERDICT_VALID
+    (event,) = span.events
+    assert event.name == c.TOKEN_CHECK_EVENT
+    assert event.attributes[c.TOKEN_VERDICT] == c.VERDICT_EXPIRED and event.attributes[c.TOKEN_ID] == "second"
+    assert event.attributes[c.TOKEN_TTL_S] < 0
+
+
+def test_patch_is_idempotent_and_unpatch_restores(otel: Any) -> None:
+    was = _jwt_hook.is_patched()
+    original = jwt.decode if not was else jwt.decode._jitrace_original
+    _jwt_hook.patch()
+    _jwt_hook.patch()
+    assert jwt.decode._jitrace_original is original  # one layer, not two
+    assert jwt.api_jwt.PyJWT.decode._jitrace_original is not None
+    _jwt_hook.unpatch()
+    assert jwt.decode is original and not hasattr(jwt.api_jwt.PyJWT.decode, "_jitrace_original")
+    if was:
+        _jwt_hook.patch()
+
+
+@settings(max_examples=60, deadline=None)
+@given(token=st.one_of(st.text(max_size=200), st.binary(max_size=200),
+                       st.lists(st.text(max_size=40), min_size=3, max_size=3).map(".".join)))
+def test_any_input_decodes_as_without_the_hook(otel: Any, token: Any) -> None:
+    """Whatever is passed to decode, the hook changes neither the result nor the exception."""
+    was = _jwt_hook.is_patched()
+    _jwt_hook.patch()
+    try:
+        original = jwt.api_jwt.PyJWT.decode._jitrace_original
+
+        def run(fn: Any, *args: Any) -> tuple[str, str]:
+            try:
+                return "ok", repr(fn(*args, SECRET, algorithms=["HS256"]))
+            except Exception as exc:  # noqa: BLE001 - comparing outcomes
+                return type(exc).__name__, str(exc)
+
+        expected = run(original, jwt.api_jwt.PyJWT(), token)
+        tracer = trace.get_tracer("test")
+        with tracer.start_as_current_span("/svc/M", kind=trace.SpanKind.SERVER) as span:
+            reset = _call_state.activate(_call_state.CallState(span=span, arrival_ns=span.start_time))
+            try:
+                assert run(jwt.decode, token) == expected
+            finally:
+                _call_state.deactivate(reset)
+    finally:
+        if not was:
+            _jwt_hook.unpatch()
