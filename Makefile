@@ -23,9 +23,14 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-notebooks: $(STAMP)
-	test -d ./jitrace-demo || $(BIN)/jitrace demo --out ./jitrace-demo
-	JITRACE_OUT=$(CURDIR)/jitrace-demo $(BIN)/python -m jupyter lab notebooks/
+# Jupyter itself is only needed here (the tests run notebooks with nbclient): its pins live in their own lock.
+$(VENV)/.notebooks: $(STAMP) requirements-notebooks.lock
+	$(BIN)/python -m pip install -q -r requirements-notebooks.lock
+	touch $@
+
+notebooks: $(VENV)/.notebooks
+	test -f ./jitrace-demo/summary.json || $(BIN)/jitrace demo --out ./jitrace-demo
+	JITRACE_OUT=$(CURDIR)/jitrace-demo $(BIN)/jupyter lab --no-browser $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -20,3 +20,16 @@ def real_data() -> Path:
             pytest.fail(reason + "; JITRACE_REQUIRE_REAL_DATA=1 makes them required")
         pytest.skip(reason)
     return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def lab_mixed_output(tmp_path_factory) -> Path:
+    """An analyze output folder of a small `mixed` lab run (real services on loopback), shared by the session."""
+    from jitrace.analyzer.analyze import analyze
+    from jitrace.lab.runner import run
+
+    folder = tmp_path_factory.mktemp("lab-mixed")
+    run("mixed", folder / "lab", calls=2, log=lambda _msg: None)
+    inputs = [str(folder / "lab" / part) for part in ("spans", "logs") if (folder / "lab" / part).is_dir()]
+    analyze(inputs, folder / "out", quiet=True)
+    return folder / "out"
