@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -52,12 +53,18 @@ def _attributes(decision: str, engine: object, policy_id: object, version: objec
         if value is not None:
             attrs[name] = _text(value)
     if granted is not None:
-        items = [granted] if isinstance(granted, str | bytes) else list(granted)
-        attrs[c.POLICY_GRANTED] = [_text(g) for g in items[:_MAX_GRANTED]]
-    if eval_s is not None and isinstance(eval_s, int | float):
-        attrs[c.POLICY_EVAL_S] = float(eval_s)
+        items = list(granted)[:_MAX_GRANTED] if isinstance(granted, list | tuple | set | frozenset) else [granted]
+        attrs[c.POLICY_GRANTED] = [_text(g) for g in items]
+    if _seconds(eval_s) is not None:
+        attrs[c.POLICY_EVAL_S] = float(eval_s)  # type: ignore[arg-type]
     attrs.update(_token.grant_attributes(grant))
     return attrs
+
+
+def _seconds(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
 
 
 @_safety.guarded("policy")
@@ -78,7 +85,8 @@ def record_policy_decision(decision: bool | str, *, engine: str | None = None, p
     state = _call_state.current()
     verdict = _decision(decision)
     if state is not None:
-        started = now_ns - int(eval_s * 1e9) if isinstance(eval_s, int | float) and eval_s > 0 else now_ns
+        took = _seconds(eval_s)
+        started = now_ns - int(took * 1e9) if took else now_ns
         state.mark_check(started)
         first = state.policy_decisions == 0
         state.policy_decisions += 1

@@ -1,0 +1,185 @@
+"""Policy decisions on the server span: the public API, and pycasbin's enforcer recorded without code changes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import casbin
+import pytest
+from casbin.core_enforcer import CoreEnforcer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+
+from jitrace.instrumentation import _call_state, _policy, _settings
+from jitrace.instrumentation import contract as c
+from jitrace.instrumentation._policy import record_policy_decision
+from jitrace.instrumentation._settings import Settings
+
+MODEL = """
+[request_definition]
+r = sub, obj, act
+[policy_definition]
+p = sub, obj, act
+[role_definition]
+g = _, _
+[policy_effect]
+e = some(where (p.eft == allow))
+[matchers]
+m = g(r.sub, p.sub) && r.obj == p.obj && r.act == p.act
+"""
+POLICY = """p, viewer, orders, read
+p, editor, orders, read
+p, editor, orders, write
+g, alice, viewer
+g, bob, editor
+g, editor, viewer
+"""
+
+
+@contextmanager
+def server_call(exporter: Any) -> Iterator[list[ReadableSpan]]:
+    """A real server span with jitrace's call state (as inside a handler); yields where its finished span lands."""
+    finished: list[ReadableSpan] = []
+    with trace.get_tracer("test").start_as_current_span("/svc/Method", kind=trace.SpanKind.SERVER) as span:
+        token = _call_state.activate(_call_state.CallState(span=span, arrival_ns=span.start_time))
+        try:
+            yield finished
+        finally:
+            _call_state.deactivate(token)
+    finished.extend(s for s in exporter.get_finished_spans() if s.name == "/svc/Method")
+
+
+# --- the API --------------------------------------------------------------------------------------------------------
+def test_a_decision_with_everything(exporter: Any) -> None:
+    now = time.time()
+    with server_call(exporter) as finished:
+        record_policy_decision(False, engine="opa", policy_id="orders", version=7, rule="data.orders.allow",
+                               required="orders:write", granted=("orders:read", "profile:read"), grant_id="g-7",
+                               grant_start=now - 10, grant_end=now + 10, eval_s=0.004)
+    span = finished[0]
+    a = span.attributes
+    assert a[c.POLICY_DECISION] == c.DECISION_DENY
+    assert (a[c.POLICY_ENGINE], a[c.POLICY_ID], a[c.POLICY_VERSION], a[c.POLICY_RULE]) == (
+        "opa", "orders", "7", "data.orders.allow")
+    assert a[c.POLICY_REQUIRED] == "orders:write" and list(a[c.POLICY_GRANTED]) == ["orders:read", "profile:read"]
+    assert a[c.POLICY_EVAL_S] == 0.004
+    assert (a[c.GRANT_ID], a[c.GRANT_START], a[c.GRANT_END]) == ("g-7", now - 10, now + 10)
+    # the check started eval_s before the decision was recorded: wait_s is at most the span's length minus that
+    assert 0 <= a[c.AUTH_WAIT_S] <= (span.end_time - span.start_time) / 1e9
+
+
+@pytest.mark.parametrize("sequence, expected", [
+    (["allow", "allow"], "allow"),
+    (["allow", "deny", "allow"], "deny"),  # the deny decided the call
+    (["deny", "allow"], "deny"),
+])
+def test_which_decision_stays(exporter: Any, sequence: list[str], expected: str) -> None:
+    with server_call(exporter) as finished:
+        for n, decision in enumerate(sequence):
+            record_policy_decision(decision, rule=f"rule-{n}")
+    a = finished[0].attributes
+    assert a[c.POLICY_DECISION] == expected
+    assert a[c.POLICY_RULE] == f"rule-{sequence.index(expected)}"
+
+
+def test_without_a_server_call_it_uses_the_current_span(exporter: Any) -> None:
+    with trace.get_tracer("test").start_as_current_span("handler"):
+        record_policy_decision(True, engine="custom")
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes[c.POLICY_DECISION] == c.DECISION_ALLOW and span.attributes[c.POLICY_ENGINE] == "custom"
+    record_policy_decision(True)  # no span at all: nothing happens, nothing raises
+
+
+def test_disabled_records_nothing(exporter: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_settings, "_current", Settings(enabled=False))
+    with server_call(exporter) as finished:
+        record_policy_decision(False, engine="x")
+    assert not any(k.startswith("jit.") for k in finished[0].attributes)
+
+
+values = st.one_of(st.none(), st.text(max_size=500), st.integers(), st.floats(), st.booleans(), st.binary(max_size=50),
+                   st.lists(st.text(max_size=20), max_size=100))
+
+
+@settings(max_examples=80, deadline=None)
+@given(decision=values, engine=values, version=values, required=values, granted=values, grant_start=values,
+       eval_s=values)
+def test_any_input_still_records_the_decision(otel: Any, decision: Any, engine: Any, version: Any,
+                                                       required: Any, granted: Any, grant_start: Any,
+                                                       eval_s: Any) -> None:
+    with trace.get_tracer("test").start_as_current_span("/svc/M", kind=trace.SpanKind.SERVER) as span:
+        token = _call_state.activate(_call_state.CallState(span=span, arrival_ns=span.start_time))
+        try:
+            record_policy_decision(decision, engine=engine, version=version, required=required, granted=granted,
+                                   grant_start=grant_start, eval_s=eval_s)
+        finally:
+            _call_state.deactivate(token)
+    assert span.attributes[c.POLICY_DECISION] in (c.DECISION_ALLOW, c.DECISION_DENY)
+
+
+# --- pycasbin -------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def enforcer(tmp_path: Path, jitrace_hooks: None) -> casbin.Enforcer:
+    (tmp_path / "model.conf").write_text(MODEL)
+    (tmp_path / "policy.csv").write_text(POLICY)
+    e = casbin.Enforcer(str(tmp_path / "model.conf"), str(tmp_path / "policy.csv"))
+    e.jitrace_policy_id = "orders-rbac"
+    e.jitrace_policy_version = "r42"
+    return e
+
+
+@pytest.mark.parametrize("method", ["enforce", "enforce_ex"])
+def test_casbin_allow_records_the_matched_rule_and_roles(enforcer: casbin.Enforcer, exporter: Any,
+                                                         method: str) -> None:
+    with server_call(exporter) as finished:
+        result = getattr(enforcer, method)("bob", "orders", "write")
+    assert (result[0] if method == "enforce_ex" else result) is True
+    a = finished[0].attributes
+    assert a[c.POLICY_DECISION] == c.DECISION_ALLOW and a[c.POLICY_ENGINE] == "casbin"
+    assert a[c.POLICY_RULE] == "p, editor, orders, write"
+    assert a[c.POLICY_REQUIRED] == "orders:write"
+    assert sorted(a[c.POLICY_GRANTED]) == ["editor", "viewer"]  # implicit roles: editor inherits viewer
+    assert (a[c.POLICY_ID], a[c.POLICY_VERSION]) == ("orders-rbac", "r42")
+    assert a[c.POLICY_EVAL_S] >= 0 and a[c.AUTH_WAIT_S] >= 0
+
+
+def test_casbin_deny_has_no_rule_and_shows_what_was_missing(enforcer: casbin.Enforcer, exporter: Any) -> None:
+    with server_call(exporter) as finished:
+        assert enforcer.enforce("alice", "orders", "write") is False
+    a = finished[0].attributes
+    assert a[c.POLICY_DECISION] == c.DECISION_DENY and c.POLICY_RULE not in a
+    assert a[c.POLICY_REQUIRED] == "orders:write" and list(a[c.POLICY_GRANTED]) == ["viewer"]
+
+
+def test_casbin_version_from_the_environment(enforcer: casbin.Enforcer, exporter: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    del enforcer.jitrace_policy_version
+    monkeypatch.setenv("JITRACE_POLICY_VERSION", "from-env")
+    with server_call(exporter) as finished:
+        enforcer.enforce("alice", "orders", "read")
+    assert finished[0].attributes[c.POLICY_VERSION] == "from-env"
+
+
+def test_casbin_outside_a_server_call_records_nothing(enforcer: casbin.Enforcer, exporter: Any) -> None:
+    with trace.get_tracer("test").start_as_current_span("startup"):
+        assert enforcer.enforce("bob", "orders", "read") is True
+    (span,) = exporter.get_finished_spans()
+    assert not any(k.startswith("jit.") for k in span.attributes)
+
+
+def test_casbin_unpatch_restores(tmp_path: Path, otel: Any) -> None:
+    was = hasattr(casbin.Enforcer.enforce, "_jitrace_original")
+    _policy.patch_casbin()
+    _policy.patch_casbin()
+    assert casbin.Enforcer.enforce._jitrace_original is CoreEnforcer.enforce  # one layer
+    _policy.unpatch_casbin()
+    assert casbin.Enforcer.enforce is CoreEnforcer.enforce
+    assert casbin.Enforcer.enforce_ex is CoreEnforcer.enforce_ex
+    if was:
+        _policy.patch_casbin()
