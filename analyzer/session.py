@@ -6,6 +6,7 @@ Python orchestrates, SQL computes: the only step done in Python is solving the s
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -24,6 +25,10 @@ PYTHON_STEPS: dict[str, Callable[[duckdb.DuckDBPyConnection], object]] = {
 # Tunables a user may set; the SQL reads them with getvariable() and documents its default.
 VARIABLES = ("jitrace_window_s", "jitrace_leeway_s", "jitrace_version_window_s")
 
+# DuckDB takes 80% of RAM by default; the analyzer is a batch job beside services, so it stays small and spills
+# to disk instead (JITRACE_MEMORY_LIMIT, any DuckDB size such as "4GB", raises it).
+DEFAULT_MEMORY_LIMIT = "1GB"
+
 
 def query_files() -> list[Path]:
     """The SQL steps, in pipeline order."""
@@ -34,6 +39,9 @@ def query_files() -> list[Path]:
 def connect(path: str | Path = ":memory:") -> duckdb.DuckDBPyConnection:
     """A connection with empty ``spans`` and ``logs`` tables (the loader appends to them)."""
     con = duckdb.connect(str(path))
+    con.execute(f"SET memory_limit = '{os.environ.get('JITRACE_MEMORY_LIMIT', DEFAULT_MEMORY_LIMIT)}'")
+    con.execute("SET preserve_insertion_order = false")  # lets big inserts stream instead of buffering
+    con.execute("SET enable_progress_bar = false")
     con.execute(duckdb_ddl("spans", SPANS))
     con.execute(duckdb_ddl("logs", LOGS))
     return con

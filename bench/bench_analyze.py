@@ -1,0 +1,155 @@
+"""`jitrace analyze` end to end on generated Parquet: spans/s, peak memory, and the ratio to a bare DuckDB scan
+plus client/server join of the same files, each measured in a child process of its own in one run.
+
+Targets (2-core machine): >= 1M spans/s, <= 3x the bare scan-and-join, <= 2 GB peak RSS at 10M spans.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+TITLE = "Analyzer: jitrace analyze end to end"
+
+HOSTS_CLIENT = 16
+HOSTS_SERVER = 7  # server host 0 is the issuer's
+
+
+def generate(out: Path, spans: int, files: int = 4) -> Path:
+    """``spans`` spans (client/server pairs, 1 issue span per 100 calls, 4% denials) as collector-style Parquet."""
+    import duckdb
+
+    folder = out / "spans" / "hour=2025-10-09T08"
+    folder.mkdir(parents=True, exist_ok=True)
+    calls = spans // 2
+    con = duckdb.connect()
+    con.execute("SET preserve_insertion_order = false")
+    per_file = -(-calls // files)
+    for f in range(files):
+        lo, hi = f * per_file, min(calls, (f + 1) * per_file)
+        con.execute(textwrap.dedent(f"""
+            COPY (
+            WITH calls AS (
+                SELECT i, 1760000000000000000 + i * 1000000 AS t1, i % {HOSTS_CLIENT} AS ch, i % {HOSTS_SERVER} AS sh,
+                       CASE WHEN i % 50 = 0 THEN 16 WHEN i % 50 = 25 THEN 7 ELSE 0 END AS code
+                FROM range({lo}, {hi}) AS r(i)
+            ),
+            timed AS (
+                SELECT *, (ch * 10 - sh * 20) * 1000000 AS skew_ns,  -- server clock - client clock
+                       1760000000 + 3600 - (i % 3600) AS exp_s FROM calls
+            ),
+            rows AS (
+                SELECT format('{{:032x}}', i) AS trace_id, format('{{:016x}}', 2 * i + 1) AS span_id,
+                       NULL AS parent_span_id, 'CLIENT' AS kind, t1 AS start_ns, t1 + 3000000 AS end_ns,
+                       'frontend-' || ch AS service, 'client-' || ch AS host, code,
+                       json_object('rpc.system', 'grpc', 'rpc.service', 'shop.Orders', 'rpc.method', 'Read',
+                           'rpc.grpc.status_code', code, 'jit.token.present', true, 'jit.token.id', 'tok' || (i % 9973),
+                           'jit.token.sub', 'user' || (i % 101), 'jit.token.iat', exp_s - 3600, 'jit.token.exp', exp_s,
+                           'jit.token.ttl_s', exp_s - t1 / 1e9, 'jit.token.age_s', t1 / 1e9 - exp_s + 3600,
+                           'jit.clock.sent_ns', t1, 'jit.clock.offset_s', skew_ns / 1e9, 'jit.clock.delay_s', 0.002,
+                           'jit.denial.reason', CASE code WHEN 16 THEN 'TOKEN_EXPIRED' WHEN 7 THEN 'PERMISSION_MISSING'
+                           END)::VARCHAR AS attributes
+                FROM timed
+                UNION ALL
+                SELECT format('{{:032x}}', i), format('{{:016x}}', 2 * i + 2), format('{{:016x}}', 2 * i + 1), 'SERVER',
+                       t1 + 1000000 + skew_ns, t1 + 2000000 + skew_ns, CASE WHEN sh = 0 THEN 'issuer' ELSE
+                       'orders-' || sh END, CASE WHEN sh = 0 THEN 'issuer' ELSE 'server-' || sh END, code,
+                       json_object('rpc.system', 'grpc', 'rpc.service', 'shop.Orders', 'rpc.method', 'Read',
+                           'rpc.grpc.status_code', code, 'jit.token.present', true, 'jit.token.id', 'tok' || (i % 9973),
+                           'jit.token.sub', 'user' || (i % 101), 'jit.token.iat', exp_s - 3600, 'jit.token.exp', exp_s,
+                           'jit.token.ttl_s', CASE WHEN code = 16 THEN -0.5 ELSE exp_s - t1 / 1e9 END,
+                           'jit.token.verdict', CASE WHEN code = 16 THEN 'expired' ELSE 'valid' END,
+                           'jit.auth.wait_s', 0.0002, 'jit.clock.peer_sent_ns', t1,
+                           'jit.clock.received_ns', t1 + 1000000 + skew_ns,
+                           'jit.policy.decision', CASE WHEN code = 7 THEN 'deny' WHEN code = 0 THEN 'allow' END,
+                           'jit.policy.version', 'v1', 'jit.policy.required', 'orders.read',
+                           'jit.policy.granted', CASE WHEN code = 7 THEN ['orders.list'] ELSE ['orders.read'] END,
+                           'jit.denial.reason', CASE code WHEN 16 THEN 'TOKEN_EXPIRED' WHEN 7 THEN 'PERMISSION_MISSING'
+                           END)::VARCHAR
+                FROM timed
+                UNION ALL
+                SELECT format('{{:032x}}', i), format('{{:016x}}', 2 * i + 3), format('{{:016x}}', 2 * i + 2),
+                       'INTERNAL', t1 + 1100000 + skew_ns, t1 + 1200000 + skew_ns, 'issuer', 'issuer', 0,
+                       json_object('jit.token.id', 'tok' || (i % 9973), 'jit.token.sub', 'user' || (i % 101))::VARCHAR
+                FROM timed WHERE sh = 0 AND i % 100 = 0
+            )
+            SELECT trace_id, span_id, parent_span_id,
+                   CASE WHEN kind = 'INTERNAL' THEN 'jit.issue' ELSE 'shop.Orders/Read' END AS name, kind,
+                   start_ns, end_ns, 'UNSET' AS status_code, NULL::VARCHAR AS status_message, service,
+                   json_object('service.name', service, 'host.name', host)::VARCHAR AS resource, attributes,
+                   '[]' AS events, '[]' AS links, 'opentelemetry.instrumentation.grpc' AS scope, 'bench' AS source
+            FROM rows
+            ) TO '{folder / f"part-{f}.parquet"}' (FORMAT parquet, COMPRESSION zstd)
+        """))
+    return out
+
+
+CHILD = r"""
+import json, resource, sys, time
+mode, data, out = sys.argv[1], sys.argv[2], sys.argv[3]
+started = time.perf_counter()
+if mode == "analyze":
+    from jitrace.analyzer.analyze import analyze
+    summary = analyze([data], out, quiet=True)
+    result = {"spans": summary["spans"], "denials": summary["denials"]}
+else:  # the floor: read every column of the same files into DuckDB, then join each server span to its client
+    import duckdb
+    con = duckdb.connect(out + ".duckdb")
+    con.execute("CREATE TABLE spans AS SELECT * FROM read_parquet(?, hive_partitioning = false)",
+                [data + "/**/*.parquet"])
+    n = con.execute("SELECT count(*) FROM spans").fetchone()[0]
+    pairs = con.execute("SELECT count(*) FROM spans s JOIN spans c ON c.trace_id = s.trace_id "
+                        "AND c.span_id = s.parent_span_id WHERE s.kind = 'SERVER' AND c.kind = 'CLIENT'").fetchone()[0]
+    result = {"spans": n, "pairs": pairs}
+result["seconds"] = time.perf_counter() - started
+result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(result))
+"""
+
+
+def _child(mode: str, data: Path, out: Path) -> dict:
+    run = subprocess.run([sys.executable, "-c", CHILD, mode, str(data), str(out)], capture_output=True, text=True,
+                         timeout=3600)
+    if run.returncode != 0:
+        raise RuntimeError(f"{mode} child failed: {run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def run(quick: bool) -> str:
+    sizes = [100_000] if quick else [1_000_000, 10_000_000]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="jitrace-bench-") as tmp:
+        for n in sizes:
+            data = Path(tmp) / f"data-{n}"
+            t0 = time.perf_counter()
+            generate(data, n)
+            gen_s = time.perf_counter() - t0
+            print(f"generated {n} spans in {gen_s:.1f} s", file=sys.stderr, flush=True)
+            bare = _child("bare", data, Path(tmp) / f"bare-{n}")
+            full = _child("analyze", data, Path(tmp) / f"out-{n}")
+            rows.append((full["spans"], full["denials"], full, bare))
+            print(f"{n}: analyze {full['seconds']:.1f} s, bare {bare['seconds']:.1f} s", file=sys.stderr, flush=True)
+    lines = [
+        "| spans | denials | analyze (s) | spans/s | peak RSS (MB) | bare scan+join (s) | bare RSS (MB) | ratio |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for spans, denials, full, bare in rows:
+        lines.append(
+            f"| {spans:,} | {denials:,} | {full['seconds']:.2f} | {spans / full['seconds']:,.0f} | "
+            f"{full['peak_rss_mb']:,.0f} | {bare['seconds']:.2f} | {bare['peak_rss_mb']:,.0f} | "
+            f"{full['seconds'] / bare['seconds']:.2f}x |"
+        )
+    lines += [
+        "",
+        "Generated collector-style Parquet (zstd): client/server pairs across 16 client and 7 server hosts with "
+        "per-host clock skew, full jit.* attributes, 4% denials, one `jit.issue` span per 100 issuer calls. "
+        "`analyze` is the whole `jitrace analyze` (load, every SQL step, offsets, outputs, report.html) in a child "
+        "process; `bare` reads every column of the same files into DuckDB and joins each server span to its client. "
+        "Targets: >= 1M spans/s, <= 3x bare, <= 2 GB peak RSS at 10M spans.",
+    ]
+    return "\n".join(lines)
