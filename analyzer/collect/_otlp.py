@@ -66,7 +66,7 @@ def _links(s: Any) -> str:
                      "attributes": {kv.key: any_value(kv.value) for kv in ln.attributes}} for ln in s.links])
 
 
-def add_traces(req: ExportTraceServiceRequest, rows: Rows, source: str) -> int:
+def add_traces(req: ExportTraceServiceRequest, rows: Rows, source: str | None) -> int:
     """Append the request's spans to ``rows``; returns how many spans it held (read or not)."""
     n = 0
     append = rows.spans.append
@@ -102,7 +102,7 @@ def add_traces(req: ExportTraceServiceRequest, rows: Rows, source: str) -> int:
                         source,
                     ))
                 except BadRecord as exc:
-                    rows.bad_record(f"{source}#{n - 1}", exc)
+                    rows.bad_record(f"{source or 'request'}#{n - 1}", exc)
     return n
 
 
@@ -113,7 +113,7 @@ def _body(v: Any) -> str | None:
     return redact(value) if isinstance(value, str) else to_json(redact_value(value))
 
 
-def add_logs(req: ExportLogsServiceRequest, rows: Rows, source: str) -> int:
+def add_logs(req: ExportLogsServiceRequest, rows: Rows, source: str | None) -> int:
     """Append the request's log records to ``rows`` (tokens redacted); returns how many it held."""
     n = 0
     append = rows.logs.append
@@ -141,5 +141,5 @@ def add_logs(req: ExportLogsServiceRequest, rows: Rows, source: str) -> int:
                         source,
                     ))
                 except BadRecord as exc:
-                    rows.bad_record(f"{source}#{n - 1}", exc)
+                    rows.bad_record(f"{source or 'request'}#{n - 1}", exc)
     return n

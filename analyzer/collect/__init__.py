@@ -1,0 +1,145 @@
+"""``jitrace collect``: an OTLP receiver (gRPC and HTTP) that writes spans and logs to Parquet, partitioned by hour.
+
+Output: ``OUT/spans/hour=YYYY-MM-DDTHH/<uuid>.parquet`` and ``OUT/logs/hour=.../<uuid>.parquet`` in the schemas of
+``jitrace.analyzer.schema``. A batch is acknowledged only after its file is durably written (see ``_writer``), so
+a receiver killed at any moment loses no acknowledged batch; SIGTERM/SIGINT stop it after in-flight batches are
+written. It never traces its own traffic (see ``_grpc``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from jitrace.analyzer.errors import UserError
+
+__all__ = ["Receiver", "configure", "run"]
+
+DEFAULT_GRPC = "127.0.0.1:4317"
+DEFAULT_HTTP = "127.0.0.1:4318"
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024  # per request, after decompression
+
+
+class Receiver:
+    """OTLP/gRPC and OTLP/HTTP receiver into ``out_dir``; ``start()`` binds (port 0 allowed), ``stop()`` drains."""
+
+    def __init__(self, out_dir: str | os.PathLike, grpc_addr: str | None = DEFAULT_GRPC,
+                 http_addr: str | None = DEFAULT_HTTP, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        from jitrace.analyzer.collect._writer import Writer
+
+        self.out = Path(out_dir)
+        self.grpc_addr, self.http_addr, self.max_bytes = grpc_addr, http_addr, max_bytes
+        self.writer = Writer(self.out)
+        self.stats = {"spans": 0, "logs": 0, "rejected": 0, "requests": 0}
+        self._stats_lock = threading.Lock()
+        self._grpc = self._http = self._http_thread = None
+
+    def start(self) -> tuple[int | None, int | None]:
+        from jitrace.analyzer.collect import _grpc, _http
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.writer.remove_partial_files()
+        grpc_port = http_port = None
+        try:
+            if self.grpc_addr:
+                self._grpc, grpc_port = _grpc.create_server(self.grpc_addr, self.ingest, self.max_bytes)
+            if self.http_addr:
+                self._http, self._http_thread, http_port = _http.create_server(self.http_addr, self.ingest,
+                                                                                self.max_bytes)
+        except (OSError, RuntimeError, ValueError) as exc:
+            self.stop()
+            raise UserError(f"cannot listen on {self.grpc_addr} / {self.http_addr}: {exc}") from None
+        return grpc_port, http_port
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop accepting, let in-flight batches finish their durable write, close."""
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+        if self._grpc is not None:
+            self._grpc.stop(grace_s).wait(grace_s + 1)
+            self._grpc = None
+
+    def __enter__(self) -> Receiver:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def ingest(self, kind: str, body: bytes, encoding: str) -> tuple[int, str]:
+        """Convert one export request and write it durably; returns (records rejected, why). ValueError: not OTLP."""
+        from jitrace.analyzer.collect import _otlp
+        from jitrace.analyzer.load import _otlp_json
+        from jitrace.analyzer.load._rows import Rows
+
+        rows = Rows()
+        if encoding == "json":
+            obj = json.loads(body)
+            if not isinstance(obj, dict):
+                raise ValueError("the body is not a JSON object")
+            _otlp_json.add_request(obj, rows, "request")
+            rows.spans = [r[:-1] + (None,) for r in rows.spans]  # the loader names the file as the source
+            rows.logs = [r[:-1] + (None,) for r in rows.logs]
+        elif kind == "traces":
+            from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+            _otlp.add_traces(ExportTraceServiceRequest.FromString(body), rows, None)
+        else:
+            from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+            _otlp.add_logs(ExportLogsServiceRequest.FromString(body), rows, None)
+        if kind == "traces":
+            self.writer.write("spans", rows.spans)
+        else:
+            self.writer.write("logs", rows.logs)
+        with self._stats_lock:
+            self.stats["spans"] += len(rows.spans)
+            self.stats["logs"] += len(rows.logs)
+            self.stats["rejected"] += rows.bad
+            self.stats["requests"] += 1
+        return rows.bad, "; ".join(rows.problems[:3])
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="folder for spans/ and logs/ (Parquet, partitioned by hour)")
+    parser.add_argument("--grpc", default=DEFAULT_GRPC, metavar="HOST:PORT",
+                        help=f"OTLP/gRPC address (default {DEFAULT_GRPC}; 'off' to disable; port 0 picks one)")
+    parser.add_argument("--http", default=DEFAULT_HTTP, metavar="HOST:PORT",
+                        help=f"OTLP/HTTP address (default {DEFAULT_HTTP}; 'off' to disable; port 0 picks one)")
+    parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES,
+                        help="largest request accepted, after decompression (default 16 MiB)")
+
+
+def _addr(value: str, flag: str) -> str | None:
+    if value.lower() in ("off", "none", ""):
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UserError(f"{flag} {value!r}: expected HOST:PORT")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    receiver = Receiver(args.out, _addr(args.grpc, "--grpc"), _addr(args.http, "--http"), max_bytes=args.max_bytes)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    grpc_port, http_port = receiver.start()
+    host = lambda a: a.rpartition(":")[0] if a else None  # noqa: E731
+    parts = [f"grpc={host(receiver.grpc_addr)}:{grpc_port}" if grpc_port else "grpc=off",
+             f"http={host(receiver.http_addr)}:{http_port}" if http_port else "http=off"]
+    print(f"jitrace collect: listening {' '.join(parts)}, writing {args.out}", file=sys.stderr, flush=True)
+    while not stop.wait(0.5):
+        pass
+    receiver.stop()
+    s = receiver.stats
+    print(f"jitrace collect: stopped; {s['spans']} spans, {s['logs']} logs written, {s['rejected']} rejected",
+          file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,64 @@
+"""OTLP/gRPC: ``TraceService/Export`` and ``LogsService/Export`` on a plain gRPC server.
+
+The server is built with ``grpc._server.create_server`` rather than ``grpc.server``: OpenTelemetry's (and jitrace's)
+gRPC instrumentation replace ``grpc.server`` to add their interceptors, and a receiver in an instrumented process must
+not trace its own Export calls (each would export a span, which would be received, which would export a span...).
+Requests arrive as bytes so that a bad payload is our INVALID_ARGUMENT, not a crash in a deserializer; an oversize one
+is refused by gRPC itself with RESOURCE_EXHAUSTED (``grpc.max_receive_message_length``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent import futures
+
+import grpc
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+
+# (kind, request bytes) -> (records rejected, error message); raises ValueError for a payload that is not OTLP
+Ingest = Callable[[str, bytes, str], tuple[int, str]]
+
+
+def _handler(kind: str, ingest: Ingest, response_type, partial_type, rejected_field: str):
+    def export(request: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            rejected, message = ingest(kind, request, "protobuf")
+        except (DecodeError, ValueError) as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not an OTLP {kind} export request: {exc}")
+        except OSError as exc:  # the batch is not on disk: the exporter must retry
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot write the batch: {exc}")
+        if not rejected:
+            return b""  # an empty Export*ServiceResponse
+        partial = partial_type(error_message=message, **{rejected_field: rejected})
+        return response_type(partial_success=partial).SerializeToString()
+
+    return grpc.unary_unary_rpc_method_handler(export)  # no (de)serializers: bytes in, bytes out
+
+
+def create_server(addr: str, ingest: Ingest, max_bytes: int, workers: int = 8) -> tuple[grpc.Server, int]:
+    handlers = (
+        grpc.method_handlers_generic_handler(TRACE_SERVICE, {"Export": _handler(
+            "traces", ingest, trace_service_pb2.ExportTraceServiceResponse,
+            trace_service_pb2.ExportTracePartialSuccess, "rejected_spans")}),
+        grpc.method_handlers_generic_handler(LOGS_SERVICE, {"Export": _handler(
+            "logs", ingest, logs_service_pb2.ExportLogsServiceResponse,
+            logs_service_pb2.ExportLogsPartialSuccess, "rejected_log_records")}),
+    )
+    options = [("grpc.max_receive_message_length", max_bytes), ("grpc.so_reuseport", 0)]
+    pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jitrace-collect-grpc")
+    try:
+        from grpc import _server
+
+        server = _server.create_server(pool, handlers, (), options, None, None, False)
+    except (ImportError, TypeError, AttributeError):  # a grpcio whose private factory changed: the public one
+        server = grpc.server(pool, handlers=handlers, interceptors=(), options=options)
+    port = server.add_insecure_port(addr)
+    if port == 0:
+        raise OSError(f"cannot listen on {addr}")
+    server.start()
+    return server, port

@@ -1,0 +1,106 @@
+"""Durable Parquet writes with group commit: a batch is acknowledged only once it is on disk.
+
+Every exporter call hands its rows to ``Writer.write``, which returns only after the rows are in a Parquet file
+that was written under a temporary name, fsynced, renamed into place and its folder fsynced. Concurrent calls share
+one commit: whoever finds the writer idle writes everything pending (one file per table and hour), so many small
+batches cost one fsync, not one each. A crash leaves at most ``*.parquet.tmp`` files, never acknowledged, which the
+loader skips and the next receiver removes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from jitrace.analyzer import schema
+from jitrace.analyzer.load._rows import table
+
+HOUR_NS = 3_600_000_000_000
+TMP_SUFFIX = ".tmp"
+_TIME_COLUMN = {"spans": 5, "logs": 0}  # start_ns, time_ns: the hour a row is filed under
+_SCHEMAS = {"spans": schema.SPANS, "logs": schema.LOGS}
+
+
+class _Item:
+    __slots__ = ("kind", "rows", "done", "error")
+
+    def __init__(self, kind: str, rows: list[tuple]) -> None:
+        self.kind, self.rows, self.done, self.error = kind, rows, False, None
+
+
+class Writer:
+    def __init__(self, out_dir: str | os.PathLike) -> None:
+        self.out = Path(out_dir)
+        self._cv = threading.Condition()
+        self._pending: list[_Item] = []
+        self._busy = False
+        self.files = 0
+
+    def remove_partial_files(self) -> int:
+        """Delete ``*.tmp`` files a killed receiver left: their batches were never acknowledged."""
+        n = 0
+        for kind in _SCHEMAS:
+            for tmp in (self.out / kind).rglob(f"*{TMP_SUFFIX}") if (self.out / kind).is_dir() else ():
+                tmp.unlink(missing_ok=True)
+                n += 1
+        return n
+
+    def write(self, kind: str, rows: list[tuple]) -> None:
+        """Return once ``rows`` (tuples in the ``kind`` table's column order) are durably on disk."""
+        if not rows:
+            return
+        item = _Item(kind, rows)
+        with self._cv:
+            self._pending.append(item)
+            while not item.done:
+                if self._busy:
+                    self._cv.wait()
+                    continue
+                self._busy, batch, self._pending = True, self._pending, []
+                error = None
+                self._cv.release()
+                try:
+                    self._commit(batch)
+                except BaseException as exc:  # every waiter of this commit learns it failed: none is acknowledged
+                    error = exc
+                finally:
+                    self._cv.acquire()
+                for it in batch:
+                    it.done, it.error = True, error
+                self._busy = False
+                self._cv.notify_all()
+        if item.error is not None:
+            raise item.error
+
+    def _commit(self, batch: list[_Item]) -> None:
+        groups: dict[tuple[str, int], list[tuple]] = defaultdict(list)
+        for item in batch:
+            col = _TIME_COLUMN[item.kind]
+            for row in item.rows:
+                t = row[col] if row[col] is not None else (row[1] or 0)  # a log without time: observed time
+                groups[(item.kind, t // HOUR_NS)].append(row)
+        dirs = set()
+        for (kind, hour), rows in groups.items():
+            folder = self.out / kind / f"hour={dt.datetime.fromtimestamp(hour * 3600, dt.UTC):%Y-%m-%dT%H}"
+            folder.mkdir(parents=True, exist_ok=True)
+            final = folder / f"{uuid.uuid4().hex}.parquet"
+            tmp = final.with_name(final.name + TMP_SUFFIX)
+            with open(tmp, "wb") as f:
+                pq.write_table(table(rows, _SCHEMAS[kind]), f, compression="zstd")
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, final)
+            dirs.add(folder)
+            self.files += 1
+        for folder in dirs:  # the rename itself must survive a crash
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
