@@ -1,10 +1,12 @@
--- 50_denials: reads `rpc_spans`, `pairs`, `clock_offsets`; produces `denials`, one row per denied call.
+-- 50_denials: reads `rpc_spans`, `pairs`, `clock_offsets`, `logs`; produces `denials`, one row per denied call.
 -- Why: a denial is a gRPC status PERMISSION_DENIED (7) or UNAUTHENTICATED (16) in rpc.grpc.status_code, never the
 -- span status (OpenTelemetry leaves it UNSET for these codes). A call is reported once: by its SERVER span when the
 -- server was traced, else by its CLIENT span. Each row carries both ends' jit.* facts, the token's issuance span
 -- (`jit.issue`, tied by jit.token.id), the clock offsets of both hosts at that time (the window containing it, else
 -- the nearest), and the policy versions under which the same principal was allowed the same method nearby in time
 -- (getvariable('jitrace_version_window_s'), default 300 s): everything 60_attributions decides with.
+-- Logs of the denied call (same trace, on either span or on none) come along as evidence: the first three
+-- messages by time and their count.
 CREATE OR REPLACE TABLE denials AS
 WITH server_denials AS (
     SELECT s.trace_id, s.span_id AS server_span_id, p.client_span_id
@@ -106,7 +108,16 @@ skew AS (
      AND a.version <> d.policy_version
      AND abs(a.start_ns - d.server_start_ns) <= coalesce(getvariable('jitrace_version_window_s'), 300) * 1e9
     GROUP BY ALL
+),
+call_logs AS (
+    SELECT d.trace_id, d.span_id, count(*) AS log_count,
+           list(l.body ORDER BY coalesce(l.time_ns, l.observed_ns))[1:3] AS log_messages
+    FROM with_offsets AS d
+    JOIN logs AS l ON l.trace_id = d.trace_id
+     AND (l.span_id IS NULL OR l.span_id IN (d.server_span_id, d.client_span_id))
+    GROUP BY ALL
 )
-SELECT d.*, skew.allowed_versions
+SELECT d.*, skew.allowed_versions, coalesce(call_logs.log_count, 0) AS log_count, call_logs.log_messages
 FROM with_offsets AS d
-LEFT JOIN skew ON skew.trace_id = d.trace_id AND skew.span_id = d.span_id;
+LEFT JOIN skew ON skew.trace_id = d.trace_id AND skew.span_id = d.span_id
+LEFT JOIN call_logs ON call_logs.trace_id = d.trace_id AND call_logs.span_id = d.span_id;

@@ -149,6 +149,7 @@ SELECT
         'policy_version', r.policy_version, 'policy_rule', r.policy_rule,
         'allowed_versions', r.allowed_versions,
         'required', r.policy_required, 'granted', r.policy_granted,
+        'logs', r.log_messages, 'log_count', CASE WHEN r.log_count > 0 THEN r.log_count END,
         'missing', CASE WHEN len(r.missing) > 0 THEN r.missing END
     ))::VARCHAR AS evidence,
     CASE WHEN rules.cause = 'clock_drift'

@@ -227,3 +227,21 @@ def test_plain_spans_without_jit_attributes_get_offsets_and_a_denial_list():
     offs = con.execute("SELECT domain, offset_s, reference FROM clock_offsets ORDER BY domain").fetchall()
     assert [d for d, _, _ in offs] == ["client-host", "server-host"]
     assert offs[1][1] - offs[0][1] == pytest.approx(3.0, abs=0.002) and offs[0][2] == "consensus"
+
+
+def test_logs_of_the_denied_call_are_evidence():
+    world, _ = healthy_world()
+    call = world.call(T0 + 10, None)
+    con = session.connect()
+    world.load(con)
+    t = call["trace_id"]
+    con.execute(
+        "INSERT INTO logs (time_ns, observed_ns, trace_id, span_id, severity_number, body, service) VALUES "
+        "(2, 2, ?, ?, 13, 'no authorization header', 'orders'), (1, 1, ?, NULL, 9, 'call arrived', 'orders'), "
+        "(3, 3, 'ffffffffffffffffffffffffffffffff', NULL, 9, 'another call', 'orders')",
+        [t, call["server"]["span_id"], t],
+    )
+    session.run_queries(con)
+    (evidence,) = con.execute("SELECT evidence FROM attributions").fetchone()
+    ev = json.loads(evidence)
+    assert ev["logs"] == ["call arrived", "no authorization header"] and ev["log_count"] == 2
