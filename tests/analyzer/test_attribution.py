@@ -7,6 +7,8 @@ import json
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from spanfactory import T0, Token, World
 
 from jitrace.analyzer import session
@@ -245,3 +247,25 @@ def test_logs_of_the_denied_call_are_evidence():
     (evidence,) = con.execute("SELECT evidence FROM attributions").fetchone()
     ev = json.loads(evidence)
     assert ev["logs"] == ["call arrived", "no authorization header"] and ev["log_count"] == 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    skew=st.one_of(st.floats(0.05, 3600.0), st.floats(-3600.0, -0.05)),
+    ttl=st.one_of(st.floats(-3600.0, -0.01), st.floats(0.01, 3600.0)),
+)
+def test_a_skewed_server_clock_is_blamed_exactly_when_it_flipped_the_verdict(skew, ttl):
+    # the token has `ttl` seconds left in true time when sent; the server's clock is `skew` seconds off
+    world, _ = healthy_world({"server-host": skew})
+    tok = Token(iat=T0 - 7200, exp=T0 + 100 + ttl)
+    world.issue(tok, T0 + 50)
+    call = world.call(T0 + 100, tok)
+    df = analyze(world)
+    if call["status"] == 0:
+        assert df.empty  # healthy calls are never reported
+    elif ttl > 0:
+        row = only(df)  # valid in true time: only the server's clock made it expire
+        assert (row.cause, row.evidence["drifting_host"]) == ("clock_drift", "server-host")
+        assert row.evidence["server_offset_s"] == pytest.approx(skew, abs=0.002)
+    else:
+        assert only(df).cause == "token_expired"  # expired in true time before it was sent
