@@ -1,0 +1,92 @@
+"""``jitrace lab`` and ``jitrace demo`` as a user runs them, and the lab's process hygiene."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jitrace.lab import runner
+
+
+def _jitrace(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "jitrace.analyzer.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in line and cmdline.parent.name != str(os.getpid()):
+            found.append(line)
+    return found
+
+
+@pytest.mark.parametrize("args, says", [
+    (["lab", "nope", "--out", "x"], "invalid choice: 'nope'"),
+    (["lab", "healthy", "--out", "x", "--calls", "0"], "--calls must be between 1 and 1000"),
+    (["lab", "healthy", "--out", "x", "--calls", "many"], "--calls must be a whole number"),
+    (["lab", "clock_drift", "--out", "x", "--drift", "moon"], "invalid choice: 'moon'"),
+    (["lab", "healthy"], "the following arguments are required: --out"),
+])
+def test_bad_arguments_are_one_line_errors_with_exit_code_2(args, says):
+    result = _jitrace(*args, timeout=30)
+    assert result.returncode == 2
+    assert says in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_jitrace_lab_writes_spans_and_ground_truth(tmp_path):
+    result = _jitrace("lab", "token_missing", "--out", str(tmp_path), "--calls", "2")
+    assert result.returncode == 0, result.stderr
+    assert "jitrace lab: token_missing" in result.stdout and "warning" not in result.stdout
+    labels = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
+    assert [row["cause"] for row in labels] == ["token_missing", "token_missing"]
+    assert list((tmp_path / "spans").rglob("*.parquet"))
+    assert json.loads((tmp_path / "params.json").read_text())["scenario"] == "token_missing"
+    assert not list(tmp_path.rglob("*.key"))  # the run's signing keys do not outlive it
+    assert not _processes_mentioning(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_jitrace_demo_runs_the_pipeline_and_says_where_the_report_is(tmp_path):
+    out = tmp_path / "demo"
+    result = _jitrace("demo", "--out", str(out), "--calls", "1")
+    assert result.returncode == 0, result.stderr
+    assert f"HTML report: {(out / 'report.html').resolve()}" in result.stdout
+    assert "accuracy" in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["denials"] == 10, result.stdout[-4000:]  # one per cause
+    for name in ("attributions.parquet", "attributions.csv", "clock_offsets.parquet", "jitrace.duckdb"):
+        assert (out / name).is_file()
+    assert not _processes_mentioning(str(out))
+
+
+def test_a_service_that_fails_to_start_is_reported_and_nothing_is_left_running(tmp_path):
+    mesh = runner.Mesh(tmp_path, otlp_grpc_port=9, log=lambda _: None)
+    try:
+        with pytest.raises(RuntimeError, match="lab service broken did not start; see .*broken.log"):
+            mesh.start("broken", "backend", ["--no-such-flag", str(tmp_path)])
+        assert "error:" in (tmp_path / "broken.log").read_text()
+    finally:
+        mesh.close()
+    assert not _processes_mentioning(str(tmp_path))
+
+
+def test_a_running_service_stops_on_close(tmp_path):
+    key, public = runner._write_key(tmp_path / "k", private=True)
+    mesh = runner.Mesh(tmp_path, otlp_grpc_port=9, log=lambda _: None)
+    try:
+        port = mesh.start("r1", "backend", ["--replica", "r1", "--public-key", str(public)], instrumented=False)
+        assert port > 0 and _processes_mentioning(str(tmp_path))
+    finally:
+        mesh.close()
+    assert not _processes_mentioning(str(tmp_path))
