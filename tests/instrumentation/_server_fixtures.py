@@ -282,11 +282,19 @@ def _requests(shape: str, payloads: list[bytes] | None) -> list[bytes]:
 
 
 def raw_channel(target: str) -> grpc.Channel:
-    """A grpc channel under every instrumentor's wrapper (OTel's client wrap hides a stream's code and trailers)."""
+    """A grpc channel under every instrumentor's wrapper: no client interceptor at all (OTel's client wrap hides a
+    stream's code and trailers; jitrace's client side, if another test module switched it on, would stamp)."""
     make = grpc.insecure_channel
     while hasattr(make, "__wrapped__"):
         make = make.__wrapped__
     return make(target)
+
+
+def raw_aio_channel(target: str) -> grpc.aio.Channel:
+    """A grpc.aio channel without any instrumentor's interceptors (what ``grpc.aio.insecure_channel`` builds)."""
+    from grpc.aio._channel import Channel
+
+    return Channel(target, (), None, None, None)
 
 
 def sync_call(target: str, shape: str, metadata: tuple = (), payloads: list[bytes] | None = None, *,
@@ -314,15 +322,16 @@ def sync_call(target: str, shape: str, metadata: tuple = (), payloads: list[byte
             return Outcome(error.code(), [], dict(error.trailing_metadata() or ()))
 
 
-async def aio_call(target: str, shape: str, metadata: tuple = (), payloads: list[bytes] | None = None) -> Outcome:
-    """One call of ``shape`` on a plain grpc.aio channel."""
+async def aio_call(target: str, shape: str, metadata: tuple = (), payloads: list[bytes] | None = None, *,
+                   traced: bool = False) -> Outcome:
+    """One call of ``shape`` on a plain grpc.aio channel (``traced``: through ``grpc.aio.insecure_channel``)."""
     requests = _requests(shape, payloads)
 
     async def gen() -> AsyncIterator[bytes]:
         for r in requests:
             yield r
 
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with grpc.aio.insecure_channel(target) if traced else raw_aio_channel(target) as channel:
         if shape == UNARY:
             call = channel.unary_unary(shape)(requests[0], metadata=metadata, timeout=10)
         elif shape == STREAM_UNARY:

@@ -1,14 +1,14 @@
 """The server side never changes a call's outcome: hostile metadata, and jitrace's own code failing, are counted only.
 
-Outcomes are compared with the same service on a server without jitrace's interceptor (OpenTelemetry's only).
+Outcomes are compared with the same call with jitrace switched off (its interceptor then passes the handler through).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from concurrent import futures
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -17,33 +17,31 @@ from _server_fixtures import (
     STREAM_STREAM,
     UNARY,
     UNARY_STREAM,
-    Checker,
+    Outcome,
     aio_call,
     call_metadata,
     server_span,
     sync_call,
-    sync_handlers,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jitrace.instrumentation import _safety, _server, _status_details, _token
+from jitrace.instrumentation import _safety, _server, _settings, _status_details, _token
 from jitrace.instrumentation import contract as c
 
 # printable ASCII: what grpc accepts in a text metadata value
 METADATA_TEXT = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=300)
 
 
-@pytest.fixture
-def plain_server(otel: Any, checker: Checker) -> Iterator[str]:
-    """The test service without jitrace (OpenTelemetry's interceptor only): the baseline."""
-    pool = futures.ThreadPoolExecutor(max_workers=2)
-    server = grpc.server(pool, handlers=[sync_handlers(checker)])
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop(None).wait(5)
-    pool.shutdown(wait=False)
+def baseline(call: Callable[[], Outcome]) -> Outcome:
+    """The call's outcome with jitrace switched off (JITRACE_ENABLED=false: its interceptor passes the handler on
+    untouched, as if it were not there). Works even if another test module instrumented grpc process-wide."""
+    saved = _settings.get()
+    _settings.configure(replace(saved, enabled=False))
+    try:
+        return call()
+    finally:
+        _settings.configure(saved)
 
 
 def _same(a: Any, b: Any) -> None:
@@ -54,19 +52,19 @@ def _same(a: Any, b: Any) -> None:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(token=METADATA_TEXT, stamp=METADATA_TEXT, shape=st.sampled_from([UNARY, UNARY_STREAM]))
-def test_hostile_metadata_changes_nothing(sync_server: str, plain_server: str, exporter: Any, token: str, stamp: str,
+def test_hostile_metadata_changes_nothing(sync_server: str, exporter: Any, token: str, stamp: str,
                                           shape: str) -> None:
     md = (("authorization", token), ("jit-sent-ns", stamp))
-    _same(sync_call(sync_server, shape, md), sync_call(plain_server, shape, md))
+    _same(sync_call(sync_server, shape, md), baseline(lambda: sync_call(sync_server, shape, md)))
 
 
 @pytest.mark.parametrize("token", ["a.b.c", "x" * 6000, "e30.e30.e30", "eyJhbGciOiJub25lIn0.bnVsbA.", "Bearer"])
-def test_odd_tokens_change_nothing(sync_server: str, plain_server: str, exporter: Any, mint: Any, token: str) -> None:
+def test_odd_tokens_change_nothing(sync_server: str, exporter: Any, mint: Any, token: str) -> None:
     md = call_metadata(token, sent_ns=time.time_ns())
-    baseline = sync_call(plain_server, UNARY, md)
+    expected = baseline(lambda: sync_call(sync_server, UNARY, md))
     server_span(exporter)
     exporter.clear()
-    _same(sync_call(sync_server, UNARY, md), baseline)
+    _same(sync_call(sync_server, UNARY, md), expected)
     assert server_span(exporter).attributes[c.TOKEN_VERDICT] == c.VERDICT_MALFORMED
 
 
@@ -82,17 +80,17 @@ def _boom(*args: Any, **kwargs: Any) -> Any:
 ])
 @pytest.mark.parametrize("permission", [b"orders:read", b"orders:write"])
 @pytest.mark.parametrize("shape", [UNARY, STREAM_STREAM])
-def test_a_failure_inside_jitrace_is_counted_not_raised(sync_server: str, plain_server: str, exporter: Any,
+def test_a_failure_inside_jitrace_is_counted_not_raised(sync_server: str, exporter: Any,
                                                         mint: Any, monkeypatch: pytest.MonkeyPatch,
                                                         target: tuple, permission: bytes, shape: str) -> None:
     md = call_metadata(mint(), sent_ns=time.time_ns())
-    baseline = sync_call(plain_server, shape, md, [permission])
+    expected = baseline(lambda: sync_call(sync_server, shape, md, [permission]))
     server_span(exporter)
     exporter.clear()
     before = sum(_safety.failure_counts().values())
     monkeypatch.setattr(*target, _boom)
     outcome = sync_call(sync_server, shape, md, [permission])
-    _same(outcome, baseline)
+    _same(outcome, expected)
     server_span(exporter)
     assert sum(_safety.failure_counts().values()) > before
 
