@@ -36,6 +36,39 @@ class Pending:
     finished: bool = False
 
 
+# Token facts by token: a client sends the same token on many calls, and parsing it (base64 + JSON) is most of
+# jitrace's cost per call. Only in this process's memory, bounded; emptied when the settings change.
+_FACTS_MAX = 256
+_facts: dict[str, tuple[float, dict[str, Any]]] = {}
+_facts_settings: list[_settings.Settings | None] = [None]
+
+
+def token_facts(token: str | None, now_s: float | None = None) -> dict[str, Any]:
+    """:func:`_token.token_attributes`, parsed once per token; age and ttl moved to ``now_s``."""
+    now_s = time.time() if now_s is None else now_s
+    if not token:
+        return _token.token_attributes(token, now_s)
+    settings = _settings.get()
+    if settings is not _facts_settings[0]:
+        _facts.clear()
+        _facts_settings[0] = settings
+    hit = _facts.get(token)
+    if hit is None:
+        attrs = _token.token_attributes(token, now_s)
+        if len(_facts) >= _FACTS_MAX:
+            _facts.clear()
+        _facts[token] = (now_s, attrs)
+        return dict(attrs)
+    parsed_at, attrs = hit
+    attrs = dict(attrs)
+    moved = now_s - parsed_at
+    if c.TOKEN_AGE_S in attrs:
+        attrs[c.TOKEN_AGE_S] += moved
+    if c.TOKEN_TTL_S in attrs:
+        attrs[c.TOKEN_TTL_S] -= moved
+    return attrs
+
+
 def _client_span() -> trace.Span | None:
     span = trace.get_current_span()
     # Only OpenTelemetry's client span: anything else current here would be the caller's own span.
@@ -66,7 +99,7 @@ def begin(metadata: Metadata | None, credentials: object) -> tuple[Pending, list
     if from_credentials or plugin is None:  # a failed prepare leaves the token unknown, not absent
         if token is None:
             token = _token.token_from_metadata(metadata, settings.token_metadata_key)
-        attrs.update(_token.token_attributes(token))
+        attrs.update(token_facts(token))
     if refreshed is not None:
         attrs[c.TOKEN_REFRESHED] = refreshed
     new_metadata = None

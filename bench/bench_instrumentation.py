@@ -1,0 +1,151 @@
+"""Added latency per unary call: plain grpc vs OpenTelemetry's gRPC instrumentation alone vs OpenTelemetry + jitrace.
+
+One worker process per variant (instrumentation is process-global), each with a loopback server and a client in
+it; the server verifies an RS256 bearer token with ``jwt.decode`` (a JIT-protected service, so jitrace's PyJWT hook
+is measured too). Rounds are interleaved across the variants, in a rotating order, so that the machine's load
+drifts over all of them alike. Spans go through the SDK's BatchSpanProcessor to an exporter that drops them (the
+export is not the instrumentation's cost). Target: jitrace adds at most 10% to the median of OpenTelemetry alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+TITLE = "Instrumentation: added latency per unary call"
+VARIANTS = ("plain", "otel", "otel+jitrace")
+TARGET_ADDED = 0.10
+
+WORKER = textwrap.dedent('''
+    import json, sys, time, os
+    from concurrent import futures
+    variant = sys.argv[1]
+    if variant != "plain":
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+        class Drop(SpanExporter):
+            def export(self, spans):
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(Drop()))
+        trace.set_tracer_provider(provider)
+        from opentelemetry.instrumentation.grpc import GrpcInstrumentorClient, GrpcInstrumentorServer
+        GrpcInstrumentorClient().instrument()
+        GrpcInstrumentorServer().instrument()
+    if variant == "otel+jitrace":
+        import jitrace.instrumentation as ji
+        ji.instrument()
+    import grpc, jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key()
+    now = int(time.time())
+    token = jwt.encode({"sub": "alice", "iss": "jit-issuer", "aud": "bench", "iat": now, "nbf": now,
+                        "exp": now + 3600, "jti": "bench-1", "grant_id": "g-1", "grant_start": now - 60,
+                        "grant_end": now + 3600}, key, algorithm="RS256")
+
+    def unary(request, context):
+        auth = dict(context.invocation_metadata()).get("authorization", "")
+        jwt.decode(auth.removeprefix("Bearer "), public, algorithms=["RS256"], audience="bench", issuer="jit-issuer")
+        return request
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "bench.Echo", {"Unary": grpc.unary_unary_rpc_method_handler(unary)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    call = channel.unary_unary("/bench.Echo/Unary")
+    md = (("authorization", "Bearer " + token),)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        n = int(line)
+        if n == 0:
+            break
+        out = []
+        for _ in range(n):
+            t = time.perf_counter_ns()
+            call(b"x" * 64, metadata=md, timeout=10)
+            out.append(time.perf_counter_ns() - t)
+        print(json.dumps(out), flush=True)
+    channel.close()
+    server.stop(None)
+''')
+
+
+def _start(variant: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "JITRACE_"))}
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, variant], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env=env, cwd=Path(__file__).resolve().parent.parent)
+    if proc.stdout.readline().strip() != "ready":
+        proc.kill()
+        raise RuntimeError(f"bench worker {variant} did not start")
+    return proc
+
+
+def _round(proc: subprocess.Popen, n: int) -> list[int]:
+    proc.stdin.write(f"{n}\n")
+    proc.stdin.flush()
+    return json.loads(proc.stdout.readline())
+
+
+def _p(values: list[int], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q * 100) - 1]
+
+
+def measure(rounds: int, per_round: int, warmup: int) -> dict[str, list[int]]:
+    procs = {v: _start(v) for v in VARIANTS}
+    samples: dict[str, list[int]] = {v: [] for v in VARIANTS}
+    try:
+        for v in VARIANTS:
+            _round(procs[v], warmup)
+        for r in range(rounds):
+            order = VARIANTS[r % 3:] + VARIANTS[: r % 3]  # rotate who goes first
+            for v in order:
+                samples[v].extend(_round(procs[v], per_round))
+    finally:
+        for proc in procs.values():
+            try:
+                proc.stdin.write("0\n")
+                proc.stdin.flush()
+                proc.wait(timeout=30)
+            except Exception:  # noqa: BLE001 - a stuck worker is killed, not waited for
+                proc.kill()
+    return samples
+
+
+def run(quick: bool) -> str:
+    rounds, per_round, warmup = (3, 100, 50) if quick else (20, 500, 500)
+    samples = measure(rounds, per_round, warmup)
+    med = {v: statistics.median(s) for v, s in samples.items()}
+    lines = [
+        f"{rounds} interleaved rounds x {per_round} sync unary calls per variant (after {warmup} warm-up calls), "
+        "loopback, client and server in one worker process per variant; the handler verifies an RS256 JWT.",
+        "",
+        "| variant | median (µs) | p90 (µs) | median / plain | median / otel |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for v in VARIANTS:
+        lines.append(f"| {v} | {med[v] / 1000:.1f} | {_p(samples[v], 0.9) / 1000:.1f} | "
+                     f"{med[v] / med['plain']:.2f} | {med[v] / med['otel']:.2f} |")
+    added = med["otel+jitrace"] / med["otel"] - 1
+    verdict = "within" if added <= TARGET_ADDED else "OVER"
+    lines += [
+        "",
+        f"jitrace adds **{added * 100:+.1f}%** to the median of OpenTelemetry alone "
+        f"({(med['otel+jitrace'] - med['otel']) / 1000:+.1f} µs per call): {verdict} the "
+        f"{TARGET_ADDED * 100:.0f}% target.",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(run(quick="--quick" in sys.argv))
