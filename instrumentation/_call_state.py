@@ -40,6 +40,14 @@ class CallState:
             self.first_check_ns = started_ns
         self.span.set_attribute(c.AUTH_WAIT_S, max(0.0, (started_ns - self.arrival_ns) / 1e9))
 
+    def note_decision(self, denied: bool) -> bool:
+        """Count a policy decision; True if it should be the one on the span: the first, or the first deny."""
+        with self._lock:
+            replace = self.policy_decisions == 0 or (denied and not self.policy_denied)
+            self.policy_decisions += 1
+            self.policy_denied = self.policy_denied or denied
+            return replace
+
     def next_token_check(self) -> int:
         """Count a token check; returns its number in this call (1 for the first)."""
         with self._lock:

@@ -88,11 +88,7 @@ def record_policy_decision(decision: bool | str, *, engine: str | None = None, p
         took = _seconds(eval_s)
         started = now_ns - int(took * 1e9) if took else now_ns
         state.mark_check(started)
-        first = state.policy_decisions == 0
-        state.policy_decisions += 1
-        replace = first or (verdict == c.DECISION_DENY and not state.policy_denied)
-        state.policy_denied = state.policy_denied or verdict == c.DECISION_DENY
-        if not replace:
+        if not state.note_decision(verdict == c.DECISION_DENY):
             return
         span = state.span
     else:

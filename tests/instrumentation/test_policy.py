@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent import futures
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import casbin
+import grpc
 import pytest
+from _server_fixtures import raw_channel, server_span
 from casbin.core_enforcer import CoreEnforcer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 
-from jitrace.instrumentation import _call_state, _policy, _settings
+from jitrace.instrumentation import _call_state, _policy, _server, _settings
 from jitrace.instrumentation import contract as c
 from jitrace.instrumentation._policy import record_policy_decision
 from jitrace.instrumentation._settings import Settings
@@ -183,3 +186,47 @@ def test_casbin_unpatch_restores(tmp_path: Path, otel: Any) -> None:
     assert casbin.Enforcer.enforce_ex is CoreEnforcer.enforce_ex
     if was:
         _policy.patch_casbin()
+
+
+# --- through a real server ------------------------------------------------------------------------------------------
+def _casbin_service(enforcer: casbin.Enforcer, checker: Any) -> grpc.GenericRpcHandler:
+    """Verifies the token, then asks pycasbin whether the subject may ``act`` (the request payload) on orders."""
+
+    def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
+        token = dict(context.invocation_metadata())["authorization"].split(" ", 1)[1]
+        claims = checker.verify(token)
+        if not enforcer.enforce(claims["sub"], "orders", request.decode()):
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_MISSING")
+        return b"ok"
+
+    return grpc.method_handlers_generic_handler("jit.test.Orders", {"Do": grpc.unary_unary_rpc_method_handler(handle)})
+
+
+@pytest.mark.parametrize("subject, act, code", [("bob", "write", grpc.StatusCode.OK),
+                                                ("alice", "write", grpc.StatusCode.PERMISSION_DENIED)])
+def test_casbin_decision_lands_on_the_grpc_server_span(enforcer: casbin.Enforcer, checker: Any, exporter: Any,
+                                                       mint: Any, subject: str, act: str,
+                                                       code: grpc.StatusCode) -> None:
+    pool = futures.ThreadPoolExecutor(max_workers=2)
+    server = grpc.server(pool, handlers=[_casbin_service(enforcer, checker)],
+                         interceptors=[_server.server_interceptor()])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with raw_channel(f"127.0.0.1:{port}") as channel:
+            try:
+                channel.unary_unary("/jit.test.Orders/Do")(act.encode(), timeout=10,
+                                                           metadata=(("authorization", f"Bearer {mint(sub=subject)}"),))
+                got = grpc.StatusCode.OK
+            except grpc.RpcError as error:
+                got = error.code()
+    finally:
+        server.stop(None).wait(5)
+        pool.shutdown(wait=False)
+    assert got == code
+    a = server_span(exporter).attributes
+    assert a[c.POLICY_ENGINE] == "casbin" and a[c.POLICY_VERSION] == "r42"
+    assert a[c.POLICY_DECISION] == (c.DECISION_ALLOW if code == grpc.StatusCode.OK else c.DECISION_DENY)
+    assert a[c.POLICY_REQUIRED] == f"orders:{act}" and a[c.TOKEN_VERDICT] == c.VERDICT_VALID
+    assert a[c.RPC_GRPC_STATUS_CODE] == code.value[0]
+    assert a[c.AUTH_WAIT_S] >= 0
