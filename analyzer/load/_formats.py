@@ -114,20 +114,28 @@ def _read_proto(path: Path, data: bytes, rows: Rows) -> None:
     messages = _frames(path, data, rows)
     for i, (offset, payload) in enumerate(messages):
         where = f"{path}@{offset}"
+        # Trace and log requests share field numbers up to a point: a log request may parse as a (wrong) trace
+        # request or fail to; a real trace request has 16-byte trace ids.
         try:
             traces = ExportTraceServiceRequest.FromString(payload)
-            if _holds_spans(traces):
-                _otlp.add_traces(traces, rows, where)
-                continue
+        except DecodeError:
+            traces = None
+        if traces is not None and _holds_spans(traces):
+            _otlp.add_traces(traces, rows, where)
+            continue
+        try:
             logs = ExportLogsServiceRequest.FromString(payload)
-            if any(sl.log_records for rl in logs.resource_logs for sl in rl.scope_logs):
-                _otlp.add_logs(logs, rows, where)
-            elif payload and i == 0 and len(messages) == 1 and not traces.resource_spans:
-                raise unknown(path, "binary content that is not OTLP protobuf")
         except DecodeError as exc:
             if i == 0 and len(messages) == 1:
                 raise unknown(path, f"binary content that is not OTLP protobuf ({exc})") from None
             rows.bad_record(where, f"invalid OTLP protobuf message: {exc}")
+            continue
+        if any(sl.log_records for rl in logs.resource_logs for sl in rl.scope_logs):
+            _otlp.add_logs(logs, rows, where)
+        elif traces is not None and traces.resource_spans:
+            _otlp.add_traces(traces, rows, where)  # spans without proper ids: each one a bad record
+        elif i == 0 and len(messages) == 1 and payload:
+            raise unknown(path, "binary content that is not OTLP protobuf")
 
 
 def _holds_spans(req: Any) -> bool:

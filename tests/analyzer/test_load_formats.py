@@ -1,0 +1,165 @@
+"""Each supported format loads the same spans and logs: OTLP JSON in its producers' spellings (base64 or hex ids,
+string or int enums, 64-bit ints as strings), compressed or not, OTLP protobuf files, logs of every kind."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+
+import duckdb
+import otlp_requests
+import pytest
+import zstandard
+from google.protobuf.json_format import MessageToDict, MessageToJson
+
+from jitrace.analyzer.load import load_into
+from jitrace.instrumentation import contract
+
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IiLCJleHAiOjF9.dGhpcyBpcyBub3QgYSByZWFsIHNpZ25hdHVyZQ"
+SPAN_COLS = "trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, service, attributes"
+
+
+def _spans(paths) -> list[tuple]:
+    con = duckdb.connect()
+    report = load_into(con, [str(p) for p in paths])
+    assert report.bad_records == 0, report.problems
+    return con.execute(f"SELECT {SPAN_COLS} FROM spans ORDER BY span_id").fetchall()
+
+
+@pytest.fixture(scope="module")
+def requests_():
+    return [otlp_requests.traces(30, service=f"s{i}", first=i * 30)[0] for i in range(3)]
+
+
+def test_otlp_json_spellings_compressions_and_protobuf_load_the_same_spans(tmp_path, requests_):
+    # MessageToJson is what protobuf's JSON mapping gives: base64 ids, string enums, 64-bit ints as strings
+    lines = "\n".join(MessageToJson(r, indent=None) for r in requests_) + "\n"
+    assert '"SPAN_KIND_SERVER"' in lines and '"startTimeUnixNano": "17' in lines
+    (tmp_path / "base64.jsonl").write_text(lines)
+    (tmp_path / "lines.jsonl.gz").write_bytes(gzip.compress(lines.encode()))
+    (tmp_path / "lines.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(lines.encode()))
+    # the Collector's hex ids, int enums and int times, as one object
+    doc = {"resourceSpans": [rs for r in requests_ for rs in _hex(MessageToDict(r))["resourceSpans"]]}
+    (tmp_path / "one.json").write_text(json.dumps(doc, indent=2))
+    # the file exporter's protobuf: each message after its 4-byte big-endian length
+    (tmp_path / "traces.binpb").write_bytes(b"".join(struct.pack(">I", len(b)) + b
+                                                      for b in (r.SerializeToString() for r in requests_)))
+    results = {p.name: _spans([p]) for p in sorted(tmp_path.iterdir())}
+    reference = results.pop("traces.binpb")
+    assert len(reference) == 90 and {r[8] for r in reference} == {"s0", "s1", "s2"}
+    assert json.loads(reference[0][9]) == {"rpc.system": "grpc", "rpc.grpc.status_code": 7,
+                                           "jit.token.ttl_s": -1.5, "jit.token.verdict": "expired",
+                                           "jit.token.present": True}
+    for name, rows in results.items():
+        assert rows == reference, name
+
+
+def _hex(d: dict) -> dict:
+    import base64
+
+    for rs in d["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for s in ss["spans"]:
+                s["traceId"] = base64.b64decode(s["traceId"]).hex()
+                s["spanId"] = base64.b64decode(s["spanId"]).hex().upper()
+                s["kind"] = 2
+                s["startTimeUnixNano"] = int(s["startTimeUnixNano"])
+    return d
+
+
+def test_a_bare_protobuf_message_file(tmp_path, requests_):
+    (tmp_path / "one.pb").write_bytes(requests_[0].SerializeToString())
+    assert len(_spans([tmp_path / "one.pb"])) == 30
+
+
+def test_otlp_logs_json_and_protobuf(tmp_path):
+    req = otlp_requests.logs(6)
+    req.resource_logs[0].scope_logs[0].log_records[0].body.string_value = f"authorization: Bearer {TOKEN}"
+    (tmp_path / "logs.jsonl").write_text(MessageToJson(req, indent=None) + "\n")
+    (tmp_path / "logs.binpb").write_bytes(struct.pack(">I", req.ByteSize()) + req.SerializeToString())
+    for name in ("logs.jsonl", "logs.binpb"):
+        con = duckdb.connect()
+        report = load_into(con, [str(tmp_path / name)])
+        assert (report.logs, report.spans, report.bad_records) == (6, 0, 0)
+        rows = con.execute("SELECT time_ns, severity_number, severity_text, body, service, trace_id "
+                           "FROM logs ORDER BY time_ns").fetchall()
+        assert rows[0][:5] == (otlp_requests.T0, 13, "WARN", "authorization: Bearer [REDACTED]", "svc")
+        assert rows[1][3] == "denied 1" and len(rows[1][5]) == 32
+
+
+def test_application_json_logs_with_trace_context(tmp_path):
+    lines = [
+        # opentelemetry-instrumentation-logging's fields, through a JSON formatter
+        {"asctime": "2024-05-01 12:00:00,250", "levelname": "WARNING", "name": "orders", "message":
+         "token expired at 1714564800", "otelTraceID": "5b8efff798038103d269b633813fc60c",
+         "otelSpanID": "eee19b7ec3c1b174", "otelServiceName": "orders", "otelTraceSampled": True, "user": "alice"},
+        # outside a span the instrumentation writes "0"
+        {"asctime": "2024-05-01 12:00:01,000", "levelname": "INFO", "message": "startup", "otelTraceID": "0",
+         "otelSpanID": "0", "otelServiceName": "orders"},
+        # trace_id/span_id fields, RFC 3339 with ns, a token in the message
+        {"timestamp": "2024-05-01T12:00:02.123456789Z", "level": "error", "msg": f"rejected Bearer {TOKEN}",
+         "trace_id": "5B8EFFF798038103D269B633813FC60C", "span_id": "EEE19B7EC3C1B174", "service": "gateway",
+         "headers": {"authorization": f"Bearer {TOKEN}"}},
+    ]
+    path = tmp_path / "app.log.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    con = duckdb.connect()
+    report = load_into(con, [str(path)])
+    assert (report.logs, report.bad_records) == (3, 0)
+    rows = con.execute("SELECT time_ns, trace_id, span_id, severity_number, severity_text, body, service, "
+                       "attributes FROM logs ORDER BY time_ns").fetchall()
+    assert rows[0][:7] == (1714564800250000000, "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", 13,
+                           "WARNING", "token expired at 1714564800", "orders")
+    assert json.loads(rows[0][7]) == {"name": "orders", "user": "alice"}
+    assert rows[1][1:4] == (None, None, 9)
+    assert rows[2][:7] == (1714564802123456789, "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", 17,
+                           "error", "rejected Bearer [REDACTED]", "gateway")
+    stored = str(con.execute("SELECT * FROM logs").fetchall())
+    assert TOKEN not in stored and TOKEN.split(".")[1] not in stored
+
+
+def test_opa_decision_logs_are_logs_with_the_bundle_revision_as_policy_version(tmp_path):
+    decision = {  # the shape OPA's decision log plugin uploads
+        "labels": {"id": "5ba0e1d0-0000-4000-8000-000000000000", "version": "0.63.0"},
+        "decision_id": "4ca636c1-55e4-417a-b1d8-4aceb67960d1",
+        "bundles": {"authz": {"revision": "rev-2024-05-01"}},
+        "path": "jitlab/authz/allow",
+        "input": {"method": "jitlab.Orders/Refund", "roles": ["support"],
+                  "headers": {"authorization": f"Bearer {TOKEN}"}},
+        "result": False,
+        "requested_by": "127.0.0.1:51234",
+        "timestamp": "2024-05-01T12:00:03.5+02:00",
+        "trace_id": "5b8efff798038103d269b633813fc60c",
+        "span_id": "eee19b7ec3c1b174",
+        "metrics": {"timer_rego_query_eval_ns": 25000},
+    }
+    path = tmp_path / "decisions.jsonl"
+    path.write_text(json.dumps(decision) + "\n" + json.dumps(decision | {"decision_id": "b", "result": True}) + "\n")
+    con = duckdb.connect()
+    report = load_into(con, [str(path)])
+    assert (report.logs, report.bad_records) == (2, 0)
+    rows = con.execute("SELECT time_ns, trace_id, span_id, service, body, attributes FROM logs "
+                       "ORDER BY body").fetchall()
+    assert rows[0][:5] == (1714557603500000000, "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", "opa",
+                           "OPA decision jitlab/authz/allow: allow")
+    attrs = json.loads(rows[1][5])
+    assert attrs[contract.POLICY_VERSION] == "rev-2024-05-01"
+    assert attrs[contract.POLICY_DECISION] == contract.DECISION_DENY
+    assert attrs[contract.POLICY_ENGINE] == "opa" and attrs["opa.decision_id"] == "4ca636c1-55e4-417a-b1d8-4aceb67960d1"
+    assert attrs["opa.input"]["roles"] == ["support"]
+    assert TOKEN not in str(rows)
+
+
+def test_folders_globs_and_mixed_formats(tmp_path, requests_, real_data):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "t.jsonl").write_text(MessageToJson(requests_[0], indent=None) + "\n")
+    (tmp_path / "a" / "deep").mkdir()
+    (tmp_path / "a" / "deep" / "z.json").write_text((real_data / "skew.json").read_text())
+    (tmp_path / "b.jsonl").write_text(json.dumps({"message": "hello", "trace_id": "0" * 31 + "1"}) + "\n")
+    con = duckdb.connect()
+    report = load_into(con, [str(tmp_path / "a"), str(tmp_path / "*.jsonl"), str(real_data / "yelp.json")])
+    assert (report.spans, report.logs, report.files) == (30 + 4 + 16, 1, 4)
+    # appending: a second load adds to the tables
+    load_into(con, [str(tmp_path / "b.jsonl")])
+    assert con.execute("SELECT count(*) FROM logs").fetchone() == (2,)
