@@ -1,0 +1,186 @@
+"""Bad input: a record that cannot be read is counted and reported with file and position, the rest loads;
+strict makes it an error; an unreadable or unknown file is a one-line UserError. Hostile OTLP JSON never crashes."""
+
+from __future__ import annotations
+
+import json
+import struct
+import tempfile
+from pathlib import Path
+
+import duckdb
+import otlp_requests
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jitrace.analyzer.errors import UserError
+from jitrace.analyzer.load import load_into
+
+GOOD = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "ok",
+        "startTimeUnixNano": "1", "endTimeUnixNano": "2"}
+
+
+def _line(*spans) -> str:
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": list(spans)}]}]})
+
+
+def _load(paths, strict=False):
+    con = duckdb.connect()
+    return con, load_into(con, [str(p) for p in paths], strict=strict)
+
+
+def test_bad_records_are_counted_and_named_and_the_rest_loads(tmp_path):
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join([
+        _line(GOOD),
+        '{"resourceSpans": [{"scopeSpans": [{"spans": [',  # truncated line (a writer killed mid-line)
+        _line(GOOD | {"spanId": "xyz"}, GOOD | {"spanId": "0000000000000001"}),
+        _line(GOOD | {"startTimeUnixNano": "soon", "spanId": "0000000000000002"}),
+        _line(GOOD | {"kind": "SPAN_KIND_SIDEWAYS", "spanId": "0000000000000003"}),
+        '{"something": "else"}',
+        _line(GOOD | {"attributes": [{"key": "k", "value": {"intValue": "12x"}}], "spanId": "0000000000000004"}),
+    ]) + "\n")
+    con, report = _load([path])
+    assert (report.spans, report.bad_records) == (2, 6)
+    assert report.problems == [
+        f"{path}:2: invalid JSON: Expecting value (column 47)",
+        f"{path}:3#0: spanId: 'xyz' is neither hex nor base64",
+        f"{path}:4#0: startTimeUnixNano: 'soon' is not an integer",
+        f"{path}:5#0: kind: unknown value 'SPAN_KIND_SIDEWAYS'",
+        f"{path}:6: expected an OTLP object with resourceSpans or resourceLogs",
+        f"{path}:7#0: attributes['k'].intValue: '12x' is not an integer",
+    ]
+    assert all("\n" not in p for p in report.problems)
+    assert con.execute("SELECT span_id FROM spans ORDER BY 1").fetchall() == [("0000000000000001",),
+                                                                              ("eee19b7ec3c1b174",)]
+
+
+def test_strict_makes_a_bad_record_an_error_naming_it(tmp_path):
+    path = tmp_path / "export.jsonl"
+    path.write_text(_line(GOOD) + "\n" + _line(GOOD | {"traceId": 5}) + "\n")
+    with pytest.raises(UserError, match=r"export\.jsonl:2#0: traceId: expected a string, got int.*--strict"):
+        _load([path], strict=True)
+
+
+def test_bad_records_in_other_formats(tmp_path, real_data):
+    zipkin = json.loads((real_data / "skew.json").read_text())
+    zipkin[1]["timestamp"] = "yesterday"
+    (tmp_path / "z.json").write_text(json.dumps(zipkin))
+    lines = [json.dumps({"message": "ok", "trace_id": "ab" * 16}), "not json at all",
+             json.dumps({"message": "bad time", "timestamp": "31/12/2024"}), "[1]"]
+    (tmp_path / "app.jsonl").write_text("\n".join(lines))
+    proto, _ = otlp_requests.traces(3)
+    blob = b"".join(struct.pack(">I", len(b)) + b for b in [proto.SerializeToString()] * 2)
+    (tmp_path / "t.binpb").write_bytes(blob[:-5])  # the second message is cut short
+    _, report = _load([tmp_path])
+    assert (report.spans, report.logs, report.bad_records) == (3 + 3, 1, 5)
+    joined = "\n".join(report.problems)
+    assert f"{tmp_path / 'z.json'}#1: timestamp: 'yesterday' is not an integer" in joined
+    assert f"{tmp_path / 'app.jsonl'}:2: invalid JSON" in joined
+    assert f"{tmp_path / 'app.jsonl'}:3: timestamp: '31/12/2024' is not a time" in joined
+    assert f"{tmp_path / 'app.jsonl'}:4: expected a JSON object, got list" in joined
+    assert f"{tmp_path / 't.binpb'}@{len(blob) // 2}: truncated message" in joined
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"hello, world\n", "binary content that is neither length-prefixed nor bare OTLP protobuf"),
+    (b'{"kind": "not a trace"}', "a JSON object with keys kind in no known trace or log format"),
+    (b'{"resourceSpans": [', "not valid JSON"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "neither length-prefixed nor bare OTLP protobuf"),
+    (b"\x1f\x8b\x08\x00 truncated gzip", "cannot decompress"),
+    (b"PAR1 not really parquet PAR1", "unreadable Parquet"),
+])
+def test_unknown_or_unreadable_files_are_one_line_errors(tmp_path, content, message):
+    path = tmp_path / "input.dat"
+    path.write_bytes(content)
+    with pytest.raises(UserError) as err:
+        _load([path])
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_inputs_and_foreign_parquet(tmp_path):
+    with pytest.raises(UserError, match="no such file or folder"):
+        _load([tmp_path / "nope.json"])
+    with pytest.raises(UserError, match="no file matches this pattern"):
+        _load([str(tmp_path / "*.json")])
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "x.parquet")
+    with pytest.raises(UserError, match=r"x\.parquet: Parquet without jitrace's span or log columns"):
+        _load([tmp_path / "x.parquet"])
+
+
+def test_many_bad_records_keep_an_exact_count_and_a_bounded_list(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(_line(GOOD) + "\n" + "{]\n" * 1500)
+    _, report = _load([path])
+    assert report.bad_records == 1500 and len(report.problems) == 1001
+    assert report.problems[-1] == "... and 500 more bad records"
+
+
+# Hostile OTLP JSON: any JSON value in any field of an otherwise well-formed export, and random JSON documents.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+FIELDS = ["traceId", "spanId", "parentSpanId", "name", "kind", "startTimeUnixNano", "endTimeUnixNano", "status",
+          "attributes", "events", "links"]
+
+
+def _any_value():
+    scalars = st.one_of(
+        st.builds(lambda v: {"stringValue": v}, json_values), st.builds(lambda v: {"intValue": v}, json_values),
+        st.builds(lambda v: {"doubleValue": v}, json_values), st.builds(lambda v: {"boolValue": v}, json_values),
+        st.builds(lambda v: {"bytesValue": v}, json_values), json_values,
+    )
+    return st.recursive(scalars, lambda inner: st.builds(lambda vs: {"arrayValue": {"values": vs}},
+                                                         st.lists(inner, max_size=3)), max_leaves=6)
+
+
+hostile_span = st.fixed_dictionaries(
+    {},
+    optional={f: json_values for f in FIELDS} | {
+        "attributes": st.lists(st.fixed_dictionaries({"key": st.text(max_size=8) | json_values,
+                                                      "value": _any_value()}), max_size=3),
+    },
+).map(lambda extra: GOOD | extra)
+hostile_doc = st.one_of(
+    st.builds(lambda spans, res: {"resourceSpans": [{"resource": res, "scopeSpans": [{"spans": spans}]}]},
+              st.lists(hostile_span, max_size=4), json_values),
+    st.builds(lambda v: {"resourceSpans": v}, json_values),
+    st.builds(lambda v: {"resourceLogs": [{"scopeLogs": [{"logRecords": v}]}]}, json_values),
+)
+
+
+def _check(text: str, suffix: str) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / f"in{suffix}"
+        path.write_text(text)
+        con = duckdb.connect()
+        try:
+            report = load_into(con, [str(path)])
+        except UserError as err:
+            assert "\n" not in str(err)
+            return
+        spans, logs = con.execute("SELECT (SELECT count(*) FROM spans), (SELECT count(*) FROM logs)").fetchone()
+        assert (report.spans, report.logs) == (spans, logs)
+        assert len(report.problems) == min(report.bad_records, 1000)
+        # every stored attribute map is valid JSON (NaN/Infinity included)
+        for (attrs,) in con.execute("SELECT attributes::VARCHAR FROM spans").fetchall():
+            json.loads(attrs)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hostile_doc)
+def test_hostile_otlp_json_is_loaded_or_counted_never_a_crash(doc):
+    _check(json.dumps(doc), ".json")
+    _check(json.dumps(doc) + "\n" + json.dumps(doc) + "\n", ".jsonl")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=200))
+def test_arbitrary_text_is_loaded_counted_or_refused(text):
+    _check(text, ".json")
