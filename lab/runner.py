@@ -26,14 +26,10 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from jitrace.analyzer.collect import Receiver
 from jitrace.analyzer.errors import UserError
 from jitrace.lab import jitlab_pb2, jitlab_pb2_grpc, scenarios
 from jitrace.lab.scenarios import Call, Scenario
-
-try:
-    from jitrace.analyzer.collect import Receiver
-except ImportError:  # TEMPORARY until the collector lands
-    from jitrace.lab._standin_receiver import Receiver  # type: ignore[assignment]
 
 DENIALS = (7, 16)
 START_TIMEOUT_S = 30.0
@@ -78,8 +74,7 @@ class Mesh:
                 OTEL_EXPORTER_OTLP_INSECURE="true",
                 OTEL_TRACES_EXPORTER="otlp",
                 OTEL_METRICS_EXPORTER="none",
-                OTEL_LOGS_EXPORTER="otlp",
-                OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED="true",
+                OTEL_LOGS_EXPORTER="otlp",  # opentelemetry-instrumentation-logging ships the services' logs
                 # Each process is its own host, so each is its own clock domain (DESIGN.md, Clocks).
                 OTEL_RESOURCE_ATTRIBUTES=f"host.name={host}",
                 OTEL_BSP_SCHEDULE_DELAY="200",

@@ -106,9 +106,22 @@ def test_spans_show_each_denial_on_the_gateway_and_where_instrumented_on_the_bac
 @pytest.mark.parametrize("name, drift", RUNS, ids=IDS)
 def test_no_raw_token_reaches_the_collected_files(lab, name, drift):
     run = lab(name, drift)
-    for f in (run.out / "spans").rglob("*.parquet"):
+    files = list((run.out / "spans").rglob("*.parquet")) + list((run.out / "logs").rglob("*.parquet"))
+    assert files
+    for f in files:
         text = pd.read_parquet(f).to_json()
         assert "eyJ" not in text  # every JWT starts with the base64 of '{"'
+
+
+@pytest.mark.parametrize("name, drift", [("mixed", "server")], ids=["mixed"])
+def test_each_instrumented_denial_has_the_backends_log_line_in_its_trace(lab, name, drift):
+    run = lab(name, drift)
+    logs = pd.concat([pd.read_parquet(f) for f in (run.out / "logs").rglob("*.parquet")], ignore_index=True)
+    denied_logs = logs[logs["body"].str.contains(" denied ", na=False)]
+    for row in run.labels:
+        if row["cause"] != "unexplained":
+            lines = denied_logs[denied_logs["trace_id"] == row["trace_id"]]
+            assert len(lines) == 1 and lines["service"].iloc[0].startswith("inventory-"), row
 
 
 @pytest.mark.parametrize("drift", scenarios.DRIFTS)
