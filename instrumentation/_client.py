@@ -302,6 +302,136 @@ class JitraceClientInterceptor(
         return self._stream_response(continuation, client_call_details, request_iterator)
 
 
+# --- the channel wrapper the instrumentor uses -----------------------------------------------------------------------
+# grpc.intercept_channel builds a new multicallable and call-details object per call; jitrace's wrapper binds its
+# multicallables once per method and calls grpc directly (about 15 µs less per call). Same behaviour as the
+# interceptor above, which stays for users who compose channels with grpc.intercept_channel themselves.
+def _start(metadata: Metadata | None, credentials: object) -> tuple[Pending | None, Metadata | None]:
+    try:
+        started = begin(metadata, credentials)
+    except Exception:  # noqa: BLE001 - nothing of ours may fail a call
+        _safety.count("client_interceptor")
+        return None, metadata
+    if started is None:
+        return None, metadata
+    pending, new_metadata = started
+    return pending, metadata if new_metadata is None else new_metadata
+
+
+class _UnaryResponse:
+    """Unary-unary or stream-unary: ``__call__``, ``with_call`` and ``future``."""
+
+    __slots__ = ("_base",)
+
+    def __init__(self, base: Any) -> None:
+        self._base = base
+
+    def with_call(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
+                  credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
+        pending, metadata = _start(metadata, credentials)
+        if pending is None:
+            return self._base.with_call(request, timeout, metadata, credentials, wait_for_ready, compression)
+        try:
+            response, call = self._base.with_call(request, timeout, metadata, credentials, wait_for_ready,
+                                                  compression)
+        except grpc.RpcError as error:
+            _finish_call(pending, error)
+            raise
+        _finish_call(pending, call)
+        return response, call
+
+    def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
+                 credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
+        pending, metadata = _start(metadata, credentials)
+        if pending is None:
+            return self._base(request, timeout, metadata, credentials, wait_for_ready, compression)
+        try:
+            response, call = self._base.with_call(request, timeout, metadata, credentials, wait_for_ready,
+                                                  compression)
+        except grpc.RpcError as error:
+            _finish_call(pending, error)
+            raise
+        _finish_call(pending, call)
+        return response
+
+    def future(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
+               credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
+        pending, metadata = _start(metadata, credentials)
+        future = self._base.future(request, timeout, metadata, credentials, wait_for_ready, compression)
+        if pending is not None:
+            with _safety.guard("client_interceptor"):
+                future.add_done_callback(lambda call: _finish_call(pending, call))
+        return future
+
+
+class _StreamResponse:
+    """Unary-stream or stream-stream: the response iterator, recorded when it ends."""
+
+    __slots__ = ("_base",)
+
+    def __init__(self, base: Any) -> None:
+        self._base = base
+
+    def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
+                 credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
+        pending, metadata = _start(metadata, credentials)
+        call = self._base(request, timeout, metadata, credentials, wait_for_ready, compression)
+        if pending is not None:
+            with _safety.guard("client_interceptor"):
+                return _StreamCall(call, pending)
+        return call
+
+
+class JitraceChannel(grpc.Channel):
+    """A channel whose calls record jitrace's client facts (what the instrumentor wraps every new channel in)."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._channel = channel
+
+    def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
+        self._channel.subscribe(callback, try_to_connect=try_to_connect)
+
+    def unsubscribe(self, callback: Any) -> None:
+        self._channel.unsubscribe(callback)
+
+    def _base(self, kind: str, method: str, request_serializer: Any, response_deserializer: Any,
+              _registered_method: Any) -> Any:
+        factory = getattr(self._channel, kind)
+        if _registered_method:
+            return factory(method, request_serializer, response_deserializer, _registered_method)
+        return factory(method, request_serializer, response_deserializer)
+
+    def unary_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
+                    _registered_method: Any = False) -> Any:
+        return _UnaryResponse(self._base("unary_unary", method, request_serializer, response_deserializer,
+                                         _registered_method))
+
+    def stream_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
+                     _registered_method: Any = False) -> Any:
+        return _UnaryResponse(self._base("stream_unary", method, request_serializer, response_deserializer,
+                                         _registered_method))
+
+    def unary_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
+                     _registered_method: Any = False) -> Any:
+        return _StreamResponse(self._base("unary_stream", method, request_serializer, response_deserializer,
+                                          _registered_method))
+
+    def stream_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
+                      _registered_method: Any = False) -> Any:
+        return _StreamResponse(self._base("stream_stream", method, request_serializer, response_deserializer,
+                                          _registered_method))
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> JitraceChannel:
+        return self
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> bool:
+        self._channel.__exit__(exc_type, exc_val, exc_tb)
+        return False
+
+
 def client_interceptor() -> JitraceClientInterceptor:
     """A new interceptor for ``grpc.intercept_channel`` (the instrumentor does this for every new channel)."""
     return JitraceClientInterceptor()

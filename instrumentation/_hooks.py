@@ -76,7 +76,7 @@ def _sync_channel(wrapped: Callable[..., Any], instance: Any, args: tuple, kwarg
     try:
         from jitrace.instrumentation import _client
 
-        return grpc.intercept_channel(channel, _client.client_interceptor())
+        return _client.JitraceChannel(channel)
     except Exception:  # noqa: BLE001
         _safety.count("hook")
         return channel

@@ -50,19 +50,18 @@ def channels(plain_target, service_ports) -> Iterator[tuple[grpc.Channel, grpc.C
         _hooks._active.update(saved)
     instrumented = grpc.insecure_channel(f"127.0.0.1:{service_ports[0]}")
     # OpenTelemetry's interceptor outside, jitrace's next to the raw channel
-    assert [type(i).__name__ for i in interceptors_of(plain)] == ["OpenTelemetryClientInterceptor"]
-    assert [type(i).__name__ for i in interceptors_of(instrumented)] == [
-        "OpenTelemetryClientInterceptor", "JitraceClientInterceptor"]
+    assert layers_of(plain) == ["OpenTelemetryClientInterceptor"]
+    assert layers_of(instrumented) == ["OpenTelemetryClientInterceptor", "JitraceChannel"]
     yield plain, instrumented
     plain.close()
     instrumented.close()
 
 
-def interceptors_of(channel: grpc.Channel) -> list:
-    """The interceptors wrapped around a sync channel, outermost first."""
+def layers_of(channel: grpc.Channel) -> list[str]:
+    """What is wrapped around a sync channel, outermost first: interceptors, or jitrace's channel wrapper."""
     found = []
-    while hasattr(channel, "_interceptor"):
-        found.append(channel._interceptor)
+    while hasattr(channel, "_channel") and type(channel).__module__ != "grpc._channel":
+        found.append(type(getattr(channel, "_interceptor", channel)).__name__)
         channel = channel._channel
     return found
 
