@@ -144,3 +144,30 @@ def test_token_facts_are_parsed_once_and_aged_per_call(monkeypatch):
     # new settings (e.g. JITRACE_HASH_SUBJECT) are not served from facts parsed under the old ones
     monkeypatch.setattr(_settings, "_current", _settings.Settings(hash_subject=True))
     assert _client.token_facts(token, now_s=1_500)[c.TOKEN_SUB] == _token.hash_value("dora")
+
+
+@pytest.fixture
+def interceptor_channel(service_ports, monkeypatch):
+    """A channel where jitrace comes in as a plain grpc interceptor (``grpc.intercept_channel``) under OTel's."""
+    from jitrace.instrumentation import _client
+
+    monkeypatch.setattr(_client, "JitraceChannel", lambda ch: grpc.intercept_channel(ch, _client.client_interceptor()))
+    with grpc.insecure_channel(f"127.0.0.1:{service_ports[0]}") as ch:
+        monkeypatch.undo()
+        assert type(ch._channel).__module__ == "grpc._interceptor"
+        yield ch
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_grpc_interceptor_form_records_the_same_facts(shape, interceptor_channel, exporter):
+    for token, expected in ((mint(jti=f"ic-{shape}"), None), (mint(roles=[]), "PERMISSION_MISSING")):
+        styles = ("call", "with_call", "future") if shape == "unary" else ("call",)
+        for style in styles:
+            (code, _), trace_id = traced(
+                lambda t=token, s=style: call_sync(interceptor_channel, shape, metadata=bearer(t), style=s))
+            attrs = client_span(exporter, trace_id).attributes
+            assert (code is grpc.StatusCode.OK) is (expected is None)
+            assert attrs.get(c.DENIAL_REASON) == expected
+            assert attrs[c.TOKEN_PRESENT] is True and c.CLOCK_SENT_NS in attrs
+            if server_side_present():
+                assert c.CLOCK_OFFSET_S in attrs
