@@ -24,7 +24,9 @@ class CallState:
 
     span: Span
     arrival_ns: int  # the OpenTelemetry server span's start (the outermost interceptor's arrival), wall clock ns
-    metadata_token_id: str | None = None  # id of the bearer token in metadata (never the token itself)
+    # The bearer token from metadata, kept in memory for the length of the call only so the PyJWT hook can tell
+    # whether it checks that same token (then only the verdict, age and ttl change). Never put on a span.
+    metadata_token: str | None = field(default=None, repr=False)
     checks: int = 0  # token checks (jwt decodes) so far
     first_check_ns: int | None = None  # the first access check (token or policy), wall clock ns
     policy_decisions: int = 0

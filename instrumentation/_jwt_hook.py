@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from jitrace.instrumentation import _call_state, _safety, _token
+from jitrace.instrumentation import _call_state, _safety
 from jitrace.instrumentation import contract as c
+from jitrace.instrumentation._client import token_facts  # parsed once per token, aged per call
 
 _METHODS = ("decode", "decode_complete")
 _inside: contextvars.ContextVar[bool] = contextvars.ContextVar("jitrace_jwt_decode", default=False)
@@ -53,8 +54,11 @@ def _record(state: _call_state.CallState, token: object, verdict: str, started_n
     span = state.span
     if not span.is_recording():
         return
-    attrs = _token.token_attributes(token, now_s=started_ns / 1e9)
+    attrs = token_facts(token, started_ns / 1e9)
     if number == 1:
+        if token is not None and token == state.metadata_token:
+            # the token from metadata, already described on arrival: only what the check adds
+            attrs = {name: attrs[name] for name in (c.TOKEN_AGE_S, c.TOKEN_TTL_S) if name in attrs}
         attrs[c.TOKEN_VERDICT] = verdict
         span.set_attributes(attrs)
         return

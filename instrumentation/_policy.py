@@ -62,7 +62,9 @@ def _attributes(decision: str, engine: object, policy_id: object, version: objec
 
 
 def _seconds(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+    # a duration in seconds: finite, not negative, and not beyond a day (anything else is not an evaluation time)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or not 0 <= value <= 86400:
         return None
     return float(value)
 

@@ -26,6 +26,7 @@ from opentelemetry.trace import Span
 
 from jitrace.instrumentation import _call_state, _safety, _settings, _status_details, _token
 from jitrace.instrumentation import contract as c
+from jitrace.instrumentation._client import token_facts  # token facts parsed once per token, aged per call
 from jitrace.instrumentation._settings import Settings
 
 Metadata = Sequence[tuple[str, str | bytes]]
@@ -71,12 +72,11 @@ class ServerCall:
         if peer_sent is not None:
             attrs[c.CLOCK_PEER_SENT_NS] = peer_sent
         token = _token.token_from_metadata(metadata, settings.token_metadata_key)
-        attrs.update(_token.token_attributes(token, now_s=now_ns / 1e9))
+        attrs.update(token_facts(token, now_ns / 1e9))
         if not token:
             attrs[c.TOKEN_VERDICT] = c.VERDICT_MISSING
         span.set_attributes(attrs)
-        state = _call_state.CallState(span=span, arrival_ns=arrival_ns,
-                                      metadata_token_id=attrs.get(c.TOKEN_ID))  # type: ignore[arg-type]
+        state = _call_state.CallState(span=span, arrival_ns=arrival_ns, metadata_token=token)
         return cls(state, echo=peer_sent is not None and settings.clock_stamps, received_ns=arrival_ns)
 
     def trailing(self, metadata: Metadata | None) -> tuple[tuple[str, str | bytes], ...] | None:
@@ -99,12 +99,13 @@ class ServerCall:
 
 def begin(metadata: Metadata | None) -> ServerCall | None:
     """Start jitrace's work for a call; None (counted) if it could not start, and the call goes on without it."""
-    settings = _settings.get()
-    if not settings.enabled:
+    # try/except rather than _safety.guard: this runs on every call, and a generator-based context manager costs.
+    try:
+        settings = _settings.get()
+        return ServerCall.begin(metadata, settings) if settings.enabled else None
+    except Exception:  # noqa: BLE001 - nothing of ours may fail a call
+        _safety.count("server_interceptor")
         return None
-    with _safety.guard("server_interceptor"):
-        return ServerCall.begin(metadata, settings)
-    return None
 
 
 def set_status_code(span: Span, code: object) -> None:
@@ -151,23 +152,25 @@ class _ServicerContext(wrapt.ObjectProxy):
 
 
 def _finish_sync(call: ServerCall, context: grpc.ServicerContext) -> None:
-    with _safety.guard("server_interceptor"):
+    try:
         trailing = call.trailing(context.trailing_metadata())
         if trailing is not None:
             context.set_trailing_metadata(trailing)
-        if call.state.span.is_recording():
-            code = context.code()
-            if code is not None and code != grpc.StatusCode.OK:
-                set_status_code(call.state.span, code)
+        code = context.code()
+        if code is not None and code != grpc.StatusCode.OK:
+            set_status_code(call.state.span, code)
+    except Exception:  # noqa: BLE001
+        _safety.count("server_interceptor")
 
 
 def _start(context: grpc.ServicerContext) -> tuple[ServerCall | None, Any, grpc.ServicerContext]:
-    call = None
-    with _safety.guard("server_interceptor"):
+    try:
         call = begin(context.invocation_metadata())
-    if call is None:
-        return None, None, context
-    return call, _call_state.activate(call.state), _ServicerContext(context)
+        if call is not None:
+            return call, _call_state.activate(call.state), _ServicerContext(context)
+    except Exception:  # noqa: BLE001
+        _safety.count("server_interceptor")
+    return None, None, context
 
 
 def _wrap_behavior(behavior: Callable[..., Any], response_streaming: bool) -> Callable[..., Any]:
