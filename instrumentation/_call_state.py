@@ -33,14 +33,15 @@ class CallState:
     policy_denied: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def mark_check(self, started_ns: int | None = None) -> None:
-        """An access check started at ``started_ns``: the first one sets ``jit.auth.wait_s`` on the span."""
+    def mark_check(self, started_ns: int | None = None) -> dict[str, float]:
+        """An access check started at ``started_ns``: for the first one, ``{jit.auth.wait_s: ...}`` to put on the
+        span (the caller sets it along with its own attributes: one call into the SDK), else ``{}``."""
         started_ns = time.time_ns() if started_ns is None else started_ns
         with self._lock:
             if self.first_check_ns is not None and self.first_check_ns <= started_ns:
-                return
+                return {}
             self.first_check_ns = started_ns
-        self.span.set_attribute(c.AUTH_WAIT_S, max(0.0, (started_ns - self.arrival_ns) / 1e9))
+        return {c.AUTH_WAIT_S: max(0.0, (started_ns - self.arrival_ns) / 1e9)}
 
     def note_decision(self, denied: bool) -> bool:
         """Count a policy decision; True if it should be the one on the span: the first, or the first deny."""

@@ -50,7 +50,7 @@ def _record(state: _call_state.CallState, token: object, verdict: str, started_n
         token = bytes(token).decode("latin-1")
     token = token if isinstance(token, str) else None
     number = state.next_token_check()
-    state.mark_check(started_ns)
+    wait = state.mark_check(started_ns)
     span = state.span
     if not span.is_recording():
         return
@@ -60,8 +60,11 @@ def _record(state: _call_state.CallState, token: object, verdict: str, started_n
             # the token from metadata, already described on arrival: only what the check adds
             attrs = {name: attrs[name] for name in (c.TOKEN_AGE_S, c.TOKEN_TTL_S) if name in attrs}
         attrs[c.TOKEN_VERDICT] = verdict
+        attrs.update(wait)
         span.set_attributes(attrs)
         return
+    if wait:
+        span.set_attributes(wait)
     event: dict[str, Any] = {c.TOKEN_VERDICT: verdict}
     for name in (c.TOKEN_ID, c.TOKEN_TTL_S):
         if name in attrs:

@@ -89,16 +89,21 @@ def record_policy_decision(decision: bool | str, *, engine: str | None = None, p
     if state is not None:
         took = _seconds(eval_s)
         started = now_ns - int(took * 1e9) if took else now_ns
-        state.mark_check(started)
-        if not state.note_decision(verdict == c.DECISION_DENY):
-            return
+        wait = state.mark_check(started)
         span = state.span
+        if not state.note_decision(verdict == c.DECISION_DENY):
+            if wait:
+                span.set_attributes(wait)
+            return
     else:
+        wait = {}
         span = trace.get_current_span()
     if not span.is_recording():
         return
     grant = {"grant_id": grant_id, "grant_start": grant_start, "grant_end": grant_end}
-    span.set_attributes(_attributes(verdict, engine, policy_id, version, rule, required, granted, grant, eval_s))
+    attrs = _attributes(verdict, engine, policy_id, version, rule, required, granted, grant, eval_s)
+    attrs.update(wait)
+    span.set_attributes(attrs)
 
 
 # --- pycasbin -------------------------------------------------------------------------------------------------------
