@@ -26,9 +26,14 @@ import wrapt
 from jitrace.instrumentation import _safety
 
 _CHANNELS = ("insecure_channel", "secure_channel")
-# Index of ``interceptors`` when passed positionally.
-_AIO_CHANNEL_POS = {"insecure_channel": 3, "secure_channel": 4}
-_SERVER_POS = 2  # grpc.server(thread_pool, handlers, interceptors, ...), grpc.aio.server(pool, handlers, interceptors)
+# The parameters from ``interceptors`` on, in order: positional arguments there are passed on as keywords (so that
+# OpenTelemetry's wrapper, which only looks at the keyword, does not collide with them).
+_AIO_CHANNEL_PARAMS = {
+    "insecure_channel": (3, ("interceptors",)),
+    "secure_channel": (4, ("interceptors",)),
+}
+_SERVER_PARAMS = (2, ("interceptors", "options", "maximum_concurrent_rpcs", "compression", "xds"))
+_AIO_SERVER_PARAMS = (2, ("interceptors", "options", "maximum_concurrent_rpcs", "compression"))
 
 _active = {"client": False, "server": False}
 _aio_originals: dict[str, Callable[..., Any]] = {}
@@ -54,15 +59,18 @@ def place(interceptors: list[Any], ours: list[Any]) -> list[Any]:
     return interceptors[:at] + ours + interceptors[at:]
 
 
-def _with_interceptors(args: tuple, kwargs: dict, pos: int, make: Callable[[], list[Any]]) -> tuple[tuple, dict]:
+def _with_interceptors(args: tuple, kwargs: dict, params: tuple[int, tuple[str, ...]],
+                       make: Callable[[], list[Any]]) -> tuple[tuple, dict]:
     """The constructor arguments with jitrace's interceptors placed; the originals if anything goes wrong."""
+    pos, names = params
     try:
         ours = make()
         if len(args) > pos:
-            current = list(args[pos] or ())
-            args = (*args[:pos], place(current, ours), *args[pos + 1 :])
-        else:
-            kwargs = {**kwargs, "interceptors": place(list(kwargs.get("interceptors") or ()), ours)}
+            if len(args) - pos > len(names):
+                return args, kwargs  # more positionals than the signature has: grpc will say so, not us
+            kwargs = {**kwargs, **dict(zip(names, args[pos:], strict=False))}
+            args = args[:pos]
+        kwargs = {**kwargs, "interceptors": place(list(kwargs.get("interceptors") or ()), ours)}
     except Exception:  # noqa: BLE001 - a service must start even if jitrace cannot join it
         _safety.count("hook")
     return args, kwargs
@@ -128,7 +136,7 @@ def _aio_interceptors() -> list[Any]:
 def _make_aio_channel(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
     def channel(*args: Any, **kwargs: Any) -> Any:
         if _active["client"]:
-            args, kwargs = _with_interceptors(args, kwargs, _AIO_CHANNEL_POS[name], _aio_interceptors)
+            args, kwargs = _with_interceptors(args, kwargs, _AIO_CHANNEL_PARAMS[name], _aio_interceptors)
         return original(*args, **kwargs)
 
     channel._jitrace_original = original  # type: ignore[attr-defined]
@@ -167,10 +175,11 @@ def _aio_server_interceptors() -> list[Any]:
     return [_aio_server.aio_server_interceptor()]
 
 
-def _make_server(original: Callable[..., Any], make: Callable[[], list[Any]]) -> Callable[..., Any]:
+def _make_server(original: Callable[..., Any], make: Callable[[], list[Any]],
+                 params: tuple[int, tuple[str, ...]]) -> Callable[..., Any]:
     def server(*args: Any, **kwargs: Any) -> Any:
         if _active["server"]:
-            args, kwargs = _with_interceptors(args, kwargs, _SERVER_POS, make)
+            args, kwargs = _with_interceptors(args, kwargs, params, make)
         return original(*args, **kwargs)
 
     server._jitrace_original = original  # type: ignore[attr-defined]
@@ -180,11 +189,12 @@ def _make_server(original: Callable[..., Any], make: Callable[[], list[Any]]) ->
 
 
 def _patch_servers() -> None:
-    for module, make in ((grpc, _sync_server_interceptors), (grpc.aio, _aio_server_interceptors)):
+    for module, make, params in ((grpc, _sync_server_interceptors, _SERVER_PARAMS),
+                                 (grpc.aio, _aio_server_interceptors, _AIO_SERVER_PARAMS)):
         current = module.server
         if hasattr(current, "_jitrace_original"):
             continue
-        module.server = _make_server(current, make)
+        module.server = _make_server(current, make, params)
 
 
 # --- the switches -----------------------------------------------------------------------------------------------

@@ -1,0 +1,119 @@
+"""Where jitrace joins grpc: after OpenTelemetry's interceptors and before the user's, whatever the order of the
+instrumentors; the pre-instrument hook honours the switches that turn jitrace off."""
+
+from __future__ import annotations
+
+from concurrent import futures
+
+import _client_fixtures as fx
+import grpc
+import grpc.aio
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jitrace.instrumentation import _hooks, _pre_instrument
+
+# fixtures used here
+client_exporter = fx.client_exporter
+
+
+class _Otel:  # stands in for an OpenTelemetry interceptor: only its module matters to the placement
+    pass
+
+
+class _Jit:
+    pass
+
+
+class _User:
+    pass
+
+
+_Otel.__module__ = "opentelemetry.instrumentation.grpc._server"
+_Jit.__module__ = "jitrace.instrumentation._server"
+
+
+@given(before=st.integers(0, 3), users=st.integers(0, 3))
+def test_place_puts_jitrace_after_opentelemetry_and_before_the_user(before, users):
+    existing = [_Otel() for _ in range(before)] + [_User() for _ in range(users)]
+    ours = _Jit()
+    placed = _hooks.place(list(existing), [ours])
+    assert placed == existing[:before] + [ours] + existing[before:]
+    assert _hooks.place(placed, [_Jit()]) == placed  # never twice
+
+
+def _server_interceptor_modules(server: grpc.Server) -> list[str]:
+    pipeline = server._state.interceptor_pipeline
+    return [type(i).__module__.split(".")[0] for i in pipeline.interceptors]
+
+
+class UserServerInterceptor(grpc.ServerInterceptor):
+    def intercept_service(self, continuation, handler_call_details):
+        return continuation(handler_call_details)
+
+
+@pytest.mark.parametrize("positional", [False, True])
+def test_sync_server_interceptors_in_order(client_exporter, positional):
+    pool = futures.ThreadPoolExecutor(max_workers=1)
+    if positional:
+        server = grpc.server(pool, None, [UserServerInterceptor()])
+    else:
+        server = grpc.server(pool, interceptors=[UserServerInterceptor()])
+    try:
+        modules = _server_interceptor_modules(server)
+    finally:
+        server.stop(None)
+        pool.shutdown(wait=False)
+    # (positional: OpenTelemetry's wrapper alone would fail with "multiple values for 'interceptors'"; jitrace,
+    # instrumented after it here, passes them on as a keyword)
+    assert modules == ["opentelemetry", "jitrace", "test_client_hooks"]
+
+
+@pytest.mark.parametrize("positional", [False, True])
+def test_aio_channel_interceptors_in_order(client_exporter, positional):
+    class UserInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+        async def intercept_unary_unary(self, continuation, details, request):
+            return await continuation(details, request)
+
+    async def go():
+        if positional:
+            channel = grpc.aio.insecure_channel("127.0.0.1:1", None, None, [UserInterceptor()])
+        else:
+            channel = grpc.aio.insecure_channel("127.0.0.1:1", interceptors=[UserInterceptor()])
+        async with channel:
+            return [type(i).__module__.split(".")[0] for i in channel._unary_unary_interceptors]
+
+    assert fx.run(go()) == ["opentelemetry", "jitrace", "test_client_hooks"]
+
+
+def test_channels_inactive_hooks_pass_through(client_exporter):
+    saved = dict(_hooks._active)
+    _hooks._active.update(client=False)
+    try:
+        channel = grpc.insecure_channel("127.0.0.1:1")
+    finally:
+        _hooks._active.update(saved)
+    assert type(channel._channel).__module__ == "grpc._channel"  # OpenTelemetry's wrapper around grpc's own
+    channel.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "disabled"),
+    [
+        ({}, False),
+        ({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "jitrace"}, True),
+        ({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "requests, jitrace ,flask"}, True),
+        ({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "*"}, True),
+        ({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "jitrace-other"}, False),
+    ],
+)
+def test_pre_instrument_honours_disabled_instrumentations(env, disabled):
+    assert _pre_instrument.disabled_by_environment(env) is disabled
+
+
+def test_pre_instrument_honours_jitrace_enabled(monkeypatch):
+    from jitrace.instrumentation import _settings
+
+    monkeypatch.setattr(_settings, "_current", _settings.Settings(enabled=False))
+    assert _pre_instrument.disabled_by_environment({}) is True
