@@ -117,3 +117,22 @@ def test_pre_instrument_honours_jitrace_enabled(monkeypatch):
 
     monkeypatch.setattr(_settings, "_current", _settings.Settings(enabled=False))
     assert _pre_instrument.disabled_by_environment({}) is True
+
+
+def test_public_api_is_lazy_and_complete():
+    """Importing the package (and its contract) loads neither grpc nor the SDK; every public name resolves."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, jitrace.instrumentation as ji, jitrace.instrumentation.contract\n"
+        "assert not any(m == 'grpc' or m.startswith(('grpc.', 'opentelemetry.sdk')) for m in sys.modules), 'eager'\n"
+        "names = sorted(ji.__all__)\n"
+        "assert all(callable(getattr(ji, n)) for n in names)\n"
+        "print(','.join(names))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().split(",") == sorted([
+        "JitraceInstrumentor", "instrument", "uninstrument", "record_policy_decision", "record_issue",
+        "bearer_credentials", "refreshing_credentials", "failure_counts"])
