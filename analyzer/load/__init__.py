@@ -11,6 +11,7 @@ makes it an error. A file that cannot be read at all, or in no known format, is 
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,18 @@ class LoadReport:
 
 def load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], *, strict: bool = False) -> LoadReport:
     """Create (if needed) and append to ``spans`` and ``logs`` from ``inputs``; see the module's docstring."""
+    # Parsing JSON creates millions of small dicts; the cyclic GC would rescan them all again and again (3-4x
+    # slower) and none of them form cycles. Off while loading, back to what it was after.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load_into(con, inputs, strict)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool) -> LoadReport:
     con.execute(schema.duckdb_ddl("spans", schema.SPANS))
     con.execute(schema.duckdb_ddl("logs", schema.LOGS))
     files = _files.expand(list(inputs))

@@ -56,14 +56,41 @@ def any_value(v: Any) -> Any:
     return None
 
 
+_MISS = object()
+# (AnyValue field, JSON type) -> converter, for the spellings nearly every producer uses; the rest take any_value
+_FAST: dict[tuple[str, type], Any] = {
+    ("stringValue", str): None, ("boolValue", bool): None, ("intValue", str): int, ("intValue", int): None,
+    ("doubleValue", float): None, ("doubleValue", int): float,
+}
+_INT_RANGE = range(-(2**63), 2**63)
+
+
 def key_values(kvs: Any) -> dict[str, Any]:
     """An OTLP ``KeyValue`` list -> a dict with typed values."""
     if not kvs:
         return {}
-    if not isinstance(kvs, list):
+    if type(kvs) is not list:
         raise BadRecord("attributes: expected a list")
     out = {}
     for kv in kvs:
+        try:  # the common case in a few C calls; anything unusual falls through to the careful path below
+            key, value = kv["key"], kv["value"]
+            if type(key) is str and len(value) == 1:
+                ((field, x),) = value.items()
+                conv = _FAST.get((field, type(x)), _MISS)
+                if conv is None:
+                    out[key] = x
+                    continue
+                if conv is int:
+                    n = int(x)
+                    if n in _INT_RANGE:
+                        out[key] = n
+                        continue
+                elif conv is not _MISS:
+                    out[key] = conv(x)
+                    continue
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass
         if not isinstance(kv, dict):
             raise BadRecord("attributes: an entry is not an object")
         key = kv.get("key")
@@ -112,27 +139,52 @@ def _list(obj: dict, *names: str) -> list:
     return []
 
 
+def _id(value: Any, size: int, field: str, required: bool = True) -> str | None:
+    """``hex_id`` with a fast path for the usual well-formed hex id."""
+    if type(value) is str and len(value) == 2 * size:
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            pass
+        else:
+            if len(raw) == size and raw.count(0) != size:
+                return raw.hex()
+    return hex_id(value, size, field, required=required)
+
+
+def _ns(value: Any, field: str) -> int:
+    if type(value) is str:
+        try:
+            n = int(value)
+        except ValueError:
+            pass
+        else:
+            if n in _INT_RANGE:
+                return n
+    return as_int(value, field)
+
+
 def _span(s: Any, service: str | None, resource: str, scope: str | None, source: str) -> tuple:
-    if not isinstance(s, dict):
+    if type(s) is not dict:
         raise BadRecord("span: expected an object")
     status = s.get("status") or {}
-    if not isinstance(status, dict):
+    if type(status) is not dict:
         raise BadRecord("status: expected an object")
     attrs = s.get("attributes")
     events = s.get("events")
     links = s.get("links")
     message = status.get("message")
     name = s.get("name", "")
-    if not isinstance(name, str):
+    if type(name) is not str:
         raise BadRecord("name: not a string")
     return (
-        hex_id(s.get("traceId"), 16, "traceId"),
-        hex_id(s.get("spanId"), 8, "spanId"),
-        hex_id(s.get("parentSpanId"), 8, "parentSpanId", required=False),
+        _id(s.get("traceId"), 16, "traceId"),
+        _id(s.get("spanId"), 8, "spanId"),
+        _id(s.get("parentSpanId"), 8, "parentSpanId", required=False),
         name,
         _enum(_KINDS, s.get("kind"), "kind", "UNSPECIFIED"),
-        as_int(s.get("startTimeUnixNano"), "startTimeUnixNano"),
-        as_int(s.get("endTimeUnixNano"), "endTimeUnixNano"),
+        _ns(s.get("startTimeUnixNano"), "startTimeUnixNano"),
+        _ns(s.get("endTimeUnixNano"), "endTimeUnixNano"),
         _enum(_STATUS, status.get("code"), "status.code", "UNSET"),
         message if isinstance(message, str) and message else None,
         service,
