@@ -103,7 +103,7 @@ def test_a_server_clock_five_seconds_ahead_is_measured(tmp_path):
 
 
 ORDER_SCRIPT = textwrap.dedent('''
-    import json, sys
+    import asyncio, json, sys
     sys.path.insert(0, sys.argv[1])
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
@@ -111,7 +111,7 @@ ORDER_SCRIPT = textwrap.dedent('''
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.instrumentation.grpc import GrpcInstrumentorClient, GrpcAioInstrumentorClient
     import jitrace.instrumentation as ji
-    import grpc, plain_service as ps
+    import grpc, grpc.aio, plain_service as ps
 
     provider = TracerProvider(); exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter)); trace.set_tracer_provider(provider)
@@ -121,6 +121,12 @@ ORDER_SCRIPT = textwrap.dedent('''
     server, port, _ = ps.serve_sync(ps.Verifier(open(sys.argv[2], "rb").read()))
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         ch.unary_unary(ps.UNARY)(b"x", metadata=(("authorization", "Bearer " + sys.argv[3]),), timeout=10)
+
+    async def aio_call():
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            await ch.unary_unary(ps.UNARY)(b"x", metadata=(("authorization", "Bearer " + sys.argv[3]),), timeout=10)
+
+    asyncio.run(aio_call())
     ji.uninstrument()                     # and off again: a new channel carries no jitrace facts
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         ch.unary_unary(ps.UNARY)(b"x", metadata=(("authorization", "Bearer " + sys.argv[3]),), timeout=10)
@@ -139,6 +145,7 @@ def test_jitrace_instrumented_before_opentelemetry_still_lands_inside(tmp_path):
     done = subprocess.run([sys.executable, "-c", ORDER_SCRIPT, str(HERE), str(tmp_path / "public.pem"), token],
                           capture_output=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
-    first, second = json.loads(done.stdout.decode().strip().splitlines()[-1])
-    assert first[c.TOKEN_ID] == "order-1" and c.CLOCK_SENT_NS in first
-    assert second == {}
+    sync_call, aio_call, after_uninstrument = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    for attrs in (sync_call, aio_call):
+        assert attrs[c.TOKEN_ID] == "order-1" and c.CLOCK_SENT_NS in attrs
+    assert after_uninstrument == {}
