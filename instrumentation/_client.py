@@ -46,9 +46,9 @@ _facts_settings: list[_settings.Settings | None] = [None]
 def token_facts(token: str | None, now_s: float | None = None) -> dict[str, Any]:
     """:func:`_token.token_attributes`, parsed once per token; age and ttl moved to ``now_s``."""
     now_s = time.time() if now_s is None else now_s
-    if not token:
-        return _token.token_attributes(token, now_s)
     settings = _settings.get()
+    if not token or len(token) > settings.max_token_bytes:  # oversized tokens are refused (counted) each time, not kept
+        return _token.token_attributes(token, now_s)
     if settings is not _facts_settings[0]:
         _facts.clear()
         _facts_settings[0] = settings
