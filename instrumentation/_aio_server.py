@@ -17,7 +17,7 @@ import grpc
 import grpc.aio
 import wrapt
 
-from jitrace.instrumentation import _call_state, _safety, _settings
+from jitrace.instrumentation import _call_state, _safety, _server, _settings
 from jitrace.instrumentation._server import ServerCall, begin, set_status_code, wrap_handler
 from jitrace.instrumentation._settings import Settings
 
@@ -45,6 +45,30 @@ class _AioServicerContext(wrapt.ObjectProxy):
         return await self.abort(code, details, metadata)
 
 
+class _SyncAioContext(wrapt.ObjectProxy):
+    """The context of a sync handler on a grpc.aio server: it cannot read back its trailing metadata, and its
+    ``abort`` sends the status at once, so jitrace remembers what the handler set and merges its echo on abort."""
+
+    def __init__(self, wrapped: Any, call: ServerCall) -> None:
+        super().__init__(wrapped)
+        self._self_call = call
+        self._self_trailing: tuple = ()
+
+    def set_trailing_metadata(self, trailing_metadata: Any) -> None:
+        self.__wrapped__.set_trailing_metadata(trailing_metadata)
+        with _safety.guard("server_interceptor"):
+            self._self_trailing = tuple(trailing_metadata or ())
+
+    def trailing_metadata(self) -> tuple:
+        return self._self_trailing
+
+    def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
+        merged = None
+        with _safety.guard("server_interceptor"):
+            merged = self._self_call.trailing(tuple(trailing_metadata or self._self_trailing))
+        return self.__wrapped__.abort(code, details, trailing_metadata if merged is None else merged)
+
+
 def _finish(call: ServerCall, context: Any) -> None:
     try:
         trailing = call.trailing(tuple(context.trailing_metadata() or ()))
@@ -67,7 +91,15 @@ def _start(context: Any) -> tuple[ServerCall | None, Any, Any]:
     return None, None, context
 
 
+def _is_async(behavior: Callable[..., Any]) -> bool:
+    """grpc.aio's own test: an async handler is awaited on the loop, any other runs on the server's thread pool."""
+    return inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)
+
+
 def _wrap_behavior(behavior: Callable[..., Any], response_streaming: bool) -> Callable[..., Any]:
+    if not _is_async(behavior):
+        # keep a sync handler sync, so grpc.aio still runs it on its thread pool (where the state is set)
+        return _server._wrap_behavior(behavior, response_streaming, _SyncAioContext)
     if response_streaming:
         async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
             call, token, ctx = _start(context)

@@ -156,46 +156,59 @@ def _finish_sync(call: ServerCall, context: grpc.ServicerContext) -> None:
         trailing = call.trailing(context.trailing_metadata())
         if trailing is not None:
             context.set_trailing_metadata(trailing)
-        code = context.code()
+        code = context.code() if hasattr(context, "code") else None
         if code is not None and code != grpc.StatusCode.OK:
             set_status_code(call.state.span, code)
     except Exception:  # noqa: BLE001
         _safety.count("server_interceptor")
 
 
-def _start(context: grpc.ServicerContext) -> tuple[ServerCall | None, Any, grpc.ServicerContext]:
+ContextWrapper = Callable[[Any, ServerCall], Any]
+
+
+def _start(context: grpc.ServicerContext,
+           wrap_context: ContextWrapper) -> tuple[ServerCall | None, Any, grpc.ServicerContext]:
     try:
         call = begin(context.invocation_metadata())
         if call is not None:
-            return call, _call_state.activate(call.state), _ServicerContext(context)
+            return call, _call_state.activate(call.state), wrap_context(context, call)
     except Exception:  # noqa: BLE001
         _safety.count("server_interceptor")
     return None, None, context
 
 
-def _wrap_behavior(behavior: Callable[..., Any], response_streaming: bool) -> Callable[..., Any]:
+def _sync_context(context: Any, call: ServerCall) -> Any:
+    return _ServicerContext(context)
+
+
+def _wrap_behavior(behavior: Callable[..., Any], response_streaming: bool,
+                   wrap_context: ContextWrapper = _sync_context) -> Callable[..., Any]:
+    """A sync behaviour wrapped: jitrace's work runs inside the handler invocation (on its thread-pool thread).
+
+    ``wrap_context`` makes the context the handler gets (sync handlers on a grpc.aio server have another kind).
+    """
     if response_streaming:
         def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            call, token, ctx = _start(context)
+            call, token, ctx = _start(context, wrap_context)
             if call is None:
                 yield from behavior(request, context)
                 return
             try:
                 yield from behavior(request, ctx)
             finally:
-                _finish_sync(call, context)
+                _finish_sync(call, ctx)
                 _call_state.deactivate(token)
 
         return stream
 
     def unary(request: Any, context: grpc.ServicerContext) -> Any:
-        call, token, ctx = _start(context)
+        call, token, ctx = _start(context, wrap_context)
         if call is None:
             return behavior(request, context)
         try:
             return behavior(request, ctx)
         finally:
-            _finish_sync(call, context)
+            _finish_sync(call, ctx)
             _call_state.deactivate(token)
 
     return unary

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -9,7 +12,16 @@ from typing import Any
 
 import grpc
 import pytest
-from _server_fixtures import UNARY, Checker, call_metadata, server_span, sync_call, sync_handlers
+from _server_fixtures import (
+    UNARY,
+    Checker,
+    Outcome,
+    call_metadata,
+    raw_aio_channel,
+    server_span,
+    sync_call,
+    sync_handlers,
+)
 
 from jitrace.instrumentation import _server, _settings
 from jitrace.instrumentation import contract as c
@@ -81,3 +93,59 @@ def test_wait_covers_middleware_before_the_check(slow_server: str, exporter: Any
     assert outcome.code == grpc.StatusCode.OK
     span = server_span(exporter)
     assert 0.2 <= span.attributes[c.AUTH_WAIT_S] <= (span.end_time - span.start_time) / 1e9
+
+
+def test_sync_handlers_on_an_aio_server_stay_on_the_thread_pool(otel: Any) -> None:
+    """grpc.aio runs a sync handler on its thread pool: jitrace keeps it sync, and sets the call state there.
+    (The server is made without OpenTelemetry's interceptor, whose aio wrapper awaits every handler.)"""
+    from grpc.aio._server import server as raw_aio_server
+
+    from jitrace.instrumentation import _aio_server, _call_state
+
+    seen: list[tuple[bool, str]] = []
+
+    def unary(request: bytes, context: Any) -> bytes:
+        seen.append((_call_state.current() is not None, threading.current_thread().name))
+        return b"sync:" + request
+
+    def unary_stream(request: bytes, context: Any) -> Iterator[bytes]:
+        seen.append((_call_state.current() is not None, threading.current_thread().name))
+        yield from (b"a", b"b")
+
+    def deny(request: bytes, context: Any) -> bytes:
+        context.set_trailing_metadata((("x-handler", "yes"),))
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, "no")
+
+    handlers = grpc.method_handlers_generic_handler("jit.test.Sync", {
+        "U": grpc.unary_unary_rpc_method_handler(unary), "S": grpc.unary_stream_rpc_method_handler(unary_stream),
+        "D": grpc.unary_unary_rpc_method_handler(deny)})
+
+    async def go() -> tuple[Outcome, Outcome, Outcome]:
+        server = raw_aio_server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handlers],
+                                interceptors=[_aio_server.aio_server_interceptor()])
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with raw_aio_channel(f"127.0.0.1:{port}") as channel:
+                md = call_metadata(None, sent_ns=time.time_ns())
+                unary_call = channel.unary_unary("/jit.test.Sync/U")(b"x", metadata=md, timeout=10)
+                first = Outcome(await unary_call.code(), [await unary_call],
+                                dict(await unary_call.trailing_metadata()))
+                stream_call = channel.unary_stream("/jit.test.Sync/S")(b"x", metadata=md, timeout=10)
+                replies = [r async for r in stream_call]
+                second = Outcome(await stream_call.code(), replies, dict(await stream_call.trailing_metadata()))
+                deny_call = channel.unary_unary("/jit.test.Sync/D")(b"x", metadata=md, timeout=10)
+                with contextlib.suppress(grpc.RpcError):
+                    await deny_call
+                third = Outcome(await deny_call.code(), [], dict(await deny_call.trailing_metadata()))
+                return first, second, third
+        finally:
+            await server.stop(None)
+
+    first, second, third = asyncio.run(go())
+    assert third.code == grpc.StatusCode.PERMISSION_DENIED
+    assert third.trailing["x-handler"] == "yes" and c.METADATA_CLOCK in third.trailing
+    assert first.replies == [b"sync:x"] and second.replies == [b"a", b"b"]
+    assert c.METADATA_CLOCK in first.trailing and c.METADATA_CLOCK in second.trailing
+    assert [state for state, _ in seen] == [True, True]
+    assert all(name != threading.main_thread().name for _, name in seen)  # not on the event loop's thread
