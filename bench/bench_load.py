@@ -1,0 +1,189 @@
+"""Loader throughput per format: spans (or log records) per second into DuckDB, and bytes per span on disk.
+
+The same synthetic gRPC spans (8 attributes each, like an instrumented server span) are written in every format,
+then each file is loaded into a fresh in-memory DuckDB by ``load_into``; best of a few runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+TITLE = "Loaders: spans/s per input format"
+T0 = 1_700_000_000_000_000_000
+TARGETS = {"jitrace Parquet": 5_000_000, "OTLP JSON lines": 300_000}
+
+
+def _spans(n: int) -> list[dict]:
+    out = []
+    for i in range(n):
+        if i % 64 == 0:
+            trace_id = os.urandom(16).hex()
+        out.append({
+            "trace_id": trace_id, "span_id": os.urandom(8).hex(), "parent": os.urandom(8).hex(),
+            "start": T0 + i * 1000, "end": T0 + i * 1000 + 500, "service": f"svc{i % 4}",
+            "attrs": {"rpc.system": "grpc", "rpc.service": "jitlab.Orders", "rpc.method": "Get",
+                      "rpc.grpc.status_code": 7, "jit.token.ttl_s": -1.5, "jit.token.verdict": "expired",
+                      "jit.token.present": True, "jit.policy.granted": ["orders.read", "orders.write"]},
+        })
+    return out
+
+
+def _any(v) -> dict:
+    if isinstance(v, bool):
+        return {"boolValue": v}
+    if isinstance(v, int):
+        return {"intValue": str(v)}
+    if isinstance(v, float):
+        return {"doubleValue": v}
+    if isinstance(v, list):
+        return {"arrayValue": {"values": [_any(x) for x in v]}}
+    return {"stringValue": v}
+
+
+def _otlp_lines(spans: list[dict], path: Path, batch: int = 512) -> None:
+    with open(path, "w") as f:
+        for b in range(0, len(spans), batch):
+            chunk = spans[b:b + batch]
+            req = {"resourceSpans": [{
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": chunk[0]["service"]}}]},
+                "scopeSpans": [{"scope": {"name": "opentelemetry.instrumentation.grpc"}, "spans": [{
+                    "traceId": s["trace_id"], "spanId": s["span_id"], "parentSpanId": s["parent"],
+                    "name": "jitlab.Orders/Get", "kind": 2, "startTimeUnixNano": str(s["start"]),
+                    "endTimeUnixNano": str(s["end"]), "status": {},
+                    "attributes": [{"key": k, "value": _any(v)} for k, v in s["attrs"].items()]} for s in chunk]}],
+            }]}
+            f.write(json.dumps(req, separators=(",", ":")) + "\n")
+
+
+def _otlp_proto(spans: list[dict], path: Path, batch: int = 512) -> None:
+    import base64
+
+    from google.protobuf.json_format import ParseDict
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    with open(path, "wb") as f:
+        for line in Path(str(path) + ".src").read_text().splitlines():
+            doc = json.loads(line)
+            for rs in doc["resourceSpans"]:
+                for ss in rs["scopeSpans"]:
+                    for s in ss["spans"]:  # protobuf's JSON mapping wants base64 bytes
+                        for k in ("traceId", "spanId", "parentSpanId"):
+                            s[k] = base64.b64encode(bytes.fromhex(s[k])).decode()
+            data = ParseDict(doc, ExportTraceServiceRequest()).SerializeToString()
+            f.write(struct.pack(">I", len(data)) + data)
+    del batch
+
+
+def _jaeger(spans: list[dict], path: Path) -> None:
+    def tag(k, v):
+        kind = "bool" if isinstance(v, bool) else "int64" if isinstance(v, int) else \
+            "float64" if isinstance(v, float) else "string"
+        return {"key": k, "type": kind, "value": json.dumps(v) if isinstance(v, list) else v}
+
+    data = [{"traceID": spans[0]["trace_id"], "processes": {f"p{i}": {"serviceName": f"svc{i}", "tags": []}
+                                                           for i in range(4)},
+             "spans": [{"traceID": s["trace_id"], "spanID": s["span_id"], "operationName": "jitlab.Orders/Get",
+                        "references": [{"refType": "CHILD_OF", "traceID": s["trace_id"], "spanID": s["parent"]}],
+                        "startTime": s["start"] // 1000, "duration": (s["end"] - s["start"]) // 1000,
+                        "tags": [tag(k, v) for k, v in s["attrs"].items()] + [tag("span.kind", "server")],
+                        "processID": f"p{s['service'][-1]}", "logs": []} for s in spans]}]
+    path.write_text(json.dumps({"data": data}))
+
+
+def _zipkin(spans: list[dict], path: Path) -> None:
+    path.write_text(json.dumps([{
+        "traceId": s["trace_id"], "id": s["span_id"], "parentId": s["parent"], "name": "get", "kind": "SERVER",
+        "timestamp": s["start"] // 1000, "duration": (s["end"] - s["start"]) // 1000,
+        "localEndpoint": {"serviceName": s["service"]},
+        "tags": {k: json.dumps(v) if not isinstance(v, str) else v for k, v in s["attrs"].items()},
+    } for s in spans]))
+
+
+def _app_logs(n: int, path: Path) -> None:
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"asctime": "2024-05-01 12:00:00,250", "levelname": "WARNING", "name": "orders",
+                                "message": f"token expired for call {i}", "otelTraceID": os.urandom(16).hex(),
+                                "otelSpanID": os.urandom(8).hex(), "otelServiceName": "orders"}) + "\n")
+
+
+def _time_load(paths: list[Path], repeats: int) -> tuple[float, int]:
+    from jitrace.analyzer.load import load_into
+
+    best, count = float("inf"), 0
+    for _ in range(repeats):
+        con = duckdb.connect()
+        started = time.perf_counter()
+        rep = load_into(con, [str(p) for p in paths])
+        best = min(best, time.perf_counter() - started)
+        count = rep.spans + rep.logs
+        con.close()
+    return best, count
+
+
+def run(quick: bool) -> str:
+    n = 5_000 if quick else 100_000
+    parquet_rows = 50_000 if quick else 4_000_000
+    repeats = 2 if quick else 3
+    with tempfile.TemporaryDirectory(prefix="jitrace-bench-load-") as tmp:
+        d = Path(tmp)
+        spans = _spans(n)
+        files = {
+            "OTLP JSON lines": d / "spans.jsonl",
+            "OTLP JSON lines, gzip": d / "spans.jsonl.gz",
+            "OTLP protobuf (length-prefixed)": d / "spans.binpb",
+            "Jaeger UI JSON": d / "jaeger.json",
+            "Zipkin v2 JSON": d / "zipkin.json",
+            "jitrace Parquet": d / "parquet",
+            "application JSON logs": d / "app.log.jsonl",
+        }
+        _otlp_lines(spans, files["OTLP JSON lines"])
+        import gzip
+
+        files["OTLP JSON lines, gzip"].write_bytes(gzip.compress(files["OTLP JSON lines"].read_bytes(), 6))
+        Path(str(files["OTLP protobuf (length-prefixed)"]) + ".src").write_text(files["OTLP JSON lines"].read_text())
+        _otlp_proto(spans, files["OTLP protobuf (length-prefixed)"])
+        Path(str(files["OTLP protobuf (length-prefixed)"]) + ".src").unlink()
+        _jaeger(spans, files["Jaeger UI JSON"])
+        _zipkin(spans, files["Zipkin v2 JSON"])
+        _app_logs(n, files["application JSON logs"])
+        _parquet(files["OTLP JSON lines"], files["jitrace Parquet"], parquet_rows)
+        _time_load([files["Zipkin v2 JSON"]], 1)  # warm-up: imports, pyarrow's first-call setup
+
+        lines = ["| format | records | bytes/record | best load s | records/s | target |",
+                 "|---|---:|---:|---:|---:|---|"]
+        for name, path in files.items():
+            size = sum(f.stat().st_size for f in path.rglob("*")) if path.is_dir() else path.stat().st_size
+            secs, count = _time_load([path], repeats)
+            target = TARGETS.get(name)
+            verdict = "" if target is None else f"{target:,} ({'met' if count / secs >= target else 'NOT met'})"
+            lines.append(f"| {name} | {count:,} | {size / count:,.0f} | {secs:.3f} | {count / secs:,.0f} | {verdict} |")
+    return (
+        f"{os.cpu_count()} cores, shared with whatever else runs. Spans: gRPC server spans with 8 attributes "
+        "(strings, int, double, bool, string array), 512 per OTLP request; Parquet replicated to "
+        f"{parquet_rows:,} rows.\n\n" + "\n".join(lines)
+    )
+
+
+def _parquet(src: Path, out: Path, rows: int) -> None:
+    """Parquet as ``jitrace collect`` writes it (its writer), replicated to ``rows`` rows."""
+    from jitrace.analyzer.collect._writer import Writer
+    from jitrace.analyzer.load import load_into
+
+    con = duckdb.connect()
+    load_into(con, [str(src)])
+    base = con.execute("SELECT * FROM spans").fetchall()
+    writer = Writer(out)
+    chunk = base * max(1, 200_000 // len(base))
+    written = 0
+    while written < rows:
+        part = chunk[: rows - written]
+        writer.write("spans", [r[:-1] + (None,) for r in part])
+        written += len(part)
