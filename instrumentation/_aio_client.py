@@ -22,7 +22,7 @@ from jitrace.instrumentation._client import Pending, begin, finish
 def _begin(details: grpc.aio.ClientCallDetails) -> tuple[Pending | None, grpc.aio.ClientCallDetails]:
     started = None
     with _safety.guard("aio_client_interceptor"):
-        started = begin(details.metadata, details.credentials)
+        started = begin(details.metadata, details.credentials, details.method)
     if started is None:
         return None, details
     pending, metadata = started

@@ -69,21 +69,28 @@ def token_facts(token: str | None, now_s: float | None = None) -> dict[str, Any]
     return attrs
 
 
-def _client_span() -> trace.Span | None:
+def _client_span(method: str | bytes | None) -> trace.Span | None:
     span = trace.get_current_span()
-    # Only OpenTelemetry's client span: anything else current here would be the caller's own span.
+    # Only OpenTelemetry's client span of this very call (named after its method): anything else current here
+    # (the caller's own span, when OpenTelemetry skips a call it filters out) is not ours to annotate.
     if not span.is_recording() or getattr(span, "kind", None) is not SpanKind.CLIENT:
         return None
+    if method is not None:
+        if isinstance(method, bytes):  # grpc.aio may hand the method over as bytes
+            method = method.decode("utf-8", "replace")
+        if getattr(span, "name", method) != method:
+            return None
     return span
 
 
-def begin(metadata: Metadata | None, credentials: object) -> tuple[Pending, list[tuple[str, Any]] | None] | None:
+def begin(metadata: Metadata | None, credentials: object,
+          method: str | bytes | None = None) -> tuple[Pending, list[tuple[str, Any]] | None] | None:
     """Record the facts at send on the current client span.
 
     Returns the pending call and the metadata to send instead (None: send the caller's own), or None when there is
     no client span to record on (then the call goes out untouched).
     """
-    span = _client_span()
+    span = _client_span(method)
     if span is None:
         return None
     settings = _settings.get()
@@ -257,7 +264,7 @@ class JitraceClientInterceptor(
     def _begin(details: grpc.ClientCallDetails) -> tuple[Pending | None, grpc.ClientCallDetails]:
         started = None
         with _safety.guard("client_interceptor"):
-            started = begin(details.metadata, details.credentials)
+            started = begin(details.metadata, details.credentials, details.method)
         if started is None:
             return None, details
         pending, metadata = started
@@ -306,9 +313,9 @@ class JitraceClientInterceptor(
 # grpc.intercept_channel builds a new multicallable and call-details object per call; jitrace's wrapper binds its
 # multicallables once per method and calls grpc directly (about 15 µs less per call). Same behaviour as the
 # interceptor above, which stays for users who compose channels with grpc.intercept_channel themselves.
-def _start(metadata: Metadata | None, credentials: object) -> tuple[Pending | None, Metadata | None]:
+def _start(metadata: Metadata | None, credentials: object, method: str) -> tuple[Pending | None, Metadata | None]:
     try:
-        started = begin(metadata, credentials)
+        started = begin(metadata, credentials, method)
     except Exception:  # noqa: BLE001 - nothing of ours may fail a call
         _safety.count("client_interceptor")
         return None, metadata
@@ -321,14 +328,15 @@ def _start(metadata: Metadata | None, credentials: object) -> tuple[Pending | No
 class _UnaryResponse:
     """Unary-unary or stream-unary: ``__call__``, ``with_call`` and ``future``."""
 
-    __slots__ = ("_base",)
+    __slots__ = ("_base", "_method")
 
-    def __init__(self, base: Any) -> None:
+    def __init__(self, base: Any, method: str) -> None:
         self._base = base
+        self._method = method
 
     def with_call(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                   credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
-        pending, metadata = _start(metadata, credentials)
+        pending, metadata = _start(metadata, credentials, self._method)
         if pending is None:
             return self._base.with_call(request, timeout, metadata, credentials, wait_for_ready, compression)
         try:
@@ -342,7 +350,7 @@ class _UnaryResponse:
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                  credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
-        pending, metadata = _start(metadata, credentials)
+        pending, metadata = _start(metadata, credentials, self._method)
         if pending is None:
             return self._base(request, timeout, metadata, credentials, wait_for_ready, compression)
         try:
@@ -356,7 +364,7 @@ class _UnaryResponse:
 
     def future(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
-        pending, metadata = _start(metadata, credentials)
+        pending, metadata = _start(metadata, credentials, self._method)
         future = self._base.future(request, timeout, metadata, credentials, wait_for_ready, compression)
         if pending is not None:
             with _safety.guard("client_interceptor"):
@@ -367,14 +375,15 @@ class _UnaryResponse:
 class _StreamResponse:
     """Unary-stream or stream-stream: the response iterator, recorded when it ends."""
 
-    __slots__ = ("_base",)
+    __slots__ = ("_base", "_method")
 
-    def __init__(self, base: Any) -> None:
+    def __init__(self, base: Any, method: str) -> None:
         self._base = base
+        self._method = method
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                  credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
-        pending, metadata = _start(metadata, credentials)
+        pending, metadata = _start(metadata, credentials, self._method)
         call = self._base(request, timeout, metadata, credentials, wait_for_ready, compression)
         if pending is not None:
             with _safety.guard("client_interceptor"):
@@ -404,22 +413,22 @@ class JitraceChannel(grpc.Channel):
     def unary_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
                     _registered_method: Any = False) -> Any:
         return _UnaryResponse(self._base("unary_unary", method, request_serializer, response_deserializer,
-                                         _registered_method))
+                                         _registered_method), method)
 
     def stream_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
                      _registered_method: Any = False) -> Any:
         return _UnaryResponse(self._base("stream_unary", method, request_serializer, response_deserializer,
-                                         _registered_method))
+                                         _registered_method), method)
 
     def unary_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
                      _registered_method: Any = False) -> Any:
         return _StreamResponse(self._base("unary_stream", method, request_serializer, response_deserializer,
-                                          _registered_method))
+                                          _registered_method), method)
 
     def stream_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
                       _registered_method: Any = False) -> Any:
         return _StreamResponse(self._base("stream_stream", method, request_serializer, response_deserializer,
-                                          _registered_method))
+                                          _registered_method), method)
 
     def close(self) -> None:
         self._channel.close()

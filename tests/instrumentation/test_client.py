@@ -171,3 +171,18 @@ def test_the_grpc_interceptor_form_records_the_same_facts(shape, interceptor_cha
             assert attrs[c.TOKEN_PRESENT] is True and c.CLOCK_SENT_NS in attrs
             if server_side_present():
                 assert c.CLOCK_OFFSET_S in attrs
+
+
+def test_a_call_opentelemetry_skips_leaves_the_callers_span_alone(channel, exporter):
+    """OpenTelemetry makes no span for a call it skips (suppressed, filtered out): jitrace must not annotate the
+    caller's own client span instead."""
+    from opentelemetry import trace
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    tracer = trace.get_tracer("jitrace.tests")
+    with tracer.start_as_current_span("my-client-op", kind=trace.SpanKind.CLIENT) as mine, suppress_instrumentation():
+        code, _ = call_sync(channel, "unary", metadata=bearer(mint()))
+    assert code is grpc.StatusCode.OK
+    spans = [s for s in exporter.get_finished_spans() if s.context.trace_id == mine.get_span_context().trace_id]
+    assert [s.name for s in spans if s.kind is trace.SpanKind.CLIENT] == ["my-client-op"]
+    assert jit_attrs(spans[-1]) == {}
