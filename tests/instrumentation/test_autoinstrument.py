@@ -17,6 +17,7 @@ import pytest
 from _client_fixtures import FAKETIME_LIB, HERE, mint, run_plain_pair, server_side_present
 
 from jitrace.instrumentation import contract as c
+from jitrace.instrumentation._token import hash_value
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +116,7 @@ ORDER_SCRIPT = textwrap.dedent('''
 
     provider = TracerProvider(); exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter)); trace.set_tracer_provider(provider)
-    ji.instrument()                       # jitrace FIRST, OpenTelemetry after: jitrace must still be inside
+    ji.instrument(hash_subject=True)      # jitrace FIRST, OpenTelemetry after: jitrace must still be inside
     GrpcInstrumentorClient().instrument()
     GrpcAioInstrumentorClient().instrument()
     server, port, _ = ps.serve_sync(ps.Verifier(open(sys.argv[2], "rb").read()))
@@ -148,4 +149,5 @@ def test_jitrace_instrumented_before_opentelemetry_still_lands_inside(tmp_path):
     sync_call, aio_call, after_uninstrument = json.loads(done.stdout.decode().strip().splitlines()[-1])
     for attrs in (sync_call, aio_call):
         assert attrs[c.TOKEN_ID] == "order-1" and c.CLOCK_SENT_NS in attrs
+        assert attrs[c.TOKEN_SUB] == hash_value("alice")  # instrument(hash_subject=True) overrides the env
     assert after_uninstrument == {}
