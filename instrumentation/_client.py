@@ -1,9 +1,16 @@
 """Client side (sync ``grpc``): token facts at send, the clock stamp, and on completion the NTP estimate and the
 denial reason, all on OpenTelemetry's client span.
 
-The interceptor runs inside OpenTelemetry's (see ``_hooks``), so OTel's client span is the current span when a call
-starts; jitrace keeps a reference to it for the completion, which may come on a gRPC thread (futures, streams).
-The pieces shared with the aio interceptors (:func:`begin`, :func:`finish`) live here too.
+jitrace runs inside OpenTelemetry's interceptor (see ``_hooks``), so OTel's client span is the current span when a
+call starts; jitrace keeps a reference to it for the completion, which may come on a gRPC thread (futures, streams).
+Two forms, same behaviour: :class:`JitraceChannel` (what the instrumentor wraps every new sync channel in: it binds
+its multicallables once per method, cheaper per call) and :class:`JitraceClientInterceptor` (for users who compose
+channels with ``grpc.intercept_channel`` themselves). The pieces shared with the aio interceptors (:func:`begin`,
+:func:`finish`) live here too.
+
+Limits: a blocking unary call is made with ``with_call`` (to read the trailing metadata); a response stream is
+recorded when it ends (iteration over, or its done callback), so a stream the caller abandons has token facts but
+no clock estimate or denial reason.
 """
 
 from __future__ import annotations
