@@ -20,29 +20,40 @@ _STATUS = schema.STATUS_CODES
 _SIGNED = 2**63
 
 
+def _array(v: Any) -> list:
+    return [any_value(x) for x in v.array_value.values]
+
+
+def _kvlist(v: Any) -> dict:
+    return {kv.key: any_value(kv.value) for kv in v.kvlist_value.values}
+
+
+def _bytes(v: Any) -> str:
+    return base64.b64encode(v.bytes_value).decode()  # as the OTLP JSON mapping spells bytes
+
+
+# oneof name -> getter; one dict lookup instead of a chain of comparisons per attribute
+_GET = {
+    "string_value": lambda v: v.string_value,
+    "int_value": lambda v: v.int_value,
+    "double_value": lambda v: v.double_value,
+    "bool_value": lambda v: v.bool_value,
+    "array_value": _array,
+    "kvlist_value": _kvlist,
+    "bytes_value": _bytes,
+    None: lambda v: None,
+}
+
+
 def any_value(v: Any) -> Any:
-    which = v.WhichOneof("value")
-    if which == "string_value":
-        return v.string_value
-    if which == "int_value":
-        return v.int_value
-    if which == "double_value":
-        return v.double_value
-    if which == "bool_value":
-        return v.bool_value
-    if which == "array_value":
-        return [any_value(x) for x in v.array_value.values]
-    if which == "kvlist_value":
-        return {kv.key: any_value(kv.value) for kv in v.kvlist_value.values}
-    if which == "bytes_value":
-        return base64.b64encode(v.bytes_value).decode()  # as the OTLP JSON mapping spells bytes
-    return None
+    return _GET[v.WhichOneof("value")](v)
 
 
 def attrs_json(kvs: Any) -> str:
     if not kvs:
         return "{}"
-    return to_json({kv.key: any_value(kv.value) for kv in kvs})
+    get = _GET
+    return to_json({kv.key: get[(value := kv.value).WhichOneof("value")](value) for kv in kvs})
 
 
 def _ns(value: int) -> int:

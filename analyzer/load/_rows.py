@@ -24,6 +24,22 @@ _ZERO_SPAN = "0" * 16
 
 # One encoder, compact, keeps non-ASCII text as is; NaN/Infinity are not JSON, so they are caught and made strings.
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+try:  # the C encoder built once (JSONEncoder.encode builds a new one per call: a third of the cost of small maps)
+    from json.encoder import c_make_encoder, encode_basestring
+
+    def _no_default(o: Any) -> Any:
+        raise TypeError(f"{type(o).__name__} is not JSON")
+
+    if c_make_encoder is None:
+        raise ImportError
+    _c_encoder = c_make_encoder(None, _no_default, encode_basestring, None, ":", ",", False, False, False)
+
+    def _encode_fast(value: Any) -> str:
+        if type(value) is dict or type(value) is list:
+            return "".join(_c_encoder(value, 0))
+        return _encode(value)
+except ImportError:  # a Python without the C accelerator
+    _encode_fast = _encode
 
 
 class BadRecord(ValueError):
@@ -33,7 +49,7 @@ class BadRecord(ValueError):
 def to_json(value: Any) -> str:
     """Compact JSON text; ints stay integers, floats keep a fraction (``1.0``), non-finite floats become strings."""
     try:
-        return _encode(value)
+        return _encode_fast(value)
     except ValueError:  # NaN or Infinity somewhere inside
         return _encode(_finite(value))
 

@@ -1,0 +1,170 @@
+"""Receiver throughput: spans (and log records) per second acknowledged by ``jitrace collect``.
+
+``jitrace collect`` runs as its own process, as users run it. Several concurrent exporters (threads, each with its own
+connection) send ready-made 512-span OTLP requests as fast as the receiver acknowledges them; a span counts once its
+batch is acknowledged, which the receiver does only after the Parquet file holding it is fsynced and renamed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+
+TITLE = "Receiver: spans/s acknowledged by jitrace collect"
+TARGET = 100_000
+BATCH = 512
+T0 = 1_700_000_000_000_000_000
+TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+LOGS = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+
+
+def _kv(key, value):
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+
+    if isinstance(value, bool):
+        return KeyValue(key=key, value=AnyValue(bool_value=value))
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    if isinstance(value, float):
+        return KeyValue(key=key, value=AnyValue(double_value=value))
+    if isinstance(value, list):
+        return KeyValue(key=key, value=AnyValue(array_value=ArrayValue(values=[AnyValue(string_value=v)
+                                                                                  for v in value])))
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def _traces(n: int) -> bytes:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.extend([_kv("service.name", "orders"), _kv("host.name", "bench")])
+    ss = rs.scope_spans.add()
+    ss.scope.name = "opentelemetry.instrumentation.grpc"
+    attrs = [_kv("rpc.system", "grpc"), _kv("rpc.service", "jitlab.Orders"), _kv("rpc.method", "Get"),
+             _kv("rpc.grpc.status_code", 7), _kv("jit.token.ttl_s", -1.5), _kv("jit.token.verdict", "expired"),
+             _kv("jit.token.present", True), _kv("jit.policy.granted", ["orders.read", "orders.write"])]
+    for i in range(n):
+        ss.spans.append(Span(trace_id=os.urandom(16), span_id=os.urandom(8), parent_span_id=os.urandom(8),
+                             name="jitlab.Orders/Get", kind=Span.SPAN_KIND_SERVER, start_time_unix_nano=T0 + i,
+                             end_time_unix_nano=T0 + i + 500, attributes=attrs))
+    return req.SerializeToString()
+
+
+def _logs(n: int) -> bytes:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    rl.resource.attributes.append(_kv("service.name", "orders"))
+    sl = rl.scope_logs.add()
+    for i in range(n):
+        sl.log_records.append(LogRecord(time_unix_nano=T0 + i, severity_number=13, severity_text="WARNING",
+                                        body=AnyValue(string_value=f"token expired for call {i}"),
+                                        trace_id=os.urandom(16), span_id=os.urandom(8),
+                                        attributes=[_kv("code.function", "check")]))
+    return req.SerializeToString()
+
+
+def _start(out: Path) -> tuple[subprocess.Popen, int, int]:
+    jitrace = Path(sys.executable).parent / "jitrace"
+    proc = subprocess.Popen([str(jitrace), "collect", "--out", str(out), "--grpc", "127.0.0.1:0",
+                             "--http", "127.0.0.1:0"], stderr=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([proc.stderr], [], [], 60)
+    line = proc.stderr.readline() if ready else ""
+    m = re.search(r"grpc=[\d.]+:(\d+) http=[\d.]+:(\d+)", line)
+    if m is None:
+        proc.kill()
+        raise RuntimeError(f"jitrace collect did not start: {line!r}")
+    return proc, int(m.group(1)), int(m.group(2))
+
+
+def _drive(send, payload: bytes, records: int, exporters: int, seconds: float) -> tuple[int, float]:
+    """``exporters`` threads call ``send(payload)`` until time is up; returns (records acknowledged, seconds)."""
+    acked = [0] * exporters
+    deadline = time.perf_counter() + seconds
+
+    def worker(i: int) -> None:
+        call = send()
+        while time.perf_counter() < deadline:
+            call(payload)
+            acked[i] += records
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(exporters)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(acked), time.perf_counter() - started
+
+
+def _grpc_sender(port: int, method: str):
+    def make():
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = channel.unary_unary(method)
+        return lambda payload: stub(payload, timeout=30)
+    return make
+
+
+def _http_sender(port: int, path: str):
+    def make():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+        def send(payload: bytes) -> None:
+            conn.request("POST", path, body=payload, headers={"Content-Type": "application/x-protobuf"})
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"HTTP {resp.status}")
+        return send
+    return make
+
+
+def run(quick: bool) -> str:
+    seconds = 2.0 if quick else 8.0
+    spans, logs = _traces(BATCH), _logs(BATCH)
+    rows = ["| protocol | signal | exporters | records acknowledged | seconds | records/s | Parquet bytes/record |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    for proto, signal_name, exporters in (("gRPC", "spans", 1), ("gRPC", "spans", 4), ("HTTP", "spans", 4),
+                                          ("gRPC", "logs", 4)):
+        with tempfile.TemporaryDirectory(prefix="jitrace-bench-collect-") as tmp:
+            out = Path(tmp) / "out"
+            proc, grpc_port, http_port = _start(out)
+            try:
+                payload = spans if signal_name == "spans" else logs
+                if proto == "gRPC":
+                    send = _grpc_sender(grpc_port, TRACES if signal_name == "spans" else LOGS)
+                else:
+                    send = _http_sender(http_port, "/v1/traces")
+                _drive(send, payload, BATCH, 1, 0.3)  # warm-up: connections, first writes
+                warm = sum(f.stat().st_size for f in out.rglob("*.parquet"))
+                n, secs = _drive(send, payload, BATCH, exporters, seconds)
+                size = sum(f.stat().st_size for f in out.rglob("*.parquet")) - warm
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.communicate(timeout=60)
+            rate = n / secs
+            mark = f" ({'meets' if rate >= TARGET else 'below'} {TARGET:,})" if signal_name == "spans" else ""
+            rows.append(f"| {proto} | {signal_name} | {exporters} | {n:,} | {secs:.1f} | {rate:,.0f}{mark} | "
+                        f"{size / max(n, 1):,.0f} |")
+    return (
+        f"{BATCH}-record requests (gRPC server spans with 8 attributes; WARNING logs with trace context), sent by "
+        "threads in the bench process to a separate `jitrace collect` process on the same "
+        f"{os.cpu_count()}-core machine (client and receiver share the cores). Target: {TARGET:,} spans/s.\n\n"
+        + "\n".join(rows)
+    )
