@@ -20,6 +20,7 @@ from _server_fixtures import (
     Outcome,
     aio_call,
     call_metadata,
+    raw_channel,
     server_span,
     sync_call,
 )
@@ -110,3 +111,21 @@ def test_aio_failure_inside_jitrace_is_counted_not_raised(aio_server: Any, expor
     assert outcome.code == grpc.StatusCode.PERMISSION_DENIED
     assert "grpc-status-details-bin" in outcome.trailing and c.METADATA_CLOCK not in outcome.trailing
     assert _safety.failure_counts()["server_interceptor"] > before
+
+
+def test_a_client_cancelling_a_stream_is_not_a_failure(sync_server: str, exporter: Any, mint: Any) -> None:
+    """The response generator is closed from wherever grpc closes it: jitrace's state is dropped without a failure."""
+    before = _safety.failure_counts().get("server_interceptor", 0)
+    with raw_channel(sync_server) as channel:
+        stream = channel.stream_stream(STREAM_STREAM)(iter([b"orders:read"] + [b"more"] * 50),
+                                                      metadata=call_metadata(mint(), sent_ns=time.time_ns()),
+                                                      timeout=10)
+        assert next(stream) == b"ok:0"
+        stream.cancel()
+    span = server_span(exporter)
+    assert span.attributes[c.TOKEN_VERDICT] == c.VERDICT_VALID
+    assert _safety.failure_counts().get("server_interceptor", 0) == before
+    # the next call on the same server gets a state of its own
+    exporter.clear()
+    assert sync_call(sync_server, UNARY, call_metadata(None)).code == grpc.StatusCode.UNAUTHENTICATED
+    assert server_span(exporter).attributes[c.TOKEN_VERDICT] == c.VERDICT_MISSING
