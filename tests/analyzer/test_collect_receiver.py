@@ -184,3 +184,23 @@ def test_receiver_in_an_instrumented_process_does_not_trace_its_own_exports(tmp_
     finally:
         instrumentor.uninstrument()
     assert _stored(r) == (4, 0)
+
+
+def test_collect_command_line_errors_are_one_line(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    jitrace = Path(sys.executable).parent / "jitrace"
+    bad = subprocess.run([str(jitrace), "collect", "--out", str(tmp_path), "--grpc", "nonsense"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr == "jitrace collect: error: --grpc 'nonsense': expected HOST:PORT\n"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = subprocess.run([str(jitrace), "collect", "--out", str(tmp_path), "--grpc", "off",
+                               "--http", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60)
+    assert busy.returncode == 2 and busy.stderr.count("\n") == 1
+    assert busy.stderr.startswith("jitrace collect: error: cannot listen on")

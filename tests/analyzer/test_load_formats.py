@@ -163,3 +163,35 @@ def test_folders_globs_and_mixed_formats(tmp_path, requests_, real_data):
     # appending: a second load adds to the tables
     load_into(con, [str(tmp_path / "b.jsonl")])
     assert con.execute("SELECT count(*) FROM logs").fetchone() == (2,)
+
+
+def test_jaeger_storage_model_json(tmp_path):
+    # the storage model's JSON (Jaeger's v1 storage fixtures): base64 ids, RFC 3339 start, "...ns" duration,
+    # typed tag fields (vStr, vInt64, ...) and the process inline
+    doc = {"spans": [
+        {"traceId": "AAAAAAAAAAAAAAAAAAAAEQ==", "spanId": "AAAAAAAAAAM=", "operationName": "example-operation-1",
+         "references": [], "startTime": "2017-01-26T16:46:31.639875Z", "duration": "100000ns", "flags": 1,
+         "tags": [{"key": "span.kind", "vType": "STRING", "vStr": "server"},
+                  {"key": "retries", "vType": "INT64", "vInt64": "3"},
+                  {"key": "ratio", "vType": "FLOAT64", "vFloat64": 0.5},
+                  {"key": "error", "vType": "BOOL", "vBool": True}],
+         "process": {"serviceName": "example-service-1", "tags": [{"key": "host.name", "vStr": "h1"}]},
+         "logs": [{"timestamp": "2017-01-26T16:46:31.639875Z", "fields": [{"key": "event", "vStr": "retry"}]}]},
+        {"traceId": "AAAAAAAAAAAAAAAAAAAAEQ==", "spanId": "AAAAAAAAAAQ=", "operationName": "child",
+         "references": [{"refType": "CHILD_OF", "traceId": "AAAAAAAAAAAAAAAAAAAAEQ==", "spanId": "AAAAAAAAAAM="}],
+         "startTime": "2017-01-26T16:46:31.639900Z", "duration": "20us",
+         "process": {"serviceName": "example-service-2"}},
+    ]}
+    path = tmp_path / "fixture.json"
+    path.write_text(json.dumps(doc))
+    con = duckdb.connect()
+    report = load_into(con, [str(path)])
+    assert (report.spans, report.bad_records) == (2, 0)
+    rows = con.execute(f"SELECT {SPAN_COLS}, status_code, events, resource FROM spans ORDER BY span_id").fetchall()
+    assert rows[0][:9] == ("00000000000000000000000000000011", "0000000000000003", None, "example-operation-1",
+                           "SERVER", 1485449191639875000, 1485449191639975000, "ERROR", "example-service-1")
+    assert json.loads(rows[0][9]) == {"retries": 3, "ratio": 0.5, "error": True}
+    assert json.loads(rows[0][11]) == [{"name": "retry", "time_ns": 1485449191639875000, "attributes": {}}]
+    assert json.loads(rows[0][12]) == {"host.name": "h1", "service.name": "example-service-1"}
+    assert rows[1][:7] == ("00000000000000000000000000000011", "0000000000000004", "0000000000000003", "child",
+                           "INTERNAL", 1485449191639900000, 1485449191639920000)
