@@ -136,3 +136,37 @@ def test_public_api_is_lazy_and_complete():
     assert done.stdout.strip().split(",") == sorted([
         "JitraceInstrumentor", "instrument", "uninstrument", "record_policy_decision", "record_issue",
         "bearer_credentials", "refreshing_credentials", "failure_counts"])
+
+
+CYCLE_SCRIPT = """
+import grpc, grpc.aio
+from opentelemetry.instrumentation.grpc import (GrpcAioInstrumentorClient, GrpcAioInstrumentorServer,
+                                                GrpcInstrumentorClient, GrpcInstrumentorServer)
+import jitrace.instrumentation as ji
+for i in (GrpcInstrumentorClient, GrpcAioInstrumentorClient, GrpcInstrumentorServer, GrpcAioInstrumentorServer):
+    i().instrument()
+raw = grpc.insecure_channel.__wrapped__
+out = []
+for _ in range(3):
+    for switch in (ji.instrument, ji.uninstrument):
+        switch()
+        ch = grpc.insecure_channel("127.0.0.1:1")
+        out.append(type(ch._channel).__name__)
+        ch.close()
+        server = grpc.server(None, interceptors=[])
+        out.append(",".join(type(i).__module__.split(".")[0] for i in server._state.interceptor_pipeline.interceptors))
+GrpcInstrumentorClient().uninstrument()
+assert grpc.insecure_channel is raw, grpc.insecure_channel  # OpenTelemetry's own unwrap still works
+print("|".join(out))
+"""
+
+
+def test_instrument_and_uninstrument_cycle_cleanly():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", CYCLE_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    on = ["JitraceChannel", "opentelemetry,jitrace"]
+    off = ["Channel", "opentelemetry"]
+    assert done.stdout.strip().split("|") == (on + off) * 3
