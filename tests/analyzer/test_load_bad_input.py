@@ -184,3 +184,29 @@ def test_hostile_otlp_json_is_loaded_or_counted_never_a_crash(doc):
 @given(st.text(max_size=200))
 def test_arbitrary_text_is_loaded_counted_or_refused(text):
     _check(text, ".json")
+
+
+hostile_zipkin = st.lists(st.fixed_dictionaries({"traceId": json_values | st.just("1e223ff1f80f1c69"),
+                                                 "id": json_values | st.just("43210ae0c10d1234")},
+                                                optional={k: json_values for k in ("parentId", "kind", "timestamp",
+                                                                                   "duration", "localEndpoint",
+                                                                                   "tags", "annotations", "name")}),
+                          min_size=1, max_size=3)
+hostile_jaeger = st.builds(lambda spans, procs: {"data": [{"traceID": "1", "spans": spans, "processes": procs}]},
+                           st.lists(st.dictionaries(st.sampled_from(["traceID", "spanID", "operationName",
+                                                                     "references", "startTime", "duration", "tags",
+                                                                     "logs", "processID", "process"]),
+                                                    json_values), max_size=3),
+                           json_values)
+hostile_lines = st.lists(st.dictionaries(st.sampled_from(["message", "trace_id", "otelSpanID", "levelname",
+                                                          "timestamp", "decision_id", "bundles", "result",
+                                                          "labels", "span_id", "asctime"]), json_values,
+                                         min_size=1), min_size=1, max_size=4)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hostile_zipkin, hostile_jaeger, hostile_lines)
+def test_hostile_jaeger_zipkin_and_log_lines_never_crash(zipkin, jaeger, lines):
+    _check(json.dumps(zipkin), ".json")
+    _check(json.dumps(jaeger), ".json")
+    _check("\n".join(json.dumps(x) for x in lines), ".jsonl")
