@@ -7,7 +7,8 @@ before instrumenting; ``opentelemetry-instrument`` patches before the applicatio
 
 The first check of a call sets ``jit.token.*`` (the verified token's claims, age and ttl at the check),
 ``jit.token.verdict`` and ``jit.auth.wait_s``; each later check (a stream re-verifying per message) adds a
-``jit.token.check`` event with its verdict and ttl instead. Outside a server call the hook does nothing.
+``jit.token.check`` event with its verdict and ttl instead. Outside a server call the hook does nothing, nor for a
+decode with ``options={"verify_signature": False}`` (a peek at the claims is not a check).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def verdict_of(exc: BaseException | None) -> str:
 
 
 @_safety.guarded("jwt_hook")
-def _record(state: _call_state.CallState, token: object, verdict: str, started_ns: int) -> None:
+def _record(state: _call_state.CallState, token: object, failure: BaseException | None, started_ns: int) -> None:
+    verdict = verdict_of(failure)
     if isinstance(token, bytes | bytearray):
         token = bytes(token).decode("latin-1")
     token = token if isinstance(token, str) else None
@@ -72,6 +74,13 @@ def _record(state: _call_state.CallState, token: object, verdict: str, started_n
     span.add_event(c.TOKEN_CHECK_EVENT, event)
 
 
+def _unverified(args: tuple, kwargs: dict[str, Any], token_index: int) -> bool:
+    """``options={"verify_signature": False}``: reading claims, not checking a token (e.g. to pick the key)."""
+    at = token_index + 3  # decode(jwt, key, algorithms, options, ...)
+    options = args[at] if len(args) > at else kwargs.get("options")
+    return isinstance(options, dict) and options.get("verify_signature") is False
+
+
 def _wrap(original: Callable[..., Any], token_index: int) -> Callable[..., Any]:
     """A recording wrapper around a decode function; ``token_index`` is where the token is in ``args``."""
 
@@ -80,18 +89,24 @@ def _wrap(original: Callable[..., Any], token_index: int) -> Callable[..., Any]:
         state = _call_state.current()
         if state is None or _inside.get():
             return original(*args, **kwargs)  # not in a server call, or decode_complete inside decode: one check
+        reset = _inside.set(True)
+        if _unverified(args, kwargs, token_index):
+            try:
+                return original(*args, **kwargs)  # a peek without verification, and whatever it calls: no check
+            finally:
+                _inside.reset(reset)
         token = args[token_index] if len(args) > token_index else kwargs.get("jwt")
         started_ns = time.time_ns()
-        reset = _inside.set(True)
+        failure: BaseException | None = None
         try:
-            result = original(*args, **kwargs)
-        except Exception as exc:
+            return original(*args, **kwargs)
+        except BaseException as exc:
+            failure = exc
+            raise  # PyJWT's own exception, unchanged
+        finally:
             _inside.reset(reset)
-            _record(state, token, verdict_of(exc), started_ns)
-            raise
-        _inside.reset(reset)
-        _record(state, token, c.VERDICT_VALID, started_ns)
-        return result
+            if failure is None or isinstance(failure, Exception):  # not an interrupt (KeyboardInterrupt...)
+                _record(state, token, failure, started_ns)
 
     decode._jitrace_original = original  # type: ignore[attr-defined]
     return decode

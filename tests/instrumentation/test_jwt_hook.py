@@ -160,3 +160,13 @@ def test_any_input_decodes_as_without_the_hook(otel: Any, token: Any) -> None:
     finally:
         if not was:
             _jwt_hook.unpatch()
+
+
+def test_a_peek_without_verification_is_not_a_check(hooked: None, exporter: Any) -> None:
+    """Reading claims unverified (to choose a key, say) records nothing; the real check after it does."""
+    with server_call(exporter) as finished:
+        jwt.decode(_hs(jti="peeked"), options={"verify_signature": False})
+        with pytest.raises(jwt.InvalidAudienceError):
+            jwt.decode(_hs(jti="checked", aud="other"), SECRET, algorithms=["HS256"], audience="aud-1")
+    a = finished[0].attributes
+    assert a[c.TOKEN_ID] == "checked" and a[c.TOKEN_VERDICT] == c.VERDICT_BAD_AUDIENCE and not finished[0].events
