@@ -165,6 +165,8 @@ def run(quick: bool) -> str:
     return (
         f"{BATCH}-record requests (gRPC server spans with 8 attributes; WARNING logs with trace context), sent by "
         "threads in the bench process to a separate `jitrace collect` process on the same "
-        f"{os.cpu_count()}-core machine (client and receiver share the cores). Target: {TARGET:,} spans/s.\n\n"
+        f"{os.cpu_count()}-core machine (client and receiver share the cores). Target: {TARGET:,} spans/s. "
+        "Each exporter resends one request, so its ids repeat and Parquet bytes/record understate real data "
+        "(see the loaders' table for distinct spans).\n\n"
         + "\n".join(rows)
     )
