@@ -67,15 +67,16 @@ class ServerCall:
         now_ns = time.time_ns()
         start = getattr(span, "start_time", None)
         arrival_ns = start if isinstance(start, int) and start > 0 else now_ns
-        attrs: dict[str, Any] = {c.CLOCK_RECEIVED_NS: arrival_ns}
         peer_sent = _stamp(_metadata_value(metadata, c.METADATA_SENT_NS))
-        if peer_sent is not None:
-            attrs[c.CLOCK_PEER_SENT_NS] = peer_sent
         token = _token.token_from_metadata(metadata, settings.token_metadata_key)
-        attrs.update(token_facts(token, now_ns / 1e9))
-        if not token:
-            attrs[c.TOKEN_VERDICT] = c.VERDICT_MISSING
-        span.set_attributes(attrs)
+        if span.is_recording():  # a sampled-out call still gets its echo, but no facts are worked out
+            attrs: dict[str, Any] = token_facts(token, now_ns / 1e9)
+            attrs[c.CLOCK_RECEIVED_NS] = arrival_ns
+            if peer_sent is not None:
+                attrs[c.CLOCK_PEER_SENT_NS] = peer_sent
+            if not token:
+                attrs[c.TOKEN_VERDICT] = c.VERDICT_MISSING
+            span.set_attributes(attrs)
         state = _call_state.CallState(span=span, arrival_ns=arrival_ns, metadata_token=token)
         return cls(state, echo=peer_sent is not None and settings.clock_stamps, received_ns=arrival_ns)
 
