@@ -25,6 +25,8 @@ def unknown(path: Path, what: str) -> UserError:
 
 
 def read(path: Path, data: bytes, rows: Rows) -> None:
+    if data[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte order mark, as some Windows tools write
+        data = data[3:]
     head = data.lstrip()[:1]
     if head in (b"{", b"["):
         _read_json(path, data.decode("utf-8", errors="replace"), rows)
