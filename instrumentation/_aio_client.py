@@ -15,14 +15,15 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from jitrace.instrumentation import _safety
+from jitrace.instrumentation import _credentials, _safety
 from jitrace.instrumentation._client import Pending, begin, finish
 
 
-def _begin(details: grpc.aio.ClientCallDetails) -> tuple[Pending | None, grpc.aio.ClientCallDetails]:
+def _begin(details: grpc.aio.ClientCallDetails, channel_plugin: Any) -> tuple[Pending | None,
+                                                                               grpc.aio.ClientCallDetails]:
     started = None
     with _safety.guard("aio_client_interceptor"):
-        started = begin(details.metadata, details.credentials, details.method)
+        started = begin(details.metadata, details.credentials, details.method, channel_plugin)
     if started is None:
         return None, details
     pending, metadata = started
@@ -53,8 +54,8 @@ async def _finish_call(pending: Pending, call: Any) -> None:
         _safety.count("aio_client_interceptor")
 
 
-async def _unary_response(continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-    pending, details = _begin(details)
+async def _unary_response(continuation: Callable[..., Any], details: Any, request: Any, plugin: Any) -> Any:
+    pending, details = _begin(details, plugin)
     call = await continuation(details, request)
     if pending is not None:
         await _finish_call(pending, call)
@@ -71,8 +72,8 @@ async def _relay(call: Any, pending: Pending) -> AsyncIterator[Any]:
     await _finish_call(pending, call)
 
 
-async def _stream_response(continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-    pending, details = _begin(details)
+async def _stream_response(continuation: Callable[..., Any], details: Any, request: Any, plugin: Any) -> Any:
+    pending, details = _begin(details, plugin)
     call = await continuation(details, request)
     if pending is None:
         return call
@@ -80,31 +81,37 @@ async def _stream_response(continuation: Callable[..., Any], details: Any, reque
     return _relay(call, pending)
 
 
-class UnaryUnaryAioClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+class _Base:
+    def __init__(self, channel_credentials: object = None) -> None:
+        self._plugin = _credentials.lookup(channel_credentials)  # jitrace credentials baked into the channel
+
+
+class UnaryUnaryAioClientInterceptor(_Base, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await _unary_response(continuation, client_call_details, request)
+        return await _unary_response(continuation, client_call_details, request, self._plugin)
 
 
-class StreamUnaryAioClientInterceptor(grpc.aio.StreamUnaryClientInterceptor):
+class StreamUnaryAioClientInterceptor(_Base, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return await _unary_response(continuation, client_call_details, request_iterator)
+        return await _unary_response(continuation, client_call_details, request_iterator, self._plugin)
 
 
-class UnaryStreamAioClientInterceptor(grpc.aio.UnaryStreamClientInterceptor):
+class UnaryStreamAioClientInterceptor(_Base, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await _stream_response(continuation, client_call_details, request)
+        return await _stream_response(continuation, client_call_details, request, self._plugin)
 
 
-class StreamStreamAioClientInterceptor(grpc.aio.StreamStreamClientInterceptor):
+class StreamStreamAioClientInterceptor(_Base, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return await _stream_response(continuation, client_call_details, request_iterator)
+        return await _stream_response(continuation, client_call_details, request_iterator, self._plugin)
 
 
-def aio_client_interceptors() -> list[Any]:
-    """New interceptors, one per call shape, for ``grpc.aio.*_channel(interceptors=...)``."""
+def aio_client_interceptors(channel_credentials: object = None) -> list[Any]:
+    """New interceptors, one per call shape, for ``grpc.aio.*_channel(interceptors=...)``; ``channel_credentials``:
+    the channel's credentials (jitrace's call credentials composed into them are recorded for every call)."""
     return [
-        UnaryUnaryAioClientInterceptor(),
-        UnaryStreamAioClientInterceptor(),
-        StreamUnaryAioClientInterceptor(),
-        StreamStreamAioClientInterceptor(),
+        UnaryUnaryAioClientInterceptor(channel_credentials),
+        UnaryStreamAioClientInterceptor(channel_credentials),
+        StreamUnaryAioClientInterceptor(channel_credentials),
+        StreamStreamAioClientInterceptor(channel_credentials),
     ]

@@ -90,12 +90,13 @@ def _client_span(method: str | bytes | None) -> trace.Span | None:
     return span
 
 
-def begin(metadata: Metadata | None, credentials: object,
-          method: str | bytes | None = None) -> tuple[Pending, list[tuple[str, Any]] | None] | None:
+def begin(metadata: Metadata | None, credentials: object, method: str | bytes | None = None,
+          channel_plugin: Any = None) -> tuple[Pending, list[tuple[str, Any]] | None] | None:
     """Record the facts at send on the current client span.
 
     Returns the pending call and the metadata to send instead (None: send the caller's own), or None when there is
-    no client span to record on (then the call goes out untouched).
+    no client span to record on (then the call goes out untouched). ``channel_plugin``: the jitrace credentials the
+    channel was made with, if any.
     """
     span = _client_span(method)
     if span is None:
@@ -104,7 +105,7 @@ def begin(metadata: Metadata | None, credentials: object,
     token: str | None = None
     refreshed: bool | None = None
     from_credentials = False
-    plugin = _credentials.lookup(credentials)
+    plugin = _credentials.lookup(credentials) or channel_plugin  # per-call credentials first, then the channel's
     if plugin is not None:
         with _safety.guard("credentials"):
             token, refreshed = plugin.prepare()
@@ -320,9 +321,10 @@ class JitraceClientInterceptor(
 # grpc.intercept_channel builds a new multicallable and call-details object per call; jitrace's wrapper binds its
 # multicallables once per method and calls grpc directly (about 15 µs less per call). Same behaviour as the
 # interceptor above, which stays for users who compose channels with grpc.intercept_channel themselves.
-def _start(metadata: Metadata | None, credentials: object, method: str) -> tuple[Pending | None, Metadata | None]:
+def _start(metadata: Metadata | None, credentials: object, method: str,
+           channel_plugin: Any) -> tuple[Pending | None, Metadata | None]:
     try:
-        started = begin(metadata, credentials, method)
+        started = begin(metadata, credentials, method, channel_plugin)
     except Exception:  # noqa: BLE001 - nothing of ours may fail a call
         _safety.count("client_interceptor")
         return None, metadata
@@ -335,15 +337,16 @@ def _start(metadata: Metadata | None, credentials: object, method: str) -> tuple
 class _UnaryResponse:
     """Unary-unary or stream-unary: ``__call__``, ``with_call`` and ``future``."""
 
-    __slots__ = ("_base", "_method")
+    __slots__ = ("_base", "_method", "_plugin")
 
-    def __init__(self, base: Any, method: str) -> None:
+    def __init__(self, base: Any, method: str, plugin: Any) -> None:
         self._base = base
         self._method = method
+        self._plugin = plugin
 
     def with_call(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                   credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
-        pending, metadata = _start(metadata, credentials, self._method)
+        pending, metadata = _start(metadata, credentials, self._method, self._plugin)
         if pending is None:
             return self._base.with_call(request, timeout, metadata, credentials, wait_for_ready, compression)
         try:
@@ -357,7 +360,7 @@ class _UnaryResponse:
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                  credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
-        pending, metadata = _start(metadata, credentials, self._method)
+        pending, metadata = _start(metadata, credentials, self._method, self._plugin)
         if pending is None:
             return self._base(request, timeout, metadata, credentials, wait_for_ready, compression)
         try:
@@ -371,7 +374,7 @@ class _UnaryResponse:
 
     def future(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
-        pending, metadata = _start(metadata, credentials, self._method)
+        pending, metadata = _start(metadata, credentials, self._method, self._plugin)
         future = self._base.future(request, timeout, metadata, credentials, wait_for_ready, compression)
         if pending is not None:
             with _safety.guard("client_interceptor"):
@@ -382,15 +385,16 @@ class _UnaryResponse:
 class _StreamResponse:
     """Unary-stream or stream-stream: the response iterator, recorded when it ends."""
 
-    __slots__ = ("_base", "_method")
+    __slots__ = ("_base", "_method", "_plugin")
 
-    def __init__(self, base: Any, method: str) -> None:
+    def __init__(self, base: Any, method: str, plugin: Any) -> None:
         self._base = base
         self._method = method
+        self._plugin = plugin
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                  credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
-        pending, metadata = _start(metadata, credentials, self._method)
+        pending, metadata = _start(metadata, credentials, self._method, self._plugin)
         call = self._base(request, timeout, metadata, credentials, wait_for_ready, compression)
         if pending is not None:
             with _safety.guard("client_interceptor"):
@@ -401,8 +405,9 @@ class _StreamResponse:
 class JitraceChannel(grpc.Channel):
     """A channel whose calls record jitrace's client facts (what the instrumentor wraps every new channel in)."""
 
-    def __init__(self, channel: grpc.Channel) -> None:
+    def __init__(self, channel: grpc.Channel, channel_credentials: object = None) -> None:
         self._channel = channel
+        self._plugin = _credentials.lookup(channel_credentials)  # jitrace credentials baked into the channel
 
     def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
         self._channel.subscribe(callback, try_to_connect=try_to_connect)
@@ -420,22 +425,22 @@ class JitraceChannel(grpc.Channel):
     def unary_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
                     _registered_method: Any = False) -> Any:
         return _UnaryResponse(self._base("unary_unary", method, request_serializer, response_deserializer,
-                                         _registered_method), method)
+                                         _registered_method), method, self._plugin)
 
     def stream_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
                      _registered_method: Any = False) -> Any:
         return _UnaryResponse(self._base("stream_unary", method, request_serializer, response_deserializer,
-                                         _registered_method), method)
+                                         _registered_method), method, self._plugin)
 
     def unary_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
                      _registered_method: Any = False) -> Any:
         return _StreamResponse(self._base("unary_stream", method, request_serializer, response_deserializer,
-                                          _registered_method), method)
+                                          _registered_method), method, self._plugin)
 
     def stream_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
                       _registered_method: Any = False) -> Any:
         return _StreamResponse(self._base("stream_stream", method, request_serializer, response_deserializer,
-                                          _registered_method), method)
+                                          _registered_method), method, self._plugin)
 
     def close(self) -> None:
         self._channel.close()

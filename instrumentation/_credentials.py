@@ -5,10 +5,14 @@ not current. So the credentials do not record anything themselves: each one is r
 interceptor, seeing registered credentials in ``call_details.credentials``, asks them for the token they are about
 to send (:meth:`_Plugin.prepare`) and records its facts on the span. The token itself stays in the plugin.
 
+Where they are recognised: passed per call (``stub.Method(req, credentials=creds)``), composed with
+``grpc.composite_call_credentials``, or baked into a channel with ``grpc.composite_channel_credentials`` and
+``grpc.secure_channel`` / ``grpc.aio.secure_channel`` (the instrumentor hooks those two composing functions; a
+channel-wide plugin applies to every call of the channel that has no jitrace credentials of its own).
+
 Limits (documented in README):
-- credentials are recognised only when passed per call (``stub.Method(req, credentials=creds)``); credentials
-  composed with ``grpc.composite_call_credentials`` or baked into a channel (``composite_channel_credentials``)
-  are new objects jitrace has not registered: their token facts are not recorded (the call works as usual).
+- credentials composed *before* ``instrument()`` ran, or composed by other means (e.g. google-auth's own
+  ``AuthMetadataPlugin``), are not recognised: their token facts are not recorded (the call works as usual).
 - the interceptor decides the token at send (calling the callable, or refreshing, on the caller's thread) and
   hands it to the plugin, which sends that token (taken once, within a few seconds). Under heavy concurrency on one
   credentials object a plugin may take a sibling call's handed token: the facts then describe a token of the same
@@ -30,7 +34,8 @@ from jitrace.instrumentation import _settings, _token
 
 _HANDOFF_S = 5.0  # a token prepared by the interceptor is handed to the plugin only this long
 
-_registry: weakref.WeakKeyDictionary[grpc.CallCredentials, _Plugin] = weakref.WeakKeyDictionary()
+# call credentials (and credentials composed from them, see compose) -> the plugin behind them
+_registry: weakref.WeakKeyDictionary[object, _Plugin] = weakref.WeakKeyDictionary()
 
 
 class _Plugin(grpc.AuthMetadataPlugin):
@@ -156,10 +161,28 @@ def refreshing_credentials(fetch: Callable[[], str], *, refresh_before_s: float 
 
 
 def lookup(credentials: object) -> _Plugin | None:
-    """jitrace's plugin behind call credentials, if they are jitrace's."""
+    """jitrace's plugin behind call (or composed channel) credentials, if they carry one."""
     if credentials is None:
         return None
     try:
         return _registry.get(credentials)  # type: ignore[arg-type]
     except TypeError:  # not weak-referenceable: not ours
         return None
+
+
+def compose(original: Callable[..., object], *parts: object) -> object:
+    """``grpc.composite_call_credentials`` / ``composite_channel_credentials`` that remember jitrace's plugin.
+
+    The composed object is new to jitrace; it is registered with the first jitrace plugin among its parts, so the
+    interceptor still finds the token (per call, or channel-wide when the channel is made with it).
+    """
+    composed = original(*parts)
+    try:
+        plugin = next((p for p in map(lookup, parts) if p is not None), None)
+        if plugin is not None:
+            _registry[composed] = plugin  # type: ignore[index]
+    except Exception:  # noqa: BLE001 - composing credentials must work exactly as without jitrace
+        from jitrace.instrumentation import _safety
+
+        _safety.count("credentials")
+    return composed

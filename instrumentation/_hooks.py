@@ -77,6 +77,13 @@ def _with_interceptors(args: tuple, kwargs: dict, params: tuple[int, tuple[str, 
 
 
 # --- sync channels ----------------------------------------------------------------------------------------------
+def _channel_credentials(name: str, args: tuple, kwargs: dict) -> object:
+    """The ``credentials`` argument of ``secure_channel(target, credentials, ...)``; None for an insecure channel."""
+    if name != "secure_channel":
+        return None
+    return args[1] if len(args) > 1 else kwargs.get("credentials")
+
+
 def _sync_channel(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
     channel = wrapped(*args, **kwargs)
     if not _active["client"]:
@@ -84,7 +91,8 @@ def _sync_channel(wrapped: Callable[..., Any], instance: Any, args: tuple, kwarg
     try:
         from jitrace.instrumentation import _client
 
-        return _client.JitraceChannel(channel)
+        credentials = _channel_credentials(getattr(wrapped, "__name__", ""), args, kwargs)
+        return _client.JitraceChannel(channel, credentials)
     except Exception:  # noqa: BLE001
         _safety.count("hook")
         return channel
@@ -127,16 +135,20 @@ def _unpatch_sync_channels() -> None:
 
 
 # --- aio channels -----------------------------------------------------------------------------------------------
-def _aio_interceptors() -> list[Any]:
-    from jitrace.instrumentation import _aio_client
+def _aio_interceptors(credentials: object) -> Callable[[], list[Any]]:
+    def make() -> list[Any]:
+        from jitrace.instrumentation import _aio_client
 
-    return _aio_client.aio_client_interceptors()
+        return _aio_client.aio_client_interceptors(credentials)
+
+    return make
 
 
 def _make_aio_channel(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
     def channel(*args: Any, **kwargs: Any) -> Any:
         if _active["client"]:
-            args, kwargs = _with_interceptors(args, kwargs, _AIO_CHANNEL_PARAMS[name], _aio_interceptors)
+            make = _aio_interceptors(_channel_credentials(name, args, kwargs))
+            args, kwargs = _with_interceptors(args, kwargs, _AIO_CHANNEL_PARAMS[name], make)
         return original(*args, **kwargs)
 
     channel._jitrace_original = original  # type: ignore[attr-defined]
@@ -160,6 +172,34 @@ def _restore(module: Any, name: str, originals: dict[str, Callable[..., Any]]) -
         setattr(module, name, current._jitrace_original)
     # else another library wrapped ours: it stays, inactive (a pass-through)
     originals.pop(name, None)
+
+
+# --- composed credentials ---------------------------------------------------------------------------------------
+_COMPOSERS = ("composite_call_credentials", "composite_channel_credentials")
+_composer_originals: dict[str, Callable[..., Any]] = {}
+
+
+def _make_composer(original: Callable[..., Any]) -> Callable[..., Any]:
+    def compose(*parts: Any) -> Any:
+        if not _active["client"]:
+            return original(*parts)
+        from jitrace.instrumentation import _credentials
+
+        return _credentials.compose(original, *parts)
+
+    compose._jitrace_original = original  # type: ignore[attr-defined]
+    compose.__name__ = original.__name__
+    compose.__doc__ = original.__doc__
+    return compose
+
+
+def _patch_composers() -> None:
+    for name in _COMPOSERS:
+        current = getattr(grpc, name)
+        if hasattr(current, "_jitrace_original"):
+            continue
+        _composer_originals[name] = current
+        setattr(grpc, name, _make_composer(current))
 
 
 # --- servers ----------------------------------------------------------------------------------------------------
@@ -199,9 +239,10 @@ def _patch_servers() -> None:
 
 # --- the switches -----------------------------------------------------------------------------------------------
 def patch_client() -> None:
-    """Hook the channel constructors (sync and aio); idempotent."""
+    """Hook the channel constructors (sync and aio) and the credentials composers; idempotent."""
     _patch_sync_channels()
     _patch_aio_channels()
+    _patch_composers()
     _active["client"] = True
 
 
@@ -218,5 +259,7 @@ def unpatch() -> None:
     _unpatch_sync_channels()
     for name in _CHANNELS:
         _restore(grpc.aio, name, _aio_originals)
+    for name in _COMPOSERS:
+        _restore(grpc, name, _composer_originals)
     _restore(grpc, "server", _server_originals)
     _restore(grpc.aio, "server", _server_originals)

@@ -163,3 +163,49 @@ def test_refreshing_plugin_is_thread_safe():
     for t in threads:
         t.join()
     assert len(calls) == 1
+
+
+def _local() -> grpc.ChannelCredentials:
+    return grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP)
+
+
+@pytest.mark.parametrize("shape", list(ps.SHAPES))
+def test_credentials_baked_into_the_channel(service_ports, exporter, shape):
+    """grpc.composite_channel_credentials(..., jitrace credentials): every call of the channel is recorded."""
+    now = int(time.time())
+    tokens = iter([mint(jti=f"ch-{shape}-0", iat=now, exp=now + 20), mint(jti=f"ch-{shape}-1", iat=now, exp=now + 900)])
+    creds = grpc.composite_channel_credentials(_local(), refreshing_credentials(lambda: next(tokens)))
+    seen = []
+    with grpc.secure_channel(f"127.0.0.1:{service_ports[1]}", creds) as ch:
+        for _ in range(2):
+            (code, _), trace_id = traced(lambda c=ch: call_sync(c, shape))
+            assert code is grpc.StatusCode.OK
+            attrs = client_span(exporter, trace_id).attributes
+            seen.append((attrs[c.TOKEN_ID], attrs[c.TOKEN_REFRESHED]))
+            assert ps.SEEN[attrs[c.TOKEN_ID]]["authorization"].startswith("Bearer ")
+    assert seen == [(f"ch-{shape}-0", False), (f"ch-{shape}-1", True)]
+
+
+def test_composite_call_credentials_are_recognised(secure_channel, exporter):
+    def extra(context, callback):
+        callback((("x-extra", "1"),), None)
+
+    token = mint(jti="composite-1")
+    creds = grpc.composite_call_credentials(grpc.metadata_call_credentials(extra), bearer_credentials(token))
+    (code, _), trace_id = traced(lambda: call_sync(secure_channel, "unary", credentials=creds))
+    assert code is grpc.StatusCode.OK
+    assert client_span(exporter, trace_id).attributes[c.TOKEN_ID] == "composite-1"
+    assert ps.SEEN["composite-1"]["x-extra"] == "1"
+
+
+def test_credentials_baked_into_an_aio_channel(service_ports, exporter):
+    token = mint(jti="aio-ch-1")
+    creds = grpc.composite_channel_credentials(_local(), bearer_credentials(token))
+
+    async def go():
+        async with grpc.aio.secure_channel(f"127.0.0.1:{service_ports[1]}", creds) as channel:
+            return [await traced_async(lambda s=s: call_aio(channel, s)) for s in ps.SHAPES]
+
+    for (code, _), trace_id in run(go()):
+        assert code is grpc.StatusCode.OK
+        assert client_span(exporter, trace_id).attributes[c.TOKEN_ID] == "aio-ch-1"
