@@ -151,7 +151,10 @@ def interceptor_channel(service_ports, monkeypatch):
     """A channel where jitrace comes in as a plain grpc interceptor (``grpc.intercept_channel``) under OTel's."""
     from jitrace.instrumentation import _client
 
-    monkeypatch.setattr(_client, "JitraceChannel", lambda ch: grpc.intercept_channel(ch, _client.client_interceptor()))
+    def as_interceptor(channel, *_credentials):
+        return grpc.intercept_channel(channel, _client.client_interceptor())
+
+    monkeypatch.setattr(_client, "JitraceChannel", as_interceptor)
     with grpc.insecure_channel(f"127.0.0.1:{service_ports[0]}") as ch:
         monkeypatch.undo()
         assert type(ch._channel).__module__ == "grpc._interceptor"
