@@ -4,8 +4,9 @@ denial reason, all on OpenTelemetry's client span.
 jitrace runs inside OpenTelemetry's interceptor (see ``_hooks``), so OTel's client span is the current span when a
 call starts; jitrace keeps a reference to it for the completion, which may come on a gRPC thread (futures, streams).
 Two forms, same behaviour: :class:`JitraceChannel` (what the instrumentor wraps every new sync channel in: it binds
-its multicallables once per method, cheaper per call) and :class:`JitraceClientInterceptor` (for users who compose
-channels with ``grpc.intercept_channel`` themselves). The pieces shared with the aio interceptors (:func:`begin`,
+its multicallables once per method, cheaper per call, and knows jitrace credentials baked into the channel) and
+:class:`JitraceClientInterceptor` (for users who compose channels with ``grpc.intercept_channel`` themselves; it sees
+per-call credentials only). The pieces shared with the aio interceptors (:func:`begin`,
 :func:`finish`) live here too.
 
 Limits: a blocking unary call is made with ``with_call`` (to read the trailing metadata); a response stream is
