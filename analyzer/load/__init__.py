@@ -57,12 +57,17 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool) 
     files = _files.expand(list(inputs))
     report = LoadReport(files=len(files))
     parquet: dict[tuple[str, bool], list[Path]] = defaultdict(list)
+    schema_of_dir: dict[Path, tuple[str, bool]] = {}
     pending = Rows()
     for path in files:
-        data = _files.read_bytes(path)
-        if data[:4] == _parquet.MAGIC:
-            parquet[_parquet.table_of(path)].append(path)
+        if _files.peek(path) == _parquet.MAGIC:
+            # One footer read per folder: the collector writes thousands of files of one schema into each
+            kind = schema_of_dir.get(path.parent)
+            if kind is None:
+                kind = schema_of_dir[path.parent] = _parquet.table_of(path)
+            parquet[kind].append(path)
             continue
+        data = _files.read_bytes(path)
         rows = Rows()
         _formats.read(path, data, rows)
         if rows.bad:
@@ -78,7 +83,13 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool) 
             pending = Rows()
     _flush(con, pending, report)
     for (name, has_source), group in parquet.items():
-        n = _parquet.insert(con, name, group, has_source)
+        try:
+            n = _parquet.insert(con, name, group, has_source)
+        except UserError:
+            for path in group:  # a file unlike its folder's first: name it
+                if _parquet.table_of(path) != (name, has_source):
+                    raise UserError(f"{path}: Parquet of another schema than {group[0]} in the same folder") from None
+            raise
         if name == "spans":
             report.spans += n
         else:

@@ -40,6 +40,15 @@ def _is_data(rel: Path) -> bool:
     return not any(part.startswith((".", "_")) for part in rel.parts) and not rel.name.endswith(_SKIP_SUFFIXES)
 
 
+def peek(path: Path, n: int = 4) -> bytes:
+    """The first ``n`` bytes (to tell Parquet, which DuckDB reads itself, from files read here)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
 def read_bytes(path: Path) -> bytes:
     """The file's content, decompressed when it is gzip or zstd (by magic, not by name)."""
     try:
