@@ -27,7 +27,7 @@ VARIABLES = ("jitrace_window_s", "jitrace_leeway_s", "jitrace_version_window_s")
 
 # DuckDB takes 80% of RAM by default; the analyzer is a batch job beside services, so it stays small and spills
 # to disk instead (JITRACE_MEMORY_LIMIT, any DuckDB size such as "4GB", raises it).
-DEFAULT_MEMORY_LIMIT = "1GB"
+DEFAULT_MEMORY_LIMIT = "1500MB"  # 10M spans load and analyze within 2 GB peak RSS
 
 
 def query_files() -> list[Path]:

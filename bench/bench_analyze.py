@@ -100,6 +100,8 @@ if mode == "analyze":
 else:  # the floor: read every column of the same files into DuckDB, then join each server span to its client
     import duckdb
     con = duckdb.connect(out + ".duckdb")
+    for setting in ("memory_limit = '1500MB'", "preserve_insertion_order = false", "enable_progress_bar = false"):
+        con.execute("SET " + setting)  # the same settings analyze runs with
     con.execute("CREATE TABLE spans AS SELECT * FROM read_parquet(?, hive_partitioning = false)",
                 [data + "/**/*.parquet"])
     n = con.execute("SELECT count(*) FROM spans").fetchone()[0]

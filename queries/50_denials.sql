@@ -94,11 +94,15 @@ with_offsets AS (
     ASOF LEFT JOIN clock_offsets AS o ON o.domain = j.client_domain AND j.time >= o.window_start
     LEFT JOIN first_offsets AS f ON f.domain = j.client_domain
 ),
-allows AS (
-    SELECT jit_token_sub AS principal, rpc_service, rpc_method, jit_policy_version AS version, start_ns
+allows AS (  -- allowed calls per principal, method, version and time bucket of one version window: a denial
+             -- then meets a few buckets, not every allowed call (a bucket overlapping the +-window holds one inside)
+    SELECT jit_token_sub AS principal, rpc_service, rpc_method, jit_policy_version AS version,
+           min(start_ns) AS first_ns, max(start_ns) AS last_ns
     FROM rpc_spans
     WHERE kind = 'SERVER' AND jit_policy_decision = 'allow' AND jit_policy_version IS NOT NULL
       AND jit_token_sub IS NOT NULL
+    GROUP BY principal, rpc_service, rpc_method, version,
+             start_ns // (coalesce(getvariable('jitrace_version_window_s'), 300) * 1e9)::BIGINT
 ),
 skew AS (
     SELECT d.trace_id, d.span_id, list(DISTINCT a.version ORDER BY a.version) AS allowed_versions
@@ -106,7 +110,9 @@ skew AS (
     JOIN allows AS a
       ON a.principal = d.principal AND a.rpc_service IS NOT DISTINCT FROM d.service AND a.rpc_method = d.method
      AND a.version <> d.policy_version
-     AND abs(a.start_ns - d.server_start_ns) <= coalesce(getvariable('jitrace_version_window_s'), 300) * 1e9
+     AND a.last_ns >= d.server_start_ns - coalesce(getvariable('jitrace_version_window_s'), 300) * 1e9
+     AND a.first_ns <= d.server_start_ns + coalesce(getvariable('jitrace_version_window_s'), 300) * 1e9
+    WHERE d.policy_decision = 'deny'
     GROUP BY ALL
 ),
 call_logs AS (

@@ -269,3 +269,12 @@ def test_a_skewed_server_clock_is_blamed_exactly_when_it_flipped_the_verdict(ske
         assert row.evidence["server_offset_s"] == pytest.approx(skew, abs=0.002)
     else:
         assert only(df).cause == "token_expired"  # expired in true time before it was sent
+
+
+def test_version_skew_needs_the_allowed_call_near_in_time():
+    world, token = healthy_world()  # alice allowed under v1 at T0+1..T0+5
+    world.call(T0 + 400, token, policy_version="v2", policy_decision="deny")  # 395 s later: not "near"
+    world.call(T0 + 200, token, policy_version="v2", policy_decision="deny")  # 195 s later: near
+    df = analyze(world, jitrace_version_window_s=300).sort_values("time")
+    # the far one: the policy said no although the permission is granted, and no other version allowed it nearby
+    assert list(df["cause"]) == ["policy_version_skew", "unexplained"]
