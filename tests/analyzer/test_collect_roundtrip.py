@@ -48,9 +48,11 @@ def receiver(tmp_path):
 
 def _span_exporter(proto: str, ports: tuple[int, int]):
     if proto == "grpc":
+        from grpc import Compression as GrpcCompression
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter(endpoint=f"127.0.0.1:{ports[0]}", insecure=True, timeout=10)
+        return OTLPSpanExporter(endpoint=f"127.0.0.1:{ports[0]}", insecure=True, timeout=10,
+                                compression=GrpcCompression.Gzip)
     from opentelemetry.exporter.otlp.proto.http import Compression
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
