@@ -80,10 +80,10 @@ def _logs(n: int) -> bytes:
     return req.SerializeToString()
 
 
-def _start(out: Path) -> tuple[subprocess.Popen, int, int]:
+def _start(out: Path, workers: int) -> tuple[subprocess.Popen, int, int]:
     jitrace = Path(sys.executable).parent / "jitrace"
     proc = subprocess.Popen([str(jitrace), "collect", "--out", str(out), "--grpc", "127.0.0.1:0",
-                             "--http", "127.0.0.1:0"], stderr=subprocess.PIPE, text=True)
+                             "--http", "127.0.0.1:0", "--workers", str(workers)], stderr=subprocess.PIPE, text=True)
     ready, _, _ = select.select([proc.stderr], [], [], 60)
     line = proc.stderr.readline() if ready else ""
     m = re.search(r"grpc=[\d.]+:(\d+) http=[\d.]+:(\d+)", line)
@@ -115,7 +115,8 @@ def _drive(send, payload: bytes, records: int, exporters: int, seconds: float) -
 
 def _grpc_sender(port: int, method: str):
     def make():
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        # its own connection, as separate exporter processes have (channels in one process share one by default)
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
         stub = channel.unary_unary(method)
         return lambda payload: stub(payload, timeout=30)
     return make
@@ -138,13 +139,14 @@ def _http_sender(port: int, path: str):
 def run(quick: bool) -> str:
     seconds = 2.0 if quick else 8.0
     spans, logs = _traces(BATCH), _logs(BATCH)
-    rows = ["| protocol | signal | exporters | records acknowledged | seconds | records/s | Parquet bytes/record |",
-            "|---|---|---:|---:|---:|---:|---:|"]
-    for proto, signal_name, exporters in (("gRPC", "spans", 1), ("gRPC", "spans", 4), ("HTTP", "spans", 4),
-                                          ("gRPC", "logs", 4)):
+    rows = ["| protocol | signal | exporters | receiver processes | records acknowledged | seconds | records/s | "
+            "Parquet bytes/record |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for proto, signal_name, exporters, workers in (("gRPC", "spans", 1, 1), ("gRPC", "spans", 4, 1),
+                                                   ("gRPC", "spans", 4, 2), ("HTTP", "spans", 4, 1),
+                                                   ("HTTP", "spans", 4, 2), ("gRPC", "logs", 4, 1)):
         with tempfile.TemporaryDirectory(prefix="jitrace-bench-collect-") as tmp:
             out = Path(tmp) / "out"
-            proc, grpc_port, http_port = _start(out)
+            proc, grpc_port, http_port = _start(out, workers)
             try:
                 payload = spans if signal_name == "spans" else logs
                 if proto == "gRPC":
@@ -160,8 +162,8 @@ def run(quick: bool) -> str:
                 proc.communicate(timeout=60)
             rate = n / secs
             mark = f" ({'meets' if rate >= TARGET else 'below'} {TARGET:,})" if signal_name == "spans" else ""
-            rows.append(f"| {proto} | {signal_name} | {exporters} | {n:,} | {secs:.1f} | {rate:,.0f}{mark} | "
-                        f"{size / max(n, 1):,.0f} |")
+            rows.append(f"| {proto} | {signal_name} | {exporters} | {workers} | {n:,} | {secs:.1f} | "
+                        f"{rate:,.0f}{mark} | {size / max(n, 1):,.0f} |")
     return (
         f"{BATCH}-record requests (gRPC server spans with 8 attributes; WARNING logs with trace context), sent by "
         "threads in the bench process to a separate `jitrace collect` process on the same "

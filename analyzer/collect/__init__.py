@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -29,11 +30,13 @@ class Receiver:
     """OTLP/gRPC and OTLP/HTTP receiver into ``out_dir``; ``start()`` binds (port 0 allowed), ``stop()`` drains."""
 
     def __init__(self, out_dir: str | os.PathLike, grpc_addr: str | None = DEFAULT_GRPC,
-                 http_addr: str | None = DEFAULT_HTTP, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 http_addr: str | None = DEFAULT_HTTP, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                 reuse_port: bool = False, clean: bool = True) -> None:
         from jitrace.analyzer.collect._writer import Writer
 
         self.out = Path(out_dir)
         self.grpc_addr, self.http_addr, self.max_bytes = grpc_addr, http_addr, max_bytes
+        self.reuse_port, self.clean = reuse_port, clean
         self.writer = Writer(self.out)
         self.stats = {"spans": 0, "logs": 0, "rejected": 0, "requests": 0}
         self._stats_lock = threading.Lock()
@@ -43,14 +46,16 @@ class Receiver:
         from jitrace.analyzer.collect import _grpc, _http
 
         self.out.mkdir(parents=True, exist_ok=True)
-        self.writer.remove_partial_files()
+        if self.clean:  # not in a --workers child: its siblings' in-progress files are not leftovers
+            self.writer.remove_partial_files()
         grpc_port = http_port = None
         try:
             if self.grpc_addr:
-                self._grpc, grpc_port = _grpc.create_server(self.grpc_addr, self.ingest, self.max_bytes)
+                self._grpc, grpc_port = _grpc.create_server(self.grpc_addr, self.ingest, self.max_bytes,
+                                                            reuse_port=self.reuse_port)
             if self.http_addr:
-                self._http, self._http_thread, http_port = _http.create_server(self.http_addr, self.ingest,
-                                                                                self.max_bytes)
+                self._http, self._http_thread, http_port = _http.create_server(
+                    self.http_addr, self.ingest, self.max_bytes, reuse_port=self.reuse_port)
         except (OSError, RuntimeError, ValueError) as exc:
             self.stop()
             raise UserError(f"cannot listen on {self.grpc_addr} / {self.http_addr}: {exc}") from None
@@ -115,6 +120,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"OTLP/HTTP address (default {DEFAULT_HTTP}; 'off' to disable; port 0 picks one)")
     parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES,
                         help="largest request accepted, after decompression (default 16 MiB)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="receiver processes sharing the ports (SO_REUSEPORT), to use more than one core")
+    parser.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)  # internal: parent's pid
 
 
 def _addr(value: str, flag: str) -> str | None:
@@ -133,19 +141,62 @@ def run(args: argparse.Namespace) -> int:
     # rescan what was imported at start.
     gc.freeze()
     gc.set_threshold(200_000, 50, 50)
-    receiver = Receiver(args.out, _addr(args.grpc, "--grpc"), _addr(args.http, "--http"), max_bytes=args.max_bytes)
+    if args.workers < 1 or args.workers > 64:
+        raise UserError(f"--workers {args.workers}: expected 1 to 64")
+    child = args.worker_of is not None
+    if child:
+        _die_with_parent()
+    shared = args.workers > 1 or child
+    receiver = Receiver(args.out, _addr(args.grpc, "--grpc"), _addr(args.http, "--http"), max_bytes=args.max_bytes,
+                        reuse_port=shared, clean=not child)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     grpc_port, http_port = receiver.start()
     host = lambda a: a.rpartition(":")[0] if a else None  # noqa: E731
-    parts = [f"grpc={host(receiver.grpc_addr)}:{grpc_port}" if grpc_port else "grpc=off",
-             f"http={host(receiver.http_addr)}:{http_port}" if http_port else "http=off"]
-    print(f"jitrace collect: listening {' '.join(parts)}, writing {args.out}", file=sys.stderr, flush=True)
-    while not stop.wait(0.5):
-        pass
-    receiver.stop()
-    s = receiver.stats
-    print(f"jitrace collect: stopped; {s['spans']} spans, {s['logs']} logs written, {s['rejected']} rejected",
-          file=sys.stderr, flush=True)
+    grpc_at = f"{host(receiver.grpc_addr)}:{grpc_port}" if grpc_port else None
+    http_at = f"{host(receiver.http_addr)}:{http_port}" if http_port else None
+    children = [] if child else _spawn_workers(args, grpc_at, http_at)
+    if not child:
+        print(f"jitrace collect: listening grpc={grpc_at or 'off'} http={http_at or 'off'}, writing {args.out}"
+              + (f" ({args.workers} processes)" if children else ""), file=sys.stderr, flush=True)
+    try:
+        while not stop.wait(0.5):
+            if child and os.getppid() != args.worker_of:
+                break  # the parent is gone (PR_SET_PDEATHSIG covers Linux; this covers the rest)
+    finally:
+        for proc in children:
+            proc.terminate()
+        receiver.stop()
+        for proc in children:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    if not child:
+        s = receiver.stats
+        print(f"jitrace collect: stopped; {s['spans']} spans, {s['logs']} logs written, {s['rejected']} rejected"
+              + (" by this process" if children else ""), file=sys.stderr, flush=True)
     return 0
+
+
+def _spawn_workers(args: argparse.Namespace, grpc_at: str | None, http_at: str | None) -> list:
+    """Start ``--workers - 1`` more receivers on the ports this process bound (it already cleaned the folder)."""
+    procs = []
+    for _ in range(args.workers - 1):
+        procs.append(subprocess.Popen([
+            sys.executable, "-m", "jitrace.analyzer.cli", "collect", "--out", str(args.out),
+            "--grpc", grpc_at or "off", "--http", http_at or "off", "--max-bytes", str(args.max_bytes),
+            "--worker-of", str(os.getpid()),
+        ]))
+    return procs
+
+
+def _die_with_parent() -> None:
+    """A worker gets SIGTERM (and flushes) when its parent dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

@@ -40,7 +40,8 @@ def _handler(kind: str, ingest: Ingest, response_type, partial_type, rejected_fi
     return grpc.unary_unary_rpc_method_handler(export)  # no (de)serializers: bytes in, bytes out
 
 
-def create_server(addr: str, ingest: Ingest, max_bytes: int, workers: int = 8) -> tuple[grpc.Server, int]:
+def create_server(addr: str, ingest: Ingest, max_bytes: int, workers: int = 8,
+                  reuse_port: bool = False) -> tuple[grpc.Server, int]:
     handlers = (
         grpc.method_handlers_generic_handler(TRACE_SERVICE, {"Export": _handler(
             "traces", ingest, trace_service_pb2.ExportTraceServiceResponse,
@@ -49,7 +50,9 @@ def create_server(addr: str, ingest: Ingest, max_bytes: int, workers: int = 8) -
             "logs", ingest, logs_service_pb2.ExportLogsServiceResponse,
             logs_service_pb2.ExportLogsPartialSuccess, "rejected_log_records")}),
     )
-    options = [("grpc.max_receive_message_length", max_bytes), ("grpc.so_reuseport", 0)]
+    # SO_REUSEPORT only when asked (``jitrace collect --workers``): otherwise two receivers could silently split
+    # one port between them
+    options = [("grpc.max_receive_message_length", max_bytes), ("grpc.so_reuseport", int(reuse_port))]
     pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jitrace-collect-grpc")
     try:
         from grpc import _server

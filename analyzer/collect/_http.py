@@ -120,9 +120,15 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
 
 
-def create_server(addr: str, ingest: Ingest, max_bytes: int) -> tuple[ThreadingHTTPServer, threading.Thread, int]:
+class _SharedPortServer(_Server):
+    allow_reuse_port = True  # `jitrace collect --workers`: the kernel spreads connections over the processes
+
+
+def create_server(addr: str, ingest: Ingest, max_bytes: int,
+                  reuse_port: bool = False) -> tuple[ThreadingHTTPServer, threading.Thread, int]:
     host, _, port = addr.rpartition(":")
-    server = _Server((host.strip("[]") or "127.0.0.1", int(port)), make_handler(ingest, max_bytes))
+    cls = _SharedPortServer if reuse_port else _Server
+    server = cls((host.strip("[]") or "127.0.0.1", int(port)), make_handler(ingest, max_bytes))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                               name="jitrace-collect-http", daemon=True)
     thread.start()

@@ -104,3 +104,66 @@ def test_sigkill_mid_stream_loses_no_acknowledged_batch_and_restart_reads_past_p
     assert not list(out.rglob("*.tmp"))  # unacknowledged leftovers removed on start
     stored, bad = _loaded(out)
     assert sender.acked | more.acked <= stored and bad == 0
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in line:
+            found.append(line)
+    return found
+
+
+def _wait_gone(text: str, seconds: float = 20) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _processes_mentioning(text):
+            return True
+        select.select([], [], [], 0.1)
+    return False
+
+
+def test_workers_share_the_port_and_stop_with_their_parent(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([str(JITRACE), "collect", "--out", str(out), "--grpc", "127.0.0.1:0", "--http", "off",
+                             "--workers", "2"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        ready, _, _ = select.select([proc.stderr], [], [], 60)
+        line = proc.stderr.readline() if ready else ""
+        assert "(2 processes)" in line, line
+        port = int(re.search(r"grpc=127\.0\.0\.1:(\d+)", line).group(1))
+        assert len(_processes_mentioning(str(out))) == 2
+        acked: set[str] = set()
+        for i in range(8):  # separate connections, as separate exporters have
+            with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+                req, ids = otlp_requests.traces(100, first=i * 100)
+                ch.unary_unary(EXPORT)(req.SerializeToString(), timeout=10)
+                acked.update(ids)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "by this process" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _wait_gone(str(out))
+    stored, bad = _loaded(out)
+    assert acked <= stored and bad == 0
+
+    # the parent killed outright: its worker notices and stops too
+    proc, _ = _start_workers(out)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert _wait_gone(str(out))
+
+
+def _start_workers(out: Path) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([str(JITRACE), "collect", "--out", str(out), "--grpc", "127.0.0.1:0", "--http", "off",
+                             "--workers", "2"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    ready, _, _ = select.select([proc.stderr], [], [], 60)
+    return proc, proc.stderr.readline() if ready else ""
