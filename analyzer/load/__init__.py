@@ -7,6 +7,11 @@ OTLP JSON logs, JSON-lines application logs with trace context, and OPA decision
 
 A record that cannot be read is counted and reported (file, position, field) and the rest loads; ``strict=True``
 makes it an error. A file that cannot be read at all, or in no known format, is a ``UserError``.
+
+Positions, in problems and in the ``source`` column: ``path:LINE`` (JSON lines; ``path:LINE#K`` for the K-th record
+of that line), ``path#N`` (the N-th record of a whole JSON document), ``path@OFFSET`` (a protobuf message), and the
+file itself for Parquet. Folders are read recursively, skipping hidden and ``_``-prefixed names, notes (``.md``,
+``.txt``) and ``*.tmp`` (a receiver's unfinished, never acknowledged writes).
 """
 
 from __future__ import annotations
@@ -103,8 +108,11 @@ def _flush(con: duckdb.DuckDBPyConnection, rows: Rows, report: LoadReport) -> No
     for name, arrow_schema, batch in (("spans", schema.SPANS, rows.spans), ("logs", schema.LOGS, rows.logs)):
         if not batch:
             continue
-        arrow = table(batch, arrow_schema)  # noqa: F841 - DuckDB reads the local by name
-        con.execute(f"INSERT INTO {name} SELECT * FROM arrow")
+        con.register("jitrace_load_batch", table(batch, arrow_schema))
+        try:
+            con.execute(f"INSERT INTO {name} SELECT * FROM jitrace_load_batch")
+        finally:
+            con.unregister("jitrace_load_batch")
         if name == "spans":
             report.spans += len(batch)
         else:
