@@ -25,6 +25,9 @@ _SEVERITY = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "NOTICE": 10, "WARN": 13, "WARNI
              "CRITICAL": 21, "FATAL": 21, "PANIC": 21}
 
 
+_PY_LEVELNO = {10: 5, 20: 9, 30: 13, 40: 17, 50: 21}
+
+
 def is_opa(obj: Any) -> bool:
     return isinstance(obj, dict) and "decision_id" in obj
 
@@ -50,6 +53,8 @@ def _level(value: Any) -> tuple[int | None, str | None]:
     if value is None:
         return None, None
     if isinstance(value, int) and not isinstance(value, bool):
+        if value in _PY_LEVELNO:  # Python's levelno (10 DEBUG ... 50 CRITICAL)
+            return _PY_LEVELNO[value], str(value)
         return (value if 1 <= value <= 24 else None), str(value)  # a number outside OTel's range stays text only
     text = str(value)
     return _SEVERITY.get(text.upper()), text
