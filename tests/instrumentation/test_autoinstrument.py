@@ -72,7 +72,10 @@ def test_plain_apps_under_opentelemetry_instrument_carry_jit_facts(tmp_path, aio
             assert server["service"] == "jit-server"
             assert server["attributes"][c.CLOCK_PEER_SENT_NS] == attrs[c.CLOCK_SENT_NS]
             assert server["attributes"][c.TOKEN_PRESENT] is (case != "missing")
-            assert abs(attrs[c.CLOCK_OFFSET_S]) < 1 and attrs[c.CLOCK_DELAY_S] >= 0
+            # one host, one clock: the estimate is within its own error bound (half the delay; a channel's first
+            # call also carries the connection set-up, so no fixed threshold)
+            assert attrs[c.CLOCK_DELAY_S] >= 0
+            assert abs(attrs[c.CLOCK_OFFSET_S]) <= attrs[c.CLOCK_DELAY_S] / 2 + 0.01
     assert len(shapes) == 16  # every case in every shape
 
 
@@ -97,10 +100,14 @@ def test_a_server_clock_five_seconds_ahead_is_measured(tmp_path):
     skew = {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME": "+5s", "DONT_FAKE_MONOTONIC": "1"}
     receiver, rows, _ = run_plain_pair(tmp_path, {"allowed": mint()}, server_env=skew)
     assert {r["code"] for r in rows} == {"OK"}
-    offsets = [s["attributes"][c.CLOCK_OFFSET_S] for s in receiver.spans()
+    samples = [(s["attributes"][c.CLOCK_OFFSET_S], s["attributes"][c.CLOCK_DELAY_S]) for s in receiver.spans()
                if s["kind"] == "client" and c.CLOCK_OFFSET_S in s["attributes"]]
-    assert len(offsets) == 4
-    assert all(4.5 < o < 5.5 for o in offsets), offsets
+    assert len(samples) == 4
+    # the true +5 s lies within each estimate's error bound (half its delay: NTP's guarantee) ...
+    assert all(abs(offset - 5) <= delay / 2 + 0.05 for offset, delay in samples), samples
+    # ... and the best sample (lowest delay, as the analyzer picks) is close
+    best_offset, best_delay = min(samples, key=lambda sample: sample[1])
+    assert best_delay < 1 and abs(best_offset - 5) < 0.5, samples
 
 
 ORDER_SCRIPT = textwrap.dedent('''
