@@ -114,18 +114,21 @@ def _app_logs(n: int, path: Path) -> None:
                                 "otelSpanID": os.urandom(8).hex(), "otelServiceName": "orders"}) + "\n")
 
 
-def _time_load(paths: list[Path], repeats: int) -> tuple[float, int]:
+def _time_load(paths: list[Path], repeats: int) -> tuple[float, float, int]:
+    """Best wall time, the CPU time (all threads) of that run, and the records loaded."""
     from jitrace.analyzer.load import load_into
 
-    best, count = float("inf"), 0
+    best, cpu, count = float("inf"), 0.0, 0
     for _ in range(repeats):
         con = duckdb.connect()
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         rep = load_into(con, [str(p) for p in paths])
-        best = min(best, time.perf_counter() - started)
+        wall = time.perf_counter() - started
+        if wall < best:
+            best, cpu = wall, time.process_time() - started_cpu
         count = rep.spans + rep.logs
         con.close()
-    return best, count
+    return best, cpu, count
 
 
 def run(quick: bool) -> str:
@@ -157,16 +160,19 @@ def run(quick: bool) -> str:
         _parquet(files["OTLP JSON lines"], files["jitrace Parquet"], parquet_rows)
         _time_load([files["Zipkin v2 JSON"]], 1)  # warm-up: imports, pyarrow's first-call setup
 
-        lines = ["| format | records | bytes/record | best load s | records/s | target |",
-                 "|---|---:|---:|---:|---:|---|"]
+        lines = ["| format | records | bytes/record | best load s | records/s | records per CPU-second | target |",
+                 "|---|---:|---:|---:|---:|---:|---|"]
         for name, path in files.items():
             size = sum(f.stat().st_size for f in path.rglob("*")) if path.is_dir() else path.stat().st_size
-            secs, count = _time_load([path], repeats)
+            secs, cpu, count = _time_load([path], repeats)
             target = TARGETS.get(name)
             verdict = "" if target is None else f"{target:,} ({'met' if count / secs >= target else 'NOT met'})"
-            lines.append(f"| {name} | {count:,} | {size / count:,.0f} | {secs:.3f} | {count / secs:,.0f} | {verdict} |")
+            lines.append(f"| {name} | {count:,} | {size / count:,.0f} | {secs:.3f} | {count / secs:,.0f} | "
+                         f"{count / max(cpu, 1e-9):,.0f} | {verdict} |")
     return (
-        f"{os.cpu_count()} cores, shared with whatever else runs. Spans: gRPC server spans with 8 attributes "
+        f"{os.cpu_count()} cores, shared with whatever else runs (records per CPU-second counts only this "
+        "process's CPU time, all its threads: a figure less at the mercy of the machine's load). "
+        "Spans: gRPC server spans with 8 attributes "
         "(strings, int, double, bool, string array), 512 per OTLP request; Parquet: those spans copied (new span ids, "
         "shifted times) to "
         f"{parquet_rows:,} rows.\n\n" + "\n".join(lines)
