@@ -4,6 +4,9 @@
 -- and each attribute becomes the column named by instrumentation/contract.py's column(): jit.token.ttl_s ->
 -- jit_token_ttl_s. Only CLIENT/SERVER spans and the `jit.issue` spans are kept: nothing later reads the rest.
 -- The clock domain is the host the span's clock belongs to: host.id > host.name > service.instance.id > service.name.
+-- Streams: a token check on a later message is a span event `jit.token.check`; the first failing one (else the
+-- last) becomes stream_check {name, time_ns, attributes}, with check_events their count. Events are parsed only on
+-- spans that have such an event.
 CREATE OR REPLACE TABLE rpc_spans AS
 WITH parsed AS (
     SELECT
@@ -25,7 +28,11 @@ WITH parsed AS (
             "jit.clock.sent_ns": "BIGINT", "jit.clock.peer_sent_ns": "BIGINT", "jit.clock.received_ns": "BIGINT",
             "jit.clock.offset_s": "DOUBLE", "jit.clock.delay_s": "DOUBLE",
             "jit.denial.reason": "VARCHAR"
-        }') AS a
+        }') AS a,
+        CASE WHEN contains(events, 'jit.token.check') THEN list_filter(
+            from_json(events, '[{"name": "VARCHAR", "time_ns": "BIGINT",
+                                 "attributes": {"jit.token.verdict": "VARCHAR", "jit.token.ttl_s": "DOUBLE"}}]'),
+            lambda e: e.name = 'jit.token.check') END AS checks
     FROM spans
     WHERE kind IN ('CLIENT', 'SERVER') OR name = 'jit.issue'
 )
@@ -66,5 +73,7 @@ SELECT
     a."jit.clock.received_ns" AS jit_clock_received_ns,
     a."jit.clock.offset_s" AS jit_clock_offset_s,
     a."jit.clock.delay_s" AS jit_clock_delay_s,
-    a."jit.denial.reason" AS jit_denial_reason
+    a."jit.denial.reason" AS jit_denial_reason,
+    len(checks) AS check_events,
+    coalesce(list_filter(checks, lambda e: e.attributes."jit.token.verdict" <> 'valid')[1], checks[-1]) AS stream_check
 FROM parsed;

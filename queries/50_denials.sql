@@ -5,6 +5,7 @@
 -- (`jit.issue`, tied by jit.token.id), the clock offsets of both hosts at that time (the window containing it, else
 -- the nearest), and the policy versions under which the same principal was allowed the same method nearby in time
 -- (getvariable('jitrace_version_window_s'), default 300 s): everything 60_attributions decides with.
+-- A stream whose token failed a check on a later message (span event jit.token.check) is judged by that check.
 -- Logs of the denied call (same trace, on either span or on none) come along as evidence: the first three
 -- messages by time and their count.
 CREATE OR REPLACE TABLE denials AS
@@ -67,6 +68,10 @@ joined AS (
         s.jit_policy_id AS policy_id, s.jit_policy_version AS policy_version, s.jit_policy_rule AS policy_rule,
         s.jit_policy_required AS policy_required, s.jit_policy_granted AS policy_granted,
         i.jit_token_id IS NOT NULL AS has_issue,
+        s.check_events AS stream_checks,
+        s.stream_check.attributes."jit.token.verdict" AS check_verdict,
+        s.stream_check.attributes."jit.token.ttl_s" AS check_ttl_s,
+        s.stream_check.time_ns AS check_ns,
         -- the server's local clock at the check: exp - ttl is exactly the "now" its verifier used
         coalesce(s.jit_token_exp - s.jit_token_ttl_s, s.jit_token_iat + s.jit_token_age_s,
                  s.start_ns / 1e9 + coalesce(s.jit_auth_wait_s, 0)) AS server_check_local_s
@@ -74,6 +79,16 @@ joined AS (
     LEFT JOIN rpc_spans AS s ON s.trace_id = calls.trace_id AND s.span_id = calls.server_span_id AND s.kind = 'SERVER'
     LEFT JOIN rpc_spans AS c ON c.trace_id = calls.trace_id AND c.span_id = calls.client_span_id AND c.kind = 'CLIENT'
     LEFT JOIN issues AS i ON i.jit_token_id = coalesce(s.jit_token_id, c.jit_token_id)
+),
+late AS (  -- a stream denied on a later message: that check decided, not the one at the stream's start
+    SELECT * REPLACE (
+        CASE WHEN late_check THEN check_verdict ELSE verdict END AS verdict,
+        CASE WHEN late_check THEN check_ttl_s ELSE server_ttl_s END AS server_ttl_s,
+        CASE WHEN late_check THEN NULL ELSE wait_s END AS wait_s,
+        CASE WHEN late_check THEN coalesce(token_exp - check_ttl_s, check_ns / 1e9)
+             ELSE server_check_local_s END AS server_check_local_s)
+    FROM (SELECT *, coalesce(check_verdict <> 'valid' AND coalesce(verdict, 'valid') = 'valid', false) AS late_check
+          FROM joined)
 ),
 first_offsets AS (
     SELECT domain, arg_min(offset_s, window_start) AS offset_s, arg_min(error_s, window_start) AS error_s,
@@ -83,7 +98,7 @@ first_offsets AS (
 with_server_offset AS (
     SELECT j.*, coalesce(o.offset_s, f.offset_s) AS server_offset_s, coalesce(o.error_s, f.error_s) AS server_error_s,
            coalesce(o.reference, f.reference) AS server_reference
-    FROM joined AS j
+    FROM late AS j
     ASOF LEFT JOIN clock_offsets AS o ON o.domain = j.server_domain AND j.time >= o.window_start
     LEFT JOIN first_offsets AS f ON f.domain = j.server_domain
 ),
