@@ -4,6 +4,9 @@ Output: ``OUT/spans/hour=YYYY-MM-DDTHH/<uuid>.parquet`` and ``OUT/logs/hour=.../
 ``jitrace.analyzer.schema``. A batch is acknowledged only after its file is durably written (see ``_writer``), so
 a receiver killed at any moment loses no acknowledged batch; SIGTERM/SIGINT stop it after in-flight batches are
 written. It never traces its own traffic (see ``_grpc``).
+
+Converting OTLP to rows is Python work under one GIL; ``--workers N`` runs N receiver processes on the same ports
+(SO_REUSEPORT: the kernel spreads connections over them), each writing its own files.
 """
 
 from __future__ import annotations
