@@ -120,6 +120,7 @@ class World:
         client_instrumented: bool = True,
         in_band: bool = True,
         reason: bool = True,
+        stream_checks: tuple[float, ...] = (),
     ) -> dict:
         """One unary call; returns a dict with trace_id, status and the client/server span rows."""
         granted = ["orders.read"] if granted is None else granted
@@ -149,6 +150,17 @@ class World:
             if policy_decision is not None:
                 decision = policy_decision
                 status, denial = (7, "PERMISSION_MISSING") if decision == "deny" else (0, None)
+        events = []
+        for at in stream_checks:  # later messages of a stream, each checked again (seconds after the first check)
+            now = self.local_ns(server, t_check + at) / 1e9
+            check = "expired" if token is not None and token.exp - now < -self.leeway_s else "valid"
+            events.append({"name": c.TOKEN_CHECK_EVENT, "time_ns": round(now * 1e9),
+                           "attributes": {c.TOKEN_VERDICT: check, c.TOKEN_TTL_S: token.exp - now if token else None}})
+            if check != "valid" and status == 0:
+                status, denial = 16, "TOKEN_EXPIRED"
+                t3 = max(t3, t_check + at + 0.001)
+                t4 = t3 + transit_s
+                break
         rpc = {c.RPC_SYSTEM: "grpc", c.RPC_SERVICE: "shop.Orders", c.RPC_METHOD: method,
                c.RPC_GRPC_STATUS_CODE: status}
         client_attrs = dict(rpc)
@@ -196,6 +208,7 @@ class World:
             server_span = self._span(trace_id=trace_id, parent=client_span["span_id"], name=f"shop.Orders/{method}",
                                      kind="SERVER", host=server, service="orders", start_true=t2, end_true=t3,
                                      attrs=server_attrs)
+            server_span["events"] = json.dumps(events)
         return {"trace_id": trace_id, "status": status, "client": client_span, "server": server_span}
 
     def table(self) -> pa.Table:

@@ -278,3 +278,18 @@ def test_version_skew_needs_the_allowed_call_near_in_time():
     df = analyze(world, jitrace_version_window_s=300).sort_values("time")
     # the far one: the policy said no although the permission is granted, and no other version allowed it nearby
     assert list(df["cause"]) == ["policy_version_skew", "unexplained"]
+
+
+def test_token_expired_in_flight_on_a_stream():
+    # a watch stream: its first message checks fine, a later one finds the token expired (span event)
+    world, _ = healthy_world()
+    tok = Token(iat=T0, exp=T0 + 300)
+    world.issue(tok, T0)
+    call = world.call(T0 + 299, tok, method="Watch", stream_checks=(0.4, 0.8, 1.2))
+    assert call["status"] == c.UNAUTHENTICATED
+    row = only(analyze(world))
+    assert (row.cause, row.rule) == ("token_expired_in_flight", "expired_in_flight")
+    ev = row.evidence
+    assert ev["late_stream_check"] is True and ev["stream_checks"] == 3 and ev["verdict"] == "expired"
+    assert ev["ttl_at_check_true_s"] == pytest.approx(-0.201, abs=0.003)
+    assert ev["ttl_at_send_true_s"] == pytest.approx(1.0, abs=0.003)
