@@ -103,3 +103,20 @@ def test_api_opens_an_output_folder(spans_dir, tmp_path, monkeypatch):
     assert o.sql("SELECT count(*) AS n FROM denials")["n"][0] == 2
     with pytest.raises(errors.UserError, match="not a jitrace analyze output folder"):
         open_output(tmp_path)
+
+
+def test_bad_records_exit_4_after_writing_every_output(spans_dir, tmp_path, capsys):
+    good = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "ok",
+            "startTimeUnixNano": "1", "endTimeUnixNano": "2"}
+    export = tmp_path / "export.jsonl"
+    export.write_text(json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [good]}]}]}) + "\n"
+                      + '{"resourceSpans": [{"scopeSpans": [{"spans": [\n')  # a writer killed mid-line
+    out = tmp_path / "o"
+    assert cli.main(["analyze", str(spans_dir), str(export), "--out", str(out), "--quiet"]) == errors.BAD_RECORDS == 4
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["bad_records"] == 1 and summary["denials"] == 2
+    assert any("export.jsonl" in p for p in summary["problems"])
+    assert (out / "attributions.parquet").exists() and (out / "report.html").exists()
+    assert cli.main(["analyze", str(export), "--out", str(tmp_path / "s"), "--quiet", "--strict"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "export.jsonl" in err
