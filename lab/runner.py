@@ -12,6 +12,7 @@ import json
 import os
 import random
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -175,6 +176,26 @@ def _drive(gateway_port: int, s: Scenario, seed: int, workers: int) -> list[dict
     return [row for rows in results for row in rows]
 
 
+_OUTPUTS = ("spans", "logs", "lab-run", "labels.jsonl", "calls.jsonl", "params.json")
+
+
+def _prepare(out: Path) -> None:
+    """An empty folder, or one holding an earlier lab run (replaced: its spans would mix with this run's)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: not a folder")
+    present = [name for name in _OUTPUTS if (out / name).exists()]
+    if present and not (out / "params.json").is_file():
+        raise UserError(f"--out {out}: already holds {present[0]} but no params.json of a lab run; "
+                        "choose an empty folder")
+    for name in present:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def run(scenario: str, out_dir: str | Path, *, calls: int = 8, seed: int = 7, drift: str = "server",
         workers: int = 16, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run ``scenario`` into ``out_dir``; returns params.json's content (with the outcome counts)."""
@@ -183,7 +204,7 @@ def run(scenario: str, out_dir: str | Path, *, calls: int = 8, seed: int = 7, dr
     except ValueError as err:
         raise UserError(str(err)) from None
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    _prepare(out)
     run_dir = out / "lab-run"
     run_dir.mkdir(exist_ok=True)
     began = time.monotonic()

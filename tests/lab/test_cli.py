@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from jitrace.lab import runner
@@ -43,10 +44,21 @@ def test_bad_arguments_are_one_line_errors_with_exit_code_2(args, says):
     assert says in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_folder_holding_other_files_is_refused(tmp_path):
+    (tmp_path / "spans").mkdir()
+    result = _jitrace("lab", "healthy", "--out", str(tmp_path), timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("choose an empty folder") and len(result.stderr.splitlines()) == 1
+
+
 @pytest.mark.slow
-def test_jitrace_lab_writes_spans_and_ground_truth(tmp_path):
-    result = _jitrace("lab", "token_missing", "--out", str(tmp_path), "--calls", "2")
-    assert result.returncode == 0, result.stderr
+def test_jitrace_lab_writes_spans_and_ground_truth_and_a_rerun_replaces_them(tmp_path):
+    for _ in range(2):
+        result = _jitrace("lab", "token_missing", "--out", str(tmp_path), "--calls", "2")
+        assert result.returncode == 0, result.stderr
+    calls = {json.loads(line)["trace_id"] for line in (tmp_path / "calls.jsonl").read_text().splitlines()}
+    spans = pd.concat([pd.read_parquet(f) for f in (tmp_path / "spans").rglob("*.parquet")])
+    assert set(spans["trace_id"]) == calls  # every span belongs to a call of the second run, and only those
     assert "jitrace lab: token_missing" in result.stdout and "warning" not in result.stdout
     labels = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
     assert [row["cause"] for row in labels] == ["token_missing", "token_missing"]
