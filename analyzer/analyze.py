@@ -148,6 +148,7 @@ def analyze(
         report.write_html(con, out / "report.html", summary)
         if not quiet:
             print(report.terminal(con, summary))
+        session.keep_as_views(con)
     finally:
         con.close()
     gate = [c for c in fail_on if summary["causes"].get(c)]

@@ -7,6 +7,7 @@ Python orchestrates, SQL computes: the only step done in Python is solving the s
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -45,6 +46,28 @@ def connect(path: str | Path = ":memory:") -> duckdb.DuckDBPyConnection:
     con.execute(duckdb_ddl("spans", SPANS))
     con.execute(duckdb_ddl("logs", LOGS))
     return con
+
+
+TEMP_TABLE = re.compile(r"^CREATE OR REPLACE TEMP TABLE (\w+) AS\b", re.MULTILINE)
+
+
+def keep_as_views(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Turn the steps' TEMP tables into views of the same name in the database file, in pipeline order.
+
+    The big per-span steps (rpc_spans, pairs, clock_samples) run as TEMP tables: writing them to the file would cost
+    more than computing them. A view keeps each one available to notebooks, computed from ``spans`` when asked.
+    """
+    kept = []
+    for path in query_files():
+        text = path.read_text()
+        match = TEMP_TABLE.search(text)
+        if match is None:
+            continue
+        name = match.group(1)
+        con.execute(f"DROP TABLE IF EXISTS temp.{name}")
+        con.execute(TEMP_TABLE.sub(f"CREATE OR REPLACE VIEW main.{name} AS", text, count=1))
+        kept.append(name)
+    return kept
 
 
 def run_queries(

@@ -7,7 +7,9 @@
 -- Streams: a token check on a later message is a span event `jit.token.check`; the first failing one (else the
 -- last) becomes stream_check {name, time_ns, attributes}, with check_events their count. Events are parsed only on
 -- spans that have such an event.
-CREATE OR REPLACE TABLE rpc_spans AS
+-- A TEMP table: the analysis reads it at memory speed; `jitrace analyze` leaves a view of the same name in
+-- jitrace.duckdb (session.keep_as_views), so the file holds the spans once and notebooks still see rpc_spans.
+CREATE OR REPLACE TEMP TABLE rpc_spans AS
 WITH parsed AS (
     SELECT
         trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, service,

@@ -4,7 +4,8 @@
 -- report one id, and the server's parent is the client's parent), else to the CLIENT span that is its parent
 -- (OpenTelemetry). Two equi-joins (hash joins); the shared-id one is empty on OpenTelemetry data.
 -- t1 = client start, t2 = server start, t3 = server end, t4 = client end, each in its own host's clock (ns).
-CREATE OR REPLACE TABLE pairs AS
+-- A TEMP table, kept in jitrace.duckdb as a view (see 10_rpc_spans).
+CREATE OR REPLACE TEMP TABLE pairs AS
 WITH servers AS (
     SELECT trace_id, span_id, parent_span_id, domain, start_ns, end_ns FROM rpc_spans WHERE kind = 'SERVER'
 ),
