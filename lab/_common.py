@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import select
 import signal
-import sys
 from collections.abc import Callable
 
 import grpc
@@ -64,7 +63,3 @@ def reason_of(error: grpc.RpcError) -> str:
     except Exception:  # noqa: BLE001 - a reason is a nicety; the code is what counts
         return ""
     return ""
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

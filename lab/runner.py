@@ -162,7 +162,10 @@ def _drive(gateway_port: int, s: Scenario, seed: int, workers: int) -> list[dict
         for call in flow:
             if call.before_s:
                 select.select([], [], [], call.before_s)
-            outcome = stub.Do(jitlab_pb2.Task(**call.task), timeout=60)
+            try:
+                outcome = stub.Do(jitlab_pb2.Task(**call.task), timeout=60)
+            except grpc.RpcError as err:  # the gateway failed: counted as an error, the run goes on
+                outcome = jitlab_pb2.Outcome(code=err.code().value[0], detail=err.details() or "")
             rows.append({"trace_id": outcome.trace_id, "expected": call.cause, "code": outcome.code,
                          "reason": outcome.reason, **{k: call.task.get(k) for k in ("method", "replica", "aio",
                                                                                      "token_mode", "subject")}})
