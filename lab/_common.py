@@ -4,9 +4,10 @@ and denials that carry a ``google.rpc.ErrorInfo``.
 
 from __future__ import annotations
 
+import os
 import select
 import signal
-from collections.abc import Callable
+import threading
 
 import grpc
 from google.protobuf import any_pb2
@@ -31,14 +32,22 @@ def announce_port(port: int) -> None:
     print(f"PORT {port}", flush=True)
 
 
-def on_sigterm(stop: Callable[[], None]) -> None:
-    """Run ``stop`` on SIGTERM/SIGINT so the process leaves its main loop and exits normally (exporters flush)."""
+def serve_until_stopped(server: grpc.Server) -> None:
+    """Serve until SIGTERM/SIGINT, or until the process that started this one is gone (a runner killed with
+    SIGKILL leaves no service behind); then stop the server and return, so the process exits normally and
+    OpenTelemetry's exporters flush."""
+    stopped = threading.Event()
 
     def handler(signum: int, frame: object) -> None:
-        stop()
+        stopped.set()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    parent = os.getppid()
+    while not stopped.wait(0.2):
+        if os.getppid() != parent:
+            break
+    server.stop(0.5).wait()
 
 
 def denial_status(code: grpc.StatusCode, reason: str, message: str) -> grpc.Status:

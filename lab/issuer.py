@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import threading
 import time
 import uuid
 from concurrent import futures
@@ -69,11 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     _common.announce_port(port)
-    stopped = threading.Event()
-    _common.on_sigterm(stopped.set)
-    while not stopped.wait(0.2):
-        pass
-    server.stop(0.5).wait()
+    _common.serve_until_stopped(server)
 
 
 if __name__ == "__main__":

@@ -55,23 +55,26 @@ def _write_key(path: Path, private: bool) -> tuple[Path, Path]:
 class Mesh:
     """The lab's processes. Each one binds port 0 and prints ``PORT <n>``; ``close()`` stops them all."""
 
-    def __init__(self, run_dir: Path, otlp_grpc_port: int, log: Callable[[str], None]) -> None:
+    def __init__(self, run_dir: Path, otlp_grpc_port: int, log: Callable[[str], None],
+                 otlp_http_port: int | None = None) -> None:
         self._dir = run_dir
-        self._endpoint = f"http://127.0.0.1:{otlp_grpc_port}"
+        self._endpoints = {"grpc": f"http://127.0.0.1:{otlp_grpc_port}"}
+        if otlp_http_port:
+            self._endpoints["http/protobuf"] = f"http://127.0.0.1:{otlp_http_port}"
         self._procs: list[tuple[str, subprocess.Popen[str]]] = []
         self._log = log
         bindir = Path(sys.executable).parent
         self._instrument = str(bindir / "opentelemetry-instrument")
 
-    def _env(self, service: str, host: str, skew_s: int, instrumented: bool) -> dict[str, str]:
+    def _env(self, service: str, host: str, skew_s: int, instrumented: bool, protocol: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "JITRACE_", "FAKETIME"))}
         env.pop("LD_PRELOAD", None)
         env.update(PYTHONUNBUFFERED="1", JITRACE_REFRESH_BEFORE_S="1")
         if instrumented:
             env.update(
                 OTEL_SERVICE_NAME=service,
-                OTEL_EXPORTER_OTLP_ENDPOINT=self._endpoint,
-                OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+                OTEL_EXPORTER_OTLP_ENDPOINT=self._endpoints.get(protocol, self._endpoints["grpc"]),
+                OTEL_EXPORTER_OTLP_PROTOCOL=protocol if protocol in self._endpoints else "grpc",
                 OTEL_EXPORTER_OTLP_INSECURE="true",
                 OTEL_TRACES_EXPORTER="otlp",
                 OTEL_METRICS_EXPORTER="none",
@@ -90,13 +93,14 @@ class Mesh:
         return env
 
     def start(self, service: str, module: str, args: list[str], *, host: str | None = None, skew_s: int = 0,
-              instrumented: bool = True) -> int:
-        """Start ``python -m jitrace.lab.<module>`` and return the port it bound."""
+              instrumented: bool = True, protocol: str = "grpc") -> int:
+        """Start ``python -m jitrace.lab.<module>`` and return the port it bound; it exports over OTLP
+        ``protocol`` (``grpc`` or ``http/protobuf``) to the receiver."""
         prefix = [self._instrument] if instrumented else []
         cmd = [*prefix, sys.executable, "-m", f"jitrace.lab.{module}", *args]
         stderr = open(self._dir / f"{service}.log", "w")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True,
-                                env=self._env(service, host or f"{service}-host", skew_s, instrumented))
+                                env=self._env(service, host or f"{service}-host", skew_s, instrumented, protocol))
         stderr.close()
         self._procs.append((service, proc))
         return self._read_port(service, proc)
@@ -136,7 +140,9 @@ class Mesh:
 def _start_services(mesh: Mesh, s: Scenario, run_dir: Path) -> int:
     key, public = _write_key(run_dir / "issuer", private=True)
     stray, _ = _write_key(run_dir / "stray", private=True)
-    issuer = mesh.start("issuer", "issuer", ["--key", str(key), "--stray-key", str(stray)], skew_s=s.issuer_skew_s)
+    # The issuer exports over OTLP/HTTP, the others over OTLP/gRPC: both of the receiver's ways in are used.
+    issuer = mesh.start("issuer", "issuer", ["--key", str(key), "--stray-key", str(stray)], skew_s=s.issuer_skew_s,
+                        protocol="http/protobuf")
     replica_args = []
     for r in s.replicas:
         port = mesh.start(f"inventory-{r.name}", "backend",
@@ -212,9 +218,9 @@ def run(scenario: str, out_dir: str | Path, *, calls: int = 8, seed: int = 7, dr
     run_dir.mkdir(exist_ok=True)
     began = time.monotonic()
     receiver = Receiver(out, grpc_addr="127.0.0.1:0", http_addr="127.0.0.1:0")
-    grpc_port, _ = receiver.start()
+    grpc_port, http_port = receiver.start()
     try:
-        mesh = Mesh(run_dir, grpc_port, log)
+        mesh = Mesh(run_dir, grpc_port, log, otlp_http_port=http_port)
         try:
             log(f"lab: starting {2 + len(s.replicas)} services for scenario {scenario}")
             gateway_port = _start_services(mesh, s, run_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,31 @@ def test_a_running_service_stops_on_close(tmp_path):
     finally:
         mesh.close()
     assert not _processes_mentioning(str(tmp_path))
+
+
+def test_services_stop_by_themselves_when_the_runner_is_killed(tmp_path):
+    script = (
+        "import sys, select\n"
+        "from pathlib import Path\n"
+        "from jitrace.lab import runner\n"
+        "d = Path(sys.argv[1])\n"
+        "_, public = runner._write_key(d / 'k', private=True)\n"
+        "mesh = runner.Mesh(d, otlp_grpc_port=9, log=print)\n"
+        "mesh.start('r1', 'backend', ['--replica', 'r1', '--public-key', str(public)], instrumented=False)\n"
+        "print('READY', flush=True)\n"
+        "select.select([], [], [], 60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "READY", "the runner could not start a service"
+        assert _processes_mentioning(str(tmp_path / "k"))  # the backend, started with the key's path
+    finally:
+        proc.kill()  # SIGKILL: the runner cannot clean up
+        proc.wait()
+        proc.stdout.close()
+    # the orphaned service notices its parent is gone and exits (it polls every 0.2 s)
+    for _ in range(300):
+        if not _processes_mentioning(str(tmp_path / "k")):
+            break
+        select.select([], [], [], 0.1)
+    assert _processes_mentioning(str(tmp_path / "k")) == []
