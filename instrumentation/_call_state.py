@@ -27,6 +27,8 @@ class CallState:
     # The bearer token from metadata, kept in memory for the length of the call only so the PyJWT hook can tell
     # whether it checks that same token (then only the verdict, age and ttl change). Never put on a span.
     metadata_token: str | None = field(default=None, repr=False)
+    token_iat: float | None = None  # that token's iat and exp claims (for age and ttl at its check)
+    token_exp: float | None = None
     checks: int = 0  # token checks (jwt decodes) so far
     first_check_ns: int | None = None  # the first access check (token or policy), wall clock ns
     policy_decisions: int = 0

@@ -26,7 +26,7 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from jitrace.instrumentation import _clock, _credentials, _safety, _settings, _token
+from jitrace.instrumentation import _clock, _credentials, _safety, _settings, _span_attrs, _token
 from jitrace.instrumentation import contract as c
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -42,39 +42,6 @@ class Pending:
     span: trace.Span
     sent_ns: int | None
     finished: bool = False
-
-
-# Token facts by token: a client sends the same token on many calls, and parsing it (base64 + JSON) is most of
-# jitrace's cost per call. Only in this process's memory, bounded; emptied when the settings change.
-_FACTS_MAX = 256
-_facts: dict[str, tuple[float, dict[str, Any]]] = {}
-_facts_settings: list[_settings.Settings | None] = [None]
-
-
-def token_facts(token: str | None, now_s: float | None = None) -> dict[str, Any]:
-    """:func:`_token.token_attributes`, parsed once per token; age and ttl moved to ``now_s``."""
-    now_s = time.time() if now_s is None else now_s
-    settings = _settings.get()
-    if not token or len(token) > settings.max_token_bytes:  # oversized tokens are refused (counted) each time, not kept
-        return _token.token_attributes(token, now_s)
-    if settings is not _facts_settings[0]:
-        _facts.clear()
-        _facts_settings[0] = settings
-    hit = _facts.get(token)
-    if hit is None:
-        attrs = _token.token_attributes(token, now_s)
-        if len(_facts) >= _FACTS_MAX:
-            _facts.clear()
-        _facts[token] = (now_s, attrs)
-        return dict(attrs)
-    parsed_at, attrs = hit
-    attrs = dict(attrs)
-    moved = now_s - parsed_at
-    if c.TOKEN_AGE_S in attrs:
-        attrs[c.TOKEN_AGE_S] += moved
-    if c.TOKEN_TTL_S in attrs:
-        attrs[c.TOKEN_TTL_S] -= moved
-    return attrs
 
 
 def _client_span(method: str | bytes | None) -> trace.Span | None:
@@ -115,7 +82,7 @@ def begin(metadata: Metadata | None, credentials: object, method: str | bytes | 
     if from_credentials or plugin is None:  # a failed prepare leaves the token unknown, not absent
         if token is None:
             token = _token.token_from_metadata(metadata, settings.token_metadata_key)
-        attrs.update(token_facts(token))
+        attrs.update(_token.token_facts(token))
     if refreshed is not None:
         attrs[c.TOKEN_REFRESHED] = refreshed
     new_metadata = None
@@ -124,7 +91,7 @@ def begin(metadata: Metadata | None, credentials: object, method: str | bytes | 
         sent_ns = time.time_ns()
         attrs[c.CLOCK_SENT_NS] = sent_ns
         new_metadata = [*(metadata or ()), (c.METADATA_SENT_NS, str(sent_ns))]
-    span.set_attributes(attrs)
+    _span_attrs.set_attributes(span, attrs)
     return Pending(span, sent_ns), new_metadata
 
 
@@ -164,7 +131,7 @@ def finish(pending: Pending, trailing_metadata: Metadata | None, code: grpc.Stat
                 if reason:
                     attrs[c.DENIAL_REASON] = reason
     if attrs:
-        pending.span.set_attributes(attrs)
+        _span_attrs.set_attributes(pending.span, attrs)
 
 
 @_safety.guarded("client_interceptor")

@@ -19,9 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from jitrace.instrumentation import _call_state, _safety
+from jitrace.instrumentation import _call_state, _safety, _span_attrs, _token
 from jitrace.instrumentation import contract as c
-from jitrace.instrumentation._client import token_facts  # parsed once per token, aged per call
 
 _METHODS = ("decode", "decode_complete")
 _inside: contextvars.ContextVar[bool] = contextvars.ContextVar("jitrace_jwt_decode", default=False)
@@ -45,8 +44,16 @@ def verdict_of(exc: BaseException | None) -> str:
     return c.VERDICT_MALFORMED
 
 
-@_safety.guarded("jwt_hook")
 def _record(state: _call_state.CallState, token: object, failure: BaseException | None, started_ns: int) -> None:
+    # try/except rather than _safety.guarded: this runs on every verified call
+    try:
+        _record_check(state, token, failure, started_ns)
+    except Exception:  # noqa: BLE001 - nothing of ours may fail a call
+        _safety.count("jwt_hook")
+
+
+def _record_check(state: _call_state.CallState, token: object, failure: BaseException | None,
+                  started_ns: int) -> None:
     verdict = verdict_of(failure)
     if isinstance(token, bytes | bytearray):
         token = bytes(token).decode("latin-1")
@@ -56,17 +63,25 @@ def _record(state: _call_state.CallState, token: object, failure: BaseException 
     span = state.span
     if not span.is_recording():
         return
-    attrs = token_facts(token, started_ns / 1e9)
+    now_s = started_ns / 1e9
     if number == 1:
         if token is not None and token == state.metadata_token:
-            # the token from metadata, already described on arrival: only what the check adds
-            attrs = {name: attrs[name] for name in (c.TOKEN_AGE_S, c.TOKEN_TTL_S) if name in attrs}
+            # the token from metadata, already described on arrival: only what the check adds (age and ttl at
+            # the check, from the claims recorded on arrival; no re-parse, no re-set of the claims)
+            attrs: dict[str, Any] = {}
+            if state.token_iat is not None:
+                attrs[c.TOKEN_AGE_S] = now_s - state.token_iat
+            if state.token_exp is not None:
+                attrs[c.TOKEN_TTL_S] = state.token_exp - now_s
+        else:
+            attrs = _token.token_facts(token, now_s)
         attrs[c.TOKEN_VERDICT] = verdict
         attrs.update(wait)
-        span.set_attributes(attrs)
+        _span_attrs.set_attributes(span, attrs)
         return
     if wait:
-        span.set_attributes(wait)
+        _span_attrs.set_attributes(span, wait)
+    attrs = _token.token_facts(token, now_s)
     event: dict[str, Any] = {c.TOKEN_VERDICT: verdict}
     for name in (c.TOKEN_ID, c.TOKEN_TTL_S):
         if name in attrs:

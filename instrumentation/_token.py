@@ -1,7 +1,8 @@
 """Token facts: what a bearer token says about itself, read without verifying it and without keeping it.
 
-Both the client (at send) and the server (at check) call :func:`token_attributes`. The raw token, and any part of
-it, never leaves this module: only its id (``jti``, else a SHA-256 prefix), its claims and derived durations do.
+Both the client (at send) and the server (on arrival and at check) call :func:`token_facts`, which parses each token
+once (:func:`token_attributes`) and ages the result per call. The raw token, and any part of it, never leaves this
+module: only its id (``jti``, else a SHA-256 prefix), its claims and derived durations do.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from jitrace.instrumentation import _safety, _settings
 from jitrace.instrumentation import contract as c
@@ -127,4 +129,38 @@ def grant_attributes(claims: dict) -> dict[str, AttributeValue]:
         value = _number(claims.get(claim))
         if value is not None:
             attrs[GRANT_CLAIMS[claim]] = value
+    return attrs
+
+
+# Token facts by token: a service sees the same token on many calls, and parsing it (base64 + JSON) is most of
+# jitrace's cost per call. One cache for the client, the server and the PyJWT hook; only in this process's memory,
+# bounded (emptied when full), emptied when the settings change; never exported (only its derived facts are).
+_FACTS_MAX = 256
+_facts: dict[str, tuple[float, dict[str, Any]]] = {}
+_facts_settings: list[_settings.Settings | None] = [None]
+
+
+def token_facts(token: str | None, now_s: float | None = None) -> dict[str, Any]:
+    """:func:`token_attributes`, parsed once per token; age and ttl moved to ``now_s``. A new dict each call."""
+    now_s = time.time() if now_s is None else now_s
+    settings = _settings.get()
+    if not token or len(token) > settings.max_token_bytes:  # oversized tokens are refused (counted) each time, not kept
+        return token_attributes(token, now_s)
+    if settings is not _facts_settings[0]:
+        _facts.clear()
+        _facts_settings[0] = settings
+    hit = _facts.get(token)
+    if hit is None:
+        attrs = token_attributes(token, now_s)
+        if len(_facts) >= _FACTS_MAX:
+            _facts.clear()
+        _facts[token] = (now_s, attrs)
+        return dict(attrs)
+    parsed_at, attrs = hit
+    attrs = dict(attrs)
+    moved = now_s - parsed_at
+    if c.TOKEN_AGE_S in attrs:
+        attrs[c.TOKEN_AGE_S] += moved
+    if c.TOKEN_TTL_S in attrs:
+        attrs[c.TOKEN_TTL_S] -= moved
     return attrs

@@ -64,3 +64,21 @@ def test_hostile_tokens_never_raise_and_never_leak(token):
     for value in attrs.values():
         if isinstance(value, str) and len(token) >= 8:
             assert token not in value
+
+
+def test_token_facts_are_parsed_once_and_aged_per_call(monkeypatch):
+    from jitrace.instrumentation import _settings
+
+    token = _mint(jti="cached", sub="dora", iat=1_000, exp=2_000)
+    first = _token.token_facts(token, now_s=1_500)
+    parsed = []
+    monkeypatch.setattr(_token, "token_attributes", lambda *a: parsed.append(a) or {})
+    later = _token.token_facts(token, now_s=1_700.5)
+    assert parsed == []  # served from the cache
+    assert later[c.TOKEN_AGE_S] == 700.5 and later[c.TOKEN_TTL_S] == 299.5
+    assert {k: v for k, v in later.items() if k not in (c.TOKEN_AGE_S, c.TOKEN_TTL_S)} == {
+        k: v for k, v in first.items() if k not in (c.TOKEN_AGE_S, c.TOKEN_TTL_S)}
+    monkeypatch.undo()
+    # new settings (e.g. JITRACE_HASH_SUBJECT) are not served from facts parsed under the old ones
+    monkeypatch.setattr(_settings, "_current", _settings.Settings(hash_subject=True))
+    assert _token.token_facts(token, now_s=1_500)[c.TOKEN_SUB] == _token.hash_value("dora")

@@ -1,0 +1,62 @@
+"""Setting jitrace's attributes on a span: the SDK's ``set_attributes`` result, at a fraction of its cost.
+
+The SDK validates every value it is given (a recursive type walk per attribute, under two locks): for the 15-20
+attributes jitrace sets per call that was about a third of jitrace's cost per call. jitrace's values are already
+clean by construction (str, bool, int, float; strings cut to ``JITRACE_MAX_ATTRIBUTE_CHARS``), so for the SDK's own
+``Span`` with its own ``BoundedAttributes`` they are stored the way the SDK stores clean values, honouring the same
+rules: nothing on an ended span, the span's attribute-count and value-length limits. Anything else (another SDK, a
+span limit that would apply, a value of another type) goes through ``span.set_attributes`` unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+try:  # the SDK's own classes: only their instances take the direct path
+    from opentelemetry.attributes import BoundedAttributes
+    from opentelemetry.sdk.trace import Span as SdkSpan
+except ImportError:  # pragma: no cover - the SDK is a dependency, but an API-only process must still work
+    BoundedAttributes = SdkSpan = None  # type: ignore[assignment,misc]
+
+_CLEAN = (bool, int, float)
+
+
+def set_attributes(span: Any, attrs: Mapping[str, Any]) -> None:
+    """``span.set_attributes(attrs)``; same outcome, cheaper for an SDK span (see the module's docstring)."""
+    if type(span) is not SdkSpan or not attrs:
+        span.set_attributes(attrs)
+        return
+    try:
+        bounded = span._attributes  # noqa: SLF001 - see the module docstring
+        lock = span._lock  # noqa: SLF001
+        if type(bounded) is not BoundedAttributes or bounded._immutable or not _clean(attrs, bounded.max_value_len):
+            raise TypeError
+        stored = bounded._dict  # noqa: SLF001
+    except (AttributeError, TypeError):
+        span.set_attributes(attrs)
+        return
+    maxlen = bounded.maxlen
+    if maxlen is not None and len(stored) + len(attrs) > maxlen:
+        span.set_attributes(attrs)  # the SDK's eviction rules apply: let it do that
+        return
+    with lock:
+        if span._end_time is not None:  # noqa: SLF001 - the SDK ignores (and warns about) writes to an ended span
+            span.set_attributes(attrs)
+            return
+        with bounded._lock:  # noqa: SLF001
+            stored.update(attrs)
+
+
+def _clean(attrs: Mapping[str, Any], max_value_len: int | None) -> bool:
+    """True when the SDK would store every value as it is."""
+    for key, value in attrs.items():
+        if not key or type(key) is not str:
+            return False
+        kind = type(value)
+        if kind is str:
+            if max_value_len is not None and len(value) > max_value_len:
+                return False
+        elif kind not in _CLEAN:
+            return False
+    return True
