@@ -20,12 +20,15 @@ except ImportError:  # pragma: no cover - the SDK is a dependency, but an API-on
     BoundedAttributes = SdkSpan = None  # type: ignore[assignment,misc]
 
 _CLEAN = (bool, int, float)
+# The SDK's spans are instances of a private subclass of ``sdk.trace.Span``: what matters is that they store
+# attributes with Span.set_attributes itself.
+_SDK_SET = getattr(SdkSpan, "set_attributes", object())
 
 
 def set_attributes(span: Any, attrs: Mapping[str, Any]) -> None:
     """``span.set_attributes(attrs)``; same outcome, cheaper for an SDK span (see the module's docstring)."""
-    if type(span) is not SdkSpan or not attrs:
-        span.set_attributes(attrs)
+    if getattr(type(span), "set_attributes", None) is not _SDK_SET or not attrs:
+        span.set_attributes(attrs)  # not the SDK's span (or one that overrides it): its own rules
         return
     try:
         bounded = span._attributes  # noqa: SLF001 - see the module docstring

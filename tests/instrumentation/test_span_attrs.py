@@ -1,0 +1,56 @@
+"""jitrace's cheaper attribute setter stores exactly what the SDK's own ``set_attributes`` would, under every limit."""
+
+from __future__ import annotations
+
+import string
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.trace import NonRecordingSpan, SpanContext
+
+from jitrace.instrumentation import _span_attrs
+
+_keys = st.text(alphabet=string.ascii_lowercase + ".", min_size=1, max_size=12)
+_values = st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False),
+                    st.text(max_size=40), st.lists(st.text(max_size=5), max_size=3), st.none(), st.binary(max_size=4))
+
+
+def _pair(limits: SpanLimits):
+    tracer = TracerProvider(span_limits=limits).get_tracer("test")
+    return tracer.start_span("sdk"), tracer.start_span("jitrace")
+
+
+@settings(max_examples=150, deadline=None)
+@given(first=st.dictionaries(_keys, _values, max_size=8), second=st.dictionaries(_keys, _values, max_size=8),
+       max_attributes=st.one_of(st.none(), st.integers(1, 10)), max_length=st.one_of(st.none(), st.integers(0, 20)),
+       end_before_second=st.booleans())
+def test_same_attributes_as_the_sdk(first, second, max_attributes, max_length, end_before_second):
+    sdk, ours = _pair(SpanLimits(max_span_attributes=max_attributes, max_span_attribute_length=max_length))
+    for attrs, ended in ((first, False), (second, end_before_second)):
+        if ended:
+            sdk.end()
+            ours.end()
+        sdk.set_attributes(attrs)
+        _span_attrs.set_attributes(ours, attrs)
+        assert dict(ours.attributes) == dict(sdk.attributes)
+        assert ours.dropped_attributes == sdk.dropped_attributes
+
+
+def test_clean_values_skip_the_sdk_validation(monkeypatch):
+    """The point of the module: jitrace's own (clean) values are not walked by the SDK's validator."""
+    import opentelemetry.attributes as attributes
+
+    _, span = _pair(SpanLimits())
+    walked = []
+    original = attributes._clean_attribute_value
+    monkeypatch.setattr(attributes, "_clean_attribute_value", lambda *a: walked.append(a) or original(*a))
+    _span_attrs.set_attributes(span, {"jit.token.present": True, "jit.token.id": "t-1", "jit.token.exp": 1.5,
+                                      "jit.clock.sent_ns": 1_700_000_000_000_000_000})
+    assert walked == []
+    assert span.attributes["jit.token.id"] == "t-1"
+
+
+def test_any_other_span_gets_its_own_set_attributes():
+    span = NonRecordingSpan(SpanContext(1, 1, False))
+    _span_attrs.set_attributes(span, {"jit.token.present": True})  # no error: the API's no-op
