@@ -45,7 +45,9 @@ CREATE OR REPLACE TEMP MACRO jt_scalar(v) AS CASE
     WHEN v.stringValue IS NOT NULL THEN CASE WHEN starts_with(v.stringValue, '"') THEN v.stringValue::VARCHAR END
     WHEN v.intValue IS NOT NULL THEN CASE WHEN TRY_CAST(v.intValue AS BIGINT)::VARCHAR = v.intValue THEN v.intValue END
     WHEN v.doubleValue IS NOT NULL THEN CASE WHEN isfinite(TRY_CAST(v.doubleValue AS DOUBLE))
-                                             THEN v.doubleValue::DOUBLE::VARCHAR END
+                                             THEN v.doubleValue::DOUBLE::VARCHAR
+                                             WHEN TRY_CAST(v.doubleValue AS DOUBLE) IS NOT NULL  -- as str(float)
+                                             THEN '"' || lower(v.doubleValue::DOUBLE::VARCHAR) || '"' END
     WHEN v.boolValue IS NOT NULL THEN v.boolValue::VARCHAR
     WHEN v.bytesValue IS NOT NULL THEN to_json(v.bytesValue)::VARCHAR
     WHEN v.arrayValue IS NULL AND v.kvlistValue IS NULL THEN 'null' END;
