@@ -34,14 +34,16 @@ class Receiver:
 
     def __init__(self, out_dir: str | os.PathLike, grpc_addr: str | None = DEFAULT_GRPC,
                  http_addr: str | None = DEFAULT_HTTP, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                 reuse_port: bool = False, clean: bool = True) -> None:
+                 reuse_port: bool = False, clean: bool = True, in_flight_bytes: int | None = None) -> None:
+        from jitrace.analyzer.collect._budget import DEFAULT_IN_FLIGHT_BYTES, Budget
         from jitrace.analyzer.collect._writer import Writer
 
         self.out = Path(out_dir)
         self.grpc_addr, self.http_addr, self.max_bytes = grpc_addr, http_addr, max_bytes
         self.reuse_port, self.clean = reuse_port, clean
         self.writer = Writer(self.out)
-        self.stats = {"spans": 0, "logs": 0, "rejected": 0, "requests": 0}
+        self.budget = Budget(in_flight_bytes or max(DEFAULT_IN_FLIGHT_BYTES, 4 * max_bytes))
+        self.stats = {"spans": 0, "logs": 0, "rejected": 0, "requests": 0}  # refused for capacity: budget.refused
         self._stats_lock = threading.Lock()
         self._grpc = self._http = self._http_thread = None
 
@@ -82,7 +84,16 @@ class Receiver:
         self.stop()
 
     def ingest(self, kind: str, body: bytes, encoding: str) -> tuple[int, str]:
-        """Convert one export request and write it durably; returns (records rejected, why). ValueError: not OTLP."""
+        """Convert one export request and write it durably; returns (records rejected, why). ValueError: not OTLP;
+        ``_budget.Busy``: at capacity, nothing was stored (the exporter retries)."""
+        size = len(body)
+        self.budget.acquire(size)
+        try:
+            return self._ingest(kind, body, encoding)
+        finally:
+            self.budget.release(size)
+
+    def _ingest(self, kind: str, body: bytes, encoding: str) -> tuple[int, str]:
         from jitrace.analyzer.collect import _otlp
         from jitrace.analyzer.load import _otlp_json
         from jitrace.analyzer.load._rows import Rows

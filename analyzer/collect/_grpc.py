@@ -17,6 +17,8 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from jitrace.analyzer.collect._budget import RETRY_AFTER_S, Busy
+
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 
@@ -24,10 +26,27 @@ LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 Ingest = Callable[[str, bytes, str], tuple[int, str]]
 
 
+def _throttle(context: grpc.ServicerContext, message: str) -> None:
+    """RESOURCE_EXHAUSTED with a RetryInfo, where the OTLP exporters look for it (the SDK reads the
+    ``google.rpc.retryinfo-bin`` trailer; others the status details)."""
+    from google.protobuf import any_pb2, duration_pb2
+    from google.rpc import error_details_pb2, status_pb2
+
+    info = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=RETRY_AFTER_S))
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], message=message, details=[detail])
+    context.set_trailing_metadata((("google.rpc.retryinfo-bin", info.SerializeToString()),
+                                   ("grpc-status-details-bin", status.SerializeToString())))
+    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+
+
 def _handler(kind: str, ingest: Ingest, response_type, partial_type, rejected_field: str):
     def export(request: bytes, context: grpc.ServicerContext) -> bytes:
         try:
             rejected, message = ingest(kind, request, "protobuf")
+        except Busy as exc:
+            _throttle(context, str(exc))
         except (DecodeError, ValueError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not an OTLP {kind} export request: {exc}")
         except OSError as exc:  # the batch is not on disk: the exporter must retry

@@ -15,12 +15,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from google.rpc import status_pb2
 
+from jitrace.analyzer.collect._budget import RETRY_AFTER_S, Busy
 from jitrace.analyzer.collect._grpc import Ingest
 
 PATHS = {"/v1/traces": "traces", "/v1/logs": "logs"}
 _PROTOBUF = "application/x-protobuf"
 _JSON = "application/json"
-_GRPC_CODE = {400: 3, 404: 5, 413: 8, 415: 3, 411: 3, 503: 14}  # HTTP status -> google.rpc.Code
+_GRPC_CODE = {400: 3, 404: 5, 413: 8, 415: 3, 411: 3, 429: 8, 503: 14}  # HTTP status -> google.rpc.Code
 
 
 class _TooLarge(Exception):
@@ -45,20 +46,22 @@ def make_handler(ingest: Ingest, max_bytes: int) -> type[BaseHTTPRequestHandler]
         def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
             pass  # one line per request on stderr would cost more than the request
 
-        def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        def _reply(self, status: int, body: bytes, content_type: str, retry_after: int | None = None) -> None:
             self.send_response(status)
+            if retry_after is not None:
+                self.send_header("Retry-After", str(retry_after))
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        def _error(self, status: int, message: str, as_json: bool) -> None:
+        def _error(self, status: int, message: str, as_json: bool, retry_after: int | None = None) -> None:
             code = _GRPC_CODE.get(status, 2)
             if as_json:
                 body, ctype = json.dumps({"code": code, "message": message}).encode(), _JSON
             else:
                 body, ctype = status_pb2.Status(code=code, message=message).SerializeToString(), _PROTOBUF
-            self._reply(status, body, ctype)
+            self._reply(status, body, ctype, retry_after)
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -81,6 +84,8 @@ def make_handler(ingest: Ingest, max_bytes: int) -> type[BaseHTTPRequestHandler]
                 if (self.headers.get("Content-Encoding") or "").lower() == "gzip":
                     body = _gunzip(body, max_bytes)
                 rejected, message = ingest(kind, body, "json" if as_json else "protobuf")
+            except Busy as exc:  # the OTLP spec's throttling answer: the exporter retries after Retry-After
+                return self._error(503, str(exc), as_json, RETRY_AFTER_S)
             except _TooLarge:
                 return self._error(413, f"inflated body exceeds the limit of {max_bytes} bytes", as_json)
             except (ValueError, zlib.error, UnicodeDecodeError) as exc:  # DecodeError is a ValueError... not always
