@@ -51,6 +51,23 @@ def connect(path: str | Path = ":memory:") -> duckdb.DuckDBPyConnection:
 TEMP_TABLE = re.compile(r"^CREATE OR REPLACE TEMP TABLE (\w+) AS\b", re.MULTILINE)
 
 
+# TEMP tables are faster while they fit in memory; past it DuckDB spills them uncompressed, and writing them
+# compressed to the database file is faster. Above this many spans (per GB of memory limit) they are plain tables.
+TEMP_SPANS_PER_GB = 1_500_000
+
+
+def _temp_tables_fit(con: duckdb.DuckDBPyConnection) -> bool:
+    limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]  # e.g. "1.3 GiB"
+    units = {"KiB": 2**-20, "MiB": 2**-10, "GiB": 1, "TiB": 2**10, "KB": 1e-6, "MB": 1e-3, "GB": 1, "TB": 1e3}
+    number, _, unit = limit.partition(" ")
+    try:
+        size_gb = float(number) * units.get(unit.strip(), 1)
+    except ValueError:
+        return True
+    spans = con.execute("SELECT count(*) FROM spans").fetchone()[0]
+    return spans <= TEMP_SPANS_PER_GB * size_gb
+
+
 def keep_as_views(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Turn the steps' TEMP tables into views of the same name in the database file, in pipeline order.
 
@@ -64,6 +81,9 @@ def keep_as_views(con: duckdb.DuckDBPyConnection) -> list[str]:
         if match is None:
             continue
         name = match.group(1)
+        exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND temporary", [name])
+        if not exists.fetchone()[0]:
+            continue  # ran as a plain table (a big input): already in the file
         con.execute(f"DROP TABLE IF EXISTS temp.{name}")
         con.execute(TEMP_TABLE.sub(f"CREATE OR REPLACE VIEW main.{name} AS", text, count=1))
         kept.append(name)
@@ -82,9 +102,11 @@ def run_queries(
             raise ValueError(f"unknown analyzer setting {name!r}")
         con.execute(f"SET VARIABLE {name} = {float(value)!r}")
     timings: dict[str, float] = {}
+    temp_ok = _temp_tables_fit(con)
     for path in query_files():
         started = time.perf_counter()
-        con.execute(path.read_text())
+        text = path.read_text()
+        con.execute(text if temp_ok else TEMP_TABLE.sub(r"CREATE OR REPLACE TABLE \1 AS", text))
         hook = PYTHON_STEPS.get(path.stem)
         if hook is not None:
             hook(con)

@@ -9,12 +9,15 @@
 -- Evidence a row lacks is listed in evidence.missing; each missing item multiplies the confidence by 0.8.
 CREATE OR REPLACE TABLE attributions AS
 WITH params AS (
-    SELECT coalesce(getvariable('jitrace_leeway_s'), 0)::DOUBLE AS leeway_s
+    SELECT coalesce(getvariable('jitrace_leeway_s'), 0)::DOUBLE AS leeway_s,
+           -- where most clocks agree: the median over hosts of each host's median offset (0 without offsets)
+           coalesce((SELECT median(o) FROM (SELECT median(offset_s) AS o FROM clock_offsets GROUP BY domain)), 0)
+               AS consensus_s
 ),
 f AS (
     SELECT
         d.*,
-        params.leeway_s,
+        params.leeway_s, params.consensus_s,
         coalesce(d.server_offset_s, 0) AS o_s,
         coalesce(d.client_offset_s, 0) AS o_c,
         coalesce(d.server_error_s, 0) AS e_s,
@@ -93,6 +96,19 @@ ruled AS (
         END AS rule
     FROM g
 ),
+named AS (
+    -- which clock drifted: a flip shows the checking host and the issuer disagree; the one farther from where most
+    -- clocks agree is named (the issuer when it alone is off: everyone else then looks skewed relative to it)
+    SELECT ruled.*,
+        CASE WHEN rule LIKE 'server_clock%' THEN
+                  CASE WHEN server_reference <> 'consensus' AND abs(consensus_s) > abs(o_s - consensus_s)
+                       THEN server_reference ELSE server_domain END
+             WHEN rule LIKE 'client_clock%' THEN
+                  CASE WHEN client_reference <> 'consensus' AND abs(consensus_s) > abs(o_c - consensus_s)
+                       THEN client_reference ELSE client_domain END
+        END AS drifting_host
+    FROM ruled
+),
 rules(rule, cause, base_confidence) AS (
     VALUES
         ('verdict_missing', 'token_missing', 0.95),
@@ -132,8 +148,8 @@ SELECT
     round(rules.base_confidence * power(0.8, len(r.missing)), 3) AS confidence,
     json_merge_patch('{}', json_object(
         'verdict', r.v, 'verdict_source', r.verdict_source, 'denial_reason', r.denial_reason,
-        'drifting_host', CASE WHEN r.rule LIKE 'server_clock%' THEN r.server_domain
-                              WHEN r.rule LIKE 'client_clock%' THEN r.client_domain END,
+        'drifting_host', r.drifting_host, 'consensus_offset_s', CASE WHEN r.drifting_host IS NOT NULL
+                                                                     THEN r.consensus_s END,
         'server_host', r.server_domain, 'client_host', r.client_domain,
         'server_offset_s', r.server_offset_s, 'server_offset_error_s', r.server_error_s,
         'client_offset_s', r.client_offset_s, 'client_offset_error_s', r.client_error_s,
@@ -154,14 +170,12 @@ SELECT
         'missing', CASE WHEN len(r.missing) > 0 THEN r.missing END
     ))::VARCHAR AS evidence,
     CASE WHEN rules.cause = 'clock_drift'
-         THEN 'run NTP/chrony on host ' || coalesce(CASE WHEN r.rule LIKE 'client_clock%' THEN r.client_domain
-                                                         ELSE r.server_domain END, '?')
-              || '; consider a verifier leeway'
+         THEN 'run NTP/chrony on host ' || coalesce(r.drifting_host, '?') || '; consider a verifier leeway'
          WHEN rules.cause = 'unexplained' AND len(r.missing) > 0
          THEN 'instrument the missing side: ' || array_to_string(r.missing, '; ')
          ELSE fixes.fix END AS fix,
     r.server_service, r.client_service, r.server_domain, r.client_domain, r.client_span_id, r.server_span_id
-FROM ruled AS r
+FROM named AS r
 JOIN rules USING (rule)
 JOIN fixes ON fixes.cause = rules.cause
 ORDER BY r.time, r.trace_id;

@@ -293,3 +293,23 @@ def test_token_expired_in_flight_on_a_stream():
     assert ev["late_stream_check"] is True and ev["stream_checks"] == 3 and ev["verdict"] == "expired"
     assert ev["ttl_at_check_true_s"] == pytest.approx(-0.201, abs=0.003)
     assert ev["ttl_at_send_true_s"] == pytest.approx(1.0, abs=0.003)
+
+
+def test_clock_drift_names_the_issuer_when_it_alone_is_off():
+    # the issuer's clock is 20 s behind everyone: its tokens expire 20 s early on every correct server
+    world, _ = healthy_world({"issuer": -20.0})
+    tok = Token(iat=T0 - 20, exp=T0 + 10)  # minted at true T0 with a 30 s lifetime, in the issuer's clock
+    world.issue(tok, T0)
+    world.call(T0 + 15, tok)
+    row = only(analyze(world))
+    assert (row.cause, row.rule) == ("clock_drift", "server_clock_expired_flip")
+    assert row.evidence["drifting_host"] == "issuer" and "host issuer" in row.fix
+    assert row.evidence["server_offset_s"] == pytest.approx(20.0, abs=0.002)
+
+
+def test_big_inputs_run_the_per_span_steps_as_plain_tables(monkeypatch):
+    world, _ = healthy_world()
+    world.call(T0 + 10, None)
+    monkeypatch.setattr(session, "TEMP_SPANS_PER_GB", 1)
+    df = analyze(world)
+    assert list(df["cause"]) == ["token_missing"]
