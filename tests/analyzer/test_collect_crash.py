@@ -167,3 +167,38 @@ def _start_workers(out: Path) -> tuple[subprocess.Popen, str]:
                              "--workers", "2"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     ready, _, _ = select.select([proc.stderr], [], [], 60)
     return proc, proc.stderr.readline() if ready else ""
+
+
+def test_sigkill_at_random_points_over_several_rounds_loses_nothing_and_duplicates_nothing(tmp_path):
+    """Seeded rounds: kill after a random number of acknowledged batches plus a random delay (often mid-write)."""
+    import random
+    import time
+
+    rng = random.Random(7)
+    out = tmp_path / "out"
+    acked: set[str] = set()
+    for round_ in range(3):
+        proc, port = _start(out)
+        sender = Sender(port)
+        sender.batches = None
+        try:
+            sender.start()
+            target = rng.randint(1, 6)
+            deadline = time.monotonic() + 60
+            while sender.sent_batches < target and sender.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0, 0.05))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+        finally:
+            sender.stop.set()
+            sender.join(30)
+            if proc.poll() is None:
+                proc.kill()
+        assert not (sender.acked & acked), "span ids are fresh per round"
+        acked |= sender.acked
+        con = duckdb.connect()
+        report = load_into(con, [str(out)])
+        ids = [r[0] for r in con.execute("SELECT span_id FROM spans").fetchall()]
+        assert acked <= set(ids), f"round {round_}: an acknowledged span is missing"
+        assert len(ids) == len(set(ids)) and report.bad_records == 0, f"round {round_}: duplicate or damaged"
