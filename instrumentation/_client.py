@@ -134,10 +134,12 @@ def finish(pending: Pending, trailing_metadata: Metadata | None, code: grpc.Stat
         _span_attrs.set_attributes(pending.span, attrs)
 
 
-@_safety.guarded("client_interceptor")
 def _finish_call(pending: Pending, call: Any) -> None:
-    """Done-callback form of :func:`finish` for a sync call, future or stream."""
-    finish(pending, call.trailing_metadata(), call.code())
+    """Done-callback form of :func:`finish` for a sync call, future or stream; never raises (failures counted)."""
+    try:  # rather than _safety.guarded: one function call less on every call
+        finish(pending, call.trailing_metadata(), call.code())
+    except Exception:  # noqa: BLE001 - nothing of ours may fail a call
+        _safety.count("client_interceptor")
 
 
 class _Details(NamedTuple):

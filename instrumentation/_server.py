@@ -33,13 +33,6 @@ _MAX_STAMP_CHARS = 24  # a nanosecond stamp has 19 digits; anything longer is no
 
 
 # --- shared by the sync and aio interceptors ----------------------------------------------------------------------
-def _metadata_value(metadata: Metadata | None, key: str) -> str | bytes | None:
-    for k, v in metadata or ():
-        if k == key:
-            return v
-    return None
-
-
 def _stamp(value: str | bytes | None) -> int | None:
     """A ``jit-sent-ns`` value as an int, None unless it is a plain non-negative decimal of sane length."""
     if isinstance(value, bytes):
@@ -66,8 +59,17 @@ class ServerCall:
         now_ns = time.time_ns()
         start = getattr(span, "start_time", None)
         arrival_ns = start if isinstance(start, int) and start > 0 else now_ns
-        peer_sent = _stamp(_metadata_value(metadata, c.METADATA_SENT_NS))
-        token = _token.token_from_metadata(metadata, settings.token_metadata_key)
+        # one pass over the metadata for both values (the first of each); grpc hands servers lowercase keys
+        key = settings.token_metadata_key
+        sent_raw = token_raw = None
+        for k, v in metadata or ():
+            if k == key:
+                if token_raw is None:
+                    token_raw = v
+            elif k == c.METADATA_SENT_NS and sent_raw is None:
+                sent_raw = v
+        peer_sent = _stamp(sent_raw)
+        token = _token.bearer_value(token_raw) if token_raw is not None else None
         state = _call_state.CallState(span=span, arrival_ns=arrival_ns, metadata_token=token)
         if span.is_recording():  # a sampled-out call still gets its echo, but no facts are worked out
             attrs: dict[str, Any] = _token.token_facts(token, now_ns / 1e9)

@@ -33,12 +33,21 @@ def set_attributes(span: Any, attrs: Mapping[str, Any]) -> None:
     try:
         bounded = span._attributes  # noqa: SLF001 - see the module docstring
         lock = span._lock  # noqa: SLF001
-        if type(bounded) is not BoundedAttributes or bounded._immutable or not _clean(attrs, bounded.max_value_len):
+        if type(bounded) is not BoundedAttributes or bounded._immutable:  # noqa: SLF001
             raise TypeError
         stored = bounded._dict  # noqa: SLF001
+        max_value_len = bounded.max_value_len
     except (AttributeError, TypeError):
         span.set_attributes(attrs)
         return
+    # only values the SDK would store as they are (inline: this runs a few times per call)
+    for key, value in attrs.items():
+        kind = type(value)
+        if type(key) is not str or not key or (
+                kind is not str and kind not in _CLEAN) or (
+                kind is str and max_value_len is not None and len(value) > max_value_len):
+            span.set_attributes(attrs)
+            return
     maxlen = bounded.maxlen
     if maxlen is not None and len(stored) + len(attrs) > maxlen:
         span.set_attributes(attrs)  # the SDK's eviction rules apply: let it do that
@@ -49,17 +58,3 @@ def set_attributes(span: Any, attrs: Mapping[str, Any]) -> None:
             return
         with bounded._lock:  # noqa: SLF001
             stored.update(attrs)
-
-
-def _clean(attrs: Mapping[str, Any], max_value_len: int | None) -> bool:
-    """True when the SDK would store every value as it is."""
-    for key, value in attrs.items():
-        if not key or type(key) is not str:
-            return False
-        kind = type(value)
-        if kind is str:
-            if max_value_len is not None and len(value) > max_value_len:
-                return False
-        elif kind not in _CLEAN:
-            return False
-    return True

@@ -31,14 +31,18 @@ def token_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None, key:
         return None
     key = key or _settings.get().token_metadata_key
     for k, v in metadata:
-        if k.lower() != key:
-            continue
-        if isinstance(v, bytes):
-            v = v.decode("latin-1")
-        v = v.strip()
-        scheme, _, rest = v.partition(" ")
-        return rest.strip() if rest and scheme.lower() == "bearer" else v
+        if k == key or k.lower() == key:
+            return bearer_value(v)
     return None
+
+
+def bearer_value(value: str | bytes) -> str:
+    """The token in a metadata value: ``Bearer <jwt>`` (any case) or a bare value."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    value = value.strip()
+    scheme, _, rest = value.partition(" ")
+    return rest.strip() if rest and scheme.lower() == "bearer" else value
 
 
 def token_id(token: str, claims: dict | None = None) -> str:
