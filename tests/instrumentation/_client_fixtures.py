@@ -256,7 +256,7 @@ FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 class OtlpReceiver:
     """The OTLP/gRPC trace service, keeping every request's raw bytes as they arrived."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.raw: list[bytes] = []
         self._lock = threading.Lock()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -270,7 +270,7 @@ class OtlpReceiver:
         self.server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler("opentelemetry.proto.collector.trace.v1.TraceService",
                                                   {"Export": handler}),))
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")  # a given port: a collector coming back
         self.server.start()
 
     def stop(self) -> None:
