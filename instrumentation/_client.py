@@ -125,6 +125,8 @@ def finish(pending: Pending, trailing_metadata: Metadata | None, code: grpc.Stat
             stamps = _clock.parse_clock(value)
             if stamps is not None:
                 attrs[c.CLOCK_OFFSET_S], attrs[c.CLOCK_DELAY_S] = _clock.ntp(pending.sent_ns, *stamps, t4)
+            else:
+                _safety.count("bad_clock_echo")  # not a reply of jitrace's: no estimate, counted
         elif key == STATUS_DETAILS_KEY and code is not None and code is not grpc.StatusCode.OK:
             with _safety.guard("denial_reason"):
                 reason = denial_reason(value)

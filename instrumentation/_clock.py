@@ -7,6 +7,7 @@ left, t4 = client wall clock when the response/status arrived. All in nanosecond
 from __future__ import annotations
 
 _MAX_LEN = 64  # two int64 in decimal and a comma fit in 41 characters; anything longer is not ours
+_MAX_NS = 2**63 - 1  # wall-clock nanoseconds fit an int64
 
 
 def parse_clock(value: str | bytes | None) -> tuple[int, int] | None:
@@ -21,13 +22,11 @@ def parse_clock(value: str | bytes | None) -> tuple[int, int] | None:
     if len(value) > _MAX_LEN:
         return None
     first, sep, second = value.strip().partition(",")
-    if not sep:
+    # plain ASCII decimals only: int() would also take signs, spaces, underscores and other scripts' digits
+    if not sep or not (first.isascii() and first.isdigit() and second.isascii() and second.isdigit()):
         return None
-    try:
-        t2, t3 = int(first), int(second)
-    except ValueError:
-        return None
-    if t2 <= 0 or t3 < t2:  # the reply cannot leave before the request arrived
+    t2, t3 = int(first), int(second)
+    if t2 <= 0 or t3 < t2 or t3 > _MAX_NS:  # the reply cannot leave before the request arrived
         return None
     return t2, t3
 

@@ -33,13 +33,22 @@ _MAX_STAMP_CHARS = 24  # a nanosecond stamp has 19 digits; anything longer is no
 
 
 # --- shared by the sync and aio interceptors ----------------------------------------------------------------------
+_MAX_STAMP = 2**63 - 1  # span attributes are int64 on the wire (OTLP): a larger int would fail the whole export
+
+
 def _stamp(value: str | bytes | None) -> int | None:
-    """A ``jit-sent-ns`` value as an int, None unless it is a plain non-negative decimal of sane length."""
+    """A ``jit-sent-ns`` value as an int; None (counted: ``bad_clock_stamp``) unless it is a plain ASCII decimal that
+    fits an int64. Never raises."""
+    if value is None:
+        return None
     if isinstance(value, bytes):
         value = value.decode("latin-1")
-    if not isinstance(value, str) or not value.isdigit() or len(value) > _MAX_STAMP_CHARS:
-        return None
-    return int(value)
+    # isascii: str.isdigit accepts digits int() refuses (e.g. superscripts)
+    if (isinstance(value, str) and len(value) <= _MAX_STAMP_CHARS and value.isascii() and value.isdigit()
+            and (stamp := int(value)) <= _MAX_STAMP):
+        return stamp
+    _safety.count("bad_clock_stamp")
+    return None
 
 
 class ServerCall:
