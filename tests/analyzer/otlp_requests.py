@@ -6,7 +6,7 @@ import os
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -20,6 +20,8 @@ def _kv(key: str, value) -> KeyValue:
         return KeyValue(key=key, value=AnyValue(int_value=value))
     if isinstance(value, float):
         return KeyValue(key=key, value=AnyValue(double_value=value))
+    if isinstance(value, list):
+        return KeyValue(key=key, value=AnyValue(array_value=ArrayValue(values=[_kv("", v).value for v in value])))
     return KeyValue(key=key, value=AnyValue(string_value=value))
 
 

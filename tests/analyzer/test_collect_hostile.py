@@ -58,3 +58,22 @@ def test_hostile_json_bodies(receiver, doc, kind):
 @given(body=st.binary(max_size=200))
 def test_non_utf8_json_bodies(receiver, body):
     _ingest_or_refuse(receiver, "traces", body, "json")
+
+
+_scalar = st.one_of(st.text(max_size=8), st.integers(-(2**63), 2**63 - 1), st.floats(), st.booleans())
+
+
+@settings(max_examples=150, deadline=None)
+@given(pairs=st.lists(st.tuples(st.sampled_from(["a", "b", "é", "rpc.system"]),
+                                st.one_of(_scalar, st.lists(_scalar, max_size=3))), max_size=8))
+def test_attribute_json_from_cached_fragments_equals_the_plain_conversion(pairs):
+    """Repeated keys keep their first place and last value; a cached pair gives the same text as a fresh one."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from jitrace.analyzer.collect import _otlp
+    from jitrace.analyzer.load._rows import to_json
+
+    span = Span(attributes=[otlp_requests._kv(k, v) for k, v in pairs])
+    expected = to_json({kv.key: _otlp.any_value(kv.value) for kv in span.attributes})
+    assert _otlp.attrs_json(span.attributes) == expected
+    assert _otlp.attrs_json(span.attributes) == expected  # now from the cache
