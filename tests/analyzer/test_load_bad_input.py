@@ -210,3 +210,56 @@ def test_hostile_jaeger_zipkin_and_log_lines_never_crash(zipkin, jaeger, lines):
     _check(json.dumps(zipkin), ".json")
     _check(json.dumps(jaeger), ".json")
     _check("\n".join(json.dumps(x) for x in lines), ".jsonl")
+
+
+def _check_bytes(data: bytes, suffix: str) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / f"in{suffix}"
+        path.write_bytes(data)
+        con = duckdb.connect()
+        try:
+            report = load_into(con, [str(path)])
+        except UserError as err:
+            assert "\n" not in str(err) and str(path) in str(err)
+            return
+        assert report.spans == con.execute("SELECT count(*) FROM spans").fetchone()[0]
+
+
+def _framed(*messages: bytes) -> bytes:
+    return b"".join(struct.pack(">I", len(m)) + m for m in messages)
+
+
+_PROTO = _framed(otlp_requests.traces(4)[0].SerializeToString(), otlp_requests.logs(2).SerializeToString())
+
+
+def _mutate(data: bytes, at: int, flip: int, cut: int) -> bytes:
+    at %= len(data)
+    return (data[:at] + bytes([data[at] ^ flip]) + data[at + 1:])[:cut]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.one_of(st.binary(min_size=1, max_size=300),
+                 st.builds(_mutate, st.just(_PROTO), st.integers(0, 10**6), st.integers(1, 255),
+                           st.integers(1, len(_PROTO)))))
+def test_hostile_protobuf_files_load_count_or_refuse(data):
+    _check_bytes(data, ".binpb")
+
+
+@pytest.fixture(scope="module")
+def parquet_bytes(tmp_path_factory):
+    import pyarrow.parquet as pq
+
+    from jitrace.analyzer import schema
+    from jitrace.analyzer.load._rows import table
+
+    path = tmp_path_factory.mktemp("pq") / "spans.parquet"
+    row = ("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", None, "ok", "SERVER", 1, 2, "UNSET", None, "s",
+           "{}", "{}", "[]", "[]", None, None)
+    pq.write_table(table([row] * 50, schema.SPANS), path, compression="zstd")
+    return path.read_bytes()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(at=st.integers(0, 10**6), flip=st.integers(1, 255), cut=st.integers(4, 10**6))
+def test_damaged_parquet_is_a_one_line_error_or_loads(parquet_bytes, at, flip, cut):
+    _check_bytes(_mutate(parquet_bytes, at, flip, max(cut % (len(parquet_bytes) + 1), 4)), ".parquet")
