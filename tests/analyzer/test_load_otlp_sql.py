@@ -7,6 +7,8 @@ import json
 
 import duckdb
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from jitrace.analyzer.load import _otlp_sql, load_into
 
@@ -102,3 +104,56 @@ def test_what_the_sql_path_cannot_convert_goes_to_the_python_reader(tmp_path, mo
     assert sql_rows == py_rows
     assert (sql_report.spans, sql_report.bad_records, sql_report.problems) == \
         (py_report.spans, py_report.bad_records, py_report.problems)
+
+
+_text = st.one_of(st.text(max_size=12), st.sampled_from(["", "0", "-1", "12.5", " 7", "+5", "1e3", "NaN", "-Infinity",
+                                                         "9223372036854775808", "SPAN_KIND_SERVER", "2", "AAEC"]))
+
+
+def _mostly(good, hostile):
+    """Mostly well-formed (so that whole files reach the SQL path), sometimes anything."""
+    return st.one_of(*[good] * 8, hostile)
+
+
+_odd_id = st.one_of(_text, st.sampled_from(["00" * 16, "0" * 16, "abc", "cd" * 8, "ab" * 16]))
+_trace_id = _mostly(st.sampled_from(["ab" * 16, "AB" * 16, base64.b64encode(b"\x01" * 16).decode()]), _odd_id)
+_span_id = _mostly(st.sampled_from(["cd" * 8, "CD" * 8, "q83vEjRWeJA="]), _odd_id)
+_time = _mostly(st.integers(0, 2**62).map(str), st.one_of(_text, st.integers(0, 2**62)))
+_any = st.one_of(
+    st.builds(lambda s: {"stringValue": s}, st.text(max_size=8)),
+    st.builds(lambda s: {"intValue": s}, _mostly(st.integers(-(2**63), 2**63 - 1).map(str),
+                                                 st.one_of(_text, st.integers(-(2**63), 2**63 - 1)))),
+    st.builds(lambda s: {"doubleValue": s}, _mostly(st.floats(), _text)),
+    st.builds(lambda b: {"boolValue": b}, st.booleans()),
+    st.builds(lambda s: {"bytesValue": s}, st.text(max_size=8)),
+    st.just({}),
+)
+_any_or_array = st.one_of(_any, st.builds(lambda vs: {"arrayValue": {"values": vs}}, st.lists(_any, max_size=3)))
+_attrs_st = st.lists(st.fixed_dictionaries({"key": st.sampled_from(["a", "b", "é"]), "value": _any_or_array}),
+                     max_size=4, unique_by=lambda kv: kv["key"])
+_hostile_span = st.fixed_dictionaries(
+    {"traceId": _trace_id, "spanId": _span_id},
+    optional={"parentSpanId": _span_id, "name": st.text(max_size=6),
+              "kind": _mostly(st.integers(0, 5), st.one_of(_text, st.integers(-1, 7))),
+              "startTimeUnixNano": _time, "endTimeUnixNano": _time,
+              "status": st.fixed_dictionaries({}, optional={
+                  "code": _mostly(st.integers(0, 2), st.one_of(_text, st.integers(-1, 3))),
+                  "message": st.text(max_size=6)}),
+              "attributes": _attrs_st,
+              "events": st.lists(st.fixed_dictionaries({"timeUnixNano": _time, "attributes": _attrs_st},
+                                                       optional={"name": st.text(max_size=5)}), max_size=2),
+              "links": st.lists(st.fixed_dictionaries({"traceId": _trace_id, "spanId": _span_id,
+                                                       "attributes": _attrs_st}), max_size=2)})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.lists(_hostile_span, min_size=1, max_size=3), min_size=2, max_size=3))
+def test_hostile_but_well_typed_spans_load_as_the_python_reader_loads_them(tmp_path, monkeypatch, lines):
+    """Values of the right JSON types but any content: the SQL path loads the same rows, or hands the file over."""
+    path = tmp_path / "export.jsonl"
+    path.write_text(_lines(*lines))
+    sql_rows, sql_report, taken = _load(path, monkeypatch, sql=True)
+    py_rows, py_report, _ = _load(path, monkeypatch, sql=False)
+    assert sql_rows == py_rows
+    assert (sql_report.bad_records, sql_report.problems) == (py_report.bad_records, py_report.problems)
+    event("loaded by the SQL path" if taken[0] is not None else "handed to the Python reader")  # ~1 in 15
