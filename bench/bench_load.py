@@ -173,8 +173,8 @@ def run(quick: bool) -> str:
         f"{os.cpu_count()} cores, shared with whatever else runs (records per CPU-second counts only this "
         "process's CPU time, all its threads: a figure less at the mercy of the machine's load). "
         "Spans: gRPC server spans with 8 attributes "
-        "(strings, int, double, bool, string array), 512 per OTLP request; Parquet: those spans copied (new span ids, "
-        "shifted times) to "
+        "(strings, int, double, bool, string array), 512 per OTLP request; Parquet: those spans copied (new ids, "
+        "shifted times, per-span token ids, timings and peers, so that it compresses like real data) to "
         f"{parquet_rows:,} rows.\n\n" + "\n".join(lines)
     )
 
@@ -188,7 +188,14 @@ def _parquet(src: Path, out: Path, rows: int) -> None:
     n = con.execute("SELECT count(*) FROM spans").fetchone()[0]
     copies = max(1, -(-rows // n))
     out.mkdir(parents=True, exist_ok=True)
+    # Per-span values as real spans have them (trace ids, a token id, timings, a peer port), so that Parquet
+    # compresses like real data (hundreds of bytes per span), not like one span copied millions of times.
     con.execute(
-        "COPY (SELECT s.* REPLACE (md5(s.span_id || i::VARCHAR)[:16] AS span_id, start_ns + i * 1000000 AS start_ns,"
-        " NULL AS source) FROM spans AS s, range(?) AS t(i) LIMIT ?) "
+        "COPY (SELECT s.* REPLACE (md5(s.trace_id || i::VARCHAR) AS trace_id, md5(s.span_id || i::VARCHAR)[:16] AS "
+        "span_id, md5(s.parent_span_id || i::VARCHAR)[:16] AS parent_span_id, start_ns + i * 1000000 AS start_ns, "
+        "end_ns + i * 1000000 + (random() * 1e9)::BIGINT AS end_ns, json_merge_patch(s.attributes, json_object("
+        "'jit.token.id', md5(s.span_id || i::VARCHAR || 'token'), 'jit.auth.wait_s', random(), "
+        "'jit.token.ttl_s', random() * 600 - 60, 'net.peer.port', (random() * 60000)::INTEGER, "
+        "'net.peer.ip', '10.0.' || (random() * 255)::INTEGER || '.' || (random() * 255)::INTEGER)) AS attributes, "
+        "NULL AS source) FROM spans AS s, range(?) AS t(i) LIMIT ?) "
         f"TO '{out}/spans.parquet' (FORMAT parquet, COMPRESSION zstd)", [copies, rows])
