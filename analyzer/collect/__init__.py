@@ -134,6 +134,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"OTLP/HTTP address (default {DEFAULT_HTTP}; 'off' to disable; port 0 picks one)")
     parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES,
                         help="largest request accepted, after decompression (default 16 MiB)")
+    parser.add_argument("--max-in-flight", type=int, default=None, metavar="BYTES",
+                        help="request bytes being converted and written at once, per process, past which exporters "
+                             "are told to retry later (RESOURCE_EXHAUSTED / 503; default 64 MiB or 4x --max-bytes)")
     parser.add_argument("--workers", type=int, default=1,
                         help="receiver processes sharing the ports (SO_REUSEPORT), to use more than one core")
     parser.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)  # internal: parent's pid
@@ -161,8 +164,10 @@ def run(args: argparse.Namespace) -> int:
     if child:
         _die_with_parent()
     shared = args.workers > 1 or child
+    if args.max_in_flight is not None and args.max_in_flight < 1:
+        raise UserError(f"--max-in-flight {args.max_in_flight}: expected a positive number of bytes")
     receiver = Receiver(args.out, _addr(args.grpc, "--grpc"), _addr(args.http, "--http"), max_bytes=args.max_bytes,
-                        reuse_port=shared, clean=not child)
+                        reuse_port=shared, clean=not child, in_flight_bytes=args.max_in_flight)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -202,6 +207,7 @@ def _spawn_workers(args: argparse.Namespace, grpc_at: str | None, http_at: str |
             sys.executable, "-m", "jitrace.analyzer.cli", "collect", "--out", str(args.out),
             "--grpc", grpc_at or "off", "--http", http_at or "off", "--max-bytes", str(args.max_bytes),
             "--worker-of", str(os.getpid()),
+            *(["--max-in-flight", str(args.max_in_flight)] if args.max_in_flight is not None else []),
         ]))
     return procs
 
