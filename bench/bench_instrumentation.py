@@ -83,11 +83,12 @@ WORKER = textwrap.dedent('''
         if n == 0:
             break
         out = []
+        cpu = time.process_time_ns()  # the whole process: client, server, OTel's and jitrace's threads
         for _ in range(n):
             t = time.perf_counter_ns()
             call(b"x" * 64, metadata=md, timeout=10)
             out.append(time.perf_counter_ns() - t)
-        print(json.dumps(out), flush=True)
+        print(json.dumps({"latency_ns": out, "cpu_ns": time.process_time_ns() - cpu}), flush=True)
     channel.close()
     server.stop(None)
 ''')
@@ -103,19 +104,23 @@ def _start(variant: str) -> subprocess.Popen:
     return proc
 
 
-def _round(proc: subprocess.Popen, n: int) -> list[int]:
+def _round(proc: subprocess.Popen, n: int) -> tuple[list[int], int]:
+    """One round of ``n`` calls: their latencies and the worker's CPU time over the round (ns)."""
     proc.stdin.write(f"{n}\n")
     proc.stdin.flush()
-    return json.loads(proc.stdout.readline())
+    reply = json.loads(proc.stdout.readline())
+    return reply["latency_ns"], reply["cpu_ns"]
 
 
 def _p(values: list[int], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q * 100) - 1]
 
 
-def measure(rounds: int, per_round: int, warmup: int) -> dict[str, list[int]]:
+def measure(rounds: int, per_round: int, warmup: int) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """Latencies per variant, and CPU time per variant over its measured calls."""
     procs = {v: _start(v) for v in VARIANTS}
     samples: dict[str, list[int]] = {v: [] for v in VARIANTS}
+    cpu: dict[str, int] = dict.fromkeys(VARIANTS, 0)
     try:
         for v in VARIANTS:
             _round(procs[v], warmup)
@@ -123,7 +128,9 @@ def measure(rounds: int, per_round: int, warmup: int) -> dict[str, list[int]]:
             k = r % len(VARIANTS)
             order = VARIANTS[k:] + VARIANTS[:k]  # rotate who goes first
             for v in order:
-                samples[v].extend(_round(procs[v], per_round))
+                latencies, cpu_ns = _round(procs[v], per_round)
+                samples[v].extend(latencies)
+                cpu[v] += cpu_ns
     finally:
         for proc in procs.values():
             try:
@@ -132,23 +139,25 @@ def measure(rounds: int, per_round: int, warmup: int) -> dict[str, list[int]]:
                 proc.wait(timeout=30)
             except Exception:  # noqa: BLE001 - a stuck worker is killed, not waited for
                 proc.kill()
-    return samples
+    return samples, cpu
 
 
 def run(quick: bool) -> str:
     rounds, per_round, warmup = (3, 100, 50) if quick else (20, 500, 500)
-    samples = measure(rounds, per_round, warmup)
+    samples, cpu = measure(rounds, per_round, warmup)
     med = {v: statistics.median(s) for v, s in samples.items()}
+    cpu_per_call = {v: cpu[v] / len(samples[v]) for v in VARIANTS}
     lines = [
         f"{rounds} interleaved rounds x {per_round} sync unary calls per variant (after {warmup} warm-up calls), "
         "loopback, client and server in one worker process per variant; the handler verifies an RS256 JWT.",
         "",
-        "| variant | median (µs) | p90 (µs) | median / plain | median / otel |",
-        "|---|---:|---:|---:|---:|",
+        "| variant | median (µs) | p90 (µs) | median / plain | median / otel | CPU per call (µs) | CPU / otel |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for v in VARIANTS:
         lines.append(f"| {v} | {med[v] / 1000:.1f} | {_p(samples[v], 0.9) / 1000:.1f} | "
-                     f"{med[v] / med['plain']:.2f} | {med[v] / med['otel']:.2f} |")
+                     f"{med[v] / med['plain']:.2f} | {med[v] / med['otel']:.2f} | {cpu_per_call[v] / 1000:.1f} | "
+                     f"{cpu_per_call[v] / cpu_per_call['otel']:.2f} |")
     added = med["otel+jitrace"] / med["otel"] - 1
     verdict = "within" if added <= TARGET_ADDED else "OVER"
     lines += [
@@ -160,6 +169,11 @@ def run(quick: bool) -> str:
         f"PyJWT hook) {(med['otel+jitrace server'] / med['otel'] - 1) * 100:+.1f}%; both sides without the clock "
         f"stamps (JITRACE_CLOCK_STAMPS=false) "
         f"{(med['otel+jitrace, no clock stamps'] / med['otel'] - 1) * 100:+.1f}%.",
+        "",
+        "CPU per call is the worker process's CPU time (client and server, every thread) over its measured calls "
+        "divided by their number: less sensitive than latency to what else the machine runs. jitrace's CPU per call: "
+        f"{(cpu_per_call['otel+jitrace'] - cpu_per_call['otel']) / 1000:+.1f} µs "
+        f"({(cpu_per_call['otel+jitrace'] / cpu_per_call['otel'] - 1) * 100:+.1f}% on OpenTelemetry alone).",
     ]
     return "\n".join(lines)
 
