@@ -82,3 +82,12 @@ def test_token_facts_are_parsed_once_and_aged_per_call(monkeypatch):
     # new settings (e.g. JITRACE_HASH_SUBJECT) are not served from facts parsed under the old ones
     monkeypatch.setattr(_settings, "_current", _settings.Settings(hash_subject=True))
     assert _token.token_facts(token, now_s=1_500)[c.TOKEN_SUB] == _token.hash_value("dora")
+
+
+def test_token_facts_cache_is_bounded():
+    for i in range(3 * _token._FACTS_MAX):
+        _token.token_facts(_mint(jti=f"t-{i}", exp=2_000), now_s=1_500)
+        assert len(_token._facts) <= _token._FACTS_MAX
+    oversized = "x" * (8192 + 1)
+    _token.token_facts(oversized, now_s=1_500)
+    assert oversized not in _token._facts  # refused each time, never kept

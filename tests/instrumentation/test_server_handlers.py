@@ -1,0 +1,33 @@
+"""The server interceptor wraps each method handler once (not per call), keeps the handler's shape and serializers,
+and keeps its cache bounded."""
+
+from __future__ import annotations
+
+import grpc
+
+from jitrace.instrumentation import _server
+
+
+def _handler(name: str) -> grpc.RpcMethodHandler:
+    def behaviour(request, context):
+        return name
+
+    return grpc.unary_stream_rpc_method_handler(behaviour, request_deserializer=bytes, response_serializer=bytes)
+
+
+def test_a_handler_is_wrapped_once_and_keeps_its_shape():
+    handler = _handler("a")
+    first = _server.wrap_handler(handler, _server._wrap_behavior)
+    assert _server.wrap_handler(handler, _server._wrap_behavior) is first
+    assert first.response_streaming and not first.request_streaming
+    assert (first.request_deserializer, first.response_serializer) == (bytes, bytes)
+    assert first.unary_stream is not handler.unary_stream
+
+
+def test_the_cache_is_bounded_and_never_confuses_handlers():
+    for i in range(2 * _server._WRAPPED_MAX + 5):
+        handler = _handler(str(i))  # a new handler each time (some servers build them per call)
+        wrapped = _server.wrap_handler(handler, _server._wrap_behavior)
+        # the entry is this handler's own (held, so its id cannot be reused by another handler while cached)
+        assert _server._wrapped[(id(handler), id(_server._wrap_behavior))] == (handler, wrapped)
+        assert len(_server._wrapped) <= _server._WRAPPED_MAX
