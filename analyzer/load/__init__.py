@@ -25,7 +25,7 @@ import duckdb
 
 from jitrace.analyzer import schema
 from jitrace.analyzer.errors import UserError
-from jitrace.analyzer.load import _files, _formats, _otlp_sql, _parquet
+from jitrace.analyzer.load import _files, _formats, _parquet
 from jitrace.analyzer.load._rows import Rows, table
 
 __all__ = ["LoadReport", "load_into"]
@@ -65,8 +65,7 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool) 
     schema_of_dir: dict[Path, tuple[str, bool]] = {}
     pending = Rows()
     for path in files:
-        head = _files.peek(path)
-        if head == _parquet.MAGIC:
+        if _files.peek(path) == _parquet.MAGIC:
             # One footer read per folder: the collector writes thousands of files of one schema into each
             kind = schema_of_dir.get(path.parent)
             if kind is None:
@@ -74,13 +73,6 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool) 
             parquet[kind].append(path)
             continue
         data = _files.read_bytes(path)
-        if _otlp_sql.applies(data):
-            _flush(con, pending, report)  # rows keep the order of their files
-            pending = Rows()
-            n = _otlp_sql.insert(con, path, head)
-            if n is not None:
-                report.spans += n
-                continue
         rows = Rows()
         _formats.read(path, data, rows)
         if rows.bad:
