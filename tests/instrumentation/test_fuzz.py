@@ -13,7 +13,7 @@ from _client_fixtures import HERE
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("atheris") is None,
                                 reason="atheris is not installed (pip install atheris): fuzz targets not run")
 
-RUNS = {"token": 1000, "clock": 5000, "stamp": 5000}
+RUNS = {"token": 20000, "clock": 50000, "stamp": 50000}
 
 
 @pytest.mark.parametrize("target", sorted(RUNS))
