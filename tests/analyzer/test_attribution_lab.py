@@ -74,8 +74,10 @@ def test_evidence_holds_the_deciding_numbers(mixed):
             assert ev["missing"]
 
 
-def test_client_clock_drift(tmp_path):
-    run = _lab(tmp_path, "clock_drift", "--calls", "2", "--drift", "client")
+@pytest.mark.parametrize(("drift", "rule", "host"), [("client", "client_clock_hid_expiry", "client_host"),
+                                                     ("issuer", "server_clock_expired_flip", "offset_reference")])
+def test_clock_drift_of_the_client_or_the_issuer(tmp_path, drift, rule, host):
+    run = _lab(tmp_path, "clock_drift", "--calls", "2", "--drift", drift)
     df = _joined(run)
-    assert set(df["cause"]) == {"clock_drift"} and set(df["rule"]) == {"client_clock_hid_expiry"}
-    assert all(ev["drifting_host"] == ev["client_host"] for ev in df["evidence"])
+    assert set(df["cause"]) == {"clock_drift"} and set(df["rule"]) == {rule}
+    assert all(ev["drifting_host"] == ev[host] for ev in df["evidence"])
