@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-from jitrace.analyzer import errors, report, session
+from jitrace.analyzer import errors, outputs, report, session
 from jitrace.analyzer.schema import SPANS
 from jitrace.instrumentation import contract
 
@@ -98,14 +98,6 @@ def _load_parquet_only(con: duckdb.DuckDBPyConnection, inputs: list[str]) -> dic
     return {"spans": n, "logs": 0, "bad_records": 0, "problems": []}
 
 
-def _write_outputs(con: duckdb.DuckDBPyConnection, out: Path) -> None:
-    cols = ", ".join(ATTRIBUTION_COLUMNS)
-    for name, fmt in (("attributions.parquet", "(FORMAT parquet)"), ("attributions.csv", "(FORMAT csv, HEADER)")):
-        con.execute(f"COPY (SELECT {cols} FROM attributions ORDER BY time, trace_id) TO '{out / name}' {fmt}")
-    con.execute(f"COPY (SELECT * FROM clock_offsets ORDER BY domain, window_start) TO '{out / 'clock_offsets.parquet'}'"
-                " (FORMAT parquet)")
-
-
 def analyze(
     inputs: list[str],
     out_dir: str | Path,
@@ -118,18 +110,32 @@ def analyze(
     """Analyze ``inputs`` into ``out_dir``; returns the summary.json content (plus ``exit_code``)."""
     fail_on = parse_fail_on(fail_on)
     say = _progress(quiet)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    db_path = out / "jitrace.duckdb"
-    for stale in (db_path, out / "jitrace.duckdb.wal"):
-        stale.unlink(missing_ok=True)
-    con = session.connect(db_path)
+    # Everything is built in a staging folder and swapped in at the end (analyzer/outputs.py): a failed or killed run
+    # leaves the previous output whole, and files in out_dir that are not the analyzer's are kept.
+    with outputs.staged(out_dir) as out:
+        summary = _analyze_into(out, list(inputs), strict=strict, quiet=quiet, settings=settings, say=say)
+    gate = [c for c in fail_on if summary["causes"].get(c)]
+    if gate:
+        counts = ", ".join(f"{c} ({summary['causes'][c]})" for c in gate)
+        say(f"--fail-on: found {counts}")
+        summary["exit_code"] = errors.FAIL_ON
+    elif summary["bad_records"]:
+        say(f"{summary['bad_records']} record(s) could not be read; see summary.json 'problems'")
+        summary["exit_code"] = errors.BAD_RECORDS
+    else:
+        summary["exit_code"] = errors.OK
+    return summary
+
+
+def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, settings: dict[str, float] | None,
+                  say) -> dict:
+    con = session.connect(out / "jitrace.duckdb")
     try:
         say(f"loading {len(inputs)} input(s)")
         loaded = _load(con, list(inputs), strict)
         say(f"loaded {loaded['spans']} spans, {loaded['logs']} logs, {loaded['bad_records']} bad records")
         session.run_queries(con, settings=settings, progress=lambda step, s: say(f"{step} ({s:.2f} s)"))
-        _write_outputs(con, out)
+        outputs.write_tables(con, out, ATTRIBUTION_COLUMNS)
         found = dict(con.execute("SELECT cause, denials FROM cause_summary").fetchall())
         causes = {cause: found.get(cause, 0) for cause in contract.CAUSES}  # every cause, so CI scripts can index
         reference = con.execute("SELECT mode(reference) FROM clock_offsets").fetchone()[0]
@@ -151,14 +157,4 @@ def analyze(
         session.keep_as_views(con)
     finally:
         con.close()
-    gate = [c for c in fail_on if summary["causes"].get(c)]
-    if gate:
-        counts = ", ".join(f"{c} ({summary['causes'][c]})" for c in gate)
-        say(f"--fail-on: found {counts}")
-        summary["exit_code"] = errors.FAIL_ON
-    elif summary["bad_records"]:
-        say(f"{summary['bad_records']} record(s) could not be read; see summary.json 'problems'")
-        summary["exit_code"] = errors.BAD_RECORDS
-    else:
-        summary["exit_code"] = errors.OK
     return summary

@@ -1,0 +1,197 @@
+"""Write an analyze output folder all at once: a reader (or a killed run) sees the previous output or the new one.
+
+``jitrace analyze --out DIR`` builds everything in a sibling folder ``DIR.tmp-<pid>`` (same filesystem, so renames are
+atomic) and swaps it into place at the end. The swap is one ``renameat2(RENAME_EXCHANGE)`` on Linux; where the kernel
+or filesystem refuses that, DIR is renamed aside to ``DIR.old-<pid>``, the new folder renamed in and the old removed
+(a kill between those two renames leaves no DIR for an instant; the next run puts ``DIR.old-*`` back first).
+
+DIR may hold files that are not the analyzer's: ``jitrace demo`` keeps its lab inputs in ``DIR/lab``, and users drop
+notes there. The analyzer's own files are listed in ``DIR/.jitrace-manifest.json``; every other entry of DIR is carried
+into the new folder before the swap as hard links (a copy where linking fails), so it survives unchanged. Leftover
+``DIR.tmp-*`` / ``DIR.old-*`` folders of runs that no longer exist are removed (or restored) by the next run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import duckdb
+
+from jitrace.analyzer import errors
+
+MANIFEST = ".jitrace-manifest.json"
+# What analyze writes; counted as the analyzer's own even in a folder written before manifests existed.
+KNOWN_OUTPUTS = frozenset({
+    "attributions.parquet", "attributions.csv", "clock_offsets.parquet", "summary.json", "report.html",
+    "jitrace.duckdb", "jitrace.duckdb.wal", MANIFEST,
+})
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def write_tables(con: duckdb.DuckDBPyConnection, out: Path, attribution_columns: tuple[str, ...]) -> None:
+    """attributions.parquet / .csv (ordered by time, trace_id) and clock_offsets.parquet, from the session's tables."""
+    cols = ", ".join(attribution_columns)
+    for name, fmt in (("attributions.parquet", "(FORMAT parquet)"), ("attributions.csv", "(FORMAT csv, HEADER)")):
+        con.execute(f"COPY (SELECT {cols} FROM attributions ORDER BY time, trace_id) "
+                    f"TO '{_sql_path(out / name)}' {fmt}")
+    con.execute(f"COPY (SELECT * FROM clock_offsets ORDER BY domain, window_start) "
+                f"TO '{_sql_path(out / 'clock_offsets.parquet')}' (FORMAT parquet)")
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")  # a quote in a folder name must not end the SQL string
+
+
+@contextmanager
+def staged(out_dir: str | Path) -> Iterator[Path]:
+    """Yield an empty staging folder; when the block ends without error, publish it as ``out_dir`` atomically.
+
+    On an error the staging folder is removed and ``out_dir`` is left exactly as it was.
+    """
+    final = Path(out_dir).absolute()
+    if final.exists() and not final.is_dir():
+        raise errors.UserError(f"--out {out_dir}: exists and is not a folder")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    recover(final)
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        publish(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def recover(final: Path) -> None:
+    """Undo what killed runs left: restore an ``.old-*`` folder if DIR is missing, remove dead runs' leftovers."""
+    for leftover in sorted(final.parent.glob(f"{glob_escape(final.name)}.old-*")):
+        if _alive(leftover):
+            continue
+        if not final.exists():
+            os.rename(leftover, final)  # killed between the two renames of the fallback swap: the old output is whole
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in final.parent.glob(f"{glob_escape(final.name)}.tmp-*"):
+        if not _alive(leftover):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _alive(leftover: Path) -> bool:
+    """Whether the run that made ``leftover`` (named ``...-<pid>``) still runs: a concurrent run keeps its folder."""
+    pid_text = leftover.name.rsplit("-", 1)[-1]
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def own_files(folder: Path) -> set[str]:
+    """The entries of an output folder that the analyzer wrote (its manifest, plus the well-known output names)."""
+    names = set(KNOWN_OUTPUTS)
+    # no manifest (an older output, or a folder the user made): only the well-known names are ours
+    with suppress(OSError, ValueError, KeyError, TypeError):
+        names |= set(json.loads((folder / MANIFEST).read_text())["files"])
+    return names
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Swap the finished ``tmp`` in as ``final``, keeping ``final``'s entries that are not the analyzer's."""
+    written = sorted(p.name for p in tmp.iterdir())
+    _write_durably(tmp / MANIFEST, json.dumps({"written_by": "jitrace analyze", "files": written}, indent=1) + "\n")
+    for name in written:
+        _fsync(tmp / name)
+    if final.exists():
+        ours = own_files(final) | set(written)
+        for entry in final.iterdir():
+            if entry.name not in ours:
+                _carry(entry, tmp / entry.name)
+    _fsync(tmp)
+    if not final.exists():
+        os.rename(tmp, final)
+    elif _exchange(tmp, final):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous output
+    else:
+        aside = final.with_name(f"{final.name}.old-{os.getpid()}")
+        os.rename(final, aside)
+        os.rename(tmp, final)
+        shutil.rmtree(aside, ignore_errors=True)
+    _fsync(final.parent)
+
+
+def _carry(src: Path, dst: Path) -> None:
+    """Bring a user's entry into the new folder unchanged: hard links cost no space and keep the very same files."""
+    if src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+    elif src.is_dir():
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(str(src), str(dst))
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)  # a filesystem without hard links, or a file we may read but not link
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where that is not available."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        fn = _libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _write_durably(path: Path, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or folder to disk, so a power loss after the swap cannot leave a renamed but empty file."""
+    if path.is_symlink():
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
