@@ -1,0 +1,160 @@
+"""Analyzer re-runs are idempotent and atomic: a killed run leaves the previous output whole, the user's files stay."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from jitrace.analyzer import errors
+from jitrace.analyzer.analyze import analyze
+from jitrace.analyzer.api import open_output
+from jitrace.analyzer.outputs import MANIFEST
+
+
+@pytest.fixture
+def demo_dir(lab_mixed_output, tmp_path) -> Path:
+    """Laid out like ``jitrace demo``'s folder: the lab's inputs in DIR/lab, plus a file and a folder of the user's."""
+    folder = tmp_path / "demo"
+    shutil.copytree(lab_mixed_output.parent / "lab", folder / "lab")
+    (folder / "notes.txt").write_text("my notes\n")
+    (folder / "mine").mkdir()
+    (folder / "mine" / "plot.png").write_bytes(b"\x89PNG user bytes")
+    return folder
+
+
+def _inputs(folder: Path) -> list[str]:
+    return [str(folder / "lab" / p) for p in ("spans", "logs") if (folder / "lab" / p).is_dir()]
+
+
+def _content(out: Path) -> dict:
+    """What a user reads from an output, compared by content (the DuckDB file's bytes differ run to run)."""
+    o = open_output(out)
+    summary = dict(o.summary)
+    with duckdb.connect(str(out / "jitrace.duckdb"), read_only=True) as con:
+        counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                  for t in ("spans", "logs", "attributions", "clock_offsets")}
+    # the parts must agree with each other: a mix of two runs' files would not
+    assert counts["spans"] == summary["spans"] and counts["logs"] == summary["logs"]
+    assert counts["attributions"] == summary["denials"] == len(o.attributions)
+    return {"summary": summary, "counts": counts,
+            "attributions": o.attributions.to_dict("records"),
+            "clock_offsets": o.clock_offsets.to_dict("records"),
+            "csv": pd.read_csv(out / "attributions.csv").shape,
+            "manifest": json.loads((out / MANIFEST).read_text())["files"]}
+
+
+def _same(a, b) -> bool:
+    """Equal, floats within 1e-9 relative: DuckDB's parallel sum() adds in a varying order, so the clock offsets of
+    two runs on the same input can differ in the last bits (queries/45_clock_offsets.sql; see test_rerun_bit_exact)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b))
+    return bool(a == b) if not (pd.isna(a) is True and pd.isna(b) is True) else True
+
+
+def _user_files_intact(folder: Path, lab_copy: Path) -> None:
+    assert (folder / "notes.txt").read_text() == "my notes\n"
+    assert (folder / "mine" / "plot.png").read_bytes() == b"\x89PNG user bytes"
+    mine = sorted(p.relative_to(folder / "lab") for p in (folder / "lab").rglob("*"))
+    assert mine == sorted(p.relative_to(lab_copy) for p in lab_copy.rglob("*"))
+
+
+def _siblings(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(folder.name + "."))
+
+
+def test_rerun_gives_the_same_content_and_keeps_the_users_files(demo_dir, lab_mixed_output):
+    analyze(_inputs(demo_dir), demo_dir, quiet=True)
+    first = _content(demo_dir)
+    analyze(_inputs(demo_dir), demo_dir, quiet=True)
+    assert _same(_content(demo_dir), first)
+    assert first["summary"]["denials"] > 0
+    _user_files_intact(demo_dir, lab_mixed_output.parent / "lab")
+    assert "lab" not in first["manifest"] and "notes.txt" not in first["manifest"]
+    assert _siblings(demo_dir) == []  # no temp folder left behind
+
+
+def test_a_failed_run_leaves_the_previous_output(demo_dir):
+    analyze(_inputs(demo_dir), demo_dir, quiet=True)
+    before = _content(demo_dir)
+    with pytest.raises(errors.UserError):
+        analyze([str(demo_dir / "no-such-file.parquet")], demo_dir, quiet=True)
+    assert _same(_content(demo_dir), before)
+    assert _siblings(demo_dir) == []
+
+
+def test_leftovers_of_dead_runs_are_cleaned_or_restored(demo_dir, tmp_path):
+    dead = _dead_pid()
+    analyze(_inputs(demo_dir), demo_dir, quiet=True)
+    before = _content(demo_dir)
+    # a run killed between the two renames of the fallback swap: DIR missing, the old output aside
+    os.rename(demo_dir, demo_dir.with_name(f"demo.old-{dead}"))
+    (tmp_path / f"demo.tmp-{dead}").mkdir()
+    (tmp_path / f"demo.tmp-{dead}" / "summary.json").write_text("{half")
+    with pytest.raises(errors.UserError):  # even a failing run first puts the previous output back
+        analyze([str(tmp_path / "no-such-file.parquet")], demo_dir, quiet=True)
+    assert _same(_content(demo_dir), before)
+    assert _siblings(demo_dir) == []
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _cli(inputs: list[str], out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "jitrace.analyzer.cli", "analyze", *inputs, "--out", str(out),
+                             "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_sigkill_at_random_points_leaves_one_whole_output(demo_dir, lab_mixed_output):
+    """Two different inputs alternate (spans+logs, spans only), so a mix of two runs' files would be caught."""
+    inputs_a = _inputs(demo_dir)
+    inputs_b = inputs_a[:1]
+    proc = _cli(inputs_b, demo_dir)
+    started = time.monotonic()
+    assert proc.wait(timeout=120) == 0
+    full = time.monotonic() - started
+    content_b = _content(demo_dir)
+    proc = _cli(inputs_a, demo_dir)
+    assert proc.wait(timeout=120) == 0
+    content_a = _content(demo_dir)
+    assert content_a["summary"]["logs"] != content_b["summary"]["logs"]
+    rng = random.Random(7)
+    for round_ in range(8):
+        proc = _cli(inputs_b if round_ % 2 == 0 else inputs_a, demo_dir)
+        time.sleep(rng.uniform(0.2, full * 1.1))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        got = _content(demo_dir)
+        assert _same(got, content_a) or _same(got, content_b), f"round {round_}: not one run's whole output"
+        _user_files_intact(demo_dir, lab_mixed_output.parent / "lab")
+    proc = _cli(inputs_a, demo_dir)  # the next run removes every leftover
+    assert proc.wait(timeout=120) == 0
+    assert _same(_content(demo_dir), content_a)
+    assert _siblings(demo_dir) == []
+
+
+@pytest.mark.xfail(reason="queries/45_clock_offsets.sql: a parallel sum() of floats; offset_s differs in the last bits "
+                          "run to run (needs an ordered or Kahan sum, or rounding)", strict=False)
+def test_rerun_bit_exact(demo_dir):
+    analyze(_inputs(demo_dir), demo_dir, quiet=True)
+    first = pd.read_parquet(demo_dir / "clock_offsets.parquet")
+    analyze(_inputs(demo_dir), demo_dir, quiet=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(demo_dir / "clock_offsets.parquet"), first, check_exact=True)
