@@ -37,6 +37,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="the verifiers' clock leeway (default 0 s, PyJWT's default)")
     parser.add_argument("--window", type=float, default=None, metavar="SECONDS",
                         help="time window of a clock-offset estimate (default 300 s)")
+    parser.add_argument("--log-window", type=float, default=None, metavar="SECONDS",
+                        help="a log record without trace ids joins a denial of its service within this many "
+                             "seconds of the call's start (default 2 s)")
+    parser.add_argument("--log-patterns", action="append", default=[], metavar="FILE",
+                        help="a CSV of log patterns (name,pattern,cause,confidence,description) tried before the "
+                             "built-in queries/log_patterns.csv; repeatable")
     parser.add_argument("--quiet", action="store_true", help="no progress and no table")
 
 
@@ -52,9 +58,11 @@ def parse_fail_on(text: str | Iterable[str]) -> tuple[str, ...]:
 
 def run(args: argparse.Namespace) -> int:
     fail_on = parse_fail_on(args.fail_on)
-    pairs = (("jitrace_leeway_s", args.leeway), ("jitrace_window_s", args.window))
+    pairs = (("jitrace_leeway_s", args.leeway), ("jitrace_window_s", args.window),
+             ("jitrace_log_window_s", args.log_window))
     settings = {k: v for k, v in pairs if v is not None}
-    summary = analyze(args.inputs, args.out, strict=args.strict, fail_on=fail_on, quiet=args.quiet, settings=settings)
+    summary = analyze(args.inputs, args.out, strict=args.strict, fail_on=fail_on, quiet=args.quiet, settings=settings,
+                      log_patterns=args.log_patterns)
     return summary["exit_code"]
 
 
@@ -106,14 +114,23 @@ def analyze(
     fail_on: Iterable[str] = (),
     quiet: bool = False,
     settings: dict[str, float] | None = None,
+    log_patterns: Iterable[str] = (),
 ) -> dict:
-    """Analyze ``inputs`` into ``out_dir``; returns the summary.json content (plus ``exit_code``)."""
+    """Analyze ``inputs`` into ``out_dir``; returns the summary.json content (plus ``exit_code``).
+    ``log_patterns``: the users' pattern files (queries/log_patterns.csv's columns), tried before the built-in ones."""
     fail_on = parse_fail_on(fail_on)
+    log_patterns = list(log_patterns)
+    check = session.connect()  # a bad pattern file fails before the (long) load, not after it
+    try:
+        session.load_log_patterns(check, log_patterns)
+    finally:
+        check.close()
     say = _progress(quiet)
     # Everything is built in a staging folder and swapped in at the end (analyzer/outputs.py): a failed or killed run
     # leaves the previous output whole, and files in out_dir that are not the analyzer's are kept.
     with outputs.staged(out_dir) as out:
-        summary = _analyze_into(out, list(inputs), strict=strict, quiet=quiet, settings=settings, say=say)
+        summary = _analyze_into(out, list(inputs), strict=strict, quiet=quiet, settings=settings, say=say,
+                                log_patterns=log_patterns)
     gate = [c for c in fail_on if summary["causes"].get(c)]
     if gate:
         counts = ", ".join(f"{c} ({summary['causes'][c]})" for c in gate)
@@ -128,13 +145,14 @@ def analyze(
 
 
 def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, settings: dict[str, float] | None,
-                  say) -> dict:
+                  say, log_patterns: list[str]) -> dict:
     con = session.connect(out / "jitrace.duckdb")
     try:
         say(f"loading {len(inputs)} input(s)")
         loaded = _load(con, list(inputs), strict)
         say(f"loaded {loaded['spans']} spans, {loaded['logs']} logs, {loaded['bad_records']} bad records")
-        session.run_queries(con, settings=settings, progress=lambda step, s: say(f"{step} ({s:.2f} s)"))
+        session.run_queries(con, settings=settings, progress=lambda step, s: say(f"{step} ({s:.2f} s)"),
+                            log_patterns=log_patterns)
         outputs.write_tables(con, out, ATTRIBUTION_COLUMNS)
         found = dict(con.execute("SELECT cause, denials FROM cause_summary").fetchall())
         causes = {cause: found.get(cause, 0) for cause in contract.CAUSES}  # every cause, so CI scripts can index

@@ -6,6 +6,7 @@ Python orchestrates, SQL computes: the only step done in Python is solving the s
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import time
@@ -16,7 +17,9 @@ from pathlib import Path
 import duckdb
 
 from jitrace.analyzer import offsets
+from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.schema import LOGS, SPANS, duckdb_ddl
+from jitrace.instrumentation import contract
 
 # Step hooks: after the SQL file with this stem runs, the function builds the next table.
 PYTHON_STEPS: dict[str, Callable[[duckdb.DuckDBPyConnection], object]] = {
@@ -24,7 +27,10 @@ PYTHON_STEPS: dict[str, Callable[[duckdb.DuckDBPyConnection], object]] = {
 }
 
 # Tunables a user may set; the SQL reads them with getvariable() and documents its default.
-VARIABLES = ("jitrace_window_s", "jitrace_leeway_s", "jitrace_version_window_s")
+VARIABLES = ("jitrace_window_s", "jitrace_leeway_s", "jitrace_version_window_s", "jitrace_log_window_s")
+
+# The documented log patterns (queries/log_patterns.csv): weaker evidence for denials whose spans lack jit facts.
+LOG_PATTERN_FIELDS = ("name", "pattern", "cause", "confidence", "description")
 
 # DuckDB takes 80% of RAM by default; the analyzer is a batch job beside services, so it stays small and spills
 # to disk instead (JITRACE_MEMORY_LIMIT, any DuckDB size such as "4GB", raises it).
@@ -90,13 +96,78 @@ def keep_as_views(con: duckdb.DuckDBPyConnection) -> list[str]:
     return kept
 
 
+def _read_patterns(path: Path, source: str) -> list[tuple]:
+    """One pattern file's rows; any bad row is a one-line error naming the file, the line and the field."""
+    rows = []
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in LOG_PATTERN_FIELDS[:4] if c not in (reader.fieldnames or [])]
+            if missing:
+                raise UserError(f"{source}: log pattern file lacks the column {missing[0]!r} "
+                                f"(columns: {', '.join(LOG_PATTERN_FIELDS)})")
+            for row in reader:
+                where = f"{source}:{reader.line_num}"
+                name, pattern, cause = ((row.get(k) or "").strip() for k in ("name", "pattern", "cause"))
+                if not name or not pattern:
+                    raise UserError(f"{where}: a log pattern needs a name and a pattern")
+                if cause not in contract.CAUSES or cause == "unexplained":
+                    raise UserError(f"{where}: cause {cause!r} is not one of {', '.join(contract.CAUSES)}")
+                try:
+                    confidence = float(row.get("confidence") or "")
+                except ValueError:
+                    raise UserError(f"{where}: confidence {row.get('confidence')!r} is not a number") from None
+                if not 0 < confidence <= 1:
+                    raise UserError(f"{where}: confidence {confidence} is not in (0, 1]")
+                rows.append((name, pattern, cause, confidence, (row.get("description") or "").strip(), where))
+    except OSError as exc:
+        raise UserError(f"{source}: cannot read log patterns ({exc.strerror})") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise UserError(f"{source}: not a CSV file ({exc})") from None
+    return rows
+
+
+def load_log_patterns(con: duckdb.DuckDBPyConnection, extra_files: list[str] | tuple[str, ...] = ()) -> int:
+    """Fill ``log_patterns`` (ordinal, name, pattern, cause, confidence, description, source).
+
+    The users' files come first, in the order given, then the built-in ``queries/log_patterns.csv``; a name seen
+    earlier hides a later pattern of the same name (a user file overrides a built-in pattern by naming it). The
+    first pattern (by ordinal) that matches a log line decides. Patterns are RE2 regular expressions (DuckDB's
+    ``regexp_matches``), matched case-insensitively anywhere in the body; a bad one is a one-line error.
+    """
+    builtin = Path(str(resources.files("jitrace.queries") / "log_patterns.csv"))
+    rows: list[tuple] = []
+    for path, source in [*((Path(f), f) for f in extra_files), (builtin, "queries/log_patterns.csv")]:
+        rows += _read_patterns(path, source)
+    seen: set[str] = set()
+    kept = []
+    for row in rows:
+        if row[0] not in seen:
+            seen.add(row[0])
+            kept.append((len(kept), *row))
+    con.execute("CREATE OR REPLACE TABLE log_patterns (ordinal INTEGER, name VARCHAR, pattern VARCHAR, "
+                "cause VARCHAR, confidence DOUBLE, description VARCHAR, source VARCHAR)")
+    for row in kept:
+        try:
+            con.execute("SELECT regexp_matches('', ?, 'i')", [row[2]])
+        except duckdb.Error as exc:
+            raise UserError(f"{row[6]}: pattern {row[1]!r} is not a valid regular expression "
+                            f"({str(exc).splitlines()[0]})") from None
+    if kept:
+        con.executemany("INSERT INTO log_patterns VALUES (?, ?, ?, ?, ?, ?, ?)", kept)
+    return len(kept)
+
+
 def run_queries(
     con: duckdb.DuckDBPyConnection,
     *,
     settings: dict[str, float] | None = None,
     progress: Callable[[str, float], None] | None = None,
+    log_patterns: list[str] | tuple[str, ...] = (),
 ) -> dict[str, float]:
-    """Run every step; returns seconds per step. ``settings`` sets the SQL variables (e.g. jitrace_leeway_s)."""
+    """Run every step; returns seconds per step. ``settings`` sets the SQL variables (e.g. jitrace_leeway_s);
+    ``log_patterns`` are the users' pattern files, tried before the built-in ones."""
+    load_log_patterns(con, log_patterns)
     for name, value in (settings or {}).items():
         if name not in VARIABLES:
             raise ValueError(f"unknown analyzer setting {name!r}")

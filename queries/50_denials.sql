@@ -6,8 +6,7 @@
 -- the nearest), and the policy versions under which the same principal was allowed the same method nearby in time
 -- (getvariable('jitrace_version_window_s'), default 300 s): everything 60_attributions decides with.
 -- A stream whose token failed a check on a later message (span event jit.token.check) is judged by that check.
--- Logs of the denied call (same trace, on either span or on none) come along as evidence: the first three
--- messages by time and their count.
+-- The denied call's log records are joined in the next step (55_denial_logs).
 CREATE OR REPLACE TABLE denials AS
 WITH server_denials AS (
     SELECT s.trace_id, s.span_id AS server_span_id, p.client_span_id
@@ -129,16 +128,7 @@ skew AS (
      AND a.first_ns <= d.server_start_ns + coalesce(getvariable('jitrace_version_window_s'), 300) * 1e9
     WHERE d.policy_decision = 'deny'
     GROUP BY ALL
-),
-call_logs AS (
-    SELECT d.trace_id, d.span_id, count(*) AS log_count,
-           list(l.body ORDER BY coalesce(l.time_ns, l.observed_ns))[1:3] AS log_messages
-    FROM with_offsets AS d
-    JOIN logs AS l ON l.trace_id = d.trace_id
-     AND (l.span_id IS NULL OR l.span_id IN (d.server_span_id, d.client_span_id))
-    GROUP BY ALL
 )
-SELECT d.*, skew.allowed_versions, coalesce(call_logs.log_count, 0) AS log_count, call_logs.log_messages
+SELECT d.*, skew.allowed_versions
 FROM with_offsets AS d
-LEFT JOIN skew ON skew.trace_id = d.trace_id AND skew.span_id = d.span_id
-LEFT JOIN call_logs ON call_logs.trace_id = d.trace_id AND call_logs.span_id = d.span_id;
+LEFT JOIN skew ON skew.trace_id = d.trace_id AND skew.span_id = d.span_id;

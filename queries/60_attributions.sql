@@ -1,4 +1,4 @@
--- 60_attributions: reads `denials`; produces `attributions`, one cause per denied call (DESIGN.md "Causes").
+-- 60_attributions: reads `denials`, `denial_logs`; produces `attributions`, one cause per denied call (DESIGN.md).
 -- Why: the rules are tried in DESIGN.md's order and the first that holds decides; each row names the rule, a
 -- confidence, the evidence (JSON: the numbers the rules looked at, in seconds; "true" = corrected to the reference
 -- clock, the issuer's) and the fix. A clock's offset is its reading minus the reference's, so in true time a ttl
@@ -7,8 +7,26 @@
 -- (PyJWT's default leeway). clock_drift needs the host's offset to exceed leeway + its error bound, and the decision
 -- to flip with the error bound as margin, so an exact clock and a token expiring on the dot never read as drift.
 -- Evidence a row lacks is listed in evidence.missing; each missing item multiplies the confidence by 0.8.
+-- Logs (55_denial_logs) are weaker evidence: only a denial no span rule decides (rule `undecided`) takes the cause
+-- of the log pattern its lines matched, with rule `log_pattern:<name>` and the pattern's confidence (<= 0.6 in
+-- the built-in file, times 0.8 for a line joined by time); the matched line is evidence.log_line. Every denial
+-- shows its first log lines in evidence.logs.
 CREATE OR REPLACE TABLE attributions AS
-WITH params AS (
+WITH log_evidence AS (  -- per denial: its first lines, and the decisive pattern (id-joined first, then by ordinal)
+    SELECT denial_trace_id AS trace_id, denial_span_id AS span_id, count(*) AS log_count,
+           list(line ORDER BY at_ns, line)[1:5] AS log_lines,
+           arg_min(pattern_name, (matched_by <> 'trace', pattern_ordinal, at_ns))
+               FILTER (WHERE pattern_name IS NOT NULL) AS pattern_name,
+           arg_min(pattern_cause, (matched_by <> 'trace', pattern_ordinal, at_ns))
+               FILTER (WHERE pattern_name IS NOT NULL) AS pattern_cause,
+           arg_min(pattern_confidence, (matched_by <> 'trace', pattern_ordinal, at_ns))
+               FILTER (WHERE pattern_name IS NOT NULL) AS pattern_confidence,
+           arg_min(line, (matched_by <> 'trace', pattern_ordinal, at_ns))
+               FILTER (WHERE pattern_name IS NOT NULL) AS pattern_line
+    FROM denial_logs
+    GROUP BY ALL
+),
+params AS (
     SELECT coalesce(getvariable('jitrace_leeway_s'), 0)::DOUBLE AS leeway_s,
            -- where most clocks agree: the median over hosts of each host's median offset (0 without offsets)
            coalesce((SELECT median(o) FROM (SELECT median(offset_s) AS o FROM clock_offsets GROUP BY domain)), 0)
@@ -47,8 +65,11 @@ f AS (
             CASE WHEN d.has_server AND d.has_client AND d.server_domain <> d.client_domain
                   AND (d.server_offset_s IS NULL OR d.client_offset_s IS NULL)
                  THEN 'clock offsets of the two hosts' END
-        ], lambda m: m IS NOT NULL) AS missing
-    FROM denials AS d, params
+        ], lambda m: m IS NOT NULL) AS missing,
+        e.log_count, e.log_lines, e.pattern_name, e.pattern_cause, e.pattern_confidence, e.pattern_line
+    FROM denials AS d
+    CROSS JOIN params
+    LEFT JOIN log_evidence AS e ON e.trace_id = d.trace_id AND e.span_id = d.span_id
 ),
 g AS (
     SELECT
@@ -93,13 +114,19 @@ ruled AS (
             WHEN token_ok AND policy_required IS NULL AND denial_reason = 'PERMISSION_MISSING'
                  THEN 'permission_reason_only'
             ELSE 'undecided'
-        END AS rule
+        END AS span_rule
     FROM g
+),
+logged AS (  -- no span rule decided: a log pattern may
+    SELECT *, span_rule = 'undecided' AND pattern_name IS NOT NULL AS by_log,
+           CASE WHEN span_rule = 'undecided' AND pattern_name IS NOT NULL THEN 'log_pattern:' || pattern_name
+                ELSE span_rule END AS rule
+    FROM ruled
 ),
 named AS (
     -- which clock drifted: a flip shows the checking host and the issuer disagree; the one farther from where most
     -- clocks agree is named (the issuer when it alone is off: everyone else then looks skewed relative to it)
-    SELECT ruled.*,
+    SELECT logged.*,
         CASE WHEN rule LIKE 'server_clock%' THEN
                   CASE WHEN server_reference <> 'consensus' AND abs(consensus_s) > abs(o_s - consensus_s)
                        THEN server_reference ELSE server_domain END
@@ -107,7 +134,7 @@ named AS (
                   CASE WHEN client_reference <> 'consensus' AND abs(consensus_s) > abs(o_c - consensus_s)
                        THEN client_reference ELSE client_domain END
         END AS drifting_host
-    FROM ruled
+    FROM logged
 ),
 rules(rule, cause, base_confidence) AS (
     VALUES
@@ -144,8 +171,9 @@ fixes(cause, fix) AS (
 )
 SELECT
     r.trace_id, r.span_id, r.service, r.method, r.principal, r.status_code, r.time,
-    rules.cause, r.rule,
-    round(rules.base_confidence * power(0.8, len(r.missing)), 3) AS confidence,
+    CASE WHEN r.by_log THEN r.pattern_cause ELSE rules.cause END AS cause, r.rule,
+    round(CASE WHEN r.by_log THEN r.pattern_confidence ELSE rules.base_confidence END
+          * power(0.8, len(r.missing)), 3) AS confidence,
     json_merge_patch('{}', json_object(
         'verdict', r.v, 'verdict_source', r.verdict_source, 'denial_reason', r.denial_reason,
         'drifting_host', r.drifting_host, 'consensus_offset_s', CASE WHEN r.drifting_host IS NOT NULL
@@ -166,16 +194,19 @@ SELECT
         'policy_version', r.policy_version, 'policy_rule', r.policy_rule,
         'allowed_versions', r.allowed_versions,
         'required', r.policy_required, 'granted', r.policy_granted,
-        'logs', r.log_messages, 'log_count', CASE WHEN r.log_count > 0 THEN r.log_count END,
+        'logs', r.log_lines, 'log_count', r.log_count,
+        'log_pattern', CASE WHEN r.by_log THEN r.pattern_name END,
+        'log_line', CASE WHEN r.by_log THEN r.pattern_line END,
         'missing', CASE WHEN len(r.missing) > 0 THEN r.missing END
     ))::VARCHAR AS evidence,
-    CASE WHEN rules.cause = 'clock_drift'
+    CASE WHEN r.by_log THEN fixes.fix || ' (decided from logs only: instrument the service for certainty)'
+         WHEN rules.cause = 'clock_drift'
          THEN 'run NTP/chrony on host ' || coalesce(r.drifting_host, '?') || '; consider a verifier leeway'
          WHEN rules.cause = 'unexplained' AND len(r.missing) > 0
          THEN 'instrument the missing side: ' || array_to_string(r.missing, '; ')
          ELSE fixes.fix END AS fix,
     r.server_service, r.client_service, r.server_domain, r.client_domain, r.client_span_id, r.server_span_id
 FROM named AS r
-JOIN rules USING (rule)
-JOIN fixes ON fixes.cause = rules.cause
+JOIN rules ON rules.rule = r.span_rule
+JOIN fixes ON fixes.cause = CASE WHEN r.by_log THEN r.pattern_cause ELSE rules.cause END
 ORDER BY r.time, r.trace_id;
