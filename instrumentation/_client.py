@@ -321,28 +321,24 @@ class _UnaryResponse:
         pending, metadata = _start(metadata, credentials, self._method, self._plugin)
         if pending is None:
             return self._base.with_call(request, timeout, metadata, credentials, wait_for_ready, compression)
-        try:
-            response, call = self._base.with_call(request, timeout, metadata, credentials, wait_for_ready,
-                                                  compression)
-        except grpc.RpcError as error:
-            _finish_call(pending, error)
-            raise
-        _finish_call(pending, call)
-        return response, call
+        return self._recorded(pending, request, timeout, metadata, credentials, wait_for_ready, compression)
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                  credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
         pending, metadata = _start(metadata, credentials, self._method, self._plugin)
         if pending is None:
             return self._base(request, timeout, metadata, credentials, wait_for_ready, compression)
+        return self._recorded(pending, request, timeout, metadata, credentials, wait_for_ready, compression)[0]
+
+    def _recorded(self, pending: Pending, *args: Any) -> tuple[Any, Any]:
+        """``with_call`` on the base, recording the outcome (the call object carries the trailing metadata)."""
         try:
-            response, call = self._base.with_call(request, timeout, metadata, credentials, wait_for_ready,
-                                                  compression)
+            response, call = self._base.with_call(*args)
         except grpc.RpcError as error:
             _finish_call(pending, error)
             raise
         _finish_call(pending, call)
-        return response
+        return response, call
 
     def future(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
