@@ -1,14 +1,7 @@
-"""jitrace's own settings, read from ``JITRACE_*`` environment variables (the table in README.md).
+"""jitrace's own settings, read from ``JITRACE_*`` environment variables.
 
-| variable | default | meaning |
-|---|---|---|
-| JITRACE_ENABLED | true | false turns jitrace off (so does `jitrace` in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS) |
-| JITRACE_TOKEN_METADATA_KEY | authorization | metadata key of the bearer token (`Bearer <jwt>` or a bare jwt) |
-| JITRACE_HASH_SUBJECT | false | record `jit.token.sub` as 16 hex digits of its SHA-256 |
-| JITRACE_REFRESH_BEFORE_S | 60 | refreshing credentials renew a token with less than this many seconds left |
-| JITRACE_MAX_TOKEN_BYTES | 8192 | longer tokens are not parsed (counted: `token_too_large`) |
-| JITRACE_MAX_ATTRIBUTE_CHARS | 256 | claim and metadata strings are cut to this many characters on spans |
-| JITRACE_CLOCK_STAMPS | true | send `jit-sent-ns` and echo `jit-clock`, for the clock-offset estimate |
+Each field of :class:`Settings` is the variable ``JITRACE_<FIELD>``; README.md documents them all in one table
+(service and analyzer settings together), so a new field goes there too.
 """
 
 from __future__ import annotations
