@@ -63,19 +63,55 @@ def _empty(ax, text: str) -> None:
     ax.set_yticks([])
 
 
+# Bucket widths for "denials over time", smallest first: the first giving at most MAX_BUCKETS buckets is used.
+BUCKET_WIDTHS_S = (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 6 * 3600, 86400, 7 * 86400)
+MAX_BUCKETS = 60
+_UNITS = ((86400, "d"), (3600, "h"), (60, "min"), (1, "s"))
+
+
+def time_buckets(seconds: list[float] | pd.Series) -> tuple[float, list[int]]:
+    """(bucket width in seconds, bucket index of each instant counted from the first). The width follows the data's
+    time span, so a burst in one second and a week of traffic both give a few dozen bars at most."""
+    values = pd.Series(seconds, dtype="float64")
+    first, span = values.min(), values.max() - values.min()
+    width = next((w for w in BUCKET_WIDTHS_S if span / w < MAX_BUCKETS), None)
+    if width is None:  # longer than MAX_BUCKETS weeks: widen evenly
+        width = span / (MAX_BUCKETS - 1)
+    return float(width), [int(i) for i in ((values - first) // width)]
+
+
+def draw_denials_over_time(ax, df: pd.DataFrame) -> int:
+    """Stacked bars of denials per bucket and cause on plain numeric axes (no date locators: their tick placement
+    took minutes on a single-second burst); returns the number of buckets."""
+    seconds = df["time"].astype("int64") / 1e9 if pd.api.types.is_datetime64_any_dtype(df["time"]) else df["time"]
+    seconds = pd.Series(seconds, dtype="float64").reset_index(drop=True)
+    width, index = time_buckets(seconds)
+    n = max(index) + 1
+    unit_s, unit = next((u, name) for u, name in _UNITS if width >= u or u == 1)
+    causes = sorted(set(df["cause"]), key=lambda c: CAUSE_ORDER.get(c, 99))
+    counts = pd.crosstab(pd.Series(index, name="bucket"), df["cause"].reset_index(drop=True))
+    counts = counts.reindex(index=range(n), columns=causes, fill_value=0)
+    x = [i * width / unit_s for i in range(n)]
+    bottom = [0] * n
+    for cause in causes:
+        heights = counts[cause].tolist()
+        ax.bar(x, heights, width=width / unit_s, bottom=bottom, align="edge", label=cause, linewidth=0)
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    start = pd.Timestamp(seconds.min(), unit="s").strftime("%Y-%m-%d %H:%M:%S")
+    ax.set_xlim(0, max(x[-1] + width / unit_s, 1e-9))
+    ax.set_xlabel(f"{unit} since {start} UTC (first denial)")
+    ax.set_ylabel(f"denials per {width / unit_s:g} {unit}")
+    ax.legend(fontsize=7, loc="upper left")
+    return n
+
+
 def plot_denials_over_time(con: duckdb.DuckDBPyConnection) -> str:
-    df = con.execute("SELECT time, cause FROM attributions").df()
+    df = con.execute("SELECT epoch_ns(time) / 1e9 AS time, cause FROM attributions").df()
     fig, ax = plt.subplots(figsize=(8, 3.2))
     if df.empty:
         _empty(ax, "no denials")
     else:
-        span = (df["time"].max() - df["time"].min()).total_seconds()
-        freq = "1s" if span < 120 else "1min" if span < 7200 else "1h" if span < 3 * 86400 else "1D"
-        counts = df.groupby([pd.Grouper(key="time", freq=freq), "cause"]).size().unstack(fill_value=0)
-        counts = counts[sorted(counts.columns, key=lambda c: CAUSE_ORDER.get(c, 99))]
-        counts.plot(ax=ax, kind="area", stacked=True, linewidth=0)
-        ax.set_ylabel(f"denials per {freq}")
-        ax.legend(fontsize=7, loc="upper left")
+        draw_denials_over_time(ax, df)
     ax.set_title("Denials over time by cause")
     return _png(fig)
 
@@ -145,6 +181,27 @@ def _table(df: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def logs_by_cause(con: duckdb.DuckDBPyConnection, per_cause: int = 10) -> str:
+    """Under each cause, the log lines of its first denials that have any (the lines are already bounded and cut
+    by the SQL; the loaders redacted bearer tokens). A cause decided from logs shows the line that decided it."""
+    rows = con.execute(
+        """SELECT cause, time, trace_id, rule, CAST(json_extract(evidence, '$.logs') AS VARCHAR[]) AS lines,
+                  json_extract_string(evidence, '$.log_line') AS decisive
+           FROM (SELECT *, row_number() OVER (PARTITION BY cause ORDER BY time, trace_id) AS n FROM attributions
+                 WHERE json_extract(evidence, '$.logs') IS NOT NULL)
+           WHERE n <= ? ORDER BY cause, time, trace_id""", [per_cause]).fetchall()
+    if not rows:
+        return "<p><em>no log records joined to any denial</em></p>"
+    parts: list[str] = []
+    for cause in sorted({r[0] for r in rows}, key=lambda c: CAUSE_ORDER.get(c, 99)):
+        parts.append(f'<h3 id="logs-{html.escape(cause)}">{html.escape(cause)}</h3>')
+        for _, when, trace_id, rule, lines, decisive in (r for r in rows if r[0] == cause):
+            head = f"{when} · trace {trace_id} · rule {rule}"
+            body = "\n".join(("» " if line == decisive else "  ") + line for line in lines or [])
+            parts.append(f'<div class="logs"><div>{html.escape(head)}</div><pre>{html.escape(body)}</pre></div>')
+    return "".join(parts)
+
+
 def write_html(con: duckdb.DuckDBPyConnection, path: Path, summary: dict, *, max_rows: int = 500) -> None:
     """A self-contained report.html: summary, the four plots, the cause table and the first denials."""
     plots = [
@@ -174,12 +231,16 @@ th, td {{ border: 1px solid #ccc; padding: 3px 6px; text-align: left; vertical-a
 td {{ max-width: 40em; overflow-wrap: anywhere; }}
 figure {{ display: inline-block; margin: 0.5em; }}
 figure img {{ max-width: 100%; }}
+.logs pre {{ font-size: 11px; background: #f6f6f6; padding: 4px; margin: 2px 0 10px; white-space: pre-wrap; }}
 </style></head><body>
 <h1>Why were these calls denied?</h1>
 <p id="summary">{summary['spans']} spans, {summary['logs']} logs, <strong>{summary['denials']} denials</strong>,
 {summary['bad_records']} bad records. Clock reference: {html.escape(str(summary.get('clock_reference')))}.</p>
 <h2>Causes</h2>{_table(causes)}
 <h2>Plots</h2>{figures}
+<h2 id="logs">Log lines under each cause</h2>
+<p>Time (the logging host's clock, UTC), service, severity, message; » marks the line a log pattern decided by.</p>
+{logs_by_cause(con)}
 <h2>Clock offsets</h2>{_table(offsets)}
 <h2>Denials (first {int(max_rows)})</h2>{_table(rows)}
 <script>

@@ -12,8 +12,8 @@ from jitrace.lab import runner, scenarios
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scenario", choices=scenarios.SCENARIOS, metavar="SCENARIO",
-                        help=f"one of: {', '.join(scenarios.SCENARIOS)}")
+    names = scenarios.SCENARIOS + scenarios.LOG_SCENARIOS
+    parser.add_argument("scenario", choices=names, metavar="SCENARIO", help=f"one of: {', '.join(names)}")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for spans, logs, labels and params")
     parser.add_argument("--calls", type=_positive, default=8, metavar="N",
                         help="injected denials per cause, and as many healthy calls (default 8)")

@@ -66,7 +66,8 @@ class Mesh:
         bindir = Path(sys.executable).parent
         self._instrument = str(bindir / "opentelemetry-instrument")
 
-    def _env(self, service: str, host: str, skew_s: int, instrumented: bool, protocol: str) -> dict[str, str]:
+    def _env(self, service: str, host: str, skew_s: int, instrumented: bool, protocol: str,
+             jitrace: bool = True) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "JITRACE_", "FAKETIME"))}
         env.pop("LD_PRELOAD", None)
         env.update(PYTHONUNBUFFERED="1", JITRACE_REFRESH_BEFORE_S="1")
@@ -84,6 +85,8 @@ class Mesh:
                 OTEL_BSP_SCHEDULE_DELAY="200",
                 OTEL_BLRP_SCHEDULE_DELAY="200",
             )
+            if not jitrace:  # OpenTelemetry's gRPC spans and log export stay; jitrace's instrumentor is off
+                env["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "jitrace"
         if skew_s:
             library = faketime_library()
             if library is None:
@@ -93,14 +96,15 @@ class Mesh:
         return env
 
     def start(self, service: str, module: str, args: list[str], *, host: str | None = None, skew_s: int = 0,
-              instrumented: bool = True, protocol: str = "grpc") -> int:
+              instrumented: bool = True, protocol: str = "grpc", jitrace: bool = True) -> int:
         """Start ``python -m jitrace.lab.<module>`` and return the port it bound; it exports over OTLP
         ``protocol`` (``grpc`` or ``http/protobuf``) to the receiver."""
         prefix = [self._instrument] if instrumented else []
         cmd = [*prefix, sys.executable, "-m", f"jitrace.lab.{module}", *args]
         stderr = open(self._dir / f"{service}.log", "w")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True,
-                                env=self._env(service, host or f"{service}-host", skew_s, instrumented, protocol))
+                                env=self._env(service, host or f"{service}-host", skew_s, instrumented, protocol,
+                                              jitrace))
         stderr.close()
         self._procs.append((service, proc))
         return self._read_port(service, proc)
@@ -147,8 +151,8 @@ def _start_services(mesh: Mesh, s: Scenario, run_dir: Path) -> int:
     for r in s.replicas:
         port = mesh.start(f"inventory-{r.name}", "backend",
                           ["--replica", r.name, "--policy", r.policy, "--public-key", str(public),
-                           *([] if r.instrumented else ["--no-error-details"])],
-                          skew_s=r.skew_s, instrumented=r.instrumented)
+                           *([] if r.instrumented and r.jitrace else ["--no-error-details"])],
+                          skew_s=r.skew_s, instrumented=r.instrumented, jitrace=r.jitrace)
         replica_args += ["--replica", f"{r.name}=127.0.0.1:{port}"]
     return mesh.start("gateway", "gateway", ["--issuer", f"127.0.0.1:{issuer}", *replica_args],
                       skew_s=s.gateway_skew_s)

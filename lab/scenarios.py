@@ -2,8 +2,11 @@
 makes, each call with the cause it injects (``None`` for healthy traffic).
 
 A scenario injects one cause among healthy calls; ``healthy`` injects none and ``mixed`` every cause but the
-client and issuer clock drifts (they skew a clock the other causes rely on). Token lifetimes are seconds, so a
-scenario runs in seconds. Every choice is drawn from a seeded ``random.Random``: a run is repeatable.
+client and issuer clock drifts (they skew a clock the other causes rely on). ``logs_only`` (LOG_SCENARIOS) sends
+the faults a backend detects to ``r5``, a replica traced by OpenTelemetry but NOT instrumented by jitrace (no jit.*
+facts, no ErrorInfo) that logs each denial: only its log lines tell why. ``unexplained``'s ``r4`` exports nothing
+at all (no spans, no logs), so for it "unexplained, instrument the server" stays the honest answer. Token lifetimes
+are seconds, so a scenario runs in seconds. Every choice is drawn from a seeded ``random.Random``: a run is repeatable.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ class Replica:
     name: str
     policy: str = "v2"
     skew_s: int = 0
-    instrumented: bool = True
+    instrumented: bool = True  # runs under opentelemetry-instrument (spans and logs exported); False: nothing
+    # jitrace's instrumentor on; False: OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=jitrace, and denials carry no ErrorInfo
+    jitrace: bool = True
 
 
 @dataclass
@@ -53,6 +58,11 @@ DRIFTS = ("server", "client", "issuer")
 SCENARIOS = ("healthy", "token_expired", "token_expired_in_flight", "middleware_latency", "clock_drift",
              "grant_not_active", "policy_mismatch", "policy_version_skew", "token_invalid", "token_missing",
              "unexplained", "mixed")
+# Scenarios beyond one per cause (not in SCENARIOS: the per-cause suites iterate that).
+LOG_SCENARIOS = ("logs_only",)
+# The faults logs_only injects: those the backend itself detects and logs (its jwt.decode, grant check, casbin).
+LOGGED_CAUSES = ("token_expired", "token_missing", "token_invalid", "grant_not_active", "policy_mismatch")
+LOGGING_REPLICA = "r5"
 
 
 def _task(principal: tuple[str, str], method: str, replica: str, **extra: Any) -> dict[str, Any]:
@@ -113,10 +123,17 @@ def _injected(cause: str, i: int, rng: random.Random, s: Scenario) -> list[Call]
     raise ValueError(f"unknown cause {cause!r}")
 
 
+def _on_replica(flow: list[Call], replica: str) -> list[Call]:
+    """The same calls sent to ``replica``."""
+    return [Call({**c.task, "replica": replica}, c.cause, c.before_s) for c in flow]
+
+
 def build(name: str, calls: int = 8, seed: int = 7, drift: str = "server") -> Scenario:
     """The scenario ``name`` with ``calls`` injected denials per cause and as many healthy calls per cause."""
+    if name in LOG_SCENARIOS:
+        return _build_logs_only(calls, seed)
     if name not in SCENARIOS:
-        raise ValueError(f"unknown scenario {name!r}; one of: {', '.join(SCENARIOS)}")
+        raise ValueError(f"unknown scenario {name!r}; one of: {', '.join(SCENARIOS + LOG_SCENARIOS)}")
     if drift not in DRIFTS:
         raise ValueError(f"unknown clock drift {drift!r}; one of: {', '.join(DRIFTS)}")
     rng = random.Random(seed)
@@ -146,5 +163,17 @@ def build(name: str, calls: int = 8, seed: int = 7, drift: str = "server") -> Sc
     s.flows = [[_healthy(rng, replicas)] for _ in range(healthy_n)]
     for cause in causes:
         s.flows += [_injected(cause, i, rng, s) for i in range(calls)]
+    rng.shuffle(s.flows)
+    return s
+
+
+def _build_logs_only(calls: int, seed: int) -> Scenario:
+    """logs_only: every fault of LOGGED_CAUSES sent to the jitrace-less, logging replica r5, among healthy calls."""
+    rng = random.Random(seed)
+    replicas = [Replica("r1"), Replica("r2"), Replica(LOGGING_REPLICA, jitrace=False)]
+    s = Scenario("logs_only", replicas, notes="faults on r5: traced by OpenTelemetry, not by jitrace; logs denials")
+    s.flows = [[_healthy(rng, replicas)] for _ in range(calls * len(LOGGED_CAUSES))]
+    for cause in LOGGED_CAUSES:
+        s.flows += [_on_replica(_injected(cause, i, rng, s), LOGGING_REPLICA) for i in range(calls)]
     rng.shuffle(s.flows)
     return s
