@@ -137,5 +137,5 @@ def add_line(obj: Any, rows: Rows, where: str) -> None:
             rows.logs.append(app_log(obj, where))
         else:
             raise BadRecord(f"expected a JSON object, got {type(obj).__name__}")
-    except (BadRecord, ValueError, TypeError) as exc:
+    except (BadRecord, ValueError, TypeError, OverflowError) as exc:
         rows.bad_record(where, exc)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from jitrace.analyzer.load._rows import BadRecord, Rows, as_int, hex_id, parse_time_ns, to_json
+from jitrace.analyzer.load._rows import BadRecord, Rows, as_int, hex_id, ns_in_range, parse_time_ns, to_json
 
 _MAPPED_TAGS = frozenset({"span.kind", "otel.status_code", "otel.status_description", "otel.scope.name",
                           "otel.scope.version", "otel.library.name", "otel.library.version"})
@@ -154,8 +154,8 @@ def _span(span: Any, processes: dict, source: str) -> tuple:
         _parent(span, trace_id),
         name if isinstance(name, str) else str(name),
         kind,
-        start,
-        start + _duration_ns(span.get("duration", 0)),
+        ns_in_range(start, "startTime"),
+        ns_in_range(start + _duration_ns(span.get("duration", 0)), "duration"),
         code,
         message if isinstance(message, str) else None,
         service,
@@ -183,6 +183,6 @@ def add_doc(doc: dict, rows: Rows, path: str) -> None:
             where = f"{path}#{n}"
             try:
                 rows.spans.append(_span(span, processes, where))
-            except (BadRecord, ValueError, TypeError) as exc:
+            except (BadRecord, ValueError, TypeError, OverflowError) as exc:
                 rows.bad_record(where, exc)
             n += 1

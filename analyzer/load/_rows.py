@@ -136,13 +136,27 @@ _RFC3339 = re.compile(
 )
 
 
+def ns_in_range(ns: int, field: str) -> int:
+    """``ns`` if it fits the BIGINT time columns; else a bad record (not an overflow that fails the whole load)."""
+    if not -(2**63) <= ns < 2**63:
+        raise BadRecord(f"{field}: {ns} ns is out of range")
+    return ns
+
+
 def parse_time_ns(value: Any, field: str) -> int:
     """A time as Unix ns: RFC 3339 text (to the ns; no zone = UTC) or a number of s, ms, us or ns (by magnitude)."""
+    ns = _time_ns(value, field)
+    if not -(2**63) <= ns < 2**63:  # the BIGINT column: a wild value is a bad record, not a crash at insert time
+        raise BadRecord(f"{field}: {str(value)[:40]!r} is out of range")
+    return ns
+
+
+def _time_ns(value: Any, field: str) -> int:
     if isinstance(value, str):
         m = _RFC3339.match(value.strip())
         if m is None:
             try:
-                return parse_time_ns(float(value), field)
+                return _time_ns(float(value), field)
             except ValueError:
                 raise BadRecord(f"{field}: {value[:40]!r} is not a time") from None
         y, mo, d, h, mi, s, frac, zone = m.groups()

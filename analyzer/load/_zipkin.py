@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jitrace.analyzer.load._rows import BadRecord, Rows, as_int, hex_id, to_json
+from jitrace.analyzer.load._rows import BadRecord, Rows, as_int, hex_id, ns_in_range, to_json
 
 _KINDS = {"SERVER", "CLIENT", "PRODUCER", "CONSUMER"}
 
@@ -57,8 +57,8 @@ def _span(s: Any, source: str) -> tuple:
         hex_id(s.get("parentId"), 8, "parentId", required=False),
         name if isinstance(name, str) else str(name),
         kind or "INTERNAL",
-        start,
-        start + as_int(s.get("duration"), "duration") * 1000,
+        ns_in_range(start, "timestamp"),
+        ns_in_range(start + as_int(s.get("duration"), "duration") * 1000, "duration"),
         "ERROR" if error is not None else "UNSET",
         error if isinstance(error, str) and error else None,
         service if isinstance(service, str) else None,
@@ -77,5 +77,5 @@ def add_doc(doc: list, rows: Rows, path: str) -> None:
         where = f"{path}#{n}"
         try:
             rows.spans.append(_span(s, where))
-        except (BadRecord, ValueError, TypeError) as exc:
+        except (BadRecord, ValueError, TypeError, OverflowError) as exc:
             rows.bad_record(where, exc)

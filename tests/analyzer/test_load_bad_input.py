@@ -263,3 +263,24 @@ def parquet_bytes(tmp_path_factory):
 @given(at=st.integers(0, 10**6), flip=st.integers(1, 255), cut=st.integers(4, 10**6))
 def test_damaged_parquet_is_a_one_line_error_or_loads(parquet_bytes, at, flip, cut):
     _check_bytes(_mutate(parquet_bytes, at, flip, max(cut % (len(parquet_bytes) + 1), 4)), ".parquet")
+
+
+@pytest.mark.parametrize("big", [2**63, 2**70, 1e300, -(2**64)])
+def test_times_beyond_64_bits_are_bad_records_not_crashes(tmp_path, big):
+    """Found by hypothesis: a log timestamp of 2**63 reached the BIGINT column and failed the whole load."""
+    app = tmp_path / "app.jsonl"
+    app.write_text(json.dumps({"message": "x", "timestamp": big, "trace_id": "ab" * 16}) + "\n"
+                   + json.dumps({"message": "ok", "timestamp": 1_700_000_000, "trace_id": "ab" * 16}) + "\n")
+    zipkin = tmp_path / "zipkin.json"
+    zipkin.write_text(json.dumps([{"traceId": "ab" * 8, "id": "cd" * 8, "timestamp": big, "duration": big},
+                                  {"traceId": "ab" * 8, "id": "ce" * 8, "timestamp": 1, "duration": 1}]))
+    jaeger = tmp_path / "jaeger.json"
+    jaeger.write_text(json.dumps({"data": [{"traceID": "ab" * 8, "processes": {"p": {"serviceName": "s"}}, "spans": [
+        {"traceID": "ab" * 8, "spanID": "cd" * 8, "startTime": big, "duration": 1, "processID": "p"},
+        {"traceID": "ab" * 8, "spanID": "ce" * 8, "startTime": 1, "duration": big, "processID": "p"},
+        {"traceID": "ab" * 8, "spanID": "d0" * 8, "startTime": 1, "duration": "1" + "0" * 400 + "s", "processID": "p"},
+        {"traceID": "ab" * 8, "spanID": "cf" * 8, "startTime": 1, "duration": 1, "processID": "p"}]}]}))
+    for path in (app, zipkin, jaeger):
+        con, report = _load([path])
+        assert report.spans + report.logs >= 1 and report.bad_records >= 1, (path.name, report)
+        assert all("\n" not in p for p in report.problems)
