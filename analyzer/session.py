@@ -151,7 +151,7 @@ def load_log_patterns(con: duckdb.DuckDBPyConnection, extra_files: list[str] | t
         try:
             con.execute("SELECT regexp_matches('', ?, 'i')", [row[2]])
         except duckdb.Error as exc:
-            raise UserError(f"{row[6]}: pattern {row[1]!r} is not a valid regular expression "
+            raise UserError(f"{row[6]}: pattern {row[2]!r} ({row[1]}) is not a valid regular expression "
                             f"({str(exc).splitlines()[0]})") from None
     if kept:
         con.executemany("INSERT INTO log_patterns VALUES (?, ?, ?, ?, ?, ?, ?)", kept)
