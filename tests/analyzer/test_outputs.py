@@ -158,3 +158,16 @@ def test_rerun_bit_exact(demo_dir):
     first = pd.read_parquet(demo_dir / "clock_offsets.parquet")
     analyze(_inputs(demo_dir), demo_dir, quiet=True)
     pd.testing.assert_frame_equal(pd.read_parquet(demo_dir / "clock_offsets.parquet"), first, check_exact=True)
+
+
+def test_without_an_atomic_exchange_the_two_rename_swap_keeps_everything(demo_dir, lab_mixed_output, monkeypatch):
+    """Filesystems without RENAME_EXCHANGE take the rename-aside path: same content, same files kept."""
+    from jitrace.analyzer import outputs
+
+    analyze(_inputs(demo_dir), demo_dir, quiet=True)
+    first = _content(demo_dir)
+    monkeypatch.setattr(outputs, "_exchange", lambda a, b: False)
+    analyze(_inputs(demo_dir), demo_dir, quiet=True)
+    assert _same(_content(demo_dir), first)
+    _user_files_intact(demo_dir, lab_mixed_output.parent / "lab")
+    assert _siblings(demo_dir) == []
