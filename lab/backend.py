@@ -69,9 +69,10 @@ class SlowMiddleware(grpc.ServerInterceptor):
 
 
 class Inventory(jitlab_pb2_grpc.InventoryServicer):
-    def __init__(self, replica: str, version: str, public_key: bytes, leeway: float, details: bool = True) -> None:
+    def __init__(self, replica: str, version: str, public_key: bytes, leeway: float, details: bool = True,
+                 jitrace: bool = True) -> None:
         self._replica, self._version, self._key, self._leeway = replica, version, public_key, leeway
-        self._details = details
+        self._details, self._jitrace = details, jitrace
         self._enforcer = casbin.Enforcer(*_policy_files(version))
         # jitrace's pycasbin hook reads which policy and revision decided from these attributes.
         self._enforcer.jitrace_policy_id = "inventory"
@@ -107,8 +108,9 @@ class Inventory(jitlab_pb2_grpc.InventoryServicer):
         if isinstance(start, int | float) and isinstance(end, int | float) and not (
             start - self._leeway <= now <= end + self._leeway
         ):
-            record_policy_decision("deny", engine="jit-grant", policy_id="grant-window", rule="grant_window",
-                                   required=required, granted=[role], **grant)
+            if self._jitrace:  # a service that does not know jitrace only logs (below, in _deny)
+                record_policy_decision("deny", engine="jit-grant", policy_id="grant-window", rule="grant_window",
+                                       required=required, granted=[role], **grant)
             raise Denied(_DENIED, "GRANT_NOT_ACTIVE", "the JIT grant is not active now")
         subject = str(claims.get("sub", ""))
         with self._lock:
@@ -162,12 +164,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--public-key", required=True)
     parser.add_argument("--leeway", type=float, default=0.0)
     parser.add_argument("--no-error-details", action="store_true", help="deny without an ErrorInfo (a legacy service)")
+    parser.add_argument("--no-jitrace", action="store_true",
+                        help="a service that does not know jitrace: no record_policy_decision calls (it only logs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("casbin").setLevel(logging.WARNING)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), interceptors=[SlowMiddleware()])
     service = Inventory(args.replica, args.policy, Path(args.public_key).read_bytes(), args.leeway,
-                        details=not args.no_error_details)
+                        details=not args.no_error_details, jitrace=not args.no_jitrace)
     jitlab_pb2_grpc.add_InventoryServicer_to_server(service, server)
     # Local credentials: gRPC sends call credentials (the bearer token) only over a secure or local channel.
     port = server.add_secure_port("127.0.0.1:0", grpc.local_server_credentials(grpc.LocalConnectionType.LOCAL_TCP))

@@ -151,7 +151,8 @@ def _start_services(mesh: Mesh, s: Scenario, run_dir: Path) -> int:
     for r in s.replicas:
         port = mesh.start(f"inventory-{r.name}", "backend",
                           ["--replica", r.name, "--policy", r.policy, "--public-key", str(public),
-                           *([] if r.instrumented and r.jitrace else ["--no-error-details"])],
+                           *([] if r.instrumented and r.jitrace else ["--no-error-details"]),
+                           *([] if r.jitrace else ["--no-jitrace"])],
                           skew_s=r.skew_s, instrumented=r.instrumented, jitrace=r.jitrace)
         replica_args += ["--replica", f"{r.name}=127.0.0.1:{port}"]
     return mesh.start("gateway", "gateway", ["--issuer", f"127.0.0.1:{issuer}", *replica_args],
