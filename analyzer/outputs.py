@@ -18,6 +18,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -56,7 +57,8 @@ def staged(out_dir: str | Path) -> Iterator[Path]:
 
     On an error the staging folder is removed and ``out_dir`` is left exactly as it was.
     """
-    final = Path(out_dir).absolute()
+    # a DIR that is a symlink: replace the folder it points to (swapping the link itself would strand the target)
+    final = Path(out_dir).resolve()
     if final.exists() and not final.is_dir():
         raise errors.UserError(f"--out {out_dir}: exists and is not a folder")
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +122,7 @@ def publish(tmp: Path, final: Path) -> None:
     for name in written:
         _fsync(tmp / name)
     if final.exists():
+        os.chmod(tmp, stat.S_IMODE(final.stat().st_mode))  # a DIR the user made private stays private
         ours = own_files(final) | set(written)
         for entry in final.iterdir():
             if entry.name not in ours:
