@@ -8,7 +8,8 @@ file. jitrace's Receiver collects the OTLP export; ``jitrace analyze`` reads the
 the triage notebook is executed against the output.
 
 Then every file produced (collected Parquet, the DuckDB file, attributions csv/parquet, clock_offsets, summary.json,
-report.html, the manifest, the executed notebook) and the stdout/stderr of the commands is searched, as raw bytes and,
+report.html, the manifest, the executed notebook) and the output of the commands (``jitrace analyze``'s stdout and
+stderr, the test process's where the receiver runs, the instrumented apps' stderr) is searched, as raw bytes and,
 for Parquet and DuckDB (which compress strings), as the text of every value of every table and view, for each token's:
 the whole token; header.payload; the payload segment (the base64 of the claims); the signature segment; and the
 header segment. None may appear. With JITRACE_HASH_SUBJECT=true the subject appears nowhere either; without it the
@@ -194,13 +195,14 @@ def test_no_token_in_anything_jitrace_produces(tmp_path, capfd, monkeypatch):
     app_log = tmp_path / "app.jsonl"
     subjects = {"plain": f"alice-{uuid.uuid4().hex[:12]}", "hashed": f"bob-{uuid.uuid4().hex[:12]}"}
     tokens: list[str] = []
+    app_output: list[str] = []  # the instrumented apps' stderr: where a warning of jitrace's own would go
     for run, env in (("plain", {}), ("hashed", {"JITRACE_HASH_SUBJECT": "true"})):
         receiver = Receiver(tmp_path / "collected" / run, grpc_addr="127.0.0.1:0", http_addr=None)
         otlp_port, _ = receiver.start()
         try:
             minted = _tokens(key, other_key, subjects[run])
             (tmp_path / run).mkdir()
-            _run_apps(tmp_path / run, minted, otlp_port, app_log, env)
+            app_output.append(_run_apps(tmp_path / run, minted, otlp_port, app_log, env))
         finally:
             receiver.stop()
         tokens += minted.values()
@@ -241,7 +243,8 @@ def test_no_token_in_anything_jitrace_produces(tmp_path, capfd, monkeypatch):
     texts = {str(p.relative_to(tmp_path)): _texts(p) for p in produced}
     captured = capfd.readouterr()
     texts["commands' stdout/stderr"] = [analyze.stdout.decode(errors="replace"),
-                                        analyze.stderr.decode(errors="replace"), captured.out, captured.err]
+                                        analyze.stderr.decode(errors="replace"), captured.out, captured.err,
+                                        *app_output]
     assert _leaks(texts, needles) == []
 
     span_texts = {k: v for k, v in texts.items() if "spans" in Path(k).parts}
