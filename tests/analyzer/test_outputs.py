@@ -16,11 +16,13 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from jitrace.analyzer import errors
 from jitrace.analyzer.analyze import analyze
 from jitrace.analyzer.api import open_output
-from jitrace.analyzer.outputs import MANIFEST
+from jitrace.analyzer.outputs import KNOWN_OUTPUTS, MANIFEST
 
 
 @pytest.fixture
@@ -174,3 +176,36 @@ def test_a_private_dir_stays_private_and_a_symlinked_dir_stays_a_link(demo_dir, 
     assert (demo_dir.stat().st_mode & 0o777) == 0o700
     assert open_output(link).summary["denials"] > 0
     assert _siblings(demo_dir) == [] and _siblings(link) == []
+
+
+_NAMES = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/\\0"),
+                 min_size=1, max_size=12).filter(lambda n: n not in (".", ".."))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dir_name=_NAMES, user=st.dictionaries(_NAMES, st.binary(max_size=20), max_size=5),
+       old_own=st.sets(st.sampled_from(sorted(KNOWN_OUTPUTS - {MANIFEST}) + ["extra.txt"]), max_size=3),
+       new_own=st.dictionaries(st.sampled_from(sorted(KNOWN_OUTPUTS - {MANIFEST}) + ["other.bin"]),
+                               st.binary(max_size=20), min_size=1, max_size=4))
+def test_publish_keeps_exactly_the_users_entries(tmp_path_factory, dir_name, user, old_own, new_own):
+    """Any folder name (glob characters included), any user entries: after a publish DIR holds the new run's files,
+    every user entry byte for byte, and none of the old run's files; no sibling is left."""
+    from jitrace.analyzer.outputs import staged
+
+    base = tmp_path_factory.mktemp("publish")
+    final = base / dir_name
+    final.mkdir()
+    for name in old_own:
+        (final / name).write_bytes(b"old run")
+    (final / MANIFEST).write_text(json.dumps({"files": sorted(old_own)}))
+    user = {n: b for n, b in user.items() if n not in old_own | KNOWN_OUTPUTS | set(new_own)}
+    for name, data in user.items():
+        (final / name).write_bytes(data)
+    (base / f"{dir_name}.tmp-{_dead_pid()}").mkdir()  # a dead run's leftover
+    with staged(final) as tmp:
+        for name, data in new_own.items():
+            (tmp / name).write_bytes(data)
+    got = {p.name: p.read_bytes() for p in final.iterdir() if p.name != MANIFEST}
+    assert got == {**user, **new_own}
+    assert sorted(json.loads((final / MANIFEST).read_text())["files"]) == sorted(new_own)
+    assert _siblings(final) == []
