@@ -6,7 +6,9 @@
 --   by ids: the record's trace is the denial's, on the server's or the client's span or on no span;
 --   by service and time: a record WITHOUT a trace id, from the denial's server (or client) service (resource
 --   service.name), stamped within getvariable('jitrace_log_window_s') seconds (default 2 s) of the call's start
---   in that host's clock. A record with a trace id is never joined by time: its ids say which call it belongs to.
+--   in that host's clock; of those, the nearest at or after the start and the nearest before it (on a busy
+--   service the window holds other calls' lines too: the nearest are the likeliest). A record with a trace id is
+--   never joined by time: its ids say which call it belongs to.
 -- Patterns (queries/log_patterns.csv and the users' --log-patterns files) are matched case-insensitively; the
 -- first by ordinal decides; id-joined lines are preferred to time-joined ones. A time-joined line's confidence
 -- is multiplied by 0.8 (it may be another call's). Evidence lines are bounded: the first 5 by time, bodies cut to
@@ -18,23 +20,38 @@ WITH by_ids AS (
     JOIN logs AS l ON l.trace_id = d.trace_id
      AND (l.span_id IS NULL OR l.span_id IN (d.server_span_id, d.client_span_id))
 ),
-by_time AS (
-    SELECT d.trace_id AS denial_trace_id, d.span_id AS denial_span_id, 'service_time' AS matched_by, l.*
-    FROM denials AS d
-    JOIN logs AS l ON l.trace_id IS NULL
-     AND l.service = coalesce(d.server_service, d.client_service)
-     AND coalesce(l.time_ns, l.observed_ns)
-         BETWEEN coalesce(d.server_start_ns, d.client_start_ns)
-                 - (coalesce(getvariable('jitrace_log_window_s'), 2) * 1e9)::BIGINT
-             AND coalesce(d.server_start_ns, d.client_start_ns)
-                 + (coalesce(getvariable('jitrace_log_window_s'), 2) * 1e9)::BIGINT
+plain_logs AS (
+    SELECT rowid AS log_row, service, coalesce(time_ns, observed_ns) AS at_ns FROM logs WHERE trace_id IS NULL
 ),
-joined AS (
-    SELECT * FROM by_ids
-    UNION ALL
-    SELECT * FROM by_time
+denial_starts AS (
+    SELECT trace_id, span_id, coalesce(server_service, client_service) AS service,
+           coalesce(server_start_ns, client_start_ns) AS start_ns FROM denials
+),
+by_time_keys AS (  -- the nearest line at or after the call's start, and the nearest before it (ASOF: no window
+                   -- scan, a busy service can put thousands of lines in each window), kept when inside the window
+    SELECT denial_trace_id, denial_span_id, log_row
+    FROM (
+        SELECT d.trace_id AS denial_trace_id, d.span_id AS denial_span_id, l.log_row, l.at_ns - d.start_ns AS dt
+        FROM denial_starts AS d ASOF JOIN plain_logs AS l ON l.service = d.service AND l.at_ns >= d.start_ns
+        UNION
+        SELECT d.trace_id, d.span_id, l.log_row, l.at_ns - d.start_ns
+        FROM denial_starts AS d ASOF JOIN plain_logs AS l ON l.service = d.service AND d.start_ns > l.at_ns
+    )
+    WHERE abs(dt) <= coalesce(getvariable('jitrace_log_window_s'), 2) * 1e9
+),
+by_time AS (
+    SELECT k.denial_trace_id, k.denial_span_id, 'service_time' AS matched_by, l.*
+    FROM by_time_keys AS k
+    JOIN logs AS l ON l.rowid = k.log_row
+),
+joined AS MATERIALIZED (
+    SELECT row_number() OVER () AS k, *
+    FROM (SELECT * FROM by_ids UNION ALL SELECT * FROM by_time)
+),
+matched AS (  -- the first pattern (by ordinal) each record matches: log_pattern_ordinal, 52_log_patterns.sql
+    SELECT k, log_pattern_ordinal(coalesce(body, '')) AS ordinal FROM joined
 )
-SELECT j.*,
+SELECT j.* EXCLUDE (k),
        coalesce(j.time_ns, j.observed_ns) AS at_ns,
        -- one evidence line: time (UTC, the host's clock), service, severity, body cut to 200 characters
        strftime(make_timestamp(coalesce(j.time_ns, j.observed_ns) // 1000), '%Y-%m-%dT%H:%M:%S.%gZ')
@@ -48,9 +65,6 @@ SELECT j.*,
        m.name AS pattern_name, m.cause AS pattern_cause, m.ordinal AS pattern_ordinal,
        m.confidence * CASE WHEN j.matched_by = 'trace' THEN 1 ELSE 0.8 END AS pattern_confidence
 FROM joined AS j
-LEFT JOIN LATERAL (
-    SELECT p.name, p.cause, p.ordinal, p.confidence FROM log_patterns AS p
-    WHERE regexp_matches(coalesce(j.body, ''), p.pattern, 'i')
-    ORDER BY p.ordinal LIMIT 1
-) AS m ON true;
+JOIN matched USING (k)
+LEFT JOIN log_patterns AS m ON m.ordinal = matched.ordinal;
 

@@ -216,3 +216,16 @@ def test_no_token_reaches_any_output_through_logs(tmp_path):
     assert "[REDACTED]" in evidence["log_line"]
     parquet = con.execute(f"SELECT evidence FROM read_parquet('{out / 'attributions.parquet'}')").fetchall()
     assert secret not in str(parquet)
+
+
+def test_on_a_busy_service_the_nearest_lines_before_and_after_the_call_join_by_time():
+    world = World()
+    call = _uninstrumented_denial(world)
+    start_s = call["server"]["start_ns"] / 1e9
+    con = session.connect()
+    world.load(con)
+    for dt in (-1.5, -0.7, -0.2, 0.05, 0.4, 1.2):  # other calls' lines in the same window, no ids on any
+        _add_log(con, f"token expired for call at {dt:+.2f}", at_s=start_s + dt)
+    session.run_queries(con)
+    a = _attribution(con)
+    assert a["log_count"] == 2 and [line.rsplit(" ", 1)[1] for line in a["logs"]] == ["-0.20", "+0.05"]
