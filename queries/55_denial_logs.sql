@@ -1,9 +1,10 @@
--- 55_denial_logs: reads `denials`, `logs`, `log_patterns`; produces `denial_logs`, every log record of a denied
+-- 55_denial_logs: reads `denials`, `logs`, `log_patterns`, `rpc_spans`; produces `denial_logs`, every log record of a denied
 -- call with its evidence line and the first log pattern it matches (60_attributions picks per denial).
 -- Why: a service's own log line ("token expired", "role viewer may not write", an OPA decision) is evidence, and for
 -- a service jitrace does not instrument it is the only evidence.
 -- Joined two ways:
---   by ids: the record's trace is the denial's, on the server's or the client's span or on no span;
+--   by ids: the record's trace is the denial's, on the server's or the client's span, on no span, or on a span
+--   that is no other gRPC call's (an internal span, e.g. a traced OPA query, or a span not collected);
 --   by service and time: a record WITHOUT a trace id, from the denial's server (or client) service (resource
 --   service.name), stamped within getvariable('jitrace_log_window_s') seconds (default 2 s) of the call's start
 --   in that host's clock; of those, the nearest at or after the start and the nearest before it (on a busy
@@ -14,11 +15,16 @@
 -- is multiplied by 0.8 (it may be another call's). Evidence lines are bounded: the first 5 by time, bodies cut to
 -- 200 characters (the loaders already redacted bearer tokens).
 CREATE OR REPLACE TABLE denial_logs AS
-WITH by_ids AS (
+WITH other_rpc AS (  -- the traces' gRPC spans: a line on one of them belongs to that call, not to the denied one
+    SELECT r.trace_id, r.span_id FROM rpc_spans AS r
+    WHERE r.kind IN ('CLIENT', 'SERVER') AND r.trace_id IN (SELECT trace_id FROM denials)
+),
+by_ids AS (
     SELECT d.trace_id AS denial_trace_id, d.span_id AS denial_span_id, 'trace' AS matched_by, l.*
     FROM denials AS d
     JOIN logs AS l ON l.trace_id = d.trace_id
-     AND (l.span_id IS NULL OR l.span_id IN (d.server_span_id, d.client_span_id))
+     AND (l.span_id IS NULL OR l.span_id IN (d.server_span_id, d.client_span_id)
+          OR l.span_id NOT IN (SELECT o.span_id FROM other_rpc AS o WHERE o.trace_id = l.trace_id))
 ),
 plain_logs AS (
     SELECT rowid AS log_row, service, coalesce(time_ns, observed_ns) AS at_ns FROM logs WHERE trace_id IS NULL

@@ -229,3 +229,35 @@ def test_on_a_busy_service_the_nearest_lines_before_and_after_the_call_join_by_t
     session.run_queries(con)
     a = _attribution(con)
     assert a["log_count"] == 2 and [line.rsplit(" ", 1)[1] for line in a["logs"]] == ["-0.20", "+0.05"]
+
+
+def test_an_opa_decision_log_with_result_false_decides_through_the_loader(tmp_path):
+    world = World()
+    call = _uninstrumented_denial(world)
+    inp = tmp_path / "input"
+    inp.mkdir()
+    world.write_parquet(inp / "spans.parquet")
+    decision = {"decision_id": "d-1", "path": "authz/allow", "result": False, "bundles": {"authz": {"revision": "7"}},
+                "trace_id": call["trace_id"], "span_id": "0123456789abcdef",  # OPA's own span in the call's trace
+                "timestamp": "2026-01-01T00:00:00Z", "input": {"headers": {"authorization": "Bearer abc.def.ghi"}}}
+    (inp / "decisions.jsonl").write_text(json.dumps(decision) + "\n")
+    summary = analyze([str(inp)], tmp_path / "out", quiet=True)
+    con = duckdb.connect(str(tmp_path / "out" / "jitrace.duckdb"), read_only=True)
+    cause, rule, evidence = con.execute("SELECT cause, rule, evidence FROM attributions").fetchone()
+    assert (cause, rule) == ("policy_mismatch", "log_pattern:opa_deny") and summary["logs"] == 1
+    assert json.loads(evidence)["log_line"].endswith("opa INFO OPA decision authz/allow: deny")
+
+
+def test_a_line_on_another_grpc_call_of_the_trace_is_that_calls():
+    world = World()
+    call = _uninstrumented_denial(world)
+    other = world.call(T0 + 20, Token(iat=T0, exp=T0 + 3600))  # an allowed call, moved into the same trace below
+    con = session.connect()
+    world.load(con)
+    con.execute("UPDATE spans SET trace_id = ? WHERE trace_id = ?", [call["trace_id"], other["trace_id"]])
+    _add_log(con, "token expired", trace_id=call["trace_id"], span_id=other["server"]["span_id"])
+    session.run_queries(con)
+    assert _attribution(con)["cause"] == "unexplained"
+    con.execute("UPDATE logs SET span_id = ?", [call["client"]["span_id"]])  # on the denied call's own client span
+    session.run_queries(con)
+    assert _attribution(con)["cause"] == "token_expired"
