@@ -183,7 +183,13 @@ def _time_ns(value: Any, field: str) -> int:
 
 
 # Bearer tokens and JWTs never reach a stored log: a service's log line may quote a header or a token.
-_SECRET = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+|eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+# After "Bearer", a value is taken for a token when it has a character no English word has (a dot, digit or symbol)
+# or is 16 characters or longer: "no bearer token on the call" keeps its words, "Bearer abc.def" does not.
+_TOKEN_CHARS = r"[A-Za-z0-9._~+/=-]"
+_SECRET = re.compile(
+    rf"(?i)(bearer\s+)(?:{_TOKEN_CHARS}*[0-9._~+/=-]{_TOKEN_CHARS}*|{_TOKEN_CHARS}{{16,}})"
+    r"|eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
+)
 
 
 def redact(text: str) -> str:

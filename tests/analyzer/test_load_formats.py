@@ -195,3 +195,15 @@ def test_jaeger_storage_model_json(tmp_path):
     assert json.loads(rows[0][12]) == {"host.name": "h1", "service.name": "example-service-1"}
     assert rows[1][:7] == ("00000000000000000000000000000011", "0000000000000004", "0000000000000003", "child",
                            "INTERNAL", 1485449191639900000, 1485449191639920000)
+
+
+@pytest.mark.parametrize(("text", "stored"), [
+    ("no bearer token on the call", "no bearer token on the call"),  # words stay words
+    ("Authorization: Bearer abc.def.ghi", "Authorization: Bearer [REDACTED]"),
+    ("bearer 0123456789abcdef rest", "bearer [REDACTED] rest"),
+    ("Bearer ABCDEFGHIJKLMNOPQRSTUV", "Bearer [REDACTED]"),  # an opaque token of letters only
+])
+def test_log_redaction_takes_tokens_not_words(text, stored):
+    from jitrace.analyzer.load._rows import redact
+
+    assert redact(text) == stored
