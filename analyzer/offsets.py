@@ -111,7 +111,8 @@ def solve(edges: pd.DataFrame, reference: str | None) -> pd.DataFrame:
 
 def write_offsets(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Read ``clock_edges``, solve, and (re)create the ``clock_offsets`` table."""
-    edges = con.execute("SELECT * FROM clock_edges").df()
+    # a fixed row order: the solver's sums then add in the same order on every run (bit-identical re-runs)
+    edges = con.execute("SELECT * FROM clock_edges ORDER BY window_start, client_domain, server_domain").df()
     offsets = solve(edges, issuer_domain(con))
     con.execute(
         "CREATE OR REPLACE TABLE clock_offsets (domain VARCHAR, reference VARCHAR, window_start TIMESTAMP, "

@@ -8,7 +8,7 @@ CREATE OR REPLACE TABLE clock_edges AS
 WITH g AS (
     SELECT
         client_domain, server_domain, window_start, window_end,
-        arg_min(offset_s, delay_s) AS best_offset_s,
+        first(offset_s ORDER BY delay_s, offset_s) AS best_offset_s,  -- ties broken by value: re-runs agree
         min(delay_s) AS min_delay_s,
         max(lo_s) AS lo_s,
         min(hi_s) AS hi_s,
