@@ -57,7 +57,10 @@ def test_evidence_holds_the_deciding_numbers(mixed):
     for _, row in df.iterrows():
         ev = row.evidence
         if row.cause == "clock_drift":
-            assert ev["server_offset_s"] == pytest.approx(skew, abs=0.002) and ev["ttl_at_check_true_s"] >= 0
+            # within 2 ms on a quiet loopback; on a loaded machine the delays grow, and the estimate's own bound
+            # (half the lowest delay, or the intersected causality bounds) is what must still hold the truth
+            assert abs(ev["server_offset_s"] - skew) <= max(0.002, ev["server_offset_error_s"] + 1e-6)
+            assert ev["ttl_at_check_true_s"] >= 0
         elif row.cause == "token_expired":
             assert ev["ttl_at_send_true_s"] < 0
         elif row.cause == "middleware_latency":
