@@ -101,7 +101,7 @@ def draw_denials_over_time(ax, df: pd.DataFrame) -> int:
     ax.set_xlim(0, max(x[-1] + width / unit_s, 1e-9))
     ax.set_xlabel(f"{unit} since {start} UTC (first denial)")
     ax.set_ylabel(f"denials per {width / unit_s:g} {unit}")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)  # beside the bars
     return n
 
 
@@ -117,14 +117,29 @@ def plot_denials_over_time(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def plot_offsets(con: duckdb.DuckDBPyConnection) -> str:
-    df = con.execute("SELECT domain, reference, window_start, window_end, offset_s, error_s FROM clock_offsets").df()
+    """Offset of each host (clock domain) against the reference, with its bound: one bar per host when there is one
+    time window, else a line per host over windows on numeric axes (a lone window under date locators spans years)."""
+    df = con.execute("SELECT domain, reference, window_start, window_end, offset_s, error_s FROM clock_offsets "
+                     "ORDER BY domain, window_start").df()
     fig, ax = plt.subplots(figsize=(8, 3.2))
     if df.empty:
         _empty(ax, "no client/server pairs across hosts")
+    elif df["window_start"].nunique() == 1:
+        df = df.sort_values("offset_s", ignore_index=True)
+        y = list(range(len(df)))
+        ax.barh(y, df["offset_s"] * 1e3, xerr=df["error_s"] * 1e3, capsize=3, color="#4c72b0")
+        ax.set_yticks(y, df["domain"], fontsize=7)
+        for yi, off, err in zip(y, df["offset_s"], df["error_s"], strict=True):
+            ax.annotate(f"{off * 1e3:+.1f} ± {err * 1e3:.1f} ms", (0, yi), xytext=(4, 0), textcoords="offset points",
+                        va="center", fontsize=7)
+        ax.axvline(0, color="black", lw=0.6)
+        ax.set_xlabel(f"offset vs {df['reference'].mode().iat[0]} (ms; positive = ahead)")
     else:
+        first = df["window_start"].min()
         for domain, g in df.groupby("domain"):
-            mid = g["window_start"] + (g["window_end"] - g["window_start"]) / 2
+            mid = (g["window_start"] + (g["window_end"] - g["window_start"]) / 2 - first).dt.total_seconds() / 60
             ax.errorbar(mid, g["offset_s"] * 1e3, yerr=g["error_s"] * 1e3, marker="o", capsize=3, label=domain)
+        ax.set_xlabel(f"minutes since {first:%Y-%m-%d %H:%M} UTC")
         ax.set_ylabel(f"offset vs {df['reference'].mode().iat[0]} (ms)")
         ax.legend(fontsize=7)
     ax.set_title("Clock offset per host, with its error bound")
