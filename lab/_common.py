@@ -32,6 +32,13 @@ def announce_port(port: int) -> None:
     print(f"PORT {port}", flush=True)
 
 
+def run_server(server: grpc.Server, port: int) -> None:
+    """Start a service's bound server, tell the runner its port, and serve until stopped (below)."""
+    server.start()
+    announce_port(port)
+    serve_until_stopped(server)
+
+
 def serve_until_stopped(server: grpc.Server) -> None:
     """Serve until SIGTERM/SIGINT, or until the process that started this one is gone (a runner killed with
     SIGKILL leaves no service behind); then stop the server and return, so the process exits normally and

@@ -175,9 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     jitlab_pb2_grpc.add_InventoryServicer_to_server(service, server)
     # Local credentials: gRPC sends call credentials (the bearer token) only over a secure or local channel.
     port = server.add_secure_port("127.0.0.1:0", grpc.local_server_credentials(grpc.LocalConnectionType.LOCAL_TCP))
-    server.start()
-    _common.announce_port(port)
-    _common.serve_until_stopped(server)
+    _common.run_server(server, port)
 
 
 if __name__ == "__main__":

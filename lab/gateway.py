@@ -120,9 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
     jitlab_pb2_grpc.add_GatewayServicer_to_server(Gateway(args.issuer, replicas), server)
     port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    _common.announce_port(port)
-    _common.serve_until_stopped(server)
+    _common.run_server(server, port)
 
 
 if __name__ == "__main__":

@@ -66,9 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     issuer = Issuer(Path(args.key).read_bytes(), Path(args.stray_key).read_bytes())
     jitlab_pb2_grpc.add_IssuerServicer_to_server(issuer, server)
     port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    _common.announce_port(port)
-    _common.serve_until_stopped(server)
+    _common.run_server(server, port)
 
 
 if __name__ == "__main__":
