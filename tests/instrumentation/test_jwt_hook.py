@@ -22,11 +22,16 @@ from jitrace.instrumentation import _call_state, _jwt_hook
 from jitrace.instrumentation import contract as c
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
-NOW = int(time.time())
+
+
+def _now() -> int:
+    """Now, read when a token is minted: a time taken at import would let tokens expire in a long suite."""
+    return int(time.time())
 
 
 def _hs(**claims: Any) -> str:
-    base = {"sub": "bob", "iss": "iss-1", "aud": "aud-1", "iat": NOW, "nbf": NOW, "exp": NOW + 120, "jti": "j-1"}
+    now = _now()
+    base = {"sub": "bob", "iss": "iss-1", "aud": "aud-1", "iat": now, "nbf": now, "exp": now + 120, "jti": "j-1"}
     base.update(claims)
     return jwt.encode({k: v for k, v in base.items() if v is not None}, SECRET, algorithm="HS256")
 
@@ -56,8 +61,8 @@ def hooked(otel: Any, jitrace_hooks: None) -> None:
 
 CASES = {
     "valid": (lambda: _hs(), c.VERDICT_VALID),
-    "expired": (lambda: _hs(iat=NOW - 100, exp=NOW - 50), c.VERDICT_EXPIRED),
-    "not_yet_valid": (lambda: _hs(nbf=NOW + 600), c.VERDICT_NOT_YET_VALID),
+    "expired": (lambda: _hs(iat=_now() - 100, exp=_now() - 50), c.VERDICT_EXPIRED),
+    "not_yet_valid": (lambda: _hs(nbf=_now() + 600), c.VERDICT_NOT_YET_VALID),
     "bad_signature": (lambda: jwt.encode({"sub": "x"}, "another-secret-long-enough-for-hs256!!", algorithm="HS256"),
                       c.VERDICT_BAD_SIGNATURE),
     "bad_audience": (lambda: _hs(aud="other"), c.VERDICT_BAD_AUDIENCE),
@@ -91,7 +96,7 @@ def test_each_entry_point_records_the_verdict(hooked: None, exporter: Any, case:
 
 
 def test_the_exception_reaches_the_service_unchanged(hooked: None, exporter: Any) -> None:
-    token = _hs(exp=NOW - 30)
+    token = _hs(exp=_now() - 30)
     with pytest.raises(jwt.ExpiredSignatureError) as plain:
         jwt.api_jwt.PyJWT.decode.__wrapped__(jwt.api_jwt.PyJWT(), token, SECRET, algorithms=["HS256"])
     with server_call(exporter), pytest.raises(jwt.ExpiredSignatureError) as hooked_exc:
@@ -111,7 +116,7 @@ def test_later_checks_are_events(hooked: None, exporter: Any) -> None:
     with server_call(exporter) as finished:
         _decode(_hs(jti="first"))
         with pytest.raises(jwt.ExpiredSignatureError):
-            _decode(_hs(jti="second", iat=NOW - 100, exp=NOW - 5))
+            _decode(_hs(jti="second", iat=_now() - 100, exp=_now() - 5))
     span = finished[0]
     assert span.attributes[c.TOKEN_ID] == "first" and span.attributes[c.TOKEN_VERDICT] == c.VERDICT_VALID
     (event,) = span.events
