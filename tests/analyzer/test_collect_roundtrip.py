@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import duckdb
+import jwt
 import pytest
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.sdk._logs import LoggerProvider
@@ -19,7 +20,7 @@ from jitrace.analyzer.collect import Receiver
 from jitrace.analyzer.load import load_into
 from jitrace.instrumentation import contract
 
-TOKEN = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLW5vdC1yZWFs"  # JWT-shaped, never stored
+TOKEN = jwt.encode({"sub": "alice"}, "roundtrip-test-key-of-32-bytes!!", algorithm="HS256")  # JWT-shaped, never stored
 
 ATTRS = {
     "s": "text ü",

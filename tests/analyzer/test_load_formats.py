@@ -8,6 +8,7 @@ import json
 import struct
 
 import duckdb
+import jwt
 import otlp_requests
 import pytest
 import zstandard
@@ -16,7 +17,7 @@ from google.protobuf.json_format import MessageToDict, MessageToJson
 from jitrace.analyzer.load import load_into
 from jitrace.instrumentation import contract
 
-TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IiLCJleHAiOjF9.dGhpcyBpcyBub3QgYSByZWFsIHNpZ25hdHVyZQ"
+TOKEN = jwt.encode({"sub": "bob", "exp": 1}, "load-formats-test-key-32-bytes!!", algorithm="HS256")  # at run time
 SPAN_COLS = "trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, service, attributes"
 
 
