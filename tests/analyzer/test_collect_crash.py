@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 import grpc
 import otlp_requests
+from processes import processes_mentioning
 
 from jitrace.analyzer.load import load_into
 
@@ -106,24 +107,12 @@ def test_sigkill_mid_stream_loses_no_acknowledged_batch_and_restart_reads_past_p
     assert sender.acked | more.acked <= stored and bad == 0
 
 
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in line:
-            found.append(line)
-    return found
-
-
 def _wait_gone(text: str, seconds: float = 20) -> bool:
     import time
 
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if not _processes_mentioning(text):
+        if not processes_mentioning(text):
             return True
         select.select([], [], [], 0.1)
     return False
@@ -138,7 +127,7 @@ def test_workers_share_the_port_and_stop_with_their_parent(tmp_path):
         line = proc.stderr.readline() if ready else ""
         assert "(2 processes)" in line, line
         port = int(re.search(r"grpc=127\.0\.0\.1:(\d+)", line).group(1))
-        assert len(_processes_mentioning(str(out))) == 2
+        assert len(processes_mentioning(str(out))) == 2
         acked: set[str] = set()
         for i in range(8):  # separate connections, as separate exporters have
             with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as ch:

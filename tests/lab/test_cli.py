@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import select
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from processes import processes_mentioning
 
 from jitrace.lab import runner
 
@@ -18,18 +17,6 @@ from jitrace.lab import runner
 def _jitrace(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "jitrace.analyzer.cli", *args], capture_output=True, text=True,
                           timeout=timeout)
-
-
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in line and cmdline.parent.name != str(os.getpid()):
-            found.append(line)
-    return found
 
 
 @pytest.mark.parametrize("args, says", [
@@ -66,7 +53,7 @@ def test_jitrace_lab_writes_spans_and_ground_truth_and_a_rerun_replaces_them(tmp
     assert list((tmp_path / "spans").rglob("*.parquet"))
     assert json.loads((tmp_path / "params.json").read_text())["scenario"] == "token_missing"
     assert not list(tmp_path.rglob("*.key"))  # the run's signing keys do not outlive it
-    assert not _processes_mentioning(str(tmp_path))
+    assert not processes_mentioning(str(tmp_path))
 
 
 @pytest.mark.slow
@@ -80,7 +67,7 @@ def test_jitrace_demo_runs_the_pipeline_and_says_where_the_report_is(tmp_path):
     assert summary["denials"] == 10, result.stdout[-4000:]  # one per cause
     for name in ("attributions.parquet", "attributions.csv", "clock_offsets.parquet", "jitrace.duckdb"):
         assert (out / name).is_file()
-    assert not _processes_mentioning(str(out))
+    assert not processes_mentioning(str(out))
 
 
 def test_a_service_that_fails_to_start_is_reported_and_nothing_is_left_running(tmp_path):
@@ -91,7 +78,7 @@ def test_a_service_that_fails_to_start_is_reported_and_nothing_is_left_running(t
         assert "error:" in (tmp_path / "broken.log").read_text()
     finally:
         mesh.close()
-    assert not _processes_mentioning(str(tmp_path))
+    assert not processes_mentioning(str(tmp_path))
 
 
 def test_a_running_service_stops_on_close(tmp_path):
@@ -99,10 +86,10 @@ def test_a_running_service_stops_on_close(tmp_path):
     mesh = runner.Mesh(tmp_path, otlp_grpc_port=9, log=lambda _: None)
     try:
         port = mesh.start("r1", "backend", ["--replica", "r1", "--public-key", str(public)], instrumented=False)
-        assert port > 0 and _processes_mentioning(str(tmp_path))
+        assert port > 0 and processes_mentioning(str(tmp_path))
     finally:
         mesh.close()
-    assert not _processes_mentioning(str(tmp_path))
+    assert not processes_mentioning(str(tmp_path))
 
 
 def test_services_stop_by_themselves_when_the_runner_is_killed(tmp_path):
@@ -120,14 +107,14 @@ def test_services_stop_by_themselves_when_the_runner_is_killed(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "READY", "the runner could not start a service"
-        assert _processes_mentioning(str(tmp_path / "k"))  # the backend, started with the key's path
+        assert processes_mentioning(str(tmp_path / "k"))  # the backend, started with the key's path
     finally:
         proc.kill()  # SIGKILL: the runner cannot clean up
         proc.wait()
         proc.stdout.close()
     # the orphaned service notices its parent is gone and exits (it polls every 0.2 s)
     for _ in range(300):
-        if not _processes_mentioning(str(tmp_path / "k")):
+        if not processes_mentioning(str(tmp_path / "k")):
             break
         select.select([], [], [], 0.1)
-    assert _processes_mentioning(str(tmp_path / "k")) == []
+    assert processes_mentioning(str(tmp_path / "k")) == []
