@@ -135,6 +135,16 @@ def _sync_deny(context: grpc.ServicerContext, denial: Denial) -> bytes:
     return b""
 
 
+def _generic_handler(unary: Any, unary_stream: Any, stream_unary: Any, stream_stream: Any) -> grpc.GenericRpcHandler:
+    """The test service's four call shapes, sync or aio alike."""
+    return grpc.method_handlers_generic_handler(SERVICE, {
+        "Unary": grpc.unary_unary_rpc_method_handler(unary),
+        "UnaryStream": grpc.unary_stream_rpc_method_handler(unary_stream),
+        "StreamUnary": grpc.stream_unary_rpc_method_handler(stream_unary),
+        "StreamStream": grpc.stream_stream_rpc_method_handler(stream_stream),
+    })
+
+
 def sync_handlers(checker: Checker) -> grpc.GenericRpcHandler:
     def unary(request: bytes, context: grpc.ServicerContext) -> bytes:
         try:
@@ -178,12 +188,7 @@ def sync_handlers(checker: Checker) -> grpc.GenericRpcHandler:
             return
         context.set_trailing_metadata((("x-handler", "yes"),))
 
-    return grpc.method_handlers_generic_handler(SERVICE, {
-        "Unary": grpc.unary_unary_rpc_method_handler(unary),
-        "UnaryStream": grpc.unary_stream_rpc_method_handler(unary_stream),
-        "StreamUnary": grpc.stream_unary_rpc_method_handler(stream_unary),
-        "StreamStream": grpc.stream_stream_rpc_method_handler(stream_stream),
-    })
+    return _generic_handler(unary, unary_stream, stream_unary, stream_stream)
 
 
 async def _aio_deny(context: Any, denial: Denial) -> bytes:
@@ -247,12 +252,7 @@ def aio_handlers(checker: Checker) -> grpc.GenericRpcHandler:
             return
         context.set_trailing_metadata((("x-handler", "yes"),))
 
-    return grpc.method_handlers_generic_handler(SERVICE, {
-        "Unary": grpc.unary_unary_rpc_method_handler(unary),
-        "UnaryStream": grpc.unary_stream_rpc_method_handler(unary_stream),
-        "StreamUnary": grpc.stream_unary_rpc_method_handler(stream_unary),
-        "StreamStream": grpc.stream_stream_rpc_method_handler(stream_stream),
-    })
+    return _generic_handler(unary, unary_stream, stream_unary, stream_stream)
 
 
 # --- calling it (plain grpc: no jitrace client side) --------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent import futures
 
 import grpc
@@ -76,6 +76,21 @@ class Verifier:
 HOSTILE_TRAILERS = (("jit-clock", "not,a,clock"), ("grpc-status-details-bin", b"\xff\x00garbage"))
 
 
+def _generic_handler(unary: Callable, server_stream: Callable, client_stream: Callable, bidi: Callable,
+                     hostile: Callable) -> grpc.GenericRpcHandler:
+    """The service's methods, sync or aio alike: one per call shape, and the hostile one."""
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Unary": grpc.unary_unary_rpc_method_handler(unary),
+            "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
+            "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
+            "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+            "Hostile": grpc.unary_unary_rpc_method_handler(hostile),
+        },
+    )
+
+
 def sync_handler(verifier: Verifier) -> grpc.GenericRpcHandler:
     def guard(context: grpc.ServicerContext) -> None:
         denial = verifier.check(context.invocation_metadata())
@@ -109,16 +124,7 @@ def sync_handler(verifier: Verifier) -> grpc.GenericRpcHandler:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "denied with unreadable details")
         return request
 
-    return grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            "Unary": grpc.unary_unary_rpc_method_handler(unary),
-            "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
-            "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
-            "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
-            "Hostile": grpc.unary_unary_rpc_method_handler(hostile),
-        },
-    )
+    return _generic_handler(unary, server_stream, client_stream, bidi, hostile)
 
 
 def aio_handler(verifier: Verifier) -> grpc.GenericRpcHandler:
@@ -154,16 +160,7 @@ def aio_handler(verifier: Verifier) -> grpc.GenericRpcHandler:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "denied with unreadable details")
         return request
 
-    return grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            "Unary": grpc.unary_unary_rpc_method_handler(unary),
-            "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
-            "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
-            "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
-            "Hostile": grpc.unary_unary_rpc_method_handler(hostile),
-        },
-    )
+    return _generic_handler(unary, server_stream, client_stream, bidi, hostile)
 
 
 def serve_sync(verifier: Verifier) -> tuple[grpc.Server, int, int]:
