@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 
 from jitrace.analyzer import errors, outputs, report, session
-from jitrace.analyzer.schema import SPANS
+from jitrace.analyzer.load import load_into
 from jitrace.instrumentation import contract
 
 # The columns of attributions.parquet / .csv, in order (DESIGN.md Outputs, then the extras notebooks use).
@@ -77,33 +77,8 @@ def _progress(quiet: bool):
 
 
 def _load(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool) -> dict:
-    try:
-        from jitrace.analyzer.load import load_into
-    except ImportError as exc:  # the loaders are not built yet (or half way): read our own Parquet meanwhile
-        if exc.name and "jitrace.analyzer.load".startswith(exc.name):
-            return _load_parquet_only(con, inputs)
-        raise
     rep = load_into(con, inputs, strict=strict)
     return {"spans": rep.spans, "logs": rep.logs, "bad_records": rep.bad_records, "problems": list(rep.problems)}
-
-
-def _load_parquet_only(con: duckdb.DuckDBPyConnection, inputs: list[str]) -> dict:
-    """Stand-in until the loaders land: Parquet files (or folders of them) already in the normalized schema."""
-    files: list[str] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            files += sorted(str(f) for f in p.rglob("*.parquet") if "logs" not in f.relative_to(p).parts[:1])
-        elif p.suffix == ".parquet" and p.is_file():
-            files.append(str(p))
-        else:
-            raise errors.UserError(f"{item}: only Parquet in jitrace's span schema can be read by this build")
-    if files:
-        cols = ", ".join(SPANS.names)
-        con.execute(f"INSERT INTO spans SELECT {cols} FROM read_parquet(?, hive_partitioning = false, "
-                    "union_by_name = true)", [files])
-    n = con.execute("SELECT count(*) FROM spans").fetchone()[0]
-    return {"spans": n, "logs": 0, "bad_records": 0, "problems": []}
 
 
 def analyze(

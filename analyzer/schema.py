@@ -78,8 +78,8 @@ LOGS = pa.schema(
 
 
 def duckdb_ddl(table: str, schema: pa.Schema) -> str:
-    """``CREATE TABLE`` for a schema above; JSON text columns become DuckDB ``JSON``."""
+    """``CREATE TABLE`` for a schema above. JSON text stays VARCHAR, as in Parquet, so the ``spans`` view's branches
+    (analyzer/spans_view.py) share one type; DuckDB's JSON functions read it as it is."""
     types = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.int32(): "INTEGER"}
-    json_cols = {"resource", "attributes", "events", "links"}
-    cols = ", ".join(f"{f.name} {'JSON' if f.name in json_cols else types[f.type]}" for f in schema)
+    cols = ", ".join(f"{f.name} {types[f.type]}" for f in schema)
     return f"CREATE TABLE IF NOT EXISTS {table} ({cols})"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import duckdb
 
-from jitrace.analyzer import offsets
+from jitrace.analyzer import offsets, spans_view
 from jitrace.analyzer.errors import UserError
-from jitrace.analyzer.schema import LOGS, SPANS, duckdb_ddl
+from jitrace.analyzer.schema import LOGS, duckdb_ddl
 from jitrace.instrumentation import contract
 
 # Step hooks: after the SQL file with this stem runs, the function builds the next table.
@@ -38,18 +38,19 @@ DEFAULT_MEMORY_LIMIT = "1500MB"  # 10M spans load and analyze within 2 GB peak R
 
 
 def query_files() -> list[Path]:
-    """The SQL steps, in pipeline order."""
+    """The SQL steps, in pipeline order: the numbered files (span_facts.sql is a rule the spans view applies)."""
     folder = resources.files("jitrace.queries")
-    return sorted((Path(str(p)) for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
+    steps = (Path(str(p)) for p in folder.iterdir() if p.name.endswith(".sql") and p.name[:1].isdigit())
+    return sorted(steps, key=lambda p: p.name)
 
 
 def connect(path: str | Path = ":memory:") -> duckdb.DuckDBPyConnection:
-    """A connection with empty ``spans`` and ``logs`` tables (the loader appends to them)."""
+    """A connection with an empty ``spans`` view and ``logs`` table (the loader adds to them; spans_view.py)."""
     con = duckdb.connect(str(path))
     con.execute(f"SET memory_limit = '{os.environ.get('JITRACE_MEMORY_LIMIT', DEFAULT_MEMORY_LIMIT)}'")
     con.execute("SET preserve_insertion_order = false")  # lets big inserts stream instead of buffering
     con.execute("SET enable_progress_bar = false")
-    con.execute(duckdb_ddl("spans", SPANS))
+    spans_view.ensure(con)
     con.execute(duckdb_ddl("logs", LOGS))
     return con
 

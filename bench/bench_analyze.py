@@ -21,8 +21,10 @@ HOSTS_SERVER = 7  # server host 0 is the issuer's
 
 
 def generate(out: Path, spans: int, files: int = 4) -> Path:
-    """``spans`` spans (client/server pairs, 1 issue span per 100 calls, 4% denials) as collector-style Parquet."""
+    """``spans`` spans (client/server pairs, 1 issue span per 100 calls, 4% denials) as `jitrace collect` writes."""
     import duckdb
+
+    from jitrace.analyzer.spans_view import facts_sql
 
     folder = out / "spans" / "hour=2025-10-09T08"
     folder.mkdir(parents=True, exist_ok=True)
@@ -33,7 +35,7 @@ def generate(out: Path, spans: int, files: int = 4) -> Path:
     for f in range(files):
         lo, hi = f * per_file, min(calls, (f + 1) * per_file)
         con.execute(textwrap.dedent(f"""
-            COPY (
+            CREATE OR REPLACE TEMP TABLE generated AS
             WITH calls AS (
                 SELECT i, 1760000000000000000 + i * 1000000 AS t1, i % {HOSTS_CLIENT} AS ch, i % {HOSTS_SERVER} AS sh,
                        CASE WHEN i % 50 = 0 THEN 16 WHEN i % 50 = 25 THEN 7 ELSE 0 END AS code
@@ -84,8 +86,10 @@ def generate(out: Path, spans: int, files: int = 4) -> Path:
                    json_object('service.name', service, 'host.name', host)::VARCHAR AS resource, attributes,
                    '[]' AS events, '[]' AS links, 'opentelemetry.instrumentation.grpc' AS scope, 'bench' AS source
             FROM rows
-            ) TO '{folder / f"part-{f}.parquet"}' (FORMAT parquet, COMPRESSION zstd)
         """))
+        # as `jitrace collect` writes its files: the normalized columns plus the typed facts (queries/span_facts.sql)
+        con.execute(f"COPY ({facts_sql('generated')}) TO '{folder / f'part-{f}.parquet'}' "
+                    "(FORMAT parquet, COMPRESSION zstd)")
     return out
 
 

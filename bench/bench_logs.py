@@ -22,7 +22,7 @@ MESSAGES = ("request handled in 3 ms", "Signature has expired", "role viewer lac
 def _spans(con, calls: int) -> None:
     """``calls`` client/server pairs, 1 in 10 denied, no jit.* attributes on either side."""
     con.execute(f"""
-        INSERT INTO spans
+        INSERT INTO span_rows
         SELECT format('{{:032x}}', i), format('{{:016x}}', 2 * i + side),
                CASE side WHEN 1 THEN format('{{:016x}}', 2 * i) END, 'jitlab.Inventory/Read',
                CASE side WHEN 0 THEN 'CLIENT' ELSE 'SERVER' END,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import duckdb
 
-from jitrace.analyzer import schema
+from jitrace.analyzer import schema, spans_view
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files, _formats, _parquet
 from jitrace.analyzer.load._rows import Rows, table
@@ -57,7 +57,7 @@ def load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], *, strict: bool
 
 
 def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool) -> LoadReport:
-    con.execute(schema.duckdb_ddl("spans", schema.SPANS))
+    spans_view.ensure(con)
     con.execute(schema.duckdb_ddl("logs", schema.LOGS))
     files = _files.expand(list(inputs))
     report = LoadReport(files=len(files))
@@ -105,7 +105,8 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool) 
 
 
 def _flush(con: duckdb.DuckDBPyConnection, rows: Rows, report: LoadReport) -> None:
-    for name, arrow_schema, batch in (("spans", schema.SPANS, rows.spans), ("logs", schema.LOGS, rows.logs)):
+    for name, arrow_schema, batch in ((spans_view.ROWS_TABLE, schema.SPANS, rows.spans),
+                                      ("logs", schema.LOGS, rows.logs)):
         if not batch:
             continue
         con.register("jitrace_load_batch", table(batch, arrow_schema))
@@ -113,7 +114,7 @@ def _flush(con: duckdb.DuckDBPyConnection, rows: Rows, report: LoadReport) -> No
             con.execute(f"INSERT INTO {name} SELECT * FROM jitrace_load_batch")
         finally:
             con.unregister("jitrace_load_batch")
-        if name == "spans":
+        if name == spans_view.ROWS_TABLE:
             report.spans += len(batch)
         else:
             report.logs += len(batch)

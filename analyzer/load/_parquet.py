@@ -1,7 +1,9 @@
 """jitrace Parquet (``jitrace collect``'s files, or any file in the SPANS/LOGS schema) -> straight into DuckDB.
 
-DuckDB's ``read_parquet`` reads every file in one statement, in parallel, with no Python per row; a record's
-``source`` is its file unless the file already says where the record came from.
+Span files are not copied: the ``spans`` view reads them in place (analyzer/spans_view.py), and ``jitrace collect``'s
+files carry the typed facts already. Log files are inserted with DuckDB's ``read_parquet``: every file in one
+statement, in parallel, with no Python per row. A record's ``source`` is its file unless the file already says
+where the record came from.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from jitrace.analyzer import schema
+from jitrace.analyzer import schema, spans_view
 from jitrace.analyzer.errors import UserError
 
 MAGIC = b"PAR1"
@@ -31,9 +33,11 @@ def table_of(path: Path) -> tuple[str, bool]:
 
 
 def insert(con: duckdb.DuckDBPyConnection, table: str, files: list[Path], has_source: bool) -> int:
-    """Insert every file's rows into ``table``; returns how many."""
+    """Add every file's rows to ``table``; returns how many. Span files are read in place (analyzer/spans_view.py)."""
     if not files:
         return 0
+    if table == "spans":
+        return spans_view.add_files(con, files, has_source)
     arrow_schema = schema.SPANS if table == "spans" else schema.LOGS
     source = "coalesce(source, filename)" if has_source else "filename"
     cols = ", ".join(f"{source} AS source" if n == "source" else n for n in arrow_schema.names)

@@ -221,4 +221,4 @@ class World:
     def load(self, con: duckdb.DuckDBPyConnection) -> None:
         """Append the spans to ``con``'s spans table (as the loader would)."""
         arrow = self.table()  # noqa: F841  (read by DuckDB's replacement scan)
-        con.execute("INSERT INTO spans SELECT * FROM arrow")
+        con.execute("INSERT INTO span_rows SELECT * FROM arrow")

@@ -254,7 +254,7 @@ def test_a_line_on_another_grpc_call_of_the_trace_is_that_calls():
     other = world.call(T0 + 20, Token(iat=T0, exp=T0 + 3600))  # an allowed call, moved into the same trace below
     con = session.connect()
     world.load(con)
-    con.execute("UPDATE spans SET trace_id = ? WHERE trace_id = ?", [call["trace_id"], other["trace_id"]])
+    con.execute("UPDATE span_rows SET trace_id = ? WHERE trace_id = ?", [call["trace_id"], other["trace_id"]])
     _add_log(con, "token expired", trace_id=call["trace_id"], span_id=other["server"]["span_id"])
     session.run_queries(con)
     assert _attribution(con)["cause"] == "unexplained"

@@ -132,7 +132,7 @@ def test_zipkin_skew_fixture_gives_zipkins_and_jaegers_offset(real_data):
         from jitrace.analyzer.load import load_into
     except ImportError:  # the loaders are not in yet
         arrow = pa.Table.from_pylist(_zipkin_rows(real_data / "skew.json"), schema=SPANS)  # noqa: F841
-        con.execute("INSERT INTO spans SELECT * FROM arrow")
+        con.execute("INSERT INTO span_rows SELECT * FROM arrow")
     else:
         load_into(con, [str(real_data / "skew.json")])
     session.run_queries(con)

@@ -14,7 +14,9 @@ from jitrace.instrumentation import contract as c
 
 
 def sql_text() -> str:
-    return "\n".join(p.read_text() for p in session.query_files())
+    """Every step and the span facts rule they read through (queries/span_facts.sql)."""
+    facts = session.query_files()[0].with_name("span_facts.sql")
+    return "\n".join(p.read_text() for p in [facts, *session.query_files()])
 
 
 def test_every_step_is_numbered_documented_and_produces_one_table():
@@ -90,7 +92,7 @@ def _run(rows: list[dict]):
 
     con = session.connect()
     arrow = pa.Table.from_pylist(rows, schema=SPANS)  # noqa: F841
-    con.execute("INSERT INTO spans SELECT * FROM arrow")
+    con.execute("INSERT INTO span_rows SELECT * FROM arrow")
     session.run_queries(con)
     return con
 

@@ -1,0 +1,121 @@
+"""The ``spans`` view: every loaded span in the normalized schema, plus the typed facts of ``queries/span_facts.sql``.
+
+Spans live in two places. Parquet files stay where they are and are read in place: copying millions of spans into
+the database file costs more than analyzing them. Records of every other format (OTLP JSON, Jaeger, Zipkin, ...)
+are inserted into the table ``span_rows`` by the loaders. The view is the union of both:
+
+- Parquet that ``jitrace collect`` wrote already holds the fact columns (written through span_facts.sql), so the
+  analyzer reads them straight from the files, without parsing any JSON;
+- any other Parquet in the span schema, and ``span_rows``, get them from span_facts.sql when the view is read.
+
+The files read are listed in the table ``span_files`` (absolute paths): jitrace.duckdb keeps the view, so notebooks
+see the spans as long as the input files stay where they were.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jitrace.analyzer import schema
+from jitrace.analyzer.errors import UserError
+
+ROWS_TABLE = "span_rows"
+FILES_TABLE = "span_files"
+_JSON_TEXT = ("resource", "attributes", "events", "links")
+
+
+def facts_sql(relation: str) -> str:
+    """span_facts.sql reading ``relation`` (a table name or a parenthesized query in the spans schema)."""
+    text = (resources.files("jitrace.queries") / "span_facts.sql").read_text()
+    return text.replace("{spans}", relation)
+
+
+def _empty_spans() -> str:
+    types = {pa.string(): "VARCHAR", pa.int64(): "BIGINT"}
+    cols = ", ".join(f"NULL::{types[f.type]} AS {f.name}" for f in schema.SPANS)
+    return f"(SELECT {cols} WHERE false)"
+
+
+@functools.cache
+def facts_schema() -> pa.Schema:
+    """The Arrow schema span_facts.sql produces: the span columns, then the facts (as collect writes them)."""
+    con = duckdb.connect()
+    try:
+        return con.sql(f"SELECT * FROM ({facts_sql(_empty_spans())})").to_arrow_table().schema
+    finally:
+        con.close()
+
+
+def fact_columns() -> tuple[str, ...]:
+    return tuple(n for n in facts_schema().names if n not in schema.SPANS.names)
+
+
+def has_facts(file_schema: pa.Schema) -> bool:
+    """Whether a Parquet file holds every fact column, of the type span_facts.sql gives it (else: derived)."""
+    want = facts_schema()
+    for name in fact_columns():
+        i = file_schema.get_field_index(name)
+        if i < 0 or file_schema.field(i).type != want.field(name).type:
+            return False
+    return True
+
+
+def ensure(con: duckdb.DuckDBPyConnection) -> None:
+    """Create ``span_rows``, ``span_files`` and the view if they are not there yet."""
+    con.execute(schema.duckdb_ddl(ROWS_TABLE, schema.SPANS))
+    con.execute(f"CREATE TABLE IF NOT EXISTS {FILES_TABLE} (path VARCHAR, has_source BOOLEAN, has_facts BOOLEAN)")
+    if not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'spans' AND NOT temporary").fetchone()[0]:
+        define(con)
+
+
+def add_files(con: duckdb.DuckDBPyConnection, files: list[Path], has_source: bool) -> int:
+    """Add Parquet files in the span schema to the view; returns how many spans they hold (from their footers)."""
+    if not files:
+        return 0
+    rows, count = [], 0
+    needed = set(schema.SPANS.names) - {"source"}
+    for path in files:
+        try:
+            meta = pq.read_metadata(path)
+            file_schema = meta.schema.to_arrow_schema()
+        except (OSError, pa.ArrowException) as exc:
+            raise UserError(f"{path}: unreadable Parquet: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+        missing = sorted(needed - set(file_schema.names))
+        if missing:
+            raise UserError(f"{path}: Parquet without jitrace's span columns (missing {', '.join(missing[:5])})")
+        count += meta.num_rows
+        rows.append((str(Path(path).resolve()), has_source and "source" in file_schema.names, has_facts(file_schema)))
+    con.executemany(f"INSERT INTO {FILES_TABLE} VALUES (?, ?, ?)", rows)
+    define(con)
+    return count
+
+
+def _quoted(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def define(con: duckdb.DuckDBPyConnection) -> None:
+    """(Re)create the view over ``span_rows`` and every file in ``span_files``."""
+    base = list(schema.SPANS.names)
+    facts = list(fact_columns())
+    out_cols = ", ".join(base + facts)
+    branches = [f"SELECT {out_cols} FROM ({facts_sql(ROWS_TABLE)})"]
+    groups: dict[tuple[bool, bool], list[str]] = {}
+    for path, has_source, typed in con.execute(f"SELECT path, has_source, has_facts FROM {FILES_TABLE}").fetchall():
+        groups.setdefault((has_source, typed), []).append(path)
+    for (has_source, typed), paths in sorted(groups.items()):
+        source = "coalesce(source, filename)" if has_source else "filename"
+        cols = ", ".join(f"{source} AS source" if n == "source" else n for n in base)
+        read = (f"read_parquet({_quoted(paths)}, filename = true, union_by_name = true, "
+                "hive_partitioning = false)")
+        if typed:
+            branches.append(f"SELECT {cols}, {', '.join(facts)} FROM {read}")
+        else:
+            branches.append(f"SELECT {out_cols} FROM ({facts_sql(f'(SELECT {cols} FROM {read})')})")
+    con.execute("CREATE OR REPLACE VIEW spans AS\n" + "\nUNION ALL\n".join(branches))

@@ -1,0 +1,78 @@
+-- span_facts: reads a relation in the spans schema (analyzer/schema.py), written `{spans}` below; produces the same
+-- rows with the typed columns every step needs added (the "facts"). Not a numbered step: it is the one rule that
+-- turns a span's JSON into columns, and it runs where the JSON is read once. `jitrace collect` writes its Parquet
+-- through it, so the analyzer reads those columns straight from the files; for any other input (OTLP JSON, Jaeger,
+-- Zipkin, Parquet written without them) the `spans` view applies it when read (analyzer/spans_view.py).
+-- Each attribute becomes the column named by instrumentation/contract.py's column(): jit.token.ttl_s ->
+-- jit_token_ttl_s. from_json gets an explicit schema: DuckDB's auto-detection is unsafe on mixed inputs.
+-- The clock domain is the host the span's clock belongs to: host.id > host.name > service.instance.id > service.name.
+-- Streams: a token check on a later message is a span event `jit.token.check`; the first failing one (else the
+-- last) becomes stream_check {name, time_ns, attributes}, with check_events their count. Events are parsed only on
+-- spans that have such an event.
+SELECT
+    * EXCLUDE (r, a, checks, service),
+    coalesce(service, r."service.name") AS service,
+    coalesce(r."host.id", r."host.name", r."service.instance.id", r."service.name", service, 'unknown') AS domain,
+    a."rpc.system" AS rpc_system,
+    a."rpc.service" AS rpc_service,
+    a."rpc.method" AS rpc_method,
+    TRY_CAST(a."rpc.grpc.status_code" AS INTEGER) AS grpc_status,
+    lower(a."jit.token.present") IN ('true', '1') AS jit_token_present,
+    a."jit.token.id" AS jit_token_id,
+    a."jit.token.sub" AS jit_token_sub,
+    a."jit.token.iss" AS jit_token_iss,
+    a."jit.token.aud" AS jit_token_aud,
+    a."jit.token.iat" AS jit_token_iat,
+    a."jit.token.nbf" AS jit_token_nbf,
+    a."jit.token.exp" AS jit_token_exp,
+    a."jit.token.age_s" AS jit_token_age_s,
+    a."jit.token.ttl_s" AS jit_token_ttl_s,
+    a."jit.token.verdict" AS jit_token_verdict,
+    lower(a."jit.token.refreshed") IN ('true', '1') AS jit_token_refreshed,
+    a."jit.grant.id" AS jit_grant_id,
+    a."jit.grant.start" AS jit_grant_start,
+    a."jit.grant.end" AS jit_grant_end,
+    a."jit.policy.decision" AS jit_policy_decision,
+    a."jit.policy.engine" AS jit_policy_engine,
+    a."jit.policy.id" AS jit_policy_id,
+    a."jit.policy.version" AS jit_policy_version,
+    a."jit.policy.rule" AS jit_policy_rule,
+    a."jit.policy.required" AS jit_policy_required,
+    a."jit.policy.granted" AS jit_policy_granted,
+    a."jit.policy.eval_s" AS jit_policy_eval_s,
+    a."jit.auth.wait_s" AS jit_auth_wait_s,
+    a."jit.clock.sent_ns" AS jit_clock_sent_ns,
+    a."jit.clock.peer_sent_ns" AS jit_clock_peer_sent_ns,
+    a."jit.clock.received_ns" AS jit_clock_received_ns,
+    a."jit.clock.offset_s" AS jit_clock_offset_s,
+    a."jit.clock.delay_s" AS jit_clock_delay_s,
+    a."jit.denial.reason" AS jit_denial_reason,
+    len(checks) AS check_events,
+    coalesce(list_filter(checks, lambda e: e.attributes."jit.token.verdict" <> 'valid')[1], checks[-1]) AS stream_check
+FROM (
+    SELECT
+        *,
+        from_json(resource, '{"host.id": "VARCHAR", "host.name": "VARCHAR", "service.instance.id": "VARCHAR",
+                              "service.name": "VARCHAR"}') AS r,
+        from_json(attributes, '{
+            "rpc.system": "VARCHAR", "rpc.service": "VARCHAR", "rpc.method": "VARCHAR",
+            "rpc.grpc.status_code": "VARCHAR",
+            "jit.token.present": "VARCHAR", "jit.token.id": "VARCHAR", "jit.token.sub": "VARCHAR",
+            "jit.token.iss": "VARCHAR", "jit.token.aud": "VARCHAR", "jit.token.iat": "DOUBLE",
+            "jit.token.nbf": "DOUBLE", "jit.token.exp": "DOUBLE", "jit.token.age_s": "DOUBLE",
+            "jit.token.ttl_s": "DOUBLE", "jit.token.verdict": "VARCHAR", "jit.token.refreshed": "VARCHAR",
+            "jit.grant.id": "VARCHAR", "jit.grant.start": "DOUBLE", "jit.grant.end": "DOUBLE",
+            "jit.policy.decision": "VARCHAR", "jit.policy.engine": "VARCHAR", "jit.policy.id": "VARCHAR",
+            "jit.policy.version": "VARCHAR", "jit.policy.rule": "VARCHAR", "jit.policy.required": "VARCHAR",
+            "jit.policy.granted": "VARCHAR[]", "jit.policy.eval_s": "DOUBLE",
+            "jit.auth.wait_s": "DOUBLE",
+            "jit.clock.sent_ns": "BIGINT", "jit.clock.peer_sent_ns": "BIGINT", "jit.clock.received_ns": "BIGINT",
+            "jit.clock.offset_s": "DOUBLE", "jit.clock.delay_s": "DOUBLE",
+            "jit.denial.reason": "VARCHAR"
+        }') AS a,
+        CASE WHEN contains(events, 'jit.token.check') THEN list_filter(
+            from_json(events, '[{"name": "VARCHAR", "time_ns": "BIGINT",
+                                 "attributes": {"jit.token.verdict": "VARCHAR", "jit.token.ttl_s": "DOUBLE"}}]'),
+            lambda e: e.name = 'jit.token.check') END AS checks
+    FROM {spans}
+)

@@ -1,0 +1,107 @@
+"""The ``spans`` view: Parquet read in place, facts written by collect read as they are, every other input given
+the same facts by queries/span_facts.sql, so the analysis does not depend on where a span came from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from spanfactory import T0, Token, World
+
+from jitrace.analyzer import analyze, session, spans_view
+from jitrace.analyzer.collect._writer import Writer
+from jitrace.analyzer.errors import UserError
+from jitrace.analyzer.load import load_into
+from jitrace.analyzer.schema import SPANS
+
+
+def _world(offset_s: float, ttl_s: float, stream_at: float | None) -> World:
+    """Allowed calls, an expired token, a policy mismatch, an unauthenticated call and a stream checked later."""
+    world = World(offsets={"server-host": offset_s})
+    token = Token(iat=T0, exp=T0 + ttl_s, jti="tok-1")
+    world.issue(token, T0)
+    for i in range(3):
+        world.call(T0 + 1 + i, token)
+    world.call(T0 + ttl_s + 5, token)
+    world.call(T0 + 2, token, method="Write", required="orders.write", granted=["orders.read"])
+    world.call(T0 + 3, None)
+    if stream_at is not None:
+        world.call(T0 + 1, token, stream_checks=(stream_at,))
+    return world
+
+
+def _three_ways(world: World, tmp: Path) -> dict[str, duckdb.DuckDBPyConnection]:
+    """The world's spans as loaded rows, as plain Parquet (no facts) and as the files `jitrace collect` writes."""
+    cons = {}
+    cons["rows"] = session.connect()
+    world.load(cons["rows"])
+    plain = world.write_parquet(tmp / "plain.parquet")
+    cons["plain"] = session.connect()
+    load_into(cons["plain"], [str(plain)])
+    Writer(tmp / "collected").write("spans", [tuple(r[n] for n in SPANS.names) for r in world.rows])
+    cons["collected"] = session.connect()
+    load_into(cons["collected"], [str(tmp / "collected")])
+    return cons
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(offset_s=st.floats(-3600, 3600), ttl_s=st.floats(30, 3600), stream_at=st.none() | st.floats(0, 4000))
+def test_the_facts_and_the_attributions_do_not_depend_on_how_spans_arrived(tmp_path_factory, offset_s, ttl_s,
+                                                                           stream_at):
+    tmp = tmp_path_factory.mktemp("views")
+    cons = _three_ways(_world(offset_s, ttl_s, stream_at), tmp)
+    facts = ", ".join(spans_view.fact_columns())
+    results = {}
+    for how, con in cons.items():
+        session.run_queries(con)
+        results[how] = (
+            con.execute(f"SELECT span_id, service, {facts} FROM spans ORDER BY span_id").fetchall(),
+            con.execute("SELECT trace_id, span_id, cause, rule, evidence FROM attributions ORDER BY span_id").fetchall(),
+        )
+        con.close()
+    assert results["plain"] == results["rows"]
+    assert results["collected"] == results["rows"]
+    spans, attributions = results["rows"]
+    assert len(spans) > 0 and len(attributions) >= 3  # expired, policy mismatch, unauthenticated at least
+
+
+def test_collect_writes_the_facts_and_the_view_reads_them_from_the_file(tmp_path):
+    world = _world(0.0, 300.0, None)
+    Writer(tmp_path).write("spans", [tuple(r[n] for n in SPANS.names) for r in world.rows])
+    (written,) = list((tmp_path / "spans").rglob("*.parquet"))
+    file_schema = pq.read_schema(written)
+    assert set(spans_view.fact_columns()) <= set(file_schema.names)
+    assert spans_view.has_facts(file_schema)
+    con = session.connect()
+    load_into(con, [str(tmp_path)])
+    assert con.execute("SELECT has_facts FROM span_files").fetchall() == [(True,)]
+    plan = "\n".join(r[1] for r in con.execute("EXPLAIN SELECT jit_token_ttl_s FROM spans").fetchall())
+    assert "from_json" not in plan  # read from the file's column, not parsed again
+    (ttls,) = con.execute("SELECT count(jit_token_ttl_s) FROM spans WHERE kind = 'SERVER'").fetchone()
+    assert ttls == sum(1 for r in world.rows if r["kind"] == "SERVER" and '"jit.token.ttl_s"' in r["attributes"])
+
+
+def test_jitrace_duckdb_keeps_the_spans_of_parquet_inputs_as_a_view_notebooks_can_read(tmp_path):
+    world = _world(2.0, 300.0, 100.0)
+    Writer(tmp_path / "in").write("spans", [tuple(r[n] for n in SPANS.names) for r in world.rows])
+    summary = analyze.analyze([str(tmp_path / "in")], tmp_path / "out", quiet=True)
+    con = duckdb.connect(str(tmp_path / "out" / "jitrace.duckdb"), read_only=True)
+    kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables "
+                             "WHERE table_name IN ('spans', 'span_rows', 'attributions')").fetchall())
+    assert kinds == {"spans": "VIEW", "span_rows": "BASE TABLE", "attributions": "BASE TABLE"}
+    assert con.execute("SELECT count(*) FROM spans").fetchone()[0] == summary["spans"] == len(world.rows)
+    assert con.execute("SELECT count(*) FROM rpc_spans").fetchone()[0] > 0
+
+
+def test_a_parquet_file_without_span_columns_beside_span_files_is_named(tmp_path):
+    world = _world(0.0, 300.0, None)
+    Writer(tmp_path).write("spans", [tuple(r[n] for n in SPANS.names) for r in world.rows])
+    (good,) = list((tmp_path / "spans").rglob("*.parquet"))
+    stranger = good.with_name("stranger.parquet")
+    duckdb.sql(f"COPY (SELECT 1 AS trace_id, 2 AS name) TO '{stranger}' (FORMAT parquet)")
+    with pytest.raises(UserError, match=r"stranger\.parquet"):
+        load_into(session.connect(), [str(tmp_path)])
