@@ -60,7 +60,8 @@ TEMP_TABLE = re.compile(r"^CREATE OR REPLACE TEMP TABLE (\w+) AS\b", re.MULTILIN
 
 # TEMP tables are faster while they fit in memory; past it DuckDB spills them uncompressed, and writing them
 # compressed to the database file is faster. Above this many spans (per GB of memory limit) they are plain tables.
-TEMP_SPANS_PER_GB = 1_500_000
+# The one big TEMP table left is `pairs` (about 150 bytes per pair, a pair per two spans): 10M spans fit in 1.5 GB.
+TEMP_SPANS_PER_GB = 7_500_000
 
 
 def _temp_tables_fit(con: duckdb.DuckDBPyConnection) -> bool:
@@ -78,8 +79,8 @@ def _temp_tables_fit(con: duckdb.DuckDBPyConnection) -> bool:
 def keep_as_views(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Turn the steps' TEMP tables into views of the same name in the database file, in pipeline order.
 
-    The big per-span steps (rpc_spans, pairs, clock_samples) run as TEMP tables: writing them to the file would cost
-    more than computing them. A view keeps each one available to notebooks, computed from ``spans`` when asked.
+    The per-pair step (pairs) runs as a TEMP table: writing it to the file would cost more than computing it. A view
+    keeps it available to notebooks, computed from ``spans`` when asked (rpc_spans and clock_samples are views).
     """
     kept = []
     for path in query_files():

@@ -3,9 +3,10 @@
 -- (jit.token.ttl_s -> jit_token_ttl_s, the clock domain, the stream check): `jitrace collect` writes them into its
 -- Parquet, so this step reads them without parsing JSON; other inputs get them from the view. Only CLIENT/SERVER
 -- spans and the `jit.issue` spans are kept, and none of the JSON: nothing later reads the rest.
--- A TEMP table: the analysis reads it at memory speed; `jitrace analyze` leaves a view of the same name in
--- jitrace.duckdb (session.keep_as_views), so notebooks still see rpc_spans.
-CREATE OR REPLACE TEMP TABLE rpc_spans AS
+-- A view, not a table: each later step reads only the columns it needs from the files (or the loaded rows), and a
+-- copy of millions of spans would cost more than those reads. The steps that pick a few spans (denials) hash those
+-- few and stream through this view.
+CREATE OR REPLACE VIEW rpc_spans AS
 SELECT * EXCLUDE (status_code, status_message, resource, attributes, events, links, scope, source)
 FROM spans
 WHERE kind IN ('CLIENT', 'SERVER') OR name = 'jit.issue';

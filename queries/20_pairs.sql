@@ -2,14 +2,15 @@
 -- Why: both clock samples (t1..t4) and attributions need the two ends of a call side by side.
 -- A SERVER span belongs to the CLIENT span that has the same span id (Zipkin's shared spans: client and server
 -- report one id, and the server's parent is the client's parent), else to the CLIENT span that is its parent
--- (OpenTelemetry). Two equi-joins (hash joins); the shared-id one is empty on OpenTelemetry data.
+-- (OpenTelemetry). Two equi-joins (hash joins); the shared-id one is empty on OpenTelemetry data. The two sides are
+-- NOT MATERIALIZED: streaming them from rpc_spans twice is faster than storing 2 x millions of rows to read again.
 -- t1 = client start, t2 = server start, t3 = server end, t4 = client end, each in its own host's clock (ns).
--- A TEMP table, kept in jitrace.duckdb as a view (see 10_rpc_spans).
+-- A TEMP table (read by two steps), kept in jitrace.duckdb as a view (session.keep_as_views).
 CREATE OR REPLACE TEMP TABLE pairs AS
-WITH servers AS (
+WITH servers AS NOT MATERIALIZED (
     SELECT trace_id, span_id, parent_span_id, domain, start_ns, end_ns FROM rpc_spans WHERE kind = 'SERVER'
 ),
-clients AS (
+clients AS NOT MATERIALIZED (
     SELECT trace_id, span_id, domain, start_ns, end_ns, jit_clock_offset_s, jit_clock_delay_s
     FROM rpc_spans WHERE kind = 'CLIENT'
 ),

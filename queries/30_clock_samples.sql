@@ -5,8 +5,8 @@
 -- same pair (taken inside the gRPC call, not around the spans); its causality bound is +- delay / 2.
 -- Samples fall into time windows (getvariable('jitrace_window_s'), default 300 s) of the client's clock, because
 -- offsets drift. Offsets here are in seconds, server clock minus client clock.
--- A TEMP table, kept in jitrace.duckdb as a view (see 10_rpc_spans).
-CREATE OR REPLACE TEMP TABLE clock_samples AS
+-- A view: 40_clock_edges reads it once, so storing one row per pair and side would only cost.
+CREATE OR REPLACE VIEW clock_samples AS
 WITH w AS (SELECT coalesce(getvariable('jitrace_window_s'), 300)::DOUBLE AS window_s),
 spans_pairs AS (
     SELECT

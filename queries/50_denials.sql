@@ -1,30 +1,20 @@
--- 50_denials: reads `rpc_spans`, `pairs`, `clock_offsets`, `logs`; produces `denials`, one row per denied call.
--- Why: a denial is a gRPC status PERMISSION_DENIED (7) or UNAUTHENTICATED (16) in rpc.grpc.status_code, never the
--- span status (OpenTelemetry leaves it UNSET for these codes). A call is reported once: by its SERVER span when the
--- server was traced, else by its CLIENT span. Each row carries both ends' jit.* facts, the token's issuance span
--- (`jit.issue`, tied by jit.token.id), the clock offsets of both hosts at that time (the window containing it, else
--- the nearest), and the policy versions under which the same principal was allowed the same method nearby in time
--- (getvariable('jitrace_version_window_s'), default 300 s): everything 60_attributions decides with.
+-- 50_denials: reads `denied_calls`, `rpc_spans`, `clock_offsets`; produces `denials`, one row per denied call.
+-- Why: each row carries both ends' jit.* facts, the token's issuance span (`jit.issue`, tied by jit.token.id), the
+-- clock offsets of both hosts at that time (the window containing it, else the nearest), and the policy versions
+-- under which the same principal was allowed the same method nearby in time (getvariable('jitrace_version_window_s'),
+-- default 300 s): everything 60_attributions decides with.
 -- A stream whose token failed a check on a later message (span event jit.token.check) is judged by that check.
 -- The denied call's log records are joined in the next step (55_denial_logs).
 CREATE OR REPLACE TABLE denials AS
-WITH server_denials AS (
-    SELECT s.trace_id, s.span_id AS server_span_id, p.client_span_id
-    FROM rpc_spans AS s
-    LEFT JOIN pairs AS p ON p.trace_id = s.trace_id AND p.server_span_id = s.span_id
-    WHERE s.kind = 'SERVER' AND s.grpc_status IN (7, 16)
+WITH denied_servers AS (  -- the denied calls' own spans, by semi joins that hash the few calls, not the many spans
+    SELECT s.* FROM rpc_spans AS s
+    SEMI JOIN denied_calls AS d ON d.trace_id = s.trace_id AND d.server_span_id = s.span_id
+    WHERE s.kind = 'SERVER'
 ),
-client_denials AS (
-    SELECT c.trace_id, NULL::VARCHAR AS server_span_id, c.span_id AS client_span_id
-    FROM rpc_spans AS c
-    WHERE c.kind = 'CLIENT' AND c.grpc_status IN (7, 16)
-      AND NOT EXISTS (SELECT 1 FROM server_denials AS d
-                      WHERE d.trace_id = c.trace_id AND d.client_span_id = c.span_id)
-),
-calls AS (
-    SELECT * FROM server_denials
-    UNION ALL
-    SELECT * FROM client_denials
+denied_clients AS (
+    SELECT c.* FROM rpc_spans AS c
+    SEMI JOIN denied_calls AS d ON d.trace_id = c.trace_id AND d.client_span_id = c.span_id
+    WHERE c.kind = 'CLIENT'
 ),
 issues AS (
     SELECT jit_token_id, arg_min(domain, start_ns) AS issuer_domain, arg_min(jit_token_sub, start_ns) AS sub,
@@ -74,9 +64,9 @@ joined AS (
         -- the server's local clock at the check: exp - ttl is exactly the "now" its verifier used
         coalesce(s.jit_token_exp - s.jit_token_ttl_s, s.jit_token_iat + s.jit_token_age_s,
                  s.start_ns / 1e9 + coalesce(s.jit_auth_wait_s, 0)) AS server_check_local_s
-    FROM calls
-    LEFT JOIN rpc_spans AS s ON s.trace_id = calls.trace_id AND s.span_id = calls.server_span_id AND s.kind = 'SERVER'
-    LEFT JOIN rpc_spans AS c ON c.trace_id = calls.trace_id AND c.span_id = calls.client_span_id AND c.kind = 'CLIENT'
+    FROM denied_calls AS calls
+    LEFT JOIN denied_servers AS s ON s.trace_id = calls.trace_id AND s.span_id = calls.server_span_id
+    LEFT JOIN denied_clients AS c ON c.trace_id = calls.trace_id AND c.span_id = calls.client_span_id
     LEFT JOIN issues AS i ON i.jit_token_id = coalesce(s.jit_token_id, c.jit_token_id)
 ),
 late AS (  -- a stream denied on a later message: that check decided, not the one at the stream's start

@@ -28,7 +28,7 @@ def test_every_step_is_numbered_documented_and_produces_one_table():
         assert re.fullmatch(r"\d\d_\w+\.sql", p.name), p.name
         assert lines[0].startswith(f"-- {p.stem}: reads "), p.name
         assert "produces" in lines[0] + lines[1] and any(line.startswith("-- Why") for line in lines), p.name
-        tables = re.findall(r"CREATE (?:OR REPLACE )?(?:TEMP )?TABLE (?:IF NOT EXISTS )?(\w+)", text)
+        tables = re.findall(r"CREATE (?:OR REPLACE )?(?:TEMP )?(?:TABLE|VIEW) (?:IF NOT EXISTS )?(\w+)", text)
         assert len(tables) == 1 and tables[0] in p.stem, (p.name, tables)
 
 

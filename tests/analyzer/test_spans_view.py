@@ -26,7 +26,7 @@ def _world(offset_s: float, ttl_s: float, stream_at: float | None) -> World:
     world.issue(token, T0)
     for i in range(3):
         world.call(T0 + 1 + i, token)
-    world.call(T0 + ttl_s + 5, token)
+    world.call(T0 + ttl_s + 3700, token)  # expired whatever the server clock's offset (at most 1 h)
     world.call(T0 + 2, token, method="Write", required="orders.write", granted=["orders.read"])
     world.call(T0 + 3, None)
     if stream_at is not None:
@@ -72,13 +72,15 @@ def test_the_facts_and_the_attributions_do_not_depend_on_how_spans_arrived(tmp_p
 def test_collect_writes_the_facts_and_the_view_reads_them_from_the_file(tmp_path):
     world = _world(0.0, 300.0, None)
     Writer(tmp_path).write("spans", [tuple(r[n] for n in SPANS.names) for r in world.rows])
-    (written,) = list((tmp_path / "spans").rglob("*.parquet"))
-    file_schema = pq.read_schema(written)
-    assert set(spans_view.fact_columns()) <= set(file_schema.names)
-    assert spans_view.has_facts(file_schema)
+    written = list((tmp_path / "spans").rglob("*.parquet"))
+    assert len(written) == 2  # the expired call is an hour later: another partition
+    for path in written:
+        file_schema = pq.read_schema(path)
+        assert set(spans_view.fact_columns()) <= set(file_schema.names)
+        assert spans_view.has_facts(file_schema)
     con = session.connect()
     load_into(con, [str(tmp_path)])
-    assert con.execute("SELECT has_facts FROM span_files").fetchall() == [(True,)]
+    assert con.execute("SELECT has_facts FROM span_files").fetchall() == [(True,), (True,)]
     plan = "\n".join(r[1] for r in con.execute("EXPLAIN SELECT jit_token_ttl_s FROM spans").fetchall())
     assert "from_json" not in plan  # read from the file's column, not parsed again
     (ttls,) = con.execute("SELECT count(jit_token_ttl_s) FROM spans WHERE kind = 'SERVER'").fetchone()
@@ -100,7 +102,7 @@ def test_jitrace_duckdb_keeps_the_spans_of_parquet_inputs_as_a_view_notebooks_ca
 def test_a_parquet_file_without_span_columns_beside_span_files_is_named(tmp_path):
     world = _world(0.0, 300.0, None)
     Writer(tmp_path).write("spans", [tuple(r[n] for n in SPANS.names) for r in world.rows])
-    (good,) = list((tmp_path / "spans").rglob("*.parquet"))
+    good = next((tmp_path / "spans").rglob("*.parquet"))
     stranger = good.with_name("stranger.parquet")
     duckdb.sql(f"COPY (SELECT 1 AS trace_id, 2 AS name) TO '{stranger}' (FORMAT parquet)")
     with pytest.raises(UserError, match=r"stranger\.parquet"):

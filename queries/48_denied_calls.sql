@@ -1,0 +1,23 @@
+-- 48_denied_calls: reads `rpc_spans`, `pairs`; produces `denied_calls`, one row per denied call: its trace and the
+-- span ids of its two ends (NULL for an end that was not traced).
+-- Why: a denial is a gRPC status PERMISSION_DENIED (7) or UNAUTHENTICATED (16) in rpc.grpc.status_code, never the
+-- span status (OpenTelemetry leaves it UNSET for these codes). A call is reported once: by its SERVER span when the
+-- server was traced, else by its CLIENT span. A table of its own, so the next step's planner knows how few calls
+-- there are and hashes them, not the millions of spans it looks them up in.
+CREATE OR REPLACE TABLE denied_calls AS
+WITH server_denials AS (
+    SELECT s.trace_id, s.span_id AS server_span_id, p.client_span_id
+    FROM rpc_spans AS s
+    LEFT JOIN pairs AS p ON p.trace_id = s.trace_id AND p.server_span_id = s.span_id
+    WHERE s.kind = 'SERVER' AND s.grpc_status IN (7, 16)
+),
+client_denials AS (
+    SELECT c.trace_id, NULL::VARCHAR AS server_span_id, c.span_id AS client_span_id
+    FROM rpc_spans AS c
+    WHERE c.kind = 'CLIENT' AND c.grpc_status IN (7, 16)
+      AND NOT EXISTS (SELECT 1 FROM server_denials AS d
+                      WHERE d.trace_id = c.trace_id AND d.client_span_id = c.span_id)
+)
+SELECT * FROM server_denials
+UNION ALL
+SELECT * FROM client_denials;
