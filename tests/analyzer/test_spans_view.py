@@ -60,7 +60,8 @@ def test_the_facts_and_the_attributions_do_not_depend_on_how_spans_arrived(tmp_p
         session.run_queries(con)
         results[how] = (
             con.execute(f"SELECT span_id, service, {facts} FROM spans ORDER BY span_id").fetchall(),
-            con.execute("SELECT trace_id, span_id, cause, rule, evidence FROM attributions ORDER BY span_id").fetchall(),
+            con.execute("SELECT trace_id, span_id, cause, rule, evidence FROM attributions "
+                        "ORDER BY span_id").fetchall(),
         )
         con.close()
     assert results["plain"] == results["rows"]
