@@ -132,7 +132,11 @@ def run(quick: bool) -> str:
         for n in sizes:
             data = Path(tmp) / f"data-{n}"
             t0 = time.perf_counter()
-            generate(data, n)
+            # in a child: the generator's memory must not count as the measured children's (Linux keeps a
+            # process's peak RSS across fork and exec)
+            subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                            "from bench.bench_analyze import generate; generate(Path(sys.argv[1]), int(sys.argv[2]))",
+                            str(data), str(n)], check=True, cwd=Path(__file__).resolve().parent.parent)
             gen_s = time.perf_counter() - t0
             print(f"generated {n} spans in {gen_s:.1f} s", file=sys.stderr, flush=True)
             bare = _child("bare", data, Path(tmp) / f"bare-{n}")
@@ -151,7 +155,8 @@ def run(quick: bool) -> str:
         )
     lines += [
         "",
-        "Generated Parquet as `jitrace collect` writes it (zstd, the typed facts included): client/server pairs across 16 client and 7 server hosts with "
+        "Generated Parquet as `jitrace collect` writes it (zstd, the typed facts included): client/server pairs "
+        "across 16 client and 7 server hosts with "
         "per-host clock skew, full jit.* attributes, 4% denials, one `jit.issue` span per 100 issuer calls. "
         "`analyze` is the whole `jitrace analyze` (load, every SQL step, offsets, outputs, report.html) in a child "
         "process, Python start included; `bare` decodes every column of the same files once (an in-memory DuckDB "
