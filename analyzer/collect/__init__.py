@@ -3,7 +3,8 @@
 Output: ``OUT/spans/hour=YYYY-MM-DDTHH/<uuid>.parquet`` and ``OUT/logs/hour=.../<uuid>.parquet`` in the schemas of
 ``jitrace.analyzer.schema``. A batch is acknowledged only after its file is durably written (see ``_writer``), so
 a receiver killed at any moment loses no acknowledged batch; SIGTERM/SIGINT stop it after in-flight batches are
-written. It never traces its own traffic (see ``_grpc``).
+written. It never traces its own traffic (see ``_grpc``). An hour folder idle for ``--compact-after`` seconds, and
+every folder at a clean stop, is compacted into one ``compacted-<uuid>.parquet`` holding the span facts (``_compact``).
 
 Converting OTLP to rows is Python work under one GIL; ``--workers N`` runs N receiver processes on the same ports
 (SO_REUSEPORT: the kernel spreads connections over them), each writing its own files.
@@ -52,7 +53,10 @@ class Receiver:
 
         self.out.mkdir(parents=True, exist_ok=True)
         if self.clean:  # not in a --workers child: its siblings' in-progress files are not leftovers
+            from jitrace.analyzer.collect import _compact
+
             self.writer.remove_partial_files()
+            _compact.finish(self.out)
         grpc_port = http_port = None
         try:
             if self.grpc_addr:
@@ -139,6 +143,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "are told to retry later (RESOURCE_EXHAUSTED / 503; default 64 MiB or 4x --max-bytes)")
     parser.add_argument("--workers", type=int, default=1,
                         help="receiver processes sharing the ports (SO_REUSEPORT), to use more than one core")
+    parser.add_argument("--compact-after", type=float, default=60.0, metavar="SECONDS",
+                        help="merge an hour's files into one, with the span facts, once no file came for this long, "
+                             "and every hour's at a clean stop (default 60; 0: never)")
     parser.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)  # internal: parent's pid
 
 
@@ -176,13 +183,22 @@ def run(args: argparse.Namespace) -> int:
     grpc_at = f"{host(receiver.grpc_addr)}:{grpc_port}" if grpc_port else None
     http_at = f"{host(receiver.http_addr)}:{http_port}" if http_port else None
     children = [] if child else _spawn_workers(args, grpc_at, http_at)
+    compactor = None
+    if not child and args.compact_after > 0:  # one compactor per folder: the parent's
+        from jitrace.analyzer.collect._compact import Compactor
+
+        compactor = Compactor(receiver.out, args.compact_after)
     if not child:
         print(f"jitrace collect: listening grpc={grpc_at or 'off'} http={http_at or 'off'}, writing {args.out}"
               + (f" ({args.workers} processes)" if children else ""), file=sys.stderr, flush=True)
+    ticks = 0
     try:
         while not stop.wait(0.5):
             if child and os.getppid() != args.worker_of:
                 break  # the parent is gone (PR_SET_PDEATHSIG covers Linux; this covers the rest)
+            ticks += 1
+            if compactor is not None and ticks % 20 == 0:  # every 10 s: hour folders idle long enough
+                compactor.run()
     finally:
         for proc in children:
             proc.terminate()
@@ -192,10 +208,15 @@ def run(args: argparse.Namespace) -> int:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    if compactor is not None:
+        compactor.run(everything=True)
     if not child:
         s = receiver.stats
         print(f"jitrace collect: stopped; {s['spans']} spans, {s['logs']} logs written, {s['rejected']} rejected"
               + (" by this process" if children else ""), file=sys.stderr, flush=True)
+        if compactor is not None and compactor.files:
+            print(f"jitrace collect: compacted {compactor.files} files ({compactor.records} records) in "
+                  f"{compactor.seconds:.1f} s", file=sys.stderr, flush=True)
     return 0
 
 

@@ -6,8 +6,8 @@ one commit: whoever finds the writer idle writes everything pending (one file pe
 batches cost one fsync, not one each. A crash leaves at most ``*.parquet.tmp`` files, never acknowledged, which the
 loader skips and the next receiver removes.
 
-Span files are written through queries/span_facts.sql (DuckDB, one thread): besides the normalized columns they hold
-the typed ``jit_*`` facts, so the analyzer reads those without parsing JSON again (analyzer/spans_view.py).
+These small files hold the normalized columns only (the cheapest write, on the acknowledgment path); ``_compact``
+later merges each hour's files into one that also holds the typed span facts.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 
-import duckdb
 import pyarrow.parquet as pq
 
-from jitrace.analyzer import schema, spans_view
+from jitrace.analyzer import schema
 from jitrace.analyzer.load._rows import table
 
 HOUR_NS = 3_600_000_000_000
@@ -45,21 +44,6 @@ class Writer:
         self._pending: list[_Item] = []
         self._busy = False
         self.files = 0
-        self._duckdb: duckdb.DuckDBPyConnection | None = None  # used by one commit at a time
-
-    def _write_spans(self, rows: list[tuple], path: Path) -> None:
-        if self._duckdb is None:
-            self._duckdb = duckdb.connect(config={"threads": 1, "memory_limit": "256MB"})
-        con = self._duckdb
-        con.register("jitrace_batch", table(rows, schema.SPANS))
-        try:
-            quoted = str(path).replace("'", "''")
-            con.execute(f"COPY ({spans_view.facts_sql('jitrace_batch')}) TO '{quoted}' "
-                        "(FORMAT parquet, COMPRESSION zstd)")
-        finally:
-            con.unregister("jitrace_batch")
-        with open(path, "rb") as f:
-            os.fsync(f.fileno())
 
     def remove_partial_files(self) -> int:
         """Delete ``*.tmp`` files a killed receiver left: their batches were never acknowledged."""
@@ -110,13 +94,10 @@ class Writer:
             folder.mkdir(parents=True, exist_ok=True)
             final = folder / f"{uuid.uuid4().hex}.parquet"
             tmp = final.with_name(final.name + TMP_SUFFIX)
-            if kind == "spans":
-                self._write_spans(rows, tmp)
-            else:
-                with open(tmp, "wb") as f:
-                    pq.write_table(table(rows, _SCHEMAS[kind]), f, compression="zstd")
-                    f.flush()
-                    os.fsync(f.fileno())
+            with open(tmp, "wb") as f:
+                pq.write_table(table(rows, _SCHEMAS[kind]), f, compression="zstd")
+                f.flush()
+                os.fsync(f.fileno())
             os.rename(tmp, final)
             dirs.add(folder)
             self.files += 1

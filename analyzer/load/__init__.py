@@ -24,6 +24,7 @@ from pathlib import Path
 import duckdb
 
 from jitrace.analyzer import schema, spans_view
+from jitrace.analyzer.collect import _compact
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files, _formats, _parquet
 from jitrace.analyzer.load._rows import Rows, table
@@ -60,6 +61,9 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool) 
     spans_view.ensure(con)
     con.execute(schema.duckdb_ddl("logs", schema.LOGS))
     files = _files.expand(list(inputs))
+    # a receiver that crashed while compacting may have left files a compacted file already holds: never twice
+    replaced = _compact.replaced_files([f for f in files if f.name.startswith(_compact.PREFIX)])
+    files = [f for f in files if f not in replaced]
     report = LoadReport(files=len(files))
     parquet: dict[tuple[str, bool], list[Path]] = defaultdict(list)
     schema_of_dir: dict[Path, tuple[str, bool]] = {}

@@ -103,6 +103,11 @@ def test_sigkill_mid_stream_loses_no_acknowledged_batch_and_restart_reads_past_p
             proc.kill()
     assert proc.returncode == 0 and "stopped; 1000 spans" in err
     assert not list(out.rglob("*.tmp"))  # unacknowledged leftovers removed on start
+    # the clean stop compacted every hour: one file each, holding the span facts
+    assert "compacted" in err
+    for hour in (out / "spans").iterdir():
+        files = list(hour.glob("*.parquet"))
+        assert len(files) == 1 and files[0].name.startswith("compacted-"), files
     stored, bad = _loaded(out)
     assert sender.acked | more.acked <= stored and bad == 0
 

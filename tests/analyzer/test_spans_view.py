@@ -1,5 +1,5 @@
-"""The ``spans`` view: Parquet read in place, facts written by collect read as they are, every other input given
-the same facts by queries/span_facts.sql, so the analysis does not depend on where a span came from."""
+"""The ``spans`` view: Parquet read in place, the facts collect's compaction wrote read as they are, every other
+input given the same facts by queries/span_facts.sql, so the analysis does not depend on where a span came from."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from spanfactory import T0, Token, World
 
 from jitrace.analyzer import analyze, session, spans_view
+from jitrace.analyzer.collect._compact import Compactor
 from jitrace.analyzer.collect._writer import Writer
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import load_into
@@ -34,15 +35,21 @@ def _world(offset_s: float, ttl_s: float, stream_at: float | None) -> World:
     return world
 
 
+def _collect(world: World, out: Path) -> None:
+    """The files `jitrace collect` leaves: a small file per commit, compacted with the facts at its stop."""
+    Writer(out).write("spans", [tuple(r[n] for n in SPANS.names) for r in world.rows])
+    Compactor(out).run(everything=True)
+
+
 def _three_ways(world: World, tmp: Path) -> dict[str, duckdb.DuckDBPyConnection]:
-    """The world's spans as loaded rows, as plain Parquet (no facts) and as the files `jitrace collect` writes."""
+    """The world's spans as loaded rows, as plain Parquet (no facts) and as the files `jitrace collect` leaves."""
     cons = {}
     cons["rows"] = session.connect()
     world.load(cons["rows"])
     plain = world.write_parquet(tmp / "plain.parquet")
     cons["plain"] = session.connect()
     load_into(cons["plain"], [str(plain)])
-    Writer(tmp / "collected").write("spans", [tuple(r[n] for n in SPANS.names) for r in world.rows])
+    _collect(world, tmp / "collected")
     cons["collected"] = session.connect()
     load_into(cons["collected"], [str(tmp / "collected")])
     return cons
@@ -70,9 +77,9 @@ def test_the_facts_and_the_attributions_do_not_depend_on_how_spans_arrived(tmp_p
     assert len(spans) > 0 and len(attributions) >= 3  # expired, policy mismatch, unauthenticated at least
 
 
-def test_collect_writes_the_facts_and_the_view_reads_them_from_the_file(tmp_path):
+def test_collect_leaves_the_facts_in_its_files_and_the_view_reads_them_from_there(tmp_path):
     world = _world(0.0, 300.0, None)
-    Writer(tmp_path).write("spans", [tuple(r[n] for n in SPANS.names) for r in world.rows])
+    _collect(world, tmp_path)
     written = list((tmp_path / "spans").rglob("*.parquet"))
     assert len(written) == 2  # the expired call is an hour later: another partition
     for path in written:

@@ -1,0 +1,138 @@
+"""Compaction: the receiver's many small Parquet files of an hour become one file, with the typed span facts.
+
+The writer leaves one file per acknowledged commit (its cheapest durable write). Many small files are slow to read,
+and they hold only the normalized columns. Once an hour's folder has been idle for a while (and for every folder
+when the receiver stops), ``compact_folder`` rewrites its small files as one ``compacted-<uuid>.parquet``: span
+files through queries/span_facts.sql, so the analyzer reads the jit facts as columns (analyzer/spans_view.py).
+
+Crash safety, without ever storing a span twice or losing one:
+1. the new file is written as ``*.tmp`` (which loaders skip), fsynced, then renamed; its Parquet metadata names
+   the files it replaces (``jitrace.replaces``);
+2. only then are those files removed.
+A crash between 1 and 2 leaves both; ``replaced_files`` tells loaders to skip the replaced ones, and the next
+receiver removes them (``finish``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from jitrace.analyzer import schema, spans_view
+
+PREFIX = "compacted-"
+REPLACES_KEY = b"jitrace.replaces"
+TMP_SUFFIX = ".tmp"
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def small_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(PREFIX))
+
+
+def compact_folder(con: duckdb.DuckDBPyConnection, folder: Path, kind: str) -> tuple[int, int]:
+    """Merge the folder's small files (``kind`` spans or logs) into one; returns (files replaced, records)."""
+    sources = small_files(folder)
+    if not sources:
+        return 0, 0
+    final = folder / f"{PREFIX}{uuid.uuid4().hex}.parquet"
+    tmp = final.with_name(final.name + TMP_SUFFIX)
+    names = schema.SPANS.names if kind == "spans" else schema.LOGS.names
+    read = (f"(SELECT {', '.join(names)} FROM read_parquet([{', '.join(_sql_text(str(p)) for p in sources)}], "
+            "union_by_name = true, hive_partitioning = false))")
+    query = spans_view.facts_sql(read) if kind == "spans" else f"SELECT * FROM {read}"
+    replaces = json.dumps([p.name for p in sources])
+    con.execute(f"COPY ({query}) TO {_sql_text(str(tmp))} (FORMAT parquet, COMPRESSION zstd, "
+                f"KV_METADATA {{'{REPLACES_KEY.decode()}': {_sql_text(replaces)}}})")
+    _fsync(tmp)
+    os.rename(tmp, final)
+    _fsync(folder)
+    records = pq.read_metadata(final).num_rows
+    for p in sources:
+        p.unlink(missing_ok=True)
+    _fsync(folder)
+    return len(sources), records
+
+
+def replaced_by(path: Path) -> list[str]:
+    """The file names a compacted file replaced (empty for any other file)."""
+    if not path.name.startswith(PREFIX):
+        return []
+    try:
+        meta = pq.read_metadata(path).metadata or {}
+        return list(json.loads(meta.get(REPLACES_KEY, b"[]")))
+    except (OSError, ValueError, TypeError):
+        return []  # an unreadable file is reported by the loader that reads it
+
+
+def replaced_files(files: list[Path]) -> set[Path]:
+    """Among ``files``, those a compacted file in the same folder replaced (left by a crash before their removal)."""
+    out: set[Path] = set()
+    for path in files:
+        out.update(path.parent / name for name in replaced_by(path))
+    return out
+
+
+def finish(out: Path) -> int:
+    """Remove files that a compaction replaced but a crash left behind; returns how many."""
+    n = 0
+    for kind in ("spans", "logs"):
+        for compacted in (out / kind).rglob(f"{PREFIX}*.parquet") if (out / kind).is_dir() else ():
+            for name in replaced_by(compacted):
+                leftover = compacted.parent / name
+                if leftover.exists():
+                    leftover.unlink()
+                    n += 1
+    return n
+
+
+class Compactor:
+    """Compacts every hour folder under ``out`` whose newest small file is older than ``idle_s`` (all of them on
+    ``run(everything=True)``). One per output folder: with ``--workers`` the parent process runs it."""
+
+    def __init__(self, out: Path, idle_s: float = 60.0) -> None:
+        self.out, self.idle_s = Path(out), idle_s
+        self.files = self.records = 0
+        self.seconds = 0.0
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    def run(self, everything: bool = False) -> None:
+        now = time.time()
+        for kind in ("spans", "logs"):
+            base = self.out / kind
+            for folder in sorted(base.glob("hour=*")) if base.is_dir() else ():
+                sources = small_files(folder)
+                if not sources:
+                    continue
+                try:
+                    newest = max(p.stat().st_mtime for p in sources)
+                except FileNotFoundError:
+                    continue  # another process's compaction is under way
+                if everything or now - newest >= self.idle_s:
+                    self._compact(folder, kind)
+
+    def _compact(self, folder: Path, kind: str) -> None:
+        if self._con is None:  # one thread: compaction must not take the cores the receiver is using
+            self._con = duckdb.connect(config={"threads": 1, "memory_limit": "512MB"})
+        started = time.perf_counter()
+        files, records = compact_folder(self._con, folder, kind)
+        self.seconds += time.perf_counter() - started
+        self.files += files
+        self.records += records

@@ -1,0 +1,82 @@
+"""Compaction of the receiver's files: one file per hour with the span facts, the same records, and no record
+stored twice or lost when a crash interrupts it at any step."""
+
+from __future__ import annotations
+
+import shutil
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+from spanfactory import T0, Token, World
+
+from jitrace.analyzer import session, spans_view
+from jitrace.analyzer.collect import Receiver, _compact
+from jitrace.analyzer.collect._writer import Writer
+from jitrace.analyzer.load import load_into
+from jitrace.analyzer.schema import SPANS
+
+
+def _written(tmp_path, batches: int = 4):
+    """The receiver's small files for a world of calls, one commit per batch, and the rows written."""
+    world = World(offsets={"server-host": 3.0})
+    token = Token(iat=T0, exp=T0 + 300, jti="t-1")
+    for i in range(12):
+        world.call(T0 + 1 + i, token if i % 3 else None)
+    rows = [tuple(r[n] for n in SPANS.names) for r in world.rows]
+    writer = Writer(tmp_path)
+    for b in range(batches):
+        writer.write("spans", rows[b::batches])
+    (folder,) = list((tmp_path / "spans").iterdir())
+    return folder, rows
+
+
+def _analysis(out) -> tuple[list, list]:
+    con = session.connect()
+    load_into(con, [str(out)])
+    session.run_queries(con)
+    facts = ", ".join(spans_view.fact_columns())
+    return (con.execute(f"SELECT span_id, {facts} FROM spans ORDER BY span_id").fetchall(),
+            con.execute("SELECT span_id, cause, rule, evidence FROM attributions ORDER BY span_id").fetchall())
+
+
+def test_an_hour_becomes_one_file_with_the_facts_and_the_analysis_is_unchanged(tmp_path):
+    folder, rows = _written(tmp_path / "out")
+    before = _analysis(tmp_path / "out")
+    assert len(list(folder.glob("*.parquet"))) == 4
+    files, records = _compact.compact_folder(duckdb.connect(), folder, "spans")
+    assert (files, records) == (4, len(rows))
+    (only,) = list(folder.glob("*.parquet"))
+    assert only.name.startswith(_compact.PREFIX) and spans_view.has_facts(pq.read_schema(only))
+    assert _analysis(tmp_path / "out") == before
+    assert len(before[1]) == 4  # the denied calls: the analysis compared is not empty
+
+
+@pytest.mark.parametrize("crash_after", ["write", "rename"])
+def test_a_crash_during_compaction_stores_no_record_twice_and_a_restart_cleans_up(tmp_path, crash_after):
+    out = tmp_path / "out"
+    folder, rows = _written(out)
+    kept = tmp_path / "kept"
+    shutil.copytree(folder, kept)
+    _compact.compact_folder(duckdb.connect(), folder, "spans")
+    (compacted,) = list(folder.glob("*.parquet"))
+    for f in kept.iterdir():  # the crash: the replaced files were never removed
+        shutil.copy(f, folder / f.name)
+    if crash_after == "write":  # ... nor the new file renamed into place: it is still a .tmp
+        compacted.rename(compacted.with_name(compacted.name + _compact.TMP_SUFFIX))
+    con = duckdb.connect()
+    report = load_into(con, [str(out)])
+    ids = [r[0] for r in con.execute("SELECT span_id FROM spans").fetchall()]
+    assert report.spans == len(ids) == len(set(ids)) == len(rows)
+
+    receiver = Receiver(out, "127.0.0.1:0", None)
+    receiver.start()
+    receiver.stop()
+    left = sorted(p.name for p in folder.iterdir())
+    if crash_after == "write":  # the unfinished compaction is dropped; the small files hold everything
+        assert left == sorted(f.name for f in kept.iterdir())
+    else:  # the compaction was done: what it replaced is removed
+        assert left == [compacted.name]
+    con = duckdb.connect()
+    load_into(con, [str(out)])
+    assert sorted(r[0] for r in con.execute("SELECT span_id FROM spans").fetchall()) == sorted(ids)
