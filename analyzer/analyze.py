@@ -23,7 +23,7 @@ from jitrace.instrumentation import contract
 ATTRIBUTION_COLUMNS = (
     "trace_id", "span_id", "service", "method", "principal", "status_code", "time", "cause", "rule", "confidence",
     "evidence", "fix", "server_service", "client_service", "server_domain", "client_domain", "client_span_id",
-    "server_span_id",
+    "server_span_id", "host_time",
 )
 
 

@@ -170,7 +170,11 @@ fixes(cause, fix) AS (
         ('unexplained', 'instrument the missing side')
 )
 SELECT
-    r.trace_id, r.span_id, r.service, r.method, r.principal, r.status_code, r.time,
+    r.trace_id, r.span_id, r.service, r.method, r.principal, r.status_code,
+    -- when it happened in the reference clock: the reporting span's start minus its host's offset (UTC as far as
+    -- the issuer's clock is; host_time keeps the host's own reading, which its logs share)
+    r.time - to_microseconds(round(coalesce(CASE WHEN r.has_server THEN r.server_offset_s ELSE r.client_offset_s END,
+                                            0) * 1e6)::BIGINT) AS time,
     CASE WHEN r.by_log THEN r.pattern_cause ELSE rules.cause END AS cause, r.rule,
     round(CASE WHEN r.by_log THEN r.pattern_confidence ELSE rules.base_confidence END
           * power(0.8, len(r.missing)), 3) AS confidence,
@@ -205,8 +209,9 @@ SELECT
          WHEN rules.cause = 'unexplained' AND len(r.missing) > 0
          THEN 'instrument the missing side: ' || array_to_string(r.missing, '; ')
          ELSE fixes.fix END AS fix,
-    r.server_service, r.client_service, r.server_domain, r.client_domain, r.client_span_id, r.server_span_id
+    r.server_service, r.client_service, r.server_domain, r.client_domain, r.client_span_id, r.server_span_id,
+    r.time AS host_time
 FROM named AS r
 JOIN rules ON rules.rule = r.span_rule
 JOIN fixes ON fixes.cause = CASE WHEN r.by_log THEN r.pattern_cause ELSE rules.cause END
-ORDER BY r.time, r.trace_id;
+ORDER BY 7, r.trace_id;  -- the corrected time

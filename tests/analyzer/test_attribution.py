@@ -316,3 +316,18 @@ def test_big_inputs_run_the_per_span_steps_as_plain_tables(monkeypatch):
     monkeypatch.setattr(session, "TEMP_SPANS_PER_GB", 1)
     df = analyze(world)
     assert list(df["cause"]) == ["token_missing"]
+
+
+@settings(max_examples=15, deadline=None)
+@given(server_skew=st.floats(-3600, 3600), client_skew=st.floats(-3600, 3600), server_traced=st.booleans())
+def test_a_denial_is_placed_in_the_reference_clock_not_in_its_hosts(server_skew, client_skew, server_traced):
+    # `time` is when the denial happened by the issuer's clock (the report plots it); host_time is the reporting
+    # host's own reading, off by that host's skew
+    world, token = healthy_world({"server-host": server_skew, "client-host": client_skew}, calls=8)
+    sent_true = T0 + 100
+    world.call(sent_true, None, server_traced=server_traced)
+    row = only(analyze(world))
+    skew = server_skew if server_traced else client_skew
+    started_true = sent_true + (0.001 if server_traced else 0.0)  # the server span starts one transit later
+    assert row.time.timestamp() == pytest.approx(started_true, abs=0.005)
+    assert row.host_time.timestamp() == pytest.approx(started_true + skew, abs=0.005)
