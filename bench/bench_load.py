@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import struct
 import tempfile
 import time
@@ -17,7 +18,7 @@ import duckdb
 
 TITLE = "Loaders: spans/s per input format"
 T0 = 1_700_000_000_000_000_000
-TARGETS = {"jitrace Parquet": 5_000_000, "OTLP JSON lines": 300_000}
+TARGETS = {"jitrace Parquet, every column read once": 5_000_000, "OTLP JSON lines": 300_000}
 
 
 def _spans(n: int) -> list[dict]:
@@ -114,18 +115,27 @@ def _app_logs(n: int, path: Path) -> None:
                                 "otelSpanID": os.urandom(8).hex(), "otelServiceName": "orders"}) + "\n")
 
 
-def _time_load(paths: list[Path], repeats: int) -> tuple[float, float, int]:
-    """Best wall time, the CPU time (all threads) of that run, and the records loaded."""
+def _cpu() -> float:
+    """CPU seconds of this process (all threads) and of its finished children (the parallel parsers)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def _time_load(paths: list[Path], repeats: int, read_all: bool = False) -> tuple[float, float, int]:
+    """Best wall time, the CPU time (all threads) of that run, and the records loaded. ``read_all``: then decode
+    every column of the spans once (Parquet is read in place: the load alone only reads footers)."""
     from jitrace.analyzer.load import load_into
 
     best, cpu, count = float("inf"), 0.0, 0
     for _ in range(repeats):
         con = duckdb.connect()
-        started, started_cpu = time.perf_counter(), time.process_time()
+        started, started_cpu = time.perf_counter(), _cpu()
         rep = load_into(con, [str(p) for p in paths])
+        if read_all:
+            con.execute("SELECT count(*), count(COLUMNS(*)) FROM spans").fetchone()
         wall = time.perf_counter() - started
         if wall < best:
-            best, cpu = wall, time.process_time() - started_cpu
+            best, cpu = wall, _cpu() - started_cpu
         count = rep.spans + rep.logs
         con.close()
     return best, cpu, count
@@ -145,6 +155,7 @@ def run(quick: bool) -> str:
             "Jaeger UI JSON": d / "jaeger.json",
             "Zipkin v2 JSON": d / "zipkin.json",
             "jitrace Parquet": d / "parquet",
+            "jitrace Parquet, every column read once": d / "parquet",
             "application JSON logs": d / "app.log.jsonl",
         }
         _otlp_lines(spans, files["OTLP JSON lines"])
@@ -164,7 +175,7 @@ def run(quick: bool) -> str:
                  "|---|---:|---:|---:|---:|---:|---|"]
         for name, path in files.items():
             size = sum(f.stat().st_size for f in path.rglob("*")) if path.is_dir() else path.stat().st_size
-            secs, cpu, count = _time_load([path], repeats)
+            secs, cpu, count = _time_load([path], repeats, read_all=name.endswith("read once"))
             target = TARGETS.get(name)
             verdict = "" if target is None else f"{target:,} ({'met' if count / secs >= target else 'NOT met'})"
             lines.append(f"| {name} | {count:,} | {size / count:,.0f} | {secs:.3f} | {count / secs:,.0f} | "
@@ -180,22 +191,25 @@ def run(quick: bool) -> str:
 
 
 def _parquet(src: Path, out: Path, rows: int) -> None:
-    """Parquet in the collector's schema and compression, ``rows`` distinct spans (ids varied, times shifted)."""
+    """Parquet as `jitrace collect` leaves it (compacted: the normalized columns and the span facts, zstd), ``rows``
+    distinct spans (ids varied, times shifted)."""
     from jitrace.analyzer.load import load_into
+    from jitrace.analyzer.spans_view import facts_sql
 
     con = duckdb.connect()
     load_into(con, [str(src)])
-    n = con.execute("SELECT count(*) FROM spans").fetchone()[0]
+    n = con.execute("SELECT count(*) FROM span_rows").fetchone()[0]
     copies = max(1, -(-rows // n))
     out.mkdir(parents=True, exist_ok=True)
     # Per-span values as real spans have them (trace ids, a token id, timings, a peer port), so that Parquet
     # compresses like real data (~80 B per span, ~800 as OTLP JSON), not like one span copied millions of times.
-    con.execute(
-        "COPY (SELECT s.* REPLACE (md5(s.trace_id || i::VARCHAR) AS trace_id, md5(s.span_id || i::VARCHAR)[:16] AS "
+    rows_sql = (
+        "(SELECT s.* REPLACE (md5(s.trace_id || i::VARCHAR) AS trace_id, md5(s.span_id || i::VARCHAR)[:16] AS "
         "span_id, md5(s.parent_span_id || i::VARCHAR)[:16] AS parent_span_id, start_ns + i * 1000000 AS start_ns, "
         "end_ns + i * 1000000 + (random() * 1e9)::BIGINT AS end_ns, json_merge_patch(s.attributes, json_object("
         "'jit.token.id', md5(s.span_id || i::VARCHAR || 'token'), 'jit.auth.wait_s', random(), "
         "'jit.token.ttl_s', random() * 600 - 60, 'net.peer.port', (random() * 60000)::INTEGER, "
-        "'net.peer.ip', '10.0.' || (random() * 255)::INTEGER || '.' || (random() * 255)::INTEGER)) AS attributes, "
-        "NULL AS source) FROM spans AS s, range(?) AS t(i) LIMIT ?) "
-        f"TO '{out}/spans.parquet' (FORMAT parquet, COMPRESSION zstd)", [copies, rows])
+        "'net.peer.ip', '10.0.' || (random() * 255)::INTEGER || '.' || (random() * 255)::INTEGER))::VARCHAR AS "
+        "attributes, NULL AS source) FROM span_rows AS s, range(?) AS t(i) LIMIT ?)")
+    con.execute(f"COPY ({facts_sql(rows_sql)}) TO '{out}/spans.parquet' (FORMAT parquet, COMPRESSION zstd)",
+                [copies, rows])

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from jitrace.analyzer import schema, spans_view
 from jitrace.analyzer.collect import _compact
 from jitrace.analyzer.errors import UserError
-from jitrace.analyzer.load import _files, _formats, _parquet
+from jitrace.analyzer.load import _files, _formats, _parallel, _parquet
 from jitrace.analyzer.load._rows import Rows, table
 
 __all__ = ["LoadReport", "load_into"]
@@ -67,7 +68,7 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool) 
     report = LoadReport(files=len(files))
     parquet: dict[tuple[str, bool], list[Path]] = defaultdict(list)
     schema_of_dir: dict[Path, tuple[str, bool]] = {}
-    pending = Rows()
+    text_files = []
     for path in files:
         if _files.peek(path) == _parquet.MAGIC:
             # One footer read per folder: the collector writes thousands of files of one schema into each
@@ -75,22 +76,16 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool) 
             if kind is None:
                 kind = schema_of_dir[path.parent] = _parquet.table_of(path)
             parquet[kind].append(path)
-            continue
-        data = _files.read_bytes(path)
-        rows = Rows()
-        _formats.read(path, data, rows)
-        if rows.bad:
-            if strict:
-                raise UserError(f"{rows.problems[0]} (--strict: {rows.bad} bad record(s) in this file)")
-            report.bad_records += rows.bad
-            room = MAX_PROBLEMS - len(report.problems)
-            report.problems += rows.problems[:max(room, 0)]
-            rows.problems = []
-        pending.extend(rows)
-        if len(pending.spans) + len(pending.logs) >= _FLUSH_ROWS:
-            _flush(con, pending, report)
-            pending = Rows()
-    _flush(con, pending, report)
+        else:
+            text_files.append(path)
+    units = _parallel.plan(text_files)
+    if units is None:
+        _load_here(con, text_files, strict, report)
+    else:
+        for parsed in _parallel.run(units):
+            _count_bad(parsed.bad, parsed.problems, strict, report)
+            _insert(con, spans_view.ROWS_TABLE, parsed.spans, report)
+            _insert(con, "logs", parsed.logs, report)
     for (name, has_source), group in parquet.items():
         try:
             n = _parquet.insert(con, name, group, has_source)
@@ -108,17 +103,46 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool) 
     return report
 
 
+def _load_here(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, report: LoadReport) -> None:
+    """Parse ``files`` in this process, inserting every ``_FLUSH_ROWS`` rows."""
+    pending = Rows()
+    for path in files:
+        data = _files.read_bytes(path)
+        rows = Rows()
+        _formats.read(path, data, rows)
+        _count_bad(rows.bad, rows.problems, strict, report)
+        rows.problems = []
+        pending.extend(rows)
+        if len(pending.spans) + len(pending.logs) >= _FLUSH_ROWS:
+            _flush(con, pending, report)
+            pending = Rows()
+    _flush(con, pending, report)
+
+
+def _count_bad(bad: int, problems: list[str], strict: bool, report: LoadReport) -> None:
+    if not bad:
+        return
+    if strict:
+        raise UserError(f"{problems[0]} (--strict: {bad} bad record(s) in this file)")
+    report.bad_records += bad
+    room = MAX_PROBLEMS - len(report.problems)
+    report.problems += problems[:max(room, 0)]
+
+
 def _flush(con: duckdb.DuckDBPyConnection, rows: Rows, report: LoadReport) -> None:
-    for name, arrow_schema, batch in ((spans_view.ROWS_TABLE, schema.SPANS, rows.spans),
-                                      ("logs", schema.LOGS, rows.logs)):
-        if not batch:
-            continue
-        con.register("jitrace_load_batch", table(batch, arrow_schema))
-        try:
-            con.execute(f"INSERT INTO {name} SELECT * FROM jitrace_load_batch")
-        finally:
-            con.unregister("jitrace_load_batch")
-        if name == spans_view.ROWS_TABLE:
-            report.spans += len(batch)
-        else:
-            report.logs += len(batch)
+    _insert(con, spans_view.ROWS_TABLE, table(rows.spans, schema.SPANS), report)
+    _insert(con, "logs", table(rows.logs, schema.LOGS), report)
+
+
+def _insert(con: duckdb.DuckDBPyConnection, name: str, batch: pa.Table, report: LoadReport) -> None:
+    if not batch.num_rows:
+        return
+    con.register("jitrace_load_batch", batch)
+    try:
+        con.execute(f"INSERT INTO {name} SELECT * FROM jitrace_load_batch")
+    finally:
+        con.unregister("jitrace_load_batch")
+    if name == "logs":
+        report.logs += batch.num_rows
+    else:
+        report.spans += batch.num_rows

@@ -17,7 +17,7 @@ from jitrace.analyzer.load import _applogs, _jaeger, _otlp_json, _zipkin
 from jitrace.analyzer.load._rows import Rows
 
 _KNOWN = "OTLP JSON/protobuf, Jaeger JSON, Zipkin v2 JSON, OTLP/OPA/application JSON-lines logs, jitrace Parquet"
-_OTLP_KEYS = ("resourceSpans", "resourceLogs")
+OTLP_KEYS = ("resourceSpans", "resourceLogs")
 
 
 def unknown(path: Path, what: str) -> UserError:
@@ -42,7 +42,7 @@ def _read_json(path: Path, text: str, rows: Rows) -> None:
     except ValueError as exc:
         if not exc.msg.startswith("Extra data") and not _any_line_parses(text):  # type: ignore[attr-defined]
             raise UserError(f"{path}: not valid JSON: {exc}") from None
-        _read_lines(path, text, rows)
+        read_lines(path, text, rows)
         return
     _read_doc(path, doc, rows)
 
@@ -59,7 +59,7 @@ def _any_line_parses(text: str) -> bool:
 
 def _read_doc(path: Path, doc: Any, rows: Rows) -> None:
     where = str(path)
-    if isinstance(doc, dict) and any(k in doc for k in _OTLP_KEYS):
+    if isinstance(doc, dict) and any(k in doc for k in OTLP_KEYS):
         _otlp_json.add_request(doc, rows, where, indexed=True)
     elif _jaeger.looks_like(doc):
         _jaeger.add_doc(doc, rows, where)
@@ -67,7 +67,7 @@ def _read_doc(path: Path, doc: Any, rows: Rows) -> None:
         return
     elif _zipkin.looks_like(doc):
         _zipkin.add_doc(doc, rows, where)
-    elif isinstance(doc, list) and isinstance(doc[0], dict) and any(k in doc[0] for k in _OTLP_KEYS):
+    elif isinstance(doc, list) and isinstance(doc[0], dict) and any(k in doc[0] for k in OTLP_KEYS):
         n = 0
         for i, request in enumerate(doc):
             n += _otlp_json.add_request(request, rows, f"{where}#{i}" if not isinstance(request, dict) else where,
@@ -79,9 +79,10 @@ def _read_doc(path: Path, doc: Any, rows: Rows) -> None:
         raise unknown(path, f"a JSON {kind} in no known trace or log format")
 
 
-def _read_lines(path: Path, text: str, rows: Rows) -> None:
-    kind = None  # "otlp" or "logs", from the first line that parses
-    for number, line in enumerate(text.split("\n"), 1):
+def read_lines(path: Path, text: str, rows: Rows, *, first_line: int = 1, kind: str | None = None) -> None:
+    """JSON lines; ``first_line`` numbers the text's first line (a range of a file read by ``_parallel``), ``kind``
+    ("otlp" or "logs") is what the file holds, else decided by the first line that parses."""
+    for number, line in enumerate(text.split("\n"), first_line):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -90,7 +91,7 @@ def _read_lines(path: Path, text: str, rows: Rows) -> None:
         except ValueError as exc:
             rows.bad_record(where, f"invalid JSON: {exc.msg} (column {exc.colno})")  # type: ignore[attr-defined]
             continue
-        is_otlp = isinstance(obj, dict) and any(k in obj for k in _OTLP_KEYS)
+        is_otlp = isinstance(obj, dict) and any(k in obj for k in OTLP_KEYS)
         if kind is None:
             if is_otlp:
                 kind = "otlp"

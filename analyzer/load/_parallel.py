@@ -1,0 +1,140 @@
+"""Text inputs parsed on every core: JSON is Python work under one GIL, so big inputs are split over processes.
+
+The unit of work is a whole file, or, for a big uncompressed JSON-lines file (the Collector's file exporter), a
+range of its lines cut at line ends. Each worker parses its unit with the same readers as the sequential path
+(``_formats``) and returns Arrow tables, so records, positions (``path:LINE``) and bad-record reports are the same
+whichever path ran. Results are taken in input order: a load is repeatable. Small inputs stay in one process:
+starting workers costs more than it saves.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import pyarrow as pa
+
+from jitrace.analyzer import schema
+
+MIN_BYTES = 32 * 1024 * 1024  # total text input below which one process parses everything
+CHUNK_BYTES = 16 * 1024 * 1024  # a JSON-lines file is cut into ranges of about this size
+MAX_PROCESSES = 4
+_GZIP, _ZSTD = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
+
+
+@dataclass(frozen=True)
+class Unit:
+    path: Path
+    start: int = 0  # byte range of a JSON-lines file; end < 0: the whole file
+    end: int = -1
+    first_line: int = 1
+    kind: str | None = None  # "otlp" or "logs": decided once for the whole file, from its first record
+
+
+@dataclass
+class Parsed:
+    spans: pa.Table
+    logs: pa.Table
+    bad: int
+    problems: list[str]
+
+
+def processes() -> int:
+    return max(1, min(MAX_PROCESSES, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else os.cpu_count() or 1))
+
+
+def plan(files: list[Path]) -> list[Unit] | None:
+    """Units for ``files`` (text inputs), or None when one process should parse them."""
+    if processes() < 2:
+        return None
+    sizes = {}
+    for path in files:
+        try:
+            sizes[path] = path.stat().st_size
+        except OSError:
+            return None  # the sequential path reports the unreadable file
+    if sum(sizes.values()) < MIN_BYTES:
+        return None
+    units: list[Unit] = []
+    for path in files:
+        units += _split(path) if sizes[path] > CHUNK_BYTES else [Unit(path)]
+    return units
+
+
+def _split(path: Path) -> list[Unit]:
+    """A big JSON-lines file as ranges of lines; any other file as one unit."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:2] == _GZIP or data[:4] == _ZSTD:
+        return [Unit(path)]
+    first_end = data.find(b"\n")
+    kind = _lines_kind(data[:first_end] if first_end >= 0 else data)
+    if kind is None or first_end < 0:
+        return [Unit(path)]  # a single JSON document, or a first line the sequential reader must judge
+    units, start, line = [], 0, 1
+    while start < len(data):
+        end = data.find(b"\n", min(start + CHUNK_BYTES, len(data) - 1))
+        end = len(data) if end < 0 else end + 1
+        units.append(Unit(path, start, end, line, kind))
+        line += data.count(b"\n", start, end)
+        start = end
+    return units
+
+
+def _lines_kind(first: bytes) -> str | None:
+    from jitrace.analyzer.load import _applogs, _formats
+
+    first = first.removeprefix(b"\xef\xbb\xbf")
+    try:
+        obj = json.loads(first)
+    except ValueError:
+        return None
+    if isinstance(obj, dict) and any(k in obj for k in _formats.OTLP_KEYS):
+        return "otlp"
+    if _applogs.is_opa(obj) or _applogs.is_app_log(obj):
+        return "logs"
+    return None
+
+
+def parse(unit: Unit) -> Parsed:
+    """In a worker: one unit's rows as Arrow tables (a UserError, e.g. an unknown format, reaches the caller)."""
+    from jitrace.analyzer.load import _files, _formats
+    from jitrace.analyzer.load._rows import Rows, table
+
+    gc.disable()  # as load_into: millions of short-lived dicts, no cycles
+    rows = Rows()
+    if unit.end < 0:
+        _formats.read(unit.path, _files.read_bytes(unit.path), rows)
+    else:
+        with open(unit.path, "rb") as f:
+            f.seek(unit.start)
+            text = f.read(unit.end - unit.start).decode("utf-8", errors="replace")
+        if unit.start == 0:
+            text = text.removeprefix("\ufeff")
+        _formats.read_lines(unit.path, text, rows, first_line=unit.first_line, kind=unit.kind)
+    return Parsed(table(rows.spans, schema.SPANS), table(rows.logs, schema.LOGS), rows.bad, rows.problems[:1000])
+
+
+def run(units: list[Unit]) -> Iterator[Parsed]:
+    """Parse ``units`` on worker processes; yields results in the units' order. Where workers cannot run (a main
+    module spawn cannot import, such as a script read from stdin) or die, the rest is parsed here."""
+    # spawn, not fork: the parent holds DuckDB's threads and locks, which a forked child must not inherit
+    pool = ProcessPoolExecutor(min(processes(), len(units)), mp_context=get_context("spawn"))
+    done = 0
+    try:
+        for parsed in pool.map(parse, units):
+            yield parsed
+            done += 1
+    except BrokenProcessPool:
+        for unit in units[done:]:
+            yield parse(unit)
+    finally:  # an error (a file in no known format, --strict) stops the work not started yet
+        pool.shutdown(wait=True, cancel_futures=True)
