@@ -66,7 +66,7 @@ def plan(files: list[Path]) -> list[Unit] | None:
     units: list[Unit] = []
     for path in files:
         units += _split(path) if sizes[path] > CHUNK_BYTES else [Unit(path)]
-    return units
+    return units if len(units) > 1 else None  # one unit (a big JSON document): a worker would only add cost
 
 
 def _split(path: Path) -> list[Unit]:
