@@ -76,9 +76,11 @@ def _split(path: Path) -> list[Unit]:
     if data[:2] == _GZIP or data[:4] == _ZSTD:
         return [Unit(path)]
     first_end = data.find(b"\n")
-    kind = _lines_kind(data[:first_end] if first_end >= 0 else data)
-    if kind is None or first_end < 0:
-        return [Unit(path)]  # a single JSON document, or a first line the sequential reader must judge
+    if first_end < 0 or first_end > CHUNK_BYTES:  # one line: a single JSON document (not parsed twice here)
+        return [Unit(path)]
+    kind = _lines_kind(data[:first_end])
+    if kind is None:
+        return [Unit(path)]  # a pretty-printed document, or a first line the sequential reader must judge
     units, start, line = [], 0, 1
     while start < len(data):
         end = data.find(b"\n", min(start + CHUNK_BYTES, len(data) - 1))
