@@ -15,9 +15,13 @@
 -- is multiplied by 0.8 (it may be another call's). Evidence lines are bounded: the first 5 by time, bodies cut to
 -- 200 characters (the loaders already redacted bearer tokens).
 CREATE OR REPLACE TABLE denial_logs AS
-WITH other_rpc AS (  -- the traces' gRPC spans: a line on one of them belongs to that call, not to the denied one
+WITH logged_denials AS (  -- the denied traces that have log lines: few, often none
+    SELECT DISTINCT d.trace_id FROM denials AS d SEMI JOIN logs AS l ON l.trace_id = d.trace_id
+),
+other_rpc AS (  -- their gRPC spans: a line on one of them belongs to that call, not to the denied one
     SELECT r.trace_id, r.span_id FROM rpc_spans AS r
-    WHERE r.kind IN ('CLIENT', 'SERVER') AND r.trace_id IN (SELECT trace_id FROM denials)
+    SEMI JOIN logged_denials AS ld ON ld.trace_id = r.trace_id
+    WHERE r.kind IN ('CLIENT', 'SERVER')
 ),
 by_ids AS (
     SELECT d.trace_id AS denial_trace_id, d.span_id AS denial_span_id, 'trace' AS matched_by, l.*
