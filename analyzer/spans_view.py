@@ -1,12 +1,11 @@
 """The ``spans`` view: every loaded span in the normalized schema, plus the typed facts of ``queries/span_facts.sql``.
 
-Spans live in two places. Parquet files stay where they are and are read in place: copying millions of spans into
-the database file costs more than analyzing them. Records of every other format (OTLP JSON, Jaeger, Zipkin, ...)
-are inserted into the table ``span_rows`` by the loaders. The view is the union of both:
-
-- Parquet that ``jitrace collect`` wrote already holds the fact columns (written through span_facts.sql), so the
-  analyzer reads them straight from the files, without parsing any JSON;
-- any other Parquet in the span schema, and ``span_rows``, get them from span_facts.sql when the view is read.
+Spans live in two places. Parquet files that hold the span facts (``jitrace collect``'s compacted files, written
+through span_facts.sql) stay where they are and are read in place: copying millions of spans into the database
+file costs more than analyzing them, and the analyzer reads the facts straight from the files, without parsing any
+JSON. Records of every other input (OTLP JSON, Jaeger, Zipkin, ..., and Parquet without the facts, such as the
+receiver's small files that compaction later deletes) are inserted into the table ``span_rows``, and get the facts
+from span_facts.sql when the view is read. The view is the union of both.
 
 The files read are listed in the table ``span_files`` (absolute paths): jitrace.duckdb keeps the view, so notebooks
 see the spans as long as the input files stay where they were.
@@ -69,16 +68,21 @@ def has_facts(file_schema: pa.Schema) -> bool:
 def ensure(con: duckdb.DuckDBPyConnection) -> None:
     """Create ``span_rows``, ``span_files`` and the view if they are not there yet."""
     con.execute(schema.duckdb_ddl(ROWS_TABLE, schema.SPANS))
-    con.execute(f"CREATE TABLE IF NOT EXISTS {FILES_TABLE} (path VARCHAR, has_source BOOLEAN, has_facts BOOLEAN)")
+    con.execute(f"CREATE TABLE IF NOT EXISTS {FILES_TABLE} (path VARCHAR, has_source BOOLEAN)")
     if not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'spans' AND NOT temporary").fetchone()[0]:
         define(con)
 
 
 def add_files(con: duckdb.DuckDBPyConnection, files: list[Path], has_source: bool) -> int:
-    """Add Parquet files in the span schema to the view; returns how many spans they hold (from their footers)."""
+    """Add Parquet files in the span schema; returns how many spans they hold.
+
+    Files that hold the span facts (collect's compacted files, or any written through span_facts.sql) are read in
+    place: the view lists them. Any other Parquet is copied into ``span_rows``: such a file may be a receiver's
+    small file that compaction will delete, and the database must not point at a file that goes away.
+    """
     if not files:
         return 0
-    rows, count = [], 0
+    in_place, copied, count = [], [], 0
     needed = set(schema.SPANS.names) - {"source"}
     for path in files:
         try:
@@ -90,10 +94,25 @@ def add_files(con: duckdb.DuckDBPyConnection, files: list[Path], has_source: boo
         if missing:
             raise UserError(f"{path}: Parquet without jitrace's span columns (missing {', '.join(missing[:5])})")
         count += meta.num_rows
-        rows.append((str(Path(path).resolve()), has_source and "source" in file_schema.names, has_facts(file_schema)))
-    con.executemany(f"INSERT INTO {FILES_TABLE} VALUES (?, ?, ?)", rows)
-    define(con)
+        entry = (str(Path(path).resolve()), has_source and "source" in file_schema.names)
+        (in_place if has_facts(file_schema) else copied).append(entry)
+    for has_src in (True, False):
+        group = [p for p, s in copied if s == has_src]
+        if group:
+            con.execute(f"INSERT INTO {ROWS_TABLE} SELECT {_base_columns(has_src)} FROM {_read(group)}")
+    if in_place:
+        con.executemany(f"INSERT INTO {FILES_TABLE} VALUES (?, ?)", in_place)
+        define(con)
     return count
+
+
+def _base_columns(has_source: bool) -> str:
+    source = "coalesce(source, filename)" if has_source else "filename"
+    return ", ".join(f"{source} AS source" if n == "source" else n for n in schema.SPANS.names)
+
+
+def _read(paths: list[str]) -> str:
+    return f"read_parquet({_quoted(paths)}, filename = true, union_by_name = true, hive_partitioning = false)"
 
 
 def _quoted(paths: list[str]) -> str:
@@ -106,16 +125,9 @@ def define(con: duckdb.DuckDBPyConnection) -> None:
     facts = list(fact_columns())
     out_cols = ", ".join(base + facts)
     branches = [f"SELECT {out_cols} FROM ({facts_sql(ROWS_TABLE)})"]
-    groups: dict[tuple[bool, bool], list[str]] = {}
-    for path, has_source, typed in con.execute(f"SELECT path, has_source, has_facts FROM {FILES_TABLE}").fetchall():
-        groups.setdefault((has_source, typed), []).append(path)
-    for (has_source, typed), paths in sorted(groups.items()):
-        source = "coalesce(source, filename)" if has_source else "filename"
-        cols = ", ".join(f"{source} AS source" if n == "source" else n for n in base)
-        read = (f"read_parquet({_quoted(paths)}, filename = true, union_by_name = true, "
-                "hive_partitioning = false)")
-        if typed:
-            branches.append(f"SELECT {cols}, {', '.join(facts)} FROM {read}")
-        else:
-            branches.append(f"SELECT {out_cols} FROM ({facts_sql(f'(SELECT {cols} FROM {read})')})")
+    groups: dict[bool, list[str]] = {}
+    for path, has_source in con.execute(f"SELECT path, has_source FROM {FILES_TABLE}").fetchall():
+        groups.setdefault(has_source, []).append(path)
+    for has_source, paths in sorted(groups.items()):
+        branches.append(f"SELECT {_base_columns(has_source)}, {', '.join(facts)} FROM {_read(paths)}")
     con.execute("CREATE OR REPLACE VIEW spans AS\n" + "\nUNION ALL\n".join(branches))
