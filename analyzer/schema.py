@@ -32,8 +32,8 @@ Ids are always lower-case hex here, whatever the input used (hex, upper-case hex
 
 In DuckDB, ``spans`` is a view (analyzer/spans_view.py) with these columns followed by the typed facts of
 queries/span_facts.sql (``domain``, ``rpc_*``, ``grpc_status``, one ``jit_*`` column per contract attribute,
-``check_events``, ``stream_check``). ``jitrace collect`` writes those facts into its Parquet files too; loaders of
-other formats insert rows of this schema into ``span_rows``.
+``check_events``, ``stream_check``). ``jitrace collect``'s compacted files hold those facts too and are read in
+place; loaders of other inputs insert rows of this schema into ``span_rows``.
 """
 
 from __future__ import annotations
