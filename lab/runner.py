@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from jitrace.analyzer.collect import Receiver
+from jitrace.analyzer.collect._compact import Compactor
 from jitrace.analyzer.errors import UserError
 from jitrace.lab import jitlab_pb2, jitlab_pb2_grpc, scenarios
 from jitrace.lab.scenarios import Call, Scenario
@@ -237,6 +238,7 @@ def run(scenario: str, out_dir: str | Path, *, calls: int = 8, seed: int = 7, dr
         receiver.stop()
         for key in run_dir.glob("*.key"):  # the signing keys lived for this run only
             key.unlink()
+    Compactor(out).run(everything=True)  # as `jitrace collect` leaves its folder at a clean stop
     for row in rows:
         row["scenario"] = scenario
     denied = [r for r in rows if r["code"] in DENIALS]
