@@ -192,12 +192,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"jitrace collect: listening grpc={grpc_at or 'off'} http={http_at or 'off'}, writing {args.out}"
               + (f" ({args.workers} processes)" if children else ""), file=sys.stderr, flush=True)
     ticks = 0
+    every = max(1, round(min(10.0, args.compact_after) / 0.5))  # look for idle hours every 10 s, or sooner
     try:
         while not stop.wait(0.5):
             if child and os.getppid() != args.worker_of:
                 break  # the parent is gone (PR_SET_PDEATHSIG covers Linux; this covers the rest)
             ticks += 1
-            if compactor is not None and ticks % 20 == 0:  # every 10 s: hour folders idle long enough
+            if compactor is not None and ticks % every == 0:
                 compactor.run()
     finally:
         for proc in children:

@@ -196,3 +196,29 @@ def test_sigkill_at_random_points_over_several_rounds_loses_nothing_and_duplicat
         ids = [r[0] for r in con.execute("SELECT span_id FROM spans").fetchall()]
         assert acked <= set(ids), f"round {round_}: an acknowledged span is missing"
         assert len(ids) == len(set(ids)) and report.bad_records == 0, f"round {round_}: duplicate or damaged"
+
+
+def test_an_hour_idle_for_compact_after_is_compacted_while_the_receiver_runs(tmp_path):
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([str(JITRACE), "collect", "--out", str(out), "--grpc", "127.0.0.1:0", "--http", "off",
+                             "--compact-after", "1"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        ready, _, _ = select.select([proc.stderr], [], [], 60)
+        port = int(re.search(r"grpc=127\.0\.0\.1:(\d+)", proc.stderr.readline() if ready else "").group(1))
+        sender = Sender(port, batches=4)
+        sender.start()
+        sender.join(60)
+        (hour,) = list((out / "spans").iterdir())
+        deadline = time.monotonic() + 8  # idle 1 s, looked for every second: well within
+        while any(not p.name.startswith("compacted-") for p in hour.glob("*.parquet")) and time.monotonic() < deadline:
+            select.select([], [], [], 0.2)
+        files = list(hour.glob("*.parquet"))
+        assert len(files) == 1 and files[0].name.startswith("compacted-"), files  # while it still runs
+        assert proc.poll() is None
+        stored, bad = _loaded(out)
+        assert stored == sender.acked and bad == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
