@@ -22,9 +22,9 @@ JITRACE = Path(sys.executable).parent / "jitrace"
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
-def _start(out: Path) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([str(JITRACE), "collect", "--out", str(out), "--grpc", "127.0.0.1:0", "--http", "off"],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+def _start(out: Path, *options: str) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([str(JITRACE), "collect", "--out", str(out), "--grpc", "127.0.0.1:0", "--http", "off",
+                             *options], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     ready, _, _ = select.select([proc.stderr], [], [], 60)
     line = proc.stderr.readline() if ready else ""
     m = re.search(r"grpc=127\.0\.0\.1:(\d+)", line)
@@ -202,11 +202,8 @@ def test_an_hour_idle_for_compact_after_is_compacted_while_the_receiver_runs(tmp
     import time
 
     out = tmp_path / "out"
-    proc = subprocess.Popen([str(JITRACE), "collect", "--out", str(out), "--grpc", "127.0.0.1:0", "--http", "off",
-                             "--compact-after", "1"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    proc, port = _start(out, "--compact-after", "1")
     try:
-        ready, _, _ = select.select([proc.stderr], [], [], 60)
-        port = int(re.search(r"grpc=127\.0\.0\.1:(\d+)", proc.stderr.readline() if ready else "").group(1))
         sender = Sender(port, batches=4)
         sender.start()
         sender.join(60)
