@@ -146,6 +146,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compact-after", type=float, default=60.0, metavar="SECONDS",
                         help="merge an hour's files into one, with the span facts, once no file came for this long, "
                              "and every hour's at a clean stop (default 60; 0: never)")
+    parser.add_argument("--compact-only", action="store_true",
+                        help="do not listen: compact every hour folder already in --out (written by an earlier or "
+                             "a running collect) and exit")
     parser.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)  # internal: parent's pid
 
 
@@ -165,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
     # rescan what was imported at start.
     gc.freeze()
     gc.set_threshold(200_000, 50, 50)
+    if args.compact_only:
+        return _compact_only(Path(args.out))
     if args.workers < 1 or args.workers > 64:
         raise UserError(f"--workers {args.workers}: expected 1 to 64")
     child = args.worker_of is not None
@@ -218,6 +223,18 @@ def run(args: argparse.Namespace) -> int:
         if compactor is not None and compactor.files:
             print(f"jitrace collect: compacted {compactor.files} files ({compactor.records} records) in "
                   f"{compactor.seconds:.1f} s", file=sys.stderr, flush=True)
+    return 0
+
+
+def _compact_only(out: Path) -> int:
+    from jitrace.analyzer.collect import _compact
+
+    if not out.is_dir():
+        raise UserError(f"--out {out}: no such folder")
+    compactor = _compact.Compactor(out)
+    compactor.run(everything=True, wait=True)  # a running receiver's compactor may hold the lock: wait for it
+    print(f"jitrace collect: compacted {compactor.files} files ({compactor.records} records) in "
+          f"{compactor.seconds:.1f} s", file=sys.stderr, flush=True)
     return 0
 
 

@@ -15,6 +15,7 @@ receiver removes them (``finish``).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -27,6 +28,7 @@ import pyarrow.parquet as pq
 from jitrace.analyzer import schema, spans_view
 
 PREFIX = "compacted-"
+LOCK_NAME = ".compact.lock"  # hidden: loaders skip it
 REPLACES_KEY = b"jitrace.replaces"
 TMP_SUFFIX = ".tmp"
 
@@ -91,21 +93,36 @@ def replaced_files(files: list[Path]) -> set[Path]:
 
 
 def finish(out: Path) -> int:
-    """Remove files that a compaction replaced but a crash left behind; returns how many."""
+    """Clean up after a compaction a crash interrupted: remove its unfinished ``*.tmp`` and the files it had already
+    replaced. Skipped while another process compacts (it holds the lock). Returns how many files were removed."""
+    out.mkdir(parents=True, exist_ok=True)
     n = 0
-    for kind in ("spans", "logs"):
-        for compacted in (out / kind).rglob(f"{PREFIX}*.parquet") if (out / kind).is_dir() else ():
-            for name in replaced_by(compacted):
-                leftover = compacted.parent / name
-                if leftover.exists():
-                    leftover.unlink()
+    with open(out / LOCK_NAME, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0
+        try:
+            for kind in ("spans", "logs"):
+                base = out / kind
+                for tmp in base.rglob(f"{PREFIX}*{TMP_SUFFIX}") if base.is_dir() else ():
+                    tmp.unlink(missing_ok=True)
                     n += 1
+                for compacted in base.rglob(f"{PREFIX}*.parquet") if base.is_dir() else ():
+                    for name in replaced_by(compacted):
+                        leftover = compacted.parent / name
+                        if leftover.exists():
+                            leftover.unlink(missing_ok=True)
+                            n += 1
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     return n
 
 
 class Compactor:
     """Compacts every hour folder under ``out`` whose newest small file is older than ``idle_s`` (all of them on
-    ``run(everything=True)``). One per output folder: with ``--workers`` the parent process runs it."""
+    ``run(everything=True)``). With ``--workers`` the parent process runs it; ``jitrace collect --compact-only``
+    runs one beside a live receiver safely (the lock)."""
 
     def __init__(self, out: Path, idle_s: float = 60.0) -> None:
         self.out, self.idle_s = Path(out), idle_s
@@ -113,7 +130,22 @@ class Compactor:
         self.seconds = 0.0
         self._con: duckdb.DuckDBPyConnection | None = None
 
-    def run(self, everything: bool = False) -> None:
+    def run(self, everything: bool = False, wait: bool = False) -> bool:
+        """Compact the idle hour folders (every one with ``everything``). One compactor at a time per output folder
+        (a lock file, ``.compact.lock``): when another holds it, return False at once, or wait for it with ``wait``."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / LOCK_NAME, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                return False
+            try:
+                self._run_locked(everything)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return True
+
+    def _run_locked(self, everything: bool) -> None:
         now = time.time()
         for kind in ("spans", "logs"):
             base = self.out / kind
@@ -124,7 +156,7 @@ class Compactor:
                 try:
                     newest = max(p.stat().st_mtime for p in sources)
                 except FileNotFoundError:
-                    continue  # another process's compaction is under way
+                    continue
                 if everything or now - newest >= self.idle_s:
                     self._compact(folder, kind)
 

@@ -46,12 +46,14 @@ class Writer:
         self.files = 0
 
     def remove_partial_files(self) -> int:
-        """Delete ``*.tmp`` files a killed receiver left: their batches were never acknowledged."""
+        """Delete ``*.tmp`` files a killed receiver left: their batches were never acknowledged. (A compaction's
+        unfinished file is ``_compact.finish``'s to remove: a compaction may be running in another process.)"""
         n = 0
         for kind in _SCHEMAS:
             for tmp in (self.out / kind).rglob(f"*{TMP_SUFFIX}") if (self.out / kind).is_dir() else ():
-                tmp.unlink(missing_ok=True)
-                n += 1
+                if not tmp.name.startswith("compacted-"):
+                    tmp.unlink(missing_ok=True)
+                    n += 1
         return n
 
     def write(self, kind: str, rows: list[tuple]) -> None:

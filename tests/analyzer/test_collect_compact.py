@@ -80,3 +80,38 @@ def test_a_crash_during_compaction_stores_no_record_twice_and_a_restart_cleans_u
     con = duckdb.connect()
     load_into(con, [str(out)])
     assert sorted(r[0] for r in con.execute("SELECT span_id FROM spans").fetchall()) == sorted(ids)
+
+
+def test_compact_only_compacts_a_folder_an_earlier_receiver_left(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "out"
+    folder, rows = _written(out)  # small files, as a receiver killed before its clean stop leaves them
+    jitrace = Path(sys.executable).parent / "jitrace"
+    run = subprocess.run([str(jitrace), "collect", "--out", str(out), "--compact-only"], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0 and f"compacted 4 files ({len(rows)} records)" in run.stderr, run.stderr
+    (only,) = list(folder.glob("*.parquet"))
+    assert only.name.startswith(_compact.PREFIX)
+    con = duckdb.connect()
+    load_into(con, [str(out)])
+    assert sorted(r[0] for r in con.execute("SELECT span_id FROM spans").fetchall()) == sorted(r[1] for r in rows)
+    missing = subprocess.run([str(jitrace), "collect", "--out", str(tmp_path / "nowhere"), "--compact-only"],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1 and "nowhere" in missing.stderr
+
+
+def test_one_compactor_at_a_time_per_folder(tmp_path):
+    import fcntl
+
+    out = tmp_path / "out"
+    folder, _ = _written(out)
+    with open(out / _compact.LOCK_NAME, "a") as held:  # another process compacting this folder
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert _compact.Compactor(out).run(everything=True) is False
+        assert _compact.finish(out) == 0
+        assert len(_compact.small_files(folder)) == 4  # untouched while the other one works
+    assert _compact.Compactor(out).run(everything=True) is True
+    assert _compact.small_files(folder) == []
