@@ -112,11 +112,16 @@ def _base_columns(has_source: bool) -> str:
 
 
 def _read(paths: list[str]) -> str:
-    return f"read_parquet({_quoted(paths)}, filename = true, union_by_name = true, hive_partitioning = false)"
+    return f"read_parquet({sql_list(paths)}, filename = true, union_by_name = true, hive_partitioning = false)"
 
 
-def _quoted(paths: list[str]) -> str:
-    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+def sql_string(text: str) -> str:
+    """A SQL string literal (a quote in a path must not end it)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def sql_list(texts: list[str]) -> str:
+    return "[" + ", ".join(sql_string(t) for t in texts) + "]"
 
 
 def define(con: duckdb.DuckDBPyConnection) -> None:

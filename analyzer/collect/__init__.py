@@ -221,8 +221,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"jitrace collect: stopped; {s['spans']} spans, {s['logs']} logs written, {s['rejected']} rejected"
               + (" by this process" if children else ""), file=sys.stderr, flush=True)
         if compactor is not None and compactor.files:
-            print(f"jitrace collect: compacted {compactor.files} files ({compactor.records} records) in "
-                  f"{compactor.seconds:.1f} s", file=sys.stderr, flush=True)
+            print(compactor.summary(), file=sys.stderr, flush=True)
     return 0
 
 
@@ -233,8 +232,7 @@ def _compact_only(out: Path) -> int:
         raise UserError(f"--out {out}: no such folder")
     compactor = _compact.Compactor(out)
     compactor.run(everything=True, wait=True)  # a running receiver's compactor may hold the lock: wait for it
-    print(f"jitrace collect: compacted {compactor.files} files ({compactor.records} records) in "
-          f"{compactor.seconds:.1f} s", file=sys.stderr, flush=True)
+    print(compactor.summary(), file=sys.stderr, flush=True)
     return 0
 
 

@@ -20,29 +20,35 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 
 from jitrace.analyzer import schema, spans_view
+from jitrace.analyzer.collect._durable import TMP_SUFFIX, fsync_path
 
 PREFIX = "compacted-"
 LOCK_NAME = ".compact.lock"  # hidden: loaders skip it
 REPLACES_KEY = b"jitrace.replaces"
-TMP_SUFFIX = ".tmp"
 
 
-def _sql_text(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+@contextmanager
+def _lock(out: Path, wait: bool) -> Iterator[bool]:
+    """The folder's compaction lock: yields whether it was taken (with ``wait``, always, once the holder is done)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_NAME, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def small_files(folder: Path) -> list[Path]:
@@ -57,19 +63,19 @@ def compact_folder(con: duckdb.DuckDBPyConnection, folder: Path, kind: str) -> t
     final = folder / f"{PREFIX}{uuid.uuid4().hex}.parquet"
     tmp = final.with_name(final.name + TMP_SUFFIX)
     names = schema.SPANS.names if kind == "spans" else schema.LOGS.names
-    read = (f"(SELECT {', '.join(names)} FROM read_parquet([{', '.join(_sql_text(str(p)) for p in sources)}], "
+    read = (f"(SELECT {', '.join(names)} FROM read_parquet({spans_view.sql_list([str(p) for p in sources])}, "
             "union_by_name = true, hive_partitioning = false))")
     query = spans_view.facts_sql(read) if kind == "spans" else f"SELECT * FROM {read}"
     replaces = json.dumps([p.name for p in sources])
-    con.execute(f"COPY ({query}) TO {_sql_text(str(tmp))} (FORMAT parquet, COMPRESSION zstd, "
-                f"KV_METADATA {{'{REPLACES_KEY.decode()}': {_sql_text(replaces)}}})")
-    _fsync(tmp)
+    con.execute(f"COPY ({query}) TO {spans_view.sql_string(str(tmp))} (FORMAT parquet, COMPRESSION zstd, "
+                f"KV_METADATA {{'{REPLACES_KEY.decode()}': {spans_view.sql_string(replaces)}}})")
+    fsync_path(tmp)
     os.rename(tmp, final)
-    _fsync(folder)
+    fsync_path(folder)
     records = pq.read_metadata(final).num_rows
     for p in sources:
         p.unlink(missing_ok=True)
-    _fsync(folder)
+    fsync_path(folder)
     return len(sources), records
 
 
@@ -95,27 +101,21 @@ def replaced_files(files: list[Path]) -> set[Path]:
 def finish(out: Path) -> int:
     """Clean up after a compaction a crash interrupted: remove its unfinished ``*.tmp`` and the files it had already
     replaced. Skipped while another process compacts (it holds the lock). Returns how many files were removed."""
-    out.mkdir(parents=True, exist_ok=True)
     n = 0
-    with open(out / LOCK_NAME, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with _lock(out, wait=False) as taken:
+        if not taken:
             return 0
-        try:
-            for kind in ("spans", "logs"):
-                base = out / kind
-                for tmp in base.rglob(f"{PREFIX}*{TMP_SUFFIX}") if base.is_dir() else ():
-                    tmp.unlink(missing_ok=True)
+        for kind in ("spans", "logs"):
+            base = out / kind
+            if not base.is_dir():
+                continue
+            for tmp in base.rglob(f"{PREFIX}*{TMP_SUFFIX}"):
+                tmp.unlink(missing_ok=True)
+                n += 1
+            for leftover in replaced_files(list(base.rglob(f"{PREFIX}*.parquet"))):
+                if leftover.exists():
+                    leftover.unlink(missing_ok=True)
                     n += 1
-                for compacted in base.rglob(f"{PREFIX}*.parquet") if base.is_dir() else ():
-                    for name in replaced_by(compacted):
-                        leftover = compacted.parent / name
-                        if leftover.exists():
-                            leftover.unlink(missing_ok=True)
-                            n += 1
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
     return n
 
 
@@ -133,17 +133,10 @@ class Compactor:
     def run(self, everything: bool = False, wait: bool = False) -> bool:
         """Compact the idle hour folders (every one with ``everything``). One compactor at a time per output folder
         (a lock file, ``.compact.lock``): when another holds it, return False at once, or wait for it with ``wait``."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / LOCK_NAME, "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                return False
-            try:
+        with _lock(self.out, wait) as taken:
+            if taken:
                 self._run_locked(everything)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-        return True
+            return taken
 
     def _run_locked(self, everything: bool) -> None:
         now = time.time()
@@ -159,6 +152,9 @@ class Compactor:
                     continue
                 if everything or now - newest >= self.idle_s:
                     self._compact(folder, kind)
+
+    def summary(self) -> str:
+        return f"jitrace collect: compacted {self.files} files ({self.records} records) in {self.seconds:.1f} s"
 
     def _compact(self, folder: Path, kind: str) -> None:
         if self._con is None:  # one thread: compaction must not take the cores the receiver is using

@@ -22,10 +22,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from jitrace.analyzer import schema
+from jitrace.analyzer.collect import _compact
+from jitrace.analyzer.collect._durable import TMP_SUFFIX, fsync_path
 from jitrace.analyzer.load._rows import table
 
 HOUR_NS = 3_600_000_000_000
-TMP_SUFFIX = ".tmp"
 _TIME_COLUMN = {"spans": 5, "logs": 0}  # start_ns, time_ns: the hour a row is filed under
 _SCHEMAS = {"spans": schema.SPANS, "logs": schema.LOGS}
 
@@ -51,7 +52,7 @@ class Writer:
         n = 0
         for kind in _SCHEMAS:
             for tmp in (self.out / kind).rglob(f"*{TMP_SUFFIX}") if (self.out / kind).is_dir() else ():
-                if not tmp.name.startswith("compacted-"):
+                if not tmp.name.startswith(_compact.PREFIX):  # a compaction's: maybe another process's
                     tmp.unlink(missing_ok=True)
                     n += 1
         return n
@@ -104,8 +105,4 @@ class Writer:
             dirs.add(folder)
             self.files += 1
         for folder in dirs:  # the rename itself must survive a crash
-            fd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(folder)
