@@ -82,6 +82,13 @@ LOGS = pa.schema(
 )
 
 
+def columns_with_source(schema: pa.Schema, has_source: bool) -> str:
+    """A SELECT list of a schema's columns over ``read_parquet(..., filename = true)``: a record's ``source`` is its
+    file, unless the file already says where the record came from."""
+    source = "coalesce(source, filename)" if has_source else "filename"
+    return ", ".join(f"{source} AS source" if n == "source" else n for n in schema.names)
+
+
 def duckdb_ddl(table: str, schema: pa.Schema) -> str:
     """``CREATE TABLE`` for a schema above. JSON text stays VARCHAR, as in Parquet, so the ``spans`` view's branches
     (analyzer/spans_view.py) share one type; DuckDB's JSON functions read it as it is."""

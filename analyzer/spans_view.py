@@ -26,13 +26,16 @@ from jitrace.analyzer.errors import UserError
 
 ROWS_TABLE = "span_rows"
 FILES_TABLE = "span_files"
-_JSON_TEXT = ("resource", "attributes", "events", "links")
+
+
+@functools.cache
+def _facts_text() -> str:
+    return (resources.files("jitrace.queries") / "span_facts.sql").read_text()
 
 
 def facts_sql(relation: str) -> str:
     """span_facts.sql reading ``relation`` (a table name or a parenthesized query in the spans schema)."""
-    text = (resources.files("jitrace.queries") / "span_facts.sql").read_text()
-    return text.replace("{spans}", relation)
+    return _facts_text().replace("{spans}", relation)
 
 
 def _empty_spans() -> str:
@@ -99,16 +102,12 @@ def add_files(con: duckdb.DuckDBPyConnection, files: list[Path], has_source: boo
     for has_src in (True, False):
         group = [p for p, s in copied if s == has_src]
         if group:
-            con.execute(f"INSERT INTO {ROWS_TABLE} SELECT {_base_columns(has_src)} FROM {_read(group)}")
+            cols = schema.columns_with_source(schema.SPANS, has_src)
+            con.execute(f"INSERT INTO {ROWS_TABLE} SELECT {cols} FROM {_read(group)}")
     if in_place:
         con.executemany(f"INSERT INTO {FILES_TABLE} VALUES (?, ?)", in_place)
         define(con)
     return count
-
-
-def _base_columns(has_source: bool) -> str:
-    source = "coalesce(source, filename)" if has_source else "filename"
-    return ", ".join(f"{source} AS source" if n == "source" else n for n in schema.SPANS.names)
 
 
 def _read(paths: list[str]) -> str:
@@ -134,5 +133,6 @@ def define(con: duckdb.DuckDBPyConnection) -> None:
     for path, has_source in con.execute(f"SELECT path, has_source FROM {FILES_TABLE}").fetchall():
         groups.setdefault(has_source, []).append(path)
     for has_source, paths in sorted(groups.items()):
-        branches.append(f"SELECT {_base_columns(has_source)}, {', '.join(facts)} FROM {_read(paths)}")
+        cols = schema.columns_with_source(schema.SPANS, has_source)
+        branches.append(f"SELECT {cols}, {', '.join(facts)} FROM {_read(paths)}")
     con.execute("CREATE OR REPLACE VIEW spans AS\n" + "\nUNION ALL\n".join(branches))

@@ -49,6 +49,11 @@ def peek(path: Path, n: int = 4) -> bytes:
         raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
+def is_compressed(head: bytes) -> bool:
+    """Whether a file starting with ``head`` is gzip or zstd (which ``read_bytes`` decompresses)."""
+    return head[:2] == _GZIP or head[:4] == _ZSTD
+
+
 def read_bytes(path: Path) -> bytes:
     """The file's content, decompressed when it is gzip or zstd (by magic, not by name)."""
     try:

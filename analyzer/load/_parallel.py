@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import json
+import mmap
 import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -22,11 +23,11 @@ from pathlib import Path
 import pyarrow as pa
 
 from jitrace.analyzer import schema
+from jitrace.analyzer.load import _files
 
 MIN_BYTES = 32 * 1024 * 1024  # total text input below which one process parses everything
 CHUNK_BYTES = 16 * 1024 * 1024  # a JSON-lines file is cut into ranges of about this size
 MAX_PROCESSES = 4
-_GZIP, _ZSTD = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,14 @@ def plan(files: list[Path]) -> list[Unit] | None:
 
 
 def _split(path: Path) -> list[Unit]:
-    """A big JSON-lines file as ranges of lines; any other file as one unit."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:2] == _GZIP or data[:4] == _ZSTD:
+    """A big JSON-lines file as ranges of lines; any other file as one unit. The file is mapped, not read: the
+    workers read their ranges, and the parent holds at most one range at a time (to count its lines)."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return _ranges(path, data)
+
+
+def _ranges(path: Path, data: mmap.mmap) -> list[Unit]:
+    if _files.is_compressed(data[:4]):
         return [Unit(path)]
     first_end = data.find(b"\n")
     if first_end < 0 or first_end > CHUNK_BYTES:  # one line: a single JSON document (not parsed twice here)
@@ -86,7 +91,7 @@ def _split(path: Path) -> list[Unit]:
         end = data.find(b"\n", min(start + CHUNK_BYTES, len(data) - 1))
         end = len(data) if end < 0 else end + 1
         units.append(Unit(path, start, end, line, kind))
-        line += data.count(b"\n", start, end)
+        line += data[start:end].count(b"\n")
         start = end
     return units
 
@@ -108,7 +113,7 @@ def _lines_kind(first: bytes) -> str | None:
 
 def parse(unit: Unit) -> Parsed:
     """In a worker: one unit's rows as Arrow tables (a UserError, e.g. an unknown format, reaches the caller)."""
-    from jitrace.analyzer.load import _files, _formats
+    from jitrace.analyzer.load import _formats
     from jitrace.analyzer.load._rows import Rows, table
 
     gc.disable()  # as load_into: millions of short-lived dicts, no cycles

@@ -1,7 +1,7 @@
 """jitrace Parquet (``jitrace collect``'s files, or any file in the SPANS/LOGS schema) -> straight into DuckDB.
 
-Span files are not copied: the ``spans`` view reads them in place (analyzer/spans_view.py), and ``jitrace collect``'s
-files carry the typed facts already. Log files are inserted with DuckDB's ``read_parquet``: every file in one
+Span files go to analyzer/spans_view.py: those holding the typed facts (``jitrace collect``'s compacted files) are
+read in place, the others copied. Log files are inserted with DuckDB's ``read_parquet``: every file in one
 statement, in parallel, with no Python per row. A record's ``source`` is its file unless the file already says
 where the record came from.
 """
@@ -38,9 +38,7 @@ def insert(con: duckdb.DuckDBPyConnection, table: str, files: list[Path], has_so
         return 0
     if table == "spans":
         return spans_view.add_files(con, files, has_source)
-    arrow_schema = schema.SPANS if table == "spans" else schema.LOGS
-    source = "coalesce(source, filename)" if has_source else "filename"
-    cols = ", ".join(f"{source} AS source" if n == "source" else n for n in arrow_schema.names)
+    cols = schema.columns_with_source(schema.LOGS, has_source)
     try:
         (count,) = con.execute(
             f"INSERT INTO {table} BY NAME SELECT {cols} FROM read_parquet(?, filename = true, union_by_name = true)",
