@@ -211,6 +211,10 @@ class World:
             server_span["events"] = json.dumps(events)
         return {"trace_id": trace_id, "status": status, "client": client_span, "server": server_span}
 
+    def tuples(self) -> list[tuple]:
+        """The rows as the receiver's writer takes them (tuples in the spans schema's column order)."""
+        return [tuple(r[n] for n in SPANS.names) for r in self.rows]
+
     def table(self) -> pa.Table:
         return pa.Table.from_pylist(self.rows, schema=SPANS)
 

@@ -14,7 +14,6 @@ from jitrace.analyzer import session, spans_view
 from jitrace.analyzer.collect import Receiver, _compact
 from jitrace.analyzer.collect._writer import Writer
 from jitrace.analyzer.load import load_into
-from jitrace.analyzer.schema import SPANS
 
 
 def _written(tmp_path, batches: int = 4):
@@ -23,7 +22,7 @@ def _written(tmp_path, batches: int = 4):
     token = Token(iat=T0, exp=T0 + 300, jti="t-1")
     for i in range(12):
         world.call(T0 + 1 + i, token if i % 3 else None)
-    rows = [tuple(r[n] for n in SPANS.names) for r in world.rows]
+    rows = world.tuples()
     writer = Writer(tmp_path)
     for b in range(batches):
         writer.write("spans", rows[b::batches])

@@ -17,7 +17,6 @@ from jitrace.analyzer.collect._compact import Compactor
 from jitrace.analyzer.collect._writer import Writer
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import load_into
-from jitrace.analyzer.schema import SPANS
 
 
 def _world(offset_s: float, ttl_s: float, stream_at: float | None) -> World:
@@ -37,7 +36,7 @@ def _world(offset_s: float, ttl_s: float, stream_at: float | None) -> World:
 
 def _collect(world: World, out: Path) -> None:
     """The files `jitrace collect` leaves: a small file per commit, compacted with the facts at its stop."""
-    Writer(out).write("spans", [tuple(r[n] for n in SPANS.names) for r in world.rows])
+    Writer(out).write("spans", world.tuples())
     Compactor(out).run(everything=True)
 
 
@@ -101,7 +100,7 @@ def test_jitrace_duckdb_keeps_every_span_when_collect_compacts_its_inputs_later(
     # analyze may run while collect runs: its small files are copied (compaction deletes them), its compacted files
     # read in place (never deleted); either way notebooks still read every span afterwards
     world = _world(2.0, 300.0, 100.0)
-    Writer(tmp_path / "in").write("spans", [tuple(r[n] for n in SPANS.names) for r in world.rows])
+    Writer(tmp_path / "in").write("spans", world.tuples())
     if compacted_first:
         Compactor(tmp_path / "in").run(everything=True)
     summary = analyze.analyze([str(tmp_path / "in")], tmp_path / "out", quiet=True)
@@ -118,7 +117,7 @@ def test_jitrace_duckdb_keeps_every_span_when_collect_compacts_its_inputs_later(
 
 def test_a_parquet_file_without_span_columns_beside_span_files_is_named(tmp_path):
     world = _world(0.0, 300.0, None)
-    Writer(tmp_path).write("spans", [tuple(r[n] for n in SPANS.names) for r in world.rows])
+    Writer(tmp_path).write("spans", world.tuples())
     good = next((tmp_path / "spans").rglob("*.parquet"))
     stranger = good.with_name("stranger.parquet")
     duckdb.sql(f"COPY (SELECT 1 AS trace_id, 2 AS name) TO '{stranger}' (FORMAT parquet)")
