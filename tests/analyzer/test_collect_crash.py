@@ -61,6 +61,14 @@ class Sender(threading.Thread):
         self.enough.set()
 
 
+def _stop(sender: Sender, proc: subprocess.Popen) -> None:
+    """After a kill (or a failure): the sender stops, and no receiver is left running."""
+    sender.stop.set()
+    sender.join(30)
+    if proc.poll() is None:
+        proc.kill()
+
+
 def _loaded(out: Path) -> tuple[set[str], int]:
     con = duckdb.connect()
     rep = load_into(con, [str(out)])
@@ -77,10 +85,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_batch_and_restart_reads_past_p
         proc.send_signal(signal.SIGKILL)  # while the sender is still exporting
         proc.wait(30)
     finally:
-        sender.stop.set()
-        sender.join(30)
-        if proc.poll() is None:
-            proc.kill()
+        _stop(sender, proc)
     assert sender.sent_batches >= 15
     # a write the kill interrupted looks like this: half a Parquet file under its temporary name
     hour = next((out / "spans").iterdir())
@@ -185,10 +190,7 @@ def test_sigkill_at_random_points_over_several_rounds_loses_nothing_and_duplicat
             proc.send_signal(signal.SIGKILL)
             proc.wait(30)
         finally:
-            sender.stop.set()
-            sender.join(30)
-            if proc.poll() is None:
-                proc.kill()
+            _stop(sender, proc)
         assert not (sender.acked & acked), "span ids are fresh per round"
         acked |= sender.acked
         con = duckdb.connect()
