@@ -77,24 +77,21 @@ def _temp_tables_fit(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def keep_as_views(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Turn the steps' TEMP tables into views of the same name in the database file, in pipeline order.
+    """Drop the steps' TEMP tables, so that jitrace.duckdb shows the views of the same name their steps also create
+    (computed from ``spans`` when asked, as rpc_spans and clock_samples are); returns the names.
 
-    The per-pair step (pairs) runs as a TEMP table: writing it to the file would cost more than computing it. A view
-    keeps it available to notebooks, computed from ``spans`` when asked (rpc_spans and clock_samples are views).
+    The per-pair step (pairs) runs as a TEMP table: writing it to the file would cost more than computing it.
     """
     kept = []
     for path in query_files():
-        text = path.read_text()
-        match = TEMP_TABLE.search(text)
+        match = TEMP_TABLE.search(path.read_text())
         if match is None:
             continue
         name = match.group(1)
         exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND temporary", [name])
-        if not exists.fetchone()[0]:
-            continue  # ran as a plain table (a big input): already in the file
-        con.execute(f"DROP TABLE IF EXISTS temp.{name}")
-        con.execute(TEMP_TABLE.sub(f"CREATE OR REPLACE VIEW main.{name} AS", text, count=1))
-        kept.append(name)
+        if exists.fetchone()[0]:  # else it ran as a plain table (a big input): already in the file
+            con.execute(f"DROP TABLE temp.{name}")
+            kept.append(name)
     return kept
 
 

@@ -2,39 +2,53 @@
 -- Why: both clock samples (t1..t4) and attributions need the two ends of a call side by side.
 -- A SERVER span belongs to the CLIENT span that has the same span id (Zipkin's shared spans: client and server
 -- report one id, and the server's parent is the client's parent), else to the CLIENT span that is its parent
--- (OpenTelemetry). Two equi-joins (hash joins); the shared-id one is empty on OpenTelemetry data. The two sides are
--- NOT MATERIALIZED: streaming them from rpc_spans twice is faster than storing 2 x millions of rows to read again.
+-- (OpenTelemetry). `pairs_matched` finds both kinds in one hash join: each server probes the clients twice, by its
+-- own id and by its parent's, so the clients (millions of rows) are hashed once. A parent match then loses to a
+-- shared-id match of the same server (a nested client under Zipkin): `loses_to_shared_id`, the one place that
+-- rule is written. On OpenTelemetry data nothing matches by shared id, and a join against an empty side reads
+-- nothing, so that check costs a scan of the matches.
 -- t1 = client start, t2 = server start, t3 = server end, t4 = client end, each in its own host's clock (ns).
--- A TEMP table (read by two steps), kept in jitrace.duckdb as a view (session.keep_as_views).
-CREATE OR REPLACE TEMP TABLE pairs AS
+-- server_denied: the server's rpc.grpc.status_code is a denial (7, 16), for 48_denied_calls; shared_id: matched
+-- by Zipkin's shared span id.
+CREATE OR REPLACE VIEW pairs_matched AS
 WITH servers AS NOT MATERIALIZED (
-    SELECT trace_id, span_id, parent_span_id, domain, start_ns, end_ns FROM rpc_spans WHERE kind = 'SERVER'
+    SELECT trace_id, span_id, parent_span_id, domain, start_ns, end_ns,
+           coalesce(grpc_status IN (7, 16), false) AS server_denied
+    FROM rpc_spans WHERE kind = 'SERVER'
 ),
-clients AS NOT MATERIALIZED (
-    SELECT trace_id, span_id, domain, start_ns, end_ns, jit_clock_offset_s, jit_clock_delay_s
-    FROM rpc_spans WHERE kind = 'CLIENT'
-),
-shared AS (
-    SELECT s.*, c.span_id AS client_span_id FROM servers AS s
-    JOIN clients AS c ON c.trace_id = s.trace_id AND c.span_id = s.span_id
-),
-matched AS (
-    SELECT * FROM shared
+probes AS (
+    SELECT *, span_id AS client_key, true AS shared_id FROM servers
     UNION ALL
-    SELECT s.*, s.parent_span_id AS client_span_id FROM servers AS s
-    ANTI JOIN shared AS sh ON sh.trace_id = s.trace_id AND sh.span_id = s.span_id
+    SELECT *, parent_span_id, false FROM servers WHERE parent_span_id IS NOT NULL
 )
 SELECT
     c.trace_id,
     c.span_id AS client_span_id,
-    m.span_id AS server_span_id,
+    p.span_id AS server_span_id,
     c.domain AS client_domain,
-    m.domain AS server_domain,
+    p.domain AS server_domain,
     c.start_ns AS t1,
-    m.start_ns AS t2,
-    m.end_ns AS t3,
+    p.start_ns AS t2,
+    p.end_ns AS t3,
     c.end_ns AS t4,
     c.jit_clock_offset_s AS ntp_offset_s,
-    c.jit_clock_delay_s AS ntp_delay_s
-FROM matched AS m
-JOIN clients AS c ON c.trace_id = m.trace_id AND c.span_id = m.client_span_id;
+    c.jit_clock_delay_s AS ntp_delay_s,
+    p.server_denied,
+    p.shared_id
+FROM probes AS p
+JOIN rpc_spans AS c ON c.trace_id = p.trace_id AND c.span_id = p.client_key
+WHERE c.kind = 'CLIENT';
+
+CREATE OR REPLACE MACRO loses_to_shared_id(matches, trace, server_span, shared) AS
+    NOT shared AND EXISTS (SELECT 1 FROM query_table(matches) AS s
+                           WHERE s.shared_id AND s.trace_id = trace AND s.server_span_id = server_span);
+
+-- The run's copy, read by two steps: a TEMP table (faster than the database file while it fits in memory).
+CREATE OR REPLACE TEMP TABLE pairs AS FROM pairs_matched;
+DELETE FROM pairs AS p WHERE loses_to_shared_id('pairs', p.trace_id, p.server_span_id, p.shared_id);
+
+-- What jitrace.duckdb keeps for notebooks once the TEMP table is gone (session.keep_as_views): the same pairs,
+-- computed from the spans when read. (When `pairs` was made a plain table, for an input too big for memory, the
+-- table is kept and this does nothing.)
+CREATE VIEW IF NOT EXISTS main.pairs AS
+FROM pairs_matched AS p WHERE NOT loses_to_shared_id('pairs_matched', p.trace_id, p.server_span_id, p.shared_id);

@@ -4,12 +4,17 @@
 -- span status (OpenTelemetry leaves it UNSET for these codes). A call is reported once: by its SERVER span when the
 -- server was traced, else by its CLIENT span. A table of its own, so the next step's planner knows how few calls
 -- there are and hashes them, not the millions of spans it looks them up in.
+-- The paired denials come from pairs' server_denied flag; every join below hashes only denied spans or calls.
 CREATE OR REPLACE TABLE denied_calls AS
-WITH server_denials AS (
-    SELECT s.trace_id, s.span_id AS server_span_id, p.client_span_id
-    FROM rpc_spans AS s
-    LEFT JOIN pairs AS p ON p.trace_id = s.trace_id AND p.server_span_id = s.span_id
+WITH paired AS (
+    SELECT trace_id, server_span_id, client_span_id FROM pairs WHERE server_denied
+),
+server_denials AS (
+    SELECT * FROM paired
+    UNION ALL
+    SELECT s.trace_id, s.span_id, NULL::VARCHAR FROM rpc_spans AS s  -- its client was not traced
     WHERE s.kind = 'SERVER' AND s.grpc_status IN (7, 16)
+      AND NOT EXISTS (SELECT 1 FROM paired AS p WHERE p.trace_id = s.trace_id AND p.server_span_id = s.span_id)
 ),
 client_denials AS (
     SELECT c.trace_id, NULL::VARCHAR AS server_span_id, c.span_id AS client_span_id

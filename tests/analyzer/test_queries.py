@@ -19,7 +19,7 @@ def sql_text() -> str:
     return "\n".join(p.read_text() for p in [facts, *session.query_files()])
 
 
-def test_every_step_is_numbered_documented_and_produces_one_table():
+def test_every_step_is_numbered_documented_and_named_for_the_table_it_produces():
     files = session.query_files()
     assert [p.name[:2] for p in files] == sorted(p.name[:2] for p in files)
     for p in files:
@@ -28,8 +28,10 @@ def test_every_step_is_numbered_documented_and_produces_one_table():
         assert re.fullmatch(r"\d\d_\w+\.sql", p.name), p.name
         assert lines[0].startswith(f"-- {p.stem}: reads "), p.name
         assert "produces" in lines[0] + lines[1] and any(line.startswith("-- Why") for line in lines), p.name
-        tables = re.findall(r"CREATE (?:OR REPLACE )?(?:TEMP )?(?:TABLE|VIEW) (?:IF NOT EXISTS )?(\w+)", text)
-        assert len(tables) == 1 and tables[0] in p.stem, (p.name, tables)
+        made = re.findall(r"CREATE (?:OR REPLACE )?(?:TEMP )?(?:TABLE|VIEW) (?:IF NOT EXISTS )?(?:main\.)?(\w+)", text)
+        produced = p.stem[3:]
+        # one table, and any helper relation it is built from carries its name (20_pairs: pairs_matched)
+        assert produced in made and all(name.startswith(produced) for name in made), (p.name, made)
 
 
 def test_queries_read_every_contract_attribute_and_no_unknown_jit_name():
@@ -106,8 +108,13 @@ def test_pairs_by_parent_and_by_zipkin_shared_span_id():
         _span(t, "c2", "c1", "SERVER", "c", 210, 290),  # Zipkin shared span: one id for both sides
         _span(t, "s3", "zz", "SERVER", "b", 400, 500),  # its client was not traced
     ])
-    got = con.execute("SELECT client_span_id, server_span_id, t1, t2, t3, t4 FROM pairs ORDER BY t1").fetchall()
+    query = "SELECT client_span_id, server_span_id, t1, t2, t3, t4 FROM pairs ORDER BY t1"
+    got = con.execute(query).fetchall()
     assert got == [("c1", "s1", 0, 10, 90, 100), ("c2", "c2", 200, 210, 290, 300)]
+    assert session.keep_as_views(con) == ["pairs"]  # the run's table gone, notebooks read the view: the same pairs
+    assert con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'pairs'").fetchall() == [
+        ("VIEW",)]
+    assert con.execute(query).fetchall() == got
 
 
 @pytest.mark.parametrize(
