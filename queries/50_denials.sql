@@ -6,16 +6,22 @@
 -- A stream whose token failed a check on a later message (span event jit.token.check) is judged by that check.
 -- The denied call's log records are joined in the next step (55_denial_logs).
 CREATE OR REPLACE TABLE denials AS
-WITH denied_servers AS (  -- the denied calls' own spans, by semi joins that hash the few calls, not the many spans
-    SELECT s.* FROM rpc_spans AS s
-    SEMI JOIN denied_calls AS d ON d.trace_id = s.trace_id AND d.server_span_id = s.span_id
-    WHERE s.kind = 'SERVER'
+WITH wanted AS (  -- the spans of both ends of every denied call
+    SELECT trace_id, server_span_id AS span_id, 'SERVER' AS kind FROM denied_calls WHERE server_span_id IS NOT NULL
+    UNION ALL
+    SELECT trace_id, client_span_id, 'CLIENT' FROM denied_calls WHERE client_span_id IS NOT NULL
 ),
-denied_clients AS (
-    SELECT c.* FROM rpc_spans AS c
-    SEMI JOIN denied_calls AS d ON d.trace_id = c.trace_id AND d.client_span_id = c.span_id
-    WHERE c.kind = 'CLIENT'
+ends AS MATERIALIZED (
+    -- One semi join: it hashes the few calls and reads the many spans once. A materialized CTE reads every column
+    -- it selects, so the ones nothing below reads are left out (the clock stamps and end times are among the widest).
+    SELECT s.* EXCLUDE (parent_span_id, end_ns, rpc_system, jit_token_iss, jit_token_aud, jit_policy_eval_s,
+                        jit_clock_sent_ns, jit_clock_peer_sent_ns, jit_clock_received_ns, jit_clock_offset_s,
+                        jit_clock_delay_s)
+    FROM rpc_spans AS s
+    SEMI JOIN wanted AS w ON w.trace_id = s.trace_id AND w.span_id = s.span_id AND w.kind = s.kind
 ),
+denied_servers AS (SELECT * FROM ends WHERE kind = 'SERVER'),
+denied_clients AS (SELECT * FROM ends WHERE kind = 'CLIENT'),
 issues AS (
     SELECT jit_token_id, arg_min(domain, start_ns) AS issuer_domain, arg_min(jit_token_sub, start_ns) AS sub,
            arg_min(jit_grant_id, start_ns) AS grant_id,
@@ -26,6 +32,7 @@ issues AS (
 ),
 joined AS (
     SELECT
+        calls.rowid AS call_id,  -- the offsets below join back by it
         calls.trace_id,
         coalesce(calls.server_span_id, calls.client_span_id) AS span_id,
         calls.server_span_id, calls.client_span_id,
@@ -84,19 +91,29 @@ first_offsets AS (
            arg_min(reference, window_start) AS reference
     FROM clock_offsets GROUP BY domain
 ),
+-- Each host's offset at the call's time: the window starting last at or before it (ASOF), else the host's first
+-- window. The ASOF joins sort their input, so they run on the call's key, time and hosts only (a wide row
+-- sorted twice cost more than the rest of this step), and the offsets join back by key.
+instants AS (SELECT call_id, time, server_domain, client_domain FROM late),
 with_server_offset AS (
     SELECT j.*, coalesce(o.offset_s, f.offset_s) AS server_offset_s, coalesce(o.error_s, f.error_s) AS server_error_s,
            coalesce(o.reference, f.reference) AS server_reference
-    FROM late AS j
+    FROM instants AS j
     ASOF LEFT JOIN clock_offsets AS o ON o.domain = j.server_domain AND j.time >= o.window_start
     LEFT JOIN first_offsets AS f ON f.domain = j.server_domain
 ),
-with_offsets AS (
-    SELECT j.*, coalesce(o.offset_s, f.offset_s) AS client_offset_s, coalesce(o.error_s, f.error_s) AS client_error_s,
+call_offsets AS (
+    SELECT j.call_id, j.server_offset_s, j.server_error_s, j.server_reference,
+           coalesce(o.offset_s, f.offset_s) AS client_offset_s, coalesce(o.error_s, f.error_s) AS client_error_s,
            coalesce(o.reference, f.reference) AS client_reference
     FROM with_server_offset AS j
     ASOF LEFT JOIN clock_offsets AS o ON o.domain = j.client_domain AND j.time >= o.window_start
     LEFT JOIN first_offsets AS f ON f.domain = j.client_domain
+),
+with_offsets AS (
+    SELECT j.*, o.* EXCLUDE (call_id)
+    FROM late AS j
+    JOIN call_offsets AS o ON o.call_id = j.call_id
 ),
 allows AS (  -- allowed calls per principal, method, version and time bucket of one version window: a denial
              -- then meets a few buckets, not every allowed call (a bucket overlapping the +-window holds one inside)
@@ -119,6 +136,6 @@ skew AS (
     WHERE d.policy_decision = 'deny'
     GROUP BY ALL
 )
-SELECT d.*, skew.allowed_versions
+SELECT d.* EXCLUDE (call_id), skew.allowed_versions
 FROM with_offsets AS d
 LEFT JOIN skew ON skew.trace_id = d.trace_id AND skew.span_id = d.span_id;
