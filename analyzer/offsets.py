@@ -10,14 +10,20 @@ clocks (``reference = 'consensus'``), which attribution treats as weaker evidenc
 
 from __future__ import annotations
 
+from collections import defaultdict
+from itertools import groupby
+
 import duckdb
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
 CONSENSUS = "consensus"
 MIN_ERROR_S = 1e-6  # a perfectly consistent edge still gets a finite weight
 
 COLUMNS = ["domain", "reference", "window_start", "window_end", "offset_s", "error_s", "samples"]
+# clock_edges' columns the solver reads, in this order (the table is small: one row per pair of hosts and window)
+EDGE_COLUMNS = ("window_start", "window_end", "client_domain", "server_domain", "offset_s", "error_s", "samples")
+Edge = tuple[float, float, str, str, float, float, int]
 
 
 def issuer_domain(con: duckdb.DuckDBPyConnection) -> str | None:
@@ -28,7 +34,7 @@ def issuer_domain(con: duckdb.DuckDBPyConnection) -> str | None:
     return row[0] if row else None
 
 
-def _components(nodes: list[str], edges: pd.DataFrame) -> list[list[str]]:
+def _components(nodes: list[str], edges: list[Edge]) -> list[list[str]]:
     parent = {n: n for n in nodes}
 
     def find(n: str) -> str:
@@ -37,7 +43,7 @@ def _components(nodes: list[str], edges: pd.DataFrame) -> list[list[str]]:
             n = parent[n]
         return n
 
-    for a, b in zip(edges["client_domain"], edges["server_domain"], strict=True):
+    for _, _, a, b, *_ in edges:
         parent[find(a)] = find(b)
     groups: dict[str, list[str]] = {}
     for n in nodes:
@@ -45,19 +51,19 @@ def _components(nodes: list[str], edges: pd.DataFrame) -> list[list[str]]:
     return list(groups.values())
 
 
-def _solve_component(nodes: list[str], edges: pd.DataFrame, anchor: str) -> tuple[np.ndarray, np.ndarray]:
+def _solve_component(nodes: list[str], edges: list[Edge], anchor: str) -> tuple[np.ndarray, np.ndarray]:
     """Weighted least squares with x[anchor] = 0; returns offsets and their propagated standard errors."""
     index = {n: i for i, n in enumerate(nodes)}
     free = [n for n in nodes if n != anchor]
     col = {n: i for i, n in enumerate(free)}
     a = np.zeros((len(edges), len(free)))
-    for row, (c, s) in enumerate(zip(edges["client_domain"], edges["server_domain"], strict=True)):
+    for row, (_, _, c, s, *_) in enumerate(edges):
         if s in col:
             a[row, col[s]] += 1.0
         if c in col:
             a[row, col[c]] -= 1.0
-    y = edges["offset_s"].to_numpy(dtype=float)
-    w = 1.0 / np.maximum(edges["error_s"].to_numpy(dtype=float), MIN_ERROR_S)
+    y = np.array([e[4] for e in edges], dtype=float)
+    w = 1.0 / np.maximum(np.array([e[5] for e in edges], dtype=float), MIN_ERROR_S)
     x_free, *_ = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)
     cov = np.linalg.pinv((a * w[:, None]).T @ (a * w[:, None]))
     x = np.zeros(len(nodes))
@@ -68,8 +74,9 @@ def _solve_component(nodes: list[str], edges: pd.DataFrame, anchor: str) -> tupl
     return x, err
 
 
-def solve(edges: pd.DataFrame, reference: str | None) -> pd.DataFrame:
-    """Offsets of every domain in every window, relative to ``reference`` where connected to it.
+def solve(edges: list[Edge], reference: str | None) -> list[tuple]:
+    """Offsets of every domain in every window, relative to ``reference`` where connected to it: rows of COLUMNS,
+    window bounds in seconds. ``edges`` are clock_edges rows (EDGE_COLUMNS) sorted by window.
 
     A group of hosts that has no path to the reference inside one window (say the issuer was not called in those
     five minutes) is tied to it through the nearest window where one of its hosts was: offsets drift slowly, so
@@ -77,16 +84,19 @@ def solve(edges: pd.DataFrame, reference: str | None) -> pd.DataFrame:
     """
     solved: list[tuple] = []  # (domain, reference, start, end, offset, error, samples)
     pending: list[tuple] = []  # (start, end, group, x, err, samples) not yet tied to the reference
-    for (start, end), window in edges.groupby(["window_start", "window_end"], sort=True):
-        nodes = sorted(set(window["client_domain"]) | set(window["server_domain"]))
-        samples = pd.concat(
-            [window.groupby("client_domain")["samples"].sum(), window.groupby("server_domain")["samples"].sum()]
-        ).groupby(level=0).sum()
+    for (start, end), rows in groupby(edges, key=lambda e: (e[0], e[1])):
+        window = list(rows)
+        nodes = sorted({e[2] for e in window} | {e[3] for e in window})
+        samples: dict[str, int] = defaultdict(int)  # a host's samples: those of every edge it is an end of
+        for _, _, c, s, _, _, k in window:
+            samples[c] += k
+            samples[s] += k
         for group in _components(nodes, window):
-            sub = window[window["client_domain"].isin(group)]
-            anchored = reference in group
+            members = set(group)
+            sub = [e for e in window if e[2] in members]
+            anchored = reference in members
             x, err = _solve_component(group, sub, reference if anchored else group[0])
-            counts = [int(samples.get(n, 0)) for n in group]
+            counts = [int(samples[n]) for n in group]
             if anchored:
                 solved += [(n, reference, start, end, xi, ei, k) for n, xi, ei, k in zip(group, x, err, counts,
                                                                                           strict=True)]
@@ -103,27 +113,25 @@ def solve(edges: pd.DataFrame, reference: str | None) -> pd.DataFrame:
         else:
             shifted, errs, ref = x - x.mean(), err, CONSENSUS  # relative to the mean of the group's clocks
         solved += [(n, ref, start, end, xi, ei, k) for n, xi, ei, k in zip(group, shifted, errs, counts, strict=True)]
-    out = pd.DataFrame(solved, columns=COLUMNS)
-    for c in ("window_start", "window_end"):
-        out[c] = pd.to_datetime(out[c].astype("float64") * 1e6, unit="us")
-    return out
+    return [(n, ref, float(ws), float(we), float(x), float(e), int(k)) for n, ref, ws, we, x, e, k in solved]
 
 
-def write_offsets(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Read ``clock_edges``, solve, and (re)create the ``clock_offsets`` table."""
+def write_offsets(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """Read ``clock_edges``, solve, and (re)create the ``clock_offsets`` table; returns the solved rows."""
     # a fixed row order: the solver's sums then add in the same order on every run (bit-identical re-runs)
-    edges = con.execute("SELECT * FROM clock_edges ORDER BY window_start, client_domain, server_domain").df()
+    edges = con.execute(f"SELECT {', '.join(EDGE_COLUMNS)} FROM clock_edges "
+                        "ORDER BY window_start, window_end, client_domain, server_domain").fetchall()
     offsets = solve(edges, issuer_domain(con))
     con.execute(
         "CREATE OR REPLACE TABLE clock_offsets (domain VARCHAR, reference VARCHAR, window_start TIMESTAMP, "
         "window_end TIMESTAMP, offset_s DOUBLE, error_s DOUBLE, samples BIGINT)"
     )
-    if offsets.empty:
+    if not offsets:
         return offsets
-    con.register("_jitrace_offsets", offsets)
+    solved = pa.table(list(zip(*offsets, strict=True)), names=COLUMNS)  # noqa: F841 (read by the SQL below)
     con.execute(
-        "INSERT INTO clock_offsets SELECT domain, reference, window_start, window_end, offset_s, error_s, samples "
-        "FROM _jitrace_offsets ORDER BY domain, window_start"
+        "INSERT INTO clock_offsets SELECT domain, reference, make_timestamp((window_start * 1e6)::BIGINT), "
+        "make_timestamp((window_end * 1e6)::BIGINT), offset_s, error_s, samples FROM solved ORDER BY domain, "
+        "window_start"
     )
-    con.unregister("_jitrace_offsets")
     return offsets
