@@ -1,21 +1,20 @@
-"""The human side of the output: the terminal table and report.html (plots as base64 PNGs, no network needed)."""
+"""The human side of the output: the terminal table and report.html (plots as inline SVG drawn by _svg.py: no
+plotting library and no network needed). Every count behind a plot is made in SQL; Python only sees the few rows a
+plot draws (buckets, bins, hosts), never one row per span or denial."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
-import matplotlib
 
-matplotlib.use("Agg")  # headless: no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from jitrace.instrumentation import contract  # noqa: E402
+from jitrace.analyzer import _svg
+from jitrace.instrumentation import contract
 
 CAUSE_ORDER = {c: i for i, c in enumerate(contract.CAUSES)}
 
@@ -50,109 +49,164 @@ def terminal(con: duckdb.DuckDBPyConnection, summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+def cause_color(cause: str) -> str:
+    """One colour per cause, the same in every plot: the palette in contract.CAUSES order, grey for others."""
+    i = CAUSE_ORDER.get(cause)
+    return _svg.PALETTE[i % len(_svg.PALETTE)] if i is not None else "#999999"
 
 
-def _empty(ax, text: str) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
-    ax.set_xticks([])
-    ax.set_yticks([])
+def _by_cause(causes: set[str]) -> list[str]:
+    return sorted(causes, key=lambda c: (CAUSE_ORDER.get(c, 99), c))
 
 
-# Bucket widths for "denials over time", smallest first: the first giving at most MAX_BUCKETS buckets is used.
+# Bucket widths for "denials over time", smallest first: the first giving fewer than MAX_BUCKETS buckets is used.
 BUCKET_WIDTHS_S = (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 6 * 3600, 86400, 7 * 86400)
 MAX_BUCKETS = 60
 _UNITS = ((86400, "d"), (3600, "h"), (60, "min"), (1, "s"))
 
 
-def time_buckets(seconds: list[float] | pd.Series) -> tuple[float, list[int]]:
+def bucket_width(span_s: float) -> float:
+    """The bucket width (seconds) for denials spread over ``span_s`` seconds: the smallest of BUCKET_WIDTHS_S giving
+    fewer than MAX_BUCKETS buckets, else the span cut evenly (longer than MAX_BUCKETS weeks)."""
+    width = next((w for w in BUCKET_WIDTHS_S if span_s / w < MAX_BUCKETS), None)
+    return float(width if width is not None else span_s / (MAX_BUCKETS - 1))
+
+
+def time_buckets(seconds: Sequence[float]) -> tuple[float, list[int]]:
     """(bucket width in seconds, bucket index of each instant counted from the first). The width follows the data's
-    time span, so a burst in one second and a week of traffic both give a few dozen bars at most."""
-    values = pd.Series(seconds, dtype="float64")
-    first, span = values.min(), values.max() - values.min()
-    width = next((w for w in BUCKET_WIDTHS_S if span / w < MAX_BUCKETS), None)
-    if width is None:  # longer than MAX_BUCKETS weeks: widen evenly
-        width = span / (MAX_BUCKETS - 1)
-    return float(width), [int(i) for i in ((values - first) // width)]
+    time span, so a burst in one second and a week of traffic both give a few dozen bars at most. The report counts
+    the same buckets in SQL (denial_counts); this is the rule in plain Python."""
+    first = min(seconds)
+    width = bucket_width(max(seconds) - first)
+    return width, [int((s - first) // width) for s in seconds]
 
 
-def draw_denials_over_time(ax, df: pd.DataFrame) -> int:
-    """Stacked bars of denials per bucket and cause on plain numeric axes (no date locators: their tick placement
-    took minutes on a single-second burst); returns the number of buckets."""
-    seconds = df["time"].astype("int64") / 1e9 if pd.api.types.is_datetime64_any_dtype(df["time"]) else df["time"]
-    seconds = pd.Series(seconds, dtype="float64").reset_index(drop=True)
-    width, index = time_buckets(seconds)
-    n = max(index) + 1
-    unit_s, unit = next((u, name) for u, name in _UNITS if width >= u or u == 1)
-    causes = sorted(set(df["cause"]), key=lambda c: CAUSE_ORDER.get(c, 99))
-    counts = pd.crosstab(pd.Series(index, name="bucket"), df["cause"].reset_index(drop=True))
-    counts = counts.reindex(index=range(n), columns=causes, fill_value=0)
-    x = [i * width / unit_s for i in range(n)]
-    bottom = [0] * n
-    for cause in causes:
-        heights = counts[cause].tolist()
-        ax.bar(x, heights, width=width / unit_s, bottom=bottom, align="edge", label=cause, linewidth=0)
-        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-    start = pd.Timestamp(seconds.min(), unit="s").strftime("%Y-%m-%d %H:%M:%S")
-    ax.set_xlim(0, max(x[-1] + width / unit_s, 1e-9))
-    ax.set_xlabel(f"{unit} since {start} UTC (first denial)")
-    ax.set_ylabel(f"denials per {width / unit_s:g} {unit}")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)  # beside the bars
-    return n
+def denial_counts(con: duckdb.DuckDBPyConnection) -> tuple[float, datetime, list[tuple[int, str, int]]] | None:
+    """(bucket width in seconds, time of the first denial, [(bucket, cause, denials)]) over ``attributions``, or
+    None when no denial has a time. Only min and max reach Python; DuckDB groups every row by bucket and cause, in
+    whole microseconds (a TIMESTAMP's unit) so the buckets are exactly those of time_buckets()."""
+    first, lo_us, hi_us = con.execute(
+        "SELECT min(time), epoch_us(min(time)), epoch_us(max(time)) FROM attributions WHERE time IS NOT NULL"
+    ).fetchone()
+    if first is None:
+        return None
+    width = bucket_width((hi_us - lo_us) / 1e6)
+    if width.is_integer():
+        bucket = f"(epoch_us(time) - {int(lo_us)}) // {int(width) * 1_000_000}"
+    else:
+        bucket = f"floor((epoch_us(time) - {int(lo_us)}) / {width * 1e6!r})::BIGINT"
+    rows = con.execute(f"""
+        SELECT {bucket} AS bucket, coalesce(cause, '?') AS cause, count(*) AS n FROM attributions
+        WHERE time IS NOT NULL GROUP BY ALL ORDER BY bucket""").fetchall()
+    return width, first, [(int(b), str(c), int(n)) for b, c, n in rows]
 
 
 def plot_denials_over_time(con: duckdb.DuckDBPyConnection) -> str:
-    df = con.execute("SELECT epoch_ns(time) / 1e9 AS time, cause FROM attributions").df()
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    if df.empty:
-        _empty(ax, "no denials")
-    else:
-        draw_denials_over_time(ax, df)
-    ax.set_title("Denials over time by cause")
-    return _png(fig)
+    """Stacked bars of denials per time bucket and cause, the bucket width from the data's span (denial_counts);
+    the <svg> says its number of buckets and their width (data-buckets, data-bucket-s)."""
+    canvas = _svg.Canvas(820, 300, "Denials over time by cause")
+    counted = denial_counts(con)
+    if counted is None:
+        canvas.message("no denials")
+        return canvas.render(buckets=0)
+    width, first, rows = counted
+    n = max(b for b, _, _ in rows) + 1
+    unit_s, unit = next((u, name) for u, name in _UNITS if width >= u or u == 1)
+    step = width / unit_s  # bar width in axis units
+    causes = _by_cause({c for _, c, _ in rows})
+    heights = {c: [0] * n for c in causes}
+    for b, c, k in rows:
+        heights[c][b] += k
+    stacks = [sum(heights[c][i] for c in causes) for i in range(n)]
+    legend = _svg.legend_width(causes)
+    _, ymax, ystep = _svg.nice_range(0, max(stacks), integer=True)
+    xmax = n * step
+    plot = canvas.panel(60, 34, legend + 24, 50, xlim=(0, xmax), ylim=(0, ymax))
+    plot.y_axis(ystep, f"denials per {step:g} {unit}")
+    starts = [i * step for i in range(n)]
+    plot.stacked_bars(starts, step, [(c, cause_color(c), heights[c]) for c in causes],
+                      where=[f"{x:g}–{x + step:g} {unit}" for x in starts])
+    plot.x_axis(_svg.nice_step(xmax, 6), f"{unit} since {first:%Y-%m-%d %H:%M:%S} UTC (first denial)")
+    canvas.legend(plot.right + 16, plot.top + 6, [(c, cause_color(c)) for c in causes])
+    return canvas.render(buckets=n, bucket_s=f"{width:g}")
+
+
+def _mode(values: Sequence[str]) -> str:
+    """The most frequent value, the smallest on a tie (as pandas' mode)."""
+    counts = Counter(values)
+    return min(counts, key=lambda v: (-counts[v], v))
 
 
 def plot_offsets(con: duckdb.DuckDBPyConnection) -> str:
     """Offset of each host (clock domain) against the reference, with its bound: one bar per host when there is one
-    time window, else a line per host over windows on numeric axes (a lone window under date locators spans years)."""
-    df = con.execute("SELECT domain, reference, window_start, window_end, offset_s, error_s FROM clock_offsets "
-                     "ORDER BY domain, window_start").df()
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    if df.empty:
-        _empty(ax, "no client/server pairs across hosts")
-    elif df["window_start"].nunique() == 1:
-        df = df.sort_values("offset_s", ignore_index=True)
-        y = list(range(len(df)))
-        ax.barh(y, df["offset_s"] * 1e3, xerr=df["error_s"] * 1e3, capsize=3, color="#4c72b0")
-        ax.set_yticks(y, df["domain"], fontsize=7)
-        for yi, off, err in zip(y, df["offset_s"], df["error_s"], strict=True):
-            ax.annotate(f"{off * 1e3:+.1f} ± {err * 1e3:.1f} ms", (0, yi), xytext=(4, 0), textcoords="offset points",
-                        va="center", fontsize=7)
-        ax.axvline(0, color="black", lw=0.6)
-        ax.set_xlabel(f"offset vs {df['reference'].mode().iat[0]} (ms; positive = ahead)")
-    else:
-        first = df["window_start"].min()
-        for domain, g in df.groupby("domain"):
-            mid = (g["window_start"] + (g["window_end"] - g["window_start"]) / 2 - first).dt.total_seconds() / 60
-            ax.errorbar(mid, g["offset_s"] * 1e3, yerr=g["error_s"] * 1e3, marker="o", capsize=3, label=domain)
-        ax.set_xlabel(f"minutes since {first:%Y-%m-%d %H:%M} UTC")
-        ax.set_ylabel(f"offset vs {df['reference'].mode().iat[0]} (ms)")
-        ax.legend(fontsize=7)
-    ax.set_title("Clock offset per host, with its error bound")
-    return _png(fig)
+    time window, else a line per host over windows (x = minutes since the first window, at each window's middle)."""
+    rows = con.execute("SELECT domain, reference, window_start, window_end, offset_s, error_s FROM clock_offsets "
+                       "WHERE offset_s IS NOT NULL ORDER BY domain, window_start").fetchall()
+    title = "Clock offset per host, with its error bound"
+    if not rows:
+        canvas = _svg.Canvas(820, 300, title)
+        canvas.message("no client/server pairs across hosts")
+        return canvas.render(series=0)
+    reference = _mode([str(r[1]) for r in rows])
+    starts = {r[2] for r in rows if r[2] is not None}
+    if len(starts) <= 1:
+        return _offset_bars(rows, title, reference)
+    first = min(starts)
+    series: dict[str, list[tuple[float, float, float]]] = {}
+    last = 0.0  # minutes from the first window's start to the last window's end
+    for domain, _, start, end, off, err in rows:
+        if start is None:
+            continue
+        end = end or start
+        last = max(last, (end - first).total_seconds() / 60)
+        series.setdefault(str(domain), []).append(
+            ((start + (end - start) / 2 - first).total_seconds() / 60, off * 1e3, (err or 0.0) * 1e3))
+    hosts = sorted(series)
+    points = [p for s in series.values() for p in s]
+    ylo, yhi, ystep = _svg.padded_range(min(y - e for _, y, e in points), max(y + e for _, y, e in points))
+    xlo, xhi, xstep = _svg.nice_range(0.0, last, 6)
+    colors = {h: _svg.PALETTE[i % len(_svg.PALETTE)] for i, h in enumerate(hosts)}
+    canvas = _svg.Canvas(820, max(300, 100 + 17 * len(hosts)), title)
+    canvas.subtitle(f"positive = clock ahead of {reference}")
+    plot = canvas.panel(72, 46, _svg.legend_width(hosts) + 24, 50, xlim=(xlo, xhi), ylim=(ylo, yhi))
+    plot.y_axis(ystep, f"offset vs {reference} (ms)")
+    plot.hline(0, "#999")
+    for host in hosts:
+        xs, ys, es = zip(*series[host], strict=True)
+        plot.series(host, colors[host], xs, ys, es)
+    plot.x_axis(xstep, f"minutes since {first:%Y-%m-%d %H:%M} UTC (window middles)")
+    canvas.legend(plot.right + 16, plot.top + 6, [(h, colors[h]) for h in hosts], marker="line")
+    return canvas.render(series=len(hosts))
+
+
+def _offset_bars(rows: list[tuple], title: str, reference: str) -> str:
+    """One horizontal bar per host (largest offset on top) with its error bar and "+1.2 ± 0.3 ms"."""
+    rows = sorted(rows, key=lambda r: (-r[4], str(r[0])))
+    hosts = [str(r[0]) for r in rows]
+    offs = [r[4] * 1e3 for r in rows]
+    errs = [(r[5] or 0.0) * 1e3 for r in rows]
+    labels = [f"{o:+.1f} ± {e:.1f} ms" for o, e in zip(offs, errs, strict=True)]
+    lo, hi, step = _svg.nice_range(min(0.0, *(o - e for o, e in zip(offs, errs, strict=True))),
+                                   max(0.0, *(o + e for o, e in zip(offs, errs, strict=True))), 6, slack=0.1)
+    canvas = _svg.Canvas(820, max(150, 90 + 28 * len(rows)), title)
+    left = min(max(60, 14 + max(_svg.text_width(h) for h in hosts)), 260)
+    plot = canvas.panel(left, 34, 30, 52, xlim=(lo, hi))
+    plot.x_axis(step, f"offset vs {reference} (ms; positive = ahead)", grid=True)
+    centres = plot.categories(hosts)
+    plot.hbars(centres, offs, errors=errs, labels=labels, names=hosts, colors=["#4c72b0"] * len(rows))
+    plot.vline(0)
+    return canvas.render(series=len(rows))
 
 
 TTL_BINS = 40
+_TTL_SIDES = (("CLIENT", "at send (client clock)"), ("SERVER", "at check (server clock)"))
+_ALLOWED, _DENIED = "#7fa7d9", "#d9534f"
 
 
 def plot_ttl(con: duckdb.DuckDBPyConnection) -> str:
     """Histograms of jit.token.ttl_s per side, allowed and denied stacked: counted in SQL over every span (no
     sample, and millions of spans never reach Python), TTL_BINS equal bins between each side's min and max."""
-    df = con.execute(f"""
+    rows = con.execute(f"""
         WITH t AS (
             SELECT kind, jit_token_ttl_s AS ttl, coalesce(grpc_status IN (7, 16), false) AS denied FROM rpc_spans
             WHERE jit_token_ttl_s IS NOT NULL AND isfinite(jit_token_ttl_s) AND kind IN ('CLIENT', 'SERVER')
@@ -163,59 +217,81 @@ def plot_ttl(con: duckdb.DuckDBPyConnection) -> str:
                count(*) AS n
         FROM t JOIN r USING (kind)
         GROUP BY ALL
-    """).df()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=False)
-    sides = ((axes[0], "CLIENT", "at send (client clock)"), (axes[1], "SERVER", "at check (server clock)"))
-    for ax, kind, label in sides:
-        sub = df[df["kind"] == kind]
-        if sub.empty:
-            _empty(ax, "no jit.token.ttl_s")
-        else:
-            lo, hi = float(sub["lo"].iat[0]), float(sub["hi"].iat[0])
-            width = (hi - lo) / TTL_BINS if hi > lo else 1.0
-            bottom = [0.0] * TTL_BINS
-            for denied, name, color in ((False, "allowed", "#7fa7d9"), (True, "denied", "#d9534f")):
-                counts = [0.0] * TTL_BINS
-                part = sub[sub["denied"] == denied]
-                for b, n in zip(part["bin"].fillna(0), part["n"], strict=True):
-                    counts[int(b)] += float(n)
-                ax.bar([lo + i * width for i in range(TTL_BINS)], counts, width=width, bottom=bottom, align="edge",
-                       label=name, color=color)
-                bottom = [x + c for x, c in zip(bottom, counts, strict=True)]
-            ax.axvline(0, color="black", linewidth=0.8)
-            ax.legend(fontsize=7)
-        ax.set_title(f"token ttl {label}", fontsize=9)
-        ax.set_xlabel("seconds left")
-    return _png(fig)
+    """).fetchall()
+    canvas = _svg.Canvas(820, 300)
+    canvas.legend(canvas.width / 2 - 70, 14, [("allowed", _ALLOWED), ("denied", _DENIED)], horizontal=True)
+    half = canvas.width / 2
+    for i, (kind, label) in enumerate(_TTL_SIDES):
+        side = [r for r in rows if r[0] == kind]
+        with canvas.group(kind=kind):
+            _ttl_side(canvas.panel(60 + i * half, 52, 16 + (1 - i) * half, 50), label, side)
+    return canvas.render()
+
+
+def _ttl_side(plot: _svg.Panel, label: str, side: list[tuple]) -> None:
+    """One side's histogram: rows (kind, lo, hi, denied, bin, n) of plot_ttl's query."""
+    plot.title(f"token ttl {label}")
+    if not side:
+        plot.message("no jit.token.ttl_s")
+        return
+    lo, hi = float(side[0][1]), float(side[0][2])
+    width = (hi - lo) / TTL_BINS if hi > lo else 1.0
+    counts = {False: [0] * TTL_BINS, True: [0] * TTL_BINS}
+    for _, _, _, denied, b, n in side:
+        counts[bool(denied)][int(b or 0)] += int(n)
+    stacks = [a + d for a, d in zip(counts[False], counts[True], strict=True)]
+    xlo, xhi, xstep = _svg.nice_range(min(lo, 0.0), max(lo + TTL_BINS * width, 0.0), 5)  # 0 s always shown
+    plot.xlim = (xlo, xhi)
+    _, ymax, ystep = _svg.nice_range(0, max(stacks), integer=True)
+    plot.ylim = (0, ymax)
+    plot.y_axis(ystep, "spans")
+    starts = [lo + k * width for k in range(TTL_BINS)]
+    plot.stacked_bars(starts, width, [("allowed", _ALLOWED, counts[False]), ("denied", _DENIED, counts[True])],
+                      where=[f"{x:.4g}–{x + width:.4g} s" for x in starts])
+    plot.vline(0)
+    plot.x_axis(xstep, "seconds left")
 
 
 def plot_offenders(con: duckdb.DuckDBPyConnection) -> str:
-    df = con.execute(
+    """The top 3 services and principals of each cause, one bar each in the cause's colour."""
+    rows = con.execute(
         "SELECT cause, dimension, value, denials FROM top_offenders WHERE rank <= 3 AND dimension IN "
         "('service', 'principal') ORDER BY cause, dimension, rank"
-    ).df()
-    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.25 * len(df) + 1)))
-    if df.empty:
-        _empty(ax, "no denials")
-    else:
-        labels = [f"{c} · {d}: {v}" for c, d, v in zip(df["cause"], df["dimension"], df["value"], strict=True)]
-        ax.barh(range(len(df)), df["denials"], color="#d9534f")
-        ax.set_yticks(range(len(df)), labels, fontsize=7)
-        ax.invert_yaxis()
-        ax.set_xlabel("denials")
-    ax.set_title("Top offenders per cause")
-    return _png(fig)
+    ).fetchall()
+    rows.sort(key=lambda r: (CAUSE_ORDER.get(r[0], 99), r[0], r[1]))  # stable: rank order kept within a group
+    title = "Top offenders per cause"
+    canvas = _svg.Canvas(820, max(150, 80 + 22 * len(rows)), title)
+    if not rows:
+        canvas.message("no denials")
+        return canvas.render(bars=0)
+    labels = [f"{c} · {d}: {'' if v is None else v}" for c, d, v, _ in rows]
+    values = [int(r[3]) for r in rows]
+    _, hi, step = _svg.nice_range(0, max(values), 6, integer=True)
+    left = min(max(80, 14 + max(_svg.text_width(label) for label in labels)), 420)
+    plot = canvas.panel(left, 34, 30, 52, xlim=(0, hi))
+    plot.x_axis(step, "denials", grid=True)
+    centres = plot.categories(labels)
+    plot.hbars(centres, values, labels=[str(v) for v in values], names=[str(r[0]) for r in rows],
+               colors=[cause_color(r[0]) for r in rows])
+    return canvas.render(bars=len(rows))
 
 
-def _table(df: pd.DataFrame) -> str:
-    if df.empty:
+def _table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """An HTML table of query results (NULL shows as an empty cell); every value is escaped."""
+    if not rows:
         return "<p><em>none</em></p>"
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape('' if pd.isna(v) else str(v))}</td>" for v in row) + "</tr>"
-        for row in df.itertuples(index=False)
+        "<tr>" + "".join(f"<td>{html.escape('' if v is None else str(v))}</td>" for v in row) + "</tr>"
+        for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _query_table(con: duckdb.DuckDBPyConnection, sql: str) -> str:
+    cursor = con.execute(sql)
+    columns = [d[0] for d in cursor.description]
+    return _table(columns, cursor.fetchall())
 
 
 def logs_by_cause(con: duckdb.DuckDBPyConnection, per_cause: int = 10) -> str:
@@ -240,24 +316,23 @@ def logs_by_cause(con: duckdb.DuckDBPyConnection, per_cause: int = 10) -> str:
 
 
 def write_html(con: duckdb.DuckDBPyConnection, path: Path, summary: dict, *, max_rows: int = 500) -> None:
-    """A self-contained report.html: summary, the four plots, the cause table and the first denials."""
+    """A self-contained report.html: summary, the four plots (inline SVG), the cause table, the log lines under each
+    cause, the clock offsets and the first denials."""
     plots = [
         ("denials-over-time", "Denials over time", plot_denials_over_time(con)),
         ("clock-offsets", "Clock offsets", plot_offsets(con)),
         ("token-ttl", "Token ttl at send and at check", plot_ttl(con)),
         ("top-offenders", "Top offenders", plot_offenders(con)),
     ]
-    causes = con.execute("SELECT cause, denials, round(share * 100, 1) AS percent, round(mean_confidence, 2) "
-                         "AS confidence, fix FROM cause_summary").df()
-    offsets = con.execute("SELECT domain, reference, window_start, window_end, round(offset_s * 1e3, 3) AS offset_ms, "
-                          "round(error_s * 1e3, 3) AS error_ms, samples FROM clock_offsets ORDER BY domain, "
-                          "window_start LIMIT 200").df()
-    rows = con.execute(f"SELECT time, trace_id, service, method, principal, status_code, cause, rule, confidence, "
-                       f"evidence, fix FROM attributions ORDER BY time LIMIT {int(max_rows)}").df()
+    causes = _query_table(con, "SELECT cause, denials, round(share * 100, 1) AS percent, round(mean_confidence, 2) "
+                               "AS confidence, fix FROM cause_summary")
+    offsets = _query_table(con, "SELECT domain, reference, window_start, window_end, round(offset_s * 1e3, 3) AS "
+                                "offset_ms, round(error_s * 1e3, 3) AS error_ms, samples FROM clock_offsets ORDER BY "
+                                "domain, window_start LIMIT 200")
+    rows = _query_table(con, f"SELECT time, trace_id, service, method, principal, status_code, cause, rule, "
+                             f"confidence, evidence, fix FROM attributions ORDER BY time LIMIT {int(max_rows)}")
     figures = "".join(
-        f'<figure id="{pid}"><img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{html.escape(title)}</figcaption></figure>"
-        for pid, title, data in plots
+        f'<figure id="{pid}">{svg}<figcaption>{html.escape(title)}</figcaption></figure>' for pid, title, svg in plots
     )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>jitrace report</title>
@@ -266,24 +341,31 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; font-size: 12px; margin-bottom: 1.5em; }}
 th, td {{ border: 1px solid #ccc; padding: 3px 6px; text-align: left; vertical-align: top; }}
 td {{ max-width: 40em; overflow-wrap: anywhere; }}
-figure {{ display: inline-block; margin: 0.5em; }}
-figure img {{ max-width: 100%; }}
+figure {{ display: inline-block; margin: 0.5em 0.5em 1.5em; vertical-align: top; max-width: 100%; }}
+figure svg {{ display: block; max-width: 100%; height: auto; }}
+figcaption {{ font-size: 13px; color: #555; margin-top: 4px; }}
 .logs pre {{ font-size: 11px; background: #f6f6f6; padding: 4px; margin: 2px 0 10px; white-space: pre-wrap; }}
 </style></head><body>
 <h1>Why were these calls denied?</h1>
 <p id="summary">{summary['spans']} spans, {summary['logs']} logs, <strong>{summary['denials']} denials</strong>,
 {summary['bad_records']} bad records. Clock reference: {html.escape(str(summary.get('clock_reference')))}.</p>
-<h2>Causes</h2>{_table(causes)}
+<h2>Causes</h2>{causes}
 <h2>Plots</h2>{figures}
 <h2 id="logs">Log lines under each cause</h2>
 <p>Time (the logging host's clock, UTC), service, severity, message; » marks the line a log pattern decided by.</p>
 {logs_by_cause(con)}
-<h2>Clock offsets</h2>{_table(offsets)}
-<h2>Denials (first {int(max_rows)})</h2>{_table(rows)}
+<h2>Clock offsets</h2>{offsets}
+<h2>Denials (first {int(max_rows)})</h2>{rows}
 <script>
-// lets a headless browser (and a test) see that every plot decoded: <body data-plots-loaded="N">
+// lets a headless browser (and a test) see that every plot rendered: <body data-plots-loaded="N"> counts the figures'
+// <svg> elements that were laid out with a size and have at least one drawn shape or text
 window.addEventListener("load", () => {{
-  document.body.dataset.plotsLoaded = [...document.images].filter(i => i.complete && i.naturalWidth > 0).length;
+  const drawn = svg => {{
+    const box = svg.getBoundingClientRect();
+    return box.width > 0 && box.height > 0 && [...svg.querySelectorAll("rect, line, polyline, circle, path, text")]
+      .some(e => {{ const b = e.getBBox(); return b.width > 0 || b.height > 0; }});
+  }};
+  document.body.dataset.plotsLoaded = [...document.querySelectorAll("figure > svg")].filter(drawn).length;
 }});
 </script>
 <script type="application/json" id="summary-json">{html.escape(json.dumps(summary))}</script>
