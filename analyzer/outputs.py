@@ -20,6 +20,7 @@ import os
 import shutil
 import stat
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -38,13 +39,32 @@ _RENAME_EXCHANGE = 2
 
 
 def write_tables(con: duckdb.DuckDBPyConnection, out: Path, attribution_columns: tuple[str, ...]) -> None:
-    """attributions.parquet / .csv (ordered by time, trace_id) and clock_offsets.parquet, from the session's tables."""
+    """attributions.parquet / .csv (ordered by time, trace_id) and clock_offsets.parquet, from the session's tables.
+
+    The files are written side by side, each by a cursor of its own: DuckDB writes an ordered CSV on one thread
+    (it was a third of analyze's time at 200k denials), so the Parquet files take the other core meanwhile."""
     cols = ", ".join(attribution_columns)
-    for name, fmt in (("attributions.parquet", "(FORMAT parquet)"), ("attributions.csv", "(FORMAT csv, HEADER)")):
-        con.execute(f"COPY (SELECT {cols} FROM attributions ORDER BY time, trace_id) "
-                    f"TO '{_sql_path(out / name)}' {fmt}")
-    con.execute(f"COPY (SELECT * FROM clock_offsets ORDER BY domain, window_start) "
-                f"TO '{_sql_path(out / 'clock_offsets.parquet')}' (FORMAT parquet)")
+    copies = [
+        f"COPY (SELECT {cols} FROM attributions ORDER BY time, trace_id) "
+        f"TO '{_sql_path(out / 'attributions.csv')}' (FORMAT csv, HEADER)",
+        f"COPY (SELECT {cols} FROM attributions ORDER BY time, trace_id) "
+        f"TO '{_sql_path(out / 'attributions.parquet')}' (FORMAT parquet)",
+        f"COPY (SELECT * FROM clock_offsets ORDER BY domain, window_start) "
+        f"TO '{_sql_path(out / 'clock_offsets.parquet')}' (FORMAT parquet)",
+    ]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # DuckDB releases the GIL while it works
+        done = [pool.submit(_copy, con, copies[:1]), pool.submit(_copy, con, copies[1:])]
+        for future in done:
+            future.result()
+
+
+def _copy(con: duckdb.DuckDBPyConnection, statements: list[str]) -> None:
+    cursor = con.cursor()  # a connection to the same database: statements on two cursors run at once
+    try:
+        for sql in statements:
+            cursor.execute(sql)
+    finally:
+        cursor.close()
 
 
 def _sql_path(path: Path) -> str:

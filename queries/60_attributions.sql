@@ -213,5 +213,4 @@ SELECT
     r.time AS host_time
 FROM named AS r
 JOIN rules ON rules.rule = r.span_rule
-JOIN fixes ON fixes.cause = CASE WHEN r.by_log THEN r.pattern_cause ELSE rules.cause END
-ORDER BY 7, r.trace_id;  -- the corrected time
+JOIN fixes ON fixes.cause = CASE WHEN r.by_log THEN r.pattern_cause ELSE rules.cause END;
