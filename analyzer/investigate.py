@@ -89,7 +89,7 @@ def ttl_at_send_and_check(out: Output) -> pd.DataFrame:
     return out.sql(
         """
         SELECT CASE kind WHEN 'CLIENT' THEN 'at send' ELSE 'at check' END AS seen, service, jit_token_ttl_s AS ttl_s,
-               grpc_status IN (7, 16) AS denied, trace_id
+               denied, trace_id
         FROM rpc_spans
         WHERE kind IN ('CLIENT', 'SERVER') AND jit_token_ttl_s IS NOT NULL AND name <> 'jit.issue'
         """

@@ -208,7 +208,7 @@ def plot_ttl(con: duckdb.DuckDBPyConnection) -> str:
     sample, and millions of spans never reach Python), TTL_BINS equal bins between each side's min and max."""
     rows = con.execute(f"""
         WITH t AS (
-            SELECT kind, jit_token_ttl_s AS ttl, coalesce(grpc_status IN (7, 16), false) AS denied FROM rpc_spans
+            SELECT kind, jit_token_ttl_s AS ttl, denied FROM rpc_spans
             WHERE jit_token_ttl_s IS NOT NULL AND isfinite(jit_token_ttl_s) AND kind IN ('CLIENT', 'SERVER')
         ),
         r AS (SELECT kind, min(ttl) AS lo, max(ttl) AS hi FROM t GROUP BY kind)

@@ -24,7 +24,7 @@ def generate(out: Path, spans: int, files: int = 4) -> Path:
     """``spans`` spans (client/server pairs, 1 issue span per 100 calls, 4% denials) as `jitrace collect` writes."""
     import duckdb
 
-    from jitrace.analyzer.spans_view import facts_sql
+    from jitrace.analyzer.spans_view import facts_file_sql
 
     folder = out / "spans" / "hour=2025-10-09T08"
     folder.mkdir(parents=True, exist_ok=True)
@@ -87,8 +87,9 @@ def generate(out: Path, spans: int, files: int = 4) -> Path:
                    '[]' AS events, '[]' AS links, 'opentelemetry.instrumentation.grpc' AS scope, 'bench' AS source
             FROM rows
         """))
-        # as `jitrace collect` writes its files: the normalized columns plus the typed facts (queries/span_facts.sql)
-        con.execute(f"COPY ({facts_sql('generated')}) TO '{folder / f'part-{f}.parquet'}' "
+        # as `jitrace collect` compacts its files: the normalized columns plus the typed facts (queries/span_facts.sql),
+        # denied spans first
+        con.execute(f"COPY ({facts_file_sql('generated')}) TO '{folder / f'part-{f}.parquet'}' "
                     "(FORMAT parquet, COMPRESSION zstd)")
     return out
 

@@ -8,12 +8,11 @@
 -- rule is written. On OpenTelemetry data nothing matches by shared id, and a join against an empty side reads
 -- nothing, so that check costs a scan of the matches.
 -- t1 = client start, t2 = server start, t3 = server end, t4 = client end, each in its own host's clock (ns).
--- server_denied: the server's rpc.grpc.status_code is a denial (7, 16), for 48_denied_calls; shared_id: matched
--- by Zipkin's shared span id.
+-- server_denied / client_denied: that end's span is a denial (span_facts.sql's `denied`), for 48_denied_calls;
+-- shared_id: matched by Zipkin's shared span id.
 CREATE OR REPLACE VIEW pairs_matched AS
 WITH servers AS NOT MATERIALIZED (
-    SELECT trace_id, span_id, parent_span_id, domain, start_ns, end_ns,
-           coalesce(grpc_status IN (7, 16), false) AS server_denied
+    SELECT trace_id, span_id, parent_span_id, domain, start_ns, end_ns, denied AS server_denied
     FROM rpc_spans WHERE kind = 'SERVER'
 ),
 probes AS (
@@ -34,6 +33,7 @@ SELECT
     c.jit_clock_offset_s AS ntp_offset_s,
     c.jit_clock_delay_s AS ntp_delay_s,
     p.server_denied,
+    c.denied AS client_denied,
     p.shared_id
 FROM probes AS p
 JOIN rpc_spans AS c ON c.trace_id = p.trace_id AND c.span_id = p.client_key

@@ -7,6 +7,8 @@
 -- Each attribute becomes the column named by instrumentation/contract.py's column(): jit.token.ttl_s ->
 -- jit_token_ttl_s. from_json gets an explicit schema: DuckDB's auto-detection is unsafe on mixed inputs.
 -- The clock domain is the host the span's clock belongs to: host.id > host.name > service.instance.id > service.name.
+-- Files of facts are written with the denied spans first (spans_view.facts_file_sql): the steps that look up
+-- denials filter on `denied`, and DuckDB skips the row groups whose statistics hold none.
 -- Streams: a token check on a later message is a span event `jit.token.check`; the first failing one (else the
 -- last) becomes stream_check {name, time_ns, attributes}, with check_events their count. Events are parsed only on
 -- spans that have such an event.
@@ -18,6 +20,9 @@ SELECT
     a."rpc.service" AS rpc_service,
     a."rpc.method" AS rpc_method,
     TRY_CAST(a."rpc.grpc.status_code" AS INTEGER) AS grpc_status,
+    -- a denial: PERMISSION_DENIED (7) or UNAUTHENTICATED (16) in rpc.grpc.status_code, never the span status
+    -- (OpenTelemetry leaves it UNSET for these codes)
+    coalesce(TRY_CAST(a."rpc.grpc.status_code" AS INTEGER) IN (7, 16), false) AS denied,
     lower(a."jit.token.present") IN ('true', '1') AS jit_token_present,
     a."jit.token.id" AS jit_token_id,
     a."jit.token.sub" AS jit_token_sub,

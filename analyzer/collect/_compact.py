@@ -31,7 +31,8 @@ from jitrace.analyzer import schema, spans_view
 from jitrace.analyzer.collect._durable import TMP_SUFFIX, fsync_path
 
 PREFIX = "compacted-"
-LOCK_NAME = ".compact.lock"  # hidden: loaders skip it
+LOCK_NAME = ".compact.lock"  # hidden names: loaders skip them
+SPILL_DIR = ".compact.spill"
 REPLACES_KEY = b"jitrace.replaces"
 
 
@@ -65,7 +66,7 @@ def compact_folder(con: duckdb.DuckDBPyConnection, folder: Path, kind: str) -> t
     names = schema.SPANS.names if kind == "spans" else schema.LOGS.names
     read = (f"(SELECT {', '.join(names)} FROM read_parquet({spans_view.sql_list([str(p) for p in sources])}, "
             "union_by_name = true, hive_partitioning = false))")
-    query = spans_view.facts_sql(read) if kind == "spans" else f"SELECT * FROM {read}"
+    query = spans_view.facts_file_sql(read) if kind == "spans" else f"SELECT * FROM {read}"
     replaces = json.dumps([p.name for p in sources])
     con.execute(f"COPY ({query}) TO {spans_view.sql_string(str(tmp))} (FORMAT parquet, COMPRESSION zstd, "
                 f"KV_METADATA {{'{REPLACES_KEY.decode()}': {spans_view.sql_string(replaces)}}})")
@@ -158,7 +159,10 @@ class Compactor:
 
     def _compact(self, folder: Path, kind: str) -> None:
         if self._con is None:  # one thread: compaction must not take the cores the receiver is using
-            self._con = duckdb.connect(config={"threads": 1, "memory_limit": "512MB"})
+            # Writing the denied spans first sorts the hour; past the memory limit the sort spills into the output
+            # folder's SPILL_DIR (not the receiver's working directory), which DuckDB removes when done.
+            self._con = duckdb.connect(config={"threads": 1, "memory_limit": "512MB",
+                                               "temp_directory": str(self.out / SPILL_DIR)})
         started = time.perf_counter()
         files, records = compact_folder(self._con, folder, kind)
         self.seconds += time.perf_counter() - started

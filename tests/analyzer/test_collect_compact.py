@@ -51,6 +51,28 @@ def test_an_hour_becomes_one_file_with_the_facts_and_the_analysis_is_unchanged(t
     assert len(before[1]) == 4  # the denied calls: the analysis compared is not empty
 
 
+def test_the_denied_spans_come_first_so_a_filter_on_denied_skips_the_other_row_groups(tmp_path):
+    folder = tmp_path / "spans" / "hour=2025-01-01T00"
+    folder.mkdir(parents=True)
+    con = duckdb.connect()
+    # 300,000 spans (3 row groups), one in 50 denied, in small files as the receiver writes them (denials spread out)
+    for f in range(4):
+        con.execute(f"""COPY (SELECT format('{{:032x}}', i) AS trace_id, format('{{:016x}}', i) AS span_id,
+                NULL::VARCHAR AS parent_span_id, 'svc/M' AS name, 'SERVER' AS kind, i AS start_ns, i + 1 AS end_ns,
+                'UNSET' AS status_code, NULL::VARCHAR AS status_message, 'svc' AS service, '{{}}' AS resource,
+                json_object('rpc.grpc.status_code', CASE WHEN i % 50 = 0 THEN 7 ELSE i % 5 END)::VARCHAR AS attributes,
+                '[]' AS events, '[]' AS links, NULL::VARCHAR AS scope, 'test' AS source
+            FROM range({f * 75000}, {(f + 1) * 75000}) AS r(i)) TO '{folder}/part-{f}.parquet' (FORMAT parquet)""")
+    _compact.compact_folder(con, folder, "spans")
+    (only,) = list(folder.glob("*.parquet"))
+    denied = [r[0] for r in con.execute(f"SELECT denied FROM '{only}'").fetchall()]
+    assert denied == sorted(denied, reverse=True) and sum(denied) == 6000
+    # DuckDB's row group statistics: every row group but the first holds no denial, so the filter skips them
+    stats = con.execute(f"""SELECT stats_max FROM parquet_metadata('{only}') WHERE path_in_schema = 'denied'
+                            ORDER BY row_group_id""").fetchall()
+    assert stats[0] == ("true",) and len(stats) > 1 and set(stats[1:]) == {("false",)}
+
+
 @pytest.mark.parametrize("crash_after", ["write", "rename"])
 def test_a_crash_during_compaction_stores_no_record_twice_and_a_restart_cleans_up(tmp_path, crash_after):
     out = tmp_path / "out"

@@ -117,6 +117,19 @@ def test_pairs_by_parent_and_by_zipkin_shared_span_id():
     assert con.execute(query).fetchall() == got
 
 
+@pytest.mark.parametrize("client_status", [0, None, 7])
+def test_a_denied_call_keeps_its_client_whatever_status_the_client_recorded(client_status):
+    # a proxy between them may turn the status, or the client may record none: the denial still has both ends
+    t = "ef" * 16
+    client = {c.TOKEN_TTL_S: 12.5, c.TOKEN_PRESENT: True}
+    if client_status is not None:
+        client[c.RPC_GRPC_STATUS_CODE] = client_status
+    con = _run([_span(t, "c1", None, "CLIENT", "a", 0, 100, client),
+                _span(t, "s1", "c1", "SERVER", "b", 10, 90, {c.RPC_GRPC_STATUS_CODE: 7})])
+    got = con.execute("SELECT span_id, server_span_id, client_span_id, has_client, client_ttl_s FROM denials")
+    assert got.fetchall() == [("s1", "s1", "c1", True, 12.5)]
+
+
 @pytest.mark.parametrize(
     ("grpc_status", "span_status", "denied"),
     [(7, "UNSET", True), (16, "UNSET", True), ("7", "UNSET", True), (0, "ERROR", False), (5, "ERROR", False),
