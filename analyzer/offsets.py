@@ -15,7 +15,6 @@ from itertools import groupby
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
 CONSENSUS = "consensus"
 MIN_ERROR_S = 1e-6  # a perfectly consistent edge still gets a finite weight
@@ -128,10 +127,14 @@ def write_offsets(con: duckdb.DuckDBPyConnection) -> list[tuple]:
     )
     if not offsets:
         return offsets
-    solved = pa.table(list(zip(*offsets, strict=True)), names=COLUMNS)  # noqa: F841 (read by the SQL below)
+    # the columns as list parameters, zipped back by unnest (a Python object read by name would make DuckDB import
+    # pandas to check its type: 0.25 s)
+    columns = [list(c) for c in zip(*offsets, strict=True)]
     con.execute(
         "INSERT INTO clock_offsets SELECT domain, reference, make_timestamp((window_start * 1e6)::BIGINT), "
-        "make_timestamp((window_end * 1e6)::BIGINT), offset_s, error_s, samples FROM solved ORDER BY domain, "
-        "window_start"
+        "make_timestamp((window_end * 1e6)::BIGINT), offset_s, error_s, samples FROM (SELECT "
+        + ", ".join(f"unnest(${i + 1}) AS {name}" for i, name in enumerate(COLUMNS))
+        + ") ORDER BY domain, window_start",
+        columns,
     )
     return offsets

@@ -232,7 +232,7 @@ class Rows:
 def table(rows: list[tuple], arrow_schema: pa.Schema) -> pa.Table:
     """Arrow columns from row tuples in the schema's column order."""
     if not rows:
-        return arrow_schema.empty_table()
+        return pa.Table.from_batches([], schema=arrow_schema)  # Schema.empty_table() imports pandas (0.25 s)
     columns = list(zip(*rows, strict=True))
     return pa.Table.from_arrays(
         [pa.array(col, type=f.type) for col, f in zip(columns, arrow_schema, strict=True)], schema=arrow_schema
