@@ -123,3 +123,15 @@ def test_bad_records_exit_4_after_writing_every_output(spans_dir, tmp_path, caps
     assert cli.main(["analyze", str(export), "--out", str(tmp_path / "s"), "--quiet", "--strict"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "export.jsonl" in err
+
+
+def test_analyze_loads_no_dataframe_or_plotting_library(spans_dir, tmp_path):
+    # pandas and matplotlib cost 0.7 s of start-up: more than analyzing 1M spans. Only notebooks (api, investigate)
+    # use pandas, and nothing draws with matplotlib.
+    code = ("import sys; from jitrace.analyzer.analyze import analyze; "
+            f"analyze([{str(spans_dir)!r}], {str(tmp_path / 'out')!r}, quiet=True); "
+            "print(sorted(m for m in ('pandas', 'matplotlib') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"
+    assert (tmp_path / "out" / "report.html").exists()
