@@ -119,6 +119,16 @@ def add_files(con: duckdb.DuckDBPyConnection, files: list[Path], has_source: boo
     return count
 
 
+def count(con: duckdb.DuckDBPyConnection) -> int:
+    """How many spans the view holds, from the files' footers and the table (counting the view itself would run
+    span_facts.sql over every copied row: 0.13 s at 10M spans)."""
+    total = con.execute(f"SELECT count(*) FROM {ROWS_TABLE}").fetchone()[0]
+    paths = [r[0] for r in con.execute(f"SELECT path FROM {FILES_TABLE}").fetchall()]
+    if paths:
+        total += con.execute(f"SELECT sum(num_rows) FROM parquet_file_metadata({sql_list(paths)})").fetchone()[0]
+    return int(total)
+
+
 def _read(paths: list[str]) -> str:
     return f"read_parquet({sql_list(paths)}, filename = true, union_by_name = true, hive_partitioning = false)"
 
