@@ -128,25 +128,25 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
         say(f"loaded {loaded['spans']} spans, {loaded['logs']} logs, {loaded['bad_records']} bad records")
         session.run_queries(con, settings=settings, progress=lambda step, s: say(f"{step} ({s:.2f} s)"),
                             log_patterns=log_patterns)
-        outputs.write_tables(con, out, ATTRIBUTION_COLUMNS)
-        found = dict(con.execute("SELECT cause, denials FROM cause_summary").fetchall())
-        causes = {cause: found.get(cause, 0) for cause in contract.CAUSES}  # every cause, so CI scripts can index
-        reference = con.execute("SELECT mode(reference) FROM clock_offsets").fetchone()[0]
-        summary = {
-            "spans": loaded["spans"],
-            "logs": loaded["logs"],
-            "denials": sum(causes.values()),
-            "causes": causes,
-            "bad_records": loaded["bad_records"],
-            "problems": loaded["problems"][:50],
-            "clock_reference": reference,
-            "clock_domains": con.execute("SELECT count(DISTINCT domain) FROM clock_offsets").fetchone()[0],
-        }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        say("writing report.html")
-        report.write_html(con, out / "report.html", summary)
-        if not quiet:
-            print(report.terminal(con, summary))
+        with outputs.tables_written(con, out, ATTRIBUTION_COLUMNS):  # the CSV meanwhile, on the other core
+            found = dict(con.execute("SELECT cause, denials FROM cause_summary").fetchall())
+            causes = {cause: found.get(cause, 0) for cause in contract.CAUSES}  # every cause, so CI scripts can index
+            reference = con.execute("SELECT mode(reference) FROM clock_offsets").fetchone()[0]
+            summary = {
+                "spans": loaded["spans"],
+                "logs": loaded["logs"],
+                "denials": sum(causes.values()),
+                "causes": causes,
+                "bad_records": loaded["bad_records"],
+                "problems": loaded["problems"][:50],
+                "clock_reference": reference,
+                "clock_domains": con.execute("SELECT count(DISTINCT domain) FROM clock_offsets").fetchone()[0],
+            }
+            (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            say("writing report.html")
+            report.write_html(con, out / "report.html", summary)
+            if not quiet:
+                print(report.terminal(con, summary))
         session.keep_as_views(con)
     finally:
         con.close()

@@ -38,31 +38,32 @@ _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
 
-def write_tables(con: duckdb.DuckDBPyConnection, out: Path, attribution_columns: tuple[str, ...]) -> None:
+@contextmanager
+def tables_written(con: duckdb.DuckDBPyConnection, out: Path, attribution_columns: tuple[str, ...]) -> Iterator[None]:
     """attributions.parquet / .csv (ordered by time, trace_id) and clock_offsets.parquet, from the session's tables.
 
-    The files are written side by side, each by a cursor of its own: DuckDB writes an ordered CSV on one thread
-    (it was a third of analyze's time at 200k denials), so the Parquet files take the other core meanwhile."""
+    DuckDB writes an ordered CSV on one thread (a second at 200k denials), so the CSV is written on a cursor of its
+    own while the Parquet files and whatever the body does (the report) take the other core; leaving the block
+    waits for it. The tables read must not be TEMP ones: a cursor does not see its connection's TEMP tables."""
+    order = "ORDER BY time, trace_id"
     cols = ", ".join(attribution_columns)
-    copies = [
-        f"COPY (SELECT {cols} FROM attributions ORDER BY time, trace_id) "
-        f"TO '{_sql_path(out / 'attributions.csv')}' (FORMAT csv, HEADER)",
-        f"COPY (SELECT {cols} FROM attributions ORDER BY time, trace_id) "
-        f"TO '{_sql_path(out / 'attributions.parquet')}' (FORMAT parquet)",
-        f"COPY (SELECT * FROM clock_offsets ORDER BY domain, window_start) "
-        f"TO '{_sql_path(out / 'clock_offsets.parquet')}' (FORMAT parquet)",
-    ]
-    with ThreadPoolExecutor(max_workers=2) as pool:  # DuckDB releases the GIL while it works
-        done = [pool.submit(_copy, con, copies[:1]), pool.submit(_copy, con, copies[1:])]
-        for future in done:
-            future.result()
+    with ThreadPoolExecutor(max_workers=1) as pool:  # DuckDB releases the GIL while it works
+        csv = pool.submit(_copy, con, f"COPY (SELECT {cols} FROM attributions {order}) "
+                                      f"TO '{_sql_path(out / 'attributions.csv')}' (FORMAT csv, HEADER)")
+        try:
+            con.execute(f"COPY (SELECT {cols} FROM attributions {order}) "
+                        f"TO '{_sql_path(out / 'attributions.parquet')}' (FORMAT parquet)")
+            con.execute(f"COPY (SELECT * FROM clock_offsets ORDER BY domain, window_start) "
+                        f"TO '{_sql_path(out / 'clock_offsets.parquet')}' (FORMAT parquet)")
+            yield
+        finally:
+            csv.result()
 
 
-def _copy(con: duckdb.DuckDBPyConnection, statements: list[str]) -> None:
+def _copy(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     cursor = con.cursor()  # a connection to the same database: statements on two cursors run at once
     try:
-        for sql in statements:
-            cursor.execute(sql)
+        cursor.execute(sql)
     finally:
         cursor.close()
 

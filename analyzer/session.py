@@ -77,21 +77,28 @@ def _temp_tables_fit(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def keep_as_views(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Drop the steps' TEMP tables, so that jitrace.duckdb shows the views of the same name their steps also create
-    (computed from ``spans`` when asked, as rpc_spans and clock_samples are); returns the names.
+    """Turn the steps' TEMP tables into views of the same name in the database file, computed from ``spans`` when
+    asked (as rpc_spans and clock_samples are); returns their names, in pipeline order.
 
-    The per-pair step (pairs) runs as a TEMP table: writing it to the file would cost more than computing it.
+    The steps whose tables are big or wide run as TEMP tables: writing them to the file would cost more than computing
+    them (pairs: millions of rows; denials: a row of facts per denied call). A step whose table needs more than its
+    one statement (pairs) creates its view itself; for the others the view is the statement itself.
     """
     kept = []
     for path in query_files():
-        match = TEMP_TABLE.search(path.read_text())
+        text = path.read_text()
+        match = TEMP_TABLE.search(text)
         if match is None:
             continue
         name = match.group(1)
         exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND temporary", [name])
-        if exists.fetchone()[0]:  # else it ran as a plain table (a big input): already in the file
-            con.execute(f"DROP TABLE temp.{name}")
-            kept.append(name)
+        if not exists.fetchone()[0]:
+            continue  # ran as a plain table (a big input): already in the file
+        con.execute(f"DROP TABLE temp.{name}")
+        if not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND NOT temporary",
+                           [name]).fetchone()[0]:
+            con.execute(TEMP_TABLE.sub(f"CREATE OR REPLACE VIEW main.{name} AS", text, count=1))
+        kept.append(name)
     return kept
 
 

@@ -5,7 +5,8 @@
 -- default 300 s): everything 60_attributions decides with.
 -- A stream whose token failed a check on a later message (span event jit.token.check) is judged by that check.
 -- The denied call's log records are joined in the next step (55_denial_logs).
-CREATE OR REPLACE TABLE denials AS
+-- A TEMP table (read by two steps), kept in jitrace.duckdb as a view (session.keep_as_views).
+CREATE OR REPLACE TEMP TABLE denials AS
 WITH wanted AS (  -- the spans of both ends of every denied call; `denied`: that span is a denial itself
     SELECT trace_id, server_span_id AS span_id, 'SERVER' AS kind, true AS denied
     FROM denied_calls WHERE server_span_id IS NOT NULL

@@ -111,7 +111,7 @@ def test_pairs_by_parent_and_by_zipkin_shared_span_id():
     query = "SELECT client_span_id, server_span_id, t1, t2, t3, t4 FROM pairs ORDER BY t1"
     got = con.execute(query).fetchall()
     assert got == [("c1", "s1", 0, 10, 90, 100), ("c2", "c2", 200, 210, 290, 300)]
-    assert session.keep_as_views(con) == ["pairs"]  # the run's table gone, notebooks read the view: the same pairs
+    assert "pairs" in session.keep_as_views(con)  # the run's table gone, notebooks read the view: the same pairs
     assert con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'pairs'").fetchall() == [
         ("VIEW",)]
     assert con.execute(query).fetchall() == got
