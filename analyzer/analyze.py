@@ -95,7 +95,7 @@ def analyze(
     ``log_patterns``: the users' pattern files (queries/log_patterns.csv's columns), tried before the built-in ones."""
     fail_on = parse_fail_on(fail_on)
     log_patterns = list(log_patterns)
-    check = session.connect()  # a bad pattern file fails before the (long) load, not after it
+    check = duckdb.connect()  # a bad pattern file fails before the (long) load, not after it
     try:
         session.load_log_patterns(check, log_patterns)
     finally:
