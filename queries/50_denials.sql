@@ -14,22 +14,21 @@ WITH wanted AS (  -- the spans of both ends of every denied call; `denied`: that
     SELECT trace_id, client_span_id, 'CLIENT', coalesce(client_denied, false)
     FROM denied_calls WHERE client_span_id IS NOT NULL
 ),
+facts AS NOT MATERIALIZED (  -- what is read below of a span: the clock stamps and end times are among the widest
+    SELECT * EXCLUDE (parent_span_id, end_ns, rpc_system, jit_token_iss, jit_token_aud, jit_policy_eval_s,
+                      jit_clock_sent_ns, jit_clock_peer_sent_ns, jit_clock_received_ns, jit_clock_offset_s,
+                      jit_clock_delay_s)
+    FROM rpc_spans
+),
 ends AS MATERIALIZED (
     -- Semi joins that hash the few calls. A denied span is read with the filter on `denied`, so DuckDB skips the
     -- row groups of a facts file that hold no denial; the client of a denied server that recorded another status
-    -- (rare) is looked up among all spans, and when there is none that read is skipped. A materialized CTE reads
-    -- every column it selects, so the ones nothing below reads are left out (clock stamps and end times are wide).
-    SELECT s.* EXCLUDE (parent_span_id, end_ns, rpc_system, jit_token_iss, jit_token_aud, jit_policy_eval_s,
-                        jit_clock_sent_ns, jit_clock_peer_sent_ns, jit_clock_received_ns, jit_clock_offset_s,
-                        jit_clock_delay_s)
-    FROM rpc_spans AS s
+    -- (rare) is looked up among all spans, and when there is none that read is skipped.
+    SELECT s.* FROM facts AS s
     SEMI JOIN wanted AS w ON w.trace_id = s.trace_id AND w.span_id = s.span_id AND w.kind = s.kind AND w.denied
     WHERE s.denied
     UNION ALL
-    SELECT s.* EXCLUDE (parent_span_id, end_ns, rpc_system, jit_token_iss, jit_token_aud, jit_policy_eval_s,
-                        jit_clock_sent_ns, jit_clock_peer_sent_ns, jit_clock_received_ns, jit_clock_offset_s,
-                        jit_clock_delay_s)
-    FROM rpc_spans AS s
+    SELECT s.* FROM facts AS s
     SEMI JOIN wanted AS w ON w.trace_id = s.trace_id AND w.span_id = s.span_id AND w.kind = s.kind AND NOT w.denied
 ),
 denied_servers AS (SELECT * FROM ends WHERE kind = 'SERVER'),
