@@ -1,0 +1,407 @@
+"""The DuckDB fast path for OTLP JSON-lines span files (analyzer/load/_otlp_json_duckdb.py) loads exactly what the
+Python reader loads, or declines the file and leaves it wholly to the Python reader: same rows, same bad-record
+reports, same errors. Each file is loaded twice, with the fast path and without it, and the two are compared."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import math
+import re
+import tempfile
+from pathlib import Path
+
+import duckdb
+import jwt
+import pytest
+import zstandard
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from test_load_bad_input import hostile_doc
+
+import jitrace.analyzer.load as load
+from jitrace.analyzer import schema
+from jitrace.analyzer.errors import UserError
+from jitrace.analyzer.load import _otlp_json_duckdb
+
+ROWS = "SELECT * FROM span_rows"
+JSON_COLUMNS = (10, 11, 12, 13)  # resource, attributes, events, links: compared as parsed JSON, types included
+
+
+@pytest.fixture(autouse=True)
+def _every_file_qualifies(monkeypatch):
+    monkeypatch.setattr(_otlp_json_duckdb, "MIN_BYTES", 0)
+
+
+def _typed(value):
+    """A parsed JSON value with its JSON types spelled out (1 and 1.0, 0.0 and -0.0 differ)."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int):
+        return ("int", value)
+    if isinstance(value, float):
+        return ("float", repr(value))
+    if isinstance(value, list):
+        return ("list", [_typed(v) for v in value])
+    if isinstance(value, dict):
+        return ("object", [(k, _typed(v)) for k, v in value.items()])
+    return (type(value).__name__, value)
+
+
+def _normal(row: tuple) -> tuple:
+    return tuple(repr(_typed(json.loads(v))) if i in JSON_COLUMNS else v for i, v in enumerate(row))
+
+
+class _Load:
+    def __init__(self, paths, *, fast: bool, strict: bool = False):
+        self.fast_files = []
+        con = duckdb.connect()
+        real_insert = _otlp_json_duckdb.insert
+
+        def spy(con, path, table):
+            count = real_insert(con, path, table)
+            if count is not None:
+                self.fast_files.append(path)
+            return count
+
+        load.FAST_PATH, _otlp_json_duckdb.insert = fast, spy
+        try:
+            self.report = load.load_into(con, [str(p) for p in paths], strict=strict)
+        finally:
+            load.FAST_PATH, _otlp_json_duckdb.insert = True, real_insert
+        self.rows = sorted((_normal(r) for r in con.execute(ROWS).fetchall()), key=repr)
+        self.logs = sorted(con.execute("SELECT * FROM logs").fetchall(), key=repr)
+        con.close()
+
+
+def _both(paths) -> tuple[_Load, _Load]:
+    """The load with the fast path and the Python-only load; asserts they agree."""
+    fast, python = _Load(paths, fast=True), _Load(paths, fast=False)
+    assert fast.rows == python.rows
+    assert fast.logs == python.logs
+    assert (fast.report.spans, fast.report.logs, fast.report.bad_records, fast.report.problems) == \
+           (python.report.spans, python.report.logs, python.report.bad_records, python.report.problems)
+    return fast, python
+
+
+def _same_outcome(paths) -> _Load | None:
+    """As _both, where the Python reader may also refuse the file: then the load with the fast path refuses it with
+    the same one-line error (and None is returned)."""
+    try:
+        return _both(paths)[0]
+    except UserError as exc:
+        with pytest.raises(UserError) as again:
+            _Load(paths, fast=True)
+        assert str(again.value) == str(exc)
+        return None
+
+
+# ------------------------------------------------------------------------------------------------ generated files
+
+# OTLP's enums as producers write them: the number, or the proto name
+KINDS = st.one_of(st.integers(0, len(schema.SPAN_KINDS) - 1),
+                  st.sampled_from([f"SPAN_KIND_{k}" for k in schema.SPAN_KINDS]))
+CODES = st.one_of(st.integers(0, len(schema.STATUS_CODES) - 1),
+                  st.sampled_from([f"STATUS_CODE_{c}" for c in schema.STATUS_CODES]))
+INT64 = st.integers(-(2**63), 2**63 - 1)
+TIMES = st.integers(0, 2**63 - 1)
+TOKEN = jwt.encode({"sub": "bob", "exp": 1}, "load-fast-path-test-key-32-bytes!", algorithm="HS256")  # at run time
+TEXT = st.one_of(st.text(max_size=12), st.sampled_from(["", "grpc", "é\"\\/\n\t\x00\x1f\u2028😀", f"Bearer {TOKEN}",
+                                                       "nullable", "a, null", "x:inf", "{}", "}},{"]))
+KEYS = st.one_of(st.text(max_size=8), st.sampled_from(["service.name", "rpc.grpc.status_code", "jit.token.ttl_s",
+                                                       "host.name", "key", "value", "stringValue"]))
+DOUBLES = st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                    st.sampled_from([0.0, -0.0, 1.0, 5.0, 1e16, 1e22, 1.5e-7, 5e-324, 123456789.125, -1.5]))
+
+
+def _hex(raw: bytes, rng) -> str:
+    text = raw.hex()
+    return {0: text, 1: text.upper(), 2: base64.b64encode(raw).decode()}[rng]
+
+
+@st.composite
+def _id(draw, size: int) -> str:
+    raw = draw(st.binary(min_size=size, max_size=size).filter(lambda b: any(b)))
+    return _hex(raw, draw(st.integers(0, 2)))
+
+
+def _scalar():
+    return st.one_of(
+        st.builds(lambda s: {"stringValue": s}, TEXT),
+        st.builds(lambda i, as_text: {"intValue": str(i) if as_text else i}, INT64, st.booleans()),
+        st.builds(lambda d: {"doubleValue": d}, DOUBLES),
+        st.builds(lambda i: {"doubleValue": i}, st.integers(-(10**20), 10**20)),  # an integer literal: a double
+        st.builds(lambda b: {"boolValue": b}, st.booleans()),
+    )
+
+
+def _array():
+    def of(strategy, field, convert=lambda x: x):
+        return st.builds(lambda xs: {"arrayValue": {"values": [{field: convert(x)} for x in xs]}},
+                         st.lists(strategy, max_size=4))
+    return st.one_of(of(TEXT, "stringValue"), of(st.integers(-(10**17), 10**17), "intValue", str),
+                     of(st.integers(-(10**17), 10**17), "intValue"), of(st.booleans(), "boolValue"),
+                     st.just({"arrayValue": {}}))
+
+
+def _attributes(max_size: int = 5):
+    value = st.one_of(_scalar(), _array(), st.just({}))
+    kv = st.one_of(st.builds(lambda k, v: {"key": k, "value": v}, KEYS, value), st.builds(lambda k: {"key": k}, KEYS))
+    return st.lists(kv, max_size=max_size, unique_by=lambda kv: kv["key"])
+
+
+@st.composite
+def _span(draw) -> dict:
+    span = {"traceId": draw(_id(16)), "spanId": draw(_id(8))}
+    optional = {
+        "parentSpanId": st.one_of(_id(8), st.just(""), st.just("0" * 16)),
+        "name": TEXT,
+        "kind": KINDS,
+        "startTimeUnixNano": st.one_of(TIMES, TIMES.map(str)),
+        "endTimeUnixNano": st.one_of(TIMES, TIMES.map(str)),
+        "status": st.fixed_dictionaries({}, optional={"code": CODES, "message": TEXT}),
+        "attributes": _attributes(),
+        "events": st.lists(st.fixed_dictionaries({}, optional={
+            "name": TEXT, "timeUnixNano": st.one_of(TIMES, TIMES.map(str)), "attributes": _attributes(3)}),
+            max_size=2),
+        "links": st.lists(st.builds(lambda t, s, a: {"traceId": t, "spanId": s, "attributes": a},
+                                    _id(16), _id(8), _attributes(2)), max_size=2),
+        "droppedAttributesCount": st.integers(0, 3),
+        "traceState": st.text(max_size=5),
+    }
+    for field, strategy in optional.items():
+        if draw(st.booleans()):
+            span[field] = draw(strategy)
+    return span
+
+
+@st.composite
+def _request(draw) -> dict:
+    resources = []
+    for _ in range(draw(st.integers(0, 2))):
+        resource = {}
+        if draw(st.booleans()):
+            service = draw(st.one_of(st.builds(lambda s: {"stringValue": s}, TEXT), _scalar()))
+            attrs = [kv for kv in draw(_attributes(3)) if kv["key"] != "service.name"]
+            resource["resource"] = {"attributes": [{"key": "service.name", "value": service}, *attrs]}
+        scopes = []
+        for _ in range(draw(st.integers(0, 2))):
+            scope = {"spans": draw(st.lists(_span(), max_size=3))}
+            if draw(st.booleans()):
+                scope["scope"] = draw(st.fixed_dictionaries({}, optional={"name": TEXT, "version": TEXT}))
+            scopes.append(scope)
+        resource["scopeSpans"] = scopes
+        resources.append(resource)
+    return {"resourceSpans": resources}
+
+
+def _dumps(obj, style: int) -> str:
+    """The spellings producers use: compact (the Collector), Python's default separators, ASCII-only escapes."""
+    if style == 0:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(obj, ensure_ascii=style == 2)
+
+
+def _write(folder: str, lines: list[str]) -> Path:
+    path = Path(folder) / "export.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+LITERAL_LOOKALIKE = re.compile(r",\s*[\]}]|[,:\[]\s*(?:null|-?(?i:nan|inf|infinity))\s*[,\]}]")  # the SQL's check
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(_request(), min_size=2, max_size=4), st.integers(0, 2))
+def test_generated_span_files_load_the_same_rows_through_duckdb_as_through_python(requests, style):
+    with tempfile.TemporaryDirectory() as folder:
+        path = _write(folder, [_dumps(r, style) for r in requests])
+        fast, python = _both([path])
+        # a random string that looks like what the check looks for ("[nan]") sends the file to Python: allowed
+        looks_like_literal = LITERAL_LOOKALIKE.search(path.read_text())
+    event("read by the fast path" if fast.fast_files else "declined: a string looks like a literal")
+    assert fast.fast_files == [path] or looks_like_literal, "the fast path declined a file it reads"
+    assert python.fast_files == [] and python.report.bad_records == 0
+
+
+# Files the fast path must decline (or read identically): each a good file with one thing changed.
+GOOD_SPAN = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "ok",
+             "startTimeUnixNano": "1", "endTimeUnixNano": "2",
+             "attributes": [{"key": "k", "value": {"stringValue": "v"}}]}
+
+
+def _line(*spans, **resource) -> str:
+    return json.dumps({"resourceSpans": [{**resource, "scopeSpans": [{"spans": list(spans)}]}]})
+
+
+MUTATIONS = {
+    "a truncated line": lambda lines: [lines[0], lines[1][:40], *lines[2:]],
+    "a bad id": lambda lines: [lines[0], _line(GOOD_SPAN | {"spanId": "xyz"}), *lines[2:]],
+    "a short hex id": lambda lines: [lines[0], _line(GOOD_SPAN | {"spanId": "ee19b7ec3c1b174"}), *lines[2:]],
+    "an all-zero trace id": lambda lines: [lines[0], _line(GOOD_SPAN | {"traceId": "0" * 32}), *lines[2:]],
+    "a numeric id": lambda lines: [lines[0], _line(GOOD_SPAN | {"spanId": 1234567890123456}), *lines[2:]],
+    "an unknown kind": lambda lines: [lines[0], _line(GOOD_SPAN | {"kind": "SPAN_KIND_SIDEWAYS"}), *lines[2:]],
+    "a float kind": lambda lines: [lines[0], _line(GOOD_SPAN | {"kind": 2.0}), *lines[2:]],
+    "a time spelled 1e3": lambda lines: [lines[0], _line(GOOD_SPAN | {"startTimeUnixNano": 1e3}), *lines[2:]],
+    "a time past 63 bits": lambda lines: [lines[0], _line(GOOD_SPAN | {"endTimeUnixNano": str(2**63)}), *lines[2:]],
+    "an int spelled 007": lambda lines: [lines[0], _line(GOOD_SPAN | {"attributes": [
+        {"key": "i", "value": {"intValue": "007"}}]}), *lines[2:]],
+    "a double as a string": lambda lines: [lines[0], _line(GOOD_SPAN | {"attributes": [
+        {"key": "d", "value": {"doubleValue": "NaN"}}]}), *lines[2:]],
+    "a numeric name": lambda lines: [lines[0], _line(GOOD_SPAN | {"name": 5}), *lines[2:]],
+    "a string bool": lambda lines: [lines[0], _line(GOOD_SPAN | {"attributes": [
+        {"key": "b", "value": {"boolValue": "true"}}]}), *lines[2:]],
+    "a numeric key": lambda lines: [lines[0], _line(GOOD_SPAN | {"attributes": [
+        {"key": 5, "value": {"boolValue": True}}]}), *lines[2:]],
+    "a repeated key": lambda lines: [lines[0], _line(GOOD_SPAN | {"attributes": [
+        {"key": "k", "value": {"intValue": 1}}, {"key": "k", "value": {"intValue": 2}}]}), *lines[2:]],
+    "a kvlist": lambda lines: [lines[0], _line(GOOD_SPAN | {"attributes": [
+        {"key": "m", "value": {"kvlistValue": {"values": [{"key": "a", "value": {"intValue": 1}}]}}}]}), *lines[2:]],
+    "bytes": lambda lines: [lines[0], _line(GOOD_SPAN | {"attributes": [
+        {"key": "m", "value": {"bytesValue": "AAE="}}]}), *lines[2:]],
+    "an array of doubles": lambda lines: [lines[0], _line(GOOD_SPAN | {"attributes": [
+        {"key": "m", "value": {"arrayValue": {"values": [{"doubleValue": 1.5}]}}}]}), *lines[2:]],
+    "a nested array": lambda lines: [lines[0], _line(GOOD_SPAN | {"attributes": [
+        {"key": "m", "value": {"arrayValue": {"values": [{"arrayValue": {}}]}}}]}), *lines[2:]],
+    "an attribute value that is no object": lambda lines: [lines[0], _line(GOOD_SPAN | {"attributes": [
+        {"key": "m", "value": "v"}]}), *lines[2:]],
+    "a status that is a list": lambda lines: [lines[0], _line(GOOD_SPAN | {"status": []}), *lines[2:]],
+    "a null value": lambda lines: [lines[0], _line(GOOD_SPAN | {"attributes": [
+        {"key": "m", "value": {"stringValue": None}}]}), *lines[2:]],
+    "a null intValue": lambda lines: [lines[0], _line(GOOD_SPAN | {"attributes": [
+        {"key": "m", "value": {"intValue": None}}]}), *lines[2:]],
+    "a null name": lambda lines: [lines[0], _line(GOOD_SPAN | {"name": None}), *lines[2:]],
+    "null resourceSpans": lambda lines: [lines[0], '{"resourceSpans": null}', *lines[2:]],
+    "a trailing comma": lambda lines: [lines[0], lines[1].replace("]}]}", "],}]}", 1), *lines[2:]],
+    "a trailing comma in a list": lambda lines: [lines[0], lines[1].replace("}]}]}", "},]}]}", 1), *lines[2:]],
+    "a nan literal": lambda lines: [lines[0], lines[1].replace('"stringValue": "v"', '"doubleValue": nan'),
+                                    *lines[2:]],
+    "an Infinity literal": lambda lines: [lines[0], lines[1].replace('"stringValue": "v"', '"doubleValue": Infinity'),
+                                          *lines[2:]],
+    "an inf literal in a field nobody reads": lambda lines: [
+        lines[0], lines[1].replace('"name": "ok"', '"name": "ok", "droppedAttributesCount": -inf'), *lines[2:]],
+    "a line of something else": lambda lines: [lines[0], '{"something": "else"}', *lines[2:]],
+    "a JSON array line": lambda lines: [lines[0], "[1, 2]", *lines[2:]],
+    "a logs line": lambda lines: [lines[0], json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"timeUnixNano": "1", "body": {"stringValue": f"authorization: Bearer {TOKEN}"}}]}]}]}), *lines[2:]],
+    "the old instrumentationLibrarySpans": lambda lines: [lines[0], json.dumps({"resourceSpans": [
+        {"instrumentationLibrarySpans": [{"spans": [GOOD_SPAN]}]}]}), *lines[2:]],
+    "a resource with a bad attribute and no spans": lambda lines: [lines[0], json.dumps({"resourceSpans": [
+        {"resource": {"attributes": [{"key": "k", "value": {"intValue": "x"}}]}, "scopeSpans": []}]}), *lines[2:]],
+    "a blank line": lambda lines: [lines[0], "", *lines[1:]],
+    "a line of spaces": lambda lines: [lines[0], "  \t", *lines[1:]],
+    "trailing blank lines": lambda lines: [*lines, "", " ", ""],
+    "CRLF line ends": lambda lines: [line + "\r" for line in lines],
+    "a form feed": lambda lines: [lines[0] + "\f", *lines[1:]],
+    "a byte order mark": lambda lines: ["\ufeff" + lines[0], *lines[1:]],
+    "a byte order mark on line 2": lambda lines: [lines[0], "\ufeff" + lines[1], *lines[2:]],
+    "two objects on a line": lambda lines: [lines[0], lines[1] + lines[1], *lines[2:]],
+    "one line": lambda lines: lines[:1],
+    "an escaped key": lambda lines: [lines[0], lines[1].replace('"stringValue"', '"string\\u0056alue"'), *lines[2:]],
+    "a duplicate field": lambda lines: [lines[0], lines[1].replace('"name": "ok"', '"name": "ok", "name": "no"'),
+                                        *lines[2:]],
+    "a bearer token in an attribute": lambda lines: [lines[0], lines[1].replace('"v"', json.dumps(f"Bearer {TOKEN}")),
+                                                     *lines[2:]],
+    "base64 ids": lambda lines: [lines[0], _line(GOOD_SPAN | {"traceId": "W47/95gDgQPSabYzgT/GDA==",
+                                                              "spanId": "7uGbfsPBsXQ="}), *lines[2:]],
+    "a missing key": lambda lines: [lines[0], _line(GOOD_SPAN | {"attributes": [
+        {"value": {"stringValue": "v"}}]}), *lines[2:]],
+    "a key in another case": lambda lines: [lines[0], _line(GOOD_SPAN | {"SpanId": "xyz", "Attributes": 5}),
+                                            *lines[2:]],
+    "a bool as a double": lambda lines: [lines[0], _line(GOOD_SPAN | {"attributes": [
+        {"key": "d", "value": {"doubleValue": True}}]}), *lines[2:]],
+    "content after the object": lambda lines: [lines[0], lines[1] + ', "x": 1', *lines[2:]],
+    "a logs line first": lambda lines: [json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"timeUnixNano": "1", "body": {"stringValue": "hello"}}]}]}]}), *lines],
+    "a string that looks like a literal": lambda lines: [lines[0], lines[1].replace('"v"', '"[nan]"'), *lines[2:]],
+    "invalid UTF-8": lambda lines: [lines[0], lines[1].replace('"v"', '"v\udcff"'), *lines[2:]],
+}
+MUST_READ = {"trailing blank lines", "CRLF line ends", "a bearer token in an attribute", "base64 ids",
+             "an escaped key", "a blank line", "a line of spaces", "a byte order mark", "a key in another case"}
+MUST_DECLINE = set(MUTATIONS) - MUST_READ - {"a duplicate field", "a string that looks like a literal"}  # either
+
+
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_a_file_with_one_oddity_loads_exactly_as_the_python_reader_loads_it(tmp_path, name):
+    good = [_line(GOOD_SPAN | {"spanId": f"{i + 1:016x}"}, resource={"resource": {"attributes": [
+        {"key": "service.name", "value": {"stringValue": "svc"}}]}}) for i in range(4)]
+    lines = MUTATIONS[name](good)
+    path = tmp_path / "export.jsonl"
+    path.write_bytes("\n".join(lines).encode("utf-8", errors="surrogateescape") + b"\n")
+    fast = _same_outcome([path])
+    if fast is None:
+        assert name in MUST_DECLINE
+    elif name in MUST_DECLINE:
+        assert fast.fast_files == [], f"{name}: the fast path read a file it must leave to Python"
+    elif name in MUST_READ:
+        assert fast.fast_files == [path], f"{name}: the fast path declined a file it reads"
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hostile_doc)
+def test_hostile_otlp_json_loads_the_same_with_the_fast_path(doc):
+    # test_load_bad_input's hostile exports (any JSON value in any field): read exactly, or left to Python
+    with tempfile.TemporaryDirectory() as folder:
+        _same_outcome([_write(folder, [json.dumps(doc), json.dumps(doc)])])
+
+
+def test_tokens_in_logs_are_redacted_the_fast_path_leaves_logs_to_python(tmp_path):
+    path = tmp_path / "export.jsonl"
+    log = {"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"timeUnixNano": "1", "body": {"stringValue": f"authorization: Bearer {TOKEN}"},
+         "attributes": [{"key": "jwt", "value": {"stringValue": TOKEN}}]}]}]}]}
+    path.write_text("\n".join([_line(GOOD_SPAN), json.dumps(log), _line(GOOD_SPAN)]) + "\n")
+    fast, _ = _both([path])
+    assert fast.fast_files == [] and fast.report.logs == 1
+    assert TOKEN not in repr(fast.logs) and "[REDACTED]" in repr(fast.logs)
+
+
+def test_bad_records_keep_their_positions_and_strict_its_error(tmp_path):
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join([_line(GOOD_SPAN), _line(GOOD_SPAN | {"spanId": "xyz"}), _line(GOOD_SPAN)]) + "\n")
+    fast, _ = _both([path])
+    assert fast.fast_files == [] and fast.report.problems == [f"{path}:2#0: spanId: 'xyz' is neither hex nor base64"]
+    with pytest.raises(UserError, match=r"export\.jsonl:2#0: spanId.*--strict"):
+        _Load([path], fast=True, strict=True)
+
+
+def test_compressed_files_and_lines_across_duckdb_buffers(tmp_path, monkeypatch):
+    # small buffers: many per file, read by several threads; the ordinal of each record is still its line
+    monkeypatch.setattr(_otlp_json_duckdb, "MAX_LINE_BYTES", 1 << 16)
+    lines = [_line(*[GOOD_SPAN | {"spanId": f"{n * 10 + k + 1:016x}", "name": f"line {n + 1}"} for k in range(n % 7)])
+             for n in range(3000)]
+    text = ("\n".join(lines) + "\n").encode()
+    (tmp_path / "plain.jsonl").write_bytes(text)
+    (tmp_path / "lines.jsonl.gz").write_bytes(gzip.compress(text))
+    (tmp_path / "lines.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(text))
+    for path in sorted(tmp_path.iterdir()):
+        fast, _ = _both([path])
+        assert fast.fast_files == [path], path.name
+        assert all(row[3] == f"line {row[15].rsplit(':', 1)[1]}" for row in fast.rows)  # name == source line
+        assert fast.report.spans == sum(n % 7 for n in range(3000))
+
+
+def test_inside_a_callers_transaction_the_python_reader_loads(tmp_path):
+    path = _write(tmp_path, [_line(GOOD_SPAN), _line(GOOD_SPAN | {"spanId": "0000000000000002"})])
+    con = duckdb.connect()
+    load.load_into(con, [])  # the tables
+    con.execute("BEGIN TRANSACTION")
+    assert _otlp_json_duckdb.insert(con, path, "span_rows") is None
+    report = load.load_into(con, [str(path)])
+    con.execute("COMMIT")
+    assert report.spans == 2 and con.execute("SELECT count(*) FROM spans").fetchone() == (2,)
+
+
+def test_small_files_stay_with_python(tmp_path, monkeypatch):
+    monkeypatch.setattr(_otlp_json_duckdb, "MIN_BYTES", 1 << 20)
+    path = _write(tmp_path, [_line(GOOD_SPAN), _line(GOOD_SPAN)])
+    assert _Load([path], fast=True).fast_files == []
+
+
+def test_the_double_text_is_pythons_repr():
+    # attributes' doubles are written by DuckDB's DOUBLE -> VARCHAR; the Python reader writes repr(): same text
+    con = duckdb.connect()
+    values = [0.1, -0.0, 5.0, 1e16, 1e22, 1.5e-7, 5e-324, 1.7976931348623157e308, 123456789.125, 2 / 3]
+    texts = con.execute("SELECT list_transform(?, lambda x: x::VARCHAR)", [values]).fetchone()[0]
+    assert texts == [repr(v) for v in values] and all(math.isfinite(v) for v in values)
