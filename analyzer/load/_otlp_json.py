@@ -34,7 +34,7 @@ def any_value(v: Any) -> Any:
             raise BadRecord("doubleValue: not a number")
         try:
             return float(d)  # "NaN", "Infinity" are the proto JSON spelling; to_json makes them strings
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: an integer literal past any double
             raise BadRecord(f"doubleValue: {str(d)[:40]!r} is not a number") from None
     if "boolValue" in v:
         b = v["boolValue"]
@@ -42,18 +42,27 @@ def any_value(v: Any) -> Any:
             raise BadRecord("boolValue: not a boolean")
         return b
     if "arrayValue" in v:
-        values = (v["arrayValue"] or {}).get("values") or []
+        values = _container(v["arrayValue"], "arrayValue").get("values") or []
         if not isinstance(values, list):
             raise BadRecord("arrayValue.values: not a list")
         return [any_value(x) for x in values]
     if "kvlistValue" in v:
-        return key_values((v["kvlistValue"] or {}).get("values"))
+        return key_values(_container(v["kvlistValue"], "kvlistValue").get("values"))
     if "bytesValue" in v:
         b = v["bytesValue"]
         if not isinstance(b, str):
             raise BadRecord("bytesValue: not a string")
         return b  # base64 text, as the JSON mapping has it
     return None
+
+
+def _container(value: Any, field: str) -> dict:
+    """An ArrayValue / KeyValueList object (absent or null: empty)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRecord(f"{field}: expected an object, got {type(value).__name__}")
+    return value
 
 
 _MISS = object()
@@ -89,7 +98,7 @@ def key_values(kvs: Any) -> dict[str, Any]:
                 elif conv is not _MISS:
                     out[key] = conv(x)
                     continue
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             pass
         if not isinstance(kv, dict):
             raise BadRecord("attributes: an entry is not an object")

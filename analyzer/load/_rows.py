@@ -194,7 +194,8 @@ _SECRET = re.compile(
 
 def redact(text: str) -> str:
     """``text`` with bearer tokens and anything shaped like a JWT replaced by ``[REDACTED]``."""
-    if "eyJ" not in text and "earer" not in text and "EARER" not in text:
+    low = text.lower()  # the pattern ignores case, as HTTP does for the auth scheme: so does this quick check
+    if "eyj" not in low and "bearer" not in low:
         return text
     return _SECRET.sub(lambda m: (m.group(1) or "") + "[REDACTED]", text)
 

@@ -56,6 +56,21 @@ def test_bad_records_are_counted_and_named_and_the_rest_loads(tmp_path):
                                                                               ("eee19b7ec3c1b174",)]
 
 
+@pytest.mark.parametrize(("value", "problem"), [
+    ({"arrayValue": [1]}, "arrayValue: expected an object, got list"),
+    ({"kvlistValue": "x"}, "kvlistValue: expected an object, got str"),
+    ({"doubleValue": 10**400}, "doubleValue: '1000000000000000000000000000000000000000' is not a number"),
+    ({"arrayValue": {"values": [{"doubleValue": 10**400}]}}, "doubleValue: '1000000000000000000000000000000000000000'"
+                                                              " is not a number"),
+])
+def test_a_value_of_the_wrong_shape_is_a_bad_record_not_a_crash(tmp_path, value, problem):
+    path = tmp_path / "export.jsonl"
+    path.write_text(_line(GOOD | {"attributes": [{"key": "k", "value": value}]}) + "\n" + _line(GOOD) + "\n")
+    _, report = _load([path])
+    assert (report.spans, report.bad_records) == (1, 1)
+    assert report.problems == [f"{path}:1#0: attributes['k'].{problem}"]
+
+
 def test_strict_makes_a_bad_record_an_error_naming_it(tmp_path):
     path = tmp_path / "export.jsonl"
     path.write_text(_line(GOOD) + "\n" + _line(GOOD | {"traceId": 5}) + "\n")
@@ -135,6 +150,9 @@ def _any_value():
         st.builds(lambda v: {"stringValue": v}, json_values), st.builds(lambda v: {"intValue": v}, json_values),
         st.builds(lambda v: {"doubleValue": v}, json_values), st.builds(lambda v: {"boolValue": v}, json_values),
         st.builds(lambda v: {"bytesValue": v}, json_values), json_values,
+        # containers of the wrong shape, and integers no double holds
+        st.builds(lambda v: {"arrayValue": v}, json_values), st.builds(lambda v: {"kvlistValue": v}, json_values),
+        st.builds(lambda v: {"doubleValue": v}, st.integers(min_value=10**300, max_value=10**320)),
     )
     return st.recursive(scalars, lambda inner: st.builds(lambda vs: {"arrayValue": {"values": vs}},
                                                          st.lists(inner, max_size=3)), max_leaves=6)

@@ -203,6 +203,8 @@ def test_jaeger_storage_model_json(tmp_path):
     ("Authorization: Bearer abc.def.ghi", "Authorization: Bearer [REDACTED]"),
     ("bearer 0123456789abcdef rest", "bearer [REDACTED] rest"),
     ("Bearer ABCDEFGHIJKLMNOPQRSTUV", "Bearer [REDACTED]"),  # an opaque token of letters only
+    ("BeArEr abc.def.ghi", "BeArEr [REDACTED]"),  # any case, as HTTP's auth scheme is
+    ("EYJhbGciOi.EYJzdWIiOi.sig", "[REDACTED]"),
 ])
 def test_log_redaction_takes_tokens_not_words(text, stored):
     from jitrace.analyzer.load._rows import redact
