@@ -40,18 +40,21 @@ _RENAME_EXCHANGE = 2
 
 @contextmanager
 def tables_written(con: duckdb.DuckDBPyConnection, out: Path, attribution_columns: tuple[str, ...]) -> Iterator[None]:
-    """attributions.parquet / .csv (ordered by time, trace_id) and clock_offsets.parquet, from the session's tables.
+    """attributions.parquet / .csv (in the table's order: time, trace_id) and clock_offsets.parquet, from the
+    session's tables.
 
-    DuckDB writes an ordered CSV on one thread (a second at 200k denials), so the CSV is written on a cursor of its
-    own while the Parquet files and whatever the body does (the report) take the other core; leaving the block
-    waits for it. The tables read must not be TEMP ones: a cursor does not see its connection's TEMP tables."""
-    order = "ORDER BY time, trace_id"
+    The attributions table is stored in order (session.store_compressed), so the files are written in the order
+    they read it, without sorting (insertion order kept from here on). DuckDB writes such a CSV on one thread (a
+    second at 200k denials), so the CSV is written on a cursor of its own while the Parquet files and whatever the
+    body does (the report) take the other core; leaving the block waits for it. The tables read must not be TEMP
+    ones: a cursor does not see its connection's TEMP tables."""
+    con.execute("SET preserve_insertion_order = true")  # the analysis is done: what is left is written in order
     cols = ", ".join(attribution_columns)
     with ThreadPoolExecutor(max_workers=1) as pool:  # DuckDB releases the GIL while it works
-        csv = pool.submit(_copy, con, f"COPY (SELECT {cols} FROM attributions {order}) "
+        csv = pool.submit(_copy, con, f"COPY (SELECT {cols} FROM attributions) "
                                       f"TO '{_sql_path(out / 'attributions.csv')}' (FORMAT csv, HEADER)")
         try:
-            con.execute(f"COPY (SELECT {cols} FROM attributions {order}) "
+            con.execute(f"COPY (SELECT {cols} FROM attributions) "
                         f"TO '{_sql_path(out / 'attributions.parquet')}' (FORMAT parquet)")
             con.execute(f"COPY (SELECT * FROM clock_offsets ORDER BY domain, window_start) "
                         f"TO '{_sql_path(out / 'clock_offsets.parquet')}' (FORMAT parquet)")

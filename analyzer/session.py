@@ -21,9 +21,36 @@ from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.schema import LOGS, duckdb_ddl
 from jitrace.instrumentation import contract
 
-# Step hooks: after the SQL file with this stem runs, the function builds the next table.
+
+def store_compressed(con: duckdb.DuckDBPyConnection, name: str, order_by: str) -> None:
+    """Move the TEMP table ``name`` into the database file, its text columns compressed with zstd.
+
+    DuckDB picks each column's compression by trying every method on the data first; on the attributions' evidence
+    (JSON text, 150 MB at 200k denials) that trial cost more than the query that built the rows. zstd chosen up front
+    stores them in 0.6 s instead of 1.1 s, in a third of the space. (No-op when the step ran as a plain table.)
+    The rows are stored in ``order_by`` order: the output files are written in that order without sorting again.
+    """
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND temporary", [name]).fetchone()[0]:
+        return
+    columns = [(c[0], c[1]) for c in con.execute(f"DESCRIBE temp.{name}").fetchall()]  # (name, type, ...)
+    ddl = ", ".join(f'"{col}" {kind}' + (" USING COMPRESSION zstd" if kind == "VARCHAR" else "")
+                    for col, kind in columns)
+    # named with its database: `main.{name}` would also name the TEMP table (TEMP tables live in a schema `main` too)
+    stored = f'"{con.execute("SELECT current_database()").fetchone()[0]}".main.{name}'
+    con.execute(f"CREATE OR REPLACE TABLE {stored} ({ddl})")
+    keep = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
+    con.execute("SET preserve_insertion_order = true")  # else a parallel insert may store sorted rows out of order
+    try:
+        con.execute(f"INSERT INTO {stored} SELECT * FROM temp.{name} ORDER BY {order_by}")
+    finally:
+        con.execute(f"SET preserve_insertion_order = {str(keep).lower()}")
+    con.execute(f"DROP TABLE temp.{name}")
+
+
+# Step hooks: after the SQL file with this stem runs, the function builds the next table (or stores this one).
 PYTHON_STEPS: dict[str, Callable[[duckdb.DuckDBPyConnection], object]] = {
     "40_clock_edges": offsets.write_offsets,
+    "60_attributions": lambda con: store_compressed(con, "attributions", "time, trace_id"),
 }
 
 # Tunables a user may set; the SQL reads them with getvariable() and documents its default.

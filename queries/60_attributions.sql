@@ -11,7 +11,8 @@
 -- of the log pattern its lines matched, with rule `log_pattern:<name>` and the pattern's confidence (<= 0.6 in
 -- the built-in file, times 0.8 for a line joined by time); the matched line is evidence.log_line. Every denial
 -- shows its first log lines in evidence.logs.
-CREATE OR REPLACE TABLE attributions AS
+-- Built as a TEMP table; session.store_compressed then moves it into jitrace.duckdb (its text compressed with zstd).
+CREATE OR REPLACE TEMP TABLE attributions AS
 WITH log_evidence AS (  -- per denial: its first lines, and the decisive pattern (id-joined first, then by ordinal)
     SELECT denial_trace_id AS trace_id, denial_span_id AS span_id, count(*) AS log_count,
            list(line ORDER BY at_ns, line)[1:5] AS log_lines,

@@ -135,3 +135,24 @@ def test_analyze_loads_no_dataframe_or_plotting_library(spans_dir, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "[]"
     assert (tmp_path / "out" / "report.html").exists()
+
+
+def test_attributions_are_in_time_order_in_both_files_and_the_table(tmp_path):
+    # calls recorded out of time order, some at the same instant (then ordered by trace id)
+    world = World()
+    token = Token(iat=T0, exp=T0 + 3600)
+    world.issue(token, T0)
+    for k in (7, 3, 9, 3, 1, 8, 3, 5, 2, 6):
+        world.call(T0 + 10 * k, None)  # token_missing: every call is a denial
+    folder = tmp_path / "in"
+    folder.mkdir()
+    world.write_parquet(folder / "spans.parquet")
+    out = tmp_path / "out"
+    cli.main(["analyze", str(folder), "--out", str(out), "--quiet"])
+    from_csv = pd.read_csv(out / "attributions.csv")
+    from_parquet = pd.read_parquet(out / "attributions.parquet")
+    with duckdb.connect(str(out / "jitrace.duckdb"), read_only=True) as con:
+        from_table = con.execute("SELECT time, trace_id FROM attributions").fetchall()
+    keys = [(str(t), tid) for t, tid in zip(from_parquet["time"], from_parquet["trace_id"], strict=True)]
+    assert len(keys) == 10 and keys == sorted(keys)
+    assert list(from_csv["trace_id"]) == list(from_parquet["trace_id"]) == [tid for _, tid in from_table]
