@@ -160,7 +160,8 @@ def run(quick: bool) -> str:
         "client/server pairs across 16 client and 7 server hosts with "
         "per-host clock skew, full jit.* attributes, 4% denials, one `jit.issue` span per 100 issuer calls. "
         "`analyze` is the whole `jitrace analyze` (load, every SQL step, offsets, outputs, report.html) in a child "
-        "process, Python start included; `bare` decodes every column of the same files once (an in-memory DuckDB "
+        "process, its imports included (not the interpreter's start); `bare` decodes every column of the same "
+        "files once (an in-memory DuckDB "
         "scan, nothing stored) and joins each server span to its client: the least any analysis must do. "
         "Targets: >= 1M spans/s, <= 3x bare, <= 2 GB peak RSS at 10M spans.",
     ]
