@@ -22,6 +22,12 @@ from jitrace.analyzer.schema import LOGS, duckdb_ddl
 from jitrace.instrumentation import contract
 
 
+def _is_temp_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether ``name`` is a TEMP table (else the step ran as a plain table: an input too big for memory)."""
+    query = "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND temporary"
+    return bool(con.execute(query, [name]).fetchone()[0])
+
+
 def store_compressed(con: duckdb.DuckDBPyConnection, name: str, order_by: str) -> None:
     """Move the TEMP table ``name`` into the database file, its text columns compressed with zstd.
 
@@ -30,7 +36,7 @@ def store_compressed(con: duckdb.DuckDBPyConnection, name: str, order_by: str) -
     stores them in 0.6 s instead of 1.1 s, in a third of the space. (No-op when the step ran as a plain table.)
     The rows are stored in ``order_by`` order: the output files are written in that order without sorting again.
     """
-    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND temporary", [name]).fetchone()[0]:
+    if not _is_temp_table(con, name):
         return
     columns = [(c[0], c[1]) for c in con.execute(f"DESCRIBE temp.{name}").fetchall()]  # (name, type, ...)
     ddl = ", ".join(f'"{col}" {kind}' + (" USING COMPRESSION zstd" if kind == "VARCHAR" else "")
@@ -122,8 +128,7 @@ def keep_as_views(con: duckdb.DuckDBPyConnection) -> list[str]:
         if match is None:
             continue
         name = match.group(1)
-        exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND temporary", [name])
-        if not exists.fetchone()[0]:
+        if not _is_temp_table(con, name):
             continue  # ran as a plain table (a big input): already in the file
         con.execute(f"DROP TABLE temp.{name}")
         if not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND NOT temporary",
