@@ -72,19 +72,10 @@ def bucket_width(span_s: float) -> float:
     return float(width if width is not None else span_s / (MAX_BUCKETS - 1))
 
 
-def time_buckets(seconds: Sequence[float]) -> tuple[float, list[int]]:
-    """(bucket width in seconds, bucket index of each instant counted from the first). The width follows the data's
-    time span, so a burst in one second and a week of traffic both give a few dozen bars at most. The report counts
-    the same buckets in SQL (denial_counts); this is the rule in plain Python."""
-    first = min(seconds)
-    width = bucket_width(max(seconds) - first)
-    return width, [int((s - first) // width) for s in seconds]
-
-
 def denial_counts(con: duckdb.DuckDBPyConnection) -> tuple[float, datetime, list[tuple[int, str, int]]] | None:
     """(bucket width in seconds, time of the first denial, [(bucket, cause, denials)]) over ``attributions``, or
     None when no denial has a time. Only min and max reach Python; DuckDB groups every row by bucket and cause, in
-    whole microseconds (a TIMESTAMP's unit) so the buckets are exactly those of time_buckets()."""
+    whole microseconds (a TIMESTAMP's unit)."""
     first, lo_us, hi_us = con.execute(
         "SELECT min(time), epoch_us(min(time)), epoch_us(max(time)) FROM attributions WHERE time IS NOT NULL"
     ).fetchone()
