@@ -199,10 +199,7 @@ def load_log_patterns(con: duckdb.DuckDBPyConnection, extra_files: list[str] | t
         con.executemany("INSERT INTO log_patterns VALUES (?, ?, ?, ?, ?, ?, ?)", kept)
     # The patterns as constants in one macro: DuckDB compiles a constant regex once, a regex read from a column
     # once per row (60x slower on 10k lines). 52_log_patterns.sql defines the NULL macro when this did not run.
-    def literal(text: str) -> str:
-        return "'" + text.replace("'", "''") + "'"
-
-    cases = " ".join(f"WHEN regexp_matches(body, {literal(row[2])}, 'i') THEN {row[0]}" for row in kept)
+    cases = " ".join(f"WHEN regexp_matches(body, {spans_view.sql_string(row[2])}, 'i') THEN {row[0]}" for row in kept)
     con.execute("CREATE OR REPLACE MACRO log_pattern_ordinal(body) AS "
                 + (f"CASE {cases} END" if kept else "NULL::INTEGER"))
     return len(kept)

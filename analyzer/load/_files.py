@@ -12,6 +12,7 @@ from jitrace.analyzer.errors import UserError
 
 _GZIP = b"\x1f\x8b"
 _ZSTD = b"\x28\xb5\x2f\xfd"
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, as some Windows tools write before the text
 # Files a folder may hold that are not data: the receiver's in-progress writes, hidden files, notes.
 _SKIP_SUFFIXES = (".tmp", ".md", ".txt", ".crc", ".lock")
 

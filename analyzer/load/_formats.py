@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jitrace.analyzer.errors import UserError
-from jitrace.analyzer.load import _applogs, _jaeger, _otlp_json, _zipkin
+from jitrace.analyzer.load import _applogs, _files, _jaeger, _otlp_json, _zipkin
 from jitrace.analyzer.load._rows import Rows
 
 _KNOWN = "OTLP JSON/protobuf, Jaeger JSON, Zipkin v2 JSON, OTLP/OPA/application JSON-lines logs, jitrace Parquet"
@@ -25,8 +25,7 @@ def unknown(path: Path, what: str) -> UserError:
 
 
 def read(path: Path, data: bytes, rows: Rows) -> None:
-    if data[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte order mark, as some Windows tools write
-        data = data[3:]
+    data = data.removeprefix(_files.BOM)
     head = data.lstrip()[:1]
     if head in (b"{", b"["):
         _read_json(path, data.decode("utf-8", errors="replace"), rows)

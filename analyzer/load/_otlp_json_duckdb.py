@@ -39,6 +39,7 @@ import duckdb
 
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files, _otlp_json
+from jitrace.analyzer.spans_view import sql_string
 
 try:
     import fcntl
@@ -47,7 +48,6 @@ except ImportError:  # not on Windows, which has no /dev/fd either: there the Py
 
 MIN_BYTES = 16 << 20  # below this the Python reader is about as fast (planning the SQL takes ~50 ms)
 MAX_LINE_BYTES = 16 << 20  # DuckDB reads a record whole (and a buffer per thread): a longer line goes to Python
-_BOM = b"\xef\xbb\xbf"
 _NOT_BLANK = re.compile(rb"[^ \t\n\r\x0b\x0c]")  # bytes.strip()'s whitespace: a line of only these is skipped
 _WRITE_BYTES = 1 << 20
 _RELEASE_BYTES = 64 << 20
@@ -73,12 +73,8 @@ def _sections() -> dict[str, str]:
 def _enum_sql(leaf: str, table: dict) -> str:
     """A CASE from an enum table of the Python reader (int and string keys): the JSON text of a key is what
     read_json gives for that value; an absent value is the enum's 0 (its default there); any other is NULL."""
-    whens = " ".join(f"WHEN {_literal(json.dumps(key))} THEN {_literal(name)}" for key, name in table.items())
-    return f"CASE WHEN {leaf} IS NULL THEN {_literal(table[0])} ELSE CASE {leaf}::VARCHAR {whens} END END"
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+    whens = " ".join(f"WHEN {sql_string(json.dumps(key))} THEN {sql_string(name)}" for key, name in table.items())
+    return f"CASE WHEN {leaf} IS NULL THEN {sql_string(table[0])} ELSE CASE {leaf}::VARCHAR {whens} END END"
 
 
 def insert(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> int | None:
@@ -192,7 +188,7 @@ class _Feeder:
         view = memoryview(data)
         out = os.fdopen(self._write, "wb", buffering=_WRITE_BYTES)
         try:
-            pos = len(_BOM) if data[:len(_BOM)] == _BOM else 0
+            pos = len(_files.BOM) if data[:len(_files.BOM)] == _files.BOM else 0
             number = 0
             released = 0
             while pos < len(data):

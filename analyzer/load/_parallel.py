@@ -99,7 +99,7 @@ def _ranges(path: Path, data: mmap.mmap) -> list[Unit]:
 def _lines_kind(first: bytes) -> str | None:
     from jitrace.analyzer.load import _applogs, _formats
 
-    first = first.removeprefix(b"\xef\xbb\xbf")
+    first = first.removeprefix(_files.BOM)
     try:
         obj = json.loads(first)
     except ValueError:
