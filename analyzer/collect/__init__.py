@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from jitrace.analyzer.errors import UserError
@@ -187,6 +189,11 @@ def run(args: argparse.Namespace) -> int:
     host = lambda a: a.rpartition(":")[0] if a else None  # noqa: E731
     grpc_at = f"{host(receiver.grpc_addr)}:{grpc_port}" if grpc_port else None
     http_at = f"{host(receiver.http_addr)}:{http_port}" if http_port else None
+    from jitrace.analyzer.collect import _otlp  # noqa: F401  (the converters: imported now, not by the first batch)
+    from jitrace.analyzer.load import _otlp_json  # noqa: F401
+
+    if child:
+        print("ready", flush=True)  # to the parent's pipe: this process is serving (see _spawn_workers)
     children = [] if child else _spawn_workers(args, grpc_at, http_at)
     compactor = None
     if not child and args.compact_after > 0:  # one compactor per folder: the parent's
@@ -236,8 +243,14 @@ def _compact_only(out: Path) -> int:
     return 0
 
 
+WORKER_START_S = 60.0
+
+
 def _spawn_workers(args: argparse.Namespace, grpc_at: str | None, http_at: str | None) -> list:
-    """Start ``--workers - 1`` more receivers on the ports this process bound (it already cleaned the folder)."""
+    """Start ``--workers - 1`` more receivers on the ports this process bound (it already cleaned the folder), and
+    return once each one is serving. The kernel hands each new connection to one of the processes listening then:
+    had "listening" been printed before the workers bound the ports, exporters that connect at once (and keep their
+    connection, as gRPC does) would all land on this process and the workers would idle."""
     procs = []
     for _ in range(args.workers - 1):
         procs.append(subprocess.Popen([
@@ -245,7 +258,16 @@ def _spawn_workers(args: argparse.Namespace, grpc_at: str | None, http_at: str |
             "--grpc", grpc_at or "off", "--http", http_at or "off", "--max-bytes", str(args.max_bytes),
             "--worker-of", str(os.getpid()),
             *(["--max-in-flight", str(args.max_in_flight)] if args.max_in_flight is not None else []),
-        ]))
+        ], stdout=subprocess.PIPE))
+    deadline = time.monotonic() + WORKER_START_S
+    for proc in procs:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        line = proc.stdout.readline() if ready else b""
+        proc.stdout.close()
+        if line.strip() != b"ready":
+            for p in procs:
+                p.kill()
+            raise UserError(f"--workers: a receiver process did not start within {WORKER_START_S:.0f} s")
     return procs
 
 

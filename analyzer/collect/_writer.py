@@ -27,6 +27,9 @@ from jitrace.analyzer.collect._durable import TMP_SUFFIX, fsync_path
 from jitrace.analyzer.load._rows import table
 
 HOUR_NS = 3_600_000_000_000
+# These files are short-lived (compaction rewrites them with zstd): on the acknowledgment path the faster codec wins,
+# about 1.2 us a span instead of 2.0 (files about 1.7x the size).
+ACK_COMPRESSION = "lz4"
 _TIME_COLUMN = {"spans": 5, "logs": 0}  # start_ns, time_ns: the hour a row is filed under
 _SCHEMAS = {"spans": schema.SPANS, "logs": schema.LOGS}
 
@@ -98,7 +101,7 @@ class Writer:
             final = folder / f"{uuid.uuid4().hex}.parquet"
             tmp = final.with_name(final.name + TMP_SUFFIX)
             with open(tmp, "wb") as f:
-                pq.write_table(table(rows, _SCHEMAS[kind]), f, compression="zstd")
+                pq.write_table(table(rows, _SCHEMAS[kind]), f, compression=ACK_COMPRESSION)
                 f.flush()
                 os.fsync(f.fileno())
             os.rename(tmp, final)
