@@ -113,9 +113,7 @@ class Receiver:
             rows.spans = [r[:-1] + (None,) for r in rows.spans]  # the loader names the file as the source
             rows.logs = [r[:-1] + (None,) for r in rows.logs]
         elif kind == "traces":
-            from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-            _otlp.add_traces(ExportTraceServiceRequest.FromString(body), rows, None)
+            _otlp.add_traces(_otlp.parse_traces(body), rows, None)
         else:
             from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 

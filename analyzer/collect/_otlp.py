@@ -10,9 +10,11 @@ import base64
 from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from jitrace.analyzer import schema
+from jitrace.analyzer.collect._otlp_lite import TraceRequest
 from jitrace.analyzer.load._rows import BadRecord, Rows, bytes_id, redact, redact_value, to_json
 
 _KINDS = schema.SPAN_KINDS
@@ -50,17 +52,17 @@ def any_value(v: Any) -> Any:
 
 
 # Serialized KeyValue -> (key, '"key":value' JSON text). Telemetry repeats most attribute pairs (rpc.system=grpc,
-# the service, the method, a status code...): serializing a KeyValue is one C call, reading it field by field from
-# Python is several, so a repeated pair costs a third. Pairs seen once (ids, times) just miss. Bounded: cleared
-# when full rather than grown without end.
+# the service, the method, a status code...), and a span's attributes arrive as bytes (_otlp_lite.py): a repeated
+# pair costs one dict lookup. Pairs seen once (ids, times) are parsed. Bounded: cleared when full rather than grown
+# without end.
 _FRAGMENTS: dict[bytes, tuple[str, str]] = {}
 _FRAGMENTS_MAX = 50_000
 
 
-def _fragment(kv: Any, raw: bytes) -> tuple[str, str]:
-    key = kv.key
+def _fragment(raw: bytes) -> tuple[str, str]:
+    kv = KeyValue.FromString(raw)  # DecodeError: the request is not OTLP
     value = kv.value
-    out = (key, f"{to_json(key)}:{to_json(_GET[value.WhichOneof('value')](value))}")
+    out = (kv.key, f"{to_json(kv.key)}:{to_json(_GET[value.WhichOneof('value')](value))}")
     if len(_FRAGMENTS) >= _FRAGMENTS_MAX:
         _FRAGMENTS.clear()
     _FRAGMENTS[raw] = out
@@ -68,10 +70,11 @@ def _fragment(kv: Any, raw: bytes) -> tuple[str, str]:
 
 
 def attrs_json(kvs: Any) -> str:
+    """Serialized KeyValues -> the attribute map's JSON text."""
     if not kvs:
         return "{}"
     get = _FRAGMENTS.get
-    pairs = [get(raw := kv.SerializeToString()) or _fragment(kv, raw) for kv in kvs]
+    pairs = [get(raw) or _fragment(raw) for raw in kvs]
     # dict(): a repeated key keeps its first place and its last value, as a dict comprehension would
     return "{" + ",".join(dict(pairs).values()) + "}"
 
@@ -87,18 +90,26 @@ def _resource(res: Any) -> tuple[str | None, str]:
 
 
 def _events(s: Any) -> str:
+    events = [Span.Event.FromString(raw) for raw in s.events]
     return to_json([{"name": e.name, "time_ns": _ns(e.time_unix_nano),
-                     "attributes": {kv.key: any_value(kv.value) for kv in e.attributes}} for e in s.events])
+                     "attributes": {kv.key: any_value(kv.value) for kv in e.attributes}} for e in events])
 
 
 def _links(s: Any) -> str:
+    links = [Span.Link.FromString(raw) for raw in s.links]
     return to_json([{"trace_id": bytes_id(ln.trace_id, 16, "links.trace_id"),
                      "span_id": bytes_id(ln.span_id, 8, "links.span_id"),
-                     "attributes": {kv.key: any_value(kv.value) for kv in ln.attributes}} for ln in s.links])
+                     "attributes": {kv.key: any_value(kv.value) for kv in ln.attributes}} for ln in links])
 
 
-def add_traces(req: ExportTraceServiceRequest, rows: Rows, source: str | None) -> int:
-    """Append the request's spans to ``rows``; returns how many spans it held (read or not)."""
+def parse_traces(body: bytes) -> Any:
+    """An export request's bytes -> the message ``add_traces`` reads (DecodeError: not OTLP)."""
+    return TraceRequest.FromString(body)
+
+
+def add_traces(req: Any, rows: Rows, source: str | None) -> int:
+    """Append the spans of ``req`` (from ``parse_traces``) to ``rows``; returns how many spans it held (read or not).
+    DecodeError: an attribute, event or link is not OTLP (nothing is stored from such a request)."""
     n = 0
     append = rows.spans.append
     for rs in req.resource_spans:

@@ -123,7 +123,7 @@ def _read_proto(path: Path, data: bytes, rows: Rows) -> None:
         except DecodeError:
             traces = None
         if traces is not None and _holds_spans(traces):
-            _otlp.add_traces(traces, rows, where)
+            _otlp.add_traces(_otlp.parse_traces(payload), rows, where)  # parsed whole above: it reads
             continue
         try:
             logs = ExportLogsServiceRequest.FromString(payload)
@@ -135,7 +135,7 @@ def _read_proto(path: Path, data: bytes, rows: Rows) -> None:
         if any(sl.log_records for rl in logs.resource_logs for sl in rl.scope_logs):
             _otlp.add_logs(logs, rows, where)
         elif traces is not None and traces.resource_spans:
-            _otlp.add_traces(traces, rows, where)  # spans without proper ids: each one a bad record
+            _otlp.add_traces(_otlp.parse_traces(payload), rows, where)  # spans without proper ids: bad records
         elif i == 0 and len(messages) == 1 and payload:
             raise unknown(path, "binary content that is not OTLP protobuf")
 
