@@ -131,7 +131,6 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
         with outputs.tables_written(con, out, ATTRIBUTION_COLUMNS):  # the CSV meanwhile, on the other core
             found = dict(con.execute("SELECT cause, denials FROM cause_summary").fetchall())
             causes = {cause: found.get(cause, 0) for cause in contract.CAUSES}  # every cause, so CI scripts can index
-            reference = con.execute("SELECT mode(reference) FROM clock_offsets").fetchone()[0]
             summary = {
                 "spans": loaded["spans"],
                 "logs": loaded["logs"],
@@ -139,7 +138,7 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
                 "causes": causes,
                 "bad_records": loaded["bad_records"],
                 "problems": loaded["problems"][:50],
-                "clock_reference": reference,
+                "clock_reference": report.clock_reference(con),
                 "clock_domains": con.execute("SELECT count(DISTINCT domain) FROM clock_offsets").fetchone()[0],
             }
             (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

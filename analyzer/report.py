@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 import json
-from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -122,10 +121,12 @@ def plot_denials_over_time(con: duckdb.DuckDBPyConnection) -> str:
     return canvas.render(buckets=n, bucket_s=f"{width:g}")
 
 
-def _mode(values: Sequence[str]) -> str:
-    """The most frequent value, the smallest on a tie (as pandas' mode)."""
-    counts = Counter(values)
-    return min(counts, key=lambda v: (-counts[v], v))
+def clock_reference(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The clock the offsets are relative to: the reference most offsets name (the issuer's, or 'consensus'); the
+    first by name on a tie. summary.json's clock_reference and the offsets plot both say this one."""
+    row = con.execute("SELECT reference FROM clock_offsets WHERE reference IS NOT NULL GROUP BY reference "
+                      "ORDER BY count(*) DESC, reference LIMIT 1").fetchone()
+    return row[0] if row else None
 
 
 def plot_offsets(con: duckdb.DuckDBPyConnection) -> str:
@@ -138,7 +139,7 @@ def plot_offsets(con: duckdb.DuckDBPyConnection) -> str:
         canvas = _svg.Canvas(820, 300, title)
         canvas.message("no client/server pairs across hosts")
         return canvas.render(series=0)
-    reference = _mode([str(r[1]) for r in rows])
+    reference = clock_reference(con)
     starts = {r[2] for r in rows if r[2] is not None}
     if len(starts) <= 1:
         return _offset_bars(rows, title, reference)

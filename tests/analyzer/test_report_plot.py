@@ -180,6 +180,20 @@ def test_several_windows_draw_one_series_per_host(con):
     assert not _bars(svg)
 
 
+@pytest.mark.parametrize(("references", "expected"), [
+    (["issuer", "issuer", "consensus"], "issuer"),
+    (["issuer", "consensus"], "consensus"),  # a tie: the first by name, every run
+    (["zeta", "consensus", "zeta"], "zeta"),
+])
+def test_the_plot_names_the_clock_reference_summary_json_names(con, references, expected):
+    con.execute("DELETE FROM clock_offsets")
+    for i, ref in enumerate(references):
+        con.execute("INSERT INTO clock_offsets VALUES (?, ?, ?, ?, 0.001, 0.0001, 10)",
+                    [f"host{i}", ref, W0, W0 + timedelta(minutes=5)])
+    assert report.clock_reference(con) == expected
+    assert f"offset vs {expected} (ms; positive = ahead)" in report.plot_offsets(con)
+
+
 def test_no_offsets_and_no_offenders_say_so(con):
     assert ">no client/server pairs across hosts<" in report.plot_offsets(con)
     assert ">no denials<" in report.plot_offenders(con)
