@@ -14,7 +14,7 @@ from typing import Any
 
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _applogs, _files, _jaeger, _otlp_json, _zipkin
-from jitrace.analyzer.load._rows import Rows
+from jitrace.analyzer.load._rows import Rows, redact
 
 _KNOWN = "OTLP JSON/protobuf, Jaeger JSON, Zipkin v2 JSON, OTLP/OPA/application JSON-lines logs, jitrace Parquet"
 OTLP_KEYS = ("resourceSpans", "resourceLogs")
@@ -32,7 +32,30 @@ def read(path: Path, data: bytes, rows: Rows) -> None:
     elif not head:
         return  # an empty file holds no records
     else:
-        _read_proto(path, data, rows)
+        try:
+            _read_proto(path, data, rows)
+        except UserError:
+            line = _text_line(data)
+            if line is None:
+                raise
+            raise unknown(path, f"text that is not JSON (line 1: {redact(line)[:60]!r})") from None
+
+
+def _text_line(data: bytes) -> str | None:
+    """The first line of ``data`` when its start is plain UTF-8 text (a service's log, a key, a CSV), else None.
+    Asked only of a file that is neither JSON nor protobuf: it names what the file is instead of calling it binary."""
+    sample = data[:4096]
+    for cut in range(4):  # the sample may end inside a multi-byte character
+        try:
+            text = sample[:len(sample) - cut].decode("utf-8")
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        return None
+    if not all(c.isprintable() or c in "\t\r\n" for c in text):
+        return None
+    return text.split("\n", 1)[0].strip()
 
 
 def _read_json(path: Path, text: str, rows: Rows) -> None:

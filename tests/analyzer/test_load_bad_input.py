@@ -99,7 +99,13 @@ def test_bad_records_in_other_formats(tmp_path, real_data):
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (b"hello, world\n", "binary content that is neither length-prefixed nor bare OTLP protobuf"),
+    (b"hello, world\n", "text that is not JSON (line 1: 'hello, world')"),
+    (b"INFO:jitrace.lab.gateway:call Read on r1 ended PERMISSION_DENIED GRANT_NOT_ACTIVE\nINFO:...\n",
+     "text that is not JSON (line 1: 'INFO:jitrace.lab.gateway:call Read on r1 ended PERMISSION_DE')"),
+    ("ключ,значение\n".encode(), "text that is not JSON (line 1: 'ключ,значение')"),
+    # the line is quoted, a token in it never is
+    (b"Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IifQ.c2ln\n",
+     "text that is not JSON (line 1: 'Authorization: Bearer [REDACTED]')"),
     (b'{"kind": "not a trace"}', "a JSON object with keys kind in no known trace or log format"),
     (b'{"resourceSpans": [', "not valid JSON"),
     (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "neither length-prefixed nor bare OTLP protobuf"),
