@@ -205,6 +205,14 @@ def load_log_patterns(con: duckdb.DuckDBPyConnection, extra_files: list[str] | t
     return len(kept)
 
 
+def _damaged_input(exc: duckdb.Error) -> bool:
+    """Whether a step failed reading an input file rather than in its own SQL. Span files holding the facts are read
+    in place (spans_view.py), and the loader reads only their footers: a damaged page is met by the first step that
+    reads it. DuckDB reports that as an I/O or invalid-input error, or as a plain ``duckdb.Error`` (the Thrift
+    decoder's exception, "Parquet file is likely corrupted"); a fault of the SQL itself has its own error class."""
+    return type(exc) is duckdb.Error or isinstance(exc, duckdb.IOException | duckdb.InvalidInputException)
+
+
 def run_queries(
     con: duckdb.DuckDBPyConnection,
     *,
@@ -224,7 +232,12 @@ def run_queries(
     for path in query_files():
         started = time.perf_counter()
         text = path.read_text()
-        con.execute(text if temp_ok else TEMP_TABLE.sub(r"CREATE OR REPLACE TABLE \1 AS", text))
+        try:
+            con.execute(text if temp_ok else TEMP_TABLE.sub(r"CREATE OR REPLACE TABLE \1 AS", text))
+        except duckdb.Error as exc:
+            if not _damaged_input(exc):
+                raise
+            raise UserError(f"a span file is damaged (found by {path.stem}): {str(exc).splitlines()[0]}") from None
         hook = PYTHON_STEPS.get(path.stem)
         if hook is not None:
             hook(con)

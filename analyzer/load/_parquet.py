@@ -36,10 +36,10 @@ def insert(con: duckdb.DuckDBPyConnection, table: str, files: list[Path], has_so
     """Add every file's rows to ``table``; returns how many. Span files are read in place (analyzer/spans_view.py)."""
     if not files:
         return 0
-    if table == "spans":
-        return spans_view.add_files(con, files, has_source)
-    cols = schema.columns_with_source(schema.LOGS, has_source)
-    try:
+    try:  # a file whose footer reads may still hold damaged pages: DuckDB meets them here
+        if table == "spans":
+            return spans_view.add_files(con, files, has_source)
+        cols = schema.columns_with_source(schema.LOGS, has_source)
         (count,) = con.execute(
             f"INSERT INTO {table} BY NAME SELECT {cols} FROM read_parquet(?, filename = true, union_by_name = true)",
             [[str(f) for f in files]],

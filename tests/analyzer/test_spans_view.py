@@ -123,3 +123,21 @@ def test_a_parquet_file_without_span_columns_beside_span_files_is_named(tmp_path
     duckdb.sql(f"COPY (SELECT 1 AS trace_id, 2 AS name) TO '{stranger}' (FORMAT parquet)")
     with pytest.raises(UserError, match=r"stranger\.parquet"):
         load_into(session.connect(), [str(tmp_path)])
+
+
+def test_a_damaged_page_in_a_file_read_in_place_is_a_one_line_error(tmp_path):
+    """Compacted files are read where they are and the loader reads only their footers: a damaged page is met by
+    the first step that reads it, which must say so in one line (and name the step), not fail with a traceback."""
+    _collect(_world(0.0, 300.0, None), tmp_path / "in")
+    path = sorted((tmp_path / "in").rglob("compacted-*.parquet"))[0]
+    meta = pq.read_metadata(path)
+    column = meta.schema.names.index("trace_id")  # every step reads it
+    page = meta.row_group(0).column(column).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[page:page + 16] = b"\xff" * 16  # the page header no longer decodes
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError) as err:
+        analyze.analyze([str(tmp_path / "in")], tmp_path / "out", quiet=True)
+    message = str(err.value)
+    assert message.startswith("a span file is damaged (found by ") and "\n" not in message
+    assert not (tmp_path / "out").exists()  # nothing half written in the output's place
