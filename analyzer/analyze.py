@@ -78,7 +78,8 @@ def _progress(quiet: bool):
 
 def _load(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool) -> dict:
     rep = load_into(con, inputs, strict=strict)
-    return {"spans": rep.spans, "logs": rep.logs, "bad_records": rep.bad_records, "problems": list(rep.problems)}
+    return {"spans": rep.spans, "logs": rep.logs, "bad_records": rep.bad_records, "problems": list(rep.problems),
+            "skipped_requests": rep.skipped_requests}
 
 
 def analyze(
@@ -126,6 +127,9 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
         say(f"loading {len(inputs)} input(s)")
         loaded = _load(con, list(inputs), strict)
         say(f"loaded {loaded['spans']} spans, {loaded['logs']} logs, {loaded['bad_records']} bad records")
+        if loaded["skipped_requests"]:
+            say(f"skipped {loaded['skipped_requests']} OTLP export request(s) of metrics or profiles "
+                "(jitrace reads spans and logs)")
         session.run_queries(con, settings=settings, progress=lambda step, s: say(f"{step} ({s:.2f} s)"),
                             log_patterns=log_patterns)
         with outputs.tables_written(con, out, ATTRIBUTION_COLUMNS):  # the CSV meanwhile, on the other core
@@ -137,6 +141,7 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
                 "denials": sum(causes.values()),
                 "causes": causes,
                 "bad_records": loaded["bad_records"],
+                "skipped_requests": loaded["skipped_requests"],
                 "problems": loaded["problems"][:50],
                 "clock_reference": report.clock_reference(con),
                 "clock_domains": con.execute("SELECT count(DISTINCT domain) FROM clock_offsets").fetchone()[0],

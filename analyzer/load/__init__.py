@@ -6,7 +6,9 @@ ids; int or string enums; ``.gz``/``.zst``), OTLP protobuf files (length-prefixe
 OTLP JSON logs, JSON-lines application logs with trace context, and OPA decision logs.
 
 A record that cannot be read is counted and reported (file, position, field) and the rest loads; ``strict=True``
-makes it an error. A file that cannot be read at all, or in no known format, is a ``UserError``.
+makes it an error. OTLP requests of other signals (metrics, profiles: the Collector's file exporter may write them
+into the same file) are skipped and counted (``skipped_requests``). A file that cannot be read at all, or in no
+known format, is a ``UserError``.
 
 Big OTLP JSON-lines span files (the Collector's file exporter) are read by DuckDB's JSON reader on every core
 (``_otlp_json_duckdb``) when it reads them exactly as the Python reader would; any other file, or any such file
@@ -47,6 +49,7 @@ class LoadReport:
     logs: int = 0
     bad_records: int = 0
     problems: list[str] = field(default_factory=list)  # one line each: "file:position: field: what"
+    skipped_requests: int = 0  # OTLP export requests of signals jitrace does not read (metrics, profiles)
     files: int = 0
 
 
@@ -91,6 +94,7 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool) 
     else:
         for parsed in _parallel.run(units):
             _count_bad(parsed.bad, parsed.problems, strict, report)
+            report.skipped_requests += parsed.skipped
             _insert(con, spans_view.ROWS_TABLE, parsed.spans, report)
             _insert(con, "logs", parsed.logs, report)
     for (name, has_source), group in parquet.items():
@@ -129,6 +133,7 @@ def _load_here(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, 
         rows = Rows()
         _formats.read(path, data, rows)
         _count_bad(rows.bad, rows.problems, strict, report)
+        report.skipped_requests += rows.skipped
         rows.problems = []
         pending.extend(rows)
         if len(pending.spans) + len(pending.logs) >= _FLUSH_ROWS:

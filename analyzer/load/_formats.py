@@ -18,6 +18,15 @@ from jitrace.analyzer.load._rows import Rows, redact
 
 _KNOWN = "OTLP JSON/protobuf, Jaeger JSON, Zipkin v2 JSON, OTLP/OPA/application JSON-lines logs, jitrace Parquet"
 OTLP_KEYS = ("resourceSpans", "resourceLogs")
+# OTLP signals jitrace does not read. The Collector's file exporter writes them beside the span files, or into the
+# same file when one exporter serves several pipelines: such a request is skipped and counted, not a bad record.
+OTHER_SIGNALS = ("resourceMetrics", "resourceProfiles")
+
+
+def other_signal(obj: Any) -> bool:
+    """An OTLP export request of another signal only (no spans, no logs)."""
+    return (isinstance(obj, dict) and any(k in obj for k in OTHER_SIGNALS)
+            and not any(k in obj for k in OTLP_KEYS))
 
 
 def unknown(path: Path, what: str) -> UserError:
@@ -83,6 +92,8 @@ def _read_doc(path: Path, doc: Any, rows: Rows) -> None:
     where = str(path)
     if isinstance(doc, dict) and any(k in doc for k in OTLP_KEYS):
         _otlp_json.add_request(doc, rows, where, indexed=True)
+    elif other_signal(doc):
+        rows.skipped += 1
     elif _jaeger.looks_like(doc):
         _jaeger.add_doc(doc, rows, where)
     elif isinstance(doc, list) and not doc:
@@ -114,8 +125,9 @@ def read_lines(path: Path, text: str, rows: Rows, *, first_line: int = 1, kind: 
             rows.bad_record(where, f"invalid JSON: {exc.msg} (column {exc.colno})")  # type: ignore[attr-defined]
             continue
         is_otlp = isinstance(obj, dict) and any(k in obj for k in OTLP_KEYS)
+        skip = not is_otlp and other_signal(obj)
         if kind is None:
-            if is_otlp:
+            if is_otlp or skip:
                 kind = "otlp"
             elif _applogs.is_opa(obj) or _applogs.is_app_log(obj):
                 kind = "logs"
@@ -123,6 +135,8 @@ def read_lines(path: Path, text: str, rows: Rows, *, first_line: int = 1, kind: 
                 raise unknown(path, f"line {number} is JSON in no known trace or log format")
         if is_otlp:
             _otlp_json.add_request(obj, rows, where)
+        elif skip:
+            rows.skipped += 1
         elif kind == "otlp":
             rows.bad_record(where, "expected an OTLP object with resourceSpans or resourceLogs")
         else:

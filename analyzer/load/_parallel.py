@@ -45,6 +45,7 @@ class Parsed:
     logs: pa.Table
     bad: int
     problems: list[str]
+    skipped: int = 0  # requests of other OTLP signals (_formats.OTHER_SIGNALS)
 
 
 def processes() -> int:
@@ -104,7 +105,7 @@ def _lines_kind(first: bytes) -> str | None:
         obj = json.loads(first)
     except ValueError:
         return None
-    if isinstance(obj, dict) and any(k in obj for k in _formats.OTLP_KEYS):
+    if isinstance(obj, dict) and any(k in obj for k in _formats.OTLP_KEYS) or _formats.other_signal(obj):
         return "otlp"
     if _applogs.is_opa(obj) or _applogs.is_app_log(obj):
         return "logs"
@@ -127,7 +128,8 @@ def parse(unit: Unit) -> Parsed:
         if unit.start == 0:
             text = text.removeprefix("\ufeff")
         _formats.read_lines(unit.path, text, rows, first_line=unit.first_line, kind=unit.kind)
-    return Parsed(table(rows.spans, schema.SPANS), table(rows.logs, schema.LOGS), rows.bad, rows.problems[:1000])
+    return Parsed(table(rows.spans, schema.SPANS), table(rows.logs, schema.LOGS), rows.bad, rows.problems[:1000],
+                  rows.skipped)
 
 
 def run(units: list[Unit]) -> Iterator[Parsed]:

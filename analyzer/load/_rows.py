@@ -218,6 +218,7 @@ class Rows:
         self.logs: list[tuple] = []
         self.problems: list[str] = []  # one line each: "file:position: field: what"
         self.bad = 0
+        self.skipped = 0  # OTLP export requests of signals jitrace does not read (_formats.OTHER_SIGNALS)
 
     def bad_record(self, where: str, why: object) -> None:
         self.bad += 1
@@ -228,6 +229,7 @@ class Rows:
         self.logs += other.logs
         self.problems += other.problems
         self.bad += other.bad
+        self.skipped += other.skipped
 
 
 def table(rows: list[tuple], arrow_schema: pa.Schema) -> pa.Table:

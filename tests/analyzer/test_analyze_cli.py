@@ -156,3 +156,19 @@ def test_attributions_are_in_time_order_in_both_files_and_the_table(tmp_path):
     keys = [(str(t), tid) for t, tid in zip(from_parquet["time"], from_parquet["trace_id"], strict=True)]
     assert len(keys) == 10 and keys == sorted(keys)
     assert list(from_csv["trace_id"]) == list(from_parquet["trace_id"]) == [tid for _, tid in from_table]
+
+
+def test_metrics_files_beside_the_spans_are_skipped_and_said(spans_dir, tmp_path, capsys):
+    """A folder the Collector writes holds metrics too: they are skipped, counted in summary.json and said on the
+    terminal, and the run is a success (exit 0)."""
+    import json
+    import shutil
+
+    folder = tmp_path / "otel"
+    shutil.copytree(spans_dir, folder)
+    metrics = {"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"name": "rpc.server.duration"}]}]}]}
+    (folder / "metrics.jsonl").write_text(json.dumps(metrics) + "\n" + json.dumps(metrics) + "\n")
+    assert cli.main(["analyze", str(folder), "--out", str(tmp_path / "o")]) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["skipped_requests"] == 2 and summary["bad_records"] == 0 and summary["denials"] == 2
+    assert "skipped 2 OTLP export request(s) of metrics or profiles" in capsys.readouterr().err

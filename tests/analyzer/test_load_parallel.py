@@ -81,3 +81,29 @@ def test_a_file_in_no_known_format_and_strict_still_fail_with_one_line(tmp_path,
         _load([big, odd], parallel=True, monkeypatch=monkeypatch)
     with pytest.raises(UserError, match=r"big\.jsonl:\d+.*--strict"):
         _load([big], parallel=True, monkeypatch=monkeypatch, strict=True)
+
+
+_METRICS = {"resourceMetrics": [{"resource": {"attributes": [{"key": "service.name",
+                                                              "value": {"stringValue": "orders"}}]},
+                                 "scopeMetrics": [{"scope": {"name": "io.grpc"}, "metrics": [
+                                     {"name": "rpc.server.duration", "unit": "ms",
+                                      "histogram": {"dataPoints": [{"count": "3", "sum": 4.5}]}}]}]}]}
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_metrics_requests_in_or_beside_span_files_are_skipped_and_counted_not_bad(tmp_path, monkeypatch, parallel):
+    """The Collector's file exporter, serving the traces and the metrics pipelines, writes both into one file (and a
+    metrics-only exporter writes files beside the span files): spans load, metrics are counted, none is bad."""
+    lines = []
+    for n in range(60):
+        if n % 3 == 0:  # the first line too: the file's kind is still OTLP
+            lines.append(json.dumps(_METRICS))
+        else:
+            spans = [_span(n * 10 + k) for k in range(3)]
+            lines.append(json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}))
+    mixed = tmp_path / "otel.jsonl"
+    mixed.write_text("\n".join(lines) + "\n")
+    (tmp_path / "metrics.json").write_text(json.dumps(_METRICS, indent=2))  # a whole document, metrics only
+    rows, report = _load([mixed, tmp_path / "metrics.json"], parallel=parallel, monkeypatch=monkeypatch)
+    assert (report.spans, report.bad_records, report.skipped_requests) == (40 * 3, 0, 20 + 1)
+    assert len(rows) == 40 * 3
