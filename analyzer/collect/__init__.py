@@ -178,6 +178,9 @@ def run(args: argparse.Namespace) -> int:
     shared = args.workers > 1 or child
     if args.max_in_flight is not None and args.max_in_flight < 1:
         raise UserError(f"--max-in-flight {args.max_in_flight}: expected a positive number of bytes")
+    from jitrace.analyzer.collect import _otlp  # noqa: F401  (the converters: imported now, not by the first batch)
+    from jitrace.analyzer.load import _otlp_json  # noqa: F401
+
     receiver = Receiver(args.out, _addr(args.grpc, "--grpc"), _addr(args.http, "--http"), max_bytes=args.max_bytes,
                         reuse_port=shared, clean=not child, in_flight_bytes=args.max_in_flight)
     stop = threading.Event()
@@ -187,9 +190,6 @@ def run(args: argparse.Namespace) -> int:
     host = lambda a: a.rpartition(":")[0] if a else None  # noqa: E731
     grpc_at = f"{host(receiver.grpc_addr)}:{grpc_port}" if grpc_port else None
     http_at = f"{host(receiver.http_addr)}:{http_port}" if http_port else None
-    from jitrace.analyzer.collect import _otlp  # noqa: F401  (the converters: imported now, not by the first batch)
-    from jitrace.analyzer.load import _otlp_json  # noqa: F401
-
     if child:
         print("ready", flush=True)  # to the parent's pipe: this process is serving (see _spawn_workers)
     children = [] if child else _spawn_workers(args, grpc_at, http_at)

@@ -160,7 +160,7 @@ def _read_proto(path: Path, data: bytes, rows: Rows) -> None:
         except DecodeError:
             traces = None
         if traces is not None and _holds_spans(traces):
-            _otlp.add_traces(_otlp.parse_traces(payload), rows, where)  # parsed whole above: it reads
+            _otlp.add_traces(_otlp.parse_traces(payload), rows, where)  # valid OTLP (parsed whole above)
             continue
         try:
             logs = ExportLogsServiceRequest.FromString(payload)
