@@ -105,7 +105,7 @@ def _lines_kind(first: bytes) -> str | None:
         obj = json.loads(first)
     except ValueError:
         return None
-    if isinstance(obj, dict) and any(k in obj for k in _formats.OTLP_KEYS) or _formats.other_signal(obj):
+    if (isinstance(obj, dict) and any(k in obj for k in _formats.OTLP_KEYS)) or _formats.other_signal(obj):
         return "otlp"
     if _applogs.is_opa(obj) or _applogs.is_app_log(obj):
         return "logs"
