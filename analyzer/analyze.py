@@ -76,8 +76,8 @@ def _progress(quiet: bool):
     return say
 
 
-def _load(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool) -> dict:
-    rep = load_into(con, inputs, strict=strict)
+def _load(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, out_dir: Path) -> dict:
+    rep = load_into(con, inputs, strict=strict, out=out_dir)  # an output inside an input folder is not an input
     return {"spans": rep.spans, "logs": rep.logs, "bad_records": rep.bad_records, "problems": list(rep.problems),
             "skipped_requests": rep.skipped_requests}
 
@@ -106,7 +106,7 @@ def analyze(
     # leaves the previous output whole, and files in out_dir that are not the analyzer's are kept.
     with outputs.staged(out_dir) as out:
         summary = _analyze_into(out, list(inputs), strict=strict, quiet=quiet, settings=settings, say=say,
-                                log_patterns=log_patterns)
+                                log_patterns=log_patterns, out_dir=Path(out_dir))
     gate = [c for c in fail_on if summary["causes"].get(c)]
     if gate:
         counts = ", ".join(f"{c} ({summary['causes'][c]})" for c in gate)
@@ -121,11 +121,11 @@ def analyze(
 
 
 def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, settings: dict[str, float] | None,
-                  say, log_patterns: list[str]) -> dict:
+                  say, log_patterns: list[str], out_dir: Path) -> dict:
     con = session.connect(out / "jitrace.duckdb")
     try:
         say(f"loading {len(inputs)} input(s)")
-        loaded = _load(con, list(inputs), strict)
+        loaded = _load(con, list(inputs), strict, out_dir)
         say(f"loaded {loaded['spans']} spans, {loaded['logs']} logs, {loaded['bad_records']} bad records")
         if loaded["skipped_requests"]:
             say(f"skipped {loaded['skipped_requests']} OTLP export request(s) of metrics or profiles "

@@ -112,6 +112,12 @@ def recover(final: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
+def is_run_folder(name: str, out_name: str) -> bool:
+    """Whether a folder beside the output ``out_name`` is a run's staging (``.tmp-<pid>``) or aside (``.old-<pid>``)
+    copy of it."""
+    return name.startswith((f"{out_name}.tmp-", f"{out_name}.old-")) and name.rsplit("-", 1)[-1].isdigit()
+
+
 def glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 

@@ -53,23 +53,25 @@ class LoadReport:
     files: int = 0
 
 
-def load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], *, strict: bool = False) -> LoadReport:
-    """Create (if needed) and append to ``spans`` and ``logs`` from ``inputs``; see the module's docstring."""
+def load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], *, strict: bool = False,
+              out: Path | None = None) -> LoadReport:
+    """Create (if needed) and append to ``spans`` and ``logs`` from ``inputs``; see the module's docstring. ``out``:
+    the analyze run's output folder, never read as an input (``_files.expand``)."""
     # Parsing JSON creates millions of small dicts; the cyclic GC would rescan them all again and again (3-4x
     # slower) and none of them form cycles. Off while loading, back to what it was after.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _load_into(con, inputs, strict)
+        return _load_into(con, inputs, strict, out)
     finally:
         if was_enabled:
             gc.enable()
 
 
-def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool) -> LoadReport:
+def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, out: Path | None) -> LoadReport:
     spans_view.ensure(con)
     con.execute(schema.duckdb_ddl("logs", schema.LOGS))
-    files = _files.expand(list(inputs))
+    files = _files.expand(list(inputs), out=out)
     # a receiver that crashed while compacting may have left files a compacted file already holds: never twice
     replaced = _compact.replaced_files([f for f in files if f.name.startswith(_compact.PREFIX)])
     files = [f for f in files if f not in replaced]

@@ -6,6 +6,7 @@ import glob
 import gzip
 import os
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from jitrace.analyzer.errors import UserError
@@ -17,13 +18,22 @@ BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, as some Windows tools write be
 _SKIP_SUFFIXES = (".tmp", ".md", ".txt", ".crc", ".lock")
 
 
-def expand(inputs: list[str]) -> list[Path]:
-    """Every file named by ``inputs``, in a stable order; a name matching nothing is a UserError."""
+def expand(inputs: list[str], *, out: Path | None = None) -> list[Path]:
+    """Every file named by ``inputs``, in a stable order; a name matching nothing is a UserError.
+
+    A folder is read without what ``jitrace analyze`` writes: the files an output folder's manifest lists, and the
+    staging and aside copies of the run's output folder ``out`` (an output inside the input folder, say ``analyze
+    traces/ --out traces/report``, must not be read back: its DuckDB file is being written meanwhile). Other files
+    in ``out`` are inputs like any: ``jitrace demo`` keeps the lab's spans in ``DIR/lab``.
+    """
     files: list[Path] = []
+    written = _written_by_analyze(out)
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and _is_data(f.relative_to(p)))
+            root = p.resolve()
+            found = sorted(f for f in p.rglob("*") if f.is_file() and _is_data(f.relative_to(p))
+                           and not written(root / f.relative_to(p)))
         elif p.is_file():
             found = [p]
         elif glob.has_magic(item):
@@ -35,6 +45,24 @@ def expand(inputs: list[str]) -> list[Path]:
         files += found
     seen: set[Path] = set()
     return [f for f in files if not (f in seen or seen.add(f))]
+
+
+def _written_by_analyze(out: Path | None) -> Callable[[Path], bool]:
+    from jitrace.analyzer import outputs
+
+    out = out.resolve() if out is not None else None
+    listed: dict[Path, set[str]] = {}  # per folder: the names its manifest lists (none without a manifest)
+
+    def written(path: Path) -> bool:
+        folder = path.parent
+        if folder not in listed:
+            listed[folder] = outputs.own_files(folder) if (folder / outputs.MANIFEST).is_file() else set()
+        if path.name in listed[folder]:
+            return True
+        return out is not None and any(d.parent == out.parent and outputs.is_run_folder(d.name, out.name)
+                                       for d in path.parents)
+
+    return written
 
 
 def _is_data(rel: Path) -> bool:

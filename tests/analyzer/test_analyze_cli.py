@@ -172,3 +172,22 @@ def test_metrics_files_beside_the_spans_are_skipped_and_said(spans_dir, tmp_path
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["skipped_requests"] == 2 and summary["bad_records"] == 0 and summary["denials"] == 2
     assert "skipped 2 OTLP export request(s) of metrics or profiles" in capsys.readouterr().err
+
+
+def test_an_output_folder_inside_the_input_folder_is_not_read_back(spans_dir, tmp_path):
+    """`jitrace analyze traces/ --out traces/report`: the run's own staging folder (its DuckDB file is being written
+    while the inputs load) and, on later runs, the files any output folder's manifest lists are not inputs."""
+    import json
+    import shutil
+
+    folder = tmp_path / "traces"
+    shutil.copytree(spans_dir, folder)
+    counts = []
+    for out in ("report", "report", "again"):  # the second run finds the first one's output in its input folder
+        assert cli.main(["analyze", str(folder), "--out", str(folder / out), "--quiet"]) == 0
+        summary = json.loads((folder / out / "summary.json").read_text())
+        counts.append((summary["spans"], summary["denials"], summary["bad_records"]))
+    assert counts == [counts[0]] * 3 and counts[0][0] > 0
+    # named on its own, an output file is still what it is: not spans
+    assert cli.main(["analyze", str(folder / "report" / "attributions.parquet"), "--out", str(tmp_path / "x"),
+                     "--quiet"]) == 2
