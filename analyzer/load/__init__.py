@@ -56,7 +56,7 @@ class LoadReport:
 def load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], *, strict: bool = False,
               out: Path | None = None) -> LoadReport:
     """Create (if needed) and append to ``spans`` and ``logs`` from ``inputs``; see the module's docstring. ``out``:
-    the analyze run's output folder, never read as an input (``_files.expand``)."""
+    the analyze run's output folder, whose staging copy (being written) a folder walk skips (``_files.expand``)."""
     # Parsing JSON creates millions of small dicts; the cyclic GC would rescan them all again and again (3-4x
     # slower) and none of them form cycles. Off while loading, back to what it was after.
     was_enabled = gc.isenabled()
