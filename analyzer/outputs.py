@@ -27,6 +27,7 @@ from pathlib import Path
 import duckdb
 
 from jitrace.analyzer import errors
+from jitrace.analyzer.spans_view import sql_string  # a quote in a folder name must not end the SQL string
 
 MANIFEST = ".jitrace-manifest.json"
 # What analyze writes; counted as the analyzer's own even in a folder written before manifests existed.
@@ -52,12 +53,12 @@ def tables_written(con: duckdb.DuckDBPyConnection, out: Path, attribution_column
     cols = ", ".join(attribution_columns)
     with ThreadPoolExecutor(max_workers=1) as pool:  # DuckDB releases the GIL while it works
         csv = pool.submit(_copy, con, f"COPY (SELECT {cols} FROM attributions) "
-                                      f"TO '{_sql_path(out / 'attributions.csv')}' (FORMAT csv, HEADER)")
+                                      f"TO {sql_string(str(out / 'attributions.csv'))} (FORMAT csv, HEADER)")
         try:
             con.execute(f"COPY (SELECT {cols} FROM attributions) "
-                        f"TO '{_sql_path(out / 'attributions.parquet')}' (FORMAT parquet)")
+                        f"TO {sql_string(str(out / 'attributions.parquet'))} (FORMAT parquet)")
             con.execute(f"COPY (SELECT * FROM clock_offsets ORDER BY domain, window_start) "
-                        f"TO '{_sql_path(out / 'clock_offsets.parquet')}' (FORMAT parquet)")
+                        f"TO {sql_string(str(out / 'clock_offsets.parquet'))} (FORMAT parquet)")
             yield
         finally:
             csv.result()
@@ -69,10 +70,6 @@ def _copy(con: duckdb.DuckDBPyConnection, sql: str) -> None:
         cursor.execute(sql)
     finally:
         cursor.close()
-
-
-def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")  # a quote in a folder name must not end the SQL string
 
 
 @contextmanager
