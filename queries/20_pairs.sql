@@ -11,14 +11,18 @@
 -- server_denied / client_denied: that end's span is a denial (span_facts.sql's `denied`), for 48_denied_calls;
 -- shared_id: matched by Zipkin's shared span id.
 CREATE OR REPLACE VIEW pairs_matched AS
-WITH servers AS NOT MATERIALIZED (
+WITH servers AS (
     SELECT trace_id, span_id, parent_span_id, domain, start_ns, end_ns, denied AS server_denied
     FROM rpc_spans WHERE kind = 'SERVER'
 ),
-probes AS (
-    SELECT *, span_id AS client_key, true AS shared_id FROM servers
-    UNION ALL
-    SELECT *, parent_span_id, false FROM servers WHERE parent_span_id IS NOT NULL
+probes AS (  -- two probe rows per server from one read of the server spans (a UNION ALL read them twice)
+    SELECT * EXCLUDE (probe), probe.client_key, probe.shared_id
+    FROM (
+        SELECT *, unnest(CASE WHEN parent_span_id IS NULL THEN [{'client_key': span_id, 'shared_id': true}]
+                              ELSE [{'client_key': span_id, 'shared_id': true},
+                                    {'client_key': parent_span_id, 'shared_id': false}] END) AS probe
+        FROM servers
+    )
 )
 SELECT
     c.trace_id,

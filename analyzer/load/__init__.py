@@ -111,6 +111,7 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, 
             report.spans += n
         else:
             report.logs += n
+    spans_view.define(con)  # over the files read in place, and span_rows if rows were inserted
     if report.bad_records > len(report.problems):
         report.problems.append(f"... and {report.bad_records - len(report.problems)} more bad records")
     return report
