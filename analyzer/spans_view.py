@@ -89,8 +89,9 @@ def add_files(con: duckdb.DuckDBPyConnection, files: list[Path], has_source: boo
     """Add Parquet files in the span schema; returns how many spans they hold.
 
     Files that hold the span facts (collect's compacted files, or any written through span_facts.sql) are read in
-    place: the view lists them once ``define`` runs again (load_into does, after the last file). Any other Parquet is copied into ``span_rows``: such a file may be a receiver's
-    small file that compaction will delete, and the database must not point at a file that goes away.
+    place: the view lists them once ``define`` runs again (load_into does, after the last file). Any other Parquet
+    is copied into ``span_rows``: such a file may be a receiver's small file that compaction will delete, and the
+    database must not point at a file that goes away.
     """
     if not files:
         return 0
