@@ -18,8 +18,6 @@ from importlib import resources
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from jitrace.analyzer import schema
 from jitrace.analyzer.errors import UserError
@@ -48,33 +46,58 @@ def facts_file_sql(relation: str) -> str:
 
 
 def _empty_spans() -> str:
-    types = {pa.string(): "VARCHAR", pa.int64(): "BIGINT"}
-    cols = ", ".join(f"NULL::{types[f.type]} AS {f.name}" for f in schema.SPANS)
+    cols = ", ".join(f"NULL::{kind} AS {name}" for name, kind in schema.SPANS)
     return f"(SELECT {cols} WHERE false)"
 
 
-@functools.cache
-def facts_schema() -> pa.Schema:
-    """The Arrow schema span_facts.sql produces: the span columns, then the facts (as collect writes them)."""
-    con = duckdb.connect()
+_fact_types: dict[str, str] = {}
+
+
+def fact_types(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """The columns span_facts.sql adds to the span columns, in order, with their DuckDB types (as collect writes
+    them). Worked out once per process, on ``con``: any connection gives the same answer."""
+    if not _fact_types:
+        rows = con.execute(f"DESCRIBE SELECT * FROM ({facts_sql(_empty_spans())})").fetchall()
+        _fact_types.update((name, kind) for name, kind, *_ in rows if name not in schema.SPANS.names)
+    return _fact_types
+
+
+def fact_columns(con: duckdb.DuckDBPyConnection) -> tuple[str, ...]:
+    return tuple(fact_types(con))
+
+
+def has_facts(con: duckdb.DuckDBPyConnection, file_columns: dict[str, str]) -> bool:
+    """Whether a Parquet file's columns ({name: DuckDB type}) hold every fact, of the type span_facts.sql gives it
+    (else the view derives them)."""
+    return all(file_columns.get(name) == kind for name, kind in fact_types(con).items())
+
+
+def parquet_columns(con: duckdb.DuckDBPyConnection, paths: list[str]) -> dict[str, dict[str, str]]:
+    """Each Parquet file's columns, {name: DuckDB type}, read from its footer (no pyarrow: see schema.Columns). One
+    query reads every footer, and one DESCRIBE per distinct schema gives the types (the receiver writes thousands of
+    files of one schema). A file whose footer cannot be read is a UserError naming it."""
     try:
-        return con.sql(f"SELECT * FROM ({facts_sql(_empty_spans())})").to_arrow_table().schema
-    finally:
-        con.close()
-
-
-def fact_columns() -> tuple[str, ...]:
-    return tuple(n for n in facts_schema().names if n not in schema.SPANS.names)
-
-
-def has_facts(file_schema: pa.Schema) -> bool:
-    """Whether a Parquet file holds every fact column, of the type span_facts.sql gives it (else: derived)."""
-    want = facts_schema()
-    for name in fact_columns():
-        i = file_schema.get_field_index(name)
-        if i < 0 or file_schema.field(i).type != want.field(name).type:
-            return False
-    return True
+        rows = con.execute("SELECT file_name, name, type, type_length, repetition_type, num_children, "
+                           "converted_type, scale, precision, logical_type FROM parquet_schema(?)", [paths]).fetchall()
+    except duckdb.Error as exc:
+        for path in paths:  # which file
+            try:
+                con.execute("SELECT count(*) FROM parquet_schema(?)", [path]).fetchall()
+            except duckdb.Error as one:
+                raise UserError(f"{path}: unreadable Parquet: {str(one).splitlines()[0]}") from None
+        raise UserError(f"{paths[0]}: unreadable Parquet: {str(exc).splitlines()[0]}") from None
+    layouts: dict[str, list[tuple]] = {}
+    for file_name, *element in rows:
+        layouts.setdefault(file_name, []).append(tuple(element))
+    typed: dict[tuple, dict[str, str]] = {}
+    out = {}
+    for path in paths:
+        layout = tuple(layouts[path]) if path in layouts else (path,)  # a name DuckDB spelled otherwise: its own
+        if layout not in typed:
+            described = con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [path]).fetchall()
+            typed[layout] = {name: kind for name, kind, *_ in described}
+        out[path] = typed[layout]
+    return out
 
 
 def ensure(con: duckdb.DuckDBPyConnection) -> None:
@@ -95,20 +118,17 @@ def add_files(con: duckdb.DuckDBPyConnection, files: list[Path], has_source: boo
     """
     if not files:
         return 0
-    in_place, copied, count = [], [], 0
+    in_place, copied = [], []
     needed = set(schema.SPANS.names) - {"source"}
-    for path in files:
-        try:
-            meta = pq.read_metadata(path)
-            file_schema = meta.schema.to_arrow_schema()
-        except (OSError, pa.ArrowException) as exc:
-            raise UserError(f"{path}: unreadable Parquet: {str(exc).splitlines()[0] if str(exc) else exc}") from None
-        missing = sorted(needed - set(file_schema.names))
+    paths = [str(path) for path in files]
+    columns = parquet_columns(con, paths)
+    for path in paths:
+        missing = sorted(needed - set(columns[path]))
         if missing:
             raise UserError(f"{path}: Parquet without jitrace's span columns (missing {', '.join(missing[:5])})")
-        count += meta.num_rows
-        entry = (str(Path(path).resolve()), has_source and "source" in file_schema.names)
-        (in_place if has_facts(file_schema) else copied).append(entry)
+        entry = (str(Path(path).resolve()), has_source and "source" in columns[path])
+        (in_place if has_facts(con, columns[path]) else copied).append(entry)
+    count = con.execute("SELECT sum(num_rows) FROM parquet_file_metadata(?)", [paths]).fetchone()[0] or 0
     for has_src in (True, False):
         group = [p for p, s in copied if s == has_src]
         if group:
@@ -116,7 +136,7 @@ def add_files(con: duckdb.DuckDBPyConnection, files: list[Path], has_source: boo
             con.execute(f"INSERT INTO {ROWS_TABLE} SELECT {cols} FROM {_read(group)}")
     if in_place:
         con.executemany(f"INSERT INTO {FILES_TABLE} VALUES (?, ?)", in_place)
-    return count
+    return int(count)
 
 
 def count(con: duckdb.DuckDBPyConnection) -> int:
@@ -149,7 +169,7 @@ def define(con: duckdb.DuckDBPyConnection) -> None:
     it is planned again wherever a step reads the view, even over an empty table (0.06 s of a run on files alone).
     Rows inserted later need ``define`` again; load_into calls it once loading is done."""
     base = list(schema.SPANS.names)
-    facts = list(fact_columns())
+    facts = list(fact_columns(con))
     out_cols = ", ".join(base + facts)
     groups: dict[bool, list[str]] = {}
     for path, has_source in con.execute(f"SELECT path, has_source FROM {FILES_TABLE}").fetchall():

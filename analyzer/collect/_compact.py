@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
-import pyarrow.parquet as pq
 
 from jitrace.analyzer import schema, spans_view
 from jitrace.analyzer.collect._durable import TMP_SUFFIX, fsync_path
@@ -73,29 +72,30 @@ def compact_folder(con: duckdb.DuckDBPyConnection, folder: Path, kind: str) -> t
     fsync_path(tmp)
     os.rename(tmp, final)
     fsync_path(folder)
-    records = pq.read_metadata(final).num_rows
+    records = con.execute("SELECT num_rows FROM parquet_file_metadata(?)", [str(final)]).fetchone()[0]
     for p in sources:
         p.unlink(missing_ok=True)
     fsync_path(folder)
     return len(sources), records
 
 
-def replaced_by(path: Path) -> list[str]:
+def replaced_by(con: duckdb.DuckDBPyConnection, path: Path) -> list[str]:
     """The file names a compacted file replaced (empty for any other file)."""
     if not path.name.startswith(PREFIX):
         return []
     try:
-        meta = pq.read_metadata(path).metadata or {}
-        return list(json.loads(meta.get(REPLACES_KEY, b"[]")))
-    except (OSError, ValueError, TypeError):
+        row = con.execute("SELECT value FROM parquet_kv_metadata(?) WHERE key = ?",
+                          [str(path), REPLACES_KEY]).fetchone()
+        return list(json.loads(row[0])) if row else []
+    except (duckdb.Error, ValueError, TypeError):
         return []  # an unreadable file is reported by the loader that reads it
 
 
-def replaced_files(files: list[Path]) -> set[Path]:
+def replaced_files(con: duckdb.DuckDBPyConnection, files: list[Path]) -> set[Path]:
     """Among ``files``, those a compacted file in the same folder replaced (left by a crash before their removal)."""
     out: set[Path] = set()
     for path in files:
-        out.update(path.parent / name for name in replaced_by(path))
+        out.update(path.parent / name for name in replaced_by(con, path))
     return out
 
 
@@ -113,7 +113,12 @@ def finish(out: Path) -> int:
             for tmp in base.rglob(f"{PREFIX}*{TMP_SUFFIX}"):
                 tmp.unlink(missing_ok=True)
                 n += 1
-            for leftover in replaced_files(list(base.rglob(f"{PREFIX}*.parquet"))):
+            compacted = list(base.rglob(f"{PREFIX}*.parquet"))
+            if not compacted:
+                continue
+            with duckdb.connect() as con:
+                leftovers = replaced_files(con, compacted)
+            for leftover in leftovers:
                 if leftover.exists():
                     leftover.unlink(missing_ok=True)
                     n += 1

@@ -26,15 +26,18 @@ import gc
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
 
 from jitrace.analyzer import schema, spans_view
 from jitrace.analyzer.collect import _compact
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files, _formats, _otlp_json_duckdb, _parallel, _parquet
 from jitrace.analyzer.load._rows import Rows, table
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["LoadReport", "load_into"]
 
@@ -73,7 +76,7 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, 
     con.execute(schema.duckdb_ddl("logs", schema.LOGS))
     files = _files.expand(list(inputs), out=out)
     # a receiver that crashed while compacting may have left files a compacted file already holds: never twice
-    replaced = _compact.replaced_files([f for f in files if f.name.startswith(_compact.PREFIX)])
+    replaced = _compact.replaced_files(con, [f for f in files if f.name.startswith(_compact.PREFIX)])
     files = [f for f in files if f not in replaced]
     report = LoadReport(files=len(files))
     parquet: dict[tuple[str, bool], list[Path]] = defaultdict(list)
@@ -84,7 +87,7 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, 
             # One footer read per folder: the collector writes thousands of files of one schema into each
             kind = schema_of_dir.get(path.parent)
             if kind is None:
-                kind = schema_of_dir[path.parent] = _parquet.table_of(path)
+                kind = schema_of_dir[path.parent] = _parquet.table_of(con, path)
             parquet[kind].append(path)
         else:
             text_files.append(path)
@@ -104,7 +107,7 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, 
             n = _parquet.insert(con, name, group, has_source)
         except UserError:
             for path in group:  # a file unlike its folder's first: name it
-                if _parquet.table_of(path) != (name, has_source):
+                if _parquet.table_of(con, path) != (name, has_source):
                     raise UserError(f"{path}: Parquet of another schema than {group[0]} in the same folder") from None
             raise
         if name == "spans":

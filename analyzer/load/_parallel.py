@@ -19,11 +19,13 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from jitrace.analyzer import schema
 from jitrace.analyzer.load import _files
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 MIN_BYTES = 32 * 1024 * 1024  # total text input below which one process parses everything
 CHUNK_BYTES = 16 * 1024 * 1024  # a JSON-lines file is cut into ranges of about this size

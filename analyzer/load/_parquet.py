@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
-import pyarrow.parquet as pq
 
 from jitrace.analyzer import schema, spans_view
 from jitrace.analyzer.errors import UserError
@@ -19,14 +18,11 @@ from jitrace.analyzer.errors import UserError
 MAGIC = b"PAR1"
 
 
-def table_of(path: Path) -> tuple[str, bool]:
+def table_of(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, bool]:
     """``spans`` or ``logs`` from the file's columns, and whether it has ``source``; else a UserError."""
-    try:
-        names = set(pq.read_schema(path).names)
-    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for damaged files
-        raise UserError(f"{path}: unreadable Parquet: {str(exc).splitlines()[0] if str(exc) else exc}") from None
-    for table, arrow_schema in (("spans", schema.SPANS), ("logs", schema.LOGS)):
-        if {"source"} | names >= set(arrow_schema.names):
+    names = set(spans_view.parquet_columns(con, [str(path)])[str(path)])
+    for table, columns in (("spans", schema.SPANS), ("logs", schema.LOGS)):
+        if {"source"} | names >= set(columns.names):
             return table, "source" in names
     missing = sorted(set(schema.SPANS.names) - names - {"source"})
     raise UserError(f"{path}: Parquet without jitrace's span or log columns (missing {', '.join(missing[:5])})")

@@ -12,11 +12,12 @@ import datetime as dt
 import json
 import math
 import re
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from jitrace.analyzer import schema
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 _ZERO_TRACE = "0" * 32
@@ -232,8 +233,11 @@ class Rows:
         self.skipped += other.skipped
 
 
-def table(rows: list[tuple], arrow_schema: pa.Schema) -> pa.Table:
-    """Arrow columns from row tuples in the schema's column order."""
+def table(rows: list[tuple], columns: schema.Columns) -> pa.Table:
+    """Arrow columns from row tuples in the order of ``columns`` (schema.SPANS or schema.LOGS)."""
+    import pyarrow as pa  # here: reading Parquet alone never builds Arrow tables (analyzer/schema.py)
+
+    arrow_schema = schema.arrow(columns)
     if not rows:
         return pa.Table.from_batches([], schema=arrow_schema)  # Schema.empty_table() imports pandas (0.25 s)
     columns = list(zip(*rows, strict=True))

@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jitrace.analyzer.schema import SPANS
+from jitrace.analyzer.schema import SPANS, arrow
 from jitrace.instrumentation import contract as c
 
 T0 = 1_760_000_000.0  # an arbitrary true-time origin, Unix seconds
@@ -216,7 +216,7 @@ class World:
         return [tuple(r[n] for n in SPANS.names) for r in self.rows]
 
     def table(self) -> pa.Table:
-        return pa.Table.from_pylist(self.rows, schema=SPANS)
+        return pa.Table.from_pylist(self.rows, schema=arrow(SPANS))
 
     def write_parquet(self, path: Path) -> Path:
         pq.write_table(self.table(), path)

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from spanfactory import T0, Token, World
 
 from jitrace.analyzer import session
-from jitrace.analyzer.schema import SPANS
 
 skews = st.one_of(st.floats(0.05, 3600.0), st.floats(-3600.0, -0.05))
 transit = st.floats(0.0001, 0.003)
@@ -125,16 +124,10 @@ def test_zipkin_skew_fixture_gives_zipkins_and_jaegers_offset(real_data):
     jaeger_delta_us = client_ts + latency - server_ts
     assert zipkin_skew_us == -jaeger_delta_us == -65922
 
-    import pyarrow as pa
+    from jitrace.analyzer.load import load_into
 
     con = session.connect()
-    try:
-        from jitrace.analyzer.load import load_into
-    except ImportError:  # the loaders are not in yet
-        arrow = pa.Table.from_pylist(_zipkin_rows(real_data / "skew.json"), schema=SPANS)  # noqa: F841
-        con.execute("INSERT INTO span_rows SELECT * FROM arrow")
-    else:
-        load_into(con, [str(real_data / "skew.json")])
+    load_into(con, [str(real_data / "skew.json")])
     session.run_queries(con)
     (client_domain, server_domain), = con.execute("SELECT client_domain, server_domain FROM pairs").fetchall()
     off = dict(con.execute("SELECT domain, offset_s FROM clock_offsets").fetchall())

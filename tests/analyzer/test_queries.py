@@ -90,11 +90,11 @@ def _span(trace, span, parent, kind, service, start, end, attrs=None, status="UN
 def _run(rows: list[dict]):
     import pyarrow as pa
 
-    from jitrace.analyzer.schema import SPANS
+    from jitrace.analyzer.schema import SPANS, arrow
 
     con = session.connect()
-    arrow = pa.Table.from_pylist(rows, schema=SPANS)  # noqa: F841
-    con.execute("INSERT INTO span_rows SELECT * FROM arrow")
+    batch = pa.Table.from_pylist(rows, schema=arrow(SPANS))  # noqa: F841
+    con.execute("INSERT INTO span_rows SELECT * FROM batch")
     session.run_queries(con)
     return con
 
