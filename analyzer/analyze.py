@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-from jitrace.analyzer import errors, outputs, report, session
+from jitrace.analyzer import errors, offsets, outputs, report, session
 from jitrace.analyzer.load import load_into
 from jitrace.instrumentation import contract
 
@@ -96,11 +96,7 @@ def analyze(
     ``log_patterns``: the users' pattern files (queries/log_patterns.csv's columns), tried before the built-in ones."""
     fail_on = parse_fail_on(fail_on)
     log_patterns = list(log_patterns)
-    check = duckdb.connect()  # a bad pattern file fails before the (long) load, not after it
-    try:
-        session.load_log_patterns(check, log_patterns)
-    finally:
-        check.close()
+    offsets.prefetch_numpy()
     say = _progress(quiet)
     # Everything is built in a staging folder and swapped in at the end (analyzer/outputs.py): a failed or killed run
     # leaves the previous output whole, and files in out_dir that are not the analyzer's are kept.
@@ -124,6 +120,7 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
                   say, log_patterns: list[str], out_dir: Path) -> dict:
     con = session.connect(out / "jitrace.duckdb")
     try:
+        session.load_log_patterns(con, log_patterns)  # a bad pattern file fails before the (long) load, not after it
         say(f"loading {len(inputs)} input(s)")
         loaded = _load(con, list(inputs), strict, out_dir)
         say(f"loaded {loaded['spans']} spans, {loaded['logs']} logs, {loaded['bad_records']} bad records")
@@ -131,7 +128,7 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
             say(f"skipped {loaded['skipped_requests']} OTLP export request(s) of metrics or profiles "
                 "(jitrace reads spans and logs)")
         session.run_queries(con, settings=settings, progress=lambda step, s: say(f"{step} ({s:.2f} s)"),
-                            log_patterns=log_patterns)
+                            log_patterns=None)  # loaded above
         with outputs.tables_written(con, out, ATTRIBUTION_COLUMNS):  # the CSV meanwhile, on the other core
             found = dict(con.execute("SELECT cause, denials FROM cause_summary").fetchall())
             causes = {cause: found.get(cause, 0) for cause in contract.CAUSES}  # every cause, so CI scripts can index

@@ -189,14 +189,20 @@ def load_log_patterns(con: duckdb.DuckDBPyConnection, extra_files: list[str] | t
             kept.append((len(kept), *row))
     con.execute("CREATE OR REPLACE TABLE log_patterns (ordinal INTEGER, name VARCHAR, pattern VARCHAR, "
                 "cause VARCHAR, confidence DOUBLE, description VARCHAR, source VARCHAR)")
-    for row in kept:
-        try:
-            con.execute("SELECT regexp_matches('', ?, 'i')", [row[2]])
-        except duckdb.Error as exc:
-            raise UserError(f"{row[6]}: pattern {row[2]!r} ({row[1]}) is not a valid regular expression "
-                            f"({str(exc).splitlines()[0]})") from None
     if kept:
-        con.executemany("INSERT INTO log_patterns VALUES (?, ?, ?, ?, ?, ?, ?)", kept)
+        try:  # every pattern compiled by one query; only when one fails, each on its own to name it
+            con.execute("SELECT " + ", ".join("regexp_matches('', ?, 'i')" for _ in kept), [r[2] for r in kept])
+        except duckdb.Error:
+            for row in kept:
+                try:
+                    con.execute("SELECT regexp_matches('', ?, 'i')", [row[2]])
+                except duckdb.Error as exc:
+                    raise UserError(f"{row[6]}: pattern {row[2]!r} ({row[1]}) is not a valid regular expression "
+                                    f"({str(exc).splitlines()[0]})") from None
+            raise
+        # the columns as lists, zipped back by unnest (executemany runs a statement per row)
+        con.execute("INSERT INTO log_patterns SELECT " + ", ".join("unnest(?)" for _ in kept[0]),
+                    [list(c) for c in zip(*kept, strict=True)])
     # The patterns as constants in one macro: DuckDB compiles a constant regex once, a regex read from a column
     # once per row (60x slower on 10k lines). 52_log_patterns.sql defines the NULL macro when this did not run.
     cases = " ".join(f"WHEN regexp_matches(body, {spans_view.sql_string(row[2])}, 'i') THEN {row[0]}" for row in kept)
@@ -218,11 +224,13 @@ def run_queries(
     *,
     settings: dict[str, float] | None = None,
     progress: Callable[[str, float], None] | None = None,
-    log_patterns: list[str] | tuple[str, ...] = (),
+    log_patterns: list[str] | tuple[str, ...] | None = (),
 ) -> dict[str, float]:
     """Run every step; returns seconds per step. ``settings`` sets the SQL variables (e.g. jitrace_leeway_s);
-    ``log_patterns`` are the users' pattern files, tried before the built-in ones."""
-    load_log_patterns(con, log_patterns)
+    ``log_patterns`` are the users' pattern files, tried before the built-in ones (None: ``load_log_patterns`` has
+    already run on ``con``)."""
+    if log_patterns is not None:
+        load_log_patterns(con, log_patterns)
     for name, value in (settings or {}).items():
         if name not in VARIABLES:
             raise ValueError(f"unknown analyzer setting {name!r}")

@@ -159,8 +159,11 @@ def _count_bad(bad: int, problems: list[str], strict: bool, report: LoadReport) 
 
 
 def _flush(con: duckdb.DuckDBPyConnection, rows: Rows, report: LoadReport) -> None:
-    _insert(con, spans_view.ROWS_TABLE, table(rows.spans, schema.SPANS), report)
-    _insert(con, "logs", table(rows.logs, schema.LOGS), report)
+    # only rows make Arrow tables: an input of Parquet alone never imports pyarrow (analyzer/schema.py)
+    if rows.spans:
+        _insert(con, spans_view.ROWS_TABLE, table(rows.spans, schema.SPANS), report)
+    if rows.logs:
+        _insert(con, "logs", table(rows.logs, schema.LOGS), report)
 
 
 def _insert(con: duckdb.DuckDBPyConnection, name: str, batch: pa.Table, report: LoadReport) -> None:
