@@ -10,7 +10,8 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -127,28 +128,54 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
         if loaded["skipped_requests"]:
             say(f"skipped {loaded['skipped_requests']} OTLP export request(s) of metrics or profiles "
                 "(jitrace reads spans and logs)")
-        session.run_queries(con, settings=settings, progress=lambda step, s: say(f"{step} ({s:.2f} s)"),
-                            log_patterns=None)  # loaded above
-        with outputs.tables_written(con, out, ATTRIBUTION_COLUMNS):  # the CSV meanwhile, on the other core
-            found = dict(con.execute("SELECT cause, denials FROM cause_summary").fetchall())
-            causes = {cause: found.get(cause, 0) for cause in contract.CAUSES}  # every cause, so CI scripts can index
-            summary = {
-                "spans": loaded["spans"],
-                "logs": loaded["logs"],
-                "denials": sum(causes.values()),
-                "causes": causes,
-                "bad_records": loaded["bad_records"],
-                "skipped_requests": loaded["skipped_requests"],
-                "problems": loaded["problems"][:50],
-                "clock_reference": report.clock_reference(con),
-                "clock_domains": con.execute("SELECT count(DISTINCT domain) FROM clock_offsets").fetchone()[0],
-            }
-            (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-            say("writing report.html")
-            report.write_html(con, out / "report.html", summary)
-            if not quiet:
-                print(report.terminal(con, summary))
+        with ThreadPoolExecutor(1) as beside:
+            # the report's ttl counts read only the spans: counted on the other core once the steps that keep both
+            # busy are done (from 48_denied_calls on, they run mostly on one)
+            ttl = _StartAfter("45_clock_offsets", lambda: beside.submit(session.on_cursor, con, report.ttl_counts))
+            session.run_queries(con, settings=settings, log_patterns=None,  # patterns loaded above
+                                progress=lambda step, s: (say(f"{step} ({s:.2f} s)"), ttl.step_done(step)))
+            summary = _write_outputs(con, out, loaded, quiet, say, ttl.result())
         session.keep_as_views(con)
     finally:
         con.close()
+    return summary
+
+
+class _StartAfter:
+    """Work started (``start``, which returns a Future) once the step ``after`` is done."""
+
+    def __init__(self, after: str, start: Callable[[], Future]) -> None:
+        self.after, self.start, self.future = after, start, None
+
+    def step_done(self, step: str) -> None:
+        if step == self.after and self.future is None:
+            self.future = self.start()
+
+    def result(self):
+        """The work's result; None if it never started (the caller then does it itself)."""
+        return None if self.future is None else self.future.result()
+
+
+def _write_outputs(con: duckdb.DuckDBPyConnection, out: Path, loaded: dict, quiet: bool, say,
+                   ttl_rows: list[tuple] | None) -> dict:
+    """summary.json, report.html and the attribution files (analyzer/outputs.py); returns the summary."""
+    with outputs.tables_written(con, out, ATTRIBUTION_COLUMNS):  # the CSV meanwhile, on the other core
+        found = dict(con.execute("SELECT cause, denials FROM cause_summary").fetchall())
+        causes = {cause: found.get(cause, 0) for cause in contract.CAUSES}  # every cause, so CI scripts can index
+        summary = {
+            "spans": loaded["spans"],
+            "logs": loaded["logs"],
+            "denials": sum(causes.values()),
+            "causes": causes,
+            "bad_records": loaded["bad_records"],
+            "skipped_requests": loaded["skipped_requests"],
+            "problems": loaded["problems"][:50],
+            "clock_reference": report.clock_reference(con),
+            "clock_domains": con.execute("SELECT count(DISTINCT domain) FROM clock_offsets").fetchone()[0],
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        say("writing report.html")
+        report.write_html(con, out / "report.html", summary, ttl_rows=ttl_rows)
+        if not quiet:
+            print(report.terminal(con, summary))
     return summary

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import duckdb
 
-from jitrace.analyzer import errors
+from jitrace.analyzer import errors, session
 from jitrace.analyzer.spans_view import sql_string  # a quote in a folder name must not end the SQL string
 
 MANIFEST = ".jitrace-manifest.json"
@@ -52,8 +52,9 @@ def tables_written(con: duckdb.DuckDBPyConnection, out: Path, attribution_column
     con.execute("SET preserve_insertion_order = true")  # the analysis is done: what is left is written in order
     cols = ", ".join(attribution_columns)
     with ThreadPoolExecutor(max_workers=1) as pool:  # DuckDB releases the GIL while it works
-        csv = pool.submit(_copy, con, f"COPY (SELECT {cols} FROM attributions) "
-                                      f"TO {sql_string(str(out / 'attributions.csv'))} (FORMAT csv, HEADER)")
+        csv_sql = (f"COPY (SELECT {cols} FROM attributions) TO {sql_string(str(out / 'attributions.csv'))} "
+                   "(FORMAT csv, HEADER)")
+        csv = pool.submit(session.on_cursor, con, lambda cursor: cursor.execute(csv_sql))
         try:
             con.execute(f"COPY (SELECT {cols} FROM attributions) "
                         f"TO {sql_string(str(out / 'attributions.parquet'))} (FORMAT parquet)")
@@ -63,13 +64,6 @@ def tables_written(con: duckdb.DuckDBPyConnection, out: Path, attribution_column
         finally:
             csv.result()
 
-
-def _copy(con: duckdb.DuckDBPyConnection, sql: str) -> None:
-    cursor = con.cursor()  # a connection to the same database: statements on two cursors run at once
-    try:
-        cursor.execute(sql)
-    finally:
-        cursor.close()
 
 
 @contextmanager

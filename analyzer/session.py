@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
@@ -20,6 +21,19 @@ from jitrace.analyzer import offsets, spans_view
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.schema import LOGS, duckdb_ddl
 from jitrace.instrumentation import contract
+
+T = TypeVar("T")
+
+
+def on_cursor(con: duckdb.DuckDBPyConnection, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+    """``work`` done on a cursor of its own, closed after: a connection to the same database, so statements on two
+    cursors run at once (from two threads; DuckDB releases the GIL while it works). A cursor does not see its
+    connection's TEMP tables."""
+    cursor = con.cursor()
+    try:
+        return work(cursor)
+    finally:
+        cursor.close()
 
 
 def _is_temp_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:

@@ -60,7 +60,7 @@ def test_the_ttl_histograms_count_every_span_with_a_ttl(output):
     with duckdb.connect(str(output / "jitrace.duckdb"), read_only=True) as con:
         expected = dict(con.execute("SELECT kind, count(*) FROM rpc_spans WHERE jit_token_ttl_s IS NOT NULL "
                                     "AND kind IN ('CLIENT', 'SERVER') GROUP BY kind").fetchall())
-        svg = report.plot_ttl(con)
+        svg = report.plot_ttl(report.ttl_counts(con))
     assert set(expected) == {"CLIENT", "SERVER"}
     for kind, label in (("CLIENT", "at send (client clock)"), ("SERVER", "at check (server clock)")):
         side = svg.split(f'<g data-kind="{kind}">', 1)[1].split('<g data-kind="', 1)[0]
