@@ -6,6 +6,7 @@ Python orchestrates, SQL computes: the only step done in Python is solving the s
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
@@ -34,6 +35,13 @@ def on_cursor(con: duckdb.DuckDBPyConnection, work: Callable[[duckdb.DuckDBPyCon
         return work(cursor)
     finally:
         cursor.close()
+
+
+def checkpoint(con: duckdb.DuckDBPyConnection) -> None:
+    """Write what the steps stored into the database file now (checkpoint_threshold defers it to the close), if
+    nothing else is writing; readers may go on meanwhile. Else the close does it."""
+    with contextlib.suppress(duckdb.TransactionException):
+        con.execute("CHECKPOINT")
 
 
 def _is_temp_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
