@@ -3,7 +3,6 @@ outputs."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat
@@ -31,8 +30,8 @@ def test_committed_without_outputs(path):
 def test_runs_on_a_lab_output_with_figures_and_tables(path, lab_mixed_output, monkeypatch):
     monkeypatch.setenv("JITRACE_OUT", str(lab_mixed_output))
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
-                   env=dict(os.environ)).execute()
+    # the kernel is a child process: it inherits JITRACE_OUT from this one's environment
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     figures = sum("image/png" in o.get("data", {}) for o in outputs)
