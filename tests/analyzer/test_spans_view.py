@@ -3,6 +3,7 @@ input given the same facts by queries/span_facts.sql, so the analysis does not d
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import duckdb
@@ -141,3 +142,61 @@ def test_a_damaged_page_in_a_file_read_in_place_is_a_one_line_error(tmp_path):
     message = str(err.value)
     assert message.startswith("a span file is damaged (found by ") and "\n" not in message
     assert not (tmp_path / "out").exists()  # nothing half written in the output's place
+
+
+def test_files_read_in_place_and_copied_rows_are_one_view(tmp_path):
+    """One load of collect's compacted files (read in place) and of plain Parquet (copied into span_rows): the view
+    holds both, and each world's denials are attributed as when it is loaded alone."""
+    collected = _world(0.0, 300.0, None)
+    plain = World(offsets={"server-host": 5.0})
+    plain._ids = itertools.count(10**9)  # ids of its own: both worlds are loaded together
+    token = Token(iat=T0, exp=T0 + 600.0, jti="tok-2")
+    plain.issue(token, T0)
+    plain.call(T0 + 1, token)
+    plain.call(T0 + 4000, token)  # expired
+    plain.call(T0 + 2, token, method="Write", required="orders.write", granted=["orders.read"])
+    plain.call(T0 + 3, None)
+    _collect(collected, tmp_path / "collected")
+    plain_file = plain.write_parquet(tmp_path / "plain.parquet")
+    alone = {}
+    for name, path in (("collected", tmp_path / "collected"), ("plain", plain_file)):
+        con = session.connect()
+        load_into(con, [str(path)])
+        session.run_queries(con)
+        alone[name] = con.execute("SELECT trace_id, cause, rule FROM attributions").fetchall()
+    con = session.connect()
+    load_into(con, [str(tmp_path / "collected"), str(plain_file)])
+    assert con.execute("SELECT count(*) FROM span_files").fetchone()[0] == len(list((tmp_path / "collected").rglob(
+        "compacted-*.parquet")))
+    assert con.execute("SELECT count(*) FROM span_rows").fetchone()[0] == len(plain.rows)
+    assert con.execute("SELECT count(*) FROM spans").fetchone()[0] == len(collected.rows) + len(plain.rows)
+    session.run_queries(con)
+    both = con.execute("SELECT trace_id, cause, rule FROM attributions").fetchall()
+    assert sorted(both) == sorted(alone["collected"] + alone["plain"]) and len(alone["plain"]) >= 3
+
+
+def test_one_damaged_footer_among_many_span_files_is_named(tmp_path):
+    world = _world(0.0, 300.0, None)
+    for i in range(3):
+        world.write_parquet(tmp_path / f"part-{i}.parquet")
+    damaged = tmp_path / "part-1.parquet"
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[:-12] + b"\x00" * 8 + data[-4:])  # the footer's length and its last bytes
+    with pytest.raises(UserError) as err:
+        load_into(session.connect(), [str(tmp_path)])
+    assert str(err.value).startswith(f"{damaged}: unreadable Parquet") and "\n" not in str(err.value)
+
+
+def test_analyzing_collected_files_imports_no_pyarrow(tmp_path):
+    """Reading Parquet into DuckDB needs no Arrow: pyarrow's import is 0.07 s of every run (schema.Columns)."""
+    import subprocess
+    import sys
+
+    _collect(_world(0.0, 300.0, None), tmp_path / "in")
+    code = ("import sys; from jitrace.analyzer.analyze import analyze; "
+            f"s = analyze([{str(tmp_path / 'in')!r}], {str(tmp_path / 'out')!r}, quiet=True); "
+            "print(s['denials'], 'pyarrow' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    denials, imported = run.stdout.split()
+    assert int(denials) >= 3 and imported == "False"
