@@ -148,7 +148,7 @@ def run(quick: bool) -> str:
     n = 5_000 if quick else 100_000
     parquet_rows = 50_000 if quick else 4_000_000
     repeats = 2 if quick else 3
-    import jitrace.analyzer.load as load
+    from jitrace.analyzer.load import _text
 
     with tempfile.TemporaryDirectory(prefix="jitrace-bench-load-") as tmp:
         d = Path(tmp)
@@ -181,11 +181,11 @@ def run(quick: bool) -> str:
                  "|---|---:|---:|---:|---:|---:|---|"]
         for name, path in files.items():
             size = sum(f.stat().st_size for f in path.rglob("*")) if path.is_dir() else path.stat().st_size
-            load.FAST_PATH = name != PYTHON_READER
+            _text.FAST_PATH = name != PYTHON_READER
             try:
                 secs, cpu, count = _time_load([path], repeats, read_all=name.endswith("read once"))
             finally:
-                load.FAST_PATH = True
+                _text.FAST_PATH = True
             target = TARGETS.get(name)
             verdict = "" if target is None else f"{target:,} ({'met' if count / secs >= target else 'NOT met'})"
             lines.append(f"| {name} | {count:,} | {size / count:,.0f} | {secs:.3f} | {count / secs:,.0f} | "

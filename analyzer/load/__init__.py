@@ -26,24 +26,16 @@ import gc
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import duckdb
 
 from jitrace.analyzer import schema, spans_view
 from jitrace.analyzer.collect import _compact
 from jitrace.analyzer.errors import UserError
-from jitrace.analyzer.load import _files, _formats, _otlp_json_duckdb, _parallel, _parquet
-from jitrace.analyzer.load._rows import Rows, table
-
-if TYPE_CHECKING:
-    import pyarrow as pa
+from jitrace.analyzer.load import _files, _parquet
 
 __all__ = ["LoadReport", "load_into"]
 
-MAX_PROBLEMS = 1000  # lines kept in the report; the count stays exact
-_FLUSH_ROWS = 250_000  # rows held in Python before they go to DuckDB
-FAST_PATH = True  # OTLP JSON-lines span files through DuckDB's JSON reader when it reads them exactly (tests, bench)
 
 
 @dataclass
@@ -91,17 +83,10 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, 
             parquet[kind].append(path)
         else:
             text_files.append(path)
-    # OTLP JSON-lines span files DuckDB's reader reads exactly (_otlp_json_duckdb); the rest is parsed in Python
-    text_files = [path for path in text_files if not _load_fast(con, path, report)]
-    units = _parallel.plan(text_files)
-    if units is None:
-        _load_here(con, text_files, strict, report)
-    else:
-        for parsed in _parallel.run(units):
-            _count_bad(parsed.bad, parsed.problems, strict, report)
-            report.skipped_requests += parsed.skipped
-            _insert(con, spans_view.ROWS_TABLE, parsed.spans, report)
-            _insert(con, "logs", parsed.logs, report)
+    if text_files:  # imported only then: its readers are 0.02 s of imports a run on Parquet alone does without
+        from jitrace.analyzer.load import _text
+
+        _text.load(con, text_files, strict, report)
     for (name, has_source), group in parquet.items():
         try:
             n = _parquet.insert(con, name, group, has_source)
@@ -118,63 +103,3 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, 
     if report.bad_records > len(report.problems):
         report.problems.append(f"... and {report.bad_records - len(report.problems)} more bad records")
     return report
-
-
-def _load_fast(con: duckdb.DuckDBPyConnection, path: Path, report: LoadReport) -> bool:
-    """Whether ``path`` was loaded by the fast path (else nothing of it was)."""
-    if not FAST_PATH:
-        return False
-    count = _otlp_json_duckdb.insert(con, path, spans_view.ROWS_TABLE)
-    if count is None:
-        return False
-    report.spans += count
-    return True
-
-
-def _load_here(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, report: LoadReport) -> None:
-    """Parse ``files`` in this process, inserting every ``_FLUSH_ROWS`` rows."""
-    pending = Rows()
-    for path in files:
-        data = _files.read_bytes(path)
-        rows = Rows()
-        _formats.read(path, data, rows)
-        _count_bad(rows.bad, rows.problems, strict, report)
-        report.skipped_requests += rows.skipped
-        rows.problems = []
-        pending.extend(rows)
-        if len(pending.spans) + len(pending.logs) >= _FLUSH_ROWS:
-            _flush(con, pending, report)
-            pending = Rows()
-    _flush(con, pending, report)
-
-
-def _count_bad(bad: int, problems: list[str], strict: bool, report: LoadReport) -> None:
-    if not bad:
-        return
-    if strict:
-        raise UserError(f"{problems[0]} (--strict: {bad} bad record(s) in this file)")
-    report.bad_records += bad
-    room = MAX_PROBLEMS - len(report.problems)
-    report.problems += problems[:max(room, 0)]
-
-
-def _flush(con: duckdb.DuckDBPyConnection, rows: Rows, report: LoadReport) -> None:
-    # only rows make Arrow tables: an input of Parquet alone never imports pyarrow (analyzer/schema.py)
-    if rows.spans:
-        _insert(con, spans_view.ROWS_TABLE, table(rows.spans, schema.SPANS), report)
-    if rows.logs:
-        _insert(con, "logs", table(rows.logs, schema.LOGS), report)
-
-
-def _insert(con: duckdb.DuckDBPyConnection, name: str, batch: pa.Table, report: LoadReport) -> None:
-    if not batch.num_rows:
-        return
-    con.register("jitrace_load_batch", batch)
-    try:
-        con.execute(f"INSERT INTO {name} SELECT * FROM jitrace_load_batch")
-    finally:
-        con.unregister("jitrace_load_batch")
-    if name == "logs":
-        report.logs += batch.num_rows
-    else:
-        report.spans += batch.num_rows

@@ -23,7 +23,7 @@ from test_load_bad_input import hostile_doc
 import jitrace.analyzer.load as load
 from jitrace.analyzer import schema
 from jitrace.analyzer.errors import UserError
-from jitrace.analyzer.load import _otlp_json_duckdb
+from jitrace.analyzer.load import _otlp_json_duckdb, _text
 
 ROWS = "SELECT * FROM span_rows"
 JSON_COLUMNS = (10, 11, 12, 13)  # resource, attributes, events, links: compared as parsed JSON, types included
@@ -65,11 +65,11 @@ class _Load:
                 self.fast_files.append(path)
             return count
 
-        load.FAST_PATH, _otlp_json_duckdb.insert = fast, spy
+        _text.FAST_PATH, _otlp_json_duckdb.insert = fast, spy
         try:
             self.report = load.load_into(con, [str(p) for p in paths], strict=strict)
         finally:
-            load.FAST_PATH, _otlp_json_duckdb.insert = True, real_insert
+            _text.FAST_PATH, _otlp_json_duckdb.insert = True, real_insert
         self.rows = sorted((_normal(r) for r in con.execute(ROWS).fetchall()), key=repr)
         self.logs = sorted(con.execute("SELECT * FROM logs").fetchall(), key=repr)
         con.close()
