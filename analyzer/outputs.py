@@ -37,6 +37,8 @@ KNOWN_OUTPUTS = frozenset({
 })
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
+# A run's folders beside DIR: DIR<STAGING>-<pid> while it builds, DIR<ASIDE>-<pid> for the old output while it swaps
+STAGING, ASIDE = ".tmp", ".old"
 
 
 @contextmanager
@@ -78,7 +80,7 @@ def staged(out_dir: str | Path) -> Iterator[Path]:
         raise errors.UserError(f"--out {out_dir}: exists and is not a folder")
     final.parent.mkdir(parents=True, exist_ok=True)
     recover(final)
-    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    tmp = final.with_name(f"{final.name}{STAGING}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -91,14 +93,14 @@ def staged(out_dir: str | Path) -> Iterator[Path]:
 
 def recover(final: Path) -> None:
     """Undo what killed runs left: restore an ``.old-*`` folder if DIR is missing, remove dead runs' leftovers."""
-    for leftover in sorted(final.parent.glob(f"{glob_escape(final.name)}.old-*")):
+    for leftover in sorted(final.parent.glob(f"{glob_escape(final.name)}{ASIDE}-*")):
         if _alive(leftover):
             continue
         if not final.exists():
             os.rename(leftover, final)  # killed between the two renames of the fallback swap: the old output is whole
         else:
             shutil.rmtree(leftover, ignore_errors=True)
-    for leftover in final.parent.glob(f"{glob_escape(final.name)}.tmp-*"):
+    for leftover in final.parent.glob(f"{glob_escape(final.name)}{STAGING}-*"):
         if not _alive(leftover):
             shutil.rmtree(leftover, ignore_errors=True)
 
@@ -106,7 +108,7 @@ def recover(final: Path) -> None:
 def is_run_folder(name: str, out_name: str) -> bool:
     """Whether a folder beside the output ``out_name`` is a run's staging (``.tmp-<pid>``) or aside (``.old-<pid>``)
     copy of it."""
-    return name.startswith((f"{out_name}.tmp-", f"{out_name}.old-")) and name.rsplit("-", 1)[-1].isdigit()
+    return name.startswith((f"{out_name}{STAGING}-", f"{out_name}{ASIDE}-")) and name.rsplit("-", 1)[-1].isdigit()
 
 
 def glob_escape(name: str) -> str:
@@ -154,7 +156,7 @@ def publish(tmp: Path, final: Path) -> None:
     elif _exchange(tmp, final):
         shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous output
     else:
-        aside = final.with_name(f"{final.name}.old-{os.getpid()}")
+        aside = final.with_name(f"{final.name}{ASIDE}-{os.getpid()}")
         os.rename(final, aside)
         os.rename(tmp, final)
         shutil.rmtree(aside, ignore_errors=True)

@@ -156,7 +156,8 @@ def run(quick: bool) -> str:
         )
     lines += [
         "",
-        "Generated Parquet as `jitrace collect` compacts it (zstd, the typed facts included, denied spans first): "
+        "Generated Parquet as `jitrace collect` compacts it (zstd, the typed facts included, denied spans first, "
+        "row groups of 32,768 spans): "
         "client/server pairs across 16 client and 7 server hosts with "
         "per-host clock skew, full jit.* attributes, 4% denials, one `jit.issue` span per 100 issuer calls. "
         "`analyze` is the whole `jitrace analyze` (load, every SQL step, offsets, outputs, report.html) in a child "
