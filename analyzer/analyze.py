@@ -137,7 +137,9 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
             # the tables are final: the database file is written (0.07 s at 1M spans, most of it the evidence) while
             # the outputs read them
             beside.submit(session.on_cursor, con, session.checkpoint)
-            summary = _write_outputs(con, out, loaded, quiet, say, ttl.result())
+            with session.reading_inputs("the report's ttl counts"):
+                ttl_rows = ttl.result()
+            summary = _write_outputs(con, out, loaded, quiet, say, ttl_rows)
         session.keep_as_views(con)
     finally:
         con.close()

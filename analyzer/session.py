@@ -11,7 +11,7 @@ import csv
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import TypeVar
@@ -233,12 +233,19 @@ def load_log_patterns(con: duckdb.DuckDBPyConnection, extra_files: list[str] | t
     return len(kept)
 
 
-def _damaged_input(exc: duckdb.Error) -> bool:
-    """Whether a step failed reading an input file rather than in its own SQL. Span files holding the facts are read
-    in place (spans_view.py), and the loader reads only their footers: a damaged page is met by the first step that
-    reads it. DuckDB reports that as an I/O or invalid-input error, or as a plain ``duckdb.Error`` (the Thrift
-    decoder's exception, "Parquet file is likely corrupted"); a fault of the SQL itself has its own error class."""
-    return type(exc) is duckdb.Error or isinstance(exc, duckdb.IOException | duckdb.InvalidInputException)
+@contextlib.contextmanager
+def reading_inputs(found_by: str) -> Iterator[None]:
+    """Turns a query's failure to read an input file (not a fault of its own SQL) into a one-line UserError naming
+    ``found_by``. Span files holding the facts are read in place (spans_view.py), and the loader reads only their
+    footers: a damaged page is met by the first query that reads it (a step, or the report's counts beside them).
+    DuckDB reports that as an I/O or invalid-input error, or as a plain ``duckdb.Error`` (the Thrift decoder's
+    exception, "Parquet file is likely corrupted"); a fault of the SQL itself has its own error class."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        if type(exc) is duckdb.Error or isinstance(exc, duckdb.IOException | duckdb.InvalidInputException):
+            raise UserError(f"a span file is damaged (found by {found_by}): {str(exc).splitlines()[0]}") from None
+        raise
 
 
 def run_queries(
@@ -262,12 +269,8 @@ def run_queries(
     for path in query_files():
         started = time.perf_counter()
         text = path.read_text()
-        try:
+        with reading_inputs(path.stem):
             con.execute(text if temp_ok else TEMP_TABLE.sub(r"CREATE OR REPLACE TABLE \1 AS", text))
-        except duckdb.Error as exc:
-            if not _damaged_input(exc):
-                raise
-            raise UserError(f"a span file is damaged (found by {path.stem}): {str(exc).splitlines()[0]}") from None
         hook = PYTHON_STEPS.get(path.stem)
         if hook is not None:
             hook(con)

@@ -200,3 +200,30 @@ def test_analyzing_collected_files_imports_no_pyarrow(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     denials, imported = run.stdout.split()
     assert int(denials) >= 3 and imported == "False"
+
+
+def test_a_damaged_page_the_report_reads_beside_the_steps_is_a_one_line_error(tmp_path):
+    """The report's ttl counts read every span's jit.token.ttl_s on a thread of their own while the steps run: damage
+    in an allowed-only hour's ttl column is met by one of them or both, and is one line either way."""
+    world = World()
+    token = Token(iat=T0, exp=T0 + 3600, jti="tok-1")
+    world.issue(token, T0)
+    for i in range(3):
+        world.call(T0 + 1 + i, token)  # allowed, this hour
+    world.call(T0 + 7300, token)  # expired, two hours later: another file
+    _collect(world, tmp_path / "in")
+    allowed_only = [p for p in (tmp_path / "in").rglob("compacted-*.parquet")
+                    if not duckdb.connect().execute(f"SELECT bool_or(denied) FROM '{p}'").fetchone()[0]]
+    assert len(allowed_only) == 1
+    path = allowed_only[0]
+    meta = pq.read_metadata(path)
+    chunk = meta.row_group(0).column(meta.schema.names.index("jit_token_ttl_s"))
+    data = bytearray(path.read_bytes())
+    page = chunk.data_page_offset
+    data[page:page + 16] = b"\xff" * 16  # the page header no longer decodes
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError) as err:
+        analyze.analyze([str(tmp_path / "in")], tmp_path / "out", quiet=True)
+    message = str(err.value)
+    assert message.startswith("a span file is damaged (found by ") and "\n" not in message
+    assert not (tmp_path / "out").exists()
