@@ -209,7 +209,7 @@ def _parquet(src: Path, out: Path, rows: int) -> None:
     """Parquet as `jitrace collect` leaves it (compacted: the normalized columns and the span facts, zstd), ``rows``
     distinct spans (ids varied, times shifted)."""
     from jitrace.analyzer.load import load_into
-    from jitrace.analyzer.spans_view import facts_file_sql
+    from jitrace.analyzer.spans_view import FACTS_ROW_GROUP_SIZE, facts_file_sql
 
     con = duckdb.connect()
     load_into(con, [str(src)])
@@ -226,5 +226,5 @@ def _parquet(src: Path, out: Path, rows: int) -> None:
         "'jit.token.ttl_s', random() * 600 - 60, 'net.peer.port', (random() * 60000)::INTEGER, "
         "'net.peer.ip', '10.0.' || (random() * 255)::INTEGER || '.' || (random() * 255)::INTEGER))::VARCHAR AS "
         "attributes, NULL AS source) FROM span_rows AS s, range(?) AS t(i) LIMIT ?)")
-    con.execute(f"COPY ({facts_file_sql(rows_sql)}) TO '{out}/spans.parquet' (FORMAT parquet, COMPRESSION zstd)",
-                [copies, rows])
+    con.execute(f"COPY ({facts_file_sql(rows_sql)}) TO '{out}/spans.parquet' "
+                f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {FACTS_ROW_GROUP_SIZE})", [copies, rows])
