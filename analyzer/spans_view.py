@@ -172,7 +172,8 @@ def define(con: duckdb.DuckDBPyConnection) -> None:
     """(Re)create the view over ``span_rows`` and every file in ``span_files``.
 
     ``span_rows`` is a branch of the view only when it holds rows (or no file is read in place): span_facts.sql over
-    it is planned again wherever a step reads the view, even over an empty table (0.06 s of a run on files alone).
+    it is planned again wherever a step reads the view, even over an empty table (about 0.05 s of a run on files
+    alone).
     Rows inserted later need ``define`` again; load_into calls it once loading is done."""
     base = list(schema.SPANS.names)
     facts = list(fact_columns(con))
