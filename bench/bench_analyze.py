@@ -24,7 +24,7 @@ def generate(out: Path, spans: int, files: int = 4) -> Path:
     """``spans`` spans (client/server pairs, 1 issue span per 100 calls, 4% denials) as `jitrace collect` writes."""
     import duckdb
 
-    from jitrace.analyzer.spans_view import FACTS_ROW_GROUP_SIZE, facts_file_sql
+    from jitrace.analyzer.spans_view import FACTS_FILE_OPTIONS, facts_file_sql
 
     folder = out / "spans" / "hour=2025-10-09T08"
     folder.mkdir(parents=True, exist_ok=True)
@@ -90,7 +90,7 @@ def generate(out: Path, spans: int, files: int = 4) -> Path:
         # as `jitrace collect` compacts its files: the normalized columns plus the typed facts (queries/span_facts.sql),
         # denied spans first
         con.execute(f"COPY ({facts_file_sql('generated')}) TO '{folder / f'part-{f}.parquet'}' "
-                    f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {FACTS_ROW_GROUP_SIZE})")
+                    f"({FACTS_FILE_OPTIONS})")
     return out
 
 

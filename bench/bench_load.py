@@ -209,7 +209,7 @@ def _parquet(src: Path, out: Path, rows: int) -> None:
     """Parquet as `jitrace collect` leaves it (compacted: the normalized columns and the span facts, zstd), ``rows``
     distinct spans (ids varied, times shifted)."""
     from jitrace.analyzer.load import load_into
-    from jitrace.analyzer.spans_view import FACTS_ROW_GROUP_SIZE, facts_file_sql
+    from jitrace.analyzer.spans_view import FACTS_FILE_OPTIONS, facts_file_sql
 
     con = duckdb.connect()
     load_into(con, [str(src)])
@@ -227,4 +227,4 @@ def _parquet(src: Path, out: Path, rows: int) -> None:
         "'net.peer.ip', '10.0.' || (random() * 255)::INTEGER || '.' || (random() * 255)::INTEGER))::VARCHAR AS "
         "attributes, NULL AS source) FROM span_rows AS s, range(?) AS t(i) LIMIT ?)")
     con.execute(f"COPY ({facts_file_sql(rows_sql)}) TO '{out}/spans.parquet' "
-                f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {FACTS_ROW_GROUP_SIZE})", [copies, rows])
+                f"({FACTS_FILE_OPTIONS})", [copies, rows])

@@ -67,8 +67,7 @@ def compact_folder(con: duckdb.DuckDBPyConnection, folder: Path, kind: str) -> t
             "union_by_name = true, hive_partitioning = false))")
     query = spans_view.facts_file_sql(read) if kind == "spans" else f"SELECT * FROM {read}"
     replaces = json.dumps([p.name for p in sources])
-    con.execute(f"COPY ({query}) TO {spans_view.sql_string(str(tmp))} (FORMAT parquet, COMPRESSION zstd, "
-                f"ROW_GROUP_SIZE {spans_view.FACTS_ROW_GROUP_SIZE}, "
+    con.execute(f"COPY ({query}) TO {spans_view.sql_string(str(tmp))} ({spans_view.FACTS_FILE_OPTIONS}, "
                 f"KV_METADATA {{'{REPLACES_KEY.decode()}': {spans_view.sql_string(replaces)}}})")
     fsync_path(tmp)
     os.rename(tmp, final)
