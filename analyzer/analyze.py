@@ -135,13 +135,13 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
             session.run_queries(con, settings=settings, log_patterns=None,  # patterns loaded above
                                 progress=lambda step, s: (say(f"{step} ({s:.2f} s)"), ttl.step_done(step)))
             # the tables are final: the database file is written (0.07 s at 1M spans, most of it the evidence) while
-            # the outputs read them
+            # the outputs read them, the notebooks' views included
+            session.keep_as_views(con)
             checkpoint = beside.submit(session.on_cursor, con, session.checkpoint)
             with session.reading_inputs("the report's ttl counts"):
                 ttl_rows = ttl.result()
             summary = _write_outputs(con, out, loaded, quiet, say, ttl_rows)
             checkpoint.result()
-        session.keep_as_views(con)
     finally:
         con.close()
     return summary

@@ -50,35 +50,9 @@ def _is_temp_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(con.execute(query, [name]).fetchone()[0])
 
 
-def store_compressed(con: duckdb.DuckDBPyConnection, name: str, order_by: str) -> None:
-    """Move the TEMP table ``name`` into the database file, its text columns compressed with zstd.
-
-    DuckDB picks each column's compression by trying every method on the data first; on the attributions' evidence
-    (JSON text, 150 MB at 200k denials) that trial cost more than the query that built the rows. zstd chosen up front
-    stores them in 0.6 s instead of 1.1 s, in a third of the space. (No-op when the step ran as a plain table.)
-    The rows are stored in ``order_by`` order: the output files are written in that order without sorting again.
-    """
-    if not _is_temp_table(con, name):
-        return
-    columns = [(c[0], c[1]) for c in con.execute(f"DESCRIBE temp.{name}").fetchall()]  # (name, type, ...)
-    ddl = ", ".join(f'"{col}" {kind}' + (" USING COMPRESSION zstd" if kind == "VARCHAR" else "")
-                    for col, kind in columns)
-    # named with its database: `main.{name}` would also name the TEMP table (TEMP tables live in a schema `main` too)
-    stored = f'"{con.execute("SELECT current_database()").fetchone()[0]}".main.{name}'
-    con.execute(f"CREATE OR REPLACE TABLE {stored} ({ddl})")
-    keep = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
-    con.execute("SET preserve_insertion_order = true")  # else a parallel insert may store sorted rows out of order
-    try:
-        con.execute(f"INSERT INTO {stored} SELECT * FROM temp.{name} ORDER BY {order_by}")
-    finally:
-        con.execute(f"SET preserve_insertion_order = {str(keep).lower()}")
-    con.execute(f"DROP TABLE temp.{name}")
-
-
-# Step hooks: after the SQL file with this stem runs, the function builds the next table (or stores this one).
+# Step hooks: after the SQL file with this stem runs, the function builds the next table.
 PYTHON_STEPS: dict[str, Callable[[duckdb.DuckDBPyConnection], object]] = {
     "40_clock_edges": offsets.write_offsets,
-    "60_attributions": lambda con: store_compressed(con, "attributions", "time, trace_id"),
 }
 
 # Tunables a user may set; the SQL reads them with getvariable() and documents its default.
@@ -136,8 +110,10 @@ def _temp_tables_fit(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def keep_as_views(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Turn the steps' TEMP tables into views of the same name in the database file, computed from ``spans`` when
-    asked (as rpc_spans and clock_samples are); returns their names, in pipeline order.
+    """Give each of the steps' TEMP tables a view of the same name in the database file, computed from ``spans`` when
+    asked (as rpc_spans and clock_samples are); returns their names, in pipeline order. The TEMP tables stay until
+    the connection closes: on this connection they hide the views, which hold the same rows. Called before the
+    checkpoint, which then writes the views too (a view created after it would leave the close a checkpoint to do).
 
     The steps whose tables are big or wide run as TEMP tables: writing them to the file would cost more than computing
     them (pairs: millions of rows; denials: a row of facts per denied call). A step whose table needs more than its
@@ -152,7 +128,6 @@ def keep_as_views(con: duckdb.DuckDBPyConnection) -> list[str]:
         name = match.group(1)
         if not _is_temp_table(con, name):
             continue  # ran as a plain table (a big input): already in the file
-        con.execute(f"DROP TABLE temp.{name}")
         if not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND NOT temporary",
                            [name]).fetchone()[0]:
             con.execute(TEMP_TABLE.sub(f"CREATE OR REPLACE VIEW main.{name} AS", text, count=1))
