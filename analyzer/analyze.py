@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-from jitrace.analyzer import errors, offsets, outputs, report, session
+from jitrace.analyzer import errors, outputs, report, session
 from jitrace.analyzer.load import load_into
 from jitrace.instrumentation import contract
 
@@ -97,7 +97,6 @@ def analyze(
     ``log_patterns``: the users' pattern files (queries/log_patterns.csv's columns), tried before the built-in ones."""
     fail_on = parse_fail_on(fail_on)
     log_patterns = list(log_patterns)
-    offsets.prefetch_numpy()
     say = _progress(quiet)
     # Everything is built in a staging folder and swapped in at the end (analyzer/outputs.py): a failed or killed run
     # leaves the previous output whole, and files in out_dir that are not the analyzer's are kept.
