@@ -37,6 +37,9 @@ KNOWN_OUTPUTS = frozenset({
 })
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
+# zstd, not DuckDB's default snappy: at 20k denials attributions.parquet is 1.2 MB instead of 3.3 MB, and is written
+# in 0.05 s instead of 0.075 s (the evidence JSON compresses well)
+OUTPUT_PARQUET = "FORMAT parquet, COMPRESSION zstd"
 # A run's folders beside DIR: DIR<STAGING>-<pid> while it builds, DIR<ASIDE>-<pid> for the old output while it swaps
 STAGING, ASIDE = ".tmp", ".old"
 
@@ -59,9 +62,9 @@ def tables_written(con: duckdb.DuckDBPyConnection, out: Path, attribution_column
         csv = pool.submit(session.on_cursor, con, lambda cursor: cursor.execute(csv_sql))
         try:
             con.execute(f"COPY (SELECT {cols} FROM attributions) "
-                        f"TO {sql_string(str(out / 'attributions.parquet'))} (FORMAT parquet)")
+                        f"TO {sql_string(str(out / 'attributions.parquet'))} ({OUTPUT_PARQUET})")
             con.execute(f"COPY (SELECT * FROM clock_offsets ORDER BY domain, window_start) "
-                        f"TO {sql_string(str(out / 'clock_offsets.parquet'))} (FORMAT parquet)")
+                        f"TO {sql_string(str(out / 'clock_offsets.parquet'))} ({OUTPUT_PARQUET})")
             yield
         finally:
             csv.result()
