@@ -331,3 +331,19 @@ def test_a_denial_is_placed_in_the_reference_clock_not_in_its_hosts(server_skew,
     started_true = sent_true + (0.001 if server_traced else 0.0)  # the server span starts one transit later
     assert row.time.timestamp() == pytest.approx(started_true, abs=0.005)
     assert row.host_time.timestamp() == pytest.approx(started_true + skew, abs=0.005)
+
+
+@settings(max_examples=15, deadline=None)
+@given(server_skew=st.floats(-3600.0, 3600.0), client_skew=st.floats(-3600.0, 3600.0))
+def test_evidence_seconds_carry_no_float_noise(server_skew, client_skew):
+    """Seconds in the evidence are rounded to the nanosecond (the spans' resolution): a reader sees 0.06, not the
+    0.05999999999999992 that subtracting offsets leaves."""
+    world, _ = healthy_world({"server-host": server_skew, "client-host": client_skew})
+    tok = Token(iat=T0, exp=T0 + 300)
+    world.issue(tok, T0)
+    world.call(T0 + 4000, tok)  # expired wherever the clocks are: a denial with every ttl and offset member
+    ev = only(analyze(world)).evidence
+    seconds = {k: v for k, v in ev.items() if isinstance(v, float)}
+    assert {"server_offset_s", "ttl_at_check_s", "ttl_at_check_true_s", "check_time_s"} <= set(seconds)
+    for key, value in seconds.items():
+        assert round(value, 9) == value, (key, value)
