@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from fresh_process import analysis_in_fresh_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from spanfactory import T0, Token, World
@@ -177,9 +178,6 @@ def test_the_solver_recovers_consistent_offsets_in_python_and_with_numpy(graph):
 
 def test_an_analysis_imports_no_numpy(tmp_path):
     """Importing numpy is 0.07 s of CPU; the offsets of a few dozen hosts are solved without it."""
-    import subprocess
-    import sys
-
     world = World(offsets={"server-host": 0.25})
     tok = Token(iat=T0, exp=T0 + 3600)
     world.issue(tok, T0)
@@ -188,10 +186,5 @@ def test_an_analysis_imports_no_numpy(tmp_path):
     con = session.connect()
     world.load(con)
     con.execute(f"COPY span_rows TO '{tmp_path / 'spans.parquet'}' (FORMAT parquet)")
-    code = ("import sys; from jitrace.analyzer.analyze import analyze; "
-            f"s = analyze([{str(tmp_path / 'spans.parquet')!r}], {str(tmp_path / 'out')!r}, quiet=True); "
-            "print(s['clock_domains'], 'numpy' in sys.modules)")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-2000:]
-    domains, imported = run.stdout.split()
-    assert int(domains) >= 2 and imported == "False"
+    summary, imported = analysis_in_fresh_process(tmp_path / "spans.parquet", tmp_path / "out", ("numpy",))
+    assert summary["clock_domains"] >= 2 and not imported

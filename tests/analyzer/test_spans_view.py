@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from fresh_process import analysis_in_fresh_process
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from spanfactory import T0, Token, World
@@ -196,17 +197,9 @@ def test_one_damaged_footer_among_many_span_files_is_named(tmp_path):
 
 def test_analyzing_collected_files_imports_no_pyarrow(tmp_path):
     """Reading Parquet into DuckDB needs no Arrow: pyarrow's import is 0.07 s of every run (schema.Columns)."""
-    import subprocess
-    import sys
-
     _collect(_world(0.0, 300.0, None), tmp_path / "in")
-    code = ("import sys; from jitrace.analyzer.analyze import analyze; "
-            f"s = analyze([{str(tmp_path / 'in')!r}], {str(tmp_path / 'out')!r}, quiet=True); "
-            "print(s['denials'], 'pyarrow' in sys.modules)")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-2000:]
-    denials, imported = run.stdout.split()
-    assert int(denials) >= 3 and imported == "False"
+    summary, imported = analysis_in_fresh_process(tmp_path / "in", tmp_path / "out", ("pyarrow",))
+    assert summary["denials"] >= 3 and not imported
 
 
 def test_a_damaged_page_the_report_reads_beside_the_steps_is_a_one_line_error(tmp_path):
