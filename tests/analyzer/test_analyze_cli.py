@@ -191,3 +191,24 @@ def test_an_output_folder_inside_the_input_folder_is_not_read_back(spans_dir, tm
     # named on its own, an output file is still what it is: not spans
     assert cli.main(["analyze", str(folder / "report" / "attributions.parquet"), "--out", str(tmp_path / "x"),
                      "--quiet"]) == 2
+
+
+def test_attribution_files_are_in_time_order(tmp_path):
+    """attributions.parquet and .csv list the denials by time, then trace id (60_attributions.sql stores them so,
+    and the files keep the stored order), however the spans arrived."""
+    import random
+
+    world = World()
+    tok = Token(iat=T0, exp=T0 + 3600)
+    world.issue(tok, T0)
+    seconds = list(range(1, 301))
+    random.Random(7).shuffle(seconds)
+    for s in seconds:
+        world.call(T0 + s, None)  # token_missing, in shuffled order
+    world.write_parquet(tmp_path / "spans.parquet")
+    out = tmp_path / "out"
+    assert cli.main(["analyze", str(tmp_path / "spans.parquet"), "--out", str(out), "--quiet"]) == 0
+    for frame in (pd.read_parquet(out / "attributions.parquet"),
+                  pd.read_csv(out / "attributions.csv", parse_dates=["time"])):
+        keys = list(zip(pd.to_datetime(frame["time"]), frame["trace_id"], strict=True))
+        assert len(keys) == 300 and keys == sorted(keys)
