@@ -212,3 +212,23 @@ def test_attribution_files_are_in_time_order(tmp_path):
                   pd.read_csv(out / "attributions.csv", parse_dates=["time"])):
         keys = list(zip(pd.to_datetime(frame["time"]), frame["trace_id"], strict=True))
         assert len(keys) == 300 and keys == sorted(keys)
+
+
+def test_the_database_file_is_checkpointed_beside_the_outputs(spans_dir, tmp_path, monkeypatch):
+    """The checkpoint runs on a cursor while the outputs are written; DuckDB refuses it ("other write transactions
+    active") if anything commits after a reader started, and the close then does it on the critical path. So every
+    table and view must be final before it starts: this run's checkpoint must succeed."""
+    from jitrace.analyzer import analyze, session
+
+    outcomes = []
+
+    def checkpoint(con):
+        try:
+            con.execute("CHECKPOINT")
+            outcomes.append("done")
+        except duckdb.TransactionException as exc:
+            outcomes.append(str(exc))
+
+    monkeypatch.setattr(session, "checkpoint", checkpoint)
+    analyze.analyze([str(spans_dir)], tmp_path / "out", quiet=True)
+    assert outcomes == ["done"]
