@@ -328,7 +328,8 @@ def write_html(con: duckdb.DuckDBPyConnection, path: Path, summary: dict, *, max
                                 "offset_ms, round(error_s * 1e3, 3) AS error_ms, samples FROM clock_offsets ORDER BY "
                                 "domain, window_start LIMIT 200")
     rows = _query_table(con, f"SELECT time, trace_id, service, method, principal, status_code, cause, rule, "
-                             f"confidence, evidence, fix FROM attributions ORDER BY time LIMIT {int(max_rows)}")
+                             f"confidence, evidence, fix FROM attributions ORDER BY time, trace_id "
+                             f"LIMIT {int(max_rows)}")
     figures = "".join(
         f'<figure id="{pid}">{svg}<figcaption>{html.escape(title)}</figcaption></figure>' for pid, title, svg in plots
     )
