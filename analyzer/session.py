@@ -38,8 +38,10 @@ def on_cursor(con: duckdb.DuckDBPyConnection, work: Callable[[duckdb.DuckDBPyCon
 
 
 def checkpoint(con: duckdb.DuckDBPyConnection) -> None:
-    """Write what the steps stored into the database file now (checkpoint_threshold defers it to the close), if
-    nothing else is writing; readers may go on meanwhile. Else the close does it."""
+    """Write what the steps stored into the database file now (checkpoint_threshold defers it to the close); readers
+    may go on meanwhile. DuckDB refuses it while another transaction writes, and also when something committed after
+    a COPY that is still running began (so every table and view must be final before the outputs start): then the
+    close does it. test_the_database_file_is_checkpointed_beside_the_outputs checks that it is not refused."""
     with contextlib.suppress(duckdb.TransactionException):
         con.execute("CHECKPOINT")
 
