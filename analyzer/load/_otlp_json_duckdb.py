@@ -82,10 +82,10 @@ def insert(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> int | None
     exactly (nothing inserted: the caller reads it with the Python reader)."""
     try:
         # a compressed file's size is known once decompressed (OTLP JSON shrinks 10 to 30 times)
-        if path.stat().st_size < MIN_BYTES // 64 or not os.path.isdir("/dev/fd") or _in_transaction(con):
+        if path.stat().st_size < MIN_BYTES // 64 or not os.path.isdir("/dev/fd") or in_transaction(con):
             return None
-        with _contents(path) as data:
-            if len(data) < MIN_BYTES or not _spans_lines(data):
+        with contents(path) as data:
+            if len(data) < MIN_BYTES or not spans_lines(data):
                 return None  # small, another format, logs or one line: not worth a pass over the file
             return _insert(con, path, table, data)
     except (OSError, ValueError, UserError):
@@ -124,7 +124,7 @@ def _insert(con: duckdb.DuckDBPyConnection, path: Path, table: str, data: bytes 
         cur.close()
 
 
-def _in_transaction(con: duckdb.DuckDBPyConnection) -> bool:
+def in_transaction(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether the caller holds a transaction open: then two statements run in the same one."""
     first, second = (_run(con, "SELECT current_transaction_id()")[0][0] for _ in range(2))
     return first == second
@@ -136,7 +136,7 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -
 
 
 @contextlib.contextmanager
-def _contents(path: Path) -> Iterator[bytes | mmap.mmap]:
+def contents(path: Path) -> Iterator[bytes | mmap.mmap]:
     """The file's bytes: a plain file mapped (nothing read into memory), a compressed one decompressed as the Python
     reader does it (the same bytes, or its error)."""
     if _files.is_compressed(_files.peek(path)):
@@ -146,7 +146,7 @@ def _contents(path: Path) -> Iterator[bytes | mmap.mmap]:
         yield data
 
 
-def _spans_lines(data: bytes | mmap.mmap) -> bool:
+def spans_lines(data: bytes | mmap.mmap) -> bool:
     """Whether the first non-blank line names resourceSpans and another non-blank line follows (one line is a whole
     JSON document to ``_formats``: the check would find so too, after a pass over the file)."""
     first = _NOT_BLANK.search(data)

@@ -1,6 +1,7 @@
-"""The DuckDB fast path for OTLP JSON-lines span files (analyzer/load/_otlp_json_duckdb.py) loads exactly what the
-Python reader loads, or declines the file and leaves it wholly to the Python reader: same rows, same bad-record
-reports, same errors. Each file is loaded twice, with the fast path and without it, and the two are compared."""
+"""The fast paths for OTLP JSON-lines span files, the C reader (analyzer/load/_otlp_json_native.py) and DuckDB's
+(analyzer/load/_otlp_json_duckdb.py, where the C reader was not built), load exactly what the Python reader loads, or
+decline the file and leave it wholly to the Python reader: same rows, same bad-record reports, same errors. Each
+test runs with each fast path; each file is loaded twice, with the fast path and without it, and the two compared."""
 
 from __future__ import annotations
 
@@ -23,15 +24,30 @@ from test_load_bad_input import hostile_doc
 import jitrace.analyzer.load as load
 from jitrace.analyzer import schema
 from jitrace.analyzer.errors import UserError
-from jitrace.analyzer.load import _otlp_json_duckdb, _text
+from jitrace.analyzer.load import _otlp_json_duckdb, _otlp_json_native, _text
 
 ROWS = "SELECT * FROM span_rows"
 JSON_COLUMNS = (10, 11, 12, 13)  # resource, attributes, events, links: compared as parsed JSON, types included
 
 
-@pytest.fixture(autouse=True)
-def _every_file_qualifies(monkeypatch):
+READERS = {"native": _otlp_json_native, "duckdb": _otlp_json_duckdb}
+_reader = ["native"]  # the fast path of the running test (the fixture below)
+
+
+@pytest.fixture(autouse=True, params=sorted(READERS))
+def reader(request, monkeypatch) -> str:
+    """Each test once with the C reader, once with DuckDB's; every file big enough for the latter."""
+    if request.param == "native" and not _otlp_json_native.AVAILABLE:
+        pytest.skip("the C reader was not built (no C compiler?): test_the_c_reader_is_built fails for it")
+    monkeypatch.setattr(_otlp_json_native, "AVAILABLE", request.param == "native")
     monkeypatch.setattr(_otlp_json_duckdb, "MIN_BYTES", 0)
+    _reader[0] = request.param
+    return request.param
+
+
+def test_the_c_reader_is_built():
+    # setup.py builds it where a C compiler is (it is optional there): CI has one, so a failed build fails here
+    assert _otlp_json_native._otlp_native is not None, "analyzer/load/_otlp_native.c was not built: see pip's output"
 
 
 def _typed(value):
@@ -57,7 +73,8 @@ class _Load:
     def __init__(self, paths, *, fast: bool, strict: bool = False):
         self.fast_files = []
         con = duckdb.connect()
-        real_insert = _otlp_json_duckdb.insert
+        module = READERS[_reader[0]]
+        real_insert = module.insert
 
         def spy(con, path, table):
             count = real_insert(con, path, table)
@@ -65,11 +82,11 @@ class _Load:
                 self.fast_files.append(path)
             return count
 
-        _text.FAST_PATH, _otlp_json_duckdb.insert = fast, spy
+        _text.FAST_PATH, module.insert = fast, spy
         try:
             self.report = load.load_into(con, [str(p) for p in paths], strict=strict)
         finally:
-            _text.FAST_PATH, _otlp_json_duckdb.insert = True, real_insert
+            _text.FAST_PATH, module.insert = True, real_insert
         self.rows = sorted((_normal(r) for r in con.execute(ROWS).fetchall()), key=repr)
         self.logs = sorted(con.execute("SELECT * FROM logs").fetchall(), key=repr)
         con.close()
@@ -319,7 +336,10 @@ MUTATIONS = {
 }
 MUST_READ = {"trailing blank lines", "CRLF line ends", "a bearer token in an attribute", "base64 ids",
              "an escaped key", "a blank line", "a line of spaces", "a byte order mark", "a key in another case"}
-MUST_DECLINE = set(MUTATIONS) - MUST_READ - {"a duplicate field", "a string that looks like a literal"}  # either
+# what the C reader reads beyond DuckDB's: every AnyValue, short ids, any text in a string
+MUST_READ_NATIVE = MUST_READ | {"a short hex id", "a kvlist", "bytes", "an array of doubles", "a nested array",
+                                "a string that looks like a literal"}
+EITHER = {"a duplicate field", "a string that looks like a literal"}
 
 
 @pytest.mark.parametrize("name", sorted(MUTATIONS))
@@ -330,11 +350,13 @@ def test_a_file_with_one_oddity_loads_exactly_as_the_python_reader_loads_it(tmp_
     path = tmp_path / "export.jsonl"
     path.write_bytes("\n".join(lines).encode("utf-8", errors="surrogateescape") + b"\n")
     fast = _same_outcome([path])
+    must_read = MUST_READ_NATIVE if _reader[0] == "native" else MUST_READ
+    must_decline = set(MUTATIONS) - must_read - EITHER
     if fast is None:
-        assert name in MUST_DECLINE
-    elif name in MUST_DECLINE:
+        assert name in must_decline
+    elif name in must_decline:
         assert fast.fast_files == [], f"{name}: the fast path read a file it must leave to Python"
-    elif name in MUST_READ:
+    elif name in must_read:
         assert fast.fast_files == [path], f"{name}: the fast path declined a file it reads"
 
 
@@ -366,9 +388,11 @@ def test_bad_records_keep_their_positions_and_strict_its_error(tmp_path):
         _Load([path], fast=True, strict=True)
 
 
-def test_compressed_files_and_lines_across_duckdb_buffers(tmp_path, monkeypatch):
-    # small buffers: many per file, read by several threads; the ordinal of each record is still its line
+def test_compressed_files_and_lines_across_buffers_and_threads(tmp_path, monkeypatch):
+    # small buffers (DuckDB's) or ranges (the C reader's): many per file, read by several threads; the ordinal of
+    # each record is still its line
     monkeypatch.setattr(_otlp_json_duckdb, "MAX_LINE_BYTES", 1 << 16)
+    monkeypatch.setattr(_otlp_json_native, "RANGE_BYTES", 1 << 12)
     lines = [_line(*[GOOD_SPAN | {"spanId": f"{n * 10 + k + 1:016x}", "name": f"line {n + 1}"} for k in range(n % 7)])
              for n in range(3000)]
     text = ("\n".join(lines) + "\n").encode()
@@ -382,21 +406,22 @@ def test_compressed_files_and_lines_across_duckdb_buffers(tmp_path, monkeypatch)
         assert fast.report.spans == sum(n % 7 for n in range(3000))
 
 
-def test_inside_a_callers_transaction_the_python_reader_loads(tmp_path):
+def test_inside_a_callers_transaction_the_python_reader_loads(tmp_path, reader):
     path = _write(tmp_path, [_line(GOOD_SPAN), _line(GOOD_SPAN | {"spanId": "0000000000000002"})])
     con = duckdb.connect()
     load.load_into(con, [])  # the tables
     con.execute("BEGIN TRANSACTION")
-    assert _otlp_json_duckdb.insert(con, path, "span_rows") is None
+    assert READERS[reader].insert(con, path, "span_rows") is None
     report = load.load_into(con, [str(path)])
     con.execute("COMMIT")
     assert report.spans == 2 and con.execute("SELECT count(*) FROM spans").fetchone() == (2,)
 
 
-def test_small_files_stay_with_python(tmp_path, monkeypatch):
+def test_small_files_stay_with_python_unless_the_c_reader_reads_them(tmp_path, monkeypatch, reader):
+    # DuckDB's path plans its SQL for ~50 ms: below MIN_BYTES Python is as fast. The C reader has no such cost.
     monkeypatch.setattr(_otlp_json_duckdb, "MIN_BYTES", 1 << 20)
     path = _write(tmp_path, [_line(GOOD_SPAN), _line(GOOD_SPAN)])
-    assert _Load([path], fast=True).fast_files == []
+    assert _Load([path], fast=True).fast_files == ([path] if reader == "native" else [])
 
 
 def test_the_double_text_is_pythons_repr():
@@ -405,3 +430,55 @@ def test_the_double_text_is_pythons_repr():
     values = [0.1, -0.0, 5.0, 1e16, 1e22, 1.5e-7, 5e-324, 1.7976931348623157e308, 123456789.125, 2 / 3]
     texts = con.execute("SELECT list_transform(?, lambda x: x::VARCHAR)", [values]).fetchone()[0]
     assert texts == [repr(v) for v in values] and all(math.isfinite(v) for v in values)
+
+
+# ------------------------------------------------------------------------------------------------ the C reader alone
+
+def _rich_value(depth: int = 2):
+    """Every AnyValue the C reader reads (DuckDB's path declines kvlists, bytes, doubles in arrays, nesting)."""
+    data = st.builds(lambda b: {"bytesValue": base64.b64encode(b).decode()}, st.binary(max_size=6))
+    leaf = st.one_of(_scalar(), data, st.just({}))
+    if depth == 0:
+        return leaf
+    inner = _rich_value(depth - 1)
+    return st.one_of(
+        leaf,
+        st.builds(lambda xs: {"arrayValue": {"values": xs}}, st.lists(inner, max_size=3)),
+        st.builds(lambda kvs: {"kvlistValue": {"values": [{"key": k, "value": v} for k, v in kvs.items()]}},
+                  st.dictionaries(KEYS, inner, max_size=3)),
+    )
+
+
+def _reordered(obj, rng: list[int]):
+    """``obj`` with each object's fields in another order (producers need not write "key" before "value", nor the
+    resource before its scopes): the C reader reads what comes first later, where it must."""
+    if isinstance(obj, list):
+        return [_reordered(x, rng) for x in obj]
+    if isinstance(obj, dict):
+        items = [(k, _reordered(v, rng)) for k, v in obj.items()]
+        if rng and rng.pop() and len(items) > 1:
+            items.reverse()
+        return dict(items)
+    return obj
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(_request(), min_size=2, max_size=3), st.integers(0, 2),
+       st.lists(st.tuples(KEYS, _rich_value()), max_size=4, unique_by=lambda kv: kv[0]),
+       st.lists(st.booleans(), max_size=200), st.sampled_from(["ee19b7ec3c1b174", "abc", "EE19B7EC3C1B1740"]))
+def test_the_c_reader_reads_every_value_and_field_order_as_python_does(requests, style, rich, order, short_id):
+    if _reader[0] != "native":
+        return  # DuckDB's path declines these by design (its SQL's header): the generated test covers it
+    for request in requests:
+        for rs in request["resourceSpans"]:
+            for ss in rs["scopeSpans"]:
+                for span in ss["spans"]:
+                    span["attributes"] = span.get("attributes", []) + [
+                        {"key": f"rich.{k}", "value": v} for k, v in rich]
+                    span["parentSpanId"] = short_id
+    requests = [_reordered(r, list(order)) for r in requests]
+    with tempfile.TemporaryDirectory() as folder:
+        path = _write(folder, [_dumps(r, style) for r in requests])
+        fast, python = _both([path])
+    assert fast.fast_files == [path], "the C reader declined a file it reads"
+    assert python.report.bad_records == 0

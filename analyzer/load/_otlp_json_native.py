@@ -1,0 +1,129 @@
+"""The native path for OTLP JSON-lines span files: ``_otlp_native.c`` reads them into Arrow columns, on every core.
+
+The Collector's file exporter writes one ``{"resourceSpans": [...]}`` export request per line. Python's reader
+(``_otlp_json``) costs ~10 µs a span, DuckDB's JSON reader with the SQL around it (``_otlp_json_duckdb``) ~15 CPU-µs;
+the C reader ~1 µs. Like the DuckDB path it gives exactly the rows the Python reader gives, or none: the file is
+cut into ranges of whole lines, read on a thread each (the C code releases the GIL), and inserted in one
+transaction; if any range holds something the C reader might read otherwise, it raises ``Refused``, the transaction
+is rolled back and ``insert`` returns None: the Python reader loads the file and reports its bad records as always.
+
+The module is optional (setup.py): where it was not built, ``AVAILABLE`` is False and the DuckDB path serves.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from jitrace.analyzer import schema
+from jitrace.analyzer.errors import UserError
+from jitrace.analyzer.load import _files
+from jitrace.analyzer.load._otlp_json_duckdb import contents, in_transaction, spans_lines
+
+try:
+    from jitrace.analyzer.load import _otlp_native
+except ImportError:  # built without a C compiler (setup.py: optional)
+    _otlp_native = None
+
+if TYPE_CHECKING:
+    import mmap
+
+    import pyarrow as pa
+
+AVAILABLE = _otlp_native is not None
+RANGE_BYTES = 8 << 20  # a range of lines read by one call: several per file, so that every core reads
+WORKERS = max(1, min(4, os.cpu_count() or 1))
+_BATCH = "jitrace_otlp_native_batch"
+
+
+def insert(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> int | None:
+    """Insert the spans of ``path`` into ``table``; their count, or None when the file is not one this path reads
+    exactly (nothing inserted: the caller reads it with the Python reader)."""
+    if _otlp_native is None:
+        return None
+    try:
+        if in_transaction(con):  # a rollback here would end the caller's transaction
+            return None
+        with contents(path) as data:
+            if not spans_lines(data):
+                return None  # another format, logs, or one line (a whole JSON document to _formats)
+            return _insert(con, path, table, data)
+    except (OSError, ValueError, UserError):  # ValueError: Refused, an unencodable path, an empty file mapped
+        return None
+
+
+def _insert(con: duckdb.DuckDBPyConnection, path: Path, table: str, data: bytes | mmap.mmap) -> int | None:
+    prefix = f"{path}:".encode()  # the Python reader's source: path:LINE
+    cur = con.cursor()  # a connection of its own: the rollback below touches nothing of the caller's
+    try:
+        cur.execute("BEGIN TRANSACTION")
+        records = spans = 0
+        try:
+            for got_records, got_spans, columns in _parsed(data, prefix):
+                records += got_records
+                spans += got_spans
+                if got_spans:
+                    cur.register(_BATCH, _table(got_spans, columns))
+                    try:
+                        cur.execute(f"INSERT INTO {table} SELECT * FROM {_BATCH}")
+                    finally:
+                        cur.unregister(_BATCH)
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        if records < 2:  # one line is a whole JSON document to _formats (records numbered path#N)
+            cur.execute("ROLLBACK")
+            return None
+        cur.execute("COMMIT")
+        return spans
+    except duckdb.Error:
+        return None
+    finally:
+        cur.close()
+
+
+def _parsed(data: bytes | mmap.mmap, prefix: bytes):
+    """``_otlp_native.parse`` of each range of lines, in file order, ``WORKERS`` ranges read at once."""
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="jitrace-otlp-native") as pool:
+        pending: deque[Future] = deque()
+        try:
+            for start, end, first_line in _ranges(data):
+                pending.append(pool.submit(_otlp_native.parse, data, start, end, first_line, prefix))
+                if len(pending) > WORKERS:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _ranges(data: bytes | mmap.mmap):
+    """(start, end, number of the first line) of ranges of whole lines, about RANGE_BYTES each; a byte order mark
+    before line 1 is skipped, as ``_formats.read`` skips it."""
+    start = len(_files.BOM) if data[:len(_files.BOM)] == _files.BOM else 0
+    line = 1
+    while start < len(data):
+        cut = data.find(b"\n", start + RANGE_BYTES)
+        end = len(data) if cut < 0 else cut + 1
+        yield start, end, line
+        line += _otlp_native.newlines(data, start, end)
+        start = end
+
+
+def _table(rows: int, columns: list[tuple]) -> pa.Table:
+    """The C reader's buffers as an Arrow table of schema.SPANS (no copy)."""
+    import pyarrow as pa
+
+    arrow_schema = schema.arrow(schema.SPANS)
+    arrays = []
+    for field, (validity, nulls, offsets, values) in zip(arrow_schema, columns, strict=True):
+        buffers = [None if validity is None else pa.py_buffer(validity)]
+        buffers += [pa.py_buffer(values)] if offsets is None else [pa.py_buffer(offsets), pa.py_buffer(values)]
+        arrays.append(pa.Array.from_buffers(field.type, rows, buffers, null_count=nulls))
+    return pa.Table.from_arrays(arrays, schema=arrow_schema)

@@ -1,0 +1,1361 @@
+/* _otlp_native: OTLP JSON-lines span files -> the columns of the spans table (analyzer/schema.py), in C.
+ *
+ * analyzer/load/_otlp_json_native.py drives it; analyzer/load/_otlp_json.py is the rule it must equal. It gives
+ * exactly the rows the Python reader gives for a range of lines, or raises Refused and gives none: whatever it is
+ * not sure to read as Python does (a null, NaN, a duplicate key, an escaped field name, a value object with two
+ * fields, an unknown field of a value, an int spelled "007" or past 64 bits, a short or odd id, invalid UTF-8,
+ * lone surrogates, logs, the old instrumentationLibrary names, nesting deeper than a few levels, ...) refuses the
+ * range, and the Python reader reads the file and reports its bad records as always.
+ *
+ * Why C: Python's json module and a walk over the dicts cost ~10 us a span, DuckDB's JSON reader with SQL around it
+ * ~15 CPU-us (RELIABILITY.md); a single pass here costs ~1 us. The GIL is released while a range is read, so the
+ * module's caller reads ranges of one file on several threads.
+ *
+ * Output per range: the number of spans and, per column of schema.SPANS, Arrow buffers as bytes: a string column
+ * (validity bitmap or None, null count, int32 offsets, UTF-8 data), an int64 column (None, 0, values).
+ *
+ * JSON text written here is what Python's json encoder writes with ensure_ascii=False and compact separators
+ * (_rows.to_json): '"' '\' and the control characters escaped (\n \r \t \b \f, else \u00XX in lower-case hex),
+ * everything else as is; doubles are Python's own repr (the GIL is taken back for the few doubles).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef unsigned char u8;
+
+enum { C_TRACE, C_SPAN, C_PARENT, C_NAME, C_KIND, C_START, C_END, C_STATUS, C_MESSAGE, C_SERVICE, C_RESOURCE,
+       C_ATTRS, C_EVENTS, C_LINKS, C_SCOPE, C_SOURCE, NCOLS };
+#define IS_INT_COLUMN(c) ((c) == C_START || (c) == C_END)
+
+#define MAX_DEPTH 64      /* nesting of values (arrays, kvlists) and of skipped fields; deeper is refused */
+#define MAX_KEYS 512      /* attributes of one list: more are refused (the duplicate check is quadratic) */
+
+typedef struct {
+    char *p;
+    size_t n, cap;
+} Buf;
+
+typedef struct {
+    Buf data, offsets, valid;
+    Py_ssize_t nulls;
+} Column;
+
+typedef struct {
+    const u8 *p, *end;        /* the cursor, within the current line */
+    jmp_buf fail;
+    const char *why;          /* the refusal's reason */
+    long long line;           /* the current line's number */
+    PyThreadState *ts;        /* the thread state while the GIL is released */
+    Column col[NCOLS];
+    Py_ssize_t rows;
+    Buf resource, service, scope, attrs, events, links, text, keys;
+    int has_service, has_scope;
+    const char *prefix;       /* "path:" of the source column */
+    size_t prefix_len;
+} Parser;
+
+static PyObject *Refused;
+
+/* ------------------------------------------------------------------------------------------------ basics */
+
+static void refuse(Parser *P, const char *why) {
+    P->why = why;
+    longjmp(P->fail, 1);
+}
+
+static void buf_reserve(Parser *P, Buf *b, size_t more) {
+    if (b->n + more <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->n + more)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p)
+        refuse(P, "out of memory");
+    b->p = p;
+    b->cap = cap;
+}
+
+static inline void put(Parser *P, Buf *b, const void *s, size_t n) {
+    if (!n)
+        return;
+    buf_reserve(P, b, n);
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+}
+
+static inline void putc_(Parser *P, Buf *b, char c) {
+    buf_reserve(P, b, 1);
+    b->p[b->n++] = c;
+}
+
+#define PUTS(P, b, s) put((P), (b), (s), sizeof(s) - 1)
+
+/* v in decimal into t (24 bytes); returns the length. By hand: snprintf's format parsing showed in profiles. */
+static size_t decimal(char *t, long long v) {
+    char r[24];
+    size_t n = 0, k = 0;
+    unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
+    do
+        r[n++] = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0)
+        t[k++] = '-';
+    while (n)
+        t[k++] = r[--n];
+    return k;
+}
+
+static void put_int(Parser *P, Buf *b, long long v) {
+    char tmp[24];
+    put(P, b, tmp, decimal(tmp, v));
+}
+
+static void column_row(Parser *P, int c, const void *s, size_t n, int valid) {
+    Column *col = &P->col[c];
+    Py_ssize_t row = P->rows;
+    if ((row & 7) == 0) {
+        buf_reserve(P, &col->valid, 1);
+        col->valid.p[col->valid.n++] = 0;
+    }
+    if (valid) {
+        col->valid.p[row >> 3] |= (char)(1 << (row & 7));
+        put(P, &col->data, s, n);
+    } else {
+        col->nulls++;
+    }
+    if (col->data.n > INT32_MAX)
+        refuse(P, "a column past 2 GB");
+    int32_t end = (int32_t)col->data.n;
+    put(P, &col->offsets, &end, sizeof end);
+}
+
+static void column_int(Parser *P, int c, long long v) {
+    int64_t x = v;
+    put(P, &P->col[c].data, &x, sizeof x);
+}
+
+/* ------------------------------------------------------------------------------------------------ JSON lexing */
+
+static inline void ws(Parser *P) {
+    while (P->p < P->end && (*P->p == ' ' || *P->p == '\t' || *P->p == '\r' || *P->p == '\n'))
+        P->p++;
+}
+
+static inline int peek(Parser *P) {
+    ws(P);
+    return P->p < P->end ? *P->p : -1;
+}
+
+static inline void expect(Parser *P, u8 c) {
+    if (peek(P) != c)
+        refuse(P, "unexpected JSON");
+    P->p++;
+}
+
+/* After a member or an element: 1 if another follows (the comma eaten), 0 at the closing bracket (eaten). */
+static inline int more(Parser *P, u8 close) {
+    int c = peek(P);
+    if (c == ',') {
+        P->p++;
+        return 1;
+    }
+    if (c == close) {
+        P->p++;
+        return 0;
+    }
+    refuse(P, "unexpected JSON");
+    return 0;
+}
+
+/* 1 if the container just opened is empty (its closing bracket eaten). */
+static inline int empty(Parser *P, u8 close) {
+    if (peek(P) == close) {
+        P->p++;
+        return 1;
+    }
+    return 0;
+}
+
+typedef struct {
+    const u8 *s;   /* the string's content, between the quotes, as written */
+    size_t n;
+    int escaped;   /* holds a backslash */
+} Str;
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define LITTLE_ENDIAN_SWAR 1  /* the first flagged byte is the lowest bit set */
+#else
+#define LITTLE_ENDIAN_SWAR 0
+#endif
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+/* Non-zero when a byte of x is zero / less than n (n <= 128): the classic bit tricks, no branch per byte. */
+static inline uint64_t has_zero(uint64_t x) { return (x - ONES) & ~x & HIGHS; }
+static inline uint64_t has_less(uint64_t x, unsigned n) { return (x - ONES * n) & ~x & HIGHS; }
+
+static signed char HEXVAL[256];  /* a hex digit's value, -1 for any other byte (filled at import) */
+
+static inline int hexval(u8 c) { return HEXVAL[c]; }
+
+static int hex4(Parser *P, const u8 *s) {
+    if (P->end - s < 4)
+        refuse(P, "a short \\u escape");
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hexval(s[i]);
+        if (h < 0)
+            refuse(P, "a bad \\u escape");
+        v = v * 16 + h;
+    }
+    return v;
+}
+
+/* The length of a valid UTF-8 sequence at s (not ASCII), else a refusal: what Python's strict decoder takes. */
+static size_t utf8_len(Parser *P, const u8 *s) {
+    const u8 *e = P->end;
+    u8 c = s[0];
+    if (c >= 0xC2 && c <= 0xDF) {
+        if (e - s >= 2 && (s[1] & 0xC0) == 0x80)
+            return 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        if (e - s >= 3 && (s[1] & 0xC0) == 0x80 && (s[2] & 0xC0) == 0x80 && !(c == 0xE0 && s[1] < 0xA0) &&
+            !(c == 0xED && s[1] >= 0xA0))
+            return 3;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        if (e - s >= 4 && (s[1] & 0xC0) == 0x80 && (s[2] & 0xC0) == 0x80 && (s[3] & 0xC0) == 0x80 &&
+            !(c == 0xF0 && s[1] < 0x90) && !(c == 0xF4 && s[1] >= 0x90))
+            return 4;
+    }
+    refuse(P, "invalid UTF-8");
+    return 0;
+}
+
+/* A JSON string at the cursor, checked whole (escapes, UTF-8, no raw control character; a lone surrogate escape
+ * refused unless `any_escape`, for skipped values, where Python takes it). */
+static Str string_(Parser *P, int any_escape) {
+    if (peek(P) != '"')
+        refuse(P, "expected a string");
+    const u8 *s = ++P->p, *e = P->end, *q = s;
+    int escaped = 0;
+    while (q < e) {
+        /* eight plain bytes at a time: none a quote, a backslash, a control character or past ASCII */
+        while (LITTLE_ENDIAN_SWAR && e - q >= 8) {
+            uint64_t x;
+            memcpy(&x, q, 8);
+            uint64_t special = has_zero(x ^ (ONES * '"')) | has_zero(x ^ (ONES * '\\')) | has_less(x, 0x20) | (x & HIGHS);
+            if (special) {  /* the lowest flag is exact (a false one only follows a true one): the first such byte */
+                q += __builtin_ctzll(special) >> 3;
+                break;
+            }
+            q += 8;
+        }
+        if (q >= e)
+            break;
+        u8 c = *q;
+        if (c == '"') {
+            P->p = q + 1;
+            return (Str){s, (size_t)(q - s), escaped};
+        }
+        if (c == '\\') {
+            escaped = 1;
+            if (e - q < 2)
+                break;
+            u8 x = q[1];
+            if (x == 'u') {
+                int v = hex4(P, q + 2);
+                q += 6;
+                if (v >= 0xD800 && v <= 0xDBFF && e - q >= 6 && q[0] == '\\' && q[1] == 'u') {
+                    int w = hex4(P, q + 2);
+                    if (w >= 0xDC00 && w <= 0xDFFF) {
+                        q += 6;
+                        continue;
+                    }
+                }
+                if (v >= 0xD800 && v <= 0xDFFF && !any_escape)
+                    refuse(P, "a lone surrogate");
+                continue;
+            }
+            if (!strchr("\"\\/bfnrt", x) || x == 0)
+                refuse(P, "a bad escape");
+            q += 2;
+        } else if (c < 0x20) {
+            refuse(P, "a control character in a string");
+        } else if (c < 0x80) {
+            q++;
+        } else {
+            q += utf8_len(P, q);
+        }
+    }
+    refuse(P, "an unterminated string");
+    return (Str){0};
+}
+
+static void put_utf8(Parser *P, Buf *b, int cp) {
+    char t[4];
+    size_t n;
+    if (cp < 0x80) {
+        t[0] = (char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        t[0] = (char)(0xC0 | cp >> 6);
+        t[1] = (char)(0x80 | (cp & 0x3F));
+        n = 2;
+    } else if (cp < 0x10000) {
+        t[0] = (char)(0xE0 | cp >> 12);
+        t[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        t[2] = (char)(0x80 | (cp & 0x3F));
+        n = 3;
+    } else {
+        t[0] = (char)(0xF0 | cp >> 18);
+        t[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        t[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        t[3] = (char)(0x80 | (cp & 0x3F));
+        n = 4;
+    }
+    put(P, b, t, n);
+}
+
+/* The text a checked string stands for (escapes resolved; `string_` refused lone surrogates). */
+static void put_text(Parser *P, Buf *b, Str s) {
+    if (!s.escaped) {
+        put(P, b, s.s, s.n);
+        return;
+    }
+    const u8 *q = s.s, *e = s.s + s.n;
+    while (q < e) {
+        const u8 *r = q;
+        while (r < e && *r != '\\')
+            r++;
+        put(P, b, q, (size_t)(r - q));
+        if (r == e)
+            break;
+        u8 x = r[1];
+        if (x == 'u') {
+            int v = hex4(P, r + 2);
+            r += 6;
+            if (v >= 0xD800 && v <= 0xDBFF) {
+                int w = hex4(P, r + 2);
+                v = 0x10000 + ((v - 0xD800) << 10) + (w - 0xDC00);
+                r += 6;
+            }
+            put_utf8(P, b, v);
+        } else {
+            static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+            putc_(P, b, to[strchr(from, x) - from]);
+            r += 2;
+        }
+        q = r;
+    }
+}
+
+/* A checked string as Python's encoder writes it (ensure_ascii=False). */
+static void put_json_string(Parser *P, Buf *b, Str s) {
+    if (!s.escaped) {  /* no escape and (checked) no control character: already the encoder's text */
+        buf_reserve(P, b, s.n + 2);
+        b->p[b->n++] = '"';
+        memcpy(b->p + b->n, s.s, s.n);
+        b->n += s.n;
+        b->p[b->n++] = '"';
+        return;
+    }
+    size_t mark = P->text.n;
+    put_text(P, &P->text, s);
+    const u8 *q = (const u8 *)P->text.p + mark, *e = (const u8 *)P->text.p + P->text.n;
+    putc_(P, b, '"');
+    for (; q < e; q++) {
+        u8 c = *q;
+        if (c == '"' || c == '\\') {
+            char t[2] = {'\\', (char)c};
+            put(P, b, t, 2);
+        } else if (c < 0x20) {
+            char t[8];
+            int n;
+            switch (c) {
+            case '\n': n = snprintf(t, sizeof t, "\\n"); break;
+            case '\r': n = snprintf(t, sizeof t, "\\r"); break;
+            case '\t': n = snprintf(t, sizeof t, "\\t"); break;
+            case '\b': n = snprintf(t, sizeof t, "\\b"); break;
+            case '\f': n = snprintf(t, sizeof t, "\\f"); break;
+            default: n = snprintf(t, sizeof t, "\\u%04x", c);
+            }
+            put(P, b, t, (size_t)n);
+        } else {
+            putc_(P, b, (char)c);
+        }
+    }
+    putc_(P, b, '"');
+    P->text.n = mark;
+}
+
+typedef struct {
+    const u8 *s;
+    size_t n;
+    int integer;  /* no fraction, no exponent */
+} Num;
+
+static Num number(Parser *P) {
+    ws(P);
+    const u8 *s = P->p, *q = s, *e = P->end;
+    int integer = 1;
+    if (q < e && *q == '-')
+        q++;
+    if (q < e && *q == '0') {
+        q++;
+    } else if (q < e && *q >= '1' && *q <= '9') {
+        while (q < e && *q >= '0' && *q <= '9')
+            q++;
+    } else {
+        refuse(P, "expected a number");
+    }
+    if (q < e && *q == '.') {
+        integer = 0;
+        q++;
+        if (!(q < e && *q >= '0' && *q <= '9'))
+            refuse(P, "a bad number");
+        while (q < e && *q >= '0' && *q <= '9')
+            q++;
+    }
+    if (q < e && (*q == 'e' || *q == 'E')) {
+        integer = 0;
+        q++;
+        if (q < e && (*q == '+' || *q == '-'))
+            q++;
+        if (!(q < e && *q >= '0' && *q <= '9'))
+            refuse(P, "a bad number");
+        while (q < e && *q >= '0' && *q <= '9')
+            q++;
+    }
+    P->p = q;
+    return (Num){s, (size_t)(q - s), integer};
+}
+
+/* Decimal digits -> int64: only the canonical spelling within 64 bits (Python's int() takes more: refused). */
+static long long int64_of(Parser *P, const u8 *s, size_t n) {
+    const u8 *q = s, *e = s + n;
+    int neg = 0;
+    if (q < e && *q == '-') {
+        neg = 1;
+        q++;
+    }
+    if (q == e || (*q == '0' && (e - q > 1 || neg)))
+        refuse(P, "an integer not spelled canonically");
+    unsigned long long v = 0;
+    for (; q < e; q++) {
+        if (*q < '0' || *q > '9')
+            refuse(P, "an integer not spelled canonically");
+        if (v > (ULLONG_MAX - 9) / 10)
+            refuse(P, "an integer past 64 bits");
+        v = v * 10 + (unsigned)(*q - '0');
+    }
+    if (neg ? v > (unsigned long long)INT64_MAX + 1 : v > (unsigned long long)INT64_MAX)
+        refuse(P, "an integer past 64 bits");
+    return neg ? (long long)(0 - v) : (long long)v;
+}
+
+/* An OTLP 64-bit integer: a JSON integer or (the JSON mapping) a decimal string. */
+static long long otlp_int(Parser *P) {
+    if (peek(P) == '"') {
+        Str s = string_(P, 0);
+        if (s.escaped)
+            refuse(P, "an escaped integer");
+        return int64_of(P, s.s, s.n);
+    }
+    Num n = number(P);
+    if (!n.integer)
+        refuse(P, "an integer with a fraction or exponent");
+    return int64_of(P, n.s, n.n);
+}
+
+static int literal(Parser *P, const char *word) {
+    size_t n = strlen(word);
+    if ((size_t)(P->end - P->p) >= n && memcmp(P->p, word, n) == 0) {
+        P->p += n;
+        return 1;
+    }
+    return 0;
+}
+
+/* Any JSON value, checked and passed over (a field Python ignores). null is fine here; NaN and Infinity are not. */
+static void skip(Parser *P, int depth) {
+    if (depth > MAX_DEPTH)
+        refuse(P, "nesting too deep");
+    int c = peek(P);
+    if (c == '"') {
+        string_(P, 1);
+    } else if (c == '{') {
+        P->p++;
+        if (empty(P, '}'))
+            return;
+        do {
+            string_(P, 1);
+            expect(P, ':');
+            skip(P, depth + 1);
+        } while (more(P, '}'));
+    } else if (c == '[') {
+        P->p++;
+        if (empty(P, ']'))
+            return;
+        do
+            skip(P, depth + 1);
+        while (more(P, ']'));
+    } else if (c == 't' || c == 'f' || c == 'n') {
+        if (!literal(P, "true") && !literal(P, "false") && !literal(P, "null"))
+            refuse(P, "unexpected JSON");
+    } else {
+        number(P);
+    }
+}
+
+/* A member's name, for structure: one without escapes (an escaped name would equal a field here only once
+ * decoded: refused by the caller when it matters, see `field`). */
+typedef struct {
+    const u8 *s;
+    size_t n;
+    int escaped;
+} Name;
+
+static Name member(Parser *P) {
+    Str s = string_(P, 1);
+    expect(P, ':');
+    if (!s.escaped)
+        return (Name){s.s, s.n, 0};
+    /* "string\u0056alue" is stringValue to Python: the name decoded (a lone surrogate is no field's name) */
+    P->keys.n = 0;
+    for (size_t i = 0; i + 1 < s.n; i++)
+        if (s.s[i] == '\\' && s.s[i + 1] == 'u' && i + 5 < s.n && (s.s[i + 2] == 'd' || s.s[i + 2] == 'D'))
+            return (Name){s.s, s.n, 1};
+    put_text(P, &P->keys, s);
+    return (Name){(const u8 *)P->keys.p, P->keys.n, 0};
+}
+
+static inline int is(Name k, const char *word) {
+    size_t n = strlen(word);
+    return !k.escaped && k.n == n && memcmp(k.s, word, n) == 0;
+}
+
+/* Called for a member no field matched: an escaped name may decode to a field's name, so it is refused. */
+static inline void unknown(Parser *P, Name k) {
+    if (k.escaped)
+        refuse(P, "an escaped field name");
+    skip(P, 0);
+}
+
+/* A field seen twice: Python keeps the last, this reader would have used the first. */
+static inline void once(Parser *P, unsigned *seen, unsigned bit) {
+    if (*seen & bit)
+        refuse(P, "a duplicate field");
+    *seen |= bit;
+}
+
+/* ------------------------------------------------------------------------------------------------ OTLP values */
+
+static void double_value(Parser *P, Buf *out) {
+    Num n = number(P);
+    char tmp[40], repr[40];
+    if (n.n >= sizeof tmp)
+        refuse(P, "a long number");
+    memcpy(tmp, n.s, n.n);
+    tmp[n.n] = 0;
+    /* float() and repr() are Python's own: the text is the Python reader's to the last digit */
+    PyEval_RestoreThread(P->ts);
+    char *end = NULL, *text = NULL;
+    double d = PyOS_string_to_double(tmp, &end, NULL);
+    if (n.integer && d == 0)
+        d = 0.0;  /* an integer literal is an int to json, then float(int): -0 is 0.0 */
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    else if (end == tmp + n.n && isfinite(d))
+        text = PyOS_double_to_string(d, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    size_t len = 0;
+    if (text) {
+        len = strlen(text);
+        if (len < sizeof repr)
+            memcpy(repr, text, len);
+        PyMem_Free(text);
+    }
+    P->ts = PyEval_SaveThread();
+    if (!text || len >= sizeof repr)
+        refuse(P, "a double Python reads otherwise");
+    put(P, out, repr, len);
+}
+
+static void key_values(Parser *P, Buf *out, int depth, int find_service);
+
+/* An AnyValue object -> its JSON text (_otlp_json.any_value): exactly one known field, or none (null). Sets
+ * `*str` when the value is a stringValue (the resource's service.name). */
+static void any_value(Parser *P, Buf *out, int depth, Str *str) {
+    if (depth > MAX_DEPTH)
+        refuse(P, "nesting too deep");
+    expect(P, '{');
+    if (empty(P, '}')) {
+        PUTS(P, out, "null");
+        return;
+    }
+    Name k = member(P);
+    if (is(k, "stringValue")) {
+        Str s = string_(P, 0);
+        put_json_string(P, out, s);
+        if (str)
+            *str = s;
+    } else if (is(k, "intValue")) {
+        put_int(P, out, otlp_int(P));
+    } else if (is(k, "doubleValue")) {
+        double_value(P, out);
+    } else if (is(k, "boolValue")) {
+        ws(P);
+        if (literal(P, "true"))
+            PUTS(P, out, "true");
+        else if (literal(P, "false"))
+            PUTS(P, out, "false");
+        else
+            refuse(P, "boolValue: not a boolean");
+    } else if (is(k, "bytesValue")) {
+        put_json_string(P, out, string_(P, 0));  /* the base64 text, as the JSON mapping has it */
+    } else if (is(k, "arrayValue") || is(k, "kvlistValue")) {
+        int array = is(k, "arrayValue");
+        expect(P, '{');
+        if (empty(P, '}')) {
+            put(P, out, array ? "[]" : "{}", 2);
+        } else {
+            Name v = member(P);
+            if (!is(v, "values"))
+                refuse(P, "a field of an array or kvlist value");
+            if (array) {
+                expect(P, '[');
+                putc_(P, out, '[');
+                if (!empty(P, ']')) {
+                    int first = 1;
+                    do {
+                        if (!first)
+                            putc_(P, out, ',');
+                        first = 0;
+                        any_value(P, out, depth + 1, NULL);
+                    } while (more(P, ']'));
+                }
+                putc_(P, out, ']');
+            } else {
+                key_values(P, out, depth + 1, 0);
+            }
+            expect(P, '}');
+        }
+    } else {
+        refuse(P, "an unknown or escaped field of a value");
+    }
+    if (peek(P) != '}')
+        refuse(P, "a value with two fields");
+    P->p++;
+}
+
+typedef struct {
+    size_t at, n;  /* the encoded key, in the output */
+} Key;
+
+/* A KeyValue list -> its JSON object (_otlp_json.key_values). Keys must be distinct: Python makes a dict (a
+ * repeated key keeps its place, the last value wins). With `find_service`, the string value of service.name is
+ * kept in P->service. */
+static void key_values(Parser *P, Buf *out, int depth, int find_service) {
+    Key keys[MAX_KEYS];
+    int nkeys = 0;
+    expect(P, '[');
+    putc_(P, out, '{');
+    if (empty(P, ']')) {
+        putc_(P, out, '}');
+        return;
+    }
+    do {
+        if (nkeys == MAX_KEYS)
+            refuse(P, "too many attributes");
+        expect(P, '{');
+        /* "key" then "value", as every producer writes them: the value is read into place; a value before its key
+         * is passed over (checked) and read once the key is written */
+        const u8 *value_at = NULL;
+        Str str = {0};
+        size_t at = 0, n = 0;
+        unsigned seen = 0;
+        int wrote_value = 0;
+        if (!empty(P, '}')) {
+            do {
+                Name m = member(P);
+                if (is(m, "key")) {
+                    once(P, &seen, 1);
+                    Str key = string_(P, 0);
+                    if (nkeys)
+                        putc_(P, out, ',');
+                    at = out->n;
+                    put_json_string(P, out, key);
+                    n = out->n - at;
+                    for (int i = 0; i < nkeys; i++)
+                        if (keys[i].n == n && memcmp(out->p + keys[i].at, out->p + at, n) == 0)
+                            refuse(P, "a repeated attribute key");
+                    keys[nkeys++] = (Key){at, n};
+                    putc_(P, out, ':');
+                    if (value_at) {
+                        const u8 *resume = P->p;
+                        P->p = value_at;
+                        any_value(P, out, depth + 1, &str);
+                        P->p = resume;
+                        wrote_value = 1;
+                    }
+                } else if (is(m, "value")) {
+                    once(P, &seen, 2);
+                    if (seen & 1) {
+                        any_value(P, out, depth + 1, &str);
+                        wrote_value = 1;
+                    } else {
+                        value_at = P->p;
+                        skip(P, depth + 1);
+                    }
+                } else {
+                    unknown(P, m);
+                }
+            } while (more(P, '}'));
+        }
+        if (!(seen & 1))
+            refuse(P, "an attribute without a key");
+        if (!wrote_value)
+            PUTS(P, out, "null");  /* kv.get("value", {}): no value is null */
+        if (find_service && str.s && n == sizeof("\"service.name\"") - 1 &&
+            memcmp(out->p + at, "\"service.name\"", n) == 0) {
+            P->service.n = 0;
+            put_text(P, &P->service, str);
+            P->has_service = 1;
+        }
+    } while (more(P, ']'));
+    putc_(P, out, '}');
+}
+
+/* An `attributes` field: a list (or the object of an empty list when absent, done by the caller). */
+static void attributes(Parser *P, Buf *out, int depth) {
+    key_values(P, out, depth, 0);
+}
+
+/* ------------------------------------------------------------------------------------------------ ids, enums */
+
+static const char HEX[] = "0123456789abcdef";
+
+static int b64val(u8 c) {
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+/* An id of `size` bytes -> 2*size lower-case hex digits in `out` (_rows.hex_id): hex of up to 2*size digits (any
+ * case, left-padded), or padded base64 of exactly `size` bytes. Returns 0 for "" or all zeros ("none"). */
+static int id(Parser *P, int size, char *out) {
+    Str s = string_(P, 0);
+    if (s.escaped)
+        refuse(P, "an escaped id");
+    if (s.n == 0)
+        return 0;
+    size_t width = 2 * (size_t)size, i;
+    int nonzero = 0;
+    for (i = 0; i < s.n && hexval(s.s[i]) >= 0; i++)
+        ;
+    if (i == s.n && s.n <= width) {
+        memset(out, '0', width - s.n);
+        for (i = 0; i < s.n; i++) {
+            char c = HEX[hexval(s.s[i])];
+            out[width - s.n + i] = c;
+            nonzero |= c != '0';
+        }
+        return nonzero;
+    }
+    /* base64: 16 bytes are 22 characters and "==", 8 bytes 11 and "=" (bits past the bytes are ignored) */
+    size_t chars = size == 16 ? 22 : 11, pads = size == 16 ? 2 : 1;
+    if (s.n != chars + pads)
+        refuse(P, "an id neither hex nor base64 of its size");
+    for (i = chars; i < s.n; i++)
+        if (s.s[i] != '=')
+            refuse(P, "an id neither hex nor base64 of its size");
+    unsigned acc = 0;
+    int bits = 0, o = 0;
+    for (i = 0; i < chars; i++) {
+        int v = b64val(s.s[i]);
+        if (v < 0)
+            refuse(P, "an id neither hex nor base64 of its size");
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            u8 byte = (u8)(acc >> bits);
+            out[o++] = HEX[byte >> 4];
+            out[o++] = HEX[byte & 15];
+            nonzero |= byte != 0;
+        }
+    }
+    return nonzero;
+}
+
+/* An OTLP enum: its number or its proto name ("SPAN_KIND_SERVER") -> the index in `names`. */
+static int enum_(Parser *P, const char *prefix, const char *const *names, int count) {
+    if (peek(P) == '"') {
+        Str s = string_(P, 0);
+        size_t pl = strlen(prefix);
+        if (!s.escaped && s.n > pl && memcmp(s.s, prefix, pl) == 0)
+            for (int i = 0; i < count; i++)
+                if (strlen(names[i]) == s.n - pl && memcmp(s.s + pl, names[i], s.n - pl) == 0)
+                    return i;
+        refuse(P, "an unknown enum name");
+    }
+    Num n = number(P);
+    if (!n.integer || n.n != 1 || n.s[0] < '0' || n.s[0] >= '0' + count)
+        refuse(P, "an unknown enum value");
+    return n.s[0] - '0';
+}
+
+static const char *const KINDS[] = {"UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"};
+static const char *const CODES[] = {"UNSET", "OK", "ERROR"};
+
+/* ------------------------------------------------------------------------------------------------ spans */
+
+static void events(Parser *P, Buf *out) {
+    expect(P, '[');
+    putc_(P, out, '[');
+    if (!empty(P, ']')) {
+        int first = 1;
+        do {
+            /* {"name", "time_ns", "attributes"} in that order, whatever the order of the fields */
+            Str name = {(const u8 *)"", 0, 0};
+            long long time = 0;
+            const u8 *attrs_at = NULL;
+            unsigned seen = 0;
+            expect(P, '{');
+            if (!empty(P, '}')) {
+                do {
+                    Name m = member(P);
+                    if (is(m, "name")) {
+                        once(P, &seen, 1);
+                        name = string_(P, 0);
+                    } else if (is(m, "timeUnixNano")) {
+                        once(P, &seen, 2);
+                        time = otlp_int(P);
+                    } else if (is(m, "attributes")) {
+                        once(P, &seen, 4);
+                        attrs_at = P->p;
+                        skip(P, 1);
+                    } else {
+                        unknown(P, m);
+                    }
+                } while (more(P, '}'));
+            }
+            if (!first)
+                putc_(P, out, ',');
+            first = 0;
+            PUTS(P, out, "{\"name\":");
+            put_json_string(P, out, name);
+            PUTS(P, out, ",\"time_ns\":");
+            put_int(P, out, time);
+            PUTS(P, out, ",\"attributes\":");
+            if (attrs_at) {
+                const u8 *resume = P->p;
+                P->p = attrs_at;
+                attributes(P, out, 1);
+                P->p = resume;
+            } else {
+                PUTS(P, out, "{}");
+            }
+            putc_(P, out, '}');
+        } while (more(P, ']'));
+    }
+    putc_(P, out, ']');
+}
+
+static void links(Parser *P, Buf *out) {
+    expect(P, '[');
+    putc_(P, out, '[');
+    if (!empty(P, ']')) {
+        int first = 1;
+        do {
+            char trace[32], span[16];
+            const u8 *attrs_at = NULL;
+            unsigned seen = 0;
+            expect(P, '{');
+            if (!empty(P, '}')) {
+                do {
+                    Name m = member(P);
+                    if (is(m, "traceId")) {
+                        once(P, &seen, 1);
+                        if (!id(P, 16, trace))
+                            refuse(P, "a link's traceId missing or zero");
+                    } else if (is(m, "spanId")) {
+                        once(P, &seen, 2);
+                        if (!id(P, 8, span))
+                            refuse(P, "a link's spanId missing or zero");
+                    } else if (is(m, "attributes")) {
+                        once(P, &seen, 4);
+                        attrs_at = P->p;
+                        skip(P, 1);
+                    } else {
+                        unknown(P, m);
+                    }
+                } while (more(P, '}'));
+            }
+            if ((seen & 3) != 3)
+                refuse(P, "a link without its ids");
+            if (!first)
+                putc_(P, out, ',');
+            first = 0;
+            PUTS(P, out, "{\"trace_id\":\"");
+            put(P, out, trace, 32);
+            PUTS(P, out, "\",\"span_id\":\"");
+            put(P, out, span, 16);
+            PUTS(P, out, "\",\"attributes\":");
+            if (attrs_at) {
+                const u8 *resume = P->p;
+                P->p = attrs_at;
+                attributes(P, out, 1);
+                P->p = resume;
+            } else {
+                PUTS(P, out, "{}");
+            }
+            putc_(P, out, '}');
+        } while (more(P, ']'));
+    }
+    putc_(P, out, ']');
+}
+
+/* One span -> one row of every column. */
+static void span(Parser *P) {
+    char trace[32], span_id[16], parent[16];
+    int has_parent = 0, kind = 0, code = 0;
+    long long start = 0, end = 0;
+    Str name = {(const u8 *)"", 0, 0}, message = {0};
+    unsigned seen = 0;
+    P->attrs.n = P->events.n = P->links.n = 0;
+    expect(P, '{');
+    if (!empty(P, '}')) {
+        do {
+            Name m = member(P);
+            if (is(m, "traceId")) {
+                once(P, &seen, 1);
+                if (!id(P, 16, trace))
+                    refuse(P, "traceId missing or zero");
+            } else if (is(m, "spanId")) {
+                once(P, &seen, 2);
+                if (!id(P, 8, span_id))
+                    refuse(P, "spanId missing or zero");
+            } else if (is(m, "parentSpanId")) {
+                once(P, &seen, 4);
+                has_parent = id(P, 8, parent);
+            } else if (is(m, "name")) {
+                once(P, &seen, 8);
+                name = string_(P, 0);
+            } else if (is(m, "kind")) {
+                once(P, &seen, 16);
+                kind = enum_(P, "SPAN_KIND_", KINDS, 6);
+            } else if (is(m, "startTimeUnixNano")) {
+                once(P, &seen, 32);
+                start = otlp_int(P);
+            } else if (is(m, "endTimeUnixNano")) {
+                once(P, &seen, 64);
+                end = otlp_int(P);
+            } else if (is(m, "status")) {
+                once(P, &seen, 128);
+                unsigned st = 0;
+                expect(P, '{');
+                if (!empty(P, '}')) {
+                    do {
+                        Name f = member(P);
+                        if (is(f, "code")) {
+                            once(P, &st, 1);
+                            code = enum_(P, "STATUS_CODE_", CODES, 3);
+                        } else if (is(f, "message")) {
+                            once(P, &st, 2);
+                            message = string_(P, 0);
+                        } else {
+                            unknown(P, f);
+                        }
+                    } while (more(P, '}'));
+                }
+            } else if (is(m, "attributes")) {
+                once(P, &seen, 256);
+                attributes(P, &P->attrs, 0);
+            } else if (is(m, "events")) {
+                once(P, &seen, 512);
+                events(P, &P->events);
+            } else if (is(m, "links")) {
+                once(P, &seen, 1024);
+                links(P, &P->links);
+            } else {
+                unknown(P, m);
+            }
+        } while (more(P, '}'));
+    }
+    if ((seen & 3) != 3)
+        refuse(P, "a span without its ids");
+    column_row(P, C_TRACE, trace, 32, 1);
+    column_row(P, C_SPAN, span_id, 16, 1);
+    column_row(P, C_PARENT, parent, 16, has_parent);
+    size_t mark = P->text.n;
+    put_text(P, &P->text, name);
+    column_row(P, C_NAME, P->text.p + mark, P->text.n - mark, 1);
+    P->text.n = mark;
+    column_row(P, C_KIND, KINDS[kind], strlen(KINDS[kind]), 1);
+    column_int(P, C_START, start);
+    column_int(P, C_END, end);
+    column_row(P, C_STATUS, CODES[code], strlen(CODES[code]), 1);
+    put_text(P, &P->text, message);  /* an empty message is NULL */
+    column_row(P, C_MESSAGE, P->text.p + mark, P->text.n - mark, P->text.n > mark);
+    P->text.n = mark;
+    column_row(P, C_SERVICE, P->service.p, P->service.n, P->has_service);
+    column_row(P, C_RESOURCE, P->resource.p, P->resource.n, 1);
+    column_row(P, C_ATTRS, (seen & 256) ? P->attrs.p : "{}", (seen & 256) ? P->attrs.n : 2, 1);
+    column_row(P, C_EVENTS, (seen & 512) ? P->events.p : "[]", (seen & 512) ? P->events.n : 2, 1);
+    column_row(P, C_LINKS, (seen & 1024) ? P->links.p : "[]", (seen & 1024) ? P->links.n : 2, 1);
+    column_row(P, C_SCOPE, P->scope.p, P->scope.n, P->has_scope);
+    char number[24];
+    size_t digits = decimal(number, P->line);
+    buf_reserve(P, &P->text, P->prefix_len + (size_t)digits);
+    memcpy(P->text.p + mark, P->prefix, P->prefix_len);
+    memcpy(P->text.p + mark + P->prefix_len, number, (size_t)digits);
+    column_row(P, C_SOURCE, P->text.p + mark, P->prefix_len + (size_t)digits, 1);
+    P->rows++;
+}
+
+static void array_of(Parser *P, void (*each)(Parser *)) {
+    expect(P, '[');
+    if (empty(P, ']'))
+        return;
+    do
+        each(P);
+    while (more(P, ']'));
+}
+
+/* A scopeSpans entry: the scope's name, then its spans (read after the scope when written before it). */
+static void scope_spans(Parser *P) {
+    const u8 *spans_at = NULL;
+    unsigned seen = 0;
+    P->has_scope = 0;
+    P->scope.n = 0;
+    expect(P, '{');
+    if (!empty(P, '}')) {
+        do {
+            Name m = member(P);
+            if (is(m, "scope")) {
+                once(P, &seen, 1);
+                unsigned sc = 0;
+                expect(P, '{');
+                if (!empty(P, '}')) {
+                    do {
+                        Name f = member(P);
+                        if (is(f, "name")) {
+                            once(P, &sc, 1);
+                            put_text(P, &P->scope, string_(P, 0));
+                            P->has_scope = 1;
+                        } else {
+                            unknown(P, f);
+                        }
+                    } while (more(P, '}'));
+                }
+            } else if (is(m, "spans")) {
+                once(P, &seen, 2);
+                if (seen & 1) {
+                    array_of(P, span);
+                } else {
+                    spans_at = P->p;
+                    skip(P, 0);
+                }
+            } else if (is(m, "instrumentationLibrary")) {
+                refuse(P, "instrumentationLibrary");
+            } else {
+                unknown(P, m);
+            }
+        } while (more(P, '}'));
+    }
+    if (spans_at) {
+        const u8 *resume = P->p;
+        P->p = spans_at;
+        array_of(P, span);
+        P->p = resume;
+    }
+}
+
+static void resource(Parser *P) {
+    unsigned seen = 0;
+    expect(P, '{');
+    if (!empty(P, '}')) {
+        do {
+            Name m = member(P);
+            if (is(m, "attributes")) {
+                once(P, &seen, 1);
+                P->resource.n = 0;
+                key_values(P, &P->resource, 0, 1);
+            } else {
+                unknown(P, m);
+            }
+        } while (more(P, '}'));
+    }
+}
+
+/* A resourceSpans entry: the resource, then its scopes (read after the resource when written before it). */
+static void resource_spans(Parser *P) {
+    const u8 *scopes_at = NULL;
+    unsigned seen = 0;
+    P->resource.n = 0;
+    PUTS(P, &P->resource, "{}");
+    P->has_service = 0;
+    P->service.n = 0;
+    expect(P, '{');
+    if (!empty(P, '}')) {
+        do {
+            Name m = member(P);
+            if (is(m, "resource")) {
+                once(P, &seen, 1);
+                resource(P);
+            } else if (is(m, "scopeSpans")) {
+                once(P, &seen, 2);
+                if (seen & 1) {
+                    array_of(P, scope_spans);
+                } else {
+                    scopes_at = P->p;
+                    skip(P, 0);
+                }
+            } else if (is(m, "instrumentationLibrarySpans")) {
+                refuse(P, "instrumentationLibrarySpans");
+            } else {
+                unknown(P, m);
+            }
+        } while (more(P, '}'));
+    }
+    if (scopes_at) {
+        const u8 *resume = P->p;
+        P->p = scopes_at;
+        array_of(P, scope_spans);
+        P->p = resume;
+    }
+}
+
+/* One line: an export request of spans and nothing the Python reader reads besides (logs, other signals). */
+static void request(Parser *P) {
+    unsigned seen = 0;
+    expect(P, '{');
+    if (!empty(P, '}')) {
+        do {
+            Name m = member(P);
+            if (is(m, "resourceSpans")) {
+                once(P, &seen, 1);
+                array_of(P, resource_spans);
+            } else if (m.n >= 8 && memcmp(m.s, "resource", 8) == 0) {
+                refuse(P, "another signal beside the spans");
+            } else {
+                unknown(P, m);
+            }
+        } while (more(P, '}'));
+    }
+    if (!seen)
+        refuse(P, "a line without resourceSpans");
+    ws(P);
+    if (P->p != P->end)
+        refuse(P, "content after the object");
+}
+
+/* ------------------------------------------------------------------------------------------------ module */
+
+static void parser_free(Parser *P) {
+    for (int c = 0; c < NCOLS; c++) {
+        free(P->col[c].data.p);
+        free(P->col[c].offsets.p);
+        free(P->col[c].valid.p);
+    }
+    Buf *bufs[] = {&P->resource, &P->service, &P->scope, &P->attrs, &P->events, &P->links, &P->text, &P->keys};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        free(bufs[i]->p);
+}
+
+/* Reads lines [start, end) of `data`; returns the number of records (non-blank lines), or -1 (P->why says why). */
+static long long read_lines(Parser *P, const u8 *data, Py_ssize_t start, Py_ssize_t end, long long first_line) {
+    volatile long long records = 0;
+    if (setjmp(P->fail))
+        return -1;
+    int32_t zero = 0;
+    for (int c = 0; c < NCOLS; c++)
+        if (!IS_INT_COLUMN(c))
+            put(P, &P->col[c].offsets, &zero, sizeof zero);
+    const u8 *q = data + start, *e = data + end;
+    P->line = first_line;
+    while (q < e) {
+        const u8 *nl = memchr(q, '\n', (size_t)(e - q));
+        const u8 *line_end = nl ? nl : e;
+        P->p = q;
+        P->end = line_end;
+        ws(P);
+        if (P->p < P->end) {  /* a blank line is skipped, as Python's str.strip() skips it */
+            request(P);
+            records++;
+        }
+        q = nl ? nl + 1 : e;
+        P->line++;
+    }
+    return records;
+}
+
+/* A buffer handed over to Python without a copy: Arrow wraps it (pa.py_buffer) and frees it with the last user. */
+typedef struct {
+    PyObject_HEAD
+    char *p;
+    Py_ssize_t n;
+} Block;
+
+static void block_dealloc(Block *self) {
+    free(self->p);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int block_getbuffer(Block *self, Py_buffer *view, int flags) {
+    static char nothing[1];
+    return PyBuffer_FillInfo(view, (PyObject *)self, self->p ? self->p : nothing, self->n, 1, flags);
+}
+
+static PyBufferProcs block_as_buffer = {(getbufferproc)block_getbuffer, NULL};
+
+static PyTypeObject BlockType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "_otlp_native.Block",
+    .tp_basicsize = sizeof(Block),
+    .tp_dealloc = (destructor)block_dealloc,
+    .tp_as_buffer = &block_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Bytes of one Arrow buffer the C reader wrote (read-only buffer protocol).",
+};
+
+static PyObject *block_of(Buf *b) {
+    Block *o = PyObject_New(Block, &BlockType);
+    if (!o)
+        return NULL;
+    o->p = b->p;
+    o->n = (Py_ssize_t)b->n;
+    b->p = NULL;  /* the block owns it now */
+    b->n = b->cap = 0;
+    return (PyObject *)o;
+}
+
+PyDoc_STRVAR(parse_doc,
+"parse(data, start, end, first_line, prefix) -> (records, spans, columns)\n\n"
+"The spans of lines [start, end) of `data` (a buffer: bytes or mmap), the first numbered `first_line`; a span's\n"
+"source is `prefix` (bytes: 'path:') and its line number. `columns` holds, per column of schema.SPANS, Arrow\n"
+"buffers: (validity bitmap or None, null count, int32 offsets, data) for text, (None, 0, None, int64 values) for\n"
+"times; each buffer a Block (the buffer protocol, no copy).\n"
+"Raises Refused when the Python reader might read any of the lines otherwise.");
+
+static PyObject *parse(PyObject *self, PyObject *args) {
+    Py_buffer view, prefix;
+    Py_ssize_t start, end;
+    long long first_line;
+    if (!PyArg_ParseTuple(args, "y*nnLy*", &view, &start, &end, &first_line, &prefix))
+        return NULL;
+    if (start < 0 || end > view.len || start > end) {
+        PyBuffer_Release(&view);
+        PyBuffer_Release(&prefix);
+        PyErr_SetString(PyExc_ValueError, "parse: range outside the data");
+        return NULL;
+    }
+    Parser *P = calloc(1, sizeof *P);
+    if (!P) {
+        PyBuffer_Release(&view);
+        PyBuffer_Release(&prefix);
+        return PyErr_NoMemory();
+    }
+    P->prefix = prefix.buf;
+    P->prefix_len = (size_t)prefix.len;
+    P->ts = PyEval_SaveThread();
+    long long records = read_lines(P, view.buf, start, end, first_line);
+    PyEval_RestoreThread(P->ts);
+    PyObject *out = NULL;
+    if (records < 0) {
+        PyErr_Format(Refused, "line %lld: %s", P->line, P->why);
+    } else {
+        PyObject *columns = PyList_New(NCOLS);
+        for (int c = 0; columns && c < NCOLS; c++) {
+            Column *col = &P->col[c];
+            PyObject *item;
+            if (IS_INT_COLUMN(c))
+                item = Py_BuildValue("(OnON)", Py_None, (Py_ssize_t)0, Py_None, block_of(&col->data));
+            else if (col->nulls)
+                item = Py_BuildValue("(NnNN)", block_of(&col->valid), col->nulls, block_of(&col->offsets),
+                                     block_of(&col->data));
+            else
+                item = Py_BuildValue("(OnNN)", Py_None, (Py_ssize_t)0, block_of(&col->offsets),
+                                     block_of(&col->data));
+            if (!item) {
+                Py_CLEAR(columns);
+                break;
+            }
+            PyList_SET_ITEM(columns, c, item);
+        }
+        if (columns)
+            out = Py_BuildValue("(LnN)", records, P->rows, columns);
+    }
+    parser_free(P);
+    free(P);
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&prefix);
+    return out;
+}
+
+PyDoc_STRVAR(newlines_doc, "newlines(data, start, end) -> the number of b'\\n' in data[start:end].");
+
+static PyObject *newlines(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t start, end, count = 0;
+    if (!PyArg_ParseTuple(args, "y*nn", &view, &start, &end))
+        return NULL;
+    if (start < 0 || end > view.len || start > end) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "newlines: range outside the data");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    const char *q = (const char *)view.buf + start, *e = (const char *)view.buf + end;
+    while ((q = memchr(q, '\n', (size_t)(e - q))) != NULL) {
+        count++;
+        q++;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return PyLong_FromSsize_t(count);
+}
+
+static PyMethodDef methods[] = {
+    {"parse", parse, METH_VARARGS, parse_doc},
+    {"newlines", newlines, METH_VARARGS, newlines_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_otlp_native",
+                                    "OTLP JSON-lines span files -> Arrow buffers of the spans table (see the C file).",
+                                    -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__otlp_native(void) {
+    if (PyType_Ready(&BlockType) < 0)
+        return NULL;
+    for (int c = 0; c < 256; c++)
+        HEXVAL[c] = (signed char)(c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                  : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1);
+    PyObject *m = PyModule_Create(&module);
+    if (!m)
+        return NULL;
+    Refused = PyErr_NewExceptionWithDoc("_otlp_native.Refused",
+                                        "The lines hold something the Python reader might read otherwise.",
+                                        PyExc_ValueError, NULL);
+    if (!Refused || PyModule_AddObject(m, "Refused", Refused) < 0) {
+        Py_XDECREF(Refused);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(Refused);
+    return m;
+}
