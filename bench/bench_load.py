@@ -19,9 +19,10 @@ import duckdb
 TITLE = "Loaders: spans/s per input format"
 T0 = 1_700_000_000_000_000_000
 TARGETS = {"jitrace Parquet, every column read once": 5_000_000, "OTLP JSON lines": 300_000}
-# The same file read by the Python reader alone, beside the row above (DuckDB's JSON reader, when the file is one
-# it reads exactly and big enough: analyzer/load/_otlp_json_duckdb.py)
-PYTHON_READER = "OTLP JSON lines, Python reader (no DuckDB fast path)"
+# The same file read by the fast paths' fallbacks, beside the row above (the C reader, analyzer/load/_otlp_native.c):
+# DuckDB's JSON reader (where the C reader was not built) and the Python reader alone
+DUCKDB_READER = "OTLP JSON lines, DuckDB's JSON reader (no C reader)"
+PYTHON_READER = "OTLP JSON lines, Python reader (no fast path)"
 
 
 def _spans(n: int) -> list[dict]:
@@ -148,13 +149,16 @@ def run(quick: bool) -> str:
     n = 5_000 if quick else 100_000
     parquet_rows = 50_000 if quick else 4_000_000
     repeats = 2 if quick else 3
-    from jitrace.analyzer.load import _text
+    from jitrace.analyzer.load import _otlp_json_native, _text
+
+    native = _otlp_json_native.AVAILABLE
 
     with tempfile.TemporaryDirectory(prefix="jitrace-bench-load-") as tmp:
         d = Path(tmp)
         spans = _spans(n)
         files = {
             "OTLP JSON lines": d / "spans.jsonl",
+            DUCKDB_READER: d / "spans.jsonl",
             PYTHON_READER: d / "spans.jsonl",
             "OTLP JSON lines, gzip": d / "spans.jsonl.gz",
             "OTLP protobuf (length-prefixed)": d / "spans.binpb",
@@ -182,10 +186,11 @@ def run(quick: bool) -> str:
         for name, path in files.items():
             size = sum(f.stat().st_size for f in path.rglob("*")) if path.is_dir() else path.stat().st_size
             _text.FAST_PATH = name != PYTHON_READER
+            _otlp_json_native.AVAILABLE = native and name != DUCKDB_READER
             try:
                 secs, cpu, count = _time_load([path], repeats, read_all=name.endswith("read once"))
             finally:
-                _text.FAST_PATH = True
+                _text.FAST_PATH, _otlp_json_native.AVAILABLE = True, native
             target = TARGETS.get(name)
             verdict = "" if target is None else f"{target:,} ({'met' if count / secs >= target else 'NOT met'})"
             lines.append(f"| {name} | {count:,} | {size / count:,.0f} | {secs:.3f} | {count / secs:,.0f} | "
@@ -198,10 +203,11 @@ def run(quick: bool) -> str:
         "shifted times, per-span token ids, timings and peers, so that it compresses like real data) to "
         f"{parquet_rows:,} rows, as `jitrace collect` leaves them (with the span facts). Parquet is read in place: "
         "loading only reads the footers (first Parquet row), so the second row adds one decoding of every column, "
-        "what the first query pays; its target is the loader target. Text inputs over 32 MiB are parsed on every "
-        "core (JSON lines cut at line ends); OTLP JSON-lines span files of 16 MiB or more are read by DuckDB's JSON "
-        "reader instead, when it reads them exactly (`--quick`'s are smaller: both OTLP rows are then the Python "
-        "reader).\n\n" + "\n".join(lines)
+        "what the first query pays; its target is the loader target. OTLP JSON-lines span files are read by the C "
+        f"reader (analyzer/load/_otlp_native.c{'' if native else ': NOT BUILT here'}) on every core, when it reads "
+        "them exactly; DuckDB's JSON reader row is the fallback where it was not built (files of 16 MiB or more; "
+        "`--quick`'s are smaller: that row is then the Python reader). Other text inputs over 32 MiB are parsed "
+        "in Python on every core (JSON lines cut at line ends).\n\n" + "\n".join(lines)
     )
 
 

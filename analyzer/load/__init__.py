@@ -10,9 +10,10 @@ makes it an error. OTLP requests of other signals (metrics, profiles: the Collec
 into the same file) are skipped and counted (``skipped_requests``). A file that cannot be read at all, or in no
 known format, is a ``UserError``.
 
-Big OTLP JSON-lines span files (the Collector's file exporter) are read by DuckDB's JSON reader on every core
-(``_otlp_json_duckdb``) when it reads them exactly as the Python reader would; any other file, or any such file
-with something that reader does not read exactly (a bad record among them), is read in Python as before.
+OTLP JSON-lines span files (the Collector's file exporter) are read by a reader in C on every core
+(``_otlp_json_native``; where it was not built, big ones by DuckDB's JSON reader, ``_otlp_json_duckdb``) when it
+reads them exactly as the Python reader would; any other file, or any such file with something that reader does not
+read exactly (a bad record among them), is read in Python as before.
 
 Positions, in problems and in the ``source`` column: ``path:LINE`` (JSON lines; ``path:LINE#K`` for the K-th record
 of that line), ``path#N`` (the N-th record of a whole JSON document), ``path@OFFSET`` (a protobuf message), and the

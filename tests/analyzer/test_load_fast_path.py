@@ -482,3 +482,32 @@ def test_the_c_reader_reads_every_value_and_field_order_as_python_does(requests,
         fast, python = _both([path])
     assert fast.fast_files == [path], "the C reader declined a file it reads"
     assert python.report.bad_records == 0
+
+
+RICH_SPAN = GOOD_SPAN | {"parentSpanId": "W47/95gDgQPSabYzgT/GDA==", "kind": "SPAN_KIND_SERVER", "status": {
+    "code": 2, "message": "d\u00e9nied \\\"x\\\""}, "events": [{"name": "check", "timeUnixNano": "3", "attributes": [
+        {"key": "n", "value": {"doubleValue": 0.25}}]}], "links": [{"traceId": "5b8efff798038103d269b633813fc60c",
+        "spanId": "eee19b7ec3c1b174"}], "attributes": [{"key": "k\u00e9", "value": {"arrayValue": {"values": [
+            {"kvlistValue": {"values": [{"key": "a", "value": {"intValue": "-7"}}]}}, {"boolValue": True}]}}}]}
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 3), st.binary(min_size=1, max_size=3)),
+                min_size=1, max_size=4))
+def test_damaged_bytes_are_read_as_python_reads_them_or_declined(edits):
+    # the C reader meets every byte: a cut, a doubled or a stray byte anywhere gives Python's rows or a refusal
+    if _reader[0] != "native":
+        return
+    data = bytearray(("\n".join([_line(RICH_SPAN), _line(RICH_SPAN, GOOD_SPAN)]) + "\n").encode())
+    for at, how, blob in edits:
+        at %= len(data)
+        if how == 0:
+            del data[at:at + len(blob)]
+        elif how == 1:
+            data[at:at] = blob
+        else:
+            data[at:at + len(blob)] = blob
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "export.jsonl"
+        path.write_bytes(bytes(data))
+        _same_outcome([path])
