@@ -539,6 +539,11 @@ static inline int is(Name k, const char *word) {
     return !k.escaped && k.n == n && memcmp(k.s, word, n) == 0;
 }
 
+/* Walks the members of the object at the cursor: `m` names each in turn, the body reads its value. */
+#define EACH_MEMBER(P, m)                                                                \
+    for (int more_ = (expect((P), '{'), !empty((P), '}')); more_; more_ = more((P), '}')) \
+        for (Name m = member(P), *once_ = &m; once_; once_ = NULL)
+
 /* Called for a member no field matched: an escaped name may decode to a field's name, so it is refused. */
 static inline void unknown(Parser *P, Name k) {
     if (k.escaped)
@@ -671,7 +676,6 @@ static void key_values(Parser *P, Buf *out, int depth, int find_service) {
     do {
         if (nkeys == MAX_KEYS)
             refuse(P, "too many attributes");
-        expect(P, '{');
         /* "key" then "value", as every producer writes them: the value is read into place; a value before its key
          * is passed over (checked) and read once the key is written */
         const u8 *value_at = NULL;
@@ -679,42 +683,39 @@ static void key_values(Parser *P, Buf *out, int depth, int find_service) {
         size_t at = 0, n = 0;
         unsigned seen = 0;
         int wrote_value = 0;
-        if (!empty(P, '}')) {
-            do {
-                Name m = member(P);
-                if (is(m, "key")) {
-                    once(P, &seen, 1);
-                    Str key = string_(P, 0);
-                    if (nkeys)
-                        putc_(P, out, ',');
-                    at = out->n;
-                    put_json_string(P, out, key);
-                    n = out->n - at;
-                    for (int i = 0; i < nkeys; i++)
-                        if (keys[i].n == n && memcmp(out->p + keys[i].at, out->p + at, n) == 0)
-                            refuse(P, "a repeated attribute key");
-                    keys[nkeys++] = (Key){at, n};
-                    putc_(P, out, ':');
-                    if (value_at) {
-                        const u8 *resume = P->p;
-                        P->p = value_at;
-                        any_value(P, out, depth + 1, &str);
-                        P->p = resume;
-                        wrote_value = 1;
-                    }
-                } else if (is(m, "value")) {
-                    once(P, &seen, 2);
-                    if (seen & 1) {
-                        any_value(P, out, depth + 1, &str);
-                        wrote_value = 1;
-                    } else {
-                        value_at = P->p;
-                        skip(P, depth + 1);
-                    }
-                } else {
-                    unknown(P, m);
+        EACH_MEMBER(P, m) {
+            if (is(m, "key")) {
+                once(P, &seen, 1);
+                Str key = string_(P, 0);
+                if (nkeys)
+                    putc_(P, out, ',');
+                at = out->n;
+                put_json_string(P, out, key);
+                n = out->n - at;
+                for (int i = 0; i < nkeys; i++)
+                    if (keys[i].n == n && memcmp(out->p + keys[i].at, out->p + at, n) == 0)
+                        refuse(P, "a repeated attribute key");
+                keys[nkeys++] = (Key){at, n};
+                putc_(P, out, ':');
+                if (value_at) {
+                    const u8 *resume = P->p;
+                    P->p = value_at;
+                    any_value(P, out, depth + 1, &str);
+                    P->p = resume;
+                    wrote_value = 1;
                 }
-            } while (more(P, '}'));
+            } else if (is(m, "value")) {
+                once(P, &seen, 2);
+                if (seen & 1) {
+                    any_value(P, out, depth + 1, &str);
+                    wrote_value = 1;
+                } else {
+                    value_at = P->p;
+                    skip(P, depth + 1);
+                }
+            } else {
+                unknown(P, m);
+            }
         }
         if (!(seen & 1))
             refuse(P, "an attribute without a key");
@@ -728,11 +729,6 @@ static void key_values(Parser *P, Buf *out, int depth, int find_service) {
         }
     } while (more(P, ']'));
     putc_(P, out, '}');
-}
-
-/* An `attributes` field: a list (or the object of an empty list when absent, done by the caller). */
-static void attributes(Parser *P, Buf *out, int depth) {
-    key_values(P, out, depth, 0);
 }
 
 /* ------------------------------------------------------------------------------------------------ ids, enums */
@@ -822,110 +818,103 @@ static const char *const CODES[] = {"UNSET", "OK", "ERROR"};
 
 /* ------------------------------------------------------------------------------------------------ spans */
 
-static void events(Parser *P, Buf *out) {
+/* A JSON list at the cursor -> a JSON array in `out`, `each` reading one element and writing it. */
+static void json_list(Parser *P, Buf *out, void (*each)(Parser *, Buf *)) {
     expect(P, '[');
     putc_(P, out, '[');
     if (!empty(P, ']')) {
         int first = 1;
         do {
-            /* {"name", "time_ns", "attributes"} in that order, whatever the order of the fields */
-            Str name = {(const u8 *)"", 0, 0};
-            long long time = 0;
-            const u8 *attrs_at = NULL;
-            unsigned seen = 0;
-            expect(P, '{');
-            if (!empty(P, '}')) {
-                do {
-                    Name m = member(P);
-                    if (is(m, "name")) {
-                        once(P, &seen, 1);
-                        name = string_(P, 0);
-                    } else if (is(m, "timeUnixNano")) {
-                        once(P, &seen, 2);
-                        time = otlp_int(P);
-                    } else if (is(m, "attributes")) {
-                        once(P, &seen, 4);
-                        attrs_at = P->p;
-                        skip(P, 1);
-                    } else {
-                        unknown(P, m);
-                    }
-                } while (more(P, '}'));
-            }
             if (!first)
                 putc_(P, out, ',');
             first = 0;
-            PUTS(P, out, "{\"name\":");
-            put_json_string(P, out, name);
-            PUTS(P, out, ",\"time_ns\":");
-            put_int(P, out, time);
-            PUTS(P, out, ",\"attributes\":");
-            if (attrs_at) {
-                const u8 *resume = P->p;
-                P->p = attrs_at;
-                attributes(P, out, 1);
-                P->p = resume;
-            } else {
-                PUTS(P, out, "{}");
-            }
-            putc_(P, out, '}');
+            each(P, out);
         } while (more(P, ']'));
     }
     putc_(P, out, ']');
 }
 
-static void links(Parser *P, Buf *out) {
-    expect(P, '[');
-    putc_(P, out, '[');
-    if (!empty(P, ']')) {
-        int first = 1;
-        do {
-            char trace[32], span[16];
-            const u8 *attrs_at = NULL;
-            unsigned seen = 0;
-            expect(P, '{');
-            if (!empty(P, '}')) {
-                do {
-                    Name m = member(P);
-                    if (is(m, "traceId")) {
-                        once(P, &seen, 1);
-                        if (!id(P, 16, trace))
-                            refuse(P, "a link's traceId missing or zero");
-                    } else if (is(m, "spanId")) {
-                        once(P, &seen, 2);
-                        if (!id(P, 8, span))
-                            refuse(P, "a link's spanId missing or zero");
-                    } else if (is(m, "attributes")) {
-                        once(P, &seen, 4);
-                        attrs_at = P->p;
-                        skip(P, 1);
-                    } else {
-                        unknown(P, m);
-                    }
-                } while (more(P, '}'));
-            }
-            if ((seen & 3) != 3)
-                refuse(P, "a link without its ids");
-            if (!first)
-                putc_(P, out, ',');
-            first = 0;
-            PUTS(P, out, "{\"trace_id\":\"");
-            put(P, out, trace, 32);
-            PUTS(P, out, "\",\"span_id\":\"");
-            put(P, out, span, 16);
-            PUTS(P, out, "\",\"attributes\":");
-            if (attrs_at) {
-                const u8 *resume = P->p;
-                P->p = attrs_at;
-                attributes(P, out, 1);
-                P->p = resume;
-            } else {
-                PUTS(P, out, "{}");
-            }
-            putc_(P, out, '}');
-        } while (more(P, ']'));
+/* Reads the value passed over at `at` (earlier on this line) with `read`, and puts the cursor back. Fields come in
+ * any order; where a value's rows need a field written after it, the value is read once that field is known. */
+static void read_at(Parser *P, const u8 *at, void (*read)(Parser *, Buf *), Buf *out) {
+    const u8 *resume = P->p;
+    P->p = at;
+    read(P, out);
+    P->p = resume;
+}
+
+static void attributes_list(Parser *P, Buf *out) {
+    key_values(P, out, 1, 0);
+}
+
+/* An event's or a link's attributes, passed over at `at` (NULL: none): the object, written last. */
+static void put_attributes_at(Parser *P, Buf *out, const u8 *at) {
+    PUTS(P, out, ",\"attributes\":");
+    if (at)
+        read_at(P, at, attributes_list, out);
+    else
+        PUTS(P, out, "{}");
+    putc_(P, out, '}');
+}
+
+/* A span event -> {"name", "time_ns", "attributes"}, in that order whatever the order of its fields. */
+static void span_event(Parser *P, Buf *out) {
+    Str name = {(const u8 *)"", 0, 0};
+    long long time = 0;
+    const u8 *attrs_at = NULL;
+    unsigned seen = 0;
+    EACH_MEMBER(P, m) {
+        if (is(m, "name")) {
+            once(P, &seen, 1);
+            name = string_(P, 0);
+        } else if (is(m, "timeUnixNano")) {
+            once(P, &seen, 2);
+            time = otlp_int(P);
+        } else if (is(m, "attributes")) {
+            once(P, &seen, 4);
+            attrs_at = P->p;
+            skip(P, 1);
+        } else {
+            unknown(P, m);
+        }
     }
-    putc_(P, out, ']');
+    PUTS(P, out, "{\"name\":");
+    put_json_string(P, out, name);
+    PUTS(P, out, ",\"time_ns\":");
+    put_int(P, out, time);
+    put_attributes_at(P, out, attrs_at);
+}
+
+/* A span link -> {"trace_id", "span_id", "attributes"}. */
+static void span_link(Parser *P, Buf *out) {
+    char trace[32], span[16];
+    const u8 *attrs_at = NULL;
+    unsigned seen = 0;
+    EACH_MEMBER(P, m) {
+        if (is(m, "traceId")) {
+            once(P, &seen, 1);
+            if (!id(P, 16, trace))
+                refuse(P, "a link's traceId missing or zero");
+        } else if (is(m, "spanId")) {
+            once(P, &seen, 2);
+            if (!id(P, 8, span))
+                refuse(P, "a link's spanId missing or zero");
+        } else if (is(m, "attributes")) {
+            once(P, &seen, 4);
+            attrs_at = P->p;
+            skip(P, 1);
+        } else {
+            unknown(P, m);
+        }
+    }
+    if ((seen & 3) != 3)
+        refuse(P, "a link without its ids");
+    PUTS(P, out, "{\"trace_id\":\"");
+    put(P, out, trace, 32);
+    PUTS(P, out, "\",\"span_id\":\"");
+    put(P, out, span, 16);
+    putc_(P, out, '"');
+    put_attributes_at(P, out, attrs_at);
 }
 
 /* One span -> one row of every column. */
@@ -936,64 +925,56 @@ static void span(Parser *P) {
     Str name = {(const u8 *)"", 0, 0}, message = {0};
     unsigned seen = 0;
     P->attrs.n = P->events.n = P->links.n = 0;
-    expect(P, '{');
-    if (!empty(P, '}')) {
-        do {
-            Name m = member(P);
-            if (is(m, "traceId")) {
-                once(P, &seen, 1);
-                if (!id(P, 16, trace))
-                    refuse(P, "traceId missing or zero");
-            } else if (is(m, "spanId")) {
-                once(P, &seen, 2);
-                if (!id(P, 8, span_id))
-                    refuse(P, "spanId missing or zero");
-            } else if (is(m, "parentSpanId")) {
-                once(P, &seen, 4);
-                has_parent = id(P, 8, parent);
-            } else if (is(m, "name")) {
-                once(P, &seen, 8);
-                name = string_(P, 0);
-            } else if (is(m, "kind")) {
-                once(P, &seen, 16);
-                kind = enum_(P, "SPAN_KIND_", KINDS, 6);
-            } else if (is(m, "startTimeUnixNano")) {
-                once(P, &seen, 32);
-                start = otlp_int(P);
-            } else if (is(m, "endTimeUnixNano")) {
-                once(P, &seen, 64);
-                end = otlp_int(P);
-            } else if (is(m, "status")) {
-                once(P, &seen, 128);
-                unsigned st = 0;
-                expect(P, '{');
-                if (!empty(P, '}')) {
-                    do {
-                        Name f = member(P);
-                        if (is(f, "code")) {
-                            once(P, &st, 1);
-                            code = enum_(P, "STATUS_CODE_", CODES, 3);
-                        } else if (is(f, "message")) {
-                            once(P, &st, 2);
-                            message = string_(P, 0);
-                        } else {
-                            unknown(P, f);
-                        }
-                    } while (more(P, '}'));
+    EACH_MEMBER(P, m) {
+        if (is(m, "traceId")) {
+            once(P, &seen, 1);
+            if (!id(P, 16, trace))
+                refuse(P, "traceId missing or zero");
+        } else if (is(m, "spanId")) {
+            once(P, &seen, 2);
+            if (!id(P, 8, span_id))
+                refuse(P, "spanId missing or zero");
+        } else if (is(m, "parentSpanId")) {
+            once(P, &seen, 4);
+            has_parent = id(P, 8, parent);
+        } else if (is(m, "name")) {
+            once(P, &seen, 8);
+            name = string_(P, 0);
+        } else if (is(m, "kind")) {
+            once(P, &seen, 16);
+            kind = enum_(P, "SPAN_KIND_", KINDS, 6);
+        } else if (is(m, "startTimeUnixNano")) {
+            once(P, &seen, 32);
+            start = otlp_int(P);
+        } else if (is(m, "endTimeUnixNano")) {
+            once(P, &seen, 64);
+            end = otlp_int(P);
+        } else if (is(m, "status")) {
+            once(P, &seen, 128);
+            unsigned st = 0;
+            EACH_MEMBER(P, f) {
+                if (is(f, "code")) {
+                    once(P, &st, 1);
+                    code = enum_(P, "STATUS_CODE_", CODES, 3);
+                } else if (is(f, "message")) {
+                    once(P, &st, 2);
+                    message = string_(P, 0);
+                } else {
+                    unknown(P, f);
                 }
-            } else if (is(m, "attributes")) {
-                once(P, &seen, 256);
-                attributes(P, &P->attrs, 0);
-            } else if (is(m, "events")) {
-                once(P, &seen, 512);
-                events(P, &P->events);
-            } else if (is(m, "links")) {
-                once(P, &seen, 1024);
-                links(P, &P->links);
-            } else {
-                unknown(P, m);
             }
-        } while (more(P, '}'));
+        } else if (is(m, "attributes")) {
+            once(P, &seen, 256);
+            key_values(P, &P->attrs, 0, 0);
+        } else if (is(m, "events")) {
+            once(P, &seen, 512);
+            json_list(P, &P->events, span_event);
+        } else if (is(m, "links")) {
+            once(P, &seen, 1024);
+            json_list(P, &P->links, span_link);
+        } else {
+            unknown(P, m);
+        }
     }
     if ((seen & 3) != 3)
         refuse(P, "a span without its ids");
@@ -1035,69 +1016,68 @@ static void array_of(Parser *P, void (*each)(Parser *)) {
     while (more(P, ']'));
 }
 
+/* The list of `each` at the cursor, read now when `ready` (what its rows need is known); else passed over and its
+ * place returned, for `array_later` once it is known. */
+static const u8 *array_now_or_later(Parser *P, int ready, void (*each)(Parser *)) {
+    if (ready) {
+        array_of(P, each);
+        return NULL;
+    }
+    const u8 *at = P->p;
+    skip(P, 0);
+    return at;
+}
+
+static void array_later(Parser *P, const u8 *at, void (*each)(Parser *)) {
+    if (!at)
+        return;
+    const u8 *resume = P->p;
+    P->p = at;
+    array_of(P, each);
+    P->p = resume;
+}
+
 /* A scopeSpans entry: the scope's name, then its spans (read after the scope when written before it). */
 static void scope_spans(Parser *P) {
     const u8 *spans_at = NULL;
     unsigned seen = 0;
     P->has_scope = 0;
     P->scope.n = 0;
-    expect(P, '{');
-    if (!empty(P, '}')) {
-        do {
-            Name m = member(P);
-            if (is(m, "scope")) {
-                once(P, &seen, 1);
-                unsigned sc = 0;
-                expect(P, '{');
-                if (!empty(P, '}')) {
-                    do {
-                        Name f = member(P);
-                        if (is(f, "name")) {
-                            once(P, &sc, 1);
-                            put_text(P, &P->scope, string_(P, 0));
-                            P->has_scope = 1;
-                        } else {
-                            unknown(P, f);
-                        }
-                    } while (more(P, '}'));
-                }
-            } else if (is(m, "spans")) {
-                once(P, &seen, 2);
-                if (seen & 1) {
-                    array_of(P, span);
+    EACH_MEMBER(P, m) {
+        if (is(m, "scope")) {
+            once(P, &seen, 1);
+            unsigned sc = 0;
+            EACH_MEMBER(P, f) {
+                if (is(f, "name")) {
+                    once(P, &sc, 1);
+                    put_text(P, &P->scope, string_(P, 0));
+                    P->has_scope = 1;
                 } else {
-                    spans_at = P->p;
-                    skip(P, 0);
+                    unknown(P, f);
                 }
-            } else if (is(m, "instrumentationLibrary")) {
-                refuse(P, "instrumentationLibrary");
-            } else {
-                unknown(P, m);
             }
-        } while (more(P, '}'));
+        } else if (is(m, "spans")) {
+            once(P, &seen, 2);
+            spans_at = array_now_or_later(P, seen & 1, span);
+        } else if (is(m, "instrumentationLibrary")) {
+            refuse(P, "instrumentationLibrary");
+        } else {
+            unknown(P, m);
+        }
     }
-    if (spans_at) {
-        const u8 *resume = P->p;
-        P->p = spans_at;
-        array_of(P, span);
-        P->p = resume;
-    }
+    array_later(P, spans_at, span);
 }
 
 static void resource(Parser *P) {
     unsigned seen = 0;
-    expect(P, '{');
-    if (!empty(P, '}')) {
-        do {
-            Name m = member(P);
-            if (is(m, "attributes")) {
-                once(P, &seen, 1);
-                P->resource.n = 0;
-                key_values(P, &P->resource, 0, 1);
-            } else {
-                unknown(P, m);
-            }
-        } while (more(P, '}'));
+    EACH_MEMBER(P, m) {
+        if (is(m, "attributes")) {
+            once(P, &seen, 1);
+            P->resource.n = 0;
+            key_values(P, &P->resource, 0, 1);
+        } else {
+            unknown(P, m);
+        }
     }
 }
 
@@ -1109,52 +1089,34 @@ static void resource_spans(Parser *P) {
     PUTS(P, &P->resource, "{}");
     P->has_service = 0;
     P->service.n = 0;
-    expect(P, '{');
-    if (!empty(P, '}')) {
-        do {
-            Name m = member(P);
-            if (is(m, "resource")) {
-                once(P, &seen, 1);
-                resource(P);
-            } else if (is(m, "scopeSpans")) {
-                once(P, &seen, 2);
-                if (seen & 1) {
-                    array_of(P, scope_spans);
-                } else {
-                    scopes_at = P->p;
-                    skip(P, 0);
-                }
-            } else if (is(m, "instrumentationLibrarySpans")) {
-                refuse(P, "instrumentationLibrarySpans");
-            } else {
-                unknown(P, m);
-            }
-        } while (more(P, '}'));
+    EACH_MEMBER(P, m) {
+        if (is(m, "resource")) {
+            once(P, &seen, 1);
+            resource(P);
+        } else if (is(m, "scopeSpans")) {
+            once(P, &seen, 2);
+            scopes_at = array_now_or_later(P, seen & 1, scope_spans);
+        } else if (is(m, "instrumentationLibrarySpans")) {
+            refuse(P, "instrumentationLibrarySpans");
+        } else {
+            unknown(P, m);
+        }
     }
-    if (scopes_at) {
-        const u8 *resume = P->p;
-        P->p = scopes_at;
-        array_of(P, scope_spans);
-        P->p = resume;
-    }
+    array_later(P, scopes_at, scope_spans);
 }
 
 /* One line: an export request of spans and nothing the Python reader reads besides (logs, other signals). */
 static void request(Parser *P) {
     unsigned seen = 0;
-    expect(P, '{');
-    if (!empty(P, '}')) {
-        do {
-            Name m = member(P);
-            if (is(m, "resourceSpans")) {
-                once(P, &seen, 1);
-                array_of(P, resource_spans);
-            } else if (m.n >= 8 && memcmp(m.s, "resource", 8) == 0) {
-                refuse(P, "another signal beside the spans");
-            } else {
-                unknown(P, m);
-            }
-        } while (more(P, '}'));
+    EACH_MEMBER(P, m) {
+        if (is(m, "resourceSpans")) {
+            once(P, &seen, 1);
+            array_of(P, resource_spans);
+        } else if (m.n >= 8 && memcmp(m.s, "resource", 8) == 0) {
+            refuse(P, "another signal beside the spans");
+        } else {
+            unknown(P, m);
+        }
     }
     if (!seen)
         refuse(P, "a line without resourceSpans");
