@@ -47,7 +47,7 @@ def insert(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> int | None
     if _otlp_native is None:
         return None
     try:
-        if in_transaction(con):  # a rollback here would end the caller's transaction
+        if in_transaction(con):  # its snapshot would not see rows committed on another connection (the cursor)
             return None
         with contents(path) as data:
             if not spans_lines(data):
