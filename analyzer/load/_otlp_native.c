@@ -796,6 +796,12 @@ static int id(Parser *P, int size, char *out) {
     return nonzero;
 }
 
+/* A span's or a link's own ids: none ("" or all zeros) is a bad record to Python. */
+static void required_id(Parser *P, int size, char *out) {
+    if (!id(P, size, out))
+        refuse(P, "an id missing or zero");
+}
+
 /* An OTLP enum: its number or its proto name ("SPAN_KIND_SERVER") -> the index in `names`. */
 static int enum_(Parser *P, const char *prefix, const char *const *names, int count) {
     if (peek(P) == '"') {
@@ -893,12 +899,10 @@ static void span_link(Parser *P, Buf *out) {
     EACH_MEMBER(P, m) {
         if (is(m, "traceId")) {
             once(P, &seen, 1);
-            if (!id(P, 16, trace))
-                refuse(P, "a link's traceId missing or zero");
+            required_id(P, 16, trace);
         } else if (is(m, "spanId")) {
             once(P, &seen, 2);
-            if (!id(P, 8, span))
-                refuse(P, "a link's spanId missing or zero");
+            required_id(P, 8, span);
         } else if (is(m, "attributes")) {
             once(P, &seen, 4);
             attrs_at = P->p;
@@ -928,12 +932,10 @@ static void span(Parser *P) {
     EACH_MEMBER(P, m) {
         if (is(m, "traceId")) {
             once(P, &seen, 1);
-            if (!id(P, 16, trace))
-                refuse(P, "traceId missing or zero");
+            required_id(P, 16, trace);
         } else if (is(m, "spanId")) {
             once(P, &seen, 2);
-            if (!id(P, 8, span_id))
-                refuse(P, "spanId missing or zero");
+            required_id(P, 8, span_id);
         } else if (is(m, "parentSpanId")) {
             once(P, &seen, 4);
             has_parent = id(P, 8, parent);
@@ -1016,58 +1018,54 @@ static void array_of(Parser *P, void (*each)(Parser *)) {
     while (more(P, ']'));
 }
 
-/* The list of `each` at the cursor, read now when `ready` (what its rows need is known); else passed over and its
- * place returned, for `array_later` once it is known. */
-static const u8 *array_now_or_later(Parser *P, int ready, void (*each)(Parser *)) {
-    if (ready) {
-        array_of(P, each);
-        return NULL;
-    }
-    const u8 *at = P->p;
-    skip(P, 0);
-    return at;
-}
-
-static void array_later(Parser *P, const u8 *at, void (*each)(Parser *)) {
-    if (!at)
-        return;
-    const u8 *resume = P->p;
-    P->p = at;
-    array_of(P, each);
-    P->p = resume;
-}
-
-/* A scopeSpans entry: the scope's name, then its spans (read after the scope when written before it). */
-static void scope_spans(Parser *P) {
-    const u8 *spans_at = NULL;
+/* An entry holding a head (a resource, a scope) and the list of what it heads (scopes, spans), whose rows need the
+ * head: the list is read when met if the head was read before it, else passed over and read after the entry (fields
+ * come in any order). The list's old name (`old`, from before OTLP 1.0) is refused. */
+static void headed_list(Parser *P, const char *head, void (*read_head)(Parser *), const char *list,
+                        void (*each)(Parser *), const char *old) {
+    const u8 *list_at = NULL;
     unsigned seen = 0;
-    P->has_scope = 0;
-    P->scope.n = 0;
     EACH_MEMBER(P, m) {
-        if (is(m, "scope")) {
+        if (is(m, head)) {
             once(P, &seen, 1);
-            unsigned sc = 0;
-            EACH_MEMBER(P, f) {
-                if (is(f, "name")) {
-                    once(P, &sc, 1);
-                    put_text(P, &P->scope, string_(P, 0));
-                    P->has_scope = 1;
-                } else {
-                    unknown(P, f);
-                }
-            }
-        } else if (is(m, "spans")) {
+            read_head(P);
+        } else if (is(m, list)) {
             once(P, &seen, 2);
-            spans_at = array_now_or_later(P, seen & 1, span);
-        } else if (is(m, "instrumentationLibrary")) {
-            refuse(P, "instrumentationLibrary");
+            if (seen & 1) {
+                array_of(P, each);
+            } else {
+                list_at = P->p;
+                skip(P, 0);
+            }
+        } else if (is(m, old)) {
+            refuse(P, old);
         } else {
             unknown(P, m);
         }
     }
-    array_later(P, spans_at, span);
+    if (list_at) {
+        const u8 *resume = P->p;
+        P->p = list_at;
+        array_of(P, each);
+        P->p = resume;
+    }
 }
 
+/* A scope: its name (other fields are not read). */
+static void scope(Parser *P) {
+    unsigned seen = 0;
+    EACH_MEMBER(P, m) {
+        if (is(m, "name")) {
+            once(P, &seen, 1);
+            put_text(P, &P->scope, string_(P, 0));
+            P->has_scope = 1;
+        } else {
+            unknown(P, m);
+        }
+    }
+}
+
+/* A resource: its attributes, and service.name among them. */
 static void resource(Parser *P) {
     unsigned seen = 0;
     EACH_MEMBER(P, m) {
@@ -1081,28 +1079,18 @@ static void resource(Parser *P) {
     }
 }
 
-/* A resourceSpans entry: the resource, then its scopes (read after the resource when written before it). */
+static void scope_spans(Parser *P) {
+    P->has_scope = 0;
+    P->scope.n = 0;
+    headed_list(P, "scope", scope, "spans", span, "instrumentationLibrary");
+}
+
 static void resource_spans(Parser *P) {
-    const u8 *scopes_at = NULL;
-    unsigned seen = 0;
     P->resource.n = 0;
     PUTS(P, &P->resource, "{}");
     P->has_service = 0;
     P->service.n = 0;
-    EACH_MEMBER(P, m) {
-        if (is(m, "resource")) {
-            once(P, &seen, 1);
-            resource(P);
-        } else if (is(m, "scopeSpans")) {
-            once(P, &seen, 2);
-            scopes_at = array_now_or_later(P, seen & 1, scope_spans);
-        } else if (is(m, "instrumentationLibrarySpans")) {
-            refuse(P, "instrumentationLibrarySpans");
-        } else {
-            unknown(P, m);
-        }
-    }
-    array_later(P, scopes_at, scope_spans);
+    headed_list(P, "resource", resource, "scopeSpans", scope_spans, "instrumentationLibrarySpans");
 }
 
 /* One line: an export request of spans and nothing the Python reader reads besides (logs, other signals). */
