@@ -83,6 +83,24 @@ def is_compressed(head: bytes) -> bool:
     return head[:2] == _GZIP or head[:4] == _ZSTD
 
 
+def head(path: Path, n: int) -> bytes:
+    """The first ``n`` bytes of the file's content, decompressed as ``read_bytes`` does (without decompressing the
+    rest); b"" when it cannot be read (``read_bytes`` then names the problem)."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+            f.seek(0)
+            if magic[:2] == _GZIP:
+                return gzip.GzipFile(fileobj=f).read(n)
+            if magic[:4] == _ZSTD:
+                import zstandard
+
+                return zstandard.ZstdDecompressor().stream_reader(f).read(n)
+            return f.read(n)
+    except Exception:  # OSError, EOFError, zlib.error, zstandard.ZstdError: all of them read_bytes' to report
+        return b""
+
+
 def read_bytes(path: Path) -> bytes:
     """The file's content, decompressed when it is gzip or zstd (by magic, not by name)."""
     try:

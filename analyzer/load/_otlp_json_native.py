@@ -12,6 +12,7 @@ The module is optional (setup.py): where it was not built, ``AVAILABLE`` is Fals
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,14 +32,15 @@ except ImportError:  # built without a C compiler (setup.py: optional)
     _otlp_native = None
 
 if TYPE_CHECKING:
-    import mmap
-
     import pyarrow as pa
 
 AVAILABLE = _otlp_native is not None
 RANGE_BYTES = 8 << 20  # a range of lines read by one call: several per file, so that every core reads
 WORKERS = max(1, min(4, os.cpu_count() or 1))
 _BATCH = "jitrace_otlp_native_batch"
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
+_SPANS_KEY = b'"resourceSpans"'
+_HEAD_BYTES = 1 << 16  # where a compressed span file's first line names resourceSpans (else: the Python reader)
 
 
 def insert(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> int | None:
@@ -49,6 +51,8 @@ def insert(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> int | None
     try:
         if in_transaction(con):  # its snapshot would not see rows committed on another connection (the cursor)
             return None
+        if _files.is_compressed(_files.peek(path)) and _SPANS_KEY not in _files.head(path, _HEAD_BYTES):
+            return None  # a compressed file of another kind is not decompressed twice (here, then by its reader)
         with contents(path) as data:
             if not spans_lines(data):
                 return None  # another format, logs, or one line (a whole JSON document to _formats)
@@ -90,17 +94,39 @@ def _insert(con: duckdb.DuckDBPyConnection, path: Path, table: str, data: bytes 
 def _parsed(data: bytes | mmap.mmap, prefix: bytes):
     """``_otlp_native.parse`` of each range of lines, in file order, ``WORKERS`` ranges read at once."""
     with ThreadPoolExecutor(WORKERS, thread_name_prefix="jitrace-otlp-native") as pool:
-        pending: deque[Future] = deque()
+        pending: deque[tuple[Future, int]] = deque()
+        release = _Release(data)
         try:
             for start, end, first_line in _ranges(data):
-                pending.append(pool.submit(_otlp_native.parse, data, start, end, first_line, prefix))
+                pending.append((pool.submit(_otlp_native.parse, data, start, end, first_line, prefix), end))
                 if len(pending) > WORKERS:
-                    yield pending.popleft().result()
+                    future, upto = pending.popleft()
+                    yield future.result()
+                    release.upto(upto)
             while pending:
-                yield pending.popleft().result()
+                future, upto = pending.popleft()
+                yield future.result()
+                release.upto(upto)
         finally:
-            for future in pending:
+            for future, _ in pending:
                 future.cancel()
+
+
+class _Release:
+    """Drops the pages of a mapped file that are read: they leave this process's resident memory (they stay in the
+    page cache), else a big file mapped whole would count in it. (Bytes of a decompressed file are not mapped.)"""
+
+    def __init__(self, data: bytes | mmap.mmap) -> None:
+        self._data = data if isinstance(data, mmap.mmap) and _DONTNEED is not None else None
+        self._done = 0
+
+    def upto(self, end: int) -> None:
+        if self._data is None:
+            return
+        end -= end % mmap.PAGESIZE
+        if end > self._done:
+            self._data.madvise(_DONTNEED, self._done, end - self._done)
+            self._done = end
 
 
 def _ranges(data: bytes | mmap.mmap):

@@ -24,7 +24,7 @@ from test_load_bad_input import hostile_doc
 import jitrace.analyzer.load as load
 from jitrace.analyzer import schema
 from jitrace.analyzer.errors import UserError
-from jitrace.analyzer.load import _otlp_json_duckdb, _otlp_json_native, _text
+from jitrace.analyzer.load import _files, _otlp_json_duckdb, _otlp_json_native, _text
 
 ROWS = "SELECT * FROM span_rows"
 JSON_COLUMNS = (10, 11, 12, 13)  # resource, attributes, events, links: compared as parsed JSON, types included
@@ -511,3 +511,18 @@ def test_damaged_bytes_are_read_as_python_reads_them_or_declined(edits):
         path = Path(folder) / "export.jsonl"
         path.write_bytes(bytes(data))
         _same_outcome([path])
+
+
+def test_a_compressed_file_of_another_kind_is_decompressed_once(tmp_path, monkeypatch, reader):
+    # the C reader decides from a compressed file's head: a logs file is not decompressed whole once more for it
+    if reader != "native":
+        return  # DuckDB's path decompresses any file of MIN_BYTES // 64 or more (here every file): not changed
+    log = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"timeUnixNano": "1", "body": {"stringValue": "x"}}]}]}]}
+    path = tmp_path / "logs.jsonl.gz"
+    path.write_bytes(gzip.compress(("\n".join([json.dumps(log)] * 3) + "\n").encode()))
+    decompressed = []
+    real = _files.read_bytes
+    monkeypatch.setattr(_files, "read_bytes", lambda p: decompressed.append(p) or real(p))
+    fast = _Load([path], fast=True)
+    assert fast.report.logs == 3 and fast.fast_files == []
+    assert decompressed == [path]
