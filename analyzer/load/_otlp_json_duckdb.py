@@ -29,9 +29,7 @@ import functools
 import json
 import mmap
 import os
-import re
 import threading
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -39,6 +37,7 @@ import duckdb
 
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files, _otlp_json
+from jitrace.analyzer.load._span_lines_file import NOT_BLANK, Release, contents, in_transaction, spans_lines
 from jitrace.analyzer.spans_view import sql_string
 
 try:
@@ -48,10 +47,8 @@ except ImportError:  # not on Windows, which has no /dev/fd either: there the Py
 
 MIN_BYTES = 16 << 20  # below this the Python reader is about as fast (planning the SQL takes ~50 ms)
 MAX_LINE_BYTES = 16 << 20  # DuckDB reads a record whole (and a buffer per thread): a longer line goes to Python
-_NOT_BLANK = re.compile(rb"[^ \t\n\r\x0b\x0c]")  # bytes.strip()'s whitespace: a line of only these is skipped
 _WRITE_BYTES = 1 << 20
 _RELEASE_BYTES = 64 << 20
-_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 
 
 @functools.cache
@@ -124,37 +121,9 @@ def _insert(con: duckdb.DuckDBPyConnection, path: Path, table: str, data: bytes 
         cur.close()
 
 
-def in_transaction(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether the caller holds a transaction open: then two statements run in the same one."""
-    first, second = (_run(con, "SELECT current_transaction_id()")[0][0] for _ in range(2))
-    return first == second
-
-
 def _run(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> list[tuple]:
     """Every row: a result left unread would keep the connection busy for the caller's next statement."""
     return con.execute(sql, params).fetchall()
-
-
-@contextlib.contextmanager
-def contents(path: Path) -> Iterator[bytes | mmap.mmap]:
-    """The file's bytes: a plain file mapped (nothing read into memory), a compressed one decompressed as the Python
-    reader does it (the same bytes, or its error)."""
-    if _files.is_compressed(_files.peek(path)):
-        yield _files.read_bytes(path)
-        return
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        yield data
-
-
-def spans_lines(data: bytes | mmap.mmap) -> bool:
-    """Whether the first non-blank line names resourceSpans and another non-blank line follows (one line is a whole
-    JSON document to ``_formats``: the check would find so too, after a pass over the file)."""
-    first = _NOT_BLANK.search(data)
-    if first is None:
-        return False
-    end = data.find(b"\n", first.start())
-    return (end >= 0 and data.find(b'"resourceSpans"', first.start(), end) >= 0
-            and _NOT_BLANK.search(data, end) is not None)
 
 
 class _Feeder:
@@ -190,19 +159,15 @@ class _Feeder:
         try:
             pos = len(_files.BOM) if data[:len(_files.BOM)] == _files.BOM else 0
             number = 0
-            released = 0
+            release = Release(data)
             while pos < len(data):
-                if pos - released >= _RELEASE_BYTES and isinstance(data, mmap.mmap) and _DONTNEED is not None:
-                    # pages written out leave this process (they stay in the page cache): a big file mapped
-                    # whole would otherwise count in its resident memory
-                    upto = pos - pos % mmap.PAGESIZE
-                    data.madvise(_DONTNEED, released, upto - released)
-                    released = upto
+                if pos - release.done >= _RELEASE_BYTES:  # the pages written out
+                    release.upto(pos)
                 end = data.find(b"\n", pos)
                 if end < 0:
                     end = len(data)
                 number += 1
-                if _NOT_BLANK.search(data, pos, end):
+                if NOT_BLANK.search(data, pos, end):
                     if self._wrap:
                         out.write(b'{"l":%d,"r":' % number)
                         out.write(view[pos:end])

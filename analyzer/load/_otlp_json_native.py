@@ -24,7 +24,7 @@ import duckdb
 from jitrace.analyzer import schema
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files
-from jitrace.analyzer.load._otlp_json_duckdb import contents, in_transaction, spans_lines
+from jitrace.analyzer.load._span_lines_file import Release, contents, in_transaction, spans_lines
 
 try:
     from jitrace.analyzer.load import _otlp_native
@@ -38,7 +38,6 @@ AVAILABLE = _otlp_native is not None
 RANGE_BYTES = 8 << 20  # a range of lines read by one call: several per file, so that every core reads
 WORKERS = max(1, min(4, os.cpu_count() or 1))
 _BATCH = "jitrace_otlp_native_batch"
-_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 _SPANS_KEY = b'"resourceSpans"'
 _HEAD_BYTES = 1 << 16  # where a compressed span file's first line names resourceSpans (else: the Python reader)
 
@@ -49,7 +48,7 @@ def insert(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> int | None
     if _otlp_native is None:
         return None
     try:
-        if in_transaction(con):  # its snapshot would not see rows committed on another connection (the cursor)
+        if in_transaction(con):
             return None
         if _files.is_compressed(_files.peek(path)) and _SPANS_KEY not in _files.head(path, _HEAD_BYTES):
             return None  # a compressed file of another kind is not decompressed twice (here, then by its reader)
@@ -95,7 +94,7 @@ def _parsed(data: bytes | mmap.mmap, prefix: bytes):
     """``_otlp_native.parse`` of each range of lines, in file order, ``WORKERS`` ranges read at once."""
     with ThreadPoolExecutor(WORKERS, thread_name_prefix="jitrace-otlp-native") as pool:
         pending: deque[tuple[Future, int]] = deque()
-        release = _Release(data)
+        release = Release(data)
         try:
             for start, end, first_line in _ranges(data):
                 pending.append((pool.submit(_otlp_native.parse, data, start, end, first_line, prefix), end))
@@ -110,23 +109,6 @@ def _parsed(data: bytes | mmap.mmap, prefix: bytes):
         finally:
             for future, _ in pending:
                 future.cancel()
-
-
-class _Release:
-    """Drops the pages of a mapped file that are read: they leave this process's resident memory (they stay in the
-    page cache), else a big file mapped whole would count in it. (Bytes of a decompressed file are not mapped.)"""
-
-    def __init__(self, data: bytes | mmap.mmap) -> None:
-        self._data = data if isinstance(data, mmap.mmap) and _DONTNEED is not None else None
-        self._done = 0
-
-    def upto(self, end: int) -> None:
-        if self._data is None:
-            return
-        end -= end % mmap.PAGESIZE
-        if end > self._done:
-            self._data.madvise(_DONTNEED, self._done, end - self._done)
-            self._done = end
 
 
 def _ranges(data: bytes | mmap.mmap):
