@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import duckdb
 
-from jitrace.analyzer import offsets, spans_view
+from jitrace.analyzer import database, offsets, spans_view
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.schema import LOGS, duckdb_ddl
 from jitrace.instrumentation import contract
@@ -30,7 +30,7 @@ def on_cursor(con: duckdb.DuckDBPyConnection, work: Callable[[duckdb.DuckDBPyCon
     """``work`` done on a cursor of its own, closed after: a connection to the same database, so statements on two
     cursors run at once (from two threads; DuckDB releases the GIL while it works). A cursor does not see its
     connection's TEMP tables."""
-    cursor = con.cursor()
+    cursor = database.cursor(con)
     try:
         return work(cursor)
     finally:
@@ -76,8 +76,9 @@ def query_files() -> list[Path]:
 
 
 def connect(path: str | Path = ":memory:") -> duckdb.DuckDBPyConnection:
-    """A connection with an empty ``spans`` view and ``logs`` table (the loader adds to them; spans_view.py)."""
-    con = duckdb.connect(str(path))
+    """A connection with an empty ``spans`` view and ``logs`` table (the loader adds to them; spans_view.py), on the
+    database file at ``path`` (analyzer/database.py) or in memory."""
+    con = duckdb.connect() if str(path) == ":memory:" else database.connect(path)
     con.execute(f"SET memory_limit = '{os.environ.get('JITRACE_MEMORY_LIMIT', DEFAULT_MEMORY_LIMIT)}'")
     con.execute("SET preserve_insertion_order = false")  # lets big inserts stream instead of buffering
     con.execute("SET enable_progress_bar = false")

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import duckdb
 
+from jitrace.analyzer import database
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files, _otlp_json
 from jitrace.analyzer.load._span_lines_file import NOT_BLANK, Release, contents, in_transaction, spans_lines
@@ -92,7 +93,7 @@ def insert(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> int | None
 def _insert(con: duckdb.DuckDBPyConnection, path: Path, table: str, data: bytes | mmap.mmap) -> int | None:
     sql = _sections()
     # A cursor is a connection of its own to the same database: the macros stay out of the caller's connection
-    cur = con.cursor()
+    cur = database.cursor(con)
     try:
         _run(cur, sql["macros"])
         # The check reads the very lines the insert reads (not the file again: it may have grown since)

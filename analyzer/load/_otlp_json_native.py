@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from jitrace.analyzer import schema
+from jitrace.analyzer import database, schema
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files
 from jitrace.analyzer.load._span_lines_file import Release, contents, in_transaction, spans_lines
@@ -62,7 +62,7 @@ def insert(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> int | None
 
 def _insert(con: duckdb.DuckDBPyConnection, path: Path, table: str, data: bytes | mmap.mmap) -> int | None:
     prefix = f"{path}:".encode()  # the Python reader's source: path:LINE
-    cur = con.cursor()  # a connection of its own: the rollback below touches nothing of the caller's
+    cur = database.cursor(con)  # a connection of its own: the rollback below touches nothing of the caller's
     try:
         cur.execute("BEGIN TRANSACTION")
         records = spans = 0

@@ -526,3 +526,15 @@ def test_a_compressed_file_of_another_kind_is_decompressed_once(tmp_path, monkey
     fast = _Load([path], fast=True)
     assert fast.report.logs == 3 and fast.fast_files == []
     assert decompressed == [path]
+
+
+def test_the_fast_path_loads_into_a_runs_database_file(tmp_path, reader):
+    # a run attaches its file (analyzer/database.py): the fast path's cursor must insert there, not into DuckDB's
+    # default in-memory database (where there is no span_rows: it would fail and leave the file to Python)
+    from jitrace.analyzer import session
+
+    path = _write(tmp_path, [_line(GOOD_SPAN), _line(GOOD_SPAN | {"spanId": "0000000000000002"})])
+    con = session.connect(tmp_path / "jitrace.duckdb")
+    load.load_into(con, [])  # the tables
+    assert READERS[reader].insert(con, path, "span_rows") == 2
+    assert con.execute("SELECT count(*) FROM span_rows").fetchone() == (2,)
