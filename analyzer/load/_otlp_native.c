@@ -53,7 +53,7 @@ typedef struct {
     PyThreadState *ts;        /* the thread state while the GIL is released */
     Column col[NCOLS];
     Py_ssize_t rows;
-    Buf resource, service, scope, attrs, events, links, text, keys;
+    Buf resource, service, scope, attrs, events, links, text, member_name;  /* scratch: see their users */
     int has_service, has_scope;
     const char *prefix;       /* "path:" of the source column */
     size_t prefix_len;
@@ -526,12 +526,12 @@ static Name member(Parser *P) {
     if (!s.escaped)
         return (Name){s.s, s.n, 0};
     /* "string\u0056alue" is stringValue to Python: the name decoded (a lone surrogate is no field's name) */
-    P->keys.n = 0;
+    P->member_name.n = 0;
     for (size_t i = 0; i + 1 < s.n; i++)
         if (s.s[i] == '\\' && s.s[i + 1] == 'u' && i + 5 < s.n && (s.s[i + 2] == 'd' || s.s[i + 2] == 'D'))
             return (Name){s.s, s.n, 1};
-    put_text(P, &P->keys, s);
-    return (Name){(const u8 *)P->keys.p, P->keys.n, 0};
+    put_text(P, &P->member_name, s);
+    return (Name){(const u8 *)P->member_name.p, P->member_name.n, 0};
 }
 
 static inline int is(Name k, const char *word) {
@@ -1121,7 +1121,7 @@ static void parser_free(Parser *P) {
         free(P->col[c].offsets.p);
         free(P->col[c].valid.p);
     }
-    Buf *bufs[] = {&P->resource, &P->service, &P->scope, &P->attrs, &P->events, &P->links, &P->text, &P->keys};
+    Buf *bufs[] = {&P->resource, &P->service, &P->scope, &P->attrs, &P->events, &P->links, &P->text, &P->member_name};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         free(bufs[i]->p);
 }
