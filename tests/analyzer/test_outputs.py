@@ -209,3 +209,26 @@ def test_publish_keeps_exactly_the_users_entries(tmp_path_factory, dir_name, use
     assert got == {**user, **new_own}
     assert sorted(json.loads((final / MANIFEST).read_text())["files"]) == sorted(new_own)
     assert _siblings(final) == []
+
+
+def test_attribution_files_keep_the_tables_order_across_row_groups(tmp_path, monkeypatch):
+    # The steps run with preserve_insertion_order off; a table of many row groups then comes out of a COPY in no set
+    # order unless outputs.tables_written turns it back on (at 16,384 rows a group, from 16k denials on).
+    from jitrace.analyzer import database, outputs, session
+    from jitrace.analyzer.analyze import ATTRIBUTION_COLUMNS
+
+    monkeypatch.setattr(database, "ROW_GROUP_SIZE", 2048)
+    con = session.connect(tmp_path / "jitrace.duckdb")
+    columns = ", ".join(f"'{name}' AS {name}" for name in ATTRIBUTION_COLUMNS if name not in ("time", "trace_id"))
+    con.execute(f"CREATE TABLE attributions AS SELECT make_timestamp(i * 1000) AS time, "
+                f"printf('%032x', i) AS trace_id, {columns}, repeat('x', (i % 500)::INTEGER) AS padding "
+                "FROM range(40000) AS r(i) ORDER BY i")
+    con.execute("CREATE TABLE clock_offsets AS SELECT 'host' AS domain, 0 AS window_start")
+    assert con.execute("SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('attributions')").fetchone()[0] > 8
+    out = tmp_path / "out"
+    out.mkdir()
+    with outputs.tables_written(con, out, ATTRIBUTION_COLUMNS):
+        pass
+    for name in ("attributions.csv", "attributions.parquet"):
+        times = [t for (t,) in duckdb.sql(f"SELECT time FROM '{out / name}'").fetchall()]
+        assert len(times) == 40000 and times == sorted(times), name
