@@ -590,6 +590,29 @@ static void double_value(Parser *P, Buf *out) {
     put(P, out, repr, len);
 }
 
+/* A JSON list at the cursor -> a JSON array in `out`, `each` reading one element (at nesting `depth`) and writing
+ * it. */
+static void json_list(Parser *P, Buf *out, int depth, void (*each)(Parser *, Buf *, int)) {
+    expect(P, '[');
+    putc_(P, out, '[');
+    if (!empty(P, ']')) {
+        int first = 1;
+        do {
+            if (!first)
+                putc_(P, out, ',');
+            first = 0;
+            each(P, out, depth);
+        } while (more(P, ']'));
+    }
+    putc_(P, out, ']');
+}
+
+static void any_value(Parser *P, Buf *out, int depth, Str *str);
+
+static void array_element(Parser *P, Buf *out, int depth) {
+    any_value(P, out, depth, NULL);
+}
+
 static void key_values(Parser *P, Buf *out, int depth, int find_service);
 
 /* An AnyValue object -> its JSON text (_otlp_json.any_value): exactly one known field, or none (null). Sets
@@ -632,18 +655,7 @@ static void any_value(Parser *P, Buf *out, int depth, Str *str) {
             if (!is(v, "values"))
                 refuse(P, "a field of an array or kvlist value");
             if (array) {
-                expect(P, '[');
-                putc_(P, out, '[');
-                if (!empty(P, ']')) {
-                    int first = 1;
-                    do {
-                        if (!first)
-                            putc_(P, out, ',');
-                        first = 0;
-                        any_value(P, out, depth + 1, NULL);
-                    } while (more(P, ']'));
-                }
-                putc_(P, out, ']');
+                json_list(P, out, depth + 1, array_element);
             } else {
                 key_values(P, out, depth + 1, 0);
             }
@@ -802,6 +814,22 @@ static void required_id(Parser *P, int size, char *out) {
         refuse(P, "an id missing or zero");
 }
 
+/* A span's or a link's traceId or spanId member (bits 1 and 2 of `seen`): read into `trace` / `span`; 0 for any
+ * other member. */
+static int own_ids(Parser *P, Name m, unsigned *seen, char *trace, char *span) {
+    if (is(m, "traceId")) {
+        once(P, seen, 1);
+        required_id(P, 16, trace);
+        return 1;
+    }
+    if (is(m, "spanId")) {
+        once(P, seen, 2);
+        required_id(P, 8, span);
+        return 1;
+    }
+    return 0;
+}
+
 /* An OTLP enum: its number or its proto name ("SPAN_KIND_SERVER") -> the index in `names`. */
 static int enum_(Parser *P, const char *prefix, const char *const *names, int count) {
     if (peek(P) == '"') {
@@ -823,22 +851,6 @@ static const char *const KINDS[] = {"UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT
 static const char *const CODES[] = {"UNSET", "OK", "ERROR"};
 
 /* ------------------------------------------------------------------------------------------------ spans */
-
-/* A JSON list at the cursor -> a JSON array in `out`, `each` reading one element and writing it. */
-static void json_list(Parser *P, Buf *out, void (*each)(Parser *, Buf *)) {
-    expect(P, '[');
-    putc_(P, out, '[');
-    if (!empty(P, ']')) {
-        int first = 1;
-        do {
-            if (!first)
-                putc_(P, out, ',');
-            first = 0;
-            each(P, out);
-        } while (more(P, ']'));
-    }
-    putc_(P, out, ']');
-}
 
 /* Reads the value passed over at `at` (earlier on this line) with `read`, and puts the cursor back. Fields come in
  * any order; where a value's rows need a field written after it, the value is read once that field is known. */
@@ -864,7 +876,7 @@ static void put_attributes_at(Parser *P, Buf *out, const u8 *at) {
 }
 
 /* A span event -> {"name", "time_ns", "attributes"}, in that order whatever the order of its fields. */
-static void span_event(Parser *P, Buf *out) {
+static void span_event(Parser *P, Buf *out, int depth) {
     Str name = {(const u8 *)"", 0, 0};
     long long time = 0;
     const u8 *attrs_at = NULL;
@@ -892,17 +904,13 @@ static void span_event(Parser *P, Buf *out) {
 }
 
 /* A span link -> {"trace_id", "span_id", "attributes"}. */
-static void span_link(Parser *P, Buf *out) {
+static void span_link(Parser *P, Buf *out, int depth) {
     char trace[32], span[16];
     const u8 *attrs_at = NULL;
     unsigned seen = 0;
     EACH_MEMBER(P, m) {
-        if (is(m, "traceId")) {
-            once(P, &seen, 1);
-            required_id(P, 16, trace);
-        } else if (is(m, "spanId")) {
-            once(P, &seen, 2);
-            required_id(P, 8, span);
+        if (own_ids(P, m, &seen, trace, span)) {
+            /* read */
         } else if (is(m, "attributes")) {
             once(P, &seen, 4);
             attrs_at = P->p;
@@ -930,12 +938,8 @@ static void span(Parser *P) {
     unsigned seen = 0;
     P->attrs.n = P->events.n = P->links.n = 0;
     EACH_MEMBER(P, m) {
-        if (is(m, "traceId")) {
-            once(P, &seen, 1);
-            required_id(P, 16, trace);
-        } else if (is(m, "spanId")) {
-            once(P, &seen, 2);
-            required_id(P, 8, span_id);
+        if (own_ids(P, m, &seen, trace, span_id)) {
+            /* read */
         } else if (is(m, "parentSpanId")) {
             once(P, &seen, 4);
             has_parent = id(P, 8, parent);
@@ -970,10 +974,10 @@ static void span(Parser *P) {
             key_values(P, &P->attrs, 0, 0);
         } else if (is(m, "events")) {
             once(P, &seen, 512);
-            json_list(P, &P->events, span_event);
+            json_list(P, &P->events, 0, span_event);
         } else if (is(m, "links")) {
             once(P, &seen, 1024);
-            json_list(P, &P->links, span_link);
+            json_list(P, &P->links, 0, span_link);
         } else {
             unknown(P, m);
         }
