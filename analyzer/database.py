@@ -17,6 +17,8 @@ from pathlib import Path
 
 import duckdb
 
+from jitrace.analyzer.spans_view import sql_string  # a quote in a folder name must not end the SQL string
+
 NAME = "jitrace"
 ROW_GROUP_SIZE = 16_384  # a multiple of DuckDB's vector size (2,048)
 
@@ -24,7 +26,7 @@ ROW_GROUP_SIZE = 16_384  # a multiple of DuckDB's vector size (2,048)
 def connect(path: str | Path) -> duckdb.DuckDBPyConnection:
     """A connection whose current database is the file at ``path`` (created if missing)."""
     con = duckdb.connect()
-    con.execute(f"ATTACH '{_quoted(str(path))}' AS {NAME} (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
+    con.execute(f"ATTACH {sql_string(str(path))} AS {NAME} (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
     con.execute(f"USE {NAME}")
     return con
 
@@ -37,7 +39,3 @@ def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     if attached:
         cur.execute(f"USE {NAME}")
     return cur
-
-
-def _quoted(text: str) -> str:
-    return text.replace("'", "''")

@@ -512,6 +512,14 @@ static void skip(Parser *P, int depth) {
     }
 }
 
+/* Passes over the value at the cursor (checked) and returns where it starts: a value read later, once what it
+ * needs is known (fields come in any order); the reader then sets the cursor there and back. */
+static const u8 *pass_over(Parser *P, int depth) {
+    const u8 *at = P->p;
+    skip(P, depth);
+    return at;
+}
+
 /* A member's name, for structure: one without escapes (an escaped name would equal a field here only once
  * decoded: refused by the caller when it matters, see `field`). */
 typedef struct {
@@ -722,8 +730,7 @@ static void key_values(Parser *P, Buf *out, int depth, int find_service) {
                     any_value(P, out, depth + 1, &str);
                     wrote_value = 1;
                 } else {
-                    value_at = P->p;
-                    skip(P, depth + 1);
+                    value_at = pass_over(P, depth + 1);
                 }
             } else {
                 unknown(P, m);
@@ -890,8 +897,7 @@ static void span_event(Parser *P, Buf *out, int depth) {
             time = otlp_int(P);
         } else if (is(m, "attributes")) {
             once(P, &seen, 4);
-            attrs_at = P->p;
-            skip(P, 1);
+            attrs_at = pass_over(P, 1);
         } else {
             unknown(P, m);
         }
@@ -913,8 +919,7 @@ static void span_link(Parser *P, Buf *out, int depth) {
             /* read */
         } else if (is(m, "attributes")) {
             once(P, &seen, 4);
-            attrs_at = P->p;
-            skip(P, 1);
+            attrs_at = pass_over(P, 1);
         } else {
             unknown(P, m);
         }
@@ -1038,8 +1043,7 @@ static void headed_list(Parser *P, const char *head, void (*read_head)(Parser *)
             if (seen & 1) {
                 array_of(P, each);
             } else {
-                list_at = P->p;
-                skip(P, 0);
+                list_at = pass_over(P, 0);
             }
         } else if (is(m, old)) {
             refuse(P, old);
