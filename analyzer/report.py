@@ -297,8 +297,10 @@ def logs_by_cause(con: duckdb.DuckDBPyConnection, per_cause: int = 10) -> str:
     rows = con.execute(
         """SELECT cause, time, trace_id, rule, CAST(json_extract(evidence, '$.logs') AS VARCHAR[]) AS lines,
                   json_extract_string(evidence, '$.log_line') AS decisive
-           FROM (SELECT *, row_number() OVER (PARTITION BY cause ORDER BY time, trace_id) AS n FROM attributions
-                 WHERE json_extract(evidence, '$.logs') IS NOT NULL)
+           FROM (SELECT a.*, row_number() OVER (PARTITION BY cause ORDER BY time, trace_id) AS n
+                 FROM attributions AS a  -- a denial has evidence.logs when it has lines in denial_logs: only
+                                         -- those are read (scanning every evidence cost 0.015 s at 20k denials)
+                 SEMI JOIN denial_logs AS l ON l.denial_trace_id = a.trace_id AND l.denial_span_id = a.span_id)
            WHERE n <= ? ORDER BY cause, time, trace_id""", [per_cause]).fetchall()
     if not rows:
         return "<p><em>no log records joined to any denial</em></p>"
