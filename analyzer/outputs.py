@@ -37,9 +37,9 @@ KNOWN_OUTPUTS = frozenset({
 })
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
-# zstd, not DuckDB's default snappy: at 20k denials attributions.parquet is 1.2 MB instead of 3.3 MB, and is written
-# in 0.05 s instead of 0.075 s (the evidence JSON compresses well)
-OUTPUT_PARQUET = "FORMAT parquet, COMPRESSION zstd"
+# zstd, not DuckDB's default snappy: at 20k denials attributions.parquet is 1.0 MB instead of 3.0 MB (the evidence
+# JSON compresses well). Level 1, not zstd's default 3: written in 0.047-0.049 s instead of 0.058-0.081 s, 5% bigger.
+OUTPUT_PARQUET = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1"
 # A run's folders beside DIR: DIR<STAGING>-<pid> while it builds, DIR<ASIDE>-<pid> for the old output while it swaps
 STAGING, ASIDE = ".tmp", ".old"
 
