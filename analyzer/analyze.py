@@ -131,12 +131,16 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
             # the report's ttl counts read only the spans: counted on the other core once the steps that keep both
             # busy are done (from 48_denied_calls on, they run mostly on one)
             ttl = _StartAfter("45_clock_offsets", lambda: beside.submit(session.on_cursor, con, report.ttl_counts))
+            # the notebooks' view of denials (a TEMP table) binds 50's statement again: done there too, beside 55-75
+            views = _StartAfter("50_denials", lambda: _keep_as_views_beside(con, beside))
             session.run_queries(con, settings=settings, log_patterns=None,  # patterns loaded above
-                                progress=lambda step, s: (say(f"{step} ({s:.2f} s)"), ttl.step_done(step)))
+                                progress=lambda step, s: (say(f"{step} ({s:.2f} s)"), ttl.step_done(step),
+                                                          views.step_done(step)))
+            views.result()
             # the tables are final: the database file is checkpointed (the notebooks' views, the small tables left in
             # the WAL: 0.02 s at 1M spans, the attributions being in the file already, analyzer/database.py) while
             # the outputs read them
-            session.keep_as_views(con)
+            session.keep_as_views(con)  # any TEMP table a later step made (none today)
             checkpoint = beside.submit(session.on_cursor, con, session.checkpoint)
             with session.reading_inputs("the report's ttl counts"):
                 ttl_rows = ttl.result()
@@ -145,6 +149,13 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
     finally:
         con.close()
     return summary
+
+
+def _keep_as_views_beside(con: duckdb.DuckDBPyConnection, pool: ThreadPoolExecutor) -> Future:
+    """session.keep_as_views for the TEMP tables so far: which ones asked on ``con`` (idle between two steps), the
+    views created on a cursor in ``pool`` while the next steps run."""
+    views = session.views_to_keep(con)
+    return pool.submit(session.on_cursor, con, lambda cursor: session.create_views(cursor, views))
 
 
 class _StartAfter:

@@ -46,12 +46,6 @@ def checkpoint(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("CHECKPOINT")
 
 
-def _is_temp_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    """Whether ``name`` is a TEMP table (else the step ran as a plain table: an input too big for memory)."""
-    query = "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND temporary"
-    return bool(con.execute(query, [name]).fetchone()[0])
-
-
 # Step hooks: after the SQL file with this stem runs, the function builds the next table.
 PYTHON_STEPS: dict[str, Callable[[duckdb.DuckDBPyConnection], object]] = {
     "40_clock_edges": offsets.write_offsets,
@@ -116,6 +110,33 @@ def _temp_tables_fit(con: duckdb.DuckDBPyConnection) -> bool:
     return spans_view.count(con) <= TEMP_SPANS_PER_GB * size_gb
 
 
+def views_to_keep(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str | None]]:
+    """Each step whose table is a TEMP table on ``con`` (so far), in pipeline order, with the DDL of the view that
+    keeps it in the database file, or None when that view exists already (pairs makes its own). A step that ran as a
+    plain table (an input too big for memory) is in the file already and is not listed. Asks ``con`` only: the DDL
+    may then run on another cursor (``create_views``), beside the steps that follow."""
+    temporary = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()}
+    views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT temporary").fetchall()}
+    kept = []
+    for path in query_files():
+        text = path.read_text()
+        match = TEMP_TABLE.search(text)
+        if match is None or match.group(1) not in temporary:
+            continue
+        name = match.group(1)
+        kept.append((name, None if name in views else
+                     TEMP_TABLE.sub(f"CREATE OR REPLACE VIEW main.{name} AS", text, count=1)))
+    return kept
+
+
+def create_views(con: duckdb.DuckDBPyConnection, views: list[tuple[str, str | None]]) -> list[str]:
+    """Create the views ``views_to_keep`` listed; returns their names."""
+    for _, ddl in views:
+        if ddl is not None:
+            con.execute(ddl)
+    return [name for name, _ in views]
+
+
 def keep_as_views(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Give each of the steps' TEMP tables a view of the same name in the database file, computed from ``spans`` when
     asked (as rpc_spans and clock_samples are); returns their names, in pipeline order. The TEMP tables stay until
@@ -124,22 +145,11 @@ def keep_as_views(con: duckdb.DuckDBPyConnection) -> list[str]:
 
     The steps whose tables are big or wide run as TEMP tables: writing them to the file would cost more than computing
     them (pairs: millions of rows; denials: a row of facts per denied call). A step whose table needs more than its
-    one statement (pairs) creates its view itself; for the others the view is the statement itself.
+    one statement (pairs) creates its view itself; for the others the view is the statement itself. Creating a view
+    binds its statement again (0.01 s for denials): ``analyze`` does that on another cursor beside the later steps
+    (``views_to_keep`` then ``create_views``), and this call finds it done.
     """
-    kept = []
-    for path in query_files():
-        text = path.read_text()
-        match = TEMP_TABLE.search(text)
-        if match is None:
-            continue
-        name = match.group(1)
-        if not _is_temp_table(con, name):
-            continue  # ran as a plain table (a big input): already in the file
-        if not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND NOT temporary",
-                           [name]).fetchone()[0]:
-            con.execute(TEMP_TABLE.sub(f"CREATE OR REPLACE VIEW main.{name} AS", text, count=1))
-        kept.append(name)
-    return kept
+    return create_views(con, views_to_keep(con))
 
 
 def _read_patterns(path: Path, source: str) -> list[tuple]:
