@@ -118,7 +118,7 @@ def analyze(
 
 def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, settings: dict[str, float] | None,
                   say, log_patterns: list[str], out_dir: Path) -> dict:
-    con = session.connect(out / "jitrace.duckdb")
+    con = session.connect(out / "jitrace.duckdb", define_view=False)  # _load defines it
     try:
         session.load_log_patterns(con, log_patterns)  # a bad pattern file fails before the (long) load, not after it
         say(f"loading {len(inputs)} input(s)")

@@ -107,10 +107,13 @@ def parquet_columns(con: duckdb.DuckDBPyConnection, paths: list[str]) -> dict[st
     return out
 
 
-def ensure(con: duckdb.DuckDBPyConnection) -> None:
-    """Create ``span_rows``, ``span_files`` and the view if they are not there yet."""
+def ensure(con: duckdb.DuckDBPyConnection, *, view: bool = True) -> None:
+    """Create ``span_rows``, ``span_files`` and (unless ``view`` is False: the caller defines it once it has added
+    spans) the view if they are not there yet."""
     con.execute(schema.duckdb_ddl(ROWS_TABLE, schema.SPANS))
     con.execute(f"CREATE TABLE IF NOT EXISTS {FILES_TABLE} (path VARCHAR, has_source BOOLEAN)")
+    if not view:
+        return
     if not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'spans' AND NOT temporary").fetchone()[0]:
         define(con)
 

@@ -65,7 +65,7 @@ def load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], *, strict: bool
 
 
 def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, out: Path | None) -> LoadReport:
-    spans_view.ensure(con)
+    spans_view.ensure(con, view=False)  # defined at the end, over what was loaded
     con.execute(schema.duckdb_ddl("logs", schema.LOGS))
     files = _files.expand(list(inputs), out=out)
     # a receiver that crashed while compacting may have left files a compacted file already holds: never twice
