@@ -226,9 +226,32 @@ def test_the_database_file_is_checkpointed_beside_the_outputs(spans_dir, tmp_pat
         try:
             con.execute("CHECKPOINT")
             outcomes.append("done")
+            return True
         except duckdb.TransactionException as exc:
             outcomes.append(str(exc))
+            return False
 
     monkeypatch.setattr(session, "checkpoint", checkpoint)
     analyze.analyze([str(spans_dir)], tmp_path / "out", quiet=True)
     assert outcomes == ["done"]
+
+
+@pytest.mark.parametrize("checkpointed", [True, False])
+def test_another_process_opens_the_database_as_soon_as_analyze_returns(spans_dir, tmp_path, monkeypatch,
+                                                                        checkpointed):
+    """The close (freeing the run's memory) runs beside the publishing of the folder when the checkpoint wrote the
+    file whole, else before it (the close then checkpoints); either way analyze returns with the file closed and no
+    WAL beside it: a notebook in another process opens it read-write (DuckDB refuses a file another process holds)."""
+    from jitrace.analyzer import analyze, session
+
+    real = session.checkpoint
+    monkeypatch.setattr(session, "checkpoint", real if checkpointed else lambda con: False)
+    out = tmp_path / "out"
+    analyze.analyze([str(spans_dir)], out, quiet=True)
+    assert not (out / "jitrace.duckdb.wal").exists()
+    opened = subprocess.run(
+        [sys.executable, "-c", "import duckdb, sys; con = duckdb.connect(sys.argv[1]); "
+                               "print(con.execute('SELECT count(*) FROM attributions').fetchone()[0])",
+         str(out / "jitrace.duckdb")], capture_output=True, text=True, timeout=120)
+    assert opened.returncode == 0, opened.stderr
+    assert int(opened.stdout) > 0
