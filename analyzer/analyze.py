@@ -150,6 +150,7 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
             # the WAL: 0.02 s at 1M spans, the attributions being in the file already, analyzer/database.py) while
             # the outputs read them
             session.keep_as_views(con)  # any TEMP table a later step made (none today)
+            outputs.one_thread_each(con)  # the checkpoint, the CSV, the Parquet files and the report side by side
             checkpoint = beside.submit(session.on_cursor, con, session.checkpoint)
             with session.reading_inputs("the report's ttl counts"):
                 ttl_rows = ttl.result()
