@@ -120,10 +120,12 @@ def views_to_keep(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str | None]
     keeps it in the database file, or None when that view exists already (pairs makes its own). A step that ran as a
     plain table (an input too big for memory) is in the file already and is not listed. Asks ``con`` only: the DDL
     may then run on another cursor (``create_views``), beside the steps that follow."""
-    # by database name, not `temporary`: the filter then keeps duckdb_tables() off the file's tables (5 ms -> 1 ms)
+    # by database name, not `temporary`: the filter then keeps duckdb_tables() and duckdb_views() to one database's
+    # entries (5 ms -> 1 ms each; duckdb_views() renders every view's SQL, the spans view's included)
     temporary = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'temp'")
                  .fetchall()}
-    views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT temporary").fetchall()}
+    views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE database_name = current_database()")
+             .fetchall()}
     kept = []
     for path in query_files():
         text = path.read_text()
