@@ -155,7 +155,7 @@ def keep_as_views(con: duckdb.DuckDBPyConnection) -> list[str]:
     The steps whose tables are big or wide run as TEMP tables: writing them to the file would cost more than computing
     them (pairs: millions of rows; denials: a row of facts per denied call). A step whose table needs more than its
     one statement (pairs) creates its view itself; for the others the view is the statement itself. Creating a view
-    binds its statement again (0.01 s for denials): ``analyze`` does that on another cursor beside the later steps
+    binds its statement again (0.01-0.02 s for denials): ``analyze`` does that on another cursor beside the later steps
     (``views_to_keep`` then ``create_views``), and this call finds it done.
     """
     return create_views(con, views_to_keep(con))
