@@ -43,7 +43,6 @@ issues AS (
 ),
 joined AS (
     SELECT
-        calls.rowid AS call_id,  -- the offsets below join back by it
         calls.trace_id,
         coalesce(calls.server_span_id, calls.client_span_id) AS span_id,
         calls.server_span_id, calls.client_span_id,
@@ -97,34 +96,28 @@ late AS (  -- a stream denied on a later message: that check decided, not the on
     FROM (SELECT *, coalesce(check_verdict <> 'valid' AND coalesce(verdict, 'valid') = 'valid', false) AS late_check
           FROM joined)
 ),
-first_offsets AS (
-    SELECT domain, arg_min(offset_s, window_start) AS offset_s, arg_min(error_s, window_start) AS error_s,
-           arg_min(reference, window_start) AS reference
-    FROM clock_offsets GROUP BY domain
-),
--- Each host's offset at the call's time: the window starting last at or before it (ASOF), else the host's first
--- window. The ASOF joins sort their input, so they run on the call's key, time and hosts only (a wide row
--- sorted twice cost more than the rest of this step), and the offsets join back by key.
-instants AS (SELECT call_id, time, server_domain, client_domain FROM late),
-with_server_offset AS (
-    SELECT j.*, coalesce(o.offset_s, f.offset_s) AS server_offset_s, coalesce(o.error_s, f.error_s) AS server_error_s,
-           coalesce(o.reference, f.reference) AS server_reference
-    FROM instants AS j
-    ASOF LEFT JOIN clock_offsets AS o ON o.domain = j.server_domain AND j.time >= o.window_start
-    LEFT JOIN first_offsets AS f ON f.domain = j.server_domain
-),
-call_offsets AS (
-    SELECT j.call_id, j.server_offset_s, j.server_error_s, j.server_reference,
-           coalesce(o.offset_s, f.offset_s) AS client_offset_s, coalesce(o.error_s, f.error_s) AS client_error_s,
-           coalesce(o.reference, f.reference) AS client_reference
-    FROM with_server_offset AS j
-    ASOF LEFT JOIN clock_offsets AS o ON o.domain = j.client_domain AND j.time >= o.window_start
-    LEFT JOIN first_offsets AS f ON f.domain = j.client_domain
+-- Each host's offset at the call's time: the window starting last at or before it, else the host's first window.
+-- Each window holds the calls from its start to the next window's start (the first one from the beginning of time,
+-- and a call without a time), so a call meets its window in a hash join on the host with a range test among that
+-- host's few windows: no sort of the calls (two ASOF joins sorted them, 0.015 s at 20k denials).
+offset_windows AS (
+    SELECT domain, offset_s, error_s, reference,
+           CASE WHEN lag(window_start) OVER w IS NULL THEN '-infinity'::TIMESTAMP ELSE window_start END AS from_time,
+           lead(window_start) OVER w AS until_time
+    FROM clock_offsets
+    WINDOW w AS (PARTITION BY domain ORDER BY window_start)
 ),
 with_offsets AS (
-    SELECT j.*, o.* EXCLUDE (call_id)
+    SELECT j.*,
+           so.offset_s AS server_offset_s, so.error_s AS server_error_s, so.reference AS server_reference,
+           co.offset_s AS client_offset_s, co.error_s AS client_error_s, co.reference AS client_reference
     FROM late AS j
-    JOIN call_offsets AS o ON o.call_id = j.call_id
+    LEFT JOIN offset_windows AS so
+      ON so.domain = j.server_domain AND coalesce(j.time, '-infinity') >= so.from_time
+     AND (so.until_time IS NULL OR coalesce(j.time, '-infinity') < so.until_time)
+    LEFT JOIN offset_windows AS co
+      ON co.domain = j.client_domain AND coalesce(j.time, '-infinity') >= co.from_time
+     AND (co.until_time IS NULL OR coalesce(j.time, '-infinity') < co.until_time)
 ),
 allows AS (  -- allowed calls per principal, method, version and time bucket of one version window: a denial
              -- then meets a few buckets, not every allowed call (a bucket overlapping the +-window holds one inside)
@@ -147,6 +140,6 @@ skew AS (
     WHERE d.policy_decision = 'deny'
     GROUP BY ALL
 )
-SELECT d.* EXCLUDE (call_id), skew.allowed_versions
+SELECT d.*, skew.allowed_versions
 FROM with_offsets AS d
 LEFT JOIN skew ON skew.trace_id = d.trace_id AND skew.span_id = d.span_id;

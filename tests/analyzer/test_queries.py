@@ -7,6 +7,8 @@ import json
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from spanfactory import T0, Token, World
 
 from jitrace.analyzer import session
@@ -143,3 +145,40 @@ def test_denials_are_selected_by_grpc_status_not_span_status(grpc_status, span_s
                 _span(t, "s1", "c1", "SERVER", "b", 10, 90, attrs, span_status)])
     rows = con.execute("SELECT span_id FROM attributions").fetchall()
     assert rows == ([("s1",)] if denied else [])  # one row per call, the server's span
+
+
+@pytest.fixture(scope="module")
+def one_denied_call():
+    """A run whose one denied call (client on host a, server on host b) starts at T0 + 10 s on both clocks."""
+    start = int((T0 + 10) * 10**9)
+    t = "ab" * 16
+    con = _run([_span(t, "c1", None, "CLIENT", "a", start, start + 10**8),
+                _span(t, "s1", "c1", "SERVER", "b", start, start + 5 * 10**7, {c.RPC_GRPC_STATUS_CODE: 7})])
+    assert con.execute("SELECT server_domain, client_domain FROM denials").fetchall() == [("b", "a")]
+    return con, start
+
+
+@settings(max_examples=60, deadline=None)
+@given(server=st.lists(st.integers(-4, 4), min_size=1, max_size=6, unique=True),
+       client=st.lists(st.integers(-4, 4), max_size=6, unique=True))
+def test_a_denial_takes_each_hosts_offset_from_the_window_its_time_falls_in(one_denied_call, server, client):
+    """The window starting last at or before the call (a window starting at the call's very microsecond counts),
+    else the host's first window; a host without windows has no offset. Windows start k minutes from the call, in
+    any order, and their offset is k seconds (the client's k + 100)."""
+    con, start = one_denied_call
+    rows = [("b", k, float(k)) for k in server] + [("a", k, k + 100.0) for k in client]
+    con.execute("CREATE OR REPLACE TABLE clock_offsets AS SELECT domain, 'b' AS reference, "
+                "make_timestamp(?::BIGINT // 1000 + k * 60000000) AS window_start, "
+                "make_timestamp(?::BIGINT // 1000 + (k + 1) * 60000000) AS window_end, offset_s, 0.001 AS error_s, "
+                "1::BIGINT AS samples FROM (SELECT unnest(?) AS domain, unnest(?) AS k, unnest(?) AS offset_s)",
+                [start, start, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]])
+    con.execute(next(p for p in session.query_files() if p.stem == "50_denials").read_text())
+
+    def expected(ks: list[int], shift: float) -> float | None:
+        if not ks:
+            return None
+        started = [k for k in ks if k <= 0]
+        return (max(started) if started else min(ks)) + shift
+
+    got = con.execute("SELECT server_offset_s, client_offset_s FROM denials").fetchall()
+    assert got == [(expected(server, 0.0), expected(client, 100.0))]
