@@ -114,7 +114,9 @@ def ensure(con: duckdb.DuckDBPyConnection, *, view: bool = True) -> None:
     con.execute(f"CREATE TABLE IF NOT EXISTS {FILES_TABLE} (path VARCHAR, has_source BOOLEAN)")
     if not view:
         return
-    if not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'spans' AND NOT temporary").fetchone()[0]:
+    # the current database's views only (the view is created there): duckdb_views() then renders no other view's SQL
+    query = "SELECT count(*) FROM duckdb_views() WHERE database_name = current_database() AND view_name = 'spans'"
+    if not con.execute(query).fetchone()[0]:
         define(con)
 
 
