@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 import select
-import signal
-import threading
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+from jitrace.analyzer.stop_signals import StopSignals
 
 DOMAIN = "jitrace.lab"
 AUDIENCE = "inventory"
@@ -43,13 +43,7 @@ def serve_until_stopped(server: grpc.Server) -> None:
     """Serve until SIGTERM/SIGINT, or until the process that started this one is gone (a runner killed with
     SIGKILL leaves no service behind); then stop the server and return, so the process exits normally and
     OpenTelemetry's exporters flush."""
-    stopped = threading.Event()
-
-    def handler(signum: int, frame: object) -> None:
-        stopped.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    stopped = StopSignals()
     parent = os.getppid()
     while not stopped.wait(0.2):
         if os.getppid() != parent:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from jitrace.analyzer.errors import UserError
+from jitrace.analyzer.stop_signals import StopSignals
 
 __all__ = ["Receiver", "configure", "run"]
 
@@ -183,9 +184,7 @@ def run(args: argparse.Namespace) -> int:
 
     receiver = Receiver(args.out, _addr(args.grpc, "--grpc"), _addr(args.http, "--http"), max_bytes=args.max_bytes,
                         reuse_port=shared, clean=not child, in_flight_bytes=args.max_in_flight)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = StopSignals()
     grpc_port, http_port = receiver.start()
     host = lambda a: a.rpartition(":")[0] if a else None  # noqa: E731
     grpc_at = f"{host(receiver.grpc_addr)}:{grpc_port}" if grpc_port else None
