@@ -24,7 +24,7 @@ import duckdb
 from jitrace.analyzer import database, schema
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files
-from jitrace.analyzer.load._span_lines_file import Release, contents, in_transaction, spans_lines
+from jitrace.analyzer.load._span_lines_file import SPANS_KEY, Release, contents, in_transaction, spans_lines
 
 try:
     from jitrace.analyzer.load import _otlp_native
@@ -38,7 +38,6 @@ AVAILABLE = _otlp_native is not None
 RANGE_BYTES = 8 << 20  # a range of lines read by one call: several per file, so that every core reads
 WORKERS = max(1, min(4, os.cpu_count() or 1))
 _BATCH = "jitrace_otlp_native_batch"
-_SPANS_KEY = b'"resourceSpans"'
 _HEAD_BYTES = 1 << 16  # where a compressed span file's first line names resourceSpans (else: the Python reader)
 
 
@@ -50,7 +49,7 @@ def insert(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> int | None
     try:
         if in_transaction(con):
             return None
-        if _files.is_compressed(_files.peek(path)) and _SPANS_KEY not in _files.head(path, _HEAD_BYTES):
+        if _files.is_compressed(_files.peek(path)) and SPANS_KEY not in _files.head(path, _HEAD_BYTES):
             return None  # a compressed file of another kind is not decompressed twice (here, then by its reader)
         with contents(path) as data:
             if not spans_lines(data):

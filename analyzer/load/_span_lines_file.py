@@ -15,6 +15,7 @@ import duckdb
 from jitrace.analyzer.load import _files
 
 NOT_BLANK = re.compile(rb"[^ \t\n\r\x0b\x0c]")  # bytes.strip()'s whitespace: a line of only these is skipped
+SPANS_KEY = b'"resourceSpans"'  # what a span file's first line names
 _DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 
 
@@ -36,7 +37,7 @@ def spans_lines(data: bytes | mmap.mmap) -> bool:
     if first is None:
         return False
     end = data.find(b"\n", first.start())
-    return (end >= 0 and data.find(b'"resourceSpans"', first.start(), end) >= 0
+    return (end >= 0 and data.find(SPANS_KEY, first.start(), end) >= 0
             and NOT_BLANK.search(data, end) is not None)
 
 
