@@ -44,16 +44,17 @@ def verdict_of(exc: BaseException | None) -> str:
     return c.VERDICT_MALFORMED
 
 
-def _record(state: _call_state.CallState, token: object, failure: BaseException | None, started_ns: int) -> None:
+def _record(state: _call_state.CallState, token: object, failure: BaseException | None, started_ns: int,
+            ended_ns: int) -> None:
     # try/except rather than _safety.guarded: this runs on every verified call
     try:
-        _record_check(state, token, failure, started_ns)
+        _record_check(state, token, failure, started_ns, ended_ns)
     except Exception:  # noqa: BLE001 - nothing of ours may fail a call
         _safety.count("jwt_hook")
 
 
 def _record_check(state: _call_state.CallState, token: object, failure: BaseException | None,
-                  started_ns: int) -> None:
+                  started_ns: int, ended_ns: int) -> None:
     verdict = verdict_of(failure)
     if isinstance(token, bytes | bytearray):
         token = bytes(token).decode("latin-1")
@@ -63,7 +64,10 @@ def _record_check(state: _call_state.CallState, token: object, failure: BaseExce
     span = state.span
     if not span.is_recording():
         return
-    now_s = started_ns / 1e9
+    # PyJWT read its clock somewhere between the two stamps. The ttl is taken at the stamp its verdict agrees with:
+    # an expired token's at the end (ttl <= 0), any other at the start, so a check at the very instant of expiry
+    # never records "expired" with a ttl left.
+    now_s = (ended_ns if verdict == c.VERDICT_EXPIRED else started_ns) / 1e9
     if number == 1:
         if token is not None and token == state.metadata_token:
             # the token from metadata, already described on arrival: only what the check adds (age and ttl at
@@ -121,7 +125,7 @@ def _wrap(original: Callable[..., Any], token_index: int) -> Callable[..., Any]:
         finally:
             _inside.reset(reset)
             if failure is None or isinstance(failure, Exception):  # not an interrupt (KeyboardInterrupt...)
-                _record(state, token, failure, started_ns)
+                _record(state, token, failure, started_ns, time.time_ns())
 
     decode._jitrace_original = original  # type: ignore[attr-defined]
     return decode

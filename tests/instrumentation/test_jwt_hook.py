@@ -175,3 +175,30 @@ def test_a_peek_without_verification_is_not_a_check(hooked: None, exporter: Any)
             jwt.decode(_hs(jti="checked", aud="other"), SECRET, algorithms=["HS256"], audience="aud-1")
     a = finished[0].attributes
     assert a[c.TOKEN_ID] == "checked" and a[c.TOKEN_VERDICT] == c.VERDICT_BAD_AUDIENCE and not finished[0].events
+
+
+@pytest.mark.parametrize("first_check", [True, False])
+def test_a_check_at_the_instant_of_expiry_records_no_time_left(hooked: None, exporter: Any, monkeypatch: Any,
+                                                               first_check: bool) -> None:
+    """PyJWT reads its clock between the hook's two stamps. Here it says expired while the first stamp is still 50
+    microseconds before ``exp``: the recorded ttl must not claim time left (the analyzer would then find the token
+    valid at the check and leave the denial undecided)."""
+    exp = _now() - 1  # expired by PyJWT's clock
+    # the valid first check (streams) reads any earlier instant; then the expired check's start and end
+    earlier = [(exp - 2) * 10**9] * 2 if not first_check else []
+    stamps = iter([*earlier, exp * 10**9 - 50_000, exp * 10**9 + 50_000])
+    monkeypatch.setattr(_jwt_hook.time, "time_ns", lambda: next(stamps))
+    token = _hs(iat=exp - 3, nbf=exp - 3, exp=exp)
+    with server_call(exporter) as finished:
+        if not first_check:
+            _decode(_hs())  # a valid first check: the stream's later check becomes an event
+        with pytest.raises(jwt.ExpiredSignatureError):
+            _decode(token)
+    (span,) = finished
+    if first_check:
+        ttl, verdict = span.attributes[c.TOKEN_TTL_S], span.attributes[c.TOKEN_VERDICT]
+    else:
+        (event,) = [e for e in span.events if e.name == c.TOKEN_CHECK_EVENT]
+        ttl, verdict = event.attributes[c.TOKEN_TTL_S], event.attributes[c.TOKEN_VERDICT]
+    assert verdict == c.VERDICT_EXPIRED
+    assert ttl <= 0
