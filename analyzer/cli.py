@@ -7,40 +7,73 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 
 from jitrace.analyzer import errors
 
-# name -> (module, one-line help)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "collect": ("jitrace.analyzer.collect", "receive OTLP spans and logs, write Parquet partitioned by hour"),
-    "analyze": ("jitrace.analyzer.analyze", "attribute every denial to a root cause"),
-    "score": ("jitrace.analyzer.score", "precision and recall of attributions against ground-truth labels"),
-    "lab": ("jitrace.lab.cli", "run one fault scenario on a lab of real services"),
-    "demo": ("jitrace.lab.demo", "run the mixed scenario, collect, analyze and print the report"),
+# name -> (module, the extra it needs, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "collect": ("jitrace.analyzer.collect", "analyzer", "receive OTLP spans and logs into Parquet, by hour"),
+    "analyze": ("jitrace.analyzer.analyze", "analyzer", "attribute every denial to a root cause"),
+    "score": ("jitrace.analyzer.score", "analyzer", "precision and recall of attributions against ground-truth labels"),
+    "lab": ("jitrace.lab.cli", "lab", "run one fault scenario on a lab of real services"),
+    "demo": ("jitrace.lab.demo", "lab", "run the mixed scenario, collect, analyze, print the report and check it"),
 }
 
 
-def _load(module_name: str):
+# What the extras install: a subcommand that finds one of these missing names the extra it needs.
+OPTIONAL = {"duckdb", "pyarrow", "pandas", "numpy", "zstandard", "casbin", "libfaketime"}
+
+
+def _missing_extra(name: str, exc: ModuleNotFoundError) -> errors.UserError | None:
+    missing = (exc.name or "").split(".")[0]
+    if missing not in OPTIONAL:
+        return None
+    return errors.UserError(f"needs {missing}, which is not installed: pip install 'jitrace[{SUBCOMMANDS[name][1]}]'")
+
+
+def _load(name: str):
+    """The subcommand's module; None where it does not exist yet. A library it needs that is missing is a one-line
+    error naming the extra that installs it (the base install is the instrumentation alone)."""
+    module_name = SUBCOMMANDS[name][0]
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name is None or not module_name.startswith(exc.name):
-            raise
-        return None  # not built yet: `jitrace NAME` says so
+        if exc.name and module_name.startswith(exc.name):
+            return None  # not built yet: `jitrace NAME` says so
+        raise _missing_extra(name, exc) or exc from None
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("jitrace")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _epilog() -> str:
+    return "exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in errors.EXIT_CODES.items())
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="jitrace", description="Why was this gRPC call denied?")
+    parser = argparse.ArgumentParser(prog="jitrace", description="Why was this gRPC call denied?",
+                                     epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"jitrace {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Only the chosen subcommand's module is imported (grpc, DuckDB and the SDK are slow to import).
     chosen = next((a for a in argv if not a.startswith("-")), None)
     module = None
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    for name, (_, _, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=_epilog(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == chosen:
-            module = _load(module_name)
+            try:
+                module = _load(name)
+            except errors.UserError as err:
+                print(f"jitrace {name}: error: {err}", file=sys.stderr)
+                return err.exit_code
             if module is not None:
                 module.configure(p)
     args = parser.parse_args(argv)
@@ -50,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args))
     except errors.UserError as err:
+        print(f"jitrace {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except ModuleNotFoundError as exc:  # a library imported late, when the run needs it
+        err = _missing_extra(args.command, exc)
+        if err is None:
+            raise
         print(f"jitrace {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-# Exit codes of the `jitrace` command (documented in README.md).
+# Exit codes of the `jitrace` command (README.md and `jitrace --help` list them: EXIT_CODES).
 OK = 0
 INTERNAL = 1  # a bug in jitrace: the one case that prints a traceback
 USAGE = 2  # bad arguments, an unreadable or unknown input file
 FAIL_ON = 3  # `analyze --fail-on CAUSE`: denials of such a cause were found
 BAD_RECORDS = 4  # some records could not be read; the rest loaded and every output was written
+DEMO_FAILED = 5  # `jitrace demo`: no spans arrived, or an attribution did not match the lab's ground truth
+
+EXIT_CODES = {
+    OK: "success",
+    INTERNAL: "a bug in jitrace (the only case with a traceback)",
+    USAGE: "bad arguments, a missing extra, or an input that cannot be read or is of no known format",
+    FAIL_ON: "analyze --fail-on CAUSE,...: denials of such a cause were found (a CI gate)",
+    BAD_RECORDS: "some records could not be read: counted and reported, the rest loaded, every output written",
+    DEMO_FAILED: "demo: no spans arrived, or an attribution did not match the lab's ground truth",
+}
 
 
 class UserError(Exception):

@@ -24,7 +24,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
-        """Settings from ``JITRACE_<FIELD>`` variables; a value that does not parse keeps the default."""
+        """Settings from ``JITRACE_<FIELD>`` variables; a value that does not parse keeps the default.
+        OpenTelemetry's ``OTEL_SDK_DISABLED=true`` switches jitrace off too: no SDK, nothing to record on."""
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         for f in fields(cls):
@@ -43,6 +44,8 @@ class Settings:
                     values[f.name] = raw.strip().lower() if f.name == "token_metadata_key" else raw
             except ValueError:
                 continue  # a typo in a setting must not take a service down
+        if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+            values["enabled"] = False
         return replace(cls(**values), **overrides)  # type: ignore[arg-type]
 
 

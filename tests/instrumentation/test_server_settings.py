@@ -149,3 +149,12 @@ def test_sync_handlers_on_an_aio_server_stay_on_the_thread_pool(otel: Any) -> No
     assert c.METADATA_CLOCK in first.trailing and c.METADATA_CLOCK in second.trailing
     assert [state for state, _ in seen] == [True, True]
     assert all(name != threading.main_thread().name for _, name in seen)  # not on the event loop's thread
+
+
+@pytest.mark.parametrize("value, enabled", [("true", False), ("TRUE", False), (" True ", False), ("false", True),
+                                            ("", True), ("1", True)])
+def test_otel_sdk_disabled_true_switches_jitrace_off(value: str, enabled: bool) -> None:
+    """OpenTelemetry's own switch: with the SDK off there is no span to record on, so jitrace installs no hook
+    (only the value true counts, as the OpenTelemetry specification says)."""
+    assert Settings.from_env({"OTEL_SDK_DISABLED": value}).enabled is enabled
+    assert Settings.from_env({"OTEL_SDK_DISABLED": value, "JITRACE_ENABLED": "false"}).enabled is False
