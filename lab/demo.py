@@ -1,19 +1,23 @@
-"""``jitrace demo [--out DIR]``: the whole pipeline on one machine.
+"""``jitrace demo [--out DIR]``: the whole pipeline on one machine, and a check that it worked.
 
 Runs the ``mixed`` scenario on a lab of real services (every cause injected among healthy calls), collects their
 spans and logs, analyzes them into DIR (default ``./jitrace-demo``), prints the report, scores it against the
-lab's ground truth, and says where report.html is. The lab's raw files stay in DIR/lab.
+lab's ground truth, and says where report.html is. The lab's raw files stay in DIR/lab. A run replaces the output
+of an earlier demo in DIR and refuses a folder it did not write. It fails (exit 5) when no spans arrive or the
+score is below 1.0: the demo is also the first run's proof that instrumentation, export and analysis work here.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
-import pandas as pd
-
-from jitrace.analyzer import analyze, score
+from jitrace.analyzer import analyze, errors, score
+from jitrace.analyzer.errors import UserError
 from jitrace.lab import cli, runner
+
+MARKER = ".jitrace-demo"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -24,23 +28,60 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=7, help="seed of the traffic mix (default 7)")
 
 
+def _lab_installed() -> str:
+    """The preload library the lab skews clocks with; a one-line error naming the extra when the lab's parts are
+    not installed."""
+    library = runner.faketime_library()
+    missing = [name for name, found in (("pycasbin", importlib.util.find_spec("casbin")), ("libfaketime", library))
+               if not found]
+    if missing:
+        raise UserError(f"the demo's lab needs {' and '.join(missing)}: pip install 'jitrace[lab]'")
+    assert library is not None
+    return library
+
+
+def _prepare(out: Path) -> None:
+    """A new or empty folder, or one an earlier demo wrote (marked, or a lab run beside a summary)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: not a folder")
+    ours = (out / MARKER).is_file() or ((out / "lab" / "params.json").is_file() and (out / "summary.json").is_file())
+    if out.is_dir() and any(out.iterdir()) and not ours:
+        raise UserError(f"--out {out}: holds files jitrace demo did not write; choose an empty or new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by jitrace demo: its outputs are replaced by the next demo\n")
+
+
 def demo(out: str | Path, *, calls: int = 4, seed: int = 7, quiet: bool = False) -> dict:
-    """Run the demo into ``out``; returns ``{"params", "summary", "score"}``."""
+    """Run the demo into ``out``; returns ``{"params", "summary", "score"}``. Raises ``UserError`` (exit 5) when
+    no spans arrived or an attribution is wrong."""
+    import pandas as pd  # only the demo needs pandas here: `jitrace analyze` starts without it
+
     out = Path(out)
+    library = _lab_installed()
+    _prepare(out)
     lab_dir = out / "lab"
     say = (lambda _: None) if quiet else print
-    say(f"jitrace demo: running the mixed scenario (every cause, {calls} each) on a lab of real services")
+    say(f"jitrace demo: running the mixed scenario (every cause, {calls} each) on a lab of real services; "
+        f"clock skew through {library}")
     params = runner.run("mixed", lab_dir, calls=calls, seed=seed, log=say)
     say(cli.describe(params, str(lab_dir)))
     inputs = [str(p) for p in (lab_dir / "spans", lab_dir / "logs") if p.exists()]
+    if not inputs:
+        raise UserError(f"no spans arrived from the lab's services: see {lab_dir / 'lab-run'}/*.log "
+                        "(is the OpenTelemetry distro installed? pip install jitrace)", errors.DEMO_FAILED)
     summary = analyze.analyze(inputs, out, quiet=quiet)
+    labels = pd.read_json(lab_dir / "labels.jsonl", lines=True, dtype={"trace_id": str})  # hex ids: never numbers
     result = score.score(pd.read_parquet(out / "attributions.parquet")[["trace_id", "cause"]],
-                         pd.read_json(lab_dir / "labels.jsonl", lines=True)[["trace_id", "cause"]])
+                         labels[["trace_id", "cause"]])
     if not quiet:
         print("\nHow the analyzer did against the lab's ground truth (jitrace score):")
         print(score.format_text(result))
         print(f"\nHTML report: {(out / 'report.html').resolve()}")
         print(f"Notebooks: JITRACE_OUT={out.resolve()}")
+    if summary["spans"] == 0 or result["accuracy"] < 1.0:
+        raise UserError(f"the demo's check failed: {summary['spans']} spans, accuracy {result['accuracy']:.3f} "
+                        f"over {params['counts']['labelled']} labelled denials (1.000 expected); "
+                        f"the lab's files are in {lab_dir}", errors.DEMO_FAILED)
     return {"params": params, "summary": summary, "score": result}
 
 

@@ -8,6 +8,7 @@ cause the lab injected), ``calls.jsonl`` (every call and its outcome) and ``para
 from __future__ import annotations
 
 import glob
+import importlib.util
 import json
 import os
 import random
@@ -38,9 +39,16 @@ START_TIMEOUT_S = 30.0
 
 
 def faketime_library() -> str | None:
-    """libfaketime's preload library, wherever the distribution put it."""
+    """libfaketime's preload library: the system's where the distribution installed one, else the one the PyPI
+    package ``libfaketime`` ships (the ``lab`` extra), so a bare machine skews clocks too."""
     found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1") + glob.glob("/usr/lib/faketime/libfaketime.so.1"))
-    return found[0] if found else None
+    if found:
+        return found[0]
+    spec = importlib.util.find_spec("libfaketime")  # located, not imported: the package sets itself up on import
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    shipped = Path(next(iter(spec.submodule_search_locations))) / "vendor" / "libfaketime" / "src" / "libfaketime.so.1"
+    return str(shipped) if shipped.is_file() else None
 
 
 def _write_key(path: Path, private: bool) -> tuple[Path, Path]:
@@ -81,7 +89,7 @@ class Mesh:
                 OTEL_TRACES_EXPORTER="otlp",
                 OTEL_METRICS_EXPORTER="none",
                 OTEL_LOGS_EXPORTER="otlp",  # opentelemetry-instrumentation-logging ships the services' logs
-                # Each process is its own host, so each is its own clock domain (DESIGN.md, Clocks).
+                # Each process is its own host, so each is its own clock domain (docs/contract.md, Clocks).
                 OTEL_RESOURCE_ATTRIBUTES=f"host.name={host}",
                 OTEL_BSP_SCHEDULE_DELAY="200",
                 OTEL_BLRP_SCHEDULE_DELAY="200",
@@ -91,7 +99,7 @@ class Mesh:
         if skew_s:
             library = faketime_library()
             if library is None:
-                raise UserError("clock skew needs libfaketime (Debian/Ubuntu: apt-get install libfaketime)")
+                raise UserError("clock skew needs libfaketime: pip install 'jitrace[lab]'")
             # DONT_FAKE_MONOTONIC: without it timed waits hang; only the wall clock is skewed.
             env.update(LD_PRELOAD=library, FAKETIME=f"{skew_s:+d}s", DONT_FAKE_MONOTONIC="1")
         return env
@@ -122,7 +130,9 @@ class Mesh:
                     return int(line.split()[1])
                 if not line and proc.poll() is not None:
                     break
-        raise RuntimeError(f"lab service {service} did not start; see {self._dir / (service + '.log')}")
+        log_path = self._dir / f"{service}.log"
+        tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-3:]) or "(empty)"
+        raise UserError(f"lab service {service} did not start; the end of {log_path}: {tail}")
 
     def close(self) -> None:
         """SIGTERM everyone (they flush their exporters), then kill whoever is still there."""
@@ -192,23 +202,26 @@ def _drive(gateway_port: int, s: Scenario, seed: int, workers: int) -> list[dict
 
 
 _OUTPUTS = ("spans", "logs", "lab-run", "labels.jsonl", "calls.jsonl", "params.json")
+MARKER = ".jitrace-lab"  # written first: a run that failed half-way is still known as the lab's own
 
 
 def _prepare(out: Path) -> None:
-    """An empty folder, or one holding an earlier lab run (replaced: its spans would mix with this run's)."""
+    """An empty folder, or one holding an earlier lab run, finished or not (its entries are replaced: its spans
+    would mix with this run's). Only the names a run writes are removed."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: not a folder")
     present = [name for name in _OUTPUTS if (out / name).exists()]
-    if present and not (out / "params.json").is_file():
-        raise UserError(f"--out {out}: already holds {present[0]} but no params.json of a lab run; "
+    if present and not ((out / MARKER).is_file() or (out / "params.json").is_file()):
+        raise UserError(f"--out {out}: already holds {present[0]} but was not written by jitrace lab; "
                         "choose an empty folder")
     for name in present:
         path = out / name
-        if path.is_dir():
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by jitrace lab: its entries are replaced by the next run\n")
 
 
 def run(scenario: str, out_dir: str | Path, *, calls: int = 8, seed: int = 7, drift: str = "server",

@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from jitrace.instrumentation import contract as c
+from jitrace.lab import runner
 
 
 @functools.cache
@@ -250,7 +251,7 @@ def run(coro: Any) -> Any:
 HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+FAKETIME_LIB = runner.faketime_library()  # the system's, else the PyPI package's (a dev dependency)
 
 
 class OtlpReceiver:

@@ -6,12 +6,18 @@ import json
 import select
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from processes import processes_mentioning
 
-from jitrace.lab import runner
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "analyzer"))  # the analyzer tests' span factory
+from spanfactory import T0, Token, World  # noqa: E402
+
+from jitrace.analyzer import errors
+from jitrace.analyzer.errors import UserError
+from jitrace.lab import demo, runner
 
 
 def _jitrace(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
@@ -73,9 +79,9 @@ def test_jitrace_demo_runs_the_pipeline_and_says_where_the_report_is(tmp_path):
 def test_a_service_that_fails_to_start_is_reported_and_nothing_is_left_running(tmp_path):
     mesh = runner.Mesh(tmp_path, otlp_grpc_port=9, log=lambda _: None)
     try:
-        with pytest.raises(RuntimeError, match="lab service broken did not start; see .*broken.log"):
+        with pytest.raises(UserError, match=r"lab service broken did not start; the end of .*broken\.log: .*"
+                                            r"error: the following arguments are required"):
             mesh.start("broken", "backend", ["--no-such-flag", str(tmp_path)])
-        assert "error:" in (tmp_path / "broken.log").read_text()
     finally:
         mesh.close()
     assert not processes_mentioning(str(tmp_path))
@@ -118,3 +124,48 @@ def test_services_stop_by_themselves_when_the_runner_is_killed(tmp_path):
             break
         select.select([], [], [], 0.1)
     assert processes_mentioning(str(tmp_path / "k")) == []
+
+
+def test_a_lab_run_that_stopped_half_way_is_replaced_by_the_next(tmp_path):
+    """The lab marks its folder before anything else: a run killed before params.json leaves a folder the next run
+    recognises as its own (it used to refuse it), and only the lab's own entries are removed."""
+    (tmp_path / runner.MARKER).write_text("")
+    (tmp_path / "spans").mkdir()
+    (tmp_path / "spans" / "half.parquet").write_text("")
+    (tmp_path / "mine.txt").write_text("keep")
+    runner._prepare(tmp_path)
+    assert not (tmp_path / "spans").exists() and (tmp_path / "mine.txt").read_text() == "keep"
+
+
+def test_demo_refuses_a_folder_it_did_not_write_and_touches_nothing(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = _jitrace("demo", "--out", str(tmp_path), timeout=60)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "holds files jitrace demo did not write" in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def _fake_lab(spans: bool):
+    """A stand-in for runner.run: a lab folder with (or without) the spans of one denied call and its label."""
+    def fake_run(scenario, out, **kwargs):
+        out = Path(out)
+        runner._prepare(out)
+        trace_id = "a" * 32
+        if spans:  # a token that expired before the call: token_expired, labelled otherwise below
+            world, token = World(), Token(iat=T0, exp=T0 + 10)
+            world.issue(token, T0)
+            trace_id = world.call(T0 + 20, token)["trace_id"]
+            (out / "spans").mkdir()
+            world.write_parquet(out / "spans" / "s.parquet")
+        (out / "labels.jsonl").write_text(json.dumps({"trace_id": trace_id, "cause": "token_missing"}) + "\n")
+        return {"scenario": scenario, "seconds": 0.1,
+                "counts": {"calls": 1, "denied": 1, "labelled": 1, "missed": 0, "unexpected_denials": 0, "errors": 0}}
+    return fake_run
+
+
+@pytest.mark.parametrize("spans, says", [(False, "no spans arrived"), (True, "accuracy 0.000 over 1 labelled")])
+def test_demo_fails_with_exit_5_when_no_spans_arrive_or_an_attribution_is_wrong(tmp_path, monkeypatch, spans, says):
+    monkeypatch.setattr(runner, "run", _fake_lab(spans))
+    with pytest.raises(UserError, match=says) as failed:
+        demo.demo(tmp_path / "out", quiet=True)
+    assert failed.value.exit_code == errors.DEMO_FAILED == 5
