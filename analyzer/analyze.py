@@ -1,4 +1,4 @@
-"""``jitrace analyze INPUT... --out DIR``: load, run the SQL steps, write DESIGN.md's outputs, print the table.
+"""``jitrace analyze INPUT... --out DIR``: load, run the SQL steps, write docs/contract.md's outputs, print the table.
 
 Exit codes (analyzer/errors.py): 0 done; 3 (FAIL_ON) when ``--fail-on`` names a cause that was found (a CI gate);
 4 (BAD_RECORDS) when some records could not be read (every output is still written); 2 for bad arguments.
@@ -21,7 +21,7 @@ from jitrace.analyzer import errors, outputs, report, session
 from jitrace.analyzer.load import load_into
 from jitrace.instrumentation import contract
 
-# The columns of attributions.parquet / .csv, in order (DESIGN.md Outputs, then the extras notebooks use).
+# The columns of attributions.parquet / .csv, in order (docs/contract.md, Outputs, then the extras notebooks use).
 ATTRIBUTION_COLUMNS = (
     "trace_id", "span_id", "service", "method", "principal", "status_code", "time", "cause", "rule", "confidence",
     "evidence", "fix", "server_service", "client_service", "server_domain", "client_domain", "client_span_id",
@@ -78,8 +78,8 @@ def _progress(quiet: bool):
     return say
 
 
-def _load(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, out_dir: Path) -> dict:
-    rep = load_into(con, inputs, strict=strict, out=out_dir)  # an output inside an input folder is not an input
+def _load(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, out_dir: Path, say) -> dict:
+    rep = load_into(con, inputs, strict=strict, out=out_dir, progress=say)  # --out inside an input folder: skipped
     return {"spans": rep.spans, "logs": rep.logs, "bad_records": rep.bad_records, "problems": list(rep.problems),
             "skipped_requests": rep.skipped_requests}
 
@@ -131,7 +131,7 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
     try:
         session.load_log_patterns(con, log_patterns)  # a bad pattern file fails before the (long) load, not after it
         say(f"loading {len(inputs)} input(s)")
-        loaded = _load(con, list(inputs), strict, out_dir)
+        loaded = _load(con, list(inputs), strict, out_dir, say)
         say(f"loaded {loaded['spans']} spans, {loaded['logs']} logs, {loaded['bad_records']} bad records")
         if loaded["skipped_requests"]:
             say(f"skipped {loaded['skipped_requests']} OTLP export request(s) of metrics or profiles "

@@ -24,7 +24,9 @@ file itself for Parquet. Folders are read recursively, skipping hidden and ``_``
 from __future__ import annotations
 
 import gc
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,31 +49,49 @@ class LoadReport:
     problems: list[str] = field(default_factory=list)  # one line each: "file:position: field: what"
     skipped_requests: int = 0  # OTLP export requests of signals jitrace does not read (metrics, profiles)
     files: int = 0
+    progress: Callable[[str], None] | None = None  # told how far a long load is (PROGRESS_EVERY_S)
+    started: float = field(default_factory=time.monotonic)
+    said: float = 0.0
+
+    def tick(self) -> None:
+        """Rows were inserted: once the load has taken PROGRESS_EVERY_S, say so, at most that often."""
+        now = time.monotonic()
+        if self.progress is None or now - max(self.started, self.said) < PROGRESS_EVERY_S:
+            return
+        self.said = now
+        rate = self.spans / (now - self.started)
+        self.progress(f"loading: {self.spans:,} spans and {self.logs:,} logs so far from {self.files} file(s) "
+                      f"({rate:,.0f} spans/s)")
+
+
+PROGRESS_EVERY_S = 2.0
 
 
 def load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], *, strict: bool = False,
-              out: Path | None = None) -> LoadReport:
+              out: Path | None = None, progress: Callable[[str], None] | None = None) -> LoadReport:
     """Create (if needed) and append to ``spans`` and ``logs`` from ``inputs``; see the module's docstring. ``out``:
-    the analyze run's output folder, whose staging copy (being written) a folder walk skips (``_files.expand``)."""
+    the analyze run's output folder, whose staging copy (being written) a folder walk skips (``_files.expand``).
+    ``progress`` hears how far a load that takes longer than PROGRESS_EVERY_S is."""
     # Parsing JSON creates millions of small dicts; the cyclic GC would rescan them all again and again (3-4x
     # slower) and none of them form cycles. Off while loading, back to what it was after.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _load_into(con, inputs, strict, out)
+        return _load_into(con, inputs, strict, out, progress)
     finally:
         if was_enabled:
             gc.enable()
 
 
-def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, out: Path | None) -> LoadReport:
+def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, out: Path | None,
+               progress: Callable[[str], None] | None) -> LoadReport:
     spans_view.ensure(con, view=False)  # defined at the end, over what was loaded
     con.execute(schema.duckdb_ddl("logs", schema.LOGS))
     files = _files.expand(list(inputs), out=out)
     # a receiver that crashed while compacting may have left files a compacted file already holds: never twice
     replaced = _compact.replaced_files(con, [f for f in files if f.name.startswith(_compact.PREFIX)])
     files = [f for f in files if f not in replaced]
-    report = LoadReport(files=len(files))
+    report = LoadReport(files=len(files), progress=progress)
     parquet: dict[tuple[str, bool], list[Path]] = defaultdict(list)
     schema_of_dir: dict[Path, tuple[str, bool]] = {}
     text_files = []

@@ -48,6 +48,7 @@ def _load_fast(con: duckdb.DuckDBPyConnection, path: Path, report: LoadReport) -
     if count is None:
         return False
     report.spans += count
+    report.tick()
     return True
 
 
@@ -98,3 +99,4 @@ def _insert(con: duckdb.DuckDBPyConnection, name: str, batch: pa.Table, report: 
         report.logs += batch.num_rows
     else:
         report.spans += batch.num_rows
+    report.tick()

@@ -1,4 +1,4 @@
-"""`jitrace analyze`: DESIGN.md's outputs, the --fail-on gate and its exit code, progress, one-line errors,
+"""`jitrace analyze`: docs/contract.md's outputs, the --fail-on gate and its exit code, progress, one-line errors,
 and the Python API over an output folder."""
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import duckdb
+import otlp_requests
 import pandas as pd
 import pytest
+from google.protobuf.json_format import MessageToJson
 from spanfactory import T0, Token, World
 
 from jitrace.analyzer import cli, errors
@@ -255,3 +257,24 @@ def test_another_process_opens_the_database_as_soon_as_analyze_returns(spans_dir
          str(out / "jitrace.duckdb")], capture_output=True, text=True, timeout=120)
     assert opened.returncode == 0, opened.stderr
     assert int(opened.stdout) > 0
+
+
+def test_a_long_load_says_how_far_it_is_on_stderr(tmp_path, monkeypatch, capsys):
+    """Past PROGRESS_EVERY_S a load reports files, spans and rate, at most that often; a shorter one is silent."""
+    import jitrace.analyzer.load as load
+    from jitrace.analyzer.analyze import analyze
+
+    said: list[str] = []
+    report = load.LoadReport(files=1, spans=5, progress=said.append)
+    report.tick()
+    assert said == []  # not yet PROGRESS_EVERY_S into the load
+    report.started -= load.PROGRESS_EVERY_S
+    report.tick()
+    report.tick()
+    assert len(said) == 1 and said[0].startswith("loading: 5 spans and 0 logs so far from 1 file(s) (")
+
+    request, _ = otlp_requests.traces(3)  # a text input: its rows are inserted, and each insert ticks
+    (tmp_path / "spans.json").write_text(MessageToJson(request))
+    monkeypatch.setattr(load, "PROGRESS_EVERY_S", 0.0)
+    analyze([str(tmp_path / "spans.json")], tmp_path / "out")
+    assert "loading: 3 spans and 0 logs so far from 1 file(s)" in capsys.readouterr().err
