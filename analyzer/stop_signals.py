@@ -6,7 +6,7 @@ thread between two bytecodes; if those are inside ``Event.wait()`` while it hold
 was killed stayed that way once in 150 runs under load. Here the handler only stores the signal's number, and
 ``signal.set_wakeup_fd`` has the C-level handler write a byte to a pipe that ``wait`` selects on: a signal that
 comes between the check and the select still wakes it. ``select``, not ``time.sleep``: under libfaketime
-``time.sleep`` fails with EINVAL (DESIGN.md pitfalls).
+``time.sleep`` fails with EINVAL (docs/contract.md, Pitfalls).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Where jitrace hooks into grpc: the channel and server constructors, placed relative to OpenTelemetry's own hooks.
 
-jitrace's interceptors must run *inside* OpenTelemetry's (DESIGN.md pitfalls): its facts go on OTel's span, which
-is current only while OTel's interceptor runs. The placement must not depend on which instrumentor ran first:
+jitrace's interceptors must run *inside* OpenTelemetry's (docs/contract.md, Pitfalls): its facts go on OTel's span,
+which is current only while OTel's interceptor runs. The placement must not depend on which instrumentor ran first:
 
 - sync channels: OpenTelemetry wraps ``grpc.insecure_channel`` / ``grpc.secure_channel`` with ``wrapt`` and
   intercepts the channel the wrapped function returns. jitrace puts its own ``wrapt`` wrapper at the *bottom* of

@@ -2,7 +2,7 @@
 
 It must sit right after OpenTelemetry's interceptor (the instrumentor places it there): OpenTelemetry starts its span
 when the handler is *invoked*, on a thread-pool thread, so jitrace wraps the handler's behaviour and does its work
-inside that invocation, where OpenTelemetry's span is current (DESIGN.md pitfalls). There it
+inside that invocation, where OpenTelemetry's span is current (docs/contract.md, Pitfalls). There it
 
 - records the token facts from metadata (``jit.token.*``; verdict ``missing`` when there is no token), the client's
   ``jit-sent-ns`` stamp and the server's arrival stamp (the span's start time);

@@ -1,4 +1,4 @@
-"""The span contract: every ``jit.*`` name of DESIGN.md, in one place.
+"""The span contract: every ``jit.*`` name of docs/contract.md, in one place.
 
 Both sides import these constants: the instrumentation sets them, the analyzer reads them (its SQL is checked
 against this module by ``tests/test_contract.py``). This module imports nothing outside the standard library,

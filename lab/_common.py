@@ -22,7 +22,7 @@ SLOW_KEY = "lab-slow-s"
 
 
 def pause(seconds: float) -> None:
-    """Wait ``seconds``. Under libfaketime ``time.sleep`` fails with EINVAL (DESIGN.md pitfalls); select does not."""
+    """Wait ``seconds``. Under libfaketime ``time.sleep`` fails with EINVAL; select does not (docs/contract.md)."""
     if seconds > 0:
         select.select([], [], [], seconds)
 

@@ -1,4 +1,4 @@
-"""The span contract module holds every name of DESIGN.md once, and needs nothing beyond the standard library."""
+"""The span contract module holds every name of docs/contract.md once, and needs nothing beyond the standard library."""
 
 from __future__ import annotations
 

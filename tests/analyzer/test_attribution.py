@@ -1,4 +1,4 @@
-"""Every cause of DESIGN.md, from spans recorded the way the instrumentation records them: one denial each,
+"""Every cause of docs/contract.md, from spans recorded the way the instrumentation records them: one denial each,
 attributed to the right cause and rule with the evidence numbers, and healthy calls never reported."""
 
 from __future__ import annotations
