@@ -169,3 +169,13 @@ def test_demo_fails_with_exit_5_when_no_spans_arrive_or_an_attribution_is_wrong(
     with pytest.raises(UserError, match=says) as failed:
         demo.demo(tmp_path / "out", quiet=True)
     assert failed.value.exit_code == errors.DEMO_FAILED == 5
+
+
+def test_demo_without_pycasbin_names_the_lab_extra(tmp_path, monkeypatch):
+    """An install with the analyzer but not the lab: one line naming what is missing and the extra, before any
+    service starts (it used to be a traceback from a service that did not start)."""
+    real = demo.importlib.util.find_spec
+    monkeypatch.setattr(demo.importlib.util, "find_spec", lambda name: None if name == "casbin" else real(name))
+    with pytest.raises(UserError, match=r"needs pycasbin: pip install 'jitrace\[lab\]'"):
+        demo.demo(tmp_path / "out", quiet=True)
+    assert not (tmp_path / "out").exists()
