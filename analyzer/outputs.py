@@ -27,7 +27,7 @@ from pathlib import Path
 import duckdb
 
 from jitrace.analyzer import errors, session
-from jitrace.analyzer.spans_view import sql_string  # a quote in a folder name must not end the SQL string
+from jitrace.analyzer.spans_view import exact, sql_string  # a quote in a folder name must not end the SQL string
 
 MANIFEST = ".jitrace-manifest.json"
 # What analyze writes; counted as the analyzer's own even in a folder written before manifests existed.
@@ -109,14 +109,14 @@ def staged(out_dir: str | Path) -> Iterator[Path]:
 
 def recover(final: Path) -> None:
     """Undo what killed runs left: restore an ``.old-*`` folder if DIR is missing, remove dead runs' leftovers."""
-    for leftover in sorted(final.parent.glob(f"{glob_escape(final.name)}{ASIDE}-*")):
+    for leftover in sorted(final.parent.glob(f"{exact(final.name)}{ASIDE}-*")):
         if _alive(leftover):
             continue
         if not final.exists():
             os.rename(leftover, final)  # killed between the two renames of the fallback swap: the old output is whole
         else:
             shutil.rmtree(leftover, ignore_errors=True)
-    for leftover in final.parent.glob(f"{glob_escape(final.name)}{STAGING}-*"):
+    for leftover in final.parent.glob(f"{exact(final.name)}{STAGING}-*"):
         if not _alive(leftover):
             shutil.rmtree(leftover, ignore_errors=True)
 
@@ -125,10 +125,6 @@ def is_run_folder(name: str, out_name: str) -> bool:
     """Whether a folder beside the output ``out_name`` is a run's staging (``.tmp-<pid>``) or aside (``.old-<pid>``)
     copy of it."""
     return name.startswith((f"{out_name}{STAGING}-", f"{out_name}{ASIDE}-")) and name.rsplit("-", 1)[-1].isdigit()
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def _alive(leftover: Path) -> bool:

@@ -85,11 +85,12 @@ def parquet_columns(con: duckdb.DuckDBPyConnection, paths: list[str]) -> dict[st
     files of one schema). A file whose footer cannot be read is a UserError naming it."""
     try:
         rows = con.execute("SELECT file_name, name, type, type_length, repetition_type, num_children, "
-                           "converted_type, scale, precision, logical_type FROM parquet_schema(?)", [paths]).fetchall()
+                           "converted_type, scale, precision, logical_type FROM parquet_schema(?)",
+                           [exact_list(paths)]).fetchall()
     except duckdb.Error as exc:
         for path in paths:  # which file
             try:
-                con.execute("SELECT count(*) FROM parquet_schema(?)", [path]).fetchall()
+                con.execute("SELECT count(*) FROM parquet_schema(?)", [exact(path)]).fetchall()
             except duckdb.Error as one:
                 raise UserError(f"{path}: unreadable Parquet: {str(one).splitlines()[0]}") from None
         raise UserError(f"{paths[0]}: unreadable Parquet: {str(exc).splitlines()[0]}") from None
@@ -101,7 +102,7 @@ def parquet_columns(con: duckdb.DuckDBPyConnection, paths: list[str]) -> dict[st
     for path in paths:
         layout = tuple(layouts[path]) if path in layouts else (path,)  # a name DuckDB spelled otherwise: its own
         if layout not in typed:
-            described = con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [path]).fetchall()
+            described = con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [exact(path)]).fetchall()
             typed[layout] = {name: kind for name, kind, *_ in described}
         out[path] = typed[layout]
     return out
@@ -140,7 +141,7 @@ def add_files(con: duckdb.DuckDBPyConnection, files: list[Path], has_source: boo
             raise UserError(f"{path}: Parquet without jitrace's span columns (missing {', '.join(missing[:5])})")
         entry = (str(Path(path).resolve()), has_source and "source" in columns[path])
         (in_place if has_facts(con, columns[path]) else copied).append(entry)
-    count = con.execute("SELECT sum(num_rows) FROM parquet_file_metadata(?)", [paths]).fetchone()[0] or 0
+    count = con.execute("SELECT sum(num_rows) FROM parquet_file_metadata(?)", [exact_list(paths)]).fetchone()[0] or 0
     for has_src in (True, False):
         group = [p for p, s in copied if s == has_src]
         if group:
@@ -157,12 +158,14 @@ def count(con: duckdb.DuckDBPyConnection) -> int:
     total = con.execute(f"SELECT count(*) FROM {ROWS_TABLE}").fetchone()[0]
     paths = [r[0] for r in con.execute(f"SELECT path FROM {FILES_TABLE}").fetchall()]
     if paths:
-        total += con.execute(f"SELECT sum(num_rows) FROM parquet_file_metadata({sql_list(paths)})").fetchone()[0]
+        total += con.execute(f"SELECT sum(num_rows) FROM parquet_file_metadata({sql_list(exact_list(paths))})"
+                             ).fetchone()[0]
     return int(total)
 
 
 def _read(paths: list[str]) -> str:
-    return f"read_parquet({sql_list(paths)}, filename = true, union_by_name = true, hive_partitioning = false)"
+    return (f"read_parquet({sql_list(exact_list(paths))}, filename = true, union_by_name = true, "
+            "hive_partitioning = false)")
 
 
 def sql_string(text: str) -> str:
@@ -172,6 +175,16 @@ def sql_string(text: str) -> str:
 
 def sql_list(texts: list[str]) -> str:
     return "[" + ", ".join(sql_string(t) for t in texts) + "]"
+
+
+def exact(path: str) -> str:
+    """``path`` for DuckDB's file functions, which expand ``*``, ``?`` and ``[`` as a glob: escaped so that it names
+    that one file (a file called ``a*.parquet`` must not also read ``ab.parquet``)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+
+
+def exact_list(paths: list[str]) -> list[str]:
+    return [exact(p) for p in paths]
 
 
 def define(con: duckdb.DuckDBPyConnection) -> None:

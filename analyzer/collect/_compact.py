@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ PREFIX = "compacted-"
 LOCK_NAME = ".compact.lock"  # hidden names: loaders skip them
 SPILL_DIR = ".compact.spill"
 REPLACES_KEY = b"jitrace.replaces"
+_SMALL_FILE = re.compile(r"[0-9a-f]{32}\.parquet")  # the writer's names (_writer.py): a uuid4's hex digits
 
 
 @contextmanager
@@ -52,7 +54,8 @@ def _lock(out: Path, wait: bool) -> Iterator[bool]:
 
 
 def small_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(PREFIX))
+    """The receiver's own small files in ``folder``: compaction merges and removes these and no other file."""
+    return sorted(p for p in folder.glob("*.parquet") if _SMALL_FILE.fullmatch(p.name))
 
 
 def compact_folder(con: duckdb.DuckDBPyConnection, folder: Path, kind: str) -> tuple[int, int]:
@@ -63,8 +66,8 @@ def compact_folder(con: duckdb.DuckDBPyConnection, folder: Path, kind: str) -> t
     final = folder / f"{PREFIX}{uuid.uuid4().hex}.parquet"
     tmp = final.with_name(final.name + TMP_SUFFIX)
     names = schema.SPANS.names if kind == "spans" else schema.LOGS.names
-    read = (f"(SELECT {', '.join(names)} FROM read_parquet({spans_view.sql_list([str(p) for p in sources])}, "
-            "union_by_name = true, hive_partitioning = false))")
+    files = spans_view.sql_list(spans_view.exact_list([str(p) for p in sources]))
+    read = f"(SELECT {', '.join(names)} FROM read_parquet({files}, union_by_name = true, hive_partitioning = false))"
     query = spans_view.facts_file_sql(read) if kind == "spans" else f"SELECT * FROM {read}"
     replaces = json.dumps([p.name for p in sources])
     con.execute(f"COPY ({query}) TO {spans_view.sql_string(str(tmp))} ({spans_view.FACTS_FILE_OPTIONS}, "
@@ -72,7 +75,7 @@ def compact_folder(con: duckdb.DuckDBPyConnection, folder: Path, kind: str) -> t
     fsync_path(tmp)
     os.rename(tmp, final)
     fsync_path(folder)
-    records = con.execute("SELECT num_rows FROM parquet_file_metadata(?)", [str(final)]).fetchone()[0]
+    records = con.execute("SELECT num_rows FROM parquet_file_metadata(?)", [spans_view.exact(str(final))]).fetchone()[0]
     for p in sources:
         p.unlink(missing_ok=True)
     fsync_path(folder)
@@ -80,15 +83,20 @@ def compact_folder(con: duckdb.DuckDBPyConnection, folder: Path, kind: str) -> t
 
 
 def replaced_by(con: duckdb.DuckDBPyConnection, path: Path) -> list[str]:
-    """The file names a compacted file replaced (empty for any other file)."""
+    """The file names a compacted file replaced (empty for any other file). The metadata comes from a file anyone
+    may have written: only names of the receiver's own small files (``<32 hex digits>.parquet``, in the same folder)
+    count, never a path, so it can make jitrace skip or remove nothing else."""
     if not path.name.startswith(PREFIX):
         return []
     try:
         row = con.execute("SELECT value FROM parquet_kv_metadata(?) WHERE key = ?",
-                          [str(path), REPLACES_KEY]).fetchone()
-        return list(json.loads(row[0])) if row else []
+                          [spans_view.exact(str(path)), REPLACES_KEY]).fetchone()
+        names = json.loads(row[0]) if row else []
     except (duckdb.Error, ValueError, TypeError):
         return []  # an unreadable file is reported by the loader that reads it
+    if not isinstance(names, list):
+        return []
+    return [name for name in names if isinstance(name, str) and _SMALL_FILE.fullmatch(name)]
 
 
 def replaced_files(con: duckdb.DuckDBPyConnection, files: list[Path]) -> set[Path]:

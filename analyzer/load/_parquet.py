@@ -38,7 +38,7 @@ def insert(con: duckdb.DuckDBPyConnection, table: str, files: list[Path], has_so
         cols = schema.columns_with_source(schema.LOGS, has_source)
         (count,) = con.execute(
             f"INSERT INTO {table} BY NAME SELECT {cols} FROM read_parquet(?, filename = true, union_by_name = true)",
-            [[str(f) for f in files]],
+            [spans_view.exact_list([str(f) for f in files])],
         ).fetchone()
     except duckdb.Error as exc:
         raise UserError(f"{', '.join(map(str, files[:3]))}: cannot load Parquet: {str(exc).splitlines()[0]}") from None

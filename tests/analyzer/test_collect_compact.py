@@ -63,7 +63,7 @@ def test_the_denied_spans_come_first_so_a_filter_on_denied_skips_the_other_row_g
                 'UNSET' AS status_code, NULL::VARCHAR AS status_message, 'svc' AS service, '{{}}' AS resource,
                 json_object('rpc.grpc.status_code', CASE WHEN i % 50 = 0 THEN 7 ELSE i % 5 END)::VARCHAR AS attributes,
                 '[]' AS events, '[]' AS links, NULL::VARCHAR AS scope, 'test' AS source
-            FROM range({f * 75000}, {(f + 1) * 75000}) AS r(i)) TO '{folder}/part-{f}.parquet' (FORMAT parquet)""")
+            FROM range({f * 75000}, {(f + 1) * 75000}) AS r(i)) TO '{folder}/{f:032x}.parquet' (FORMAT parquet)""")
     _compact.compact_folder(con, folder, "spans")
     (only,) = list(folder.glob("*.parquet"))
     denied = [r[0] for r in con.execute(f"SELECT denied FROM '{only}'").fetchall()]
