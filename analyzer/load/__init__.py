@@ -32,7 +32,7 @@ from pathlib import Path
 
 import duckdb
 
-from jitrace.analyzer import schema, spans_view
+from jitrace.analyzer import redact, schema, spans_view
 from jitrace.analyzer.collect import _compact
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files, _parquet
@@ -65,6 +65,8 @@ class LoadReport:
 
 
 PROGRESS_EVERY_S = 2.0
+# The span columns that hold strings from the wire, redacted once every row is in (analyzer/redact.py).
+SPAN_TEXT_COLUMNS = ("name", "status_message", "resource", "attributes", "events", "links")
 
 
 def load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], *, strict: bool = False,
@@ -89,7 +91,9 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, 
     con.execute(schema.duckdb_ddl("logs", schema.LOGS))
     files = _files.expand(list(inputs), out=out)
     # a receiver that crashed while compacting may have left files a compacted file already holds: never twice
-    replaced = _compact.replaced_files(con, [f for f in files if f.name.startswith(_compact.PREFIX)])
+    # (only files a folder walk found: a file named on the command line is read whatever a compacted file claims)
+    named = {Path(item) for item in inputs if Path(item).is_file()}
+    replaced = _compact.replaced_files(con, [f for f in files if f.name.startswith(_compact.PREFIX)]) - named
     files = [f for f in files if f not in replaced]
     report = LoadReport(files=len(files), progress=progress)
     parquet: dict[tuple[str, bool], list[Path]] = defaultdict(list)
@@ -120,6 +124,8 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, 
             report.spans += n
         else:
             report.logs += n
+    if text_files or any(name == "spans" for name, _ in parquet):  # rows were copied in: none keeps a credential
+        redact.redact_table(con, spans_view.ROWS_TABLE, SPAN_TEXT_COLUMNS)
     spans_view.define(con)  # over the files read in place, and span_rows if rows were inserted
     if report.bad_records > len(report.problems):
         report.problems.append(f"... and {report.bad_records - len(report.problems)} more bad records")

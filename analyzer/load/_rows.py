@@ -1,4 +1,4 @@
-"""Row building shared by every loader: ids, attribute JSON, times, token redaction, and the batch that goes to DuckDB.
+"""Row building shared by every loader: ids, attribute JSON, times, and the batch that goes to DuckDB.
 
 A span row is a tuple in ``schema.SPANS`` column order, a log row one in ``schema.LOGS`` order: tuples are the
 cheapest thing to build per record in Python, and ``Rows.table`` turns a batch of them into Arrow columns at once.
@@ -15,6 +15,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from jitrace.analyzer import schema
+from jitrace.analyzer.redact import redact, redact_value  # noqa: F401  (the loaders' redaction, re-exported)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -181,34 +182,6 @@ def _time_ns(value: Any, field: str) -> int:
     if magnitude < 1e17:
         return int(value * 1e3)
     return int(value)
-
-
-# Bearer tokens and JWTs never reach a stored log: a service's log line may quote a header or a token.
-# After "Bearer", a value is taken for a token when it has a character no English word has (a dot, digit or symbol)
-# or is 16 characters or longer: "no bearer token on the call" keeps its words, "Bearer abc.def" does not.
-_TOKEN_CHARS = r"[A-Za-z0-9._~+/=-]"
-_SECRET = re.compile(
-    rf"(?i)(bearer\s+)(?:{_TOKEN_CHARS}*[0-9._~+/=-]{_TOKEN_CHARS}*|{_TOKEN_CHARS}{{16,}})"
-    r"|eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
-)
-
-
-def redact(text: str) -> str:
-    """``text`` with bearer tokens and anything shaped like a JWT replaced by ``[REDACTED]``."""
-    low = text.lower()  # the pattern ignores case, as HTTP does for the auth scheme: so does this quick check
-    if "eyj" not in low and "bearer" not in low:
-        return text
-    return _SECRET.sub(lambda m: (m.group(1) or "") + "[REDACTED]", text)
-
-
-def redact_value(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, list):
-        return [redact_value(v) for v in value]
-    if isinstance(value, dict):
-        return {k: redact_value(v) for k, v in value.items()}
-    return value
 
 
 class Rows:

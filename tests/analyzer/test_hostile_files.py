@@ -1,0 +1,142 @@
+"""Hostile files and strings (issue 21's findings on the analyzer's side): nothing jitrace did not write is deleted or
+hidden, paths are read exactly, credentials in span data never reach an output, outputs cannot carry injections,
+inputs cannot take unbounded memory or a traceback, and notebooks open foreign databases safely. Each test failed on
+the code before its fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+from spanfactory import T0, Token, World
+
+from jitrace.analyzer import spans_view
+from jitrace.analyzer.collect import _compact
+from jitrace.analyzer.load import load_into
+
+PER_FILE = 5  # an issuer call (client, server), its jit.issue span, and the call (client, server)
+
+
+def _world_file(path: Path) -> Path:
+    world = World()
+    token = Token(iat=T0, exp=T0 + 3600)
+    world.issue(token, T0)
+    world.call(T0 + 1, token)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return world.write_parquet(path)
+
+
+def _compacted_claiming(folder: Path, names: list) -> Path:
+    """A compacted file (facts and all) whose metadata claims to replace ``names``."""
+    small = _world_file(folder / "0123456789abcdef0123456789abcdef.parquet")
+    con = duckdb.connect()
+    _compact.compact_folder(con, folder, "spans")
+    assert not small.exists()
+    (compacted,) = folder.glob(f"{_compact.PREFIX}*.parquet")
+    claim = spans_view.sql_string(json.dumps(names))
+    tmp = folder / "rewritten.tmp"
+    con.execute(f"COPY (FROM read_parquet({spans_view.sql_string(str(compacted))})) TO "
+                f"{spans_view.sql_string(str(tmp))} (FORMAT parquet, KV_METADATA {{'jitrace.replaces': {claim}}})")
+    tmp.replace(compacted)
+    return compacted
+
+
+def test_a_compacted_files_metadata_deletes_and_hides_nothing_but_the_receivers_own_small_files(tmp_path):
+    """Finding 1: ``jitrace.replaces`` naming ``../../x``, an absolute path or a user's file made collect delete it
+    at start and analyze skip it even when named on the command line."""
+    out = tmp_path / "spans-out"
+    folder = out / "spans" / "hour=2025-10-09T08"
+    outside = tmp_path / "victim.txt"
+    outside.write_text("precious")
+    leftover = folder / "fedcba9876543210fedcba9876543210.parquet"  # a small file it did replace
+    _compacted_claiming(folder, ["../../../victim.txt", str(outside), "users-own.parquet",
+                                 leftover.name, 42, {"x": 1}])
+    users = _world_file(folder / "users-own.parquet")
+    _world_file(leftover)
+    assert _compact.finish(out) == 1  # the small file, and nothing else
+    assert outside.read_text() == "precious" and users.exists() and not leftover.exists()
+
+    con = duckdb.connect()
+    report = load_into(con, [str(folder)])
+    assert report.spans == 2 * PER_FILE  # the compacted file and the user's file: that one is not hidden
+    con = duckdb.connect()
+    leftover = _world_file(leftover)
+    report = load_into(con, [str(folder / _compact.PREFIX) + "*", str(leftover)])
+    assert report.spans == 2 * PER_FILE  # named on the command line: read, whatever the metadata claims
+
+
+def test_compaction_merges_and_removes_only_the_receivers_own_files(tmp_path):
+    """A user's Parquet file in an hour folder was merged into the compacted file and deleted."""
+    folder = tmp_path / "spans" / "hour=2025-10-09T08"
+    users = _world_file(folder / "users-own.parquet")
+    _world_file(folder / "0123456789abcdef0123456789abcdef.parquet")
+    assert _compact.compact_folder(duckdb.connect(), folder, "spans") == (1, PER_FILE)
+    assert users.exists()
+
+
+def test_parquet_names_with_glob_characters_are_read_exactly(tmp_path):
+    """Finding 5: a file named ``a*.parquet`` was expanded as a glob (its spans counted with every other file's)."""
+    starred = _world_file(tmp_path / "a*.parquet")
+    _world_file(tmp_path / "ab.parquet")
+    _world_file(tmp_path / "a[1].parquet")
+    for name in (starred, tmp_path / "a[1].parquet"):
+        con = duckdb.connect()
+        assert load_into(con, [str(name)]).spans == PER_FILE
+        assert con.execute("SELECT count(*) FROM spans").fetchone()[0] == PER_FILE
+
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IiLCJleHAiOjE3fQ.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
+BASIC = "Basic dXNlcjpzZWNyZXQtcGFzc3dvcmQ="
+OPAQUE = "Bearer 8f14e45fceea167a5a36dedd4bea2543"
+
+
+def _zipkin_with_credentials() -> list[dict]:
+    """A Zipkin gRPC pair (Brave's tags) denied, with credentials in tags and an annotation."""
+    base = {"traceId": "5af7183fb1d4cf5f", "timestamp": 1_760_000_000_000_000, "duration": 2000,
+            "localEndpoint": {"serviceName": "frontend"}}
+    client = {**base, "id": "6b221d5bc9e6496c", "kind": "CLIENT", "name": "orders/read",
+              "tags": {"rpc.grpc.status_code": "7", "http.request.header.authorization": f"Bearer {JWT}",
+                       "grpc.metadata": OPAQUE},
+              "annotations": [{"timestamp": 1_760_000_000_000_500, "value": f"sent token {JWT}"}]}
+    return [client]
+
+
+def test_credentials_in_span_data_never_reach_a_stored_output(tmp_path):
+    """Finding 3: a JWT (or Bearer/Basic credential) in an attribute, gRPC metadata, a status message, an exception
+    event, the denial reason, Zipkin tags or annotations reached jitrace.duckdb, attributions.csv and report.html."""
+    from jitrace.analyzer.analyze import analyze
+
+    world = World()
+    token = Token(iat=T0, exp=T0 + 10)
+    world.issue(token, T0)
+    call = world.call(T0 + 20, token)  # denied: expired before it was sent
+    for row in (call["client"], call["server"]):
+        attrs = json.loads(row["attributes"])
+        attrs.update({"http.request.header.authorization": f"Bearer {JWT}", "rpc.grpc.request.metadata": [BASIC],
+                      "jit.denial.reason": f"TOKEN_EXPIRED {JWT}"})
+        row["attributes"] = json.dumps(attrs)
+        row["status_message"] = f"rejected {OPAQUE}"
+        row["events"] = json.dumps([{"name": "exception", "time_ns": row["start_ns"],
+                                     "attributes": {"exception.message": f"bad token {JWT}"}}])
+    (tmp_path / "in").mkdir()
+    world.write_parquet(tmp_path / "in" / "spans.parquet")
+    (tmp_path / "in" / "zipkin.json").write_text(json.dumps(_zipkin_with_credentials()))
+    summary = analyze([str(tmp_path / "in")], tmp_path / "out", quiet=True)
+    assert summary["denials"] >= 1
+
+    secrets = (JWT, "dXNlcjpzZWNyZXQtcGFzc3dvcmQ", "8f14e45fceea167a5a36dedd4bea2543")
+    for name in ("attributions.csv", "report.html", "summary.json"):
+        text = (tmp_path / "out" / name).read_text()
+        assert not [s for s in secrets if s in text], name
+    con = duckdb.connect(str(tmp_path / "out" / "jitrace.duckdb"), read_only=True)
+    for table, columns in (("spans", ("name", "status_message", "resource", "attributes", "events", "links")),
+                           ("attributions", ("evidence",))):
+        for column in columns:
+            leaked = con.execute(f"SELECT count(*) FROM {table} WHERE " + " OR ".join(
+                f"contains({column}, ?)" for _ in secrets), list(secrets)).fetchone()[0]
+            assert leaked == 0, (table, column)
+    # what was redacted says so, and the words around it stay
+    text = con.execute("SELECT string_agg(attributes || status_message, ' ') FROM spans "
+                       "WHERE status_message IS NOT NULL").fetchone()[0]
+    assert "Bearer [REDACTED]" in text and "Basic [REDACTED]" in text and "rejected Bearer [REDACTED]" in text
