@@ -57,6 +57,21 @@ def one_thread_each(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("SET threads = 1")
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cells(con: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...]) -> str:
+    """The SELECT list of ``columns`` for a CSV: every text cell that a spreadsheet would run as a formula gets a
+    leading single quote (strings from the wire, such as a service or principal name, must stay text)."""
+    kinds = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? "
+                             "AND database_name = current_database()", [table]).fetchall())
+    starts = ", ".join(sql_string(c) for c in FORMULA_STARTS)
+    quote = sql_string("'")
+    return ", ".join(f"CASE WHEN left({c}, 1) IN ({starts}) THEN {quote} || {c} ELSE {c} END AS {c}"
+                     if kinds.get(c) == "VARCHAR" else c for c in columns)
+
+
 @contextmanager
 def tables_written(con: duckdb.DuckDBPyConnection, out: Path, attribution_columns: tuple[str, ...]) -> Iterator[None]:
     """attributions.parquet / .csv (in the table's order: time, trace_id) and clock_offsets.parquet, from the
@@ -68,10 +83,11 @@ def tables_written(con: duckdb.DuckDBPyConnection, out: Path, attribution_column
     body does (the report) take the other core; leaving the block waits for it. The tables read must not be TEMP
     ones: a cursor does not see its connection's TEMP tables."""
     con.execute("SET preserve_insertion_order = true")  # the analysis is done: what is left is written in order
+    one_thread_each(con)  # as analyze has it already: on more threads, the CSV's computed cells lose that order
     cols = ", ".join(attribution_columns)
     with ThreadPoolExecutor(max_workers=1) as pool:  # DuckDB releases the GIL while it works
-        csv_sql = (f"COPY (SELECT {cols} FROM attributions) TO {sql_string(str(out / 'attributions.csv'))} "
-                   "(FORMAT csv, HEADER)")
+        csv_sql = (f"COPY (SELECT {csv_cells(con, 'attributions', attribution_columns)} FROM attributions) "
+                   f"TO {sql_string(str(out / 'attributions.csv'))} (FORMAT csv, HEADER)")
         csv = pool.submit(session.on_cursor, con, lambda cursor: cursor.execute(csv_sql))
         try:
             con.execute(f"COPY (SELECT {cols} FROM attributions) "

@@ -26,8 +26,29 @@ def _top(con: duckdb.DuckDBPyConnection, cause: str, dimension: str, n: int = 3)
     return ", ".join(f"{v} ({k})" for v, k in rows)
 
 
+def script_json(value: object) -> str:
+    """JSON for a ``<script type="application/json">`` element: a script's text is not HTML (entities stay as they
+    are, so JSON.parse must read it as written), and no ``<``, ``>`` or ``&`` in it can end the element."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+# Control characters (C0 but the newline, DEL, C1) and bidirectional overrides: strings from the wire (a claim, a
+# service name) must not drive the terminal (colours, titles, the clipboard) or reorder what it shows.
+_UNPRINTABLE = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c != 0x0A}
+_UNPRINTABLE |= {c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character shown as an escape instead of acting on the terminal."""
+    return text.translate(_UNPRINTABLE)
+
+
 def terminal(con: duckdb.DuckDBPyConnection, summary: dict) -> str:
-    """Causes, counts, top services/methods/principals and the suggested fix, as plain text."""
+    """Causes, counts, top services/methods/principals and the suggested fix, as plain text (escaped: printable)."""
+    return printable(_terminal(con, summary))
+
+
+def _terminal(con: duckdb.DuckDBPyConnection, summary: dict) -> str:
     rows = con.execute("SELECT cause, denials, share, mean_confidence, fix FROM cause_summary").fetchall()
     rows.sort(key=lambda r: (-r[1], CAUSE_ORDER.get(r[0], 99)))
     lines = [
@@ -369,7 +390,7 @@ window.addEventListener("load", () => {{
   document.body.dataset.plotsLoaded = [...document.querySelectorAll("figure > svg")].filter(drawn).length;
 }});
 </script>
-<script type="application/json" id="summary-json">{html.escape(json.dumps(summary))}</script>
+<script type="application/json" id="summary-json">{script_json(summary)}</script>
 </body></html>
 """
     Path(path).write_text(page)

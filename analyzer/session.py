@@ -66,6 +66,18 @@ LOG_PATTERN_FIELDS = ("name", "pattern", "cause", "confidence", "description")
 DEFAULT_MEMORY_LIMIT = "1500MB"  # 10M spans load and analyze within 2 GB peak RSS
 
 
+_SIZE = re.compile(r"\s*\d+(\.\d+)?\s*([KMGT]i?B|B|%)?\s*", re.IGNORECASE)
+
+
+def memory_limit() -> str:
+    """JITRACE_MEMORY_LIMIT, checked to be a size (a number and a unit such as MB, GiB or %): a bound parameter,
+    never SQL text; anything else is a one-line error naming the variable."""
+    value = os.environ.get("JITRACE_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT)
+    if not _SIZE.fullmatch(value):
+        raise UserError(f"JITRACE_MEMORY_LIMIT {value[:40]!r}: expected a size such as 1500MB or 4GB")
+    return value.strip()
+
+
 def query_files() -> list[Path]:
     """The SQL steps, in pipeline order: the numbered files (span_facts.sql is a rule the spans view applies)."""
     folder = resources.files("jitrace.queries")
@@ -78,7 +90,7 @@ def connect(path: str | Path = ":memory:", *, define_view: bool = True) -> duckd
     database file at ``path`` (analyzer/database.py) or in memory. ``define_view=False`` leaves the view to the
     loader, which defines it over what it loaded (the empty view binds span_facts.sql for nothing: 7 ms)."""
     con = duckdb.connect() if str(path) == ":memory:" else database.connect(path)
-    con.execute(f"SET memory_limit = '{os.environ.get('JITRACE_MEMORY_LIMIT', DEFAULT_MEMORY_LIMIT)}'")
+    con.execute("SET memory_limit = ?", [memory_limit()])
     con.execute("SET preserve_insertion_order = false")  # lets big inserts stream instead of buffering
     con.execute("SET enable_progress_bar = false")
     # Every step that reads the spans binds the Parquet files again, footers included (union_by_name): 3.2 ms a

@@ -5,13 +5,18 @@ the code before its fix."""
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
+import pytest
 from spanfactory import T0, Token, World
 
-from jitrace.analyzer import spans_view
+from jitrace.analyzer import outputs, spans_view
 from jitrace.analyzer.collect import _compact
 from jitrace.analyzer.load import load_into
 
@@ -140,3 +145,69 @@ def test_credentials_in_span_data_never_reach_a_stored_output(tmp_path):
     text = con.execute("SELECT string_agg(attributes || status_message, ' ') FROM spans "
                        "WHERE status_message IS NOT NULL").fetchone()[0]
     assert "Bearer [REDACTED]" in text and "Basic [REDACTED]" in text and "rejected Bearer [REDACTED]" in text
+
+
+def _jitrace(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "jitrace.analyzer.cli", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def hostile_strings(tmp_path_factory) -> Path:
+    """A denied call whose service, principal and reason carry a formula, terminal escapes and a script end tag."""
+    world = World()
+    token = Token(iat=T0, exp=T0 + 10, sub="@SUM(1+1)\x1b]0;pwned\x07\x1b[31m\u202e")
+    world.issue(token, T0)
+    call = world.call(T0 + 20, token)
+    call["server"]["service"] = '=HYPERLINK("http://evil.example/","x")'
+    attrs = json.loads(call["server"]["attributes"])
+    attrs["jit.denial.reason"] = "</script><script>alert(1)</script>"
+    call["server"]["attributes"] = json.dumps(attrs)
+    folder = tmp_path_factory.mktemp("hostile")
+    return world.write_parquet(folder / "spans.parquet")
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_quoted(hostile_strings, tmp_path):
+    """Finding 4: cells starting with =, +, -, @ or a tab passed into attributions.csv as formulas."""
+    result = _jitrace("analyze", str(hostile_strings), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "out" / "attributions.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["server_service"] == "'" + '=HYPERLINK("http://evil.example/","x")'
+    assert row["principal"].startswith("'@SUM(1+1)")
+    assert not [k for k, v in row.items() if v[:1] in outputs.FORMULA_STARTS]
+    typed = tmp_path / "out" / "attributions.parquet"
+    parquet = duckdb.connect().execute(f"SELECT server_service FROM '{typed}'").fetchone()
+    assert parquet[0].startswith("=HYPERLINK")  # the typed file keeps the value as it came
+
+
+def test_terminal_escapes_from_token_claims_are_shown_not_run(hostile_strings, tmp_path):
+    """Finding 4: escape sequences (title, colour) and bidi overrides from unverified claims reached the terminal."""
+    result = _jitrace("analyze", str(hostile_strings), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert "@SUM(1+1)" in result.stdout
+    assert not [c for c in result.stdout if ord(c) < 0x20 and c != "\n" or 0x7F <= ord(c) < 0xA0 or c == "\u202e"]
+    assert "\\x1b]0;pwned\\x07" in result.stdout
+
+
+def test_the_reports_embedded_json_parses_and_ends_no_element(hostile_strings, tmp_path):
+    """Finding 4: the summary embedded in report.html was HTML-escaped inside a script element: JSON.parse failed."""
+    result = _jitrace("analyze", str(hostile_strings), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "out" / "report.html").read_text()
+    embedded = page.split('<script type="application/json" id="summary-json">')[1].split("</script>")[0]
+    assert json.loads(embedded) == json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert "<script>alert(1)" not in page
+
+
+def test_jitrace_memory_limit_is_a_size_never_sql(hostile_strings, tmp_path):
+    """Finding 4: JITRACE_MEMORY_LIMIT was pasted into SQL (a COPY ... TO ran)."""
+    target = tmp_path / "written.csv"
+    injected = f"1GB'; COPY (SELECT 1) TO '{target}'; SET memory_limit = '1GB"
+    result = _jitrace("analyze", str(hostile_strings), "--out", str(tmp_path / "out"),
+                      env={"JITRACE_MEMORY_LIMIT": injected})
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "JITRACE_MEMORY_LIMIT" in result.stderr and "expected a size" in result.stderr
+    assert not target.exists()
+    ok = _jitrace("analyze", str(hostile_strings), "--out", str(tmp_path / "out"), env={"JITRACE_MEMORY_LIMIT": "2GiB"})
+    assert ok.returncode == 0, ok.stderr
