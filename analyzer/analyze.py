@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import threading
 import time
@@ -35,17 +36,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fail-on", default="", metavar="CAUSE,...",
                         help=f"exit {errors.FAIL_ON} when denials of these causes are found ('any' for every cause)")
     parser.add_argument("--strict", action="store_true", help="any unreadable record is an error")
-    parser.add_argument("--leeway", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--follow-symlinks", action="store_true",
+                        help="read files a symbolic link inside an input folder leads to (default: skipped)")
+    parser.add_argument("--leeway", type=seconds(zero=True), default=None, metavar="SECONDS",
                         help="the verifiers' clock leeway (default 0 s, PyJWT's default)")
-    parser.add_argument("--window", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--window", type=seconds(zero=False), default=None, metavar="SECONDS",
                         help="time window of a clock-offset estimate (default 300 s)")
-    parser.add_argument("--log-window", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--log-window", type=seconds(zero=True), default=None, metavar="SECONDS",
                         help="a log record without trace ids joins a denial of its service within this many "
                              "seconds of the call's start (default 2 s)")
     parser.add_argument("--log-patterns", action="append", default=[], metavar="FILE",
                         help="a CSV of log patterns (name,pattern,cause,confidence,description) tried before the "
                              "built-in queries/log_patterns.csv; repeatable")
     parser.add_argument("--quiet", action="store_true", help="no progress and no table")
+
+
+def seconds(*, zero: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, positive (or also zero); nan, inf and negatives are one line."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number of seconds above 0"
+                                             + (" or 0" if zero else ""))
+        return value
+    return parse
 
 
 def parse_fail_on(text: str | Iterable[str]) -> tuple[str, ...]:
@@ -64,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
              ("jitrace_log_window_s", args.log_window))
     settings = {k: v for k, v in pairs if v is not None}
     summary = analyze(args.inputs, args.out, strict=args.strict, fail_on=fail_on, quiet=args.quiet, settings=settings,
+                      follow_symlinks=args.follow_symlinks,
                       log_patterns=args.log_patterns)
     return summary["exit_code"]
 
@@ -78,8 +96,10 @@ def _progress(quiet: bool):
     return say
 
 
-def _load(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, out_dir: Path, say) -> dict:
-    rep = load_into(con, inputs, strict=strict, out=out_dir, progress=say)  # --out inside an input folder: skipped
+def _load(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, out_dir: Path, say,
+          follow_symlinks: bool) -> dict:
+    rep = load_into(con, inputs, strict=strict, out=out_dir, progress=say,  # --out inside an input folder: skipped
+                    follow_symlinks=follow_symlinks)
     return {"spans": rep.spans, "logs": rep.logs, "bad_records": rep.bad_records, "problems": list(rep.problems),
             "skipped_requests": rep.skipped_requests}
 
@@ -93,6 +113,7 @@ def analyze(
     quiet: bool = False,
     settings: dict[str, float] | None = None,
     log_patterns: Iterable[str] = (),
+    follow_symlinks: bool = False,
 ) -> dict:
     """Analyze ``inputs`` into ``out_dir``; returns the summary.json content (plus ``exit_code``).
     ``log_patterns``: the users' pattern files (queries/log_patterns.csv's columns), tried before the built-in ones."""
@@ -105,7 +126,8 @@ def analyze(
     try:
         with outputs.staged(out_dir) as out:
             summary = _analyze_into(out, list(inputs), strict=strict, quiet=quiet, settings=settings, say=say,
-                                    log_patterns=log_patterns, out_dir=Path(out_dir), closing=closing)
+                                    log_patterns=log_patterns, out_dir=Path(out_dir), closing=closing,
+                                    follow_symlinks=follow_symlinks)
     finally:
         for thread in closing:  # the database is closed before analyze returns: a notebook may open it next
             thread.join()
@@ -123,7 +145,8 @@ def analyze(
 
 
 def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, settings: dict[str, float] | None,
-                  say, log_patterns: list[str], out_dir: Path, closing: list[threading.Thread]) -> dict:
+                  say, log_patterns: list[str], out_dir: Path, closing: list[threading.Thread],
+                  follow_symlinks: bool) -> dict:
     """The run; the connection's close is left to a thread appended to ``closing`` when the database file is complete
     (checkpointed), so the caller publishes the folder meanwhile and joins it after."""
     con = session.connect(out / "jitrace.duckdb", define_view=False)  # _load defines it
@@ -131,7 +154,7 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
     try:
         session.load_log_patterns(con, log_patterns)  # a bad pattern file fails before the (long) load, not after it
         say(f"loading {len(inputs)} input(s)")
-        loaded = _load(con, list(inputs), strict, out_dir, say)
+        loaded = _load(con, list(inputs), strict, out_dir, say, follow_symlinks)
         say(f"loaded {loaded['spans']} spans, {loaded['logs']} logs, {loaded['bad_records']} bad records")
         if loaded["skipped_requests"]:
             say(f"skipped {loaded['skipped_requests']} OTLP export request(s) of metrics or profiles "

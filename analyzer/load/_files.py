@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import glob
 import gzip
+import io
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from jitrace.analyzer.errors import UserError
@@ -18,13 +19,15 @@ BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, as some Windows tools write be
 _SKIP_SUFFIXES = (".tmp", ".md", ".txt", ".crc", ".lock")
 
 
-def expand(inputs: list[str], *, out: Path | None = None) -> list[Path]:
+def expand(inputs: list[str], *, out: Path | None = None, follow_symlinks: bool = False) -> list[Path]:
     """Every file named by ``inputs``, in a stable order; a name matching nothing is a UserError.
 
     A folder is read without what ``jitrace analyze`` writes: the files an output folder's manifest lists, and the
     staging and aside copies of the run's output folder ``out`` (an output inside the input folder, say ``analyze
     traces/ --out traces/report``, must not be read back: its DuckDB file is being written meanwhile). Other files
-    in ``out`` are inputs like any: ``jitrace demo`` keeps the lab's spans in ``DIR/lab``.
+    in ``out`` are inputs like any: ``jitrace demo`` keeps the lab's spans in ``DIR/lab``. A folder walk enters no
+    symbolic link, to a file or a folder, unless ``follow_symlinks``: a link may lead anywhere (a link named on the
+    command line was asked for and is read).
     """
     files: list[Path] = []
     written = _written_by_analyze(out)
@@ -32,7 +35,7 @@ def expand(inputs: list[str], *, out: Path | None = None) -> list[Path]:
         p = Path(item)
         if p.is_dir():
             root = p.resolve()
-            found = sorted(f for f in p.rglob("*") if f.is_file() and _is_data(f.relative_to(p))
+            found = sorted(f for f in _walk(p, follow_symlinks) if _is_data(f.relative_to(p))
                            and not written(root / f.relative_to(p)))
         elif p.is_file():
             found = [p]
@@ -45,6 +48,15 @@ def expand(inputs: list[str], *, out: Path | None = None) -> list[Path]:
         files += found
     seen: set[Path] = set()
     return [f for f in files if not (f in seen or seen.add(f))]
+
+
+def _walk(folder: Path, follow_symlinks: bool) -> Iterator[Path]:
+    """Every file under ``folder``; symbolic links only with ``follow_symlinks``."""
+    for dirpath, _, names in os.walk(folder, followlinks=follow_symlinks):
+        for name in names:
+            path = Path(dirpath) / name
+            if (follow_symlinks or not path.is_symlink()) and path.is_file():
+                yield path
 
 
 def _written_by_analyze(out: Path | None) -> Callable[[Path], bool]:
@@ -101,21 +113,49 @@ def head(path: Path, n: int) -> bytes:
         return b""
 
 
+# A compressed input may expand this many times its size (OTLP JSON shrinks 10 to 50 times), and at least to
+# INFLATE_FLOOR: past that it is refused as a compression bomb instead of taking the machine's memory.
+INFLATE_RATIO = 200
+INFLATE_FLOOR = 256 << 20
+
+
+def inflate_limit(compressed: int) -> int:
+    return max(INFLATE_FLOOR, INFLATE_RATIO * compressed)
+
+
 def read_bytes(path: Path) -> bytes:
-    """The file's content, decompressed when it is gzip or zstd (by magic, not by name)."""
+    """The file's content, decompressed when it is gzip or zstd (by magic, not by name), up to ``inflate_limit``."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not is_compressed(data[:4]):
+        return data
+    limit = inflate_limit(len(data))
     try:
         if data[:2] == _GZIP:
-            return gzip.decompress(data)
-        if data[:4] == _ZSTD:
+            out = _read_capped(gzip.GzipFile(fileobj=io.BytesIO(data)), limit + 1)
+        else:
             import zstandard
 
-            return zstandard.ZstdDecompressor().stream_reader(data).read()
+            out = _read_capped(zstandard.ZstdDecompressor().stream_reader(data), limit + 1)
     except (OSError, EOFError, zlib.error, ValueError) as exc:
         raise UserError(f"{path}: cannot decompress: {exc}") from None
     except Exception as exc:  # zstandard.ZstdError has no common base with the above
         raise UserError(f"{path}: cannot decompress: {exc}") from None
-    return data
+    if len(out) > limit:
+        raise UserError(f"{path}: decompresses to more than {limit >> 20} MiB ({INFLATE_RATIO} times its size): "
+                        "refused as a compression bomb")
+    return out
+
+
+def _read_capped(reader: io.RawIOBase | io.BufferedIOBase, limit: int) -> bytes:
+    """At most ``limit`` bytes of a decompressing reader (whose reads may return less than asked)."""
+    parts, size = [], 0
+    while size < limit:
+        part = reader.read(min(limit - size, 16 << 20))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)

@@ -14,7 +14,7 @@ from typing import Any
 
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _applogs, _files, _jaeger, _otlp_json, _zipkin
-from jitrace.analyzer.load._rows import Rows, redact
+from jitrace.analyzer.load._rows import Rows
 
 _KNOWN = "OTLP JSON/protobuf, Jaeger JSON, Zipkin v2 JSON, OTLP/OPA/application JSON-lines logs, jitrace Parquet"
 OTLP_KEYS = ("resourceSpans", "resourceLogs")
@@ -34,6 +34,16 @@ def unknown(path: Path, what: str) -> UserError:
 
 
 def read(path: Path, data: bytes, rows: Rows) -> None:
+    try:
+        _read(path, data, rows)
+    except RecursionError:  # a whole document nested past what Python parses (a line of JSON lines: a bad record)
+        raise UserError(f"{path}: JSON nested too deeply to read (deeper than about {_DEPTH} levels)") from None
+
+
+_DEPTH = 900  # roughly where json.loads and the readers' recursion stop, with Python's default recursion limit
+
+
+def _read(path: Path, data: bytes, rows: Rows) -> None:
     data = data.removeprefix(_files.BOM)
     head = data.lstrip()[:1]
     if head in (b"{", b"["):
@@ -47,7 +57,7 @@ def read(path: Path, data: bytes, rows: Rows) -> None:
             line = _text_line(data)
             if line is None:
                 raise
-            raise unknown(path, f"text that is not JSON (line 1: {redact(line)[:60]!r})") from None
+            raise unknown(path, "plain text that is not JSON (a log, a key, a CSV?)") from None
 
 
 def _text_line(data: bytes) -> str | None:
@@ -120,27 +130,37 @@ def read_lines(path: Path, text: str, rows: Rows, *, first_line: int = 1, kind: 
             continue
         where = f"{path}:{number}"
         try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            rows.bad_record(where, f"invalid JSON: {exc.msg} (column {exc.colno})")  # type: ignore[attr-defined]
-            continue
-        is_otlp = isinstance(obj, dict) and any(k in obj for k in OTLP_KEYS)
-        skip = not is_otlp and other_signal(obj)
-        if kind is None:
-            if is_otlp or skip:
-                kind = "otlp"
-            elif _applogs.is_opa(obj) or _applogs.is_app_log(obj):
-                kind = "logs"
-            else:
-                raise unknown(path, f"line {number} is JSON in no known trace or log format")
-        if is_otlp:
-            _otlp_json.add_request(obj, rows, where)
-        elif skip:
-            rows.skipped += 1
-        elif kind == "otlp":
-            rows.bad_record(where, "expected an OTLP object with resourceSpans or resourceLogs")
+            kind = _read_line(path, number, line, rows, kind)
+        except RecursionError:
+            rows.bad_record(where, f"JSON nested too deeply to read (deeper than about {_DEPTH} levels)")
+
+
+def _read_line(path: Path, number: int, line: str, rows: Rows, kind: str | None) -> str | None:
+    """One line's records into ``rows``; returns what the file holds (decided here when it was not yet)."""
+    where = f"{path}:{number}"
+    try:
+        obj = json.loads(line)
+    except ValueError as exc:
+        rows.bad_record(where, f"invalid JSON: {exc.msg} (column {exc.colno})")  # type: ignore[attr-defined]
+        return kind
+    is_otlp = isinstance(obj, dict) and any(k in obj for k in OTLP_KEYS)
+    skip = not is_otlp and other_signal(obj)
+    if kind is None:
+        if is_otlp or skip:
+            kind = "otlp"
+        elif _applogs.is_opa(obj) or _applogs.is_app_log(obj):
+            kind = "logs"
         else:
-            _applogs.add_line(obj, rows, where)
+            raise unknown(path, f"line {number} is JSON in no known trace or log format")
+    if is_otlp:
+        _otlp_json.add_request(obj, rows, where)
+    elif skip:
+        rows.skipped += 1
+    elif kind == "otlp":
+        rows.bad_record(where, "expected an OTLP object with resourceSpans or resourceLogs")
+    else:
+        _applogs.add_line(obj, rows, where)
+    return kind
 
 
 def _read_proto(path: Path, data: bytes, rows: Rows) -> None:

@@ -18,6 +18,7 @@ from spanfactory import T0, Token, World
 
 from jitrace.analyzer import outputs, spans_view
 from jitrace.analyzer.collect import _compact
+from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import load_into
 
 PER_FILE = 5  # an issuer call (client, server), its jit.issue span, and the call (client, server)
@@ -211,3 +212,92 @@ def test_jitrace_memory_limit_is_a_size_never_sql(hostile_strings, tmp_path):
     assert not target.exists()
     ok = _jitrace("analyze", str(hostile_strings), "--out", str(tmp_path / "out"), env={"JITRACE_MEMORY_LIMIT": "2GiB"})
     assert ok.returncode == 0, ok.stderr
+
+
+def test_a_compression_bomb_is_refused_in_one_line_without_taking_the_memory(tmp_path, monkeypatch):
+    """Finding 6: a 10 MB gzip input expanded without limit (5 GB before failing)."""
+    import gzip
+    import resource
+
+    from jitrace.analyzer.load import _files
+
+    monkeypatch.setattr(_files, "INFLATE_FLOOR", 8 << 20)  # the bomb, kept small for the test: 64 MiB of zeros
+    bomb = tmp_path / "spans.json.gz"
+    with gzip.open(bomb, "wb", compresslevel=9) as f:
+        for _ in range(64):
+            f.write(b"\0" * (1 << 20))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(UserError, match=r"spans\.json\.gz: decompresses to more than \d+ MiB .*compression bomb"):
+        load_into(duckdb.connect(), [str(bomb)])
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 40, grown_mib  # no more than the limit (here 8 MiB floor, 200x of 64 KB) was inflated
+
+
+def _nested(depth: int) -> tuple[str, str]:
+    """A plain OTLP request, and one whose span has an attribute ``depth`` arrays deep, as JSON text."""
+    value = "{}"
+    for _ in range(depth):
+        value = '{"arrayValue": {"values": [' + value + "]}}"
+    good = json.dumps(_otlp_request())
+    return good, good.replace('"attributes": []', '"attributes": [{"key": "k", "value": ' + value + "}]", 1)
+
+
+def test_json_nested_past_what_python_reads_is_a_bad_record_or_one_line(tmp_path):
+    """Finding 6: deeply nested JSON was a RecursionError traceback. In JSON lines it is a bad record (the rest
+    loads); a whole document is one line naming the file."""
+    good, deep = _nested(5000)
+    lines = tmp_path / "spans.jsonl"
+    lines.write_text(f"{good}\n{deep}\n{good}\n")
+    report = load_into(duckdb.connect(), [str(lines)])
+    assert report.spans == 2 and report.bad_records == 1
+    assert report.problems == [f"{lines}:2: JSON nested too deeply to read (deeper than about 900 levels)"]
+    doc = tmp_path / "doc.json"
+    doc.write_text(deep)
+    with pytest.raises(UserError, match=r"doc\.json: JSON nested too deeply to read"):
+        load_into(duckdb.connect(), [str(doc)])
+
+
+def test_json_nested_as_deep_as_python_reads_loads(tmp_path):
+    """300 nested arrays (900 JSON levels) are within what Python parses: they load."""
+    good, deep = _nested(300)
+    lines = tmp_path / "spans.jsonl"
+    lines.write_text(f"{good}\n{deep}\n")
+    report = load_into(duckdb.connect(), [str(lines)])
+    assert (report.spans, report.bad_records) == (2, 0)
+
+
+def _otlp_request() -> dict:
+    span = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "a/b",
+            "kind": 2, "startTimeUnixNano": "1760000000000000000", "endTimeUnixNano": "1760000000100000000"}
+    return {"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [{"spans": [span]}]}]}
+
+
+def test_folder_walks_enter_no_symbolic_link_unless_asked(tmp_path):
+    """Finding 5: symlinked files and folders inside an input folder were followed (a link may lead anywhere)."""
+    elsewhere = tmp_path / "elsewhere"
+    _world_file(elsewhere / "far.parquet")
+    folder = tmp_path / "in"
+    _world_file(folder / "near.parquet")
+    (folder / "linked.parquet").symlink_to(elsewhere / "far.parquet")
+    (folder / "linked-folder").symlink_to(elsewhere, target_is_directory=True)
+    assert load_into(duckdb.connect(), [str(folder)]).spans == PER_FILE
+    assert load_into(duckdb.connect(), [str(folder)], follow_symlinks=True).spans == 3 * PER_FILE
+    assert load_into(duckdb.connect(), [str(folder / "linked.parquet")]).spans == PER_FILE  # named: asked for
+
+
+def test_a_file_that_is_not_a_trace_is_named_but_its_content_is_not_quoted(tmp_path):
+    """Finding 5: the error for a non-trace file quoted its first line (a key, a password file) on stderr."""
+    secret = tmp_path / "notes.log"
+    secret.write_text("root:$6$secret-hash-of-the-password:19000:0:99999:7:::\n")
+    result = _jitrace("analyze", str(secret), "--out", str(tmp_path / "out"), "--quiet")
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert str(secret) in result.stderr and "secret-hash" not in result.stderr
+
+
+@pytest.mark.parametrize("option, value", [("--window", "nan"), ("--window", "0"), ("--window", "-5"),
+                                           ("--leeway", "inf"), ("--leeway", "-1"), ("--log-window", "nan")])
+def test_bad_numeric_options_are_one_line_errors(option, value, tmp_path):
+    """Finding 6's options: nan, inf, negative or zero windows ran (and gave nonsense offsets)."""
+    result = _jitrace("analyze", str(tmp_path), "--out", str(tmp_path / "out"), option, value)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"argument {option}: '{value}'" in result.stderr.splitlines()[-1]

@@ -99,13 +99,12 @@ def test_bad_records_in_other_formats(tmp_path, real_data):
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (b"hello, world\n", "text that is not JSON (line 1: 'hello, world')"),
+    # plain text is named as such, and nothing of it is quoted (it may be a key or a password file)
+    (b"hello, world\n", "plain text that is not JSON (a log, a key, a CSV?)"),
     (b"INFO:jitrace.lab.gateway:call Read on r1 ended PERMISSION_DENIED GRANT_NOT_ACTIVE\nINFO:...\n",
-     "text that is not JSON (line 1: 'INFO:jitrace.lab.gateway:call Read on r1 ended PERMISSION_DE')"),
-    ("ключ,значение\n".encode(), "text that is not JSON (line 1: 'ключ,значение')"),
-    # the line is quoted, a token in it never is
-    (b"Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IifQ.c2ln\n",
-     "text that is not JSON (line 1: 'Authorization: Bearer [REDACTED]')"),
+     "plain text that is not JSON"),
+    ("ключ,значение\n".encode(), "plain text that is not JSON"),
+    (b"Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IifQ.c2ln\n", "plain text that is not JSON"),
     (b'{"kind": "not a trace"}', "a JSON object with keys kind in no known trace or log format"),
     (b'{"resourceSpans": [', "not valid JSON"),
     (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "neither length-prefixed nor bare OTLP protobuf"),
@@ -118,6 +117,7 @@ def test_unknown_or_unreadable_files_are_one_line_errors(tmp_path, content, mess
     with pytest.raises(UserError) as err:
         _load([path])
     assert str(err.value).startswith(f"{path}: ") and message in str(err.value) and "\n" not in str(err.value)
+    assert not any(word in str(err.value) for word in ("hello", "INFO:", "ключ", "Bearer", "eyJ"))
 
 
 def test_missing_inputs_and_foreign_parquet(tmp_path):
