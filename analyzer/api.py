@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from jitrace.analyzer import errors
+from jitrace.analyzer import errors, spans_view
 
 
 class Output:
@@ -43,8 +43,22 @@ class Output:
         return pd.read_parquet(self.folder / "clock_offsets.parquet")
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        """A read-only connection to jitrace.duckdb (tables spans, logs, rpc_spans, pairs, denials, ...)."""
-        return duckdb.connect(str(self.folder / "jitrace.duckdb"), read_only=True)
+        """A read-only connection to jitrace.duckdb (tables spans, logs, rpc_spans, pairs, denials, ...).
+
+        The file may come from anyone, and its views and macros run when read: the connection reaches no file but
+        the database and the Parquet files its spans are read from, and no network; its settings are locked; and
+        ``spans`` is jitrace's own view, not whatever the file stores under that name."""
+        con = duckdb.connect(str(self.folder / "jitrace.duckdb"), read_only=True)
+        try:
+            con.execute("SET allowed_paths = ?", [_span_files(con)])
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+            spans_view.define(con, temp=True)
+        except duckdb.Error as exc:
+            con.close()
+            raise errors.UserError(f"{self.folder / 'jitrace.duckdb'}: not a database jitrace wrote "
+                                   f"({str(exc).splitlines()[0]})") from None
+        return con
 
     def sql(self, query: str, params: list | None = None) -> pd.DataFrame:
         with self.connect() as con:
@@ -69,6 +83,13 @@ class Output:
     @property
     def cause_summary(self) -> pd.DataFrame:
         return self.table("cause_summary")
+
+
+def _span_files(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The Parquet files the database's spans are read from: regular files named .parquet, nothing else."""
+    listed = con.execute(f"SELECT path FROM {spans_view.FILES_TABLE}").fetchall()
+    return [path for (path,) in listed if isinstance(path, str) and path.endswith(".parquet")
+            and not Path(path).is_symlink() and Path(path).is_file()]
 
 
 def open_output(out_dir: str | Path | None = None) -> Output:

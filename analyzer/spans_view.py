@@ -187,8 +187,9 @@ def exact_list(paths: list[str]) -> list[str]:
     return [exact(p) for p in paths]
 
 
-def define(con: duckdb.DuckDBPyConnection) -> None:
-    """(Re)create the view over ``span_rows`` and every file in ``span_files``.
+def define(con: duckdb.DuckDBPyConnection, *, temp: bool = False) -> None:
+    """(Re)create the view over ``span_rows`` and every file in ``span_files`` (``temp``: a TEMP view, which hides a
+    view of the same name in the database: how a notebook reads a database file it did not write, analyzer/api.py).
 
     ``span_rows`` is a branch of the view only when it holds rows (or no file is read in place): span_facts.sql over
     it is planned again wherever a step reads the view, even over an empty table (about 0.05 s of a run on files
@@ -205,4 +206,4 @@ def define(con: duckdb.DuckDBPyConnection) -> None:
     for has_source, paths in sorted(groups.items()):
         cols = schema.columns_with_source(schema.SPANS, has_source)
         branches.append(f"SELECT {cols}, {', '.join(facts)} FROM {_read(paths)}")
-    con.execute("CREATE OR REPLACE VIEW spans AS\n" + "\nUNION ALL\n".join(branches))
+    con.execute(f"CREATE OR REPLACE {'TEMP ' if temp else ''}VIEW spans AS\n" + "\nUNION ALL\n".join(branches))

@@ -301,3 +301,28 @@ def test_bad_numeric_options_are_one_line_errors(option, value, tmp_path):
     result = _jitrace("analyze", str(tmp_path), "--out", str(tmp_path / "out"), option, value)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"argument {option}: '{value}'" in result.stderr.splitlines()[-1]
+
+
+def test_a_foreign_database_opened_by_the_notebooks_api_reaches_nothing_outside_it(tmp_path):
+    """Finding 7: open_output on a folder someone else wrote ran the views stored in its database with external
+    access on (a view could read any file, a macro reach the network)."""
+    from jitrace.analyzer.analyze import analyze
+    from jitrace.analyzer.api import open_output
+
+    _world_file(tmp_path / "in" / "spans.parquet")
+    analyze([str(tmp_path / "in")], tmp_path / "out", quiet=True)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the user's private file")
+    with duckdb.connect(str(tmp_path / "out" / "jitrace.duckdb")) as con:  # the folder's author turns hostile
+        con.execute(f"CREATE OR REPLACE VIEW spans AS SELECT content AS name FROM read_text('{secret}')")
+        con.execute(f"CREATE VIEW stolen AS SELECT content FROM read_text('{secret}')")
+    out = open_output(tmp_path / "out")
+    assert len(out.spans) == PER_FILE and "private" not in " ".join(out.spans["name"])  # jitrace's own view
+    with pytest.raises(duckdb.PermissionException):
+        out.sql("SELECT * FROM stolen")
+    with pytest.raises(duckdb.Error):
+        out.sql(f"COPY (SELECT 1) TO '{tmp_path / 'written.csv'}'")
+    with pytest.raises(duckdb.Error):
+        out.sql("SET enable_external_access = true")
+    assert not (tmp_path / "written.csv").exists()
+    assert out.sql("SELECT count(*) AS n FROM span_rows")["n"][0] == PER_FILE  # the tables still read
