@@ -87,7 +87,9 @@ def make_handler(ingest: Ingest, limits: Limits, counters: Counters) -> type[Bas
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: the SDK's exporter reuses its connection
         server_version = "jitrace-collect"
-        timeout = limits.read_timeout  # each read and write of the socket; _Server's deadline bounds a request
+        # each read and write of the socket (a client that does not read its answer); a request's deadline is
+        # _Server's, which acts first, so that a request cut short is told from an idle connection
+        timeout = limits.read_timeout + 1
         server: _Server
 
         def handle_one_request(self) -> None:
