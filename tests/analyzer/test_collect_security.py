@@ -20,6 +20,8 @@ import duckdb
 import grpc
 import otlp_requests
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jitrace.analyzer.collect import Receiver
 from jitrace.analyzer.load import load_into
@@ -376,6 +378,22 @@ def test_the_token_check_reads_the_header_as_rfc_6750_says():
     assert not any(access.allows(h) for h in (None, "", "abc.def", "Basic abc.def", "Bearer abc.de",
                                               "Bearer abc.def0", "Bearerabc.def", "Bearer ABC.DEF"))
     assert Access().allows(None)  # no token configured: every request
+
+
+@settings(max_examples=300, deadline=None)
+@given(header=st.one_of(st.none(), st.text(max_size=40), st.binary(max_size=40),
+                        st.text(max_size=12).map(lambda t: f"Bearer {t}"),
+                        st.sampled_from(["Bearer abc.def", "bEaReR  abc.def ", b"Bearer abc.def\t",
+                                         "Bearer\tabc.def"])))
+def test_any_authorization_header_is_refused_unless_it_carries_the_token(header):
+    """The one new parser on the receiver's path: any header, as text or bytes, is a yes or a no, never an error;
+    yes only for the scheme (any case) and the exact token."""
+    from jitrace.analyzer.collect._access import Access
+
+    allowed = Access(token=b"abc.def").allows(header)
+    raw = header.encode("latin-1", "replace") if isinstance(header, str) else header
+    expected = raw is not None and raw.strip()[:7].lower() == b"bearer " and raw.strip()[7:].strip() == b"abc.def"
+    assert allowed is expected
 
 
 def _collect(out: Path, *options: str) -> tuple[int, str]:
