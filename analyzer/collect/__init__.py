@@ -216,7 +216,7 @@ def _number(value: object, flag: str, *, whole: bool, zero: bool = False, most: 
     if not ok:
         what = "a whole number" if whole else "a number of seconds"
         if most < math.inf:
-            bounds = f"{0 if zero else 1} to {most:g}"
+            bounds = f"{0 if zero else 1} to {int(most) if whole else most}"
         else:
             bounds = "0 or more" if zero else ("1 or more" if whole else "greater than 0")
         raise UserError(f"{flag} {str(value)[:40]!r}: expected {what}, {bounds}")
