@@ -5,6 +5,10 @@ gRPC instrumentation replace ``grpc.server`` to add their interceptors, and a re
 not trace its own Export calls (each would export a span, which would be received, which would export a span...).
 Requests arrive as bytes so that a bad payload is our INVALID_ARGUMENT, not a crash in a deserializer; an oversize one
 is refused by gRPC itself with RESOURCE_EXHAUSTED (``grpc.max_receive_message_length``).
+
+Against a hostile peer (as the Collector's gRPC receiver): at most ``max_concurrent`` calls are in progress at once
+and as many streams per connection (beyond, RESOURCE_EXHAUSTED at once, which exporters retry); with TLS the port
+speaks TLS only; with a token a call without ``authorization: Bearer <token>`` is UNAUTHENTICATED, stored nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from jitrace.analyzer.collect._access import Access
 from jitrace.analyzer.collect._budget import RETRY_AFTER_S, Busy
 
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
@@ -41,8 +46,15 @@ def _throttle(context: grpc.ServicerContext, message: str) -> None:
     context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
 
 
-def _handler(kind: str, ingest: Ingest, response_type, partial_type, rejected_field: str):
+def _handler(kind: str, ingest: Ingest, response_type, partial_type, rejected_field: str, access: Access,
+             refused: Callable[[], None]):
     def export(request: bytes, context: grpc.ServicerContext) -> bytes:
+        if access.token is not None:
+            given = next((v for k, v in context.invocation_metadata() if k == "authorization"), None)
+            if not access.allows(given):
+                refused()
+                context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                              "a bearer token is required (authorization: Bearer <token>)")
         try:
             rejected, message = ingest(kind, request, "protobuf")
         except Busy as exc:
@@ -59,27 +71,33 @@ def _handler(kind: str, ingest: Ingest, response_type, partial_type, rejected_fi
     return grpc.unary_unary_rpc_method_handler(export)  # no (de)serializers: bytes in, bytes out
 
 
-def create_server(addr: str, ingest: Ingest, max_bytes: int, workers: int = 8,
-                  reuse_port: bool = False) -> tuple[grpc.Server, int]:
+def create_server(addr: str, ingest: Ingest, max_bytes: int, workers: int = 8, reuse_port: bool = False, *,
+                  max_concurrent: int = 64, access: Access | None = None,
+                  refused: Callable[[], None] = lambda: None) -> tuple[grpc.Server, int]:
+    """Serve OTLP/gRPC on ``addr``; ``refused`` is called for each call refused for its missing token."""
+    access = access or Access()
     handlers = (
         grpc.method_handlers_generic_handler(TRACE_SERVICE, {"Export": _handler(
             "traces", ingest, trace_service_pb2.ExportTraceServiceResponse,
-            trace_service_pb2.ExportTracePartialSuccess, "rejected_spans")}),
+            trace_service_pb2.ExportTracePartialSuccess, "rejected_spans", access, refused)}),
         grpc.method_handlers_generic_handler(LOGS_SERVICE, {"Export": _handler(
             "logs", ingest, logs_service_pb2.ExportLogsServiceResponse,
-            logs_service_pb2.ExportLogsPartialSuccess, "rejected_log_records")}),
+            logs_service_pb2.ExportLogsPartialSuccess, "rejected_log_records", access, refused)}),
     )
     # SO_REUSEPORT only when asked (``jitrace collect --workers``): otherwise two receivers could silently split
     # one port between them
-    options = [("grpc.max_receive_message_length", max_bytes), ("grpc.so_reuseport", int(reuse_port))]
+    options = [("grpc.max_receive_message_length", max_bytes), ("grpc.so_reuseport", int(reuse_port)),
+               ("grpc.max_concurrent_streams", max_concurrent)]
     pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jitrace-collect-grpc")
     try:
         from grpc import _server
 
-        server = _server.create_server(pool, handlers, (), options, None, None, False)
+        server = _server.create_server(pool, handlers, (), options, max_concurrent, None, False)
     except (ImportError, TypeError, AttributeError):  # a grpcio whose private factory changed: the public one
-        server = grpc.server(pool, handlers=handlers, interceptors=(), options=options)
-    port = server.add_insecure_port(addr)
+        server = grpc.server(pool, handlers=handlers, interceptors=(), options=options,
+                             maximum_concurrent_rpcs=max_concurrent)
+    credentials = access.grpc_credentials()
+    port = server.add_secure_port(addr, credentials) if credentials else server.add_insecure_port(addr)
     if port == 0:
         raise OSError(f"cannot listen on {addr}")
     server.start()

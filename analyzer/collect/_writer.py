@@ -2,9 +2,13 @@
 
 Every exporter call hands its rows to ``Writer.write``, which returns only after the rows are in a Parquet file
 that was written under a temporary name, fsynced, renamed into place and its folder fsynced. Concurrent calls share
-one commit: whoever finds the writer idle writes everything pending (one file per table and hour), so many small
+one commit: whoever finds the writer idle writes everything pending (one file per table), so many small
 batches cost one fsync, not one each. A crash leaves at most ``*.parquet.tmp`` files, never acknowledged, which the
 loader skips and the next receiver removes.
+
+Files are filed under the hour of their arrival (the receiver's clock at the commit), not under the records' own
+times: those are the sender's to choose, and one request with spans in a thousand hours would otherwise make a
+thousand folders and fsync a thousand files. The analyzer reads times from the rows, never from the folder names.
 
 These small files hold the normalized columns only (the cheapest write, on the acknowledgment path); ``_compact``
 later merges each hour's files into one that also holds the typed span facts.
@@ -26,11 +30,9 @@ from jitrace.analyzer.collect import _compact
 from jitrace.analyzer.collect._durable import TMP_SUFFIX, fsync_path
 from jitrace.analyzer.load._rows import table
 
-HOUR_NS = 3_600_000_000_000
 # These files are short-lived (compaction rewrites them with zstd): on the acknowledgment path the faster codec wins,
 # about 1.2 us a span instead of 2.0 (files about 1.7x the size).
 ACK_COMPRESSION = "lz4"
-_TIME_COLUMN = {"spans": 5, "logs": 0}  # start_ns, time_ns: the hour a row is filed under
 _SCHEMAS = {"spans": schema.SPANS, "logs": schema.LOGS}
 
 
@@ -88,15 +90,13 @@ class Writer:
             raise item.error
 
     def _commit(self, batch: list[_Item]) -> None:
-        groups: dict[tuple[str, int], list[tuple]] = defaultdict(list)
+        groups: dict[str, list[tuple]] = defaultdict(list)
         for item in batch:
-            col = _TIME_COLUMN[item.kind]
-            for row in item.rows:
-                t = row[col] if row[col] is not None else (row[1] or 0)  # a log without time: observed time
-                groups[(item.kind, t // HOUR_NS)].append(row)
+            groups[item.kind].extend(item.rows)
+        hour = f"hour={dt.datetime.now(dt.UTC):%Y-%m-%dT%H}"
         dirs = set()
-        for (kind, hour), rows in groups.items():
-            folder = self.out / kind / f"hour={dt.datetime.fromtimestamp(hour * 3600, dt.UTC):%Y-%m-%dT%H}"
+        for kind, rows in groups.items():  # one file per table: whatever times the records carry
+            folder = self.out / kind / hour
             folder.mkdir(parents=True, exist_ok=True)
             final = folder / f"{uuid.uuid4().hex}.parquet"
             tmp = final.with_name(final.name + TMP_SUFFIX)
