@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pyarrow as pa
 
+# The span columns that hold strings from the wire: redacted before anything stores them (analyzer/redact.py).
+SPAN_TEXT_COLUMNS = ("name", "status_message", "resource", "attributes", "events", "links")
 SPAN_KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")  # index = OTLP enum value
 STATUS_CODES = ("UNSET", "OK", "ERROR")  # index = OTLP enum value
 

@@ -65,8 +65,6 @@ class LoadReport:
 
 
 PROGRESS_EVERY_S = 2.0
-# The span columns that hold strings from the wire, redacted once every row is in (analyzer/redact.py).
-SPAN_TEXT_COLUMNS = ("name", "status_message", "resource", "attributes", "events", "links")
 
 
 def load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], *, strict: bool = False,
@@ -127,7 +125,7 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, 
         else:
             report.logs += n
     if text_files or any(name == "spans" for name, _ in parquet):  # rows were copied in: none keeps a credential
-        redact.redact_table(con, spans_view.ROWS_TABLE, SPAN_TEXT_COLUMNS)
+        redact.redact_table(con, spans_view.ROWS_TABLE, schema.SPAN_TEXT_COLUMNS)
     spans_view.define(con)  # over the files read in place, and span_rows if rows were inserted
     if report.bad_records > len(report.problems):
         report.problems.append(f"... and {report.bad_records - len(report.problems)} more bad records")

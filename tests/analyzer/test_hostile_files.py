@@ -326,3 +326,22 @@ def test_a_foreign_database_opened_by_the_notebooks_api_reaches_nothing_outside_
         out.sql("SET enable_external_access = true")
     assert not (tmp_path / "written.csv").exists()
     assert out.sql("SELECT count(*) AS n FROM span_rows")["n"][0] == PER_FILE  # the tables still read
+
+
+def test_the_receiver_stores_no_credential_it_receives(tmp_path):
+    """Finding 3, the receiver's side: its files held every span attribute as sent, tokens included."""
+    from jitrace.analyzer.collect._writer import Writer
+
+    world = World()
+    token = Token(iat=T0, exp=T0 + 10)
+    world.issue(token, T0)
+    call = world.call(T0 + 20, token)
+    attrs = json.loads(call["server"]["attributes"])
+    attrs["http.request.header.authorization"] = f"Bearer {JWT}"
+    call["server"]["attributes"] = json.dumps(attrs)
+    call["client"]["status_message"] = f"denied {BASIC}"
+    Writer(tmp_path).write("spans", world.tuples())
+    (written,) = (tmp_path / "spans").rglob("*.parquet")
+    text = " ".join(str(v) for row in duckdb.connect().execute(f"FROM '{written}'").fetchall() for v in row)
+    assert JWT not in text and "dXNlcjpzZWNyZXQtcGFzc3dvcmQ" not in text
+    assert "Bearer [REDACTED]" in text and "Basic [REDACTED]" in text
