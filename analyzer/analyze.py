@@ -96,10 +96,8 @@ def _progress(quiet: bool):
     return say
 
 
-def _load(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, out_dir: Path, say,
-          follow_symlinks: bool) -> dict:
-    rep = load_into(con, inputs, strict=strict, out=out_dir, progress=say,  # --out inside an input folder: skipped
-                    follow_symlinks=follow_symlinks)
+def _load(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, say, follow_symlinks: bool) -> dict:
+    rep = load_into(con, inputs, strict=strict, progress=say, follow_symlinks=follow_symlinks)
     return {"spans": rep.spans, "logs": rep.logs, "bad_records": rep.bad_records, "problems": list(rep.problems),
             "skipped_requests": rep.skipped_requests}
 
@@ -120,13 +118,13 @@ def analyze(
     fail_on = parse_fail_on(fail_on)
     log_patterns = list(log_patterns)
     say = _progress(quiet)
-    # Everything is built in a staging folder and swapped in at the end (analyzer/outputs.py): a failed or killed run
-    # leaves the previous output whole, and files in out_dir that are not the analyzer's are kept.
+    # Everything is built in a staging folder and moved in file by file at the end (analyzer/outputs.py): a failed run
+    # leaves the previous output, and nothing in out_dir that is not the analyzer's is touched.
     closing: list[threading.Thread] = []
     try:
         with outputs.staged(out_dir) as out:
             summary = _analyze_into(out, list(inputs), strict=strict, quiet=quiet, settings=settings, say=say,
-                                    log_patterns=log_patterns, out_dir=Path(out_dir), closing=closing,
+                                    log_patterns=log_patterns, closing=closing,
                                     follow_symlinks=follow_symlinks)
     finally:
         for thread in closing:  # the database is closed before analyze returns: a notebook may open it next
@@ -145,7 +143,7 @@ def analyze(
 
 
 def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, settings: dict[str, float] | None,
-                  say, log_patterns: list[str], out_dir: Path, closing: list[threading.Thread],
+                  say, log_patterns: list[str], closing: list[threading.Thread],
                   follow_symlinks: bool) -> dict:
     """The run; the connection's close is left to a thread appended to ``closing`` when the database file is complete
     (checkpointed), so the caller publishes the folder meanwhile and joins it after."""
@@ -154,7 +152,7 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
     try:
         session.load_log_patterns(con, log_patterns)  # a bad pattern file fails before the (long) load, not after it
         say(f"loading {len(inputs)} input(s)")
-        loaded = _load(con, list(inputs), strict, out_dir, say, follow_symlinks)
+        loaded = _load(con, list(inputs), strict, say, follow_symlinks)
         say(f"loaded {loaded['spans']} spans, {loaded['logs']} logs, {loaded['bad_records']} bad records")
         if loaded["skipped_requests"]:
             say(f"skipped {loaded['skipped_requests']} OTLP export request(s) of metrics or profiles "

@@ -1,24 +1,20 @@
-"""Write an analyze output folder all at once: a reader (or a killed run) sees the previous output or the new one.
+"""Write an analyze output folder file by file, touching nothing in it that jitrace did not write.
 
-``jitrace analyze --out DIR`` builds everything in a sibling folder ``DIR.tmp-<pid>`` (same filesystem, so renames are
-atomic) and swaps it into place at the end. The swap is one ``renameat2(RENAME_EXCHANGE)`` on Linux; where the kernel
-or filesystem refuses that, DIR is renamed aside to ``DIR.old-<pid>``, the new folder renamed in and the old removed
-(a kill between those two renames leaves no DIR for an instant; the next run puts ``DIR.old-*`` back first).
+``jitrace analyze --out DIR`` builds every file in ``DIR/.jitrace-staging-<pid>`` (inside DIR: the same filesystem
+even when DIR is a mount point, and hidden, so no folder walk reads it) and then moves them into DIR one by one, each
+an atomic rename, the manifest ``DIR/.jitrace-manifest.json`` last. A reader sees each file whole, old or new; a run
+killed while it moves them leaves its staging folder marked complete, and the next run finishes the move first.
 
-DIR may hold files that are not the analyzer's: ``jitrace demo`` keeps its lab inputs in ``DIR/lab``, and users drop
-notes there. The analyzer's own files are listed in ``DIR/.jitrace-manifest.json``; every other entry of DIR is carried
-into the new folder before the swap as hard links (a copy where linking fails), so it survives unchanged. Leftover
-``DIR.tmp-*`` / ``DIR.old-*`` folders of runs that no longer exist are removed (or restored) by the next run.
+DIR may hold entries that are not the analyzer's: ``jitrace demo`` keeps its lab inputs in ``DIR/lab``, users drop
+notes, a filesystem may be mounted there. None of them is moved, copied or removed. An output name in DIR that the
+manifest does not list (a user's own ``report.html``) makes the run refuse DIR before it starts.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import json
 import os
 import shutil
-import stat
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -30,20 +26,18 @@ from jitrace.analyzer import errors, session
 from jitrace.analyzer.spans_view import exact, sql_string  # a quote in a folder name must not end the SQL string
 
 MANIFEST = ".jitrace-manifest.json"
-# What analyze writes; counted as the analyzer's own even in a folder written before manifests existed.
+# Every name analyze writes into DIR: the only names a manifest can claim (outputs.own_files).
 KNOWN_OUTPUTS = frozenset({
     "attributions.parquet", "attributions.csv", "clock_offsets.parquet", "summary.json", "report.html",
     "jitrace.duckdb", "jitrace.duckdb.wal", MANIFEST,
 })
-_AT_FDCWD = -100
-_RENAME_EXCHANGE = 2
 # zstd, not DuckDB's default snappy: at 20k denials attributions.parquet is 1.0 MB instead of 3.0 MB (the evidence
 # JSON compresses well). Level 1, not zstd's default 3: written in 0.047-0.049 s instead of 0.058-0.081 s, 5% bigger.
 # Row groups of 4,096 rows: the writer holds one in memory (20k rows in one: +53 MB and 14k page faults; in groups of
 # 4,096 on one thread, see one_thread_each: +23 MB, 0.065 s instead of 0.074 s, 4% bigger).
 OUTPUT_PARQUET = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 4096"
-# A run's folders beside DIR: DIR<STAGING>-<pid> while it builds, DIR<ASIDE>-<pid> for the old output while it swaps
-STAGING, ASIDE = ".tmp", ".old"
+STAGING = ".jitrace-staging-"  # + the run's pid: a run's folder inside DIR while it builds
+COMPLETE = ".complete"  # in a staging folder: every file is written and synced; what is left is moving them
 
 
 def one_thread_each(con: duckdb.DuckDBPyConnection) -> None:
@@ -102,17 +96,21 @@ def tables_written(con: duckdb.DuckDBPyConnection, out: Path, attribution_column
 
 @contextmanager
 def staged(out_dir: str | Path) -> Iterator[Path]:
-    """Yield an empty staging folder; when the block ends without error, publish it as ``out_dir`` atomically.
+    """Yield an empty staging folder; when the block ends without error, publish its files into ``out_dir``.
 
     On an error the staging folder is removed and ``out_dir`` is left exactly as it was.
     """
-    # a DIR that is a symlink: replace the folder it points to (swapping the link itself would strand the target)
-    final = Path(out_dir).resolve()
+    final = Path(out_dir).resolve()  # a DIR that is a symlink: the folder it points to
     if final.exists() and not final.is_dir():
         raise errors.UserError(f"--out {out_dir}: exists and is not a folder")
-    final.parent.mkdir(parents=True, exist_ok=True)
+    final.mkdir(parents=True, exist_ok=True)
     recover(final)
-    tmp = final.with_name(f"{final.name}{STAGING}-{os.getpid()}")
+    foreign = sorted(name for name in KNOWN_OUTPUTS - {MANIFEST} if (final / name).exists()
+                     and name not in own_files(final))
+    if foreign:
+        raise errors.UserError(f"--out {out_dir}: holds {foreign[0]}, which jitrace did not write (not in "
+                               f"{MANIFEST}); move it or choose another folder")
+    tmp = final / f"{STAGING}{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -124,23 +122,16 @@ def staged(out_dir: str | Path) -> Iterator[Path]:
 
 
 def recover(final: Path) -> None:
-    """Undo what killed runs left: restore an ``.old-*`` folder if DIR is missing, remove dead runs' leftovers."""
-    for leftover in sorted(final.parent.glob(f"{exact(final.name)}{ASIDE}-*")):
+    """Finish what killed runs left in ``final``: a complete staging folder is published, an incomplete one removed
+    (only folders named as a run's staging folder, of a run that no longer exists)."""
+    for leftover in sorted(final.glob(f"{exact(STAGING)}*")):
+        if not leftover.is_dir() or leftover.is_symlink() or not leftover.name[len(STAGING):].isdigit():
+            continue
         if _alive(leftover):
             continue
-        if not final.exists():
-            os.rename(leftover, final)  # killed between the two renames of the fallback swap: the old output is whole
-        else:
-            shutil.rmtree(leftover, ignore_errors=True)
-    for leftover in final.parent.glob(f"{exact(final.name)}{STAGING}-*"):
-        if not _alive(leftover):
-            shutil.rmtree(leftover, ignore_errors=True)
-
-
-def is_run_folder(name: str, out_name: str) -> bool:
-    """Whether a folder beside the output ``out_name`` is a run's staging (``.tmp-<pid>``) or aside (``.old-<pid>``)
-    copy of it."""
-    return name.startswith((f"{out_name}{STAGING}-", f"{out_name}{ASIDE}-")) and name.rsplit("-", 1)[-1].isdigit()
+        if (leftover / COMPLETE).is_file():
+            _move_files(leftover, final)
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _alive(leftover: Path) -> bool:
@@ -158,74 +149,38 @@ def _alive(leftover: Path) -> bool:
 
 
 def own_files(folder: Path) -> set[str]:
-    """The entries of an output folder that the analyzer wrote (its manifest, plus the well-known output names)."""
-    names = set(KNOWN_OUTPUTS)
-    # no manifest (an older output, or a folder the user made): only the well-known names are ours
+    """The output names in ``folder`` that the analyzer wrote: those its manifest lists (only names analyze writes:
+    a manifest is a file anyone may write, and must not make jitrace skip or replace any other)."""
     with suppress(OSError, ValueError, KeyError, TypeError):
-        names |= set(json.loads((folder / MANIFEST).read_text())["files"])
-    return names
+        listed = json.loads((folder / MANIFEST).read_text())["files"]
+        return {name for name in listed if isinstance(name, str)} & KNOWN_OUTPUTS | {MANIFEST}
+    return set()
 
 
 def publish(tmp: Path, final: Path) -> None:
-    """Swap the finished ``tmp`` in as ``final``, keeping ``final``'s entries that are not the analyzer's."""
+    """Move the finished files of ``tmp`` into ``final`` one by one, the manifest last; remove the previous run's
+    files that this run did not write again (only output names the old manifest lists)."""
     written = sorted(p.name for p in tmp.iterdir())
     _write_durably(tmp / MANIFEST, json.dumps({"written_by": "jitrace analyze", "files": written}, indent=1) + "\n")
     for name in written:
         _fsync(tmp / name)
-    if final.exists():
-        os.chmod(tmp, stat.S_IMODE(final.stat().st_mode))  # a DIR the user made private stays private
-        ours = own_files(final) | set(written)
-        for entry in final.iterdir():
-            if entry.name not in ours:
-                _carry(entry, tmp / entry.name)
+    _write_durably(tmp / COMPLETE, "")
     _fsync(tmp)
-    if not final.exists():
-        os.rename(tmp, final)
-    elif _exchange(tmp, final):
-        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous output
-    else:
-        aside = final.with_name(f"{final.name}{ASIDE}-{os.getpid()}")
-        os.rename(final, aside)
-        os.rename(tmp, final)
-        shutil.rmtree(aside, ignore_errors=True)
-    _fsync(final.parent)
+    stale = own_files(final) - set(written) - {MANIFEST}
+    _move_files(tmp, final)
+    for name in stale:
+        with suppress(FileNotFoundError):
+            (final / name).unlink()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _carry(src: Path, dst: Path) -> None:
-    """Bring a user's entry into the new folder unchanged: hard links cost no space and keep the very same files."""
-    if src.is_symlink():
-        os.symlink(os.readlink(src), dst)
-    elif src.is_dir():
-        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
-    else:
-        _link_or_copy(str(src), str(dst))
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)  # a filesystem without hard links, or a file we may read but not link
-
-
-_libc: ctypes.CDLL | None = None
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where that is not available."""
-    global _libc
-    try:
-        if _libc is None:
-            _libc = ctypes.CDLL(None, use_errno=True)
-        fn = _libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
+def _move_files(tmp: Path, final: Path) -> None:
+    """Each file of a complete staging folder renamed into ``final`` (atomic each), the manifest last."""
+    names = sorted(p.name for p in tmp.iterdir() if p.name not in (MANIFEST, COMPLETE))
+    for name in [*names, MANIFEST]:
+        if (tmp / name).exists():
+            os.replace(tmp / name, final / name)
+    _fsync(final)
 
 
 def _write_durably(path: Path, text: str) -> None:

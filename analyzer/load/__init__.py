@@ -68,10 +68,8 @@ PROGRESS_EVERY_S = 2.0
 
 
 def load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], *, strict: bool = False,
-              out: Path | None = None, progress: Callable[[str], None] | None = None,
-              follow_symlinks: bool = False) -> LoadReport:
-    """Create (if needed) and append to ``spans`` and ``logs`` from ``inputs``; see the module's docstring. ``out``:
-    the analyze run's output folder, whose staging copy (being written) a folder walk skips (``_files.expand``).
+              progress: Callable[[str], None] | None = None, follow_symlinks: bool = False) -> LoadReport:
+    """Create (if needed) and append to ``spans`` and ``logs`` from ``inputs``; see the module's docstring.
     ``progress`` hears how far a load that takes longer than PROGRESS_EVERY_S is; ``follow_symlinks``: folder walks
     enter symbolic links too."""
     # Parsing JSON creates millions of small dicts; the cyclic GC would rescan them all again and again (3-4x
@@ -79,17 +77,17 @@ def load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], *, strict: bool
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _load_into(con, inputs, strict, out, progress, follow_symlinks)
+        return _load_into(con, inputs, strict, progress, follow_symlinks)
     finally:
         if was_enabled:
             gc.enable()
 
 
-def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, out: Path | None,
+def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool,
                progress: Callable[[str], None] | None, follow_symlinks: bool) -> LoadReport:
     spans_view.ensure(con, view=False)  # defined at the end, over what was loaded
     con.execute(schema.duckdb_ddl("logs", schema.LOGS))
-    files = _files.expand(list(inputs), out=out, follow_symlinks=follow_symlinks)
+    files = _files.expand(list(inputs), follow_symlinks=follow_symlinks)
     # a receiver that crashed while compacting may have left files a compacted file already holds: never twice
     # (only files a folder walk found: a file named on the command line is read whatever a compacted file claims)
     named = {Path(item) for item in inputs if Path(item).is_file()}

@@ -19,18 +19,18 @@ BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, as some Windows tools write be
 _SKIP_SUFFIXES = (".tmp", ".md", ".txt", ".crc", ".lock")
 
 
-def expand(inputs: list[str], *, out: Path | None = None, follow_symlinks: bool = False) -> list[Path]:
+def expand(inputs: list[str], *, follow_symlinks: bool = False) -> list[Path]:
     """Every file named by ``inputs``, in a stable order; a name matching nothing is a UserError.
 
-    A folder is read without what ``jitrace analyze`` writes: the files an output folder's manifest lists, and the
-    staging and aside copies of the run's output folder ``out`` (an output inside the input folder, say ``analyze
-    traces/ --out traces/report``, must not be read back: its DuckDB file is being written meanwhile). Other files
-    in ``out`` are inputs like any: ``jitrace demo`` keeps the lab's spans in ``DIR/lab``. A folder walk enters no
+    A folder is read without what ``jitrace analyze`` writes: the output files an output folder's manifest lists,
+    and a run's staging folder (hidden: an output inside the input folder, say ``analyze traces/ --out
+    traces/report``, is not read back while it is written). Other files in an output folder are inputs like any:
+    ``jitrace demo`` keeps the lab's spans in ``DIR/lab``. A folder walk enters no
     symbolic link, to a file or a folder, unless ``follow_symlinks``: a link may lead anywhere (a link named on the
     command line was asked for and is read).
     """
     files: list[Path] = []
-    written = _written_by_analyze(out)
+    written = _written_by_analyze()
     for item in inputs:
         p = Path(item)
         if p.is_dir():
@@ -59,20 +59,16 @@ def _walk(folder: Path, follow_symlinks: bool) -> Iterator[Path]:
                 yield path
 
 
-def _written_by_analyze(out: Path | None) -> Callable[[Path], bool]:
+def _written_by_analyze() -> Callable[[Path], bool]:
     from jitrace.analyzer import outputs
 
-    out = out.resolve() if out is not None else None
-    listed: dict[Path, set[str]] = {}  # per folder: the names its manifest lists (none without a manifest)
+    listed: dict[Path, set[str]] = {}  # per folder: the output names its manifest lists
 
     def written(path: Path) -> bool:
         folder = path.parent
         if folder not in listed:
-            listed[folder] = outputs.own_files(folder) if (folder / outputs.MANIFEST).is_file() else set()
-        if path.name in listed[folder]:
-            return True
-        return out is not None and any(d.parent == out.parent and outputs.is_run_folder(d.name, out.name)
-                                       for d in path.parents)
+            listed[folder] = outputs.own_files(folder)
+        return path.name in listed[folder]
 
     return written
 

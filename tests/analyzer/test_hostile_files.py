@@ -345,3 +345,59 @@ def test_the_receiver_stores_no_credential_it_receives(tmp_path):
     text = " ".join(str(v) for row in duckdb.connect().execute(f"FROM '{written}'").fetchall() for v in row)
     assert JWT not in text and "dXNlcjpzZWNyZXQtcGFzc3dvcmQ" not in text
     assert "Bearer [REDACTED]" in text and "Basic [REDACTED]" in text
+
+
+def test_a_users_own_output_named_file_in_out_is_refused_not_replaced(tmp_path):
+    """Finding 2: a user's own report.html or summary.json in --out were replaced silently."""
+    _world_file(tmp_path / "in" / "spans.parquet")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.html").write_text("<p>my own report</p>")
+    result = _jitrace("analyze", str(tmp_path / "in"), "--out", str(out), "--quiet")
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "holds report.html, which jitrace did not write" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["report.html"]
+    assert (out / "report.html").read_text() == "<p>my own report</p>"
+
+
+def test_a_manifest_in_an_input_folder_hides_only_output_files(tmp_path):
+    """Finding 2: a .jitrace-manifest.json in an input folder could list input files and hide them."""
+    folder = tmp_path / "in"
+    _world_file(folder / "spans.parquet")
+    (folder / outputs.MANIFEST).write_text(json.dumps({"files": ["spans.parquet", "report.html"]}))
+    assert load_into(duckdb.connect(), [str(folder)]).spans == PER_FILE
+
+
+MOUNT_SCRIPT = """
+import os, subprocess, sys
+from pathlib import Path
+out, inputs = Path(sys.argv[1]), sys.argv[2]
+subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(out)], check=True)         # --out is a mount point
+(out / "mnt").mkdir()
+subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(out / "mnt")], check=True)  # and a filesystem inside it
+(out / "mnt" / "data.bin").write_bytes(b"on another filesystem")
+inode = (out / "mnt" / "data.bin").stat().st_ino
+for _ in range(2):
+    run = subprocess.run([sys.executable, "-m", "jitrace.analyzer.cli", "analyze", inputs, "--out", str(out),
+                          "--quiet"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+assert os.path.ismount(out / "mnt") and (out / "mnt" / "data.bin").read_bytes() == b"on another filesystem"
+assert (out / "mnt" / "data.bin").stat().st_ino == inode
+assert (out / "summary.json").is_file()
+print("OK")
+"""
+
+
+@pytest.mark.slow
+def test_out_on_a_mount_point_with_a_filesystem_mounted_inside_is_left_alone(tmp_path):
+    """Finding 2: a filesystem mounted inside --out had its files copied out and deleted; --out on a mount point was
+    a traceback (EBUSY). Mounts need a mount namespace: root, as CI has."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root: a mount namespace holds the mounts of this test")
+        pytest.skip("mounting needs a mount namespace (root)")
+    _world_file(tmp_path / "in" / "spans.parquet")
+    (tmp_path / "out").mkdir()
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", MOUNT_SCRIPT,
+                             str(tmp_path / "out"), str(tmp_path / "in")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "OK", result.stderr[-3000:]

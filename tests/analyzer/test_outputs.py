@@ -1,4 +1,5 @@
-"""Analyzer re-runs are idempotent and atomic: a killed run leaves the previous output whole, the user's files stay."""
+"""Analyzer re-runs are idempotent: a failed run leaves the previous output, a killed one is finished by the next run,
+and nothing in DIR that the analyzer did not write is touched."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from jitrace.analyzer import errors
 from jitrace.analyzer.analyze import analyze
 from jitrace.analyzer.api import open_output
-from jitrace.analyzer.outputs import KNOWN_OUTPUTS, MANIFEST
+from jitrace.analyzer.outputs import COMPLETE, KNOWN_OUTPUTS, MANIFEST, STAGING
 
 
 @pytest.fixture
@@ -77,7 +78,10 @@ def _user_files_intact(folder: Path, lab_copy: Path) -> None:
 
 
 def _siblings(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(folder.name + "."))
+    """What a run left behind: folders beside DIR (older versions staged there) or a staging folder inside it."""
+    beside = [p.name for p in folder.parent.iterdir() if p.name.startswith(folder.name + ".")]
+    inside = [p.name for p in folder.iterdir() if p.name.startswith(STAGING)] if folder.is_dir() else []
+    return sorted(beside + inside)
 
 
 def test_rerun_gives_the_same_content_and_keeps_the_users_files(demo_dir, lab_mixed_output):
@@ -100,17 +104,21 @@ def test_a_failed_run_leaves_the_previous_output(demo_dir):
     assert _siblings(demo_dir) == []
 
 
-def test_leftovers_of_dead_runs_are_cleaned_or_restored(demo_dir, tmp_path):
+def test_leftovers_of_dead_runs_are_finished_or_removed(demo_dir, tmp_path):
+    """A run killed while moving its files leaves a complete staging folder: the next run (even one that fails)
+    finishes the move first. An incomplete staging folder of a dead run is removed."""
     dead = _dead_pid()
     analyze(_inputs(demo_dir), demo_dir, quiet=True)
     before = _content(demo_dir)
-    # a run killed between the two renames of the fallback swap: DIR missing, the old output aside
-    os.rename(demo_dir, demo_dir.with_name(f"demo.old-{dead}"))
-    (tmp_path / f"demo.tmp-{dead}").mkdir()
-    (tmp_path / f"demo.tmp-{dead}" / "summary.json").write_text("{half")
-    with pytest.raises(errors.UserError):  # even a failing run first puts the previous output back
+    analyze(_inputs(demo_dir)[:1], tmp_path / "other", quiet=True)  # another output, moved half-way into DIR
+    staging = demo_dir / f"{STAGING}{dead}"
+    shutil.copytree(tmp_path / "other", staging)
+    (staging / COMPLETE).write_text("")
+    os.replace(staging / "summary.json", demo_dir / "summary.json")  # the move began: DIR is a mix of two runs
+    (demo_dir / f"{STAGING}{_dead_pid()}").mkdir()  # and an incomplete one
+    with pytest.raises(errors.UserError):
         analyze([str(tmp_path / "no-such-file.parquet")], demo_dir, quiet=True)
-    assert _same(_content(demo_dir), before)
+    assert _same(_content(demo_dir), _content(tmp_path / "other")) and not _same(before, _content(tmp_path / "other"))
     assert _siblings(demo_dir) == []
 
 
@@ -127,6 +135,8 @@ def _cli(inputs: list[str], out: Path) -> subprocess.Popen:
 
 def test_sigkill_at_random_points_leaves_one_whole_output(demo_dir, lab_mixed_output):
     """Two different inputs alternate (spans+logs, spans only), so a mix of two runs' files would be caught."""
+    from jitrace.analyzer import outputs
+
     inputs_a = _inputs(demo_dir)
     inputs_b = inputs_a[:1]
     proc = _cli(inputs_b, demo_dir)
@@ -144,25 +154,13 @@ def test_sigkill_at_random_points_leaves_one_whole_output(demo_dir, lab_mixed_ou
         time.sleep(rng.uniform(0.2, full * 1.1))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+        outputs.recover(demo_dir)  # what the next run does first: a move the kill cut short is finished
         got = _content(demo_dir)
         assert _same(got, content_a) or _same(got, content_b), f"round {round_}: not one run's whole output"
         _user_files_intact(demo_dir, lab_mixed_output.parent / "lab")
     proc = _cli(inputs_a, demo_dir)  # the next run removes every leftover
     assert proc.wait(timeout=120) == 0
     assert _same(_content(demo_dir), content_a)
-    assert _siblings(demo_dir) == []
-
-
-def test_without_an_atomic_exchange_the_two_rename_swap_keeps_everything(demo_dir, lab_mixed_output, monkeypatch):
-    """Filesystems without RENAME_EXCHANGE take the rename-aside path: same content, same files kept."""
-    from jitrace.analyzer import outputs
-
-    analyze(_inputs(demo_dir), demo_dir, quiet=True)
-    first = _content(demo_dir)
-    monkeypatch.setattr(outputs, "_exchange", lambda a, b: False)
-    analyze(_inputs(demo_dir), demo_dir, quiet=True)
-    assert _same(_content(demo_dir), first)
-    _user_files_intact(demo_dir, lab_mixed_output.parent / "lab")
     assert _siblings(demo_dir) == []
 
 
@@ -189,7 +187,7 @@ _NAMES = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc"), black
                                st.binary(max_size=20), min_size=1, max_size=4))
 def test_publish_keeps_exactly_the_users_entries(tmp_path_factory, dir_name, user, old_own, new_own):
     """Any folder name (glob characters included), any user entries: after a publish DIR holds the new run's files,
-    every user entry byte for byte, and none of the old run's files; no sibling is left."""
+    every user entry byte for byte, and none of the old run's output files; no leftover is left."""
     from jitrace.analyzer.outputs import staged
 
     base = tmp_path_factory.mktemp("publish")
@@ -198,15 +196,18 @@ def test_publish_keeps_exactly_the_users_entries(tmp_path_factory, dir_name, use
     for name in old_own:
         (final / name).write_bytes(b"old run")
     (final / MANIFEST).write_text(json.dumps({"files": sorted(old_own)}))
-    user = {n: b for n, b in user.items() if n not in old_own | KNOWN_OUTPUTS | set(new_own)}
+    user = {n: b for n, b in user.items() if n not in old_own | KNOWN_OUTPUTS | set(new_own) and
+            not n.startswith(STAGING)}
     for name, data in user.items():
         (final / name).write_bytes(data)
-    (base / f"{dir_name}.tmp-{_dead_pid()}").mkdir()  # a dead run's leftover
+    (final / f"{STAGING}{_dead_pid()}").mkdir()  # a dead run's leftover
     with staged(final) as tmp:
         for name, data in new_own.items():
             (tmp / name).write_bytes(data)
     got = {p.name: p.read_bytes() for p in final.iterdir() if p.name != MANIFEST}
-    assert got == {**user, **new_own}
+    # a manifest claims output names only: a name analyze never writes ("extra.txt") stays, whatever it lists
+    claimed_in_vain = {n: b"old run" for n in old_own - KNOWN_OUTPUTS if n not in new_own}
+    assert got == {**user, **claimed_in_vain, **new_own}
     assert sorted(json.loads((final / MANIFEST).read_text())["files"]) == sorted(new_own)
     assert _siblings(final) == []
 
