@@ -39,9 +39,9 @@ def _span(s: Any, source: str) -> tuple:
         raise BadRecord("localEndpoint: expected an object")
     service = local.get("serviceName")
     resource = {"service.name": service} if isinstance(service, str) else {}
-    for key, attr in (("ipv4", "host.ip"), ("ipv6", "host.ip")):
-        if isinstance(local.get(key), str):
-            resource[attr] = local[key]
+    address = local.get("ipv4") or local.get("ipv6")  # the host's address: its clock domain (span_facts.sql)
+    if isinstance(address, str):
+        resource["host.ip"] = address
     attrs = dict(tags)
     remote = s.get("remoteEndpoint")
     if isinstance(remote, dict):
