@@ -78,6 +78,11 @@ def read_path(path: Path, rows: Rows, flush: Callable[[Rows], None] | None = Non
             _jaeger.read_stream(f, lambda: _files.open_stream(path), rows, str(path), flush, prefix=where)
 
 
+def streamed(path: Path) -> bool:
+    """Whether ``read_path`` reads ``path`` as a stream (a Zipkin or Jaeger document)."""
+    return stream_kind(_files.head(path, _HEAD_BYTES)) is not None
+
+
 def stream_kind(head: bytes) -> tuple[str, str] | None:
     """("zipkin", where the spans are) or ("jaeger", where the traces are) when ``head``, a file's first bytes,
     starts a Zipkin list of spans or traces, or a Jaeger download (``{"data": ...}``) whose trace shows in it;

@@ -30,10 +30,14 @@ def load(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, report
     """Insert every record of ``files`` into ``span_rows`` and ``logs``, counting into ``report``. A file in no known
     format is an error when ``named`` holds it, else skipped and counted."""
     files = [path for path in files if not _load_fast(con, path, report)]
+    # Zipkin and Jaeger documents are streamed here, flushed as they are read: a worker would hold all its rows
+    streamed = [path for path in files if _formats.streamed(path)] if len(files) > 1 else []
+    files = [path for path in files if path not in streamed]
     units = _parallel.plan(files)
     if units is None:
-        _load_here(con, files, strict, report, named)
+        _load_here(con, streamed + files, strict, report, named)
         return
+    _load_here(con, streamed, strict, report, named)
     for parsed in _parallel.run(units):
         if parsed.unknown is not None:
             _skip(parsed.unknown, named, report)

@@ -371,3 +371,37 @@ def test_trace_store_responses_load_the_spans_they_hold(tmp_path, shape):
     report = load_into(con, [str(tmp_path / "response.json")])
     assert report.bad_records == 0
     assert report.spans == (len(_zipkin_spans(2)) if shape == "zipkin_traces" else len(world.rows))
+
+
+# --- clock domains -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("process_tags", "domain"), [
+    ([_tag("hostname", "web-7"), _tag("ip", "10.1.2.3")], "web-7"),  # Jaeger clients: hostname first
+    ([_tag("ip", "10.1.2.3")], "10.1.2.3"),  # an address before the service
+    ([_tag("host.id", "i-0abc"), _tag("hostname", "web-7")], "i-0abc"),
+    ([_tag("service.instance.id", "pod-1"), _tag("ip", "10.1.2.3")], "10.1.2.3"),
+    ([_tag("service.instance.id", "pod-1")], "pod-1"),
+    ([], "orders"),
+])
+def test_jaeger_process_tags_give_the_clock_domain(tmp_path, process_tags, domain):
+    doc = {"data": [{"traceID": "ab" * 8, "processes": {"p": {"serviceName": "orders", "tags": process_tags}},
+                     "spans": [{"traceID": "ab" * 8, "spanID": "cd" * 8, "operationName": "x", "startTime": 1,
+                                "duration": 1, "processID": "p", "tags": []}]}]}
+    (tmp_path / "jaeger.json").write_text(json.dumps(doc))
+    con = duckdb.connect()
+    load_into(con, [str(tmp_path / "jaeger.json")])
+    assert con.execute("SELECT domain FROM spans").fetchall() == [(domain,)]
+
+
+def test_otel_host_ip_list_gives_its_first_address(tmp_path):
+    world = World()
+    world.call(T0, Token(exp=T0 + 60))
+    request = otlp(world.rows)
+    for rs in request["resourceSpans"]:
+        rs["resource"]["attributes"] = [a for a in rs["resource"]["attributes"] if a["key"] != "host.name"] + [
+            {"key": "host.ip", "value": _any(["10.9.8.7", "fe80::1"])}]
+    (tmp_path / "export.json").write_text(json.dumps(request))
+    con = duckdb.connect()
+    load_into(con, [str(tmp_path / "export.json")])
+    assert {r[0] for r in con.execute("SELECT domain FROM spans").fetchall()} == {"10.9.8.7"}
