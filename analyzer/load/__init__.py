@@ -119,15 +119,16 @@ def _one_row_per_span(con: duckdb.DuckDBPyConnection, report: LoadReport) -> Non
     id). The copy kept has a start and an end if any has, then the most attributes, resource attributes and events.
     Also counts the spans without a time.
 
-    One scan of the key columns tells whether any span is there twice (by a 64-bit hash of the key: a collision
-    only costs the exact pass below); only then are the spans rewritten, into ``span_rows`` (the files read in place
-    are copied too: the view must not list a dropped copy).
+    One scan of span id and kind (random 64-bit ids: the trace id, twice as wide to decode, rarely tells more) says
+    whether any span may be there twice, by a 64-bit hash (a collision only costs the exact pass below); only then
+    are the keys compared whole and the spans rewritten, into ``span_rows`` (the files read in place are copied too:
+    the view must not list a dropped copy).
     """
     from jitrace.analyzer.session import reading_inputs
 
     with reading_inputs("the check for spans seen twice"):  # the first read of a compacted file's pages
         total, distinct, untimed = con.execute(
-            "SELECT count(*), count(DISTINCT hash(trace_id, span_id, kind)), "
+            "SELECT count(*), count(DISTINCT hash(span_id, kind)), "
             "count(*) FILTER (WHERE start_ns IS NULL OR end_ns IS NULL) FROM spans").fetchone()
     report.spans_without_time = untimed
     if distinct == total:
