@@ -48,6 +48,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-patterns", action="append", default=[], metavar="FILE",
                         help="a CSV of log patterns (name,pattern,cause,confidence,description) tried before the "
                              "built-in queries/log_patterns.csv; repeatable")
+    parser.add_argument("--allow-empty", action="store_true",
+                        help=f"inputs holding no span are not an error (exit {errors.USAGE} without it)")
     parser.add_argument("--quiet", action="store_true", help="no progress and no table")
 
 
@@ -81,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
              ("jitrace_log_window_s", args.log_window))
     settings = {k: v for k, v in pairs if v is not None}
     summary = analyze(args.inputs, args.out, strict=args.strict, fail_on=fail_on, quiet=args.quiet, settings=settings,
-                      follow_symlinks=args.follow_symlinks,
-                      log_patterns=args.log_patterns)
+                      follow_symlinks=args.follow_symlinks, log_patterns=args.log_patterns,
+                      allow_empty=args.allow_empty)
     return summary["exit_code"]
 
 
@@ -96,10 +98,18 @@ def _progress(quiet: bool):
     return say
 
 
-def _load(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, say, follow_symlinks: bool) -> dict:
+def _load(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool, say, follow_symlinks: bool,
+          allow_empty: bool) -> dict:
     rep = load_into(con, inputs, strict=strict, progress=say, follow_symlinks=follow_symlinks)
+    if not rep.spans and not allow_empty:
+        # no data is not a healthy system: a CI gate must not pass on it
+        named = ", ".join(inputs[:3]) + (f" and {len(inputs) - 3} more" if len(inputs) > 3 else "")
+        found = f"{rep.files} file(s) read" + (f", {rep.skipped_files} of no known format" if rep.skipped_files else "")
+        raise errors.UserError(f"no spans in {named} ({found}); --allow-empty accepts inputs without spans")
     return {"spans": rep.spans, "logs": rep.logs, "bad_records": rep.bad_records, "problems": list(rep.problems),
-            "skipped_requests": rep.skipped_requests}
+            "skipped_requests": rep.skipped_requests, "duplicate_spans": rep.duplicate_spans,
+            "spans_without_time": rep.spans_without_time, "skipped_files": rep.skipped_files,
+            "skipped_notes": list(rep.skipped_notes)}
 
 
 def analyze(
@@ -112,9 +122,11 @@ def analyze(
     settings: dict[str, float] | None = None,
     log_patterns: Iterable[str] = (),
     follow_symlinks: bool = False,
+    allow_empty: bool = False,
 ) -> dict:
     """Analyze ``inputs`` into ``out_dir``; returns the summary.json content (plus ``exit_code``).
-    ``log_patterns``: the users' pattern files (queries/log_patterns.csv's columns), tried before the built-in ones."""
+    ``log_patterns``: the users' pattern files (queries/log_patterns.csv's columns), tried before the built-in ones.
+    Inputs without a single span are a UserError unless ``allow_empty``."""
     fail_on = parse_fail_on(fail_on)
     log_patterns = list(log_patterns)
     say = _progress(quiet)
@@ -125,7 +137,7 @@ def analyze(
         with outputs.staged(out_dir) as out:
             summary = _analyze_into(out, list(inputs), strict=strict, quiet=quiet, settings=settings, say=say,
                                     log_patterns=log_patterns, closing=closing,
-                                    follow_symlinks=follow_symlinks)
+                                    follow_symlinks=follow_symlinks, allow_empty=allow_empty)
     finally:
         for thread in closing:  # the database is closed before analyze returns: a notebook may open it next
             thread.join()
@@ -144,7 +156,7 @@ def analyze(
 
 def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, settings: dict[str, float] | None,
                   say, log_patterns: list[str], closing: list[threading.Thread],
-                  follow_symlinks: bool) -> dict:
+                  follow_symlinks: bool = False, allow_empty: bool = False) -> dict:
     """The run; the connection's close is left to a thread appended to ``closing`` when the database file is complete
     (checkpointed), so the caller publishes the folder meanwhile and joins it after."""
     con = session.connect(out / "jitrace.duckdb", define_view=False)  # _load defines it
@@ -152,11 +164,18 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
     try:
         session.load_log_patterns(con, log_patterns)  # a bad pattern file fails before the (long) load, not after it
         say(f"loading {len(inputs)} input(s)")
-        loaded = _load(con, list(inputs), strict, say, follow_symlinks)
+        loaded = _load(con, list(inputs), strict, say, follow_symlinks, allow_empty)
         say(f"loaded {loaded['spans']} spans, {loaded['logs']} logs, {loaded['bad_records']} bad records")
         if loaded["skipped_requests"]:
             say(f"skipped {loaded['skipped_requests']} OTLP export request(s) of metrics or profiles "
                 "(jitrace reads spans and logs)")
+        if loaded["duplicate_spans"]:
+            say(f"dropped {loaded['duplicate_spans']} copies of spans seen more than once (one row per span)")
+        if loaded["spans_without_time"]:
+            say(f"{loaded['spans_without_time']} spans without a start or an end: loaded, no clock sample from them")
+        if loaded["skipped_files"]:
+            say(f"skipped {loaded['skipped_files']} file(s) of no known format in the input folders, e.g. "
+                f"{loaded['skipped_notes'][0]}")
         with ThreadPoolExecutor(1) as beside:
             # the report's ttl counts read only the spans: counted on the other core once the steps that keep both
             # busy are done (from 48_denied_calls on, they run mostly on one)
@@ -224,6 +243,9 @@ def _write_outputs(con: duckdb.DuckDBPyConnection, out: Path, loaded: dict, quie
             "causes": causes,
             "bad_records": loaded["bad_records"],
             "skipped_requests": loaded["skipped_requests"],
+            "duplicate_spans": loaded["duplicate_spans"],
+            "spans_without_time": loaded["spans_without_time"],
+            "skipped_files": loaded["skipped_files"],
             "problems": loaded["problems"][:50],
             "clock_reference": report.clock_reference(con),
             "clock_domains": con.execute("SELECT count(DISTINCT domain) FROM clock_offsets").fetchone()[0],

@@ -23,7 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 # What the extras install: a subcommand that finds one of these missing names the extra it needs.
-OPTIONAL = {"duckdb", "pyarrow", "pandas", "numpy", "zstandard", "casbin", "libfaketime"}
+OPTIONAL = {"duckdb", "pyarrow", "pandas", "numpy", "zstandard", "ijson", "casbin", "libfaketime"}
 
 
 def _missing_extra(name: str, exc: ModuleNotFoundError) -> errors.UserError | None:

@@ -98,11 +98,12 @@ def tables_written(con: duckdb.DuckDBPyConnection, out: Path, attribution_column
 def staged(out_dir: str | Path) -> Iterator[Path]:
     """Yield an empty staging folder; when the block ends without error, publish its files into ``out_dir``.
 
-    On an error the staging folder is removed and ``out_dir`` is left exactly as it was.
+    On an error the staging folder is removed and ``out_dir`` is left exactly as it was (not there, if it was not).
     """
     final = Path(out_dir).resolve()  # a DIR that is a symlink: the folder it points to
     if final.exists() and not final.is_dir():
         raise errors.UserError(f"--out {out_dir}: exists and is not a folder")
+    created = not final.exists()
     final.mkdir(parents=True, exist_ok=True)
     recover(final)
     foreign = sorted(name for name in KNOWN_OUTPUTS - {MANIFEST} if (final / name).exists()
@@ -118,6 +119,9 @@ def staged(out_dir: str | Path) -> Iterator[Path]:
         publish(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if created:  # a failed first run leaves no empty folder behind
+            with suppress(OSError):
+                final.rmdir()
         raise
 
 

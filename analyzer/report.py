@@ -26,6 +26,15 @@ def _top(con: duckdb.DuckDBPyConnection, cause: str, dimension: str, n: int = 3)
     return ", ".join(f"{v} ({k})" for v, k in rows)
 
 
+def _top_services(con: duckdb.DuckDBPyConnection, cause: str, n: int = 3) -> str:
+    """The RPC services most denied for ``cause``, each with the service.name of the process that served it (else
+    that called it) in brackets: ``jitlab.Inventory [backend-r1] (5)``."""
+    rows = con.execute(
+        "SELECT coalesce(service, '(unknown)') AS rpc, coalesce(server_service, client_service) AS name, count(*) AS n "
+        "FROM attributions WHERE cause = ? GROUP BY ALL ORDER BY n DESC, rpc, name LIMIT ?", [cause, n]).fetchall()
+    return ", ".join(f"{rpc}{f' [{name}]' if name and name != rpc else ''} ({k})" for rpc, name, k in rows)
+
+
 def script_json(value: object) -> str:
     """JSON for a ``<script type="application/json">`` element: a script's text is not HTML (entities stay as they
     are, so JSON.parse must read it as written), and no ``<``, ``>`` or ``&`` in it can end the element."""
@@ -59,10 +68,10 @@ def _terminal(con: duckdb.DuckDBPyConnection, summary: dict) -> str:
     if not rows:
         lines.append("no PERMISSION_DENIED or UNAUTHENTICATED calls found")
         return "\n".join(lines)
-    head = f"{'cause':<24} {'denials':>7} {'share':>6} {'conf':>5}  top services / methods / principals"
+    head = f"{'cause':<24} {'denials':>7} {'share':>6} {'conf':>5}  top services [service.name] / methods / principals"
     lines += [head, "-" * len(head)]
     for cause, n, share, conf, fix in rows:
-        lines.append(f"{cause:<24} {n:>7} {share:>6.1%} {conf:>5.2f}  services:   {_top(con, cause, 'service')}")
+        lines.append(f"{cause:<24} {n:>7} {share:>6.1%} {conf:>5.2f}  services:   {_top_services(con, cause)}")
         lines.append(f"{'':<47}methods:    {_top(con, cause, 'method')}")
         lines.append(f"{'':<47}principals: {_top(con, cause, 'principal')}")
         lines.append(f"{'':<47}fix:        {fix}")

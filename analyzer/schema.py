@@ -8,8 +8,9 @@ spans
     parent_span_id  16 lower-case hex digits, NULL for a root (or a parent that was not recorded)
     name            span name (for gRPC: ``package.Service/Method``)
     kind            SERVER, CLIENT, INTERNAL, PRODUCER, CONSUMER or UNSPECIFIED
-    start_ns        Unix nanoseconds in the clock of the host that recorded the span
-    end_ns          Unix nanoseconds, same clock
+    start_ns        Unix nanoseconds in the clock of the host that recorded the span; NULL when the input has no
+                    start (0, OpenTelemetry's "not set", reads as NULL in the ``spans`` view)
+    end_ns          Unix nanoseconds, same clock; NULL when the input has no end (a Zipkin span without duration)
     status_code     UNSET, OK or ERROR (OpenTelemetry span status, *not* the gRPC status)
     status_message  text, may be NULL
     service         resource ``service.name`` (NULL when absent)
@@ -31,9 +32,9 @@ logs
 Ids are always lower-case hex here, whatever the input used (hex, upper-case hex, base64).
 
 In DuckDB, ``spans`` is a view (analyzer/spans_view.py) with these columns followed by the typed facts of
-queries/span_facts.sql (``domain``, ``rpc_*``, ``grpc_status``, one ``jit_*`` column per contract attribute,
-``check_events``, ``stream_check``). ``jitrace collect``'s compacted files hold those facts too and are read in
-place; loaders of other inputs insert rows of this schema into ``span_rows``.
+queries/span_facts.sql (``domain``, ``rpc_*``, ``grpc_status`` and ``grpc_status_attribute``, one ``jit_*`` column per
+contract attribute, ``check_events``, ``stream_check``). ``jitrace collect``'s compacted files hold those facts too
+and are read in place; loaders of other inputs insert rows of this schema into ``span_rows``.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@
 -- same pair (taken inside the gRPC call, not around the spans); its causality bound is +- delay / 2.
 -- Samples fall into time windows (getvariable('jitrace_window_s'), default 300 s) of the client's clock, because
 -- offsets drift. Offsets here are in seconds, server clock minus client clock.
+-- A pair gives a sample from its span times only when both spans have a start and an end and last longer than 0:
+-- a span of unknown or zero duration (Zipkin spans without `duration`, a one-way message) bounds nothing, and as a
+-- delay-0 sample it would be the most trusted of all. The in-band sample needs the client's start (its window).
 -- A view: 40_clock_edges reads it once, so storing one row per pair and side would only cost.
 CREATE OR REPLACE VIEW clock_samples AS
 WITH w AS (SELECT coalesce(getvariable('jitrace_window_s'), 300)::DOUBLE AS window_s),
@@ -17,7 +20,7 @@ spans_pairs AS (
         (t2 - t1) / 1e9 AS hi_s,
         'spans' AS source
     FROM pairs
-    WHERE client_domain <> server_domain
+    WHERE client_domain <> server_domain AND t4 > t1 AND t3 > t2
 ),
 in_band AS (
     SELECT
@@ -29,6 +32,7 @@ in_band AS (
         'in_band' AS source
     FROM pairs
     WHERE client_domain <> server_domain AND ntp_offset_s IS NOT NULL AND ntp_delay_s IS NOT NULL
+      AND t1 IS NOT NULL
 )
 SELECT
     client_domain, server_domain,

@@ -52,6 +52,8 @@ joined AS (
         coalesce(s.rpc_method, c.rpc_method, s.name, c.name) AS method,
         coalesce(s.jit_token_sub, c.jit_token_sub, i.sub) AS principal,
         coalesce(s.grpc_status, c.grpc_status) AS status_code,
+        CASE WHEN s.grpc_status IS NOT NULL THEN s.grpc_status_attribute ELSE c.grpc_status_attribute END
+            AS status_attribute,  -- the convention the status was read from (span_facts.sql)
         make_timestamp(coalesce(s.start_ns, c.start_ns) // 1000) AS time,
         s.service AS server_service, c.service AS client_service,
         s.domain AS server_domain, c.domain AS client_domain,

@@ -194,6 +194,7 @@ SELECT
     round(CASE WHEN r.by_log THEN r.pattern_confidence ELSE rules.base_confidence END
           * power(0.8, len(r.missing)), 3) AS confidence,
     '{' || concat_ws(',',
+        evidence_member('status_attribute', r.status_attribute),
         evidence_member('verdict', r.v), evidence_member('verdict_source', r.verdict_source),
         evidence_member('denial_reason', r.denial_reason), evidence_member('drifting_host', r.drifting_host),
         evidence_seconds('consensus_offset_s', CASE WHEN r.drifting_host IS NOT NULL THEN r.consensus_s END),

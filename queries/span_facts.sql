@@ -6,23 +6,40 @@
 -- (analyzer/spans_view.py).
 -- Each attribute becomes the column named by instrumentation/contract.py's column(): jit.token.ttl_s ->
 -- jit_token_ttl_s. from_json gets an explicit schema: DuckDB's auto-detection is unsafe on mixed inputs.
--- The clock domain is the host the span's clock belongs to: host.id > host.name > service.instance.id > service.name.
+-- The clock domain is the host the span's clock belongs to: host.id > host.name (Jaeger's process tag `hostname`) >
+-- the host's address (host.ip, which the Zipkin loader fills from localEndpoint ipv4/ipv6, or Jaeger's tag `ip`; of
+-- an address list, the first) > service.instance.id > service.name.
+-- The gRPC status is read from the conventions instrumentations write, the first present in this order:
+-- rpc.grpc.status_code (OpenTelemetry, a number), rpc.response.status_code (current RPC semantic conventions, the
+-- status name), grpc.status_code (Brave: the name; Envoy/Istio and older OpenTelemetry .NET: the number),
+-- census.status_code and opencensus.status_code (OpenCensus exporters to Zipkin/Jaeger), status.code (OpenCensus
+-- spans translated by the Collector). A name counts in any case, with or without underscores (PermissionDenied);
+-- grpc_status_attribute names the attribute read, for the evidence.
+-- Times: 0 is OpenTelemetry's "not set"; a span without a start or an end has NULL there (never the epoch).
 -- Files of facts are written with the denied spans first (spans_view.facts_file_sql): the steps that look up
 -- denials filter on `denied`, and DuckDB skips the row groups whose statistics hold none.
 -- Streams: a token check on a later message is a span event `jit.token.check`; the first failing one (else the
 -- last) becomes stream_check {name, time_ns, attributes}, with check_events their count. Events are parsed only on
 -- spans that have such an event.
 SELECT
-    * EXCLUDE (r, a, checks, service),
+    * EXCLUDE (r, a, checks, service, status_raw, status_attribute)
+      REPLACE (nullif(start_ns, 0) AS start_ns, nullif(end_ns, 0) AS end_ns),
     coalesce(service, r."service.name") AS service,
-    coalesce(r."host.id", r."host.name", r."service.instance.id", r."service.name", service, 'unknown') AS domain,
+    coalesce(r."host.id", r."host.name", r."hostname",
+             CASE WHEN starts_with(r."host.ip", '[') THEN r."host.ip"->>'$[0]' ELSE r."host.ip" END, r."ip",
+             r."service.instance.id", r."service.name", service, 'unknown') AS domain,
     a."rpc.system" AS rpc_system,
     a."rpc.service" AS rpc_service,
     a."rpc.method" AS rpc_method,
-    TRY_CAST(a."rpc.grpc.status_code" AS INTEGER) AS grpc_status,
-    -- a denial: PERMISSION_DENIED (7) or UNAUTHENTICATED (16) in rpc.grpc.status_code, never the span status
+    coalesce(TRY_CAST(status_raw AS INTEGER),
+             list_position(['OK', 'CANCELLED', 'UNKNOWN', 'INVALIDARGUMENT', 'DEADLINEEXCEEDED', 'NOTFOUND',
+                            'ALREADYEXISTS', 'PERMISSIONDENIED', 'RESOURCEEXHAUSTED', 'FAILEDPRECONDITION', 'ABORTED',
+                            'OUTOFRANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATALOSS', 'UNAUTHENTICATED'],
+                           replace(upper(trim(status_raw)), '_', '')) - 1) AS grpc_status,
+    -- a denial: PERMISSION_DENIED (7) or UNAUTHENTICATED (16) in the gRPC status, never the span status
     -- (OpenTelemetry leaves it UNSET for these codes)
-    coalesce(TRY_CAST(a."rpc.grpc.status_code" AS INTEGER) IN (7, 16), false) AS denied,
+    coalesce(grpc_status IN (7, 16), false) AS denied,
+    status_attribute AS grpc_status_attribute,
     lower(a."jit.token.present") IN ('true', '1') AS jit_token_present,
     a."jit.token.id" AS jit_token_id,
     a."jit.token.sub" AS jit_token_sub,
@@ -55,14 +72,25 @@ SELECT
     a."jit.denial.reason" AS jit_denial_reason,
     len(checks) AS check_events,
     coalesce(list_filter(checks, lambda e: e.attributes."jit.token.verdict" <> 'valid')[1], checks[-1]) AS stream_check
+FROM (SELECT
+    *,
+    coalesce(a."rpc.grpc.status_code", a."rpc.response.status_code", a."grpc.status_code", a."census.status_code",
+             a."opencensus.status_code", a."status.code") AS status_raw,
+    CASE WHEN a."rpc.grpc.status_code" IS NOT NULL THEN 'rpc.grpc.status_code'
+         WHEN a."rpc.response.status_code" IS NOT NULL THEN 'rpc.response.status_code'
+         WHEN a."grpc.status_code" IS NOT NULL THEN 'grpc.status_code'
+         WHEN a."census.status_code" IS NOT NULL THEN 'census.status_code'
+         WHEN a."opencensus.status_code" IS NOT NULL THEN 'opencensus.status_code'
+         WHEN a."status.code" IS NOT NULL THEN 'status.code' END AS status_attribute
 FROM (
     SELECT
         *,
-        from_json(resource, '{"host.id": "VARCHAR", "host.name": "VARCHAR", "service.instance.id": "VARCHAR",
-                              "service.name": "VARCHAR"}') AS r,
+        from_json(resource, '{"host.id": "VARCHAR", "host.name": "VARCHAR", "hostname": "VARCHAR", "host.ip": "VARCHAR",
+                              "ip": "VARCHAR", "service.instance.id": "VARCHAR", "service.name": "VARCHAR"}') AS r,
         from_json(attributes, '{
             "rpc.system": "VARCHAR", "rpc.service": "VARCHAR", "rpc.method": "VARCHAR",
-            "rpc.grpc.status_code": "VARCHAR",
+            "rpc.grpc.status_code": "VARCHAR", "rpc.response.status_code": "VARCHAR", "grpc.status_code": "VARCHAR",
+            "census.status_code": "VARCHAR", "opencensus.status_code": "VARCHAR", "status.code": "VARCHAR",
             "jit.token.present": "VARCHAR", "jit.token.id": "VARCHAR", "jit.token.sub": "VARCHAR",
             "jit.token.iss": "VARCHAR", "jit.token.aud": "VARCHAR", "jit.token.iat": "DOUBLE",
             "jit.token.nbf": "DOUBLE", "jit.token.exp": "DOUBLE", "jit.token.age_s": "DOUBLE",
@@ -81,4 +109,5 @@ FROM (
                                  "attributes": {"jit.token.verdict": "VARCHAR", "jit.token.ttl_s": "DOUBLE"}}]'),
             lambda e: e.name = 'jit.token.check') END AS checks
     FROM {spans}
+)
 )

@@ -7,8 +7,9 @@ OTLP JSON logs, JSON-lines application logs with trace context, and OPA decision
 
 A record that cannot be read is counted and reported (file, position, field) and the rest loads; ``strict=True``
 makes it an error. OTLP requests of other signals (metrics, profiles: the Collector's file exporter may write them
-into the same file) are skipped and counted (``skipped_requests``). A file that cannot be read at all, or in no
-known format, is a ``UserError``.
+into the same file) are skipped and counted (``skipped_requests``). A file that cannot be read at all is a
+``UserError``; so is a file in no known format named itself, while one found in a folder or by a pattern is skipped
+and counted (``skipped_files``). A span is one row however many times it was seen (``duplicate_spans``).
 
 OTLP JSON-lines span files (the Collector's file exporter) are read by a reader in C on every core
 (``_otlp_json_native``; where it was not built, big ones by DuckDB's JSON reader, ``_otlp_json_duckdb``) when it
@@ -49,6 +50,10 @@ class LoadReport:
     problems: list[str] = field(default_factory=list)  # one line each: "file:position: field: what"
     skipped_requests: int = 0  # OTLP export requests of signals jitrace does not read (metrics, profiles)
     files: int = 0
+    duplicate_spans: int = 0  # copies of a span (trace id, span id, kind) already loaded: dropped
+    spans_without_time: int = 0  # spans without a start or an end (loaded; no clock sample)
+    skipped_files: int = 0  # files of no known format inside a folder
+    skipped_notes: list[str] = field(default_factory=list)  # the first few of them: "file: what it is"
     progress: Callable[[str], None] | None = None  # told how far a long load is (PROGRESS_EVERY_S)
     started: float = field(default_factory=time.monotonic)
     said: float = 0.0
@@ -87,10 +92,10 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool,
                progress: Callable[[str], None] | None, follow_symlinks: bool) -> LoadReport:
     spans_view.ensure(con, view=False)  # defined at the end, over what was loaded
     con.execute(schema.duckdb_ddl("logs", schema.LOGS))
-    files = _files.expand(list(inputs), follow_symlinks=follow_symlinks)
+    named: set[Path] = set()  # files named themselves: of no known format, an error (in a folder, skipped)
+    files = _files.expand(list(inputs), follow_symlinks=follow_symlinks, named=named)
     # a receiver that crashed while compacting may have left files a compacted file already holds: never twice
     # (only files a folder walk found: a file named on the command line is read whatever a compacted file claims)
-    named = {Path(item) for item in inputs if Path(item).is_file()}
     replaced = _compact.replaced_files(con, [f for f in files if f.name.startswith(_compact.PREFIX)]) - named
     files = [f for f in files if f not in replaced]
     report = LoadReport(files=len(files), progress=progress)
@@ -109,7 +114,7 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool,
     if text_files:  # imported only then: its readers are 0.02 s of imports a run on Parquet alone does without
         from jitrace.analyzer.load import _text
 
-        _text.load(con, text_files, strict, report)
+        _text.load(con, text_files, strict, report, named)
     for (name, has_source), group in parquet.items():
         try:
             n = _parquet.insert(con, name, group, has_source)
@@ -125,6 +130,53 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool,
     if text_files or any(name == "spans" for name, _ in parquet):  # rows were copied in: none keeps a credential
         redact.redact_table(con, spans_view.ROWS_TABLE, schema.SPAN_TEXT_COLUMNS)
     spans_view.define(con)  # over the files read in place, and span_rows if rows were inserted
+    _one_row_per_span(con, report)
     if report.bad_records > len(report.problems):
         report.problems.append(f"... and {report.bad_records - len(report.problems)} more bad records")
     return report
+
+
+def _one_row_per_span(con: duckdb.DuckDBPyConnection, report: LoadReport) -> None:
+    """Drop the copies of a span seen more than once (one file twice, an OTLP export beside a Jaeger download of the
+    same traces): a span is its trace id, span id and kind (Zipkin's shared spans give the client and the server one
+    id). The copy kept has a start and an end if any has, then the most attributes, resource attributes and events.
+    Also counts the spans without a time.
+
+    One scan of span id and kind (random 64-bit ids: the trace id, twice as wide to decode, rarely tells more) says
+    whether any span may be there twice, by a 64-bit hash (a collision only costs the exact pass below); only then
+    are the keys compared whole and the spans rewritten, into ``span_rows`` (the files read in place are copied too:
+    the view must not list a dropped copy).
+    """
+    from jitrace.analyzer.session import reading_inputs
+
+    with reading_inputs("the check for spans seen twice"):  # the first read of a compacted file's pages
+        total, distinct, untimed = con.execute(
+            "SELECT count(*), count(DISTINCT hash(span_id, kind)), "
+            "count(*) FILTER (WHERE start_ns IS NULL OR end_ns IS NULL) FROM spans").fetchone()
+    report.spans_without_time = untimed
+    if distinct == total:
+        return
+    base = ", ".join(schema.SPANS.names)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE jitrace_one_copy AS
+        SELECT {base} FROM spans
+        QUALIFY row_number() OVER (
+            PARTITION BY trace_id, span_id, kind
+            ORDER BY start_ns IS NOT NULL AND end_ns IS NOT NULL DESC,
+                     coalesce(len(json_keys(attributes)), 0) + coalesce(len(json_keys(resource)), 0)
+                     + coalesce(json_array_length(events), 0) DESC,
+                     source) = 1""")
+    try:
+        kept = con.execute("SELECT count(*) FROM jitrace_one_copy").fetchone()[0]
+        if kept == total:
+            return
+        con.execute(f"DELETE FROM {spans_view.ROWS_TABLE}")
+        con.execute(f"DELETE FROM {spans_view.FILES_TABLE}")
+        con.execute(f"INSERT INTO {spans_view.ROWS_TABLE} SELECT * FROM jitrace_one_copy")
+    finally:
+        con.execute("DROP TABLE jitrace_one_copy")
+    report.duplicate_spans = total - kept
+    report.spans -= report.duplicate_spans
+    report.spans_without_time = con.execute(
+        f"SELECT count(*) FROM {spans_view.ROWS_TABLE} WHERE nullif(start_ns, 0) IS NULL OR nullif(end_ns, 0) IS NULL"
+    ).fetchone()[0]
+    spans_view.define(con)

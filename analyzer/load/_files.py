@@ -9,6 +9,7 @@ import os
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 from jitrace.analyzer.errors import UserError
 
@@ -19,8 +20,9 @@ BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, as some Windows tools write be
 _SKIP_SUFFIXES = (".tmp", ".md", ".txt", ".crc", ".lock")
 
 
-def expand(inputs: list[str], *, follow_symlinks: bool = False) -> list[Path]:
-    """Every file named by ``inputs``, in a stable order; a name matching nothing is a UserError.
+def expand(inputs: list[str], *, follow_symlinks: bool = False, named: set[Path] | None = None) -> list[Path]:
+    """Every file named by ``inputs``, in a stable order; a name matching nothing is a UserError. ``named`` gets the
+    files named themselves (not found in a folder or by a pattern): of no known format, those are an error.
 
     A folder is read without what ``jitrace analyze`` writes: the output files an output folder's manifest lists,
     and a run's staging folder (hidden: an output inside the input folder, say ``analyze traces/ --out
@@ -39,6 +41,8 @@ def expand(inputs: list[str], *, follow_symlinks: bool = False) -> list[Path]:
                            and not written(root / f.relative_to(p)))
         elif p.is_file():
             found = [p]
+            if named is not None:
+                named.add(p)
         elif glob.has_magic(item):
             found = sorted(Path(f) for f in glob.glob(item, recursive=True) if os.path.isfile(f))
             if not found:
@@ -117,6 +121,29 @@ INFLATE_FLOOR = 256 << 20
 
 def inflate_limit(compressed: int) -> int:
     return max(INFLATE_FLOOR, INFLATE_RATIO * compressed)
+
+
+def open_stream(path: Path) -> IO[bytes]:
+    """The file's content as a binary stream, decompressed as it is read when it is gzip or zstd (by magic), past a
+    byte order mark. For readers that never hold the whole file (``_zipkin``, ``_jaeger``)."""
+    try:
+        f: IO[bytes] = open(path, "rb")  # noqa: SIM115 (returned open: the caller closes it)
+        magic = f.peek(4)[:4]  # type: ignore[attr-defined]
+        if magic[:2] == _GZIP:
+            f.close()
+            f = gzip.open(path, "rb")  # noqa: SIM115
+        elif magic[:4] == _ZSTD:
+            import zstandard
+
+            f = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(f, closefd=True))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        if f.peek(3)[:3] == BOM:  # type: ignore[attr-defined]
+            f.read(3)
+    except Exception:  # a corrupt start: the reader reports it where it reads
+        pass
+    return f
 
 
 def read_bytes(path: Path) -> bytes:

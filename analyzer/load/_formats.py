@@ -1,14 +1,18 @@
 """One file's bytes -> rows: detect the format from the content (not the name) and run its reader.
 
-Text files are JSON: a whole document (OTLP, Jaeger, Zipkin) or JSON lines (the Collector's file exporter, OPA
-decision logs, application logs). Binary files are OTLP protobuf (length-prefixed messages, or one bare message).
-Parquet is handled by ``_parquet`` (DuckDB reads it straight into the table).
+Text files are JSON: a whole document (OTLP, Jaeger, Zipkin; OTLP inside a Jaeger ``/api/v3`` response,
+``{"result": ...}``, or a Tempo trace-by-id response, ``{"batches": [...]}`` or ``{"trace": ...}``) or JSON lines
+(the Collector's file exporter, OPA decision logs, application logs). Binary files are OTLP protobuf
+(length-prefixed messages, or one bare message). Parquet is handled by ``_parquet`` (DuckDB reads it straight into
+the table). Zipkin files and Jaeger downloads, told apart by their first bytes, are read as streams (``read_path``).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,17 @@ from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _applogs, _files, _jaeger, _otlp_json, _zipkin
 from jitrace.analyzer.load._rows import Rows
 
-_KNOWN = "OTLP JSON/protobuf, Jaeger JSON, Zipkin v2 JSON, OTLP/OPA/application JSON-lines logs, jitrace Parquet"
+_KNOWN = ("OTLP JSON/protobuf (also inside Jaeger /api/v3 and Tempo responses), Jaeger JSON, Zipkin v2 JSON, "
+          "OTLP/OPA/application JSON-lines logs, jitrace Parquet")
+_HEAD_BYTES = 64 * 1024  # what is read of a file to tell whether it is streamed (a Zipkin or Jaeger document)
+
+
+class UnknownFormat(UserError):
+    """A file in no known format: an error for a file named on the command line, skipped inside a folder."""
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 OTLP_KEYS = ("resourceSpans", "resourceLogs")
 # OTLP signals jitrace does not read. The Collector's file exporter writes them beside the span files, or into the
 # same file when one exporter serves several pipelines: such a request is skipped and counted, not a bad record.
@@ -30,7 +44,74 @@ def other_signal(obj: Any) -> bool:
 
 
 def unknown(path: Path, what: str) -> UserError:
-    return UserError(f"{path}: {what}; expected one of: {_KNOWN}")
+    return UnknownFormat(f"{path}: {what}; expected one of: {_KNOWN}", path)
+
+
+def unwrap(obj: Any) -> Any:
+    """The OTLP request inside a Jaeger ``/api/v3`` response (``{"result": request}``) or a Tempo trace-by-id
+    response (``{"batches": [resource spans]}``, ``{"trace": request}``); anything else as it is."""
+    if not isinstance(obj, dict) or any(k in obj for k in OTLP_KEYS):
+        return obj
+    for key in ("result", "trace"):
+        if isinstance(obj.get(key), dict):
+            inner = obj[key]
+            break
+    else:
+        inner = obj
+    if "batches" in inner and not any(k in inner for k in OTLP_KEYS):
+        inner = {"resourceSpans": inner["batches"]}
+    return inner if any(k in inner for k in OTLP_KEYS) else obj
+
+
+def read_path(path: Path, rows: Rows, flush: Callable[[Rows], None] | None = None) -> None:
+    """One file -> rows: Zipkin files and Jaeger downloads as streams (``flush`` takes the rows read so far, to bound
+    memory), any other file read whole by ``read``."""
+    stream = stream_kind(_files.head(path, _HEAD_BYTES))
+    if stream is None:
+        read(path, _files.read_bytes(path), rows)
+        return
+    fmt, where = stream
+    with _files.open_stream(path) as f:
+        if fmt == "zipkin":
+            _zipkin.read_stream(f, rows, str(path), flush, traces=where == "item.item")
+        else:
+            _jaeger.read_stream(f, lambda: _files.open_stream(path), rows, str(path), flush, prefix=where)
+
+
+def streamed(path: Path) -> bool:
+    """Whether ``read_path`` reads ``path`` as a stream (a Zipkin or Jaeger document)."""
+    return stream_kind(_files.head(path, _HEAD_BYTES)) is not None
+
+
+def stream_kind(head: bytes) -> tuple[str, str] | None:
+    """("zipkin", where the spans are) or ("jaeger", where the traces are) when ``head``, a file's first bytes,
+    starts a Zipkin list of spans or traces, or a Jaeger download (``{"data": ...}``) whose trace shows in it;
+    None for anything else (read whole)."""
+    import ijson
+
+    head = head.removeprefix(_files.BOM)
+    if head.lstrip()[:1] not in (b"[", b"{"):
+        return None
+    data = None
+    try:
+        for prefix, event, value in ijson.parse(io.BytesIO(head)):
+            if event == "map_key":
+                if prefix in ("item", "item.item"):  # the first span's keys
+                    if value == "traceId":
+                        return "zipkin", prefix
+                    if value in OTLP_KEYS:
+                        return None
+                elif prefix == "" and value in (*OTLP_KEYS, "result", "batches", "trace", "resourceMetrics"):
+                    return None
+                elif data is not None and prefix == data and value in ("spans", "traceID", "processes"):
+                    return "jaeger", data
+            elif prefix == "data" and data is None and event in ("start_array", "start_map"):
+                data = "data.item" if event == "start_array" else "data"
+            elif event == "end_map" and prefix in ("item", "item.item"):
+                return None  # a first object without traceId: not Zipkin
+    except ijson.JSONError:
+        pass  # the head ends inside the document (or it is not one: the whole read says so)
+    return None
 
 
 def read(path: Path, data: bytes, rows: Rows) -> None:
@@ -100,6 +181,7 @@ def _any_line_parses(text: str) -> bool:
 
 def _read_doc(path: Path, doc: Any, rows: Rows) -> None:
     where = str(path)
+    doc = unwrap(doc)
     if isinstance(doc, dict) and any(k in doc for k in OTLP_KEYS):
         _otlp_json.add_request(doc, rows, where, indexed=True)
     elif other_signal(doc):
@@ -143,6 +225,7 @@ def _read_line(path: Path, number: int, line: str, rows: Rows, kind: str | None)
     except ValueError as exc:
         rows.bad_record(where, f"invalid JSON: {exc.msg} (column {exc.colno})")  # type: ignore[attr-defined]
         return kind
+    obj = unwrap(obj)  # a Jaeger /api/v3 stream: one {"result": ...} per line
     is_otlp = isinstance(obj, dict) and any(k in obj for k in OTLP_KEYS)
     skip = not is_otlp and other_signal(obj)
     if kind is None:

@@ -3,13 +3,19 @@ object (``traceID``, ``spans``, ``processes``), and the storage model's JSON (``
 RFC 3339 ``startTime``, ``"100ns"`` durations, ``vStr``/``vInt64`` tag values).
 
 Jaeger times are microseconds. ``span.kind``, ``otel.status_code`` and friends are tags in Jaeger: they become the
-kind, status and scope columns and leave the attributes.
+kind, status and scope columns and leave the attributes. A span without ``startTime`` has no start and no end, one
+without ``duration`` no end (NULL, never the epoch). Process tags (``hostname``, ``ip``, ...) are resource attributes.
+
+A download is read as a stream (``read_stream``), one trace at a time: memory holds one trace, not the file. A file
+cut short loads every span before the cut (those of the cut trace without their process when its ``processes``
+were not reached); the rest is one bad record.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import IO, Any
 
 from jitrace.analyzer.load._rows import BadRecord, Rows, as_int, hex_id, ns_in_range, parse_time_ns, to_json
 
@@ -91,9 +97,11 @@ def _start_ns(value: Any) -> int:
     return as_int(value, "startTime") * 1000
 
 
-def _process(span: dict, processes: dict) -> tuple[str | None, str]:
+def _process(span: dict, processes: dict | None) -> tuple[str | None, str]:
     proc = span.get("process")
     if proc is None and "processID" in span:
+        if processes is None:  # a cut trace: its processes were never read
+            return None, "{}"
         proc = processes.get(span["processID"])
         if proc is None:
             raise BadRecord(f"processID: {str(span['processID'])[:40]!r} is not in processes")
@@ -127,13 +135,16 @@ def _parent(span: dict, trace_id: str) -> str | None:
     return hex_id(chosen, 8, "references.spanID", required=False)
 
 
-def _span(span: Any, processes: dict, source: str) -> tuple:
+def _span(span: Any, processes: dict | None, source: str) -> tuple:
     if not isinstance(span, dict):
         raise BadRecord("span: expected an object")
     trace_id = hex_id(span.get("traceID", span.get("traceId")), 16, "traceID")
     tags = _tags(span.get("tags"), "tags")
     service, resource = _process(span, processes)
-    start = _start_ns(span.get("startTime"))
+    start = _start_ns(span["startTime"]) if span.get("startTime") is not None else None
+    end = None
+    if start is not None and span.get("duration") is not None:
+        end = ns_in_range(start + _duration_ns(span["duration"]), "duration")
     kind = _KINDS.get(str(tags.get("span.kind", "")).lower(), "UNSPECIFIED" if "span.kind" in tags else "INTERNAL")
     code = str(tags.get("otel.status_code", "")).upper()
     if code not in ("OK", "ERROR"):
@@ -154,8 +165,8 @@ def _span(span: Any, processes: dict, source: str) -> tuple:
         _parent(span, trace_id),
         name if isinstance(name, str) else str(name),
         kind,
-        ns_in_range(start, "startTime"),
-        ns_in_range(start + _duration_ns(span.get("duration", 0)), "duration"),
+        ns_in_range(start, "startTime") if start is not None else None,
+        end,
         code,
         message if isinstance(message, str) else None,
         service,
@@ -168,21 +179,79 @@ def _span(span: Any, processes: dict, source: str) -> tuple:
     )
 
 
-def add_doc(doc: dict, rows: Rows, path: str) -> None:
-    n = 0
-    for trace in _traces(doc):
+def _add_traces(traces: Iterable[Any], rows: Rows, path: str, flush: Callable[[Rows], None] | None,
+                done: list[int]) -> None:
+    """Rows of the spans of ``traces``; ``done[0]`` counts the spans seen (the position of the next one)."""
+    for trace in traces:
         if not isinstance(trace, dict):
-            rows.bad_record(f"{path}#{n}", "trace: expected an object")
+            rows.bad_record(f"{path}#{done[0]}", "trace: expected an object")
             continue
         processes = trace.get("processes") or {}
         spans = trace.get("spans")
         if not isinstance(spans, list) or not isinstance(processes, dict):
-            rows.bad_record(f"{path}#{n}", "trace: expected spans (a list) and processes (an object)")
+            rows.bad_record(f"{path}#{done[0]}", "trace: expected spans (a list) and processes (an object)")
             continue
         for span in spans:
-            where = f"{path}#{n}"
+            where = f"{path}#{done[0]}"
             try:
                 rows.spans.append(_span(span, processes, where))
             except (BadRecord, ValueError, TypeError, OverflowError) as exc:
                 rows.bad_record(where, exc)
-            n += 1
+            done[0] += 1
+        if flush is not None and len(rows.spans) >= FLUSH_SPANS:
+            flush(rows)
+
+
+FLUSH_SPANS = 50_000  # rows a stream holds before they go to DuckDB
+
+
+def add_doc(doc: dict, rows: Rows, path: str) -> None:
+    _add_traces(_traces(doc), rows, path, None, [0])
+
+
+def read_stream(f: IO[bytes], reopen: Callable[[], IO[bytes]], rows: Rows, path: str,
+                flush: Callable[[Rows], None] | None, *, prefix: str) -> None:
+    """The spans of a Jaeger file opened as ``f`` (binary), one trace at a time: ``prefix`` is where the traces are
+    (``data.item`` for a download's list, ``data`` for one trace, ``""`` for a bare trace object). A cut file is
+    read again (``reopen``) for the spans of the cut trace that are whole."""
+    import ijson
+
+    done = [0]
+    traces_done = [0]
+
+    def traces() -> Any:
+        for trace in ijson.items(f, prefix):
+            yield trace
+            traces_done[0] += 1
+
+    try:
+        _add_traces(traces(), rows, path, flush, done)
+        return
+    except ijson.JSONError as exc:
+        why = f"the JSON ends or breaks here, the rest is not read ({exc})"
+    except (OSError, EOFError, ValueError) as exc:  # a compressed file cut short or corrupt
+        why = f"cannot decompress the rest ({exc})"
+    _cut_trace(reopen, rows, path, prefix, done)
+    rows.bad_record(f"{path}#{done[0]}", why)
+
+
+def _cut_trace(reopen: Callable[[], IO[bytes]], rows: Rows, path: str, prefix: str, done: list[int]) -> None:
+    """The whole spans of the trace a cut file ends in: its spans after the ``done[0]`` already read."""
+    import ijson
+
+    spans = f"{prefix}.spans.item" if prefix else "spans.item"
+    seen = 0
+    with reopen() as f:
+        try:
+            for span in ijson.items(f, spans):
+                seen += 1
+                if seen <= done[0]:
+                    continue
+                where = f"{path}#{done[0]}"
+                try:
+                    rows.spans.append(_span(span, None, where))
+                except (BadRecord, ValueError, TypeError, OverflowError) as exc:
+                    rows.bad_record(where, exc)
+                done[0] += 1
+        except (ijson.JSONError, OSError, EOFError, ValueError):
+            pass  # the cut, again

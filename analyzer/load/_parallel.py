@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jitrace.analyzer import schema
+from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class Parsed:
     bad: int
     problems: list[str]
     skipped: int = 0  # requests of other OTLP signals (_formats.OTHER_SIGNALS)
+    unknown: UserError | None = None  # the file is in no known format (_formats.UnknownFormat): nothing was read
 
 
 def processes() -> int:
@@ -122,7 +124,10 @@ def parse(unit: Unit) -> Parsed:
     gc.disable()  # as load_into: millions of short-lived dicts, no cycles
     rows = Rows()
     if unit.end < 0:
-        _formats.read(unit.path, _files.read_bytes(unit.path), rows)
+        try:
+            _formats.read_path(unit.path, rows)
+        except _formats.UnknownFormat as err:
+            return Parsed(table([], schema.SPANS), table([], schema.LOGS), 0, [], 0, err)
     else:
         with open(unit.path, "rb") as f:
             f.seek(unit.start)

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import math
 import re
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from jitrace.analyzer import schema
@@ -24,13 +25,16 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
+def _no_default(o: Any) -> Any:
+    if isinstance(o, Decimal):  # a streamed reader's (ijson's) non-integer number
+        return float(o)
+    raise TypeError(f"{type(o).__name__} is not JSON")
+
+
 # One encoder, compact, keeps non-ASCII text as is; NaN/Infinity are not JSON, so they are caught and made strings.
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_no_default).encode
 try:  # the C encoder built once (JSONEncoder.encode builds a new one per call: a third of the cost of small maps)
     from json.encoder import c_make_encoder, encode_basestring
-
-    def _no_default(o: Any) -> Any:
-        raise TypeError(f"{type(o).__name__} is not JSON")
 
     if c_make_encoder is None:
         raise ImportError
@@ -126,6 +130,8 @@ def as_int(value: Any, field: str, default: int | None = 0) -> int | None:
             raise BadRecord(f"{field}: {value[:40]!r} is not an integer") from None
     elif isinstance(value, float) and value.is_integer():
         out = int(value)
+    elif isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        out = int(value)  # a streamed reader's number written with a fraction or an exponent
     else:
         raise BadRecord(f"{field}: expected an integer, got {type(value).__name__}")
     if not -(2**63) <= out < 2**64:

@@ -12,7 +12,7 @@ import duckdb
 
 from jitrace.analyzer import schema, spans_view
 from jitrace.analyzer.errors import UserError
-from jitrace.analyzer.load import _files, _formats, _otlp_json_duckdb, _otlp_json_native, _parallel
+from jitrace.analyzer.load import _formats, _otlp_json_duckdb, _otlp_json_native, _parallel
 from jitrace.analyzer.load._rows import Rows, table
 
 if TYPE_CHECKING:
@@ -25,14 +25,23 @@ _FLUSH_ROWS = 250_000  # rows held in Python before they go to DuckDB
 FAST_PATH = True  # OTLP JSON-lines span files through the C or DuckDB reader when it reads them exactly (tests, bench)
 
 
-def load(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, report: LoadReport) -> None:
-    """Insert every record of ``files`` into ``span_rows`` and ``logs``, counting into ``report``."""
+def load(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, report: LoadReport,
+         named: set[Path] = frozenset()) -> None:  # type: ignore[assignment]
+    """Insert every record of ``files`` into ``span_rows`` and ``logs``, counting into ``report``. A file in no known
+    format is an error when ``named`` holds it, else skipped and counted."""
     files = [path for path in files if not _load_fast(con, path, report)]
+    # Zipkin and Jaeger documents are streamed here, flushed as they are read: a worker would hold all its rows
+    streamed = [path for path in files if _formats.streamed(path)] if len(files) > 1 else []
+    files = [path for path in files if path not in streamed]
     units = _parallel.plan(files)
     if units is None:
-        _load_here(con, files, strict, report)
+        _load_here(con, streamed + files, strict, report, named)
         return
+    _load_here(con, streamed, strict, report, named)
     for parsed in _parallel.run(units):
+        if parsed.unknown is not None:
+            _skip(parsed.unknown, named, report)
+            continue
         _count_bad(parsed.bad, parsed.problems, strict, report)
         report.skipped_requests += parsed.skipped
         _insert(con, spans_view.ROWS_TABLE, parsed.spans, report)
@@ -52,13 +61,30 @@ def _load_fast(con: duckdb.DuckDBPyConnection, path: Path, report: LoadReport) -
     return True
 
 
-def _load_here(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, report: LoadReport) -> None:
-    """Parse ``files`` in this process, inserting every ``_FLUSH_ROWS`` rows."""
+def _skip(err: _formats.UnknownFormat, named: set[Path], report: LoadReport) -> None:
+    if err.path is None or err.path in named:
+        raise err
+    report.skipped_files += 1
+    if len(report.skipped_notes) < 5:
+        report.skipped_notes.append(str(err))
+
+
+def _load_here(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, report: LoadReport,
+               named: set[Path]) -> None:
+    """Parse ``files`` in this process, inserting every ``_FLUSH_ROWS`` rows (a streamed file's spans as they come)."""
     pending = Rows()
+
+    def flush_spans(rows: Rows) -> None:
+        _insert(con, spans_view.ROWS_TABLE, table(rows.spans, schema.SPANS), report)
+        rows.spans = []
+
     for path in files:
-        data = _files.read_bytes(path)
         rows = Rows()
-        _formats.read(path, data, rows)
+        try:
+            _formats.read_path(path, rows, flush_spans)
+        except _formats.UnknownFormat as err:
+            _skip(err, named, report)
+            continue
         _count_bad(rows.bad, rows.problems, strict, report)
         report.skipped_requests += rows.skipped
         rows.problems = []

@@ -1,12 +1,17 @@
 """Zipkin v2 JSON -> span rows: a list of spans (``/api/v2/trace``), or a list of traces (``/api/v2/traces``).
 
 Zipkin times are microseconds; every tag is a string. A span without ``kind`` is a local span (INTERNAL). Shared
-server spans (``"shared": true``, B3 single-id) keep the client's span id: the analyzer pairs them as such.
+server spans (``"shared": true``, B3 single-id) keep the client's span id: the analyzer pairs them as such. A span
+without ``timestamp`` has no start and no end, one without ``duration`` no end (NULL, never the epoch).
+
+A file is read as a stream (``read_stream``): one span at a time, so memory does not grow with the file. A file cut
+short loads every span before the cut; the rest is one bad record.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any
 
 from jitrace.analyzer.load._rows import BadRecord, Rows, as_int, hex_id, ns_in_range, to_json
 
@@ -16,7 +21,7 @@ _KINDS = {"SERVER", "CLIENT", "PRODUCER", "CONSUMER"}
 def looks_like(doc: Any) -> bool:
     if not isinstance(doc, list) or not doc:
         return False
-    first = doc[0][0] if isinstance(doc[0], list) and doc[0] else doc[0]
+    first = next((t[0] for t in doc if isinstance(t, list) and t), None) if isinstance(doc[0], list) else doc[0]
     return isinstance(first, dict) and "traceId" in first and "id" in first
 
 
@@ -34,9 +39,9 @@ def _span(s: Any, source: str) -> tuple:
         raise BadRecord("localEndpoint: expected an object")
     service = local.get("serviceName")
     resource = {"service.name": service} if isinstance(service, str) else {}
-    for key, attr in (("ipv4", "host.ip"), ("ipv6", "host.ip")):
-        if isinstance(local.get(key), str):
-            resource[attr] = local[key]
+    address = local.get("ipv4") or local.get("ipv6")  # the host's address: its clock domain (span_facts.sql)
+    if isinstance(address, str):
+        resource["host.ip"] = address
     attrs = dict(tags)
     remote = s.get("remoteEndpoint")
     if isinstance(remote, dict):
@@ -46,7 +51,10 @@ def _span(s: Any, source: str) -> tuple:
                 attrs[attr] = remote[key]
     if s.get("shared"):
         attrs["zipkin.shared"] = True
-    start = as_int(s.get("timestamp"), "timestamp") * 1000
+    start = as_int(s.get("timestamp"), "timestamp", None)
+    duration = as_int(s.get("duration"), "duration", None) if start is not None else None
+    end = ns_in_range((start + duration) * 1000, "duration") if duration is not None else None
+    start = ns_in_range(start * 1000, "timestamp") if start is not None else None
     events = [{"name": a.get("value", ""), "time_ns": as_int(a.get("timestamp"), "annotations.timestamp") * 1000,
                "attributes": {}} for a in (s.get("annotations") or []) if isinstance(a, dict)]
     error = tags.get("error")
@@ -57,8 +65,8 @@ def _span(s: Any, source: str) -> tuple:
         hex_id(s.get("parentId"), 8, "parentId", required=False),
         name if isinstance(name, str) else str(name),
         kind or "INTERNAL",
-        ns_in_range(start, "timestamp"),
-        ns_in_range(start + as_int(s.get("duration"), "duration") * 1000, "duration"),
+        start,
+        end,
         "ERROR" if error is not None else "UNSET",
         error if isinstance(error, str) and error else None,
         service if isinstance(service, str) else None,
@@ -71,11 +79,45 @@ def _span(s: Any, source: str) -> tuple:
     )
 
 
+def _add(items: Any, rows: Rows, path: str, flush: Callable[[Rows], None] | None) -> int:
+    """Rows of the spans in ``items`` (spans, or traces: lists of spans); returns how many were seen."""
+    n = 0
+    for item in items:
+        for s in item if isinstance(item, list) else (item,):
+            where = f"{path}#{n}"
+            try:
+                rows.spans.append(_span(s, where))
+            except (BadRecord, ValueError, TypeError, OverflowError) as exc:
+                rows.bad_record(where, exc)
+            n += 1
+            if flush is not None and len(rows.spans) >= FLUSH_SPANS:
+                flush(rows)
+    return n
+
+
+FLUSH_SPANS = 50_000  # rows a stream holds before they go to DuckDB
+
+
 def add_doc(doc: list, rows: Rows, path: str) -> None:
-    spans = [s for trace in doc for s in trace] if doc and isinstance(doc[0], list) else doc
-    for n, s in enumerate(spans):
-        where = f"{path}#{n}"
-        try:
-            rows.spans.append(_span(s, where))
-        except (BadRecord, ValueError, TypeError, OverflowError) as exc:
-            rows.bad_record(where, exc)
+    _add(doc, rows, path, None)
+
+
+def read_stream(f: IO[bytes], rows: Rows, path: str, flush: Callable[[Rows], None] | None, *,
+                traces: bool = False) -> None:
+    """The spans of a Zipkin file opened as ``f`` (binary), read one at a time (``traces``: a list of traces, whose
+    spans are read one at a time too); ``flush`` takes the rows so far."""
+    import ijson
+
+    counted = [0]
+
+    def items() -> Any:
+        for item in ijson.items(f, "item.item" if traces else "item"):
+            yield item
+            counted[0] += 1
+
+    try:
+        _add(items(), rows, path, flush)
+    except ijson.JSONError as exc:
+        rows.bad_record(f"{path}#{counted[0]}", f"the JSON ends or breaks here, the rest is not read ({exc})")
+    except (OSError, EOFError, ValueError) as exc:  # a compressed file cut short or corrupt
+        rows.bad_record(f"{path}#{counted[0]}", f"cannot decompress the rest ({exc})")

@@ -6,6 +6,7 @@ the code before its fix."""
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import subprocess
@@ -24,8 +25,11 @@ from jitrace.analyzer.load import load_into
 PER_FILE = 5  # an issuer call (client, server), its jit.issue span, and the call (client, server)
 
 
+_IDS = itertools.count(1, 1000)  # each file's spans get ids of their own: the same span twice is one span
+
+
 def _world_file(path: Path) -> Path:
-    world = World()
+    world = World(_ids=itertools.count(next(_IDS)))
     token = Token(iat=T0, exp=T0 + 3600)
     world.issue(token, T0)
     world.call(T0 + 1, token)
@@ -247,7 +251,8 @@ def test_json_nested_past_what_python_reads_is_a_bad_record_or_one_line(tmp_path
     loads); a whole document is one line naming the file."""
     good, deep = _nested(5000)
     lines = tmp_path / "spans.jsonl"
-    lines.write_text(f"{good}\n{deep}\n{good}\n")
+    other = good.replace("eee19b7ec3c1b174", "fff19b7ec3c1b175")  # another span: the same one twice would be one
+    lines.write_text(f"{good}\n{deep}\n{other}\n")
     report = load_into(duckdb.connect(), [str(lines)])
     assert report.spans == 2 and report.bad_records == 1
     assert report.problems == [f"{lines}:2: JSON nested too deeply to read (deeper than about 900 levels)"]

@@ -104,7 +104,7 @@ def _run(rows: list[dict]):
 def test_pairs_by_parent_and_by_zipkin_shared_span_id():
     t = "ab" * 16
     con = _run([
-        _span(t, "c1", None, "CLIENT", "a", 0, 100),
+        _span(t, "c1", None, "CLIENT", "a", 1, 100),  # (a time of 0 is OpenTelemetry's "not set")
         _span(t, "s1", "c1", "SERVER", "b", 10, 90),  # OpenTelemetry: the server's parent is the client
         _span(t, "c2", "c1", "CLIENT", "a", 200, 300),
         _span(t, "c2", "c1", "SERVER", "c", 210, 290),  # Zipkin shared span: one id for both sides
@@ -112,7 +112,7 @@ def test_pairs_by_parent_and_by_zipkin_shared_span_id():
     ])
     query = "SELECT client_span_id, server_span_id, t1, t2, t3, t4 FROM pairs ORDER BY t1"
     got = con.execute(query).fetchall()
-    assert got == [("c1", "s1", 0, 10, 90, 100), ("c2", "c2", 200, 210, 290, 300)]
+    assert got == [("c1", "s1", 1, 10, 90, 100), ("c2", "c2", 200, 210, 290, 300)]
     assert "pairs" in session.keep_as_views(con)  # notebooks read the view, once the run's table is gone: same pairs
     assert con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'pairs' "
                        "AND table_schema = 'main' AND table_catalog = current_database()").fetchall() == [("VIEW",)]
