@@ -283,6 +283,26 @@ class Panel:
             self._add(f'<circle cx="{_n(cx)}" cy="{_n(self.py(y))}" r="3.2" fill="{color}"/>')
         self._add("</g>")
 
+    def band_line(self, name: str, color: str, segments: Sequence[tuple[float, float, float, float, float, float]],
+                  steps: Sequence[tuple[float, str]] = ()) -> None:
+        """A line in pieces with its band: each segment (x0, x1, y0, y1, below, above) draws the line from (x0, y0)
+        to (x1, y1) over a translucent band from below to above it; ``steps`` are (x, text) marks at a jump of the
+        line, a triangle on the top edge with the text as its tooltip."""
+        self._add(f'<g data-series="{escape(name)}"><title>{escape(name)}</title>')
+        for x0, x1, y0, y1, below, above in segments:
+            band = [(x0, y0 + above), (x1, y1 + above), (x1, y1 - below), (x0, y0 - below)]
+            points = " ".join(f"{_n(self.px(x))},{_n(self.py(y))}" for x, y in band)
+            self._add(f'<polygon points="{points}" fill="{color}" fill-opacity="0.18" stroke="none"/>')
+            self._add(f'<polyline points="{_n(self.px(x0))},{_n(self.py(y0))} {_n(self.px(x1))},{_n(self.py(y1))}" '
+                      f'fill="none" stroke="{color}" stroke-width="1.6"/>')
+        for x, text in steps:
+            px = self.px(x)
+            tip = escape(f"{name}: {text}")
+            self._add(f'<path data-step="{escape(text)}" d="M{_n(px - 4)},{_n(self.top)} '
+                      f'L{_n(px + 4)},{_n(self.top)} L{_n(px)},{_n(self.top + 7)} Z" fill="{color}">'
+                      f'<title>{tip}</title></path>')
+        self._add("</g>")
+
     def message(self, text: str) -> None:
         """An empty plot: a light frame and a centred message in place of the data."""
         self._add(f'<rect x="{_n(self.left)}" y="{_n(self.top)}" width="{_n(self.width)}" '

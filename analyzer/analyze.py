@@ -179,7 +179,7 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
         with ThreadPoolExecutor(1) as beside:
             # the report's ttl counts read only the spans: counted on the other core once the steps that keep both
             # busy are done (from 48_denied_calls on, they run mostly on one)
-            ttl = _StartAfter("45_clock_offsets", lambda: beside.submit(session.on_cursor, con, report.ttl_counts))
+            ttl = _StartAfter("40_clock_edges", lambda: beside.submit(session.on_cursor, con, report.ttl_counts))
             # the notebooks' view of denials (a TEMP table) binds 50's statement again: on the other core, beside 55-75
             views = _StartAfter("50_denials", lambda: _keep_as_views_beside(con, beside))
             session.run_queries(con, settings=settings, log_patterns=None,  # patterns loaded above

@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -160,43 +160,65 @@ def clock_reference(con: duckdb.DuckDBPyConnection) -> str | None:
 
 
 def plot_offsets(con: duckdb.DuckDBPyConnection) -> str:
-    """Offset of each host (clock domain) against the reference, with its bound: one bar per host when there is one
-    time window, else a line per host over windows (x = minutes since the first window, at each window's middle)."""
-    rows = con.execute("SELECT domain, reference, window_start, window_end, offset_s, error_s FROM clock_offsets "
-                       "WHERE offset_s IS NOT NULL ORDER BY domain, window_start").fetchall()
-    title = "Clock offset per host, with its error bound"
+    """Offset of each host (clock domain) against the reference, with its bound: one bar per host when each has one
+    segment that barely drifts, else each host's line over time (one piece per segment of its clock model) over the
+    band its bound allows, with a mark where the line jumps (a step of the clock)."""
+    rows = con.execute("SELECT domain, reference, window_start, window_end, offset_s, error_s, lower_s, upper_s, "
+                       "rate_ppm FROM clock_offsets WHERE offset_s IS NOT NULL ORDER BY domain, window_start"
+                       ).fetchall()
+    title = "Clock offset per host, with its bound"
     if not rows:
         canvas = _svg.Canvas(820, 300, title)
         canvas.message("no client/server pairs across hosts")
         return canvas.render(series=0)
     reference = clock_reference(con)
-    starts = {r[2] for r in rows if r[2] is not None}
-    if len(starts) <= 1:
-        return _offset_bars(rows, title, reference)
-    first = min(starts)
-    series: dict[str, list[tuple[float, float, float]]] = {}
-    last = 0.0  # minutes from the first window's start to the last window's end
-    for domain, _, start, end, off, err in rows:
+    segments: dict[str, list[tuple]] = {}
+    for domain, _, start, end, off, err, lower, upper, rate in rows:
         if start is None:
             continue
         end = end or start
-        last = max(last, (end - first).total_seconds() / 60)
-        series.setdefault(str(domain), []).append(
-            ((start + (end - start) / 2 - first).total_seconds() / 60, off * 1e3, (err or 0.0) * 1e3))
-    hosts = sorted(series)
-    points = [p for s in series.values() for p in s]
-    ylo, yhi, ystep = _svg.padded_range(min(y - e for _, y, e in points), max(y + e for _, y, e in points))
-    xlo, xhi, xstep = _svg.nice_range(0.0, last, 6)
+        err = err or 0.0
+        below = off - lower if lower is not None else err
+        above = upper - off if upper is not None else err
+        segments.setdefault(str(domain), []).append((start, end, off, below, above, (rate or 0.0) * 1e-6))
+
+    def drift(s: tuple) -> float:
+        return abs(s[5]) * (s[1] - s[0]).total_seconds()
+
+    if all(len(s) == 1 and drift(s[0]) <= max(s[0][3], s[0][4], 1e-6) for s in segments.values()):
+        return _offset_bars(rows, title, reference)
+    first = min(s[0] for ss in segments.values() for s in ss)
+    last = max(s[1] for ss in segments.values() for s in ss)
+
+    def minutes(t) -> float:
+        return (t - first).total_seconds() / 60
+
+    drawn: dict[str, list[tuple]] = {}
+    steps: dict[str, list[tuple[float, str]]] = {}
+    for host, ss in segments.items():
+        pieces = []
+        for start, end, off, below, above, rate in ss:
+            half = (end - start).total_seconds() / 2
+            pieces.append((minutes(start), minutes(end), (off - rate * half) * 1e3, (off + rate * half) * 1e3,
+                           below * 1e3, above * 1e3))
+        drawn[host] = pieces
+        # a jump between two segments wider than both bands: the clock stepped there
+        steps[host] = [(b[0], f"step of {b[2] - a[3]:+.3f} ms at {first + timedelta(minutes=b[0]):%H:%M:%S}")
+                       for a, b in zip(pieces, pieces[1:], strict=False)
+                       if abs(b[2] - a[3]) > max(a[4], a[5]) + max(b[4], b[5])]
+    hosts = sorted(drawn)
+    ylo, yhi, ystep = _svg.padded_range(min(min(p[2], p[3]) - p[4] for ps in drawn.values() for p in ps),
+                                        max(max(p[2], p[3]) + p[5] for ps in drawn.values() for p in ps))
+    xlo, xhi, xstep = _svg.nice_range(0.0, max(minutes(last), 1e-3), 6)
     colors = {h: _svg.PALETTE[i % len(_svg.PALETTE)] for i, h in enumerate(hosts)}
     canvas = _svg.Canvas(820, max(300, 100 + 17 * len(hosts)), title)
-    canvas.subtitle(f"positive = clock ahead of {reference}")
+    canvas.subtitle(f"positive = clock ahead of {reference}; bands: the bound; triangles: steps")
     plot = canvas.panel(72, 46, _svg.legend_width(hosts) + 24, 50, xlim=(xlo, xhi), ylim=(ylo, yhi))
     plot.y_axis(ystep, f"offset vs {reference} (ms)")
     plot.hline(0, "#999")
     for host in hosts:
-        xs, ys, es = zip(*series[host], strict=True)
-        plot.series(host, colors[host], xs, ys, es)
-    plot.x_axis(xstep, f"minutes since {first:%Y-%m-%d %H:%M} UTC (window middles)")
+        plot.band_line(host, colors[host], drawn[host], steps[host])
+    plot.x_axis(xstep, f"minutes since {first:%Y-%m-%d %H:%M} UTC")
     canvas.legend(plot.right + 16, plot.top + 6, [(h, colors[h]) for h in hosts], marker="line")
     return canvas.render(series=len(hosts))
 
@@ -357,7 +379,8 @@ def write_html(con: duckdb.DuckDBPyConnection, path: Path, summary: dict, *, max
     causes = _query_table(con, "SELECT cause, denials, round(share * 100, 1) AS percent, round(mean_confidence, 2) "
                                "AS confidence, fix FROM cause_summary")
     offsets = _query_table(con, "SELECT domain, reference, window_start, window_end, round(offset_s * 1e3, 3) AS "
-                                "offset_ms, round(error_s * 1e3, 3) AS error_ms, samples FROM clock_offsets ORDER BY "
+                                "offset_ms, round(lower_s * 1e3, 3) AS lower_ms, round(upper_s * 1e3, 3) AS upper_ms, "
+                                "round(rate_ppm, 3) AS rate_ppm, samples FROM clock_offsets ORDER BY "
                                 "domain, window_start LIMIT 200")
     rows = _query_table(con, f"SELECT time, trace_id, service, method, principal, status_code, cause, rule, "
                              f"confidence, evidence, fix FROM attributions ORDER BY time, trace_id "

@@ -1,42 +1,36 @@
--- 30_clock_samples: reads `pairs`; produces `clock_samples`, one offset sample per pair of distinct clock domains.
--- Why: every client/server pair bounds the server-minus-client offset by causality to [t3 - t4, t2 - t1] and gives
--- the NTP estimate ((t2 - t1) + (t3 - t4)) / 2 with round-trip delay (t4 - t1) - (t3 - t2). The instrumentation's
--- in-band stamps (jit.clock.offset_s / jit.clock.delay_s on the client span) are a second, tighter sample of the
--- same pair (taken inside the gRPC call, not around the spans); its causality bound is +- delay / 2.
--- Samples fall into time windows (getvariable('jitrace_window_s'), default 300 s) of the client's clock, because
--- offsets drift. Offsets here are in seconds, server clock minus client clock.
--- A pair gives a sample from its span times only when both spans have a start and an end and last longer than 0:
+-- 30_clock_samples: reads `pairs`; produces `clock_samples`, two causality constraints per pair of distinct clock
+-- domains.
+-- Why: a server span lies inside its client's span, so the server-minus-client offset is at least t3 - t4 (at the
+-- call's end) and at most t2 - t1 (at its start). The instrumentation's in-band stamps
+-- (jit.clock.offset_s / jit.clock.delay_s on the client span) bound the same offset to offset +- delay / 2.
+-- Each pair of domains is written in one direction, a = the lesser name, b = the other: the constraint is
+-- lo_s <= offset(b) - offset(a) at time t_lo_s, offset(b) - offset(a) <= hi_s at time t_hi_s, both times in a's own
+-- clock (seconds): analyzer/offsets.py fits each pair on one time axis. When a is the server the bounds swap and
+-- change sign (a - b = -(b - a)).
+-- A pair bounds the offset by its span times only when both spans have a start and an end and last longer than 0:
 -- a span of unknown or zero duration (Zipkin spans without `duration`, a one-way message) bounds nothing, and as a
--- delay-0 sample it would be the most trusted of all. The in-band sample needs the client's start (its window).
--- A view: 40_clock_edges reads it once, so storing one row per pair and side would only cost.
+-- zero-width constraint it would be the tightest of all.
+-- A view: 40_clock_edges reads it once, so storing one row per pair would only cost.
 CREATE OR REPLACE VIEW clock_samples AS
-WITH w AS (SELECT coalesce(getvariable('jitrace_window_s'), 300)::DOUBLE AS window_s),
-spans_pairs AS (
-    SELECT
-        client_domain, server_domain, t1,
-        (((t2 - t1) + (t3 - t4)) / 2) / 1e9 AS offset_s,
-        greatest(((t4 - t1) - (t3 - t2)) / 1e9, 0) AS delay_s,
-        (t3 - t4) / 1e9 AS lo_s,
-        (t2 - t1) / 1e9 AS hi_s,
-        'spans' AS source
+WITH constraints AS (
+    SELECT client_domain, server_domain, t1, t2, t3, t4,
+           (t3 - t4) / 1e9 AS lo_s, (t2 - t1) / 1e9 AS hi_s
     FROM pairs
     WHERE client_domain <> server_domain AND t4 > t1 AND t3 > t2
-),
-in_band AS (
-    SELECT
-        client_domain, server_domain, t1,
-        ntp_offset_s AS offset_s,
-        greatest(ntp_delay_s, 0) AS delay_s,
-        ntp_offset_s - greatest(ntp_delay_s, 0) / 2 AS lo_s,
-        ntp_offset_s + greatest(ntp_delay_s, 0) / 2 AS hi_s,
-        'in_band' AS source
+    UNION ALL
+    SELECT client_domain, server_domain, t1, t2, t3, t4,
+           ntp_offset_s - greatest(ntp_delay_s, 0) / 2, ntp_offset_s + greatest(ntp_delay_s, 0) / 2
     FROM pairs
     WHERE client_domain <> server_domain AND ntp_offset_s IS NOT NULL AND ntp_delay_s IS NOT NULL
       AND t1 IS NOT NULL
 )
 SELECT
-    client_domain, server_domain,
-    floor(t1 / 1e9 / w.window_s) * w.window_s AS window_start,
-    floor(t1 / 1e9 / w.window_s) * w.window_s + w.window_s AS window_end,
-    offset_s, delay_s, lo_s, hi_s, source
-FROM (SELECT * FROM spans_pairs UNION ALL SELECT * FROM in_band), w;
+    least(client_domain, server_domain) AS domain_a,
+    greatest(client_domain, server_domain) AS domain_b,
+    CASE WHEN client_domain < server_domain THEN lo_s ELSE -hi_s END AS lo_s,
+    CASE WHEN client_domain < server_domain THEN t4 ELSE t2 END / 1e9 AS t_lo_s,
+    CASE WHEN client_domain < server_domain THEN hi_s ELSE -lo_s END AS hi_s,
+    CASE WHEN client_domain < server_domain THEN t1 ELSE t3 END / 1e9 AS t_hi_s
+FROM constraints
+WHERE lo_s IS NOT NULL AND hi_s IS NOT NULL AND t1 IS NOT NULL AND t2 IS NOT NULL AND t3 IS NOT NULL
+  AND t4 IS NOT NULL;

@@ -1,8 +1,8 @@
 -- 50_denials: reads `denied_calls`, `rpc_spans`, `clock_offsets`; produces `denials`, one row per denied call.
 -- Why: each row carries both ends' jit.* facts, the token's issuance span (`jit.issue`, tied by jit.token.id), the
--- clock offsets of both hosts at that time (the window containing it, else the nearest), and the policy versions
--- under which the same principal was allowed the same method nearby in time (getvariable('jitrace_version_window_s'),
--- default 300 s): everything 60_attributions decides with.
+-- clock offsets of both hosts at the call's instant with their bounds (the clock model's segment holding it), and
+-- the policy versions under which the same principal was allowed the same method nearby in time
+-- (getvariable('jitrace_version_window_s'), default 300 s): everything 60_attributions decides with.
 -- A stream whose token failed a check on a later message (span event jit.token.check) is judged by that check.
 -- The denied call's log records are joined in the next step (55_denial_logs).
 -- A TEMP table (read by two steps), kept in jitrace.duckdb as a view (session.keep_as_views).
@@ -98,28 +98,55 @@ late AS (  -- a stream denied on a later message: that check decided, not the on
     FROM (SELECT *, coalesce(check_verdict <> 'valid' AND coalesce(verdict, 'valid') = 'valid', false) AS late_check
           FROM joined)
 ),
--- Each host's offset at the call's time: the window starting last at or before it, else the host's first window.
--- Each window holds the calls from its start to the next window's start (the first one from the beginning of time,
--- and a call without a time), so a call meets its window in a hash join on the host with a range test among that
--- host's few windows: no sort of the calls (two ASOF joins sorted them, 0.015 s at 20k denials).
-offset_windows AS (
-    SELECT domain, offset_s, error_s, reference,
-           CASE WHEN lag(window_start) OVER w IS NULL THEN '-infinity'::TIMESTAMP ELSE window_start END AS from_time,
-           lead(window_start) OVER w AS until_time
+-- Each host's offset at the call's instant, from its clock model (analyzer/offsets.py): the segment holding the
+-- call, found by the call's time on that host's own clock (each end's span start), then the segment's line and bound
+-- at that instant. Segments are in the reference's clock; each starts on the host's clock at window_start plus its
+-- offset there, and holds the calls from that reading to the next segment's (the first one from the beginning of
+-- time, and a call without a time), so a call meets its segment in a hash join on the host with a range test among
+-- that host's few segments: no sort of the calls. At a backward step a reading the host's clock showed twice goes to
+-- the later segment.
+-- The offset at local reading r: the segment's line at reference time r - offset (rate x offset is far below a
+-- nanosecond's worth of seconds here), and its bound keeps the segment's distances below and above the line.
+offset_segments AS (
+    SELECT domain, reference, offset_s, rate_ppm * 1e-6 AS rate, offset_s - lower_s AS below_s,
+           upper_s - offset_s AS above_s, (epoch_us(window_start) + epoch_us(window_end)) / 2e6 AS mid_s,
+           CASE WHEN lag(window_start) OVER w IS NULL THEN '-infinity'::DOUBLE
+                ELSE epoch_us(window_start) / 1e6 + offset_s
+                     + rate_ppm * 1e-6 * (epoch_us(window_start) - epoch_us(window_end)) / 2e6 END AS from_local_s,
+           lead(epoch_us(window_start) / 1e6 + offset_s
+                + rate_ppm * 1e-6 * (epoch_us(window_start) - epoch_us(window_end)) / 2e6) OVER w AS until_local_s
     FROM clock_offsets
     WINDOW w AS (PARTITION BY domain ORDER BY window_start)
 ),
-with_offsets AS (
+located AS (
     SELECT j.*,
-           so.offset_s AS server_offset_s, so.error_s AS server_error_s, so.reference AS server_reference,
-           co.offset_s AS client_offset_s, co.error_s AS client_error_s, co.reference AS client_reference
+           coalesce(j.server_start_ns / 1e9, '-infinity'::DOUBLE) AS server_local_s,
+           coalesce(j.client_start_ns / 1e9, '-infinity'::DOUBLE) AS client_local_s
     FROM late AS j
-    LEFT JOIN offset_windows AS so
-      ON so.domain = j.server_domain AND coalesce(j.time, '-infinity') >= so.from_time
-     AND (so.until_time IS NULL OR coalesce(j.time, '-infinity') < so.until_time)
-    LEFT JOIN offset_windows AS co
-      ON co.domain = j.client_domain AND coalesce(j.time, '-infinity') >= co.from_time
-     AND (co.until_time IS NULL OR coalesce(j.time, '-infinity') < co.until_time)
+),
+with_segments AS (  -- a call without a time takes the host's first segment, at its middle
+    SELECT j.* EXCLUDE (server_local_s, client_local_s),
+           so.offset_s + CASE WHEN isfinite(j.server_local_s)
+                              THEN so.rate * (j.server_local_s - so.offset_s - so.mid_s) ELSE 0 END AS server_offset_s,
+           so.below_s AS server_below_s, so.above_s AS server_above_s, so.reference AS server_reference,
+           co.offset_s + CASE WHEN isfinite(j.client_local_s)
+                              THEN co.rate * (j.client_local_s - co.offset_s - co.mid_s) ELSE 0 END AS client_offset_s,
+           co.below_s AS client_below_s, co.above_s AS client_above_s, co.reference AS client_reference
+    FROM located AS j
+    LEFT JOIN offset_segments AS so
+      ON so.domain = j.server_domain AND j.server_local_s >= so.from_local_s
+     AND (so.until_local_s IS NULL OR j.server_local_s < so.until_local_s)
+    LEFT JOIN offset_segments AS co
+      ON co.domain = j.client_domain AND j.client_local_s >= co.from_local_s
+     AND (co.until_local_s IS NULL OR j.client_local_s < co.until_local_s)
+),
+with_offsets AS (  -- the bound at the call: [lower, upper]; error_s the larger distance from the offset to it
+    SELECT * EXCLUDE (server_below_s, server_above_s, client_below_s, client_above_s),
+           server_offset_s - server_below_s AS server_lower_s, server_offset_s + server_above_s AS server_upper_s,
+           greatest(server_below_s, server_above_s) AS server_error_s,
+           client_offset_s - client_below_s AS client_lower_s, client_offset_s + client_above_s AS client_upper_s,
+           greatest(client_below_s, client_above_s) AS client_error_s
+    FROM with_segments
 ),
 allows AS (  -- allowed calls per principal, method, version and time bucket of one version window: a denial
              -- then meets a few buckets, not every allowed call (a bucket overlapping the +-window holds one inside)

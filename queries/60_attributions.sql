@@ -4,8 +4,12 @@
 -- clock, the issuer's) and the fix. A clock's offset is its reading minus the reference's, so in true time a ttl
 -- measured on a host becomes ttl + offset and a local instant becomes instant - offset.
 -- Leeway: the verifier's tolerance is not on the spans, so getvariable('jitrace_leeway_s') supplies it; default 0 s
--- (PyJWT's default leeway). clock_drift needs the host's offset to exceed leeway + its error bound, and the decision
--- to flip with the error bound as margin, so an exact clock and a token expiring on the dot never read as drift.
+-- (PyJWT's default leeway). Offsets are the clock model's at the call's instant, with their bound [lower, upper]
+-- (50_denials). clock_drift needs the whole bound beyond the leeway and the decision to flip for every offset in
+-- it, so an exact clock and a token expiring on the dot never read as drift. When the estimate alone would decide
+-- otherwise than the whole bound (drift by the estimate but not by the bound, or a true ttl or check time that is
+-- either side of its limit within the bound), the rule the bound allows decides, evidence.offset_uncertain says
+-- why, and the confidence is multiplied by 0.8.
 -- Evidence a row lacks is listed in evidence.missing; each missing item multiplies the confidence by 0.8.
 -- Logs (55_denial_logs) are weaker evidence: only a denial no span rule decides (rule `undecided`) takes the cause
 -- of the log pattern its lines matched, with rule `log_pattern:<name>` and the pattern's confidence (<= 0.6 in
@@ -51,8 +55,10 @@ f AS (
         params.leeway_s, params.consensus_s,
         coalesce(d.server_offset_s, 0) AS o_s,
         coalesce(d.client_offset_s, 0) AS o_c,
-        coalesce(d.server_error_s, 0) AS e_s,
-        coalesce(d.client_error_s, 0) AS e_c,
+        coalesce(d.server_lower_s, d.server_offset_s, 0) AS lo_s,
+        coalesce(d.server_upper_s, d.server_offset_s, 0) AS up_s,
+        coalesce(d.client_lower_s, d.client_offset_s, 0) AS lo_c,
+        coalesce(d.client_upper_s, d.client_offset_s, 0) AS up_c,
         -- the verdict: the server's own, else what the denial's ErrorInfo reason implies, else the client's view
         coalesce(d.verdict,
                  CASE d.denial_reason WHEN 'TOKEN_MISSING' THEN 'missing' WHEN 'TOKEN_INVALID' THEN 'malformed'
@@ -94,24 +100,45 @@ g AS (
         v IS NULL OR v = 'valid' AS token_ok
     FROM f
 ),
-ruled AS (
+bounded AS (  -- the decisions that depend on an offset, taken over its whole bound (sure) and by its estimate alone
     SELECT
         g.*,
+        server_offset_s IS NOT NULL AND (lo_s > leeway_s OR up_s < -leeway_s) AS server_off_sure,
+        server_offset_s IS NOT NULL AND abs(o_s) > leeway_s AS server_off_est,
+        client_offset_s IS NOT NULL AND (lo_c > leeway_s OR up_c < -leeway_s) AS client_off_sure,
+        client_offset_s IS NOT NULL AND abs(o_c) > leeway_s AS client_off_est,
+        -- the check's true time over the bound: check_true_s was taken with the estimate
+        check_true_s - (up_s - o_s) AS check_true_min_s, check_true_s + (o_s - lo_s) AS check_true_max_s,
+        (policy_decision = 'deny' OR denial_reason = 'GRANT_NOT_ACTIVE')
+            AND (check_local_s < grant_start - leeway_s OR check_local_s > grant_end + leeway_s) AS grant_denied_locally
+    FROM g
+),
+judged AS (
+    SELECT
+        bounded.*,
+        v = 'expired' AND server_off_est AND ttl_check_true_s >= -leeway_s AS expired_flip_est,
+        v = 'not_yet_valid' AND server_off_est AND check_true_s + leeway_s >= token_nbf AS nyv_flip_est,
+        token_ok AND grant_known AND server_off_est AND grant_denied_locally
+            AND check_true_s >= grant_start AND check_true_s <= grant_end AS grant_flip_est,
+        v = 'expired' AND client_off_est AND client_ttl_s > 0 AND ttl_send_true_s < 0 AS client_flip_est,
+        v = 'expired' AND server_off_sure AND server_ttl_s + lo_s >= -leeway_s AS expired_flip,
+        v = 'not_yet_valid' AND server_off_sure AND check_true_min_s + leeway_s >= token_nbf AS nyv_flip,
+        token_ok AND grant_known AND server_off_sure AND grant_denied_locally
+            AND check_true_min_s >= grant_start AND check_true_max_s <= grant_end AS grant_flip,
+        v = 'expired' AND client_off_sure AND client_ttl_s > 0 AND client_ttl_s + up_c < 0 AS client_flip
+    FROM bounded
+),
+ruled AS (
+    SELECT
+        judged.*,
         CASE
             WHEN v = 'missing' AND verdict_source <> 'client' THEN 'verdict_missing'
             WHEN v = 'missing' THEN 'client_sent_no_token'
             WHEN v IN ('malformed', 'bad_signature', 'bad_audience', 'bad_issuer') THEN 'verdict_invalid'
-            WHEN v = 'expired' AND server_offset_s IS NOT NULL AND abs(o_s) > leeway_s + e_s
-                 AND ttl_check_true_s - e_s >= -leeway_s THEN 'server_clock_expired_flip'
-            WHEN v = 'not_yet_valid' AND server_offset_s IS NOT NULL AND abs(o_s) > leeway_s + e_s
-                 AND check_true_s - e_s + leeway_s >= token_nbf THEN 'server_clock_not_yet_valid_flip'
-            WHEN token_ok AND grant_known AND server_offset_s IS NOT NULL AND abs(o_s) > leeway_s + e_s
-                 AND (policy_decision = 'deny' OR denial_reason = 'GRANT_NOT_ACTIVE')
-                 AND (check_local_s < grant_start - leeway_s OR check_local_s > grant_end + leeway_s)
-                 AND check_true_s - e_s >= grant_start AND check_true_s + e_s <= grant_end
-                 THEN 'server_clock_grant_flip'
-            WHEN v = 'expired' AND client_offset_s IS NOT NULL AND abs(o_c) > leeway_s + e_c
-                 AND client_ttl_s > 0 AND ttl_send_true_s + e_c < 0 THEN 'client_clock_hid_expiry'
+            WHEN expired_flip THEN 'server_clock_expired_flip'
+            WHEN nyv_flip THEN 'server_clock_not_yet_valid_flip'
+            WHEN grant_flip THEN 'server_clock_grant_flip'
+            WHEN client_flip THEN 'client_clock_hid_expiry'
             WHEN v = 'expired' AND ttl_send_true_s < 0 THEN 'expired_before_send'
             WHEN v = 'expired' AND wait_s > 0 AND ttl_arrival_true_s >= 0 AND ttl_check_true_s < 0
                  THEN 'expired_during_wait'
@@ -130,13 +157,30 @@ ruled AS (
                  THEN 'permission_reason_only'
             ELSE 'undecided'
         END AS span_rule
-    FROM g
+    FROM judged
+),
+doubted AS (  -- what the offsets' bounds leave open (evidence.offset_uncertain)
+    SELECT ruled.*, list_filter([
+        CASE WHEN span_rule NOT LIKE '%clock%'
+                  AND (expired_flip_est OR nyv_flip_est OR grant_flip_est OR client_flip_est)
+             THEN 'clock_drift by the offset estimate, not over its whole bound' END,
+        CASE WHEN span_rule IN ('expired_before_send', 'expired_in_flight') AND client_offset_s IS NOT NULL
+                  AND client_ttl_s + lo_c < 0 AND client_ttl_s + up_c >= 0
+             THEN 'true ttl at send either side of 0 within the client offset''s bound' END,
+        CASE WHEN span_rule IN ('expired_during_wait', 'expired_in_flight') AND server_offset_s IS NOT NULL
+                  AND server_ttl_s + coalesce(wait_s, 0) + lo_s < 0 AND server_ttl_s + coalesce(wait_s, 0) + up_s >= 0
+             THEN 'true ttl at arrival either side of 0 within the server offset''s bound' END,
+        CASE WHEN span_rule = 'check_outside_grant' AND server_offset_s IS NOT NULL
+                  AND check_true_min_s <= grant_end AND check_true_max_s >= grant_start
+             THEN 'true check time inside the grant within the server offset''s bound' END
+    ], lambda m: m IS NOT NULL) AS uncertain
+    FROM ruled
 ),
 logged AS (  -- no span rule decided: a log pattern may
     SELECT *, span_rule = 'undecided' AND pattern_name IS NOT NULL AS by_log,
            CASE WHEN span_rule = 'undecided' AND pattern_name IS NOT NULL THEN 'log_pattern:' || pattern_name
                 ELSE span_rule END AS rule
-    FROM ruled
+    FROM doubted
 ),
 named AS (
     -- which clock drifted: a flip shows the checking host and the issuer disagree; the one farther from where most
@@ -192,7 +236,7 @@ SELECT
                                             0) * 1e6)::BIGINT) AS time,
     CASE WHEN r.by_log THEN r.pattern_cause ELSE rules.cause END AS cause, r.rule,
     round(CASE WHEN r.by_log THEN r.pattern_confidence ELSE rules.base_confidence END
-          * power(0.8, len(r.missing)), 3) AS confidence,
+          * power(0.8, len(r.missing) + CASE WHEN len(r.uncertain) > 0 THEN 1 ELSE 0 END), 3) AS confidence,
     '{' || concat_ws(',',
         evidence_member('status_attribute', r.status_attribute),
         evidence_member('verdict', r.v), evidence_member('verdict_source', r.verdict_source),
@@ -201,8 +245,12 @@ SELECT
         evidence_member('server_host', r.server_domain), evidence_member('client_host', r.client_domain),
         evidence_seconds('server_offset_s', r.server_offset_s),
         evidence_seconds('server_offset_error_s', r.server_error_s),
+        evidence_seconds('server_offset_lower_s', r.server_lower_s),
+        evidence_seconds('server_offset_upper_s', r.server_upper_s),
         evidence_seconds('client_offset_s', r.client_offset_s),
         evidence_seconds('client_offset_error_s', r.client_error_s),
+        evidence_seconds('client_offset_lower_s', r.client_lower_s),
+        evidence_seconds('client_offset_upper_s', r.client_upper_s),
         evidence_member('offset_reference', coalesce(r.server_reference, r.client_reference)),
         evidence_seconds('leeway_s', r.leeway_s), evidence_seconds('ttl_at_send_s', r.client_ttl_s),
         evidence_seconds('ttl_at_send_true_s', r.ttl_send_true_s), evidence_seconds('ttl_at_check_s', r.server_ttl_s),
@@ -223,6 +271,7 @@ SELECT
         evidence_member('log_count', r.log_count),
         evidence_member('log_pattern', CASE WHEN r.by_log THEN r.pattern_name END),
         evidence_member('log_line', CASE WHEN r.by_log THEN r.pattern_line END),
+        evidence_member('offset_uncertain', CASE WHEN len(r.uncertain) > 0 THEN r.uncertain END),
         evidence_member('missing', CASE WHEN len(r.missing) > 0 THEN r.missing END)
     ) || '}' AS evidence,
     CASE WHEN r.by_log THEN fixes.fix || ' (decided from logs only: instrument the service for certainty)'

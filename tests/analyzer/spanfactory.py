@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,8 @@ class Token:
 
 @dataclass
 class World:
-    offsets: dict[str, float] = field(default_factory=dict)  # host -> its clock minus true time, seconds
+    # host -> its clock minus true time, seconds: a constant, or a function of true time (a clock that drifts, steps)
+    offsets: dict[str, float | Callable[[float], float]] = field(default_factory=dict)
     issuer: str | None = "issuer"
     leeway_s: float = 0.0
     rows: list[dict] = field(default_factory=list)
@@ -48,8 +50,12 @@ class World:
     def _id(self, width: int) -> str:
         return format(next(self._ids), f"0{width}x")
 
+    def offset_at(self, host: str, true_s: float) -> float:
+        offset = self.offsets.get(host, 0.0)
+        return offset(true_s) if callable(offset) else offset
+
     def local_ns(self, host: str, true_s: float) -> int:
-        return round((true_s + self.offsets.get(host, 0.0)) * 1e9)
+        return round((true_s + self.offset_at(host, true_s)) * 1e9)
 
     def _span(self, *, trace_id, parent, name, kind, host, service, start_true, end_true, attrs) -> dict:
         span_id = self._id(16)

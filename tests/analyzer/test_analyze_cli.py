@@ -54,7 +54,7 @@ def test_writes_every_output(spans_dir, tmp_path, capsys):
     assert len(pd.read_csv(out / "attributions.csv")) == 2
     offsets = pd.read_parquet(out / "clock_offsets.parquet")
     assert list(offsets.columns) == ["domain", "reference", "window_start", "window_end", "offset_s", "error_s",
-                                     "samples"]
+                                     "samples", "lower_s", "upper_s", "rate_ppm"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["denials"] == 2 and list(summary["causes"]) == list(contract.CAUSES)
     assert {k: v for k, v in summary["causes"].items() if v} == {"clock_drift": 1, "token_missing": 1}

@@ -243,7 +243,8 @@ def _nested(depth: int) -> tuple[str, str]:
     for _ in range(depth):
         value = '{"arrayValue": {"values": [' + value + "]}}"
     good = json.dumps(_otlp_request())
-    return good, good.replace('"attributes": []', '"attributes": [{"key": "k", "value": ' + value + "}]", 1)
+    deep = good.replace('"attributes": []', '"attributes": [{"key": "k", "value": ' + value + "}]", 1)
+    return good, deep.replace("eee19b7ec3c1b174", "ddd19b7ec3c1b173")  # a span of its own
 
 
 def test_json_nested_past_what_python_reads_is_a_bad_record_or_one_line(tmp_path):
@@ -279,12 +280,11 @@ def _otlp_request() -> dict:
 
 def test_folder_walks_enter_no_symbolic_link_unless_asked(tmp_path):
     """Finding 5: symlinked files and folders inside an input folder were followed (a link may lead anywhere)."""
-    elsewhere = tmp_path / "elsewhere"
-    _world_file(elsewhere / "far.parquet")
+    far, farther = _world_file(tmp_path / "elsewhere" / "far.parquet"), _world_file(tmp_path / "more" / "b.parquet")
     folder = tmp_path / "in"
     _world_file(folder / "near.parquet")
-    (folder / "linked.parquet").symlink_to(elsewhere / "far.parquet")
-    (folder / "linked-folder").symlink_to(elsewhere, target_is_directory=True)
+    (folder / "linked.parquet").symlink_to(far)
+    (folder / "linked-folder").symlink_to(farther.parent, target_is_directory=True)
     assert load_into(duckdb.connect(), [str(folder)]).spans == PER_FILE
     assert load_into(duckdb.connect(), [str(folder)], follow_symlinks=True).spans == 3 * PER_FILE
     assert load_into(duckdb.connect(), [str(folder / "linked.parquet")]).spans == PER_FILE  # named: asked for

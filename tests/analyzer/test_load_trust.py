@@ -132,8 +132,8 @@ def test_one_denied_call_in_three_inputs_and_two_formats_is_one_attribution(tmp_
     assert report.spans == len(world.rows) and report.duplicate_spans == 2 * len(world.rows)
     session.run_queries(con)
     assert con.execute("SELECT trace_id, cause, rule FROM attributions").fetchall() == expected
-    samples = dict(con.execute("SELECT source, count(*) FROM clock_samples GROUP BY ALL").fetchall())
-    assert samples == dict(alone.execute("SELECT source, count(*) FROM clock_samples GROUP BY ALL").fetchall())
+    samples = con.execute("SELECT * FROM clock_samples ORDER BY ALL").fetchall()  # every constraint, once
+    assert samples == alone.execute("SELECT * FROM clock_samples ORDER BY ALL").fetchall() and samples
 
 
 def test_the_copy_with_the_most_facts_is_kept(tmp_path):

@@ -137,13 +137,14 @@ def test_two_hundred_thousand_denials_are_counted_in_sql(con):
     assert sum(n for _, n in _bars(svg)) == 200_000 and int(_attr(svg, "buckets")) < report.MAX_BUCKETS
 
 
-def _offsets(con, rows: list[tuple[str, int, float, float]]) -> None:
-    """rows of (domain, window number, offset_s, error_s), 5-minute windows relative to 'issuer'."""
+def _offsets(con, rows: list[tuple[str, int, float, float]], rate_ppm: float = 0.0) -> None:
+    """rows of (domain, segment number, offset_s, error_s), 5-minute segments relative to 'issuer', the bound
+    offset_s +- error_s."""
     con.execute("DELETE FROM clock_offsets")
     for domain, w, off, err in rows:
         start = W0 + timedelta(minutes=5 * w)
-        con.execute("INSERT INTO clock_offsets VALUES (?, 'issuer', ?, ?, ?, ?, 10)",
-                    [domain, start, start + timedelta(minutes=5), off, err])
+        con.execute("INSERT INTO clock_offsets VALUES (?, 'issuer', ?, ?, ?, ?, 10, ?, ?, ?)",
+                    [domain, start, start + timedelta(minutes=5), off, err, off - err, off + err, rate_ppm])
 
 
 def test_one_window_is_one_bar_per_host_with_its_bound(con):
@@ -169,15 +170,24 @@ def test_every_host_gets_one_bar_and_its_label(con, offsets):
     assert _attr(svg, "series") == str(len(offsets))
 
 
-def test_several_windows_draw_one_series_per_host(con):
-    _offsets(con, [(d, w, off + 1e-4 * w, 2e-4) for w in range(3) for d, off in (("a", 0.002), ("b", -0.001))]
-             + [("issuer", w, 0.0, 0.0) for w in range(3)])
+def test_several_segments_draw_each_hosts_line_over_its_band_and_mark_steps(con):
+    # "a" steps by +5 ms between its second and third segment (beyond both bands); "b" moves within its band
+    _offsets(con, [(d, w, off + (0.005 if d == "a" and w == 2 else 1e-4 * w), 2e-4) for w in range(3)
+                   for d, off in (("a", 0.002), ("b", -0.001))] + [("issuer", w, 0.0, 0.0) for w in range(3)])
     svg = report.plot_offsets(con)
     groups = re.findall(r'<g data-series="([^"]*)">(.*?)</g>', svg)
     assert [g for g, _ in groups] == ["a", "b", "issuer"] and _attr(svg, "series") == "3"
-    assert all(body.count("<circle") == 3 and "<polyline" in body for _, body in groups)
+    assert all(body.count("<polyline") == 3 and body.count("<polygon") == 3 for _, body in groups)
+    steps = {g: re.findall(r'data-step="([^"]*)"', body) for g, body in groups}
+    assert steps == {"a": ["step of +4.900 ms at 10:10:00"], "b": [], "issuer": []}
     assert "minutes since 2026-09-21 10:00 UTC" in svg and "positive = clock ahead of issuer" in svg
     assert not _bars(svg)
+
+
+def test_one_drifting_segment_is_a_line_not_a_bar(con):
+    _offsets(con, [("a", 0, 0.002, 1e-4), ("issuer", 0, 0.0, 0.0)], rate_ppm=50.0)  # 15 ms over 5 minutes
+    svg = report.plot_offsets(con)
+    assert not _bars(svg) and svg.count("<polygon") == 2
 
 
 @pytest.mark.parametrize(("references", "expected"), [
@@ -188,7 +198,7 @@ def test_several_windows_draw_one_series_per_host(con):
 def test_the_plot_names_the_clock_reference_summary_json_names(con, references, expected):
     con.execute("DELETE FROM clock_offsets")
     for i, ref in enumerate(references):
-        con.execute("INSERT INTO clock_offsets VALUES (?, ?, ?, ?, 0.001, 0.0001, 10)",
+        con.execute("INSERT INTO clock_offsets VALUES (?, ?, ?, ?, 0.001, 0.0001, 10, 0.0009, 0.0011, 0)",
                     [f"host{i}", ref, W0, W0 + timedelta(minutes=5)])
     assert report.clock_reference(con) == expected
     assert f"offset vs {expected} (ms; positive = ahead)" in report.plot_offsets(con)
@@ -220,7 +230,9 @@ def test_data_is_escaped_in_the_svg_and_the_tables(con, tmp_path):
         report.write_html(con, page, {"spans": 2, "logs": 0, "denials": 1, "bad_records": 0,
                                       "clock_reference": HOSTILE})
         text = page.read_text()
-        assert HOSTILE not in text and "alert('x')" not in text
+        assert HOSTILE not in text
+        # the one place the string stands unescaped as HTML would: the summary's JSON, where < and > are \u escapes
+        assert "alert('x')" not in text.replace(r"\u003cscript\u003ealert('x')\u003c/script\u003e", "")
         assert text.count("<script") == 2  # ours: the plots-loaded check and summary-json
         for figure in ("denials-over-time", "clock-offsets", "top-offenders"):  # legend, axis labels
             assert escaped in text.split(f'id="{figure}">', 1)[1].split("</figure>", 1)[0], figure
