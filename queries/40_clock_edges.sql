@@ -17,9 +17,9 @@ SELECT
     domain_a, domain_b,
     floor(t_hi_s / bucket_s)::BIGINT AS bucket,
     max(lo_s) AS lo_s,
-    arg_max(t_lo_s, lo_s) AS t_lo_s,
+    arg_max(t_lo_s, (lo_s, -t_lo_s)) AS t_lo_s,  -- of equal bounds the earliest: the same whatever the rows' order
     min(hi_s) AS hi_s,
-    arg_min(t_hi_s, hi_s) AS t_hi_s,
+    arg_min(t_hi_s, (hi_s, t_hi_s)) AS t_hi_s,
     count(*) AS samples
 FROM clock_samples, extent
 GROUP BY ALL;

@@ -108,15 +108,24 @@ late AS (  -- a stream denied on a later message: that check decided, not the on
 -- The offset at local reading r: the segment's line at reference time r - offset (rate x offset is far below a
 -- nanosecond's worth of seconds here), and its bound keeps the segment's distances below and above the line.
 offset_segments AS (
-    SELECT domain, reference, offset_s, rate_ppm * 1e-6 AS rate, offset_s - lower_s AS below_s,
-           upper_s - offset_s AS above_s, (epoch_us(window_start) + epoch_us(window_end)) / 2e6 AS mid_s,
-           CASE WHEN lag(window_start) OVER w IS NULL THEN '-infinity'::DOUBLE
-                ELSE epoch_us(window_start) / 1e6 + offset_s
-                     + rate_ppm * 1e-6 * (epoch_us(window_start) - epoch_us(window_end)) / 2e6 END AS from_local_s,
-           lead(epoch_us(window_start) / 1e6 + offset_s
-                + rate_ppm * 1e-6 * (epoch_us(window_start) - epoch_us(window_end)) / 2e6) OVER w AS until_local_s
-    FROM clock_offsets
-    WINDOW w AS (PARTITION BY domain ORDER BY window_start)
+    SELECT domain, reference, offset_s, rate, below_s, above_s, mid_s, from_local_s,
+           lead(from_local_s) OVER (PARTITION BY domain ORDER BY window_start) AS until_local_s
+    FROM (
+        -- a segment's first reading, lowered to the least of the later segments' (a suffix minimum): the readings'
+        -- ranges never overlap, so a call meets exactly one segment, and a reading shown twice goes to the later
+        SELECT *, CASE WHEN first THEN '-infinity'::DOUBLE
+                       ELSE min(start_local_s) OVER (PARTITION BY domain ORDER BY window_start
+                                                     ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) END
+                  AS from_local_s
+        FROM (
+            SELECT domain, reference, window_start, offset_s, rate_ppm * 1e-6 AS rate, offset_s - lower_s AS below_s,
+                   upper_s - offset_s AS above_s, (epoch_us(window_start) + epoch_us(window_end)) / 2e6 AS mid_s,
+                   row_number() OVER (PARTITION BY domain ORDER BY window_start) = 1 AS first,
+                   epoch_us(window_start) / 1e6 + offset_s
+                   + rate_ppm * 1e-6 * (epoch_us(window_start) - epoch_us(window_end)) / 2e6 AS start_local_s
+            FROM clock_offsets
+        )
+    )
 ),
 located AS (
     SELECT j.*,
