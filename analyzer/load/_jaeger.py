@@ -192,11 +192,7 @@ def _add_traces(traces: Iterable[Any], rows: Rows, path: str, flush: Callable[[R
             rows.bad_record(f"{path}#{done[0]}", "trace: expected spans (a list) and processes (an object)")
             continue
         for span in spans:
-            where = f"{path}#{done[0]}"
-            try:
-                rows.spans.append(_span(span, processes, where))
-            except (BadRecord, ValueError, TypeError, OverflowError) as exc:
-                rows.bad_record(where, exc)
+            _add(rows, span, processes, f"{path}#{done[0]}")
             done[0] += 1
         if flush is not None and len(rows.spans) >= FLUSH_SPANS:
             flush(rows)
@@ -247,11 +243,15 @@ def _cut_trace(reopen: Callable[[], IO[bytes]], rows: Rows, path: str, prefix: s
                 seen += 1
                 if seen <= done[0]:
                     continue
-                where = f"{path}#{done[0]}"
-                try:
-                    rows.spans.append(_span(span, None, where))
-                except (BadRecord, ValueError, TypeError, OverflowError) as exc:
-                    rows.bad_record(where, exc)
+                _add(rows, span, None, f"{path}#{done[0]}")
                 done[0] += 1
         except (ijson.JSONError, OSError, EOFError, ValueError):
             pass  # the cut, again
+
+
+def _add(rows: Rows, span: Any, processes: dict | None, where: str) -> None:
+    """One span's row, or a bad record naming where it is."""
+    try:
+        rows.spans.append(_span(span, processes, where))
+    except (BadRecord, ValueError, TypeError, OverflowError) as exc:
+        rows.bad_record(where, exc)
