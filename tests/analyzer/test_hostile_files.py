@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import duckdb
+import jwt
 import pytest
 from spanfactory import T0, Token, World
 
@@ -96,7 +97,8 @@ def test_parquet_names_with_glob_characters_are_read_exactly(tmp_path):
         assert con.execute("SELECT count(*) FROM spans").fetchone()[0] == PER_FILE
 
 
-JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IiLCJleHAiOjE3fQ.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
+# minted when the tests run: a signed token of no service's, the kind a span may quote
+JWT = jwt.encode({"sub": "bob", "exp": 1_760_000_017}, "a-test-secret-that-is-long-enough-for-hs256", algorithm="HS256")
 BASIC = "Basic dXNlcjpzZWNyZXQtcGFzc3dvcmQ="
 OPAQUE = "Bearer 8f14e45fceea167a5a36dedd4bea2543"
 
