@@ -15,7 +15,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from jitrace.analyzer import schema
 from jitrace.analyzer.collect._otlp_lite import TraceRequest
-from jitrace.analyzer.load._rows import BadRecord, Rows, bytes_id, redact, redact_value, to_json
+from jitrace.analyzer.load._rows import BadRecord, Rows, bytes_id, to_json
+from jitrace.analyzer.redact import redact, redact_value
 
 _KINDS = schema.SPAN_KINDS
 _STATUS = schema.STATUS_CODES

@@ -16,7 +16,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from jitrace.analyzer import schema
-from jitrace.analyzer.redact import redact, redact_value  # noqa: F401  (the loaders' redaction, re-exported)
 
 if TYPE_CHECKING:
     import pyarrow as pa

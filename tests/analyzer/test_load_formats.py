@@ -207,6 +207,6 @@ def test_jaeger_storage_model_json(tmp_path):
     ("EYJhbGciOi.EYJzdWIiOi.sig", "[REDACTED]"),
 ])
 def test_log_redaction_takes_tokens_not_words(text, stored):
-    from jitrace.analyzer.load._rows import redact
+    from jitrace.analyzer.redact import redact
 
     assert redact(text) == stored
