@@ -166,7 +166,8 @@ def _one_row_per_span(con: duckdb.DuckDBPyConnection, report: LoadReport) -> Non
                      + coalesce(json_array_length(events), 0) DESC,
                      source) = 1""")
     try:
-        kept = con.execute("SELECT count(*) FROM jitrace_one_copy").fetchone()[0]
+        kept, untimed = con.execute("SELECT count(*), count(*) FILTER (WHERE start_ns IS NULL OR end_ns IS NULL) "
+                                    "FROM jitrace_one_copy").fetchone()
         if kept == total:
             return
         con.execute(f"DELETE FROM {spans_view.ROWS_TABLE}")
@@ -176,7 +177,5 @@ def _one_row_per_span(con: duckdb.DuckDBPyConnection, report: LoadReport) -> Non
         con.execute("DROP TABLE jitrace_one_copy")
     report.duplicate_spans = total - kept
     report.spans -= report.duplicate_spans
-    report.spans_without_time = con.execute(
-        f"SELECT count(*) FROM {spans_view.ROWS_TABLE} WHERE nullif(start_ns, 0) IS NULL OR nullif(end_ns, 0) IS NULL"
-    ).fetchone()[0]
+    report.spans_without_time = untimed  # counted as above, over the copies kept
     spans_view.define(con)
