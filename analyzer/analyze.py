@@ -18,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 
-from jitrace.analyzer import errors, outputs, report, session
+from jitrace.analyzer import engines, errors, outputs, report, session
 from jitrace.analyzer.load import load_into
 from jitrace.instrumentation import contract
 
@@ -31,7 +31,9 @@ ATTRIBUTION_COLUMNS = (
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="span/log files, folders or globs (any format)")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="span/log files, folders or globs (any format); or one ClickHouse table of spans: "
+                             "clickhouse://USER@HOST:8123/DB?table=otel_traces or chdb:///PATH?table=otel_traces")
     parser.add_argument("--out", required=True, help="output folder (created; earlier outputs are replaced)")
     parser.add_argument("--fail-on", default="", metavar="CAUSE,...",
                         help=f"exit {errors.FAIL_ON} when denials of these causes are found ('any' for every cause)")
@@ -51,6 +53,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-empty", action="store_true",
                         help=f"inputs holding no span are not an error (exit {errors.USAGE} without it)")
     parser.add_argument("--quiet", action="store_true", help="no progress and no table")
+    parser.add_argument("--since", metavar="TIME", help="with a ClickHouse input (required there): the spans that "
+                        "started at or after TIME (ISO 8601, UTC unless it says, or Unix seconds)")
+    parser.add_argument("--until", metavar="TIME", help="with a ClickHouse input (required there): the spans that "
+                        "started before TIME")
 
 
 def seconds(*, zero: bool) -> Callable[[str], float]:
@@ -82,6 +88,16 @@ def run(args: argparse.Namespace) -> int:
     pairs = (("jitrace_leeway_s", args.leeway), ("jitrace_window_s", args.window),
              ("jitrace_log_window_s", args.log_window))
     settings = {k: v for k, v in pairs if v is not None}
+    if any(engines.is_url(i) for i in args.inputs):
+        from jitrace.analyzer.engines import run as on_clickhouse
+
+        summary = on_clickhouse.analyze(args.inputs, args.out, since=args.since, until=args.until, fail_on=fail_on,
+                                        quiet=args.quiet, settings=settings, log_patterns=args.log_patterns,
+                                        allow_empty=args.allow_empty)
+        return summary["exit_code"]
+    if args.since is not None or args.until is not None:
+        raise errors.UserError("--since/--until choose the spans of a ClickHouse input (clickhouse:// or chdb://); "
+                               "files are read whole")
     summary = analyze(args.inputs, args.out, strict=args.strict, fail_on=fail_on, quiet=args.quiet, settings=settings,
                       follow_symlinks=args.follow_symlinks, log_patterns=args.log_patterns,
                       allow_empty=args.allow_empty)
@@ -141,17 +157,22 @@ def analyze(
     finally:
         for thread in closing:  # the database is closed before analyze returns: a notebook may open it next
             thread.join()
+    summary["exit_code"] = exit_code(summary, fail_on, say)
+    return summary
+
+
+def exit_code(summary: dict, fail_on: tuple[str, ...], say: Callable[[str], None]) -> int:
+    """The run's exit code from its summary: FAIL_ON when --fail-on names a cause found, BAD_RECORDS when records
+    could not be read, else OK."""
     gate = [c for c in fail_on if summary["causes"].get(c)]
     if gate:
         counts = ", ".join(f"{c} ({summary['causes'][c]})" for c in gate)
         say(f"--fail-on: found {counts}")
-        summary["exit_code"] = errors.FAIL_ON
-    elif summary["bad_records"]:
+        return errors.FAIL_ON
+    if summary["bad_records"]:
         say(f"{summary['bad_records']} record(s) could not be read; see summary.json 'problems'")
-        summary["exit_code"] = errors.BAD_RECORDS
-    else:
-        summary["exit_code"] = errors.OK
-    return summary
+        return errors.BAD_RECORDS
+    return errors.OK
 
 
 def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, settings: dict[str, float] | None,

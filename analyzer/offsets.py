@@ -399,7 +399,11 @@ def write_offsets(con: duckdb.DuckDBPyConnection) -> list[tuple]:
     # a fixed row order: the fit then meets the constraints in the same order on every run (bit-identical re-runs)
     edges = con.execute(f"SELECT {', '.join(EDGE_COLUMNS)} FROM clock_edges "
                         "ORDER BY domain_a, domain_b, bucket").fetchall()
-    offsets = solve(edges, issuer_domain(con))
+    return store(con, solve(edges, issuer_domain(con)))
+
+
+def store(con: duckdb.DuckDBPyConnection, offsets: list[tuple]) -> list[tuple]:
+    """(Re)create the ``clock_offsets`` table holding ``solve``'s rows; returns them."""
     con.execute(
         "CREATE OR REPLACE TABLE clock_offsets (domain VARCHAR, reference VARCHAR, window_start TIMESTAMP, "
         "window_end TIMESTAMP, offset_s DOUBLE, error_s DOUBLE, samples BIGINT, lower_s DOUBLE, upper_s DOUBLE, "

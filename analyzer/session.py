@@ -78,9 +78,12 @@ def memory_limit() -> str:
     return value.strip()
 
 
-def query_files() -> list[Path]:
-    """The SQL steps, in pipeline order: the numbered files (span_facts.sql is a rule the spans view applies)."""
+def query_files(dialect: str = "duckdb") -> list[Path]:
+    """The SQL steps, in pipeline order: the numbered files (span_facts.sql is a rule the spans view applies); for
+    another engine's dialect (analyzer/engines: "clickhouse"), those of its folder queries/<dialect>/."""
     folder = resources.files("jitrace.queries")
+    if dialect != "duckdb":
+        folder = folder / dialect
     steps = (Path(str(p)) for p in folder.iterdir() if p.name.endswith(".sql") and p.name[:1].isdigit())
     return sorted(steps, key=lambda p: p.name)
 

@@ -1,0 +1,269 @@
+"""``jitrace analyze clickhouse://... --since T --until T --out DIR``: the analysis run inside ClickHouse.
+
+The steps of queries/clickhouse/ run where the spans are, in a scratch database of their own (``jitrace_run_...``,
+dropped when the run ends, whatever happens); only what is small comes back: the clock samples (clock_edges), which
+the clock model (analyzer/offsets.py) fits in Python exactly as for files, its offsets pushed back for the steps
+that read them, then the attributions, denials, their log lines and the summaries. Those land in the output
+folder's jitrace.duckdb, so report.html, summary.json, the notebooks and the API read the same tables as after a
+run on files (docs/contract.md, "ClickHouse"). The spans stay in ClickHouse: the local ``spans`` and ``logs`` are
+empty, and summary.json names the source and the time range.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from jitrace.analyzer import analyze as files
+from jitrace.analyzer import errors, offsets, outputs, report, session
+from jitrace.analyzer.engines import CLICKHOUSE, otel_traces
+from jitrace.analyzer.engines.clickhouse import ClickHouseEngine, Source, engine_errors, literal, parse_url, quote
+from jitrace.analyzer.engines.duckdb import DuckDBEngine
+from jitrace.analyzer.redact import redact_table
+from jitrace.analyzer.report import printable
+
+# The steps' tunables (analyzer/session.py's VARIABLES) and their defaults, as the DuckDB steps write them.
+DEFAULTS = {"jitrace_window_s": 300.0, "jitrace_leeway_s": 0.0, "jitrace_version_window_s": 300.0,
+            "jitrace_log_window_s": 2.0}
+# What comes back into jitrace.duckdb (clock_offsets is there already: the clock model wrote it).
+PULLED = ("attributions", "denials", "denial_logs", "cause_summary", "top_offenders")
+# Their text columns that may hold strings from the wire: redacted as the loaders redact spans (analyzer/redact.py).
+REDACTED = {"attributions": ("principal", "evidence", "fix"), "denials": ("principal",),
+            "denial_logs": ("body", "line")}
+
+# The normalized logs schema (analyzer/schema.py's LOGS) in ClickHouse: the run's `logs` when no log table is named.
+EMPTY_LOGS = ("CREATE TABLE logs (time_ns Nullable(Int64), observed_ns Nullable(Int64), trace_id Nullable(String), "
+              "span_id Nullable(String), severity_number Nullable(Int32), severity_text Nullable(String), "
+              "body Nullable(String), service Nullable(String), resource Nullable(String), "
+              "attributes Nullable(String), scope Nullable(String), source Nullable(String)) ENGINE = Memory")
+
+# report.ttl_counts in this dialect: the ttl histograms of report.html, counted where the spans are.
+TTL_COUNTS = f"""
+WITH t AS (
+    SELECT kind, jit_token_ttl_s AS ttl, denied FROM rpc_spans
+    WHERE jit_token_ttl_s IS NOT NULL AND isFinite(jit_token_ttl_s) AND kind IN ('CLIENT', 'SERVER')
+),
+r AS (SELECT kind, min(ttl) AS lo, max(ttl) AS hi FROM t GROUP BY kind)
+SELECT t.kind AS kind, r.lo AS lo, r.hi AS hi, t.denied AS denied,
+       toInt32(if(r.hi = r.lo, {report.TTL_BINS} - 1,
+                  least(floor((t.ttl - r.lo) / (r.hi - r.lo) * {report.TTL_BINS}), {report.TTL_BINS} - 1))) AS bin,
+       count() AS n
+FROM t INNER JOIN r ON r.kind = t.kind
+GROUP BY kind, lo, hi, denied, bin
+"""
+
+ISSUER = ("SELECT domain FROM rpc_spans WHERE name = 'jit.issue' GROUP BY domain ORDER BY count() DESC, domain "
+          "LIMIT 1")
+
+
+def parse_time(text: str | None, option: str) -> int:
+    """``--since``/``--until``: ISO 8601 (UTC unless it gives an offset) or Unix seconds -> Unix nanoseconds."""
+    if text is None:
+        raise errors.UserError(f"{option} is required with a ClickHouse input: the time range chooses the "
+                               "partitions read (e.g. --since 2025-10-09T08:00:00Z --until 2025-10-09T09:00:00Z)")
+    try:
+        return round(float(text) * 1e9)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise errors.UserError(f"{option} {printable(text[:60])!r}: expected a time such as 2025-10-09T08:00:00Z "
+                               "or Unix seconds") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    since_epoch = when - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (since_epoch.days * 86400 + since_epoch.seconds) * 10**9 + since_epoch.microseconds * 1000
+
+
+def _values(settings: dict[str, float] | None, pattern_ordinal: str) -> dict[str, str]:
+    values = dict(DEFAULTS)
+    for name, value in (settings or {}).items():
+        if name not in values:
+            raise ValueError(f"unknown analyzer setting {name!r}")
+        values[name] = float(value)
+    return {**{k: repr(float(v)) for k, v in values.items()}, "log_pattern_ordinal": pattern_ordinal}
+
+
+def pattern_ordinal(rows: list[tuple]) -> str:
+    """session.load_log_patterns' macro in this dialect: the ordinal of the first pattern ``body`` matches (RE2,
+    case-insensitive, anywhere), the patterns as constants; NULL when none does. ``rows``: log_patterns' rows."""
+    if not rows:
+        return "CAST(NULL AS Nullable(Int32))"
+    cases = ", ".join(f"match(coalesce(body, ''), {literal('(?i)' + row[2])}), {int(row[0])}" for row in rows)
+    return f"CAST(multiIf({cases}, NULL) AS Nullable(Int32))"
+
+
+def _naive_times(table: pa.Table) -> pa.Table:
+    """ClickHouse's times come as UTC timestamps with a zone; DuckDB's tables hold plain TIMESTAMPs in UTC."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_timestamp(f.type) and f.type.tz is not None:
+            table = table.set_column(i, f.name, pc.cast(table.column(i), pa.timestamp(f.type.unit)))
+    return table
+
+
+class Run:
+    """One analysis on ClickHouse: ``engine`` (already connected) reading ``source``'s spans started in
+    [since_ns, until_ns); the local DuckDB ``con`` receives what comes back."""
+
+    def __init__(self, engine: ClickHouseEngine, source: Source, since_ns: int, until_ns: int,
+                 con: duckdb.DuckDBPyConnection, say: Callable[[str], None] = lambda _m: None) -> None:
+        self.engine, self.source, self.since_ns, self.until_ns = engine, source, since_ns, until_ns
+        self.con, self.say = con, say
+        self.scratch = f"jitrace_run_{os.getpid()}_{secrets.token_hex(4)}"
+        self.timings: dict[str, float] = {}
+        self.stored = False  # whether the table holds the facts (install-facts)
+
+    def _query_error(self, what: str, exc: BaseException) -> errors.UserError:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return errors.UserError(printable(f"{self.engine.where}: {what} failed: {text[:500]}"))
+
+    def count(self, table: str) -> int:
+        where = (f"Timestamp >= fromUnixTimestamp64Nano(toInt64({self.since_ns})) "
+                 f"AND Timestamp < fromUnixTimestamp64Nano(toInt64({self.until_ns}))")
+        return int(self.engine.scalar(f"SELECT count() FROM {otel_traces.table_name(self.source.database, table)} "
+                                      f"WHERE {where}") or 0)
+
+    def logs_view(self, log_columns: dict[str, tuple[str, str]]) -> str:
+        """The run's ``logs`` in the normalized schema: the exporter's log table (``log_columns``: its columns) over
+        the time range widened by an hour on both sides (a call's log lines may be stamped by a skewed clock), or an
+        empty table when the run names none."""
+        if not self.source.logs_table:
+            return EMPTY_LOGS
+        name = otel_traces.table_name(self.source.database, self.source.logs_table)
+        since, until = f"toInt64({self.since_ns})", f"toInt64({self.until_ns})"
+        # the exporter partitions its log table by TimestampTime (seconds): the same range on it prunes partitions
+        partitions = (f"AND TimestampTime >= toDateTime(intDiv({since}, 1000000000)) - INTERVAL 1 HOUR "
+                      f"AND TimestampTime <= toDateTime(intDiv({until}, 1000000000)) + INTERVAL 1 HOUR "
+                      if "TimestampTime" in log_columns else "")
+        return (f"CREATE VIEW logs AS SELECT nullIf(toUnixTimestamp64Nano(Timestamp), 0) AS time_ns, "
+                "CAST(NULL AS Nullable(Int64)) AS observed_ns, nullIf(TraceId, '') AS trace_id, "
+                "nullIf(SpanId, '') AS span_id, CAST(SeverityNumber AS Nullable(Int32)) AS severity_number, "
+                "nullIf(toString(SeverityText), '') AS severity_text, CAST(Body AS Nullable(String)) AS body, "
+                "nullIf(toString(ServiceName), '') AS service, "
+                "CAST(toJSONString(ResourceAttributes) AS Nullable(String)) AS resource, "
+                "CAST(toJSONString(LogAttributes) AS Nullable(String)) AS attributes, "
+                f"CAST(ScopeName AS Nullable(String)) AS scope, {literal(self.source.logs_table)} AS source "
+                f"FROM {name} WHERE Timestamp >= fromUnixTimestamp64Nano({since}) - INTERVAL 1 HOUR "
+                f"AND Timestamp < fromUnixTimestamp64Nano({until}) + INTERVAL 1 HOUR {partitions}")
+
+    def steps(self, settings: dict[str, float] | None, patterns: list[tuple],
+              progress: Callable[[str, float], None] | None = None, pull: tuple[str, ...] = PULLED) -> None:
+        """Create the scratch database, run every step there (the clock model after 40_clock_edges), pull the
+        tables ``pull`` into ``con``, and drop the scratch database. ``patterns``: log_patterns' rows."""
+        self.stored = stored = otel_traces.check(self.engine, self.source.database, self.source.table)
+        log_columns = (otel_traces.columns(self.engine, self.source.database, self.source.logs_table)
+                       if self.source.logs_table else {})
+        values = _values(settings, pattern_ordinal(patterns))
+        self.engine.run(f"CREATE DATABASE {quote(self.scratch)}")
+        try:
+            self.engine.use(self.scratch)
+            self.engine.run(otel_traces.spans_view(self.source.database, self.source.table, self.since_ns,
+                                                   self.until_ns, stored))
+            self.engine.run(self.logs_view(log_columns))
+            self.engine.create_table("log_patterns", pa.table({
+                "ordinal": pa.array([r[0] for r in patterns], pa.int32()),
+                **{name: pa.array([r[i + 1] for r in patterns], kind) for i, (name, kind) in enumerate(
+                    (("name", pa.string()), ("pattern", pa.string()), ("cause", pa.string()),
+                     ("confidence", pa.float64()), ("description", pa.string()), ("source", pa.string())))}}))
+            for path in session.query_files(CLICKHOUSE):
+                started = time.perf_counter()
+                for statement in otel_traces.step_statements(path.read_text(), values):
+                    try:
+                        self.engine.run(statement)
+                    except engine_errors() as exc:
+                        raise self._query_error(f"step {path.stem}", exc) from None
+                if path.stem == "40_clock_edges":
+                    self.clock_model()
+                self.timings[path.stem] = time.perf_counter() - started
+                if progress is not None:
+                    progress(path.stem, self.timings[path.stem])
+            self.pull(pull)
+        finally:
+            try:
+                self.engine.run(f"DROP DATABASE IF EXISTS {quote(self.scratch)} SYNC")
+            finally:
+                self.engine.use("default")
+
+    def clock_model(self) -> None:
+        """clock_edges -> analyzer/offsets.py -> clock_offsets, here (the local DuckDB table, as for files) and in
+        the scratch database (for 50_denials and 60_attributions)."""
+        edges = self.engine.arrow(f"SELECT {', '.join(offsets.EDGE_COLUMNS)} FROM clock_edges "
+                                  "ORDER BY domain_a, domain_b, bucket")
+        rows = list(zip(*(edges.column(c).to_pylist() for c in offsets.EDGE_COLUMNS), strict=True))
+        offsets.store(self.con, offsets.solve(rows, self.engine.scalar(ISSUER)))
+        self.engine.create_table("clock_offsets", self.con.sql("SELECT * FROM clock_offsets ORDER BY domain, "
+                                                               "window_start").to_arrow_table())
+
+    def pull(self, names: tuple[str, ...]) -> None:
+        """The small tables into the local database, text from the wire redacted."""
+        local = DuckDBEngine(self.con)
+        order = {"attributions": " ORDER BY time, trace_id, span_id", "denials": " ORDER BY trace_id, span_id",
+                 "cause_summary": " ORDER BY denials DESC, cause", "top_offenders": " ORDER BY cause, dimension, rank"}
+        for name in names:
+            try:
+                table = self.engine.arrow(f"SELECT * FROM {quote(name)}{order.get(name, '')}")
+            except engine_errors() as exc:
+                raise self._query_error(f"reading {name}", exc) from None
+            local.create_table(name, _naive_times(table))
+            if name in REDACTED:
+                redact_table(self.con, name, REDACTED[name])
+
+    def ttl_counts(self) -> list[tuple]:
+        return [tuple(r.values()) for r in self.engine.arrow(TTL_COUNTS).to_pylist()]
+
+
+def analyze(inputs: Iterable[str], out_dir: str | Path, *, since: str | None, until: str | None,
+            fail_on: Iterable[str] = (), quiet: bool = False, settings: dict[str, float] | None = None,
+            log_patterns: Iterable[str] = (), allow_empty: bool = False) -> dict:
+    """``jitrace analyze URL --since T --until T --out DIR``; returns the summary (plus ``exit_code``)."""
+    inputs = list(inputs)
+    if len(inputs) != 1:
+        raise errors.UserError("a ClickHouse input is the run's only input (analyze files in a run of their own)")
+    fail_on = files.parse_fail_on(fail_on)
+    source = parse_url(inputs[0])
+    since_ns, until_ns = parse_time(since, "--since"), parse_time(until, "--until")
+    if until_ns <= since_ns:
+        raise errors.UserError("--until must be later than --since")
+    say = files._progress(quiet)
+    with outputs.staged(out_dir) as out:
+        con = session.connect(out / "jitrace.duckdb")
+        try:
+            session.load_log_patterns(con, list(log_patterns))  # a bad pattern file fails before ClickHouse is asked
+            patterns = con.execute("SELECT ordinal, name, pattern, cause, confidence, description, source "
+                                   "FROM log_patterns ORDER BY ordinal").fetchall()
+            engine = source.connect()
+            try:
+                run = Run(engine, source, since_ns, until_ns, con, say)
+                otel_traces.check(engine, source.database, source.table)  # a wrong table fails before any count
+                spans = run.count(source.table)
+                logs = run.count(source.logs_table) if source.logs_table else 0
+                say(f"{spans} spans in {source.display()} between {since} and {until}")
+                if not spans and not allow_empty:
+                    raise errors.UserError(f"no spans in {source.display()} between {since} and {until}; "
+                                           "--allow-empty accepts a range without spans")
+                run.steps(settings, patterns, progress=lambda step, s: say(f"{step} ({s:.2f} s)"))
+                ttl_rows = run.ttl_counts() if spans else []
+            finally:
+                engine.close()
+            loaded = {"spans": spans, "logs": logs, "bad_records": 0, "problems": [], "skipped_requests": 0,
+                      "duplicate_spans": 0, "spans_without_time": 0, "skipped_files": 0, "skipped_notes": []}
+            session.keep_as_views(con)
+            outputs.one_thread_each(con)
+            summary = files._write_outputs(con, out, loaded, quiet, say, ttl_rows)
+            summary["source"] = {"url": source.display(), "since": since, "until": until,
+                                 "facts_stored": run.stored}
+            (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        finally:
+            con.close()
+    summary["exit_code"] = files.exit_code(summary, fail_on, say)
+    return summary
