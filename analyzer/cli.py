@@ -17,13 +17,16 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "collect": ("jitrace.analyzer.collect", "analyzer", "receive OTLP spans and logs into Parquet, by hour"),
     "analyze": ("jitrace.analyzer.analyze", "analyzer", "attribute every denial to a root cause"),
     "score": ("jitrace.analyzer.score", "analyzer", "precision and recall of attributions against ground-truth labels"),
+    "clickhouse": ("jitrace.analyzer.engines.cli", "clickhouse",
+                   "install-facts: store the analysis' facts in a ClickHouse otel_traces table"),
     "lab": ("jitrace.lab.cli", "lab", "run one fault scenario on a lab of real services"),
     "demo": ("jitrace.lab.demo", "lab", "run the mixed scenario, collect, analyze, print the report and check it"),
 }
 
 
 # What the extras install: a subcommand that finds one of these missing names the extra it needs.
-OPTIONAL = {"duckdb", "pyarrow", "pandas", "numpy", "zstandard", "ijson", "casbin", "libfaketime"}
+OPTIONAL = {"duckdb", "pyarrow", "pandas", "numpy", "zstandard", "ijson", "casbin", "libfaketime", "chdb",
+            "clickhouse_connect"}
 
 
 def _missing_extra(name: str, exc: ModuleNotFoundError) -> errors.UserError | None:

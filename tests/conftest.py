@@ -23,6 +23,20 @@ def real_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def chdb_installed() -> None:
+    """chdb, ClickHouse in-process (the optional extra jitrace[clickhouse]): its tests are skipped when it is not
+    installed, unless JITRACE_REQUIRE_CHDB=1 (CI installs the extra) makes that a failure."""
+    try:
+        import chdb  # noqa: F401
+        import clickhouse_connect  # noqa: F401
+    except ModuleNotFoundError as exc:
+        reason = f"{exc.name} is not installed (the extra jitrace[clickhouse]: make clickhouse)"
+        if os.environ.get("JITRACE_REQUIRE_CHDB") == "1":
+            pytest.fail(reason + "; JITRACE_REQUIRE_CHDB=1 makes it required")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
 def lab_mixed_output(tmp_path_factory) -> Path:
     """An analyze output folder of a small `mixed` lab run (real services on loopback), shared by the session."""
     from jitrace.analyzer.analyze import analyze

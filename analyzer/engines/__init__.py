@@ -52,7 +52,7 @@ _TOKEN = re.compile(r"""
 
 def split_statements(script: str) -> list[str]:
     """The statements of a SQL script, in order: split at the semicolons that are not in a string, a quoted name or a
-    comment. A statement holding nothing but comments is dropped."""
+    comment. Comments before a statement's code are left out, and so is a statement of nothing but comments."""
     statements, current, code = [], [], False
     for match in _TOKEN.finditer(script):
         kind, text = match.lastgroup, match.group()
@@ -61,6 +61,8 @@ def split_statements(script: str) -> list[str]:
                 statements.append("".join(current).strip())
             current, code = [], False
             continue
+        if kind == "comment" and not code:
+            continue  # a comment before a statement's code is not part of it
         current.append(text)
         if kind != "comment" and text.strip():
             code = True

@@ -12,6 +12,7 @@ queries/clickhouse/ are written for. Both libraries are the optional extra ``jit
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import urllib.parse
@@ -128,7 +129,7 @@ class ChdbEngine(ClickHouseEngine):
             from chdb import session
         except ModuleNotFoundError:
             raise UserError(f"chdb:// needs chdb, which is not installed: {EXTRA}") from None
-        self.where = f"chdb:///{path}" if path else "chdb (in memory)"
+        self.where = f"chdb://{path}" if path else "chdb (in memory)"
         try:
             self.session = session.Session(path) if path else session.Session()
         except RuntimeError as exc:
@@ -165,6 +166,8 @@ class HttpEngine(ClickHouseEngine):
         from clickhouse_connect.driver.exceptions import ClickHouseError
 
         self.where = source.display()
+        # the library logs the errors it raises: the one-line UserError below says it once
+        logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
         try:
             self.client = clickhouse_connect.get_client(
                 host=source.host, port=source.port, username=source.user or "default",
@@ -232,10 +235,11 @@ class Source:
 
     def display(self) -> str:
         """The URL without its password."""
-        query = f"?table={self.table}" + (f"&logs={self.logs_table}" if self.logs_table else "")
+        table = self.table if self.kind == "clickhouse" or self.database == "default" else \
+            f"{self.database}.{self.table}"
+        query = f"?table={table}" + (f"&logs={self.logs_table}" if self.logs_table else "")
         if self.kind == "chdb":
-            database = "" if self.database == "default" else f"&database={self.database}"
-            return printable(f"chdb://{self.path}{query}{database}")
+            return printable(f"chdb://{self.path}{query}")
         user = f"{self.user}@" if self.user else ""
         secure = "&secure=true" if self.secure else ""
         return printable(f"clickhouse://{user}{self.host}:{self.port}/{self.database}{query}{secure}")

@@ -141,12 +141,20 @@ def install_facts(engine: ClickHouseEngine, database: str, table: str, *, materi
         engine.run(f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {quote(item.name)} {types[item.name]} "
                    f"MATERIALIZED {item.expression}")
         added.append(item.name)
-    engine.run(f"ALTER TABLE {target} ADD INDEX IF NOT EXISTS {quote(DENIED_INDEX)} denied TYPE minmax GRANULARITY 1")
-    say(f"added {len(added)} fact column(s) and the index {DENIED_INDEX} to {database}.{table}")
-    if materialize:
-        for item in items()[1]:
-            engine.run(f"ALTER TABLE {target} MATERIALIZE COLUMN {quote(item.name)} SETTINGS mutations_sync = 2")
-        engine.run(f"ALTER TABLE {target} MATERIALIZE INDEX {quote(DENIED_INDEX)} SETTINGS mutations_sync = 2")
+    indexed = engine.scalar(f"SELECT count() FROM system.data_skipping_indices WHERE database = {literal(database)} "
+                            f"AND table = {literal(table)} AND name = {literal(DENIED_INDEX)}")
+    if not indexed:
+        engine.run(f"ALTER TABLE {target} ADD INDEX IF NOT EXISTS {quote(DENIED_INDEX)} denied TYPE minmax "
+                   "GRANULARITY 1")
+    if not added and indexed:
+        return added
+    say(f"added {len(added)} fact column(s){'' if indexed else f' and the index {DENIED_INDEX}'} to "
+        f"{database}.{table}")
+    if materialize:  # a mutation per column, waited for (mutations_sync = 2: on every replica)
+        for name in added:
+            engine.run(f"ALTER TABLE {target} MATERIALIZE COLUMN {quote(name)} SETTINGS mutations_sync = 2")
+        if not indexed:
+            engine.run(f"ALTER TABLE {target} MATERIALIZE INDEX {quote(DENIED_INDEX)} SETTINGS mutations_sync = 2")
         say("computed them for the rows already stored")
     return added
 

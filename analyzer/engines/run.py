@@ -122,6 +122,7 @@ class Run:
         self.scratch = f"jitrace_run_{os.getpid()}_{secrets.token_hex(4)}"
         self.timings: dict[str, float] = {}
         self.stored = False  # whether the table holds the facts (install-facts)
+        self.ttl_rows: list[tuple] = []  # report.ttl_counts' rows, counted where the spans are
 
     def _query_error(self, what: str, exc: BaseException) -> errors.UserError:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -187,6 +188,7 @@ class Run:
                 self.timings[path.stem] = time.perf_counter() - started
                 if progress is not None:
                     progress(path.stem, self.timings[path.stem])
+            self.ttl_rows = [tuple(r.values()) for r in self.engine.arrow(TTL_COUNTS).to_pylist()]
             self.pull(pull)
         finally:
             try:
@@ -217,9 +219,6 @@ class Run:
             local.create_table(name, _naive_times(table))
             if name in REDACTED:
                 redact_table(self.con, name, REDACTED[name])
-
-    def ttl_counts(self) -> list[tuple]:
-        return [tuple(r.values()) for r in self.engine.arrow(TTL_COUNTS).to_pylist()]
 
 
 def analyze(inputs: Iterable[str], out_dir: str | Path, *, since: str | None, until: str | None,
@@ -252,14 +251,13 @@ def analyze(inputs: Iterable[str], out_dir: str | Path, *, since: str | None, un
                     raise errors.UserError(f"no spans in {source.display()} between {since} and {until}; "
                                            "--allow-empty accepts a range without spans")
                 run.steps(settings, patterns, progress=lambda step, s: say(f"{step} ({s:.2f} s)"))
-                ttl_rows = run.ttl_counts() if spans else []
             finally:
                 engine.close()
             loaded = {"spans": spans, "logs": logs, "bad_records": 0, "problems": [], "skipped_requests": 0,
                       "duplicate_spans": 0, "spans_without_time": 0, "skipped_files": 0, "skipped_notes": []}
             session.keep_as_views(con)
             outputs.one_thread_each(con)
-            summary = files._write_outputs(con, out, loaded, quiet, say, ttl_rows)
+            summary = files._write_outputs(con, out, loaded, quiet, say, run.ttl_rows)
             summary["source"] = {"url": source.display(), "since": since, "until": until,
                                  "facts_stored": run.stored}
             (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
