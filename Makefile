@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench notebooks lint clean bytecode
+.PHONY: demo test bench notebooks lint clean bytecode clickhouse
 
 $(STAMP): requirements.lock pyproject.toml setup.py analyzer/load/_otlp_native.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +33,14 @@ bench: bytecode
 $(VENV)/.notebooks: $(STAMP) requirements-notebooks.lock
 	$(BIN)/python -m pip install -q -r requirements-notebooks.lock
 	touch $@
+
+# The ClickHouse extra (jitrace[clickhouse]: chdb, about 500 MB, and clickhouse-connect), pinned in its own lock. The
+# tests that need chdb skip without it; CI installs it and sets JITRACE_REQUIRE_CHDB=1, which makes them required.
+$(VENV)/.clickhouse: $(STAMP) requirements-clickhouse.lock
+	$(BIN)/python -m pip install -q -r requirements-clickhouse.lock
+	touch $@
+
+clickhouse: $(VENV)/.clickhouse
 
 notebooks: $(VENV)/.notebooks
 	test -f ./jitrace-demo/summary.json || $(BIN)/jitrace demo --out ./jitrace-demo

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 from pathlib import Path
 
 import duckdb
@@ -205,7 +206,8 @@ def clickhouse_run(chdb, name: str, spans: list[dict], logs: list[dict], setting
               min(starts) - 86_400 * 10**9, max(starts) + 86_400 * 10**9, local)
     run.steps(settings, patterns, pull=(*PULLED, *STEP_TABLES))
     assert run.stored == stored
-    leftover = chdb.arrow("SELECT name FROM system.databases WHERE name LIKE 'jitrace_run_%'").num_rows
+    leftover = chdb.arrow(f"SELECT name FROM system.databases WHERE name LIKE 'jitrace\\_run\\_{os.getpid()}\\_%'"
+                          ).num_rows
     assert leftover == 0, "the run's scratch database is dropped"
     return local
 
