@@ -43,6 +43,10 @@ SETTINGS: dict[str, object] = {
     "output_format_json_escape_forward_slashes": 0,
     "output_format_arrow_string_as_string": 1,
     "output_format_arrow_low_cardinality_as_dictionary": 0,
+    # each statement runs once: compiling its expressions to machine code (LLVM) would cost more than it saves
+    "compile_expressions": 0,
+    "compile_aggregate_expressions": 0,
+    "compile_sort_description": 0,
 }
 
 
@@ -130,8 +134,8 @@ class ChdbEngine(ClickHouseEngine):
         except ModuleNotFoundError:
             raise UserError(f"chdb:// needs chdb, which is not installed: {EXTRA}") from None
         self.where = f"chdb://{path}" if path else "chdb (in memory)"
-        try:
-            self.session = session.Session(path) if path else session.Session()
+        try:  # no progress bars of ClickHouse's own on the terminal: jitrace reports progress itself
+            self.session = session.Session(f"{path or ':memory:'}?progress=off")
         except RuntimeError as exc:
             raise UserError(f"{self.where}: cannot open it ({printable(_first_line(exc))})") from None
         for name, value in SETTINGS.items():

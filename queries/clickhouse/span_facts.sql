@@ -19,13 +19,13 @@ SELECT
     TraceId AS trace_id,
     SpanId AS span_id,
     nullIf(ParentSpanId, '') AS parent_span_id,
-    toString(SpanName) AS name,
-    upper(replaceRegexpOne(toString(SpanKind), '^(?i)SPAN_KIND_', '')) AS kind,
+    SpanName AS name,
+    upper(replaceRegexpOne(SpanKind, '^(?i)SPAN_KIND_', '')) AS kind,
     -- 0 is OpenTelemetry's "not set": NULL, never the epoch
     nullIf(toUnixTimestamp64Nano(Timestamp), 0) AS start_ns,
     nullIf(toUnixTimestamp64Nano(Timestamp) + toInt64(Duration), 0) AS end_ns,
-    upper(replaceRegexpOne(toString(StatusCode), '^(?i)STATUS_CODE_', '')) AS status_code,
-    nullIf(toString(ServiceName), '') AS service,
+    upper(replaceRegexpOne(StatusCode, '^(?i)STATUS_CODE_', '')) AS status_code,
+    nullIf(ServiceName, '') AS service,
     -- facts
     CAST(coalesce(
         if(mapContains(ResourceAttributes, 'host.id'), ResourceAttributes['host.id'], NULL),
