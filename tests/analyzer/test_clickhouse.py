@@ -5,6 +5,7 @@ hold their rows equal)."""
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 from otel_exporter import go_float, go_json
@@ -134,3 +135,13 @@ def test_doubles_are_written_as_the_exporter_writes_them(value, text):
 
 def test_arrays_are_written_as_gos_json():
     assert go_json(["a<b", 1, 2.5, True, None, {"k": 1e-7}]) == '["a\\u003cb",1,2.5,true,null,{"k":1e-7}]'
+
+
+@pytest.mark.parametrize(("module", "url"), [("chdb", "chdb://{tmp}?table=t"),
+                                             ("clickhouse_connect", "clickhouse://default@127.0.0.1:9/otel")])
+def test_a_missing_extra_is_named(monkeypatch, tmp_path, capsys, module, url):
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    args = ["analyze", url.format(tmp=tmp_path), "--since", "1", "--until", "2", "--out", str(tmp_path / "out")]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'jitrace[clickhouse]'" in err and "Traceback" not in err
