@@ -3,7 +3,9 @@
 `jitrace clickhouse install-facts`, beside DuckDB on the Parquet files `jitrace collect` writes. Each run is a child
 process of its own (time, peak RSS), the three side by side in one run.
 
-Target (issue 24): chdb with the facts stored at most 2x DuckDB's time per core (both run on every core here).
+Target (issue 24): chdb with the facts stored at most 2x DuckDB's time per core: its CPU time (user + system, every
+thread of the process, ClickHouse's included) against DuckDB's, as both run on every core. On a machine shared with
+other work the wall times vary with the load; the CPU times much less.
 """
 
 from __future__ import annotations
@@ -48,9 +50,10 @@ if mode == "duckdb":
 else:
     from jitrace.analyzer.engines.run import analyze
     summary = analyze([data], out, since=sys.argv[4], until=sys.argv[5], quiet=True)
+usage = resource.getrusage(resource.RUSAGE_SELF)
 result = {"spans": summary["spans"], "denials": summary["denials"], "causes": summary["causes"],
-          "seconds": time.perf_counter() - started,
-          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+          "seconds": time.perf_counter() - started, "cpu_s": usage.ru_utime + usage.ru_stime,
+          "peak_rss_mb": usage.ru_maxrss / 1024}
 print(json.dumps(result))
 """
 
@@ -112,25 +115,30 @@ def run(quick: bool) -> str:
                                      ("stored", f"chdb://{folder}?table=otel.facts")):
                     result = _child(mode, source, Path(tmp) / f"out-{n}-{mode}-{r}")
                     runs[mode].append(result)
-                    print(f"{n}: {mode} {result['seconds']:.2f} s, {result['peak_rss_mb']:.0f} MB", file=sys.stderr,
-                          flush=True)
+                    print(f"{n}: {mode} {result['seconds']:.2f} s, CPU {result['cpu_s']:.2f} s, "
+                          f"{result['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
             same = all(x["causes"] == runs["duckdb"][0]["causes"] for results in runs.values() for x in results)
             rows.append((n, runs, load_s, facts_s, same))
     cores = os.cpu_count() or 1
     lines = [
-        "| spans | denials | DuckDB (s) | chdb, facts from the maps (s) | chdb, facts stored (s) | stored / DuckDB | "
-        "peak RSS DuckDB / maps / stored (MB) | same causes | load otel_traces, + stored facts (s) | target |",
-        "|---:|---:|---:|---:|---:|---:|---|---|---|---|",
+        "| spans | denials | DuckDB: wall, CPU (s) | chdb, facts from the maps: wall, CPU (s) | chdb, facts stored: "
+        "wall, CPU (s) | stored / DuckDB: CPU, wall | peak RSS DuckDB / maps / stored (MB) | same causes | "
+        "load otel_traces, + stored facts (s) | target |",
+        "|---:|---:|---|---|---|---|---|---|---|---|",
     ]
     for n, runs, load_s, facts_s, same in rows:
-        med = {mode: statistics.median(r["seconds"] for r in results) for mode, results in runs.items()}
+        med = {mode: (statistics.median(r["seconds"] for r in results), statistics.median(r["cpu_s"] for r in results))
+               for mode, results in runs.items()}
         rss = {mode: max(r["peak_rss_mb"] for r in results) for mode, results in runs.items()}
-        ratio = statistics.median(s["seconds"] / d["seconds"] for s, d in zip(runs["stored"], runs["duckdb"],
-                                                                              strict=True))
-        verdict = "" if n < 1_000_000 else f"<= {TARGET_RATIO:g}x {'met' if ratio <= TARGET_RATIO else 'NOT met'}"
+        pairs = list(zip(runs["stored"], runs["duckdb"], strict=True))  # each chdb run beside its DuckDB run
+        cpu_ratio = statistics.median(s["cpu_s"] / d["cpu_s"] for s, d in pairs)
+        wall_ratio = statistics.median(s["seconds"] / d["seconds"] for s, d in pairs)
+        met = "met" if cpu_ratio <= TARGET_RATIO else "NOT met"
+        verdict = "" if n < 1_000_000 else f"<= {TARGET_RATIO:g}x per core {met}"
         lines.append(
-            f"| {runs['duckdb'][0]['spans']:,} | {runs['duckdb'][0]['denials']:,} | {med['duckdb']:.2f} | "
-            f"{med['computed']:.2f} | {med['stored']:.2f} | {ratio:.2f}x | "
+            f"| {runs['duckdb'][0]['spans']:,} | {runs['duckdb'][0]['denials']:,} | "
+            + " | ".join(f"{med[m][0]:.2f}, {med[m][1]:.2f}" for m in ("duckdb", "computed", "stored"))
+            + f" | {cpu_ratio:.2f}x, {wall_ratio:.2f}x | "
             f"{rss['duckdb']:,.0f} / {rss['computed']:,.0f} / {rss['stored']:,.0f} | {'yes' if same else 'NO'} | "
             f"{load_s:.1f}, {facts_s:.1f} | {verdict} |")
     lines += [
@@ -141,8 +149,9 @@ def run(quick: bool) -> str:
         "in a table given the facts by `jitrace clickhouse install-facts` before the rows arrived. Each analysis is "
         "the whole command (`jitrace analyze FILES` or `jitrace analyze chdb:///...?table=... --since --until`: the "
         "steps, the clock model, the pulled tables, every output file) in a child process of its own, its imports "
-        "included; its peak RSS includes ClickHouse's memory, which lives in the same process. Medians of three runs "
-        "at 1M spans, one at 10M; the ratio is of runs side by side. 'same causes': every run found the same count "
+        "included; its peak RSS includes ClickHouse's memory, which lives in the same process. CPU is user + system "
+        "time of every thread of the child. Medians of three runs at 1M spans, one at 10M; the ratios are of runs side "
+        "by side. 'same causes': every run found the same count "
         "per cause. Loading and storing the facts are not part of the analysis (the Collector and ClickHouse do them "
         "as spans arrive), and are given for scale.",
     ]

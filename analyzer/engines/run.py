@@ -165,9 +165,14 @@ class Run:
         log_columns = (otel_traces.columns(self.engine, self.source.database, self.source.logs_table)
                        if self.source.logs_table else {})
         values = _values(settings, pattern_ordinal(patterns))
-        self.engine.run(f"CREATE DATABASE {quote(self.scratch)}")
+        stage = "creating the run's database"
+        try:
+            self.engine.run(f"CREATE DATABASE {quote(self.scratch)}")
+        except engine_errors() as exc:
+            raise self._query_error(stage, exc) from None
         try:
             self.engine.use(self.scratch)
+            stage = "reading the spans"
             self.engine.run(otel_traces.spans_view(self.source.database, self.source.table, self.since_ns,
                                                    self.until_ns, stored))
             self.engine.run(self.logs_view(log_columns))
@@ -178,23 +183,27 @@ class Run:
                      ("confidence", pa.float64()), ("description", pa.string()), ("source", pa.string())))}}))
             for path in session.query_files(CLICKHOUSE):
                 started = time.perf_counter()
+                stage = f"step {path.stem}"
                 for statement in otel_traces.step_statements(path.read_text(), values):
-                    try:
-                        self.engine.run(statement)
-                    except engine_errors() as exc:
-                        raise self._query_error(f"step {path.stem}", exc) from None
+                    self.engine.run(statement)
                 if path.stem == "40_clock_edges":
                     self.clock_model()
                 self.timings[path.stem] = time.perf_counter() - started
                 if progress is not None:
                     progress(path.stem, self.timings[path.stem])
+            stage = "counting the token ttls"
             self.ttl_rows = [tuple(r.values()) for r in self.engine.arrow(TTL_COUNTS).to_pylist()]
+            stage = "pulling the results"
             self.pull(pull)
+        except engine_errors() as exc:
+            raise self._query_error(stage, exc) from None
         finally:
-            try:
+            try:  # the run's database goes, whatever happened
+                self.engine.use(self.source.database)
                 self.engine.run(f"DROP DATABASE IF EXISTS {quote(self.scratch)} SYNC")
-            finally:
-                self.engine.use("default")
+            except engine_errors() as exc:
+                self.say(printable(f"could not drop the run's database {self.scratch} ({str(exc)[:200]}): "
+                                   "drop it by hand"))
 
     def clock_model(self) -> None:
         """clock_edges -> analyzer/offsets.py -> clock_offsets, here (the local DuckDB table, as for files) and in
@@ -212,10 +221,7 @@ class Run:
         order = {"attributions": " ORDER BY time, trace_id, span_id", "denials": " ORDER BY trace_id, span_id",
                  "cause_summary": " ORDER BY denials DESC, cause", "top_offenders": " ORDER BY cause, dimension, rank"}
         for name in names:
-            try:
-                table = self.engine.arrow(f"SELECT * FROM {quote(name)}{order.get(name, '')}")
-            except engine_errors() as exc:
-                raise self._query_error(f"reading {name}", exc) from None
+            table = self.engine.arrow(f"SELECT * FROM {quote(name)}{order.get(name, '')}")
             local.create_table(name, _naive_times(table))
             if name in REDACTED:
                 redact_table(self.con, name, REDACTED[name])

@@ -106,3 +106,20 @@ def test_an_empty_range_is_an_error_unless_allowed(folder, tmp_path, capsys):
     assert "no spans in" in capsys.readouterr().err
     assert cli.main([*args, "--out", str(tmp_path / "b"), "--allow-empty"]) == 0
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["denials"] == 0
+
+
+def test_a_failing_step_is_one_line_and_drops_the_runs_database(folder, tmp_path, capsys, monkeypatch):
+    from jitrace.analyzer import session
+
+    broken = tmp_path / "steps"
+    broken.mkdir()
+    (broken / "10_rpc_spans.sql").write_text("CREATE TABLE rpc_spans ENGINE = Memory AS SELECT * FROM no_such_table")
+    real = session.query_files
+    monkeypatch.setattr(session, "query_files", lambda dialect="duckdb": sorted(broken.glob("*.sql"))
+                        if dialect == "clickhouse" else real(dialect))
+    args = ["analyze", f"chdb://{folder}?table=otel.otel_traces", "--since", SINCE, "--until", UNTIL, "--quiet"]
+    assert cli.main([*args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "step 10_rpc_spans failed" in err and "no_such_table" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+    assert _scratch_databases(folder) == []
