@@ -12,6 +12,8 @@ queries/clickhouse/ are written for. Both libraries are the optional extra ``jit
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
 import re
@@ -106,8 +108,8 @@ class ClickHouseEngine:
     def insert(self, name: str, table: pa.Table) -> None:
         raise NotImplementedError
 
-    def use(self, database: str) -> None:
-        """Unqualified names from here on are ``database``'s."""
+    def use(self, database: str | None) -> None:
+        """Unqualified names from here on are ``database``'s (None: the connection's own default again)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -152,8 +154,8 @@ class ChdbEngine(ClickHouseEngine):
         columns = ", ".join(quote(c) for c in table.column_names)
         self.session.query(f"INSERT INTO {quote(name)} ({columns}) SELECT * FROM Python(jitrace_rows)")
 
-    def use(self, database: str) -> None:
-        self.session.query(f"USE {quote(database)}")
+    def use(self, database: str | None) -> None:
+        self.session.query(f"USE {quote(database or 'default')}")
 
     def close(self) -> None:
         self.session.close()
@@ -179,6 +181,7 @@ class HttpEngine(ClickHouseEngine):
                 connect_timeout=10, send_receive_timeout=3600, autogenerate_session_id=False)
         except ClickHouseError as exc:
             raise UserError(f"{self.where}: cannot connect ({printable(_first_line(exc))})") from None
+        self.home = self.client.database  # the user's default database on the server
 
     def run(self, sql: str) -> None:
         self.client.command(sql)
@@ -189,8 +192,8 @@ class HttpEngine(ClickHouseEngine):
     def insert(self, name: str, table: pa.Table) -> None:
         self.client.insert_arrow(name, table, database=self.client.database)
 
-    def use(self, database: str) -> None:
-        self.client.database = database
+    def use(self, database: str | None) -> None:
+        self.client.database = database or self.home
 
     def close(self) -> None:
         self.client.close()
@@ -204,18 +207,14 @@ def _first_line(exc: BaseException) -> str:
 def engine_errors() -> tuple[type[BaseException], ...]:
     """The exceptions a query on either transport raises for an error ClickHouse reports (installed ones only)."""
     found: list[type[BaseException]] = []
-    try:
-        from chdb import ChdbError
-
-        found.append(ChdbError)
-    except ModuleNotFoundError:
-        pass
-    try:
+    # chdb's queries raise chdb._exceptions.ChdbError, which is not the class chdb exports under that name
+    for module in ("chdb", "chdb._exceptions"):
+        with contextlib.suppress(ModuleNotFoundError, AttributeError):
+            found.append(importlib.import_module(module).ChdbError)
+    with contextlib.suppress(ModuleNotFoundError):
         from clickhouse_connect.driver.exceptions import ClickHouseError
 
         found.append(ClickHouseError)
-    except ModuleNotFoundError:
-        pass
     return tuple(found)
 
 

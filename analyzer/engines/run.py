@@ -199,7 +199,7 @@ class Run:
             raise self._query_error(stage, exc) from None
         finally:
             try:  # the run's database goes, whatever happened
-                self.engine.use(self.source.database)
+                self.engine.use(None)
                 self.engine.run(f"DROP DATABASE IF EXISTS {quote(self.scratch)} SYNC")
             except engine_errors() as exc:
                 self.say(printable(f"could not drop the run's database {self.scratch} ({str(exc)[:200]}): "

@@ -233,4 +233,4 @@ def load_otel(engine, database: str, spans: list[dict], logs: list[dict] = (), *
             table = exporter_logs_table(list(logs))
             engine.insert("otel_logs", table.select([c for c in table.column_names if c != "TimestampTime"]))
     finally:
-        engine.use("default")
+        engine.use(None)

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import duckdb
@@ -401,3 +402,24 @@ def test_a_time_range_reads_only_its_spans(chdb):
     run.steps(None, [], pull=(*PULLED, *STEP_TABLES))
     assert run.count("otel_traces") == len(world.rows)
     assert_parity(duckdb_run(world.rows, [], None), local)
+
+
+def test_the_time_range_prunes_the_other_days_partitions(chdb):
+    """The spans view filters on the exporter's partition key: ClickHouse reads one day's partition of two."""
+    from jitrace.analyzer.engines import otel_traces
+
+    world = every_cause()
+    later = [r | {"trace_id": "e" + r["trace_id"][1:], "start_ns": r["start_ns"] + 86_400 * 10**9,
+                  "end_ns": r["end_ns"] + 86_400 * 10**9} for r in world.rows]
+    load_otel(chdb, "pruned", world.rows + later)
+    day = dt.datetime.fromtimestamp(T0, dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    since = int(day.timestamp()) * 10**9
+    chdb.use("pruned")
+    try:
+        chdb.run(otel_traces.spans_view("pruned", "otel_traces", since, since + 86_400 * 10**9, False))
+        plan = "\n".join(chdb.arrow("EXPLAIN indexes = 1 SELECT count() FROM spans WHERE kind = 'SERVER'")
+                         .column(0).to_pylist())
+    finally:
+        chdb.use(None)
+    # the partition key's min-max index leaves one part of two (one part a day here)
+    assert re.search(r"Min-Max\n\s+Keys:\n\s+Timestamp\n.*?Parts: 1/2", plan, re.DOTALL), plan
