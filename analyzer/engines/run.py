@@ -158,10 +158,14 @@ class Run:
                 f"AND Timestamp < fromUnixTimestamp64Nano({until}) + INTERVAL 1 HOUR {partitions}")
 
     def steps(self, settings: dict[str, float] | None, patterns: list[tuple],
-              progress: Callable[[str, float], None] | None = None, pull: tuple[str, ...] = PULLED) -> None:
+              progress: Callable[[str, float], None] | None = None, pull: tuple[str, ...] = PULLED,
+              stored: bool | None = None) -> None:
         """Create the scratch database, run every step there (the clock model after 40_clock_edges), pull the
-        tables ``pull`` into ``con``, and drop the scratch database. ``patterns``: log_patterns' rows."""
-        self.stored = stored = otel_traces.check(self.engine, self.source.database, self.source.table)
+        tables ``pull`` into ``con``, and drop the scratch database. ``patterns``: log_patterns' rows; ``stored``:
+        otel_traces.check's answer, when the caller has it already."""
+        if stored is None:
+            stored = otel_traces.check(self.engine, self.source.database, self.source.table)
+        self.stored = stored
         log_columns = (otel_traces.columns(self.engine, self.source.database, self.source.logs_table)
                        if self.source.logs_table else {})
         values = _values(settings, pattern_ordinal(patterns))
@@ -249,14 +253,14 @@ def analyze(inputs: Iterable[str], out_dir: str | Path, *, since: str | None, un
             engine = source.connect()
             try:
                 run = Run(engine, source, since_ns, until_ns, con, say)
-                otel_traces.check(engine, source.database, source.table)  # a wrong table fails before any count
+                stored = otel_traces.check(engine, source.database, source.table)  # a wrong table fails first
                 spans = run.count(source.table)
                 logs = run.count(source.logs_table) if source.logs_table else 0
                 say(f"{spans} spans in {source.display()} between {since} and {until}")
                 if not spans and not allow_empty:
                     raise errors.UserError(f"no spans in {source.display()} between {since} and {until}; "
                                            "--allow-empty accepts a range without spans")
-                run.steps(settings, patterns, progress=lambda step, s: say(f"{step} ({s:.2f} s)"))
+                run.steps(settings, patterns, progress=lambda step, s: say(f"{step} ({s:.2f} s)"), stored=stored)
             finally:
                 engine.close()
             loaded = {"spans": spans, "logs": logs, "bad_records": 0, "problems": [], "skipped_requests": 0,
