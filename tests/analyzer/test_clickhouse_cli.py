@@ -11,7 +11,7 @@ import pytest
 from otel_exporter import load_otel
 from test_clickhouse_parity import every_cause, logs_of
 
-from jitrace.analyzer import cli
+from jitrace.analyzer import cli, investigate
 from jitrace.analyzer.api import open_output
 
 pytestmark = pytest.mark.usefixtures("chdb_installed")
@@ -60,6 +60,8 @@ def test_analyze_writes_the_output_folder_of_a_run_on_files(folder, tmp_path, ca
     assert len(output.attributions) == 19 and len(output.denials) == 19 and not output.clock_offsets.empty
     assert output.spans.empty and set(output.cause_summary["cause"]) == set(summary["causes"])
     assert output.sql("SELECT count(*) AS n FROM denial_logs")["n"][0] > 0
+    assert output.sql("SELECT count(*) AS n FROM rpc_spans")["n"][0] == 0  # span-level tables stay in ClickHouse
+    assert len(investigate.flipped_by_correction(output)) == 4 and investigate.ttl_at_send_and_check(output).empty
     assert "Why were these calls denied?" in (out / "report.html").read_text()
     assert _scratch_databases(folder) == []
 
