@@ -1,20 +1,23 @@
-"""The native path for OTLP JSON-lines span files: ``_otlp_native.c`` reads them into Arrow columns, on every core.
+"""The fast path for OTLP JSON-lines span files: ``_otlp_native.c`` reads them into Arrow columns, on every core.
 
-The Collector's file exporter writes one ``{"resourceSpans": [...]}`` export request per line. Python's reader
-(``_otlp_json``) costs ~10 µs a span, DuckDB's JSON reader with the SQL around it (``_otlp_json_duckdb``) ~15 CPU-µs;
-the C reader ~1 µs. Like the DuckDB path it gives exactly the rows the Python reader gives, or none: the file is
+The Collector's file exporter writes one ``{"resourceSpans": [...]}`` export request per line. The C reader is the
+one fast path beside the Python reader (``_otlp_json``); BENCHMARKS.md holds it against msgspec. It gives exactly
+the rows the Python reader gives, or none: the file is
 cut into ranges of whole lines, read on a thread each (the C code releases the GIL), and inserted in one
 transaction; if any range holds something the C reader might read otherwise, it raises ``Refused``, the transaction
 is rolled back and ``insert`` returns None: the Python reader loads the file and reports its bad records as always.
 
-The module is optional (setup.py): where it was not built, ``AVAILABLE`` is False and the DuckDB path serves.
+The module is optional (setup.py): where it was not built, ``AVAILABLE`` is False and the Python reader serves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
+import re
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +27,6 @@ import duckdb
 from jitrace.analyzer import database, schema
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files
-from jitrace.analyzer.load._span_lines_file import SPANS_KEY, Release, contents, in_transaction, spans_lines
 
 try:
     from jitrace.analyzer.load import _otlp_native
@@ -39,6 +41,10 @@ RANGE_BYTES = 8 << 20  # a range of lines read by one call: several per file, so
 WORKERS = max(1, min(4, os.cpu_count() or 1))
 _BATCH = "jitrace_otlp_native_batch"
 _HEAD_BYTES = 1 << 16  # where a compressed span file's first line names resourceSpans (else: the Python reader)
+
+NOT_BLANK = re.compile(rb"[^ \t\n\r\x0b\x0c]")  # bytes.strip()'s whitespace: a line of only these is skipped
+SPANS_KEY = b'"resourceSpans"'  # what a span file's first line names
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 
 
 def insert(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> int | None:
@@ -134,3 +140,49 @@ def _table(rows: int, columns: list[tuple]) -> pa.Table:
         buffers += [pa.py_buffer(values)] if offsets is None else [pa.py_buffer(offsets), pa.py_buffer(values)]
         arrays.append(pa.Array.from_buffers(field.type, rows, buffers, null_count=nulls))
     return pa.Table.from_arrays(arrays, schema=arrow_schema)
+
+
+@contextlib.contextmanager
+def contents(path: Path) -> Iterator[bytes | mmap.mmap]:
+    """The file's bytes: a plain file mapped (nothing read into memory), a compressed one decompressed as the Python
+    reader does it (the same bytes, or its error)."""
+    if _files.is_compressed(_files.peek(path)):
+        yield _files.read_bytes(path)
+        return
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        yield data
+
+
+def spans_lines(data: bytes | mmap.mmap) -> bool:
+    """Whether the first non-blank line names resourceSpans and another non-blank line follows (one line is a whole
+    JSON document to ``_formats``: the check would find so too, after a pass over the file)."""
+    first = NOT_BLANK.search(data)
+    if first is None:
+        return False
+    end = data.find(b"\n", first.start())
+    return (end >= 0 and data.find(SPANS_KEY, first.start(), end) >= 0
+            and NOT_BLANK.search(data, end) is not None)
+
+
+def in_transaction(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the caller holds a transaction open: then two statements run in the same one. (A fast path inserts on
+    a cursor of its own, and commits: the caller's open snapshot would not see those rows.)"""
+    first, second = (con.execute("SELECT current_transaction_id()").fetchall()[0][0] for _ in range(2))
+    return first == second
+
+
+class Release:
+    """Drops the pages of a mapped file that are read: they leave this process's resident memory (they stay in the
+    page cache), else a big file mapped whole would count in it. Bytes (a decompressed file) are left as they are."""
+
+    def __init__(self, data: bytes | mmap.mmap) -> None:
+        self._data = data if isinstance(data, mmap.mmap) and _DONTNEED is not None else None
+        self.done = 0  # the pages before this offset are released
+
+    def upto(self, end: int) -> None:
+        if self._data is None:
+            return
+        end -= end % mmap.PAGESIZE
+        if end > self.done:
+            self._data.madvise(_DONTNEED, self.done, end - self.done)
+            self.done = end

@@ -1,6 +1,5 @@
 """Text inputs (every format but Parquet): OTLP JSON-lines span files the C reader reads exactly
-(``_otlp_json_native``; DuckDB's JSON reader, ``_otlp_json_duckdb``, where the C reader was not built), the rest
-parsed in Python, in this process or, for big inputs, in worker processes
+(``_otlp_json_native``), the rest parsed in Python, in this process or, for big inputs, in worker processes
 (``_parallel``). A module of its own so that a run on Parquet alone never imports these readers."""
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import duckdb
 
 from jitrace.analyzer import schema, spans_view
 from jitrace.analyzer.errors import UserError
-from jitrace.analyzer.load import _formats, _otlp_json_duckdb, _otlp_json_native, _parallel
+from jitrace.analyzer.load import _formats, _otlp_json_native, _parallel
 from jitrace.analyzer.load._rows import Rows, table
 
 if TYPE_CHECKING:
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
 
 MAX_PROBLEMS = 1000  # lines kept in the report; the count stays exact
 _FLUSH_ROWS = 250_000  # rows held in Python before they go to DuckDB
-FAST_PATH = True  # OTLP JSON-lines span files through the C or DuckDB reader when it reads them exactly (tests, bench)
+FAST_PATH = True  # OTLP JSON-lines span files through the C reader when it reads them exactly (tests, bench)
 
 
 def load(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, report: LoadReport,
@@ -52,8 +51,7 @@ def _load_fast(con: duckdb.DuckDBPyConnection, path: Path, report: LoadReport) -
     """Whether ``path`` was loaded by the fast path (else nothing of it was)."""
     if not FAST_PATH:
         return False
-    fast = _otlp_json_native if _otlp_json_native.AVAILABLE else _otlp_json_duckdb
-    count = fast.insert(con, path, spans_view.ROWS_TABLE)
+    count = _otlp_json_native.insert(con, path, spans_view.ROWS_TABLE)
     if count is None:
         return False
     report.spans += count
