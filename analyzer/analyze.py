@@ -47,7 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "seconds of the call's start (default 2 s)")
     parser.add_argument("--log-patterns", action="append", default=[], metavar="FILE",
                         help="a CSV of log patterns (name,pattern,cause,confidence,description) tried before the "
-                             "built-in queries/log_patterns.csv; repeatable")
+                             "built-in queries/seeds/log_patterns.csv; repeatable")
     parser.add_argument("--allow-empty", action="store_true",
                         help=f"inputs holding no span are not an error (exit {errors.USAGE} without it)")
     parser.add_argument("--quiet", action="store_true", help="no progress and no table")
@@ -125,7 +125,7 @@ def analyze(
     allow_empty: bool = False,
 ) -> dict:
     """Analyze ``inputs`` into ``out_dir``; returns the summary.json content (plus ``exit_code``).
-    ``log_patterns``: the users' pattern files (queries/log_patterns.csv's columns), tried before the built-in ones.
+    ``log_patterns``: the users' pattern files (the columns of queries/seeds/log_patterns.csv), tried first.
     Inputs without a single span are a UserError unless ``allow_empty``."""
     fail_on = parse_fail_on(fail_on)
     log_patterns = list(log_patterns)
@@ -178,10 +178,10 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
                 f"{loaded['skipped_notes'][0]}")
         with ThreadPoolExecutor(1) as beside:
             # the report's ttl counts read only the spans: counted on the other core once the steps that keep both
-            # busy are done (from 48_denied_calls on, they run mostly on one)
-            ttl = _StartAfter("40_clock_edges", lambda: beside.submit(session.on_cursor, con, report.ttl_counts))
-            # the notebooks' view of denials (a TEMP table) binds 50's statement again: on the other core, beside 55-75
-            views = _StartAfter("50_denials", lambda: _keep_as_views_beside(con, beside))
+            # busy are done (from denied_calls on, they run mostly on one)
+            ttl = _StartAfter("clock_offsets", lambda: beside.submit(session.on_cursor, con, report.ttl_counts))
+            # the notebooks' view of denials (a TEMP table) binds its query again: on the other core, beside the rest
+            views = _StartAfter("denials", lambda: _keep_as_views_beside(con, beside))
             session.run_queries(con, settings=settings, log_patterns=None,  # patterns loaded above
                                 progress=lambda step, s: (say(f"{step} ({s:.2f} s)"), ttl.step_done(step),
                                                           views.step_done(step)))

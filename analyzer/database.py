@@ -4,7 +4,7 @@ A run attaches ``jitrace.duckdb`` (``connect``) instead of opening it as DuckDB'
 ATTACH takes: the row-group size. DuckDB writes a table into the file as it is stored only once a row group fills
 (122,880 rows by default); a smaller table goes to the write-ahead log, and the checkpoint then reads it back and
 compresses it. At 1M spans that was the attributions (20k rows, 21 MB of WAL, 0.1 CPU-seconds of checkpoint). With
-row groups of ``ROW_GROUP_SIZE`` rows, 60_attributions writes them compressed into the file itself.
+row groups of ``ROW_GROUP_SIZE`` rows, attributions writes them compressed into the file itself.
 
 The file is attached as ``NAME`` and made the connection's current database (``USE``). A cursor, though, starts on
 the instance's default (in-memory) database: ``cursor`` gives one on the file, for the loaders and the session's

@@ -225,7 +225,7 @@ class Model:
         return self.pieces[max(bisect_right([p.start for p in self.pieces], t) - 1, 0)]
 
     def to_reference(self, local: float) -> float:
-        """The reference's time when this domain's clock read ``local``: found as 50_denials finds a call's
+        """The reference's time when this domain's clock read ``local``: found as denials finds a call's
         segment (each segment from its start's reading on), then that segment's line."""
         starts = [p.start + p.at(p.start) for p in self.pieces]
         p = self.pieces[max(bisect_right(starts, local) - 1, 0)]

@@ -71,7 +71,7 @@ def tables_written(con: duckdb.DuckDBPyConnection, out: Path, attribution_column
     """attributions.parquet / .csv (in the table's order: time, trace_id) and clock_offsets.parquet, from the
     session's tables.
 
-    The attributions table is stored in order (queries/60_attributions.sql), so the files are written in the order
+    The attributions table is stored in order (queries/steps/attributions.sql), so the files are written in the order
     they read it, without sorting (insertion order kept from here on). DuckDB writes such a CSV on one thread (a
     second at 200k denials), so the CSV is written on a cursor of its own while the Parquet files and whatever the
     body does (the report) take the other core; leaving the block waits for it. The tables read must not be TEMP

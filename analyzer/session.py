@@ -1,7 +1,8 @@
-"""The DuckDB session: runs the SQL steps of ``queries/`` in file-name order on a database holding ``spans``/``logs``.
+"""The DuckDB session: runs the pipeline declared in queries/steps.toml (analyzer/pipeline.py) on a database holding
+``spans``/``logs``: the connection's settings, the log patterns, the steps, and the views that keep TEMP tables.
 
 Python orchestrates, SQL computes: the only step done in Python is solving the small clock-offset graph
-(analyzer/offsets.py), which runs right after ``40_clock_edges.sql`` and before the SQL that reads its table.
+(analyzer/offsets.py), declared in the manifest like the others.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TypeVar
 
 import duckdb
 
-from jitrace.analyzer import database, offsets, spans_view
+from jitrace.analyzer import database, pipeline, spans_view
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.schema import LOGS, duckdb_ddl
 from jitrace.instrumentation import contract
@@ -50,15 +51,10 @@ def checkpoint(con: duckdb.DuckDBPyConnection) -> bool:
     return True
 
 
-# Step hooks: after the SQL file with this stem runs, the function builds the next table.
-PYTHON_STEPS: dict[str, Callable[[duckdb.DuckDBPyConnection], object]] = {
-    "40_clock_edges": offsets.write_offsets,
-}
-
 # Tunables a user may set; the SQL reads them with getvariable() and documents its default.
 VARIABLES = ("jitrace_window_s", "jitrace_leeway_s", "jitrace_version_window_s", "jitrace_log_window_s")
 
-# The documented log patterns (queries/log_patterns.csv): weaker evidence for denials whose spans lack jit facts.
+# The documented log patterns (queries/seeds/log_patterns.csv): weaker evidence for denials whose spans lack jit facts.
 LOG_PATTERN_FIELDS = ("name", "pattern", "cause", "confidence", "description")
 
 # DuckDB takes 80% of RAM by default; the analyzer is a batch job beside services, so it stays small and spills
@@ -76,13 +72,6 @@ def memory_limit() -> str:
     if not _SIZE.fullmatch(value):
         raise UserError(f"JITRACE_MEMORY_LIMIT {value[:40]!r}: expected a size such as 1500MB or 4GB")
     return value.strip()
-
-
-def query_files() -> list[Path]:
-    """The SQL steps, in pipeline order: the numbered files (span_facts.sql is a rule the spans view applies)."""
-    folder = resources.files("jitrace.queries")
-    steps = (Path(str(p)) for p in folder.iterdir() if p.name.endswith(".sql") and p.name[:1].isdigit())
-    return sorted(steps, key=lambda p: p.name)
 
 
 def connect(path: str | Path = ":memory:", *, define_view: bool = True) -> duckdb.DuckDBPyConnection:
@@ -104,9 +93,6 @@ def connect(path: str | Path = ":memory:", *, define_view: bool = True) -> duckd
     spans_view.ensure(con, view=define_view)
     con.execute(duckdb_ddl("logs", LOGS))
     return con
-
-
-TEMP_TABLE = re.compile(r"^CREATE OR REPLACE TEMP TABLE (\w+) AS\b", re.MULTILINE)
 
 
 # TEMP tables are faster while they fit in memory; past it DuckDB spills them uncompressed, and writing them
@@ -138,16 +124,8 @@ def views_to_keep(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str | None]
                  .fetchall()}
     views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE database_name = current_database()")
              .fetchall()}
-    kept = []
-    for path in query_files():
-        text = path.read_text()
-        match = TEMP_TABLE.search(text)
-        if match is None or match.group(1) not in temporary:
-            continue
-        name = match.group(1)
-        kept.append((name, None if name in views else
-                     TEMP_TABLE.sub(f"CREATE OR REPLACE VIEW main.{name} AS", text, count=1)))
-    return kept
+    return [(step.name, None if step.name in views else step.keeping_view())
+            for step in pipeline.steps() if step.stored == "temp" and step.name in temporary]
 
 
 def create_views(con: duckdb.DuckDBPyConnection, views: list[tuple[str, str | None]]) -> list[str]:
@@ -166,7 +144,7 @@ def keep_as_views(con: duckdb.DuckDBPyConnection) -> list[str]:
 
     The steps whose tables are big or wide run as TEMP tables: writing them to the file would cost more than computing
     them (pairs: millions of rows; denials: a row of facts per denied call). A step whose table needs more than its
-    one statement (pairs) creates its view itself; for the others the view is the statement itself. Creating a view
+    one statement would create its view itself; for the others the view is the step's query. Creating a view
     binds its statement again (0.01-0.02 s for denials): ``analyze`` does that on another cursor beside the later steps
     (``views_to_keep`` then ``create_views``), and this call finds it done.
     """
@@ -207,14 +185,14 @@ def _read_patterns(path: Path, source: str) -> list[tuple]:
 def load_log_patterns(con: duckdb.DuckDBPyConnection, extra_files: list[str] | tuple[str, ...] = ()) -> int:
     """Fill ``log_patterns`` (ordinal, name, pattern, cause, confidence, description, source).
 
-    The users' files come first, in the order given, then the built-in ``queries/log_patterns.csv``; a name seen
+    The users' files come first, in the order given, then the built-in ``queries/seeds/log_patterns.csv``; a name seen
     earlier hides a later pattern of the same name (a user file overrides a built-in pattern by naming it). The
     first pattern (by ordinal) that matches a log line decides. Patterns are RE2 regular expressions (DuckDB's
     ``regexp_matches``), matched case-insensitively anywhere in the body; a bad one is a one-line error.
     """
-    builtin = Path(str(resources.files("jitrace.queries") / "log_patterns.csv"))
+    builtin = Path(str(resources.files("jitrace.queries") / "seeds" / "log_patterns.csv"))
     rows: list[tuple] = []
-    for path, source in [*((Path(f), f) for f in extra_files), (builtin, "queries/log_patterns.csv")]:
+    for path, source in [*((Path(f), f) for f in extra_files), (builtin, "queries/seeds/log_patterns.csv")]:
         rows += _read_patterns(path, source)
     seen: set[str] = set()
     kept = []
@@ -239,7 +217,7 @@ def load_log_patterns(con: duckdb.DuckDBPyConnection, extra_files: list[str] | t
         con.execute("INSERT INTO log_patterns SELECT " + ", ".join("unnest(?)" for _ in kept[0]),
                     [list(c) for c in zip(*kept, strict=True)])
     # The patterns as constants in one macro: DuckDB compiles a constant regex once, a regex read from a column
-    # once per row (60x slower on 10k lines). 52_log_patterns.sql defines the NULL macro when this did not run.
+    # once per row (60x slower on 10k lines).
     cases = " ".join(f"WHEN regexp_matches(body, {spans_view.sql_string(row[2])}, 'i') THEN {row[0]}" for row in kept)
     con.execute("CREATE OR REPLACE MACRO log_pattern_ordinal(body) AS "
                 + (f"CASE {cases} END" if kept else "NULL::INTEGER"))
@@ -279,15 +257,18 @@ def run_queries(
         con.execute(f"SET VARIABLE {name} = {float(value)!r}")
     timings: dict[str, float] = {}
     temp_ok = _temp_tables_fit(con)
-    for path in query_files():
+    con.execute(pipeline.macros())
+    pipeline.load_seeds(con)
+    for step in pipeline.steps():
         started = time.perf_counter()
-        text = path.read_text()
-        with reading_inputs(path.stem):
-            con.execute(text if temp_ok else TEMP_TABLE.sub(r"CREATE OR REPLACE TABLE \1 AS", text))
-        hook = PYTHON_STEPS.get(path.stem)
-        if hook is not None:
-            hook(con)
-        timings[path.stem] = time.perf_counter() - started
+        if step.compression is not None:
+            con.execute("SET force_compression = ?", [step.compression])
+        with reading_inputs(step.name):
+            if step.python is not None:
+                step.function()(con)
+            else:
+                con.execute(step.create(temp_ok=temp_ok))
+        timings[step.name] = time.perf_counter() - started
         if progress is not None:
-            progress(path.stem, timings[path.stem])
+            progress(step.name, timings[step.name])
     return timings

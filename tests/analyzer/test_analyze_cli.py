@@ -45,7 +45,7 @@ def test_writes_every_output(spans_dir, tmp_path, capsys):
     assert cli.main(["analyze", str(spans_dir), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "clock_drift" in captured.out and "token_missing" in captured.out
-    assert "60_attributions" in captured.err  # progress on stderr
+    assert "attributions (" in captured.err  # progress on stderr
     attributions = pd.read_parquet(out / "attributions.parquet")
     assert list(attributions.columns[: len(ATTRIBUTION_COLUMNS)]) == ATTRIBUTION_COLUMNS
     assert sorted(attributions["cause"]) == ["clock_drift", "token_missing"]

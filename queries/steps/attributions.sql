@@ -1,34 +1,23 @@
--- 60_attributions: reads `denials`, `denial_logs`; produces `attributions`, one cause per denied call (DESIGN.md).
+-- attributions: one cause per denied call (DESIGN.md).
 -- Why: the rules are tried in DESIGN.md's order and the first that holds decides; each row names the rule, a
 -- confidence, the evidence (JSON: the numbers the rules looked at, in seconds; "true" = corrected to the reference
 -- clock, the issuer's) and the fix. A clock's offset is its reading minus the reference's, so in true time a ttl
 -- measured on a host becomes ttl + offset and a local instant becomes instant - offset.
 -- Leeway: the verifier's tolerance is not on the spans, so getvariable('jitrace_leeway_s') supplies it; default 0 s
 -- (PyJWT's default leeway). Offsets are the clock model's at the call's instant, with their bound [lower, upper]
--- (50_denials). clock_drift needs the whole bound beyond the leeway and the decision to flip for every offset in
+-- (denials). clock_drift needs the whole bound beyond the leeway and the decision to flip for every offset in
 -- it, so an exact clock and a token expiring on the dot never read as drift. When the estimate alone would decide
 -- otherwise than the whole bound (drift by the estimate but not by the bound, or a true ttl or check time that is
 -- either side of its limit within the bound), the rule the bound allows decides, evidence.offset_uncertain says
 -- why, and the confidence is multiplied by 0.8.
 -- Evidence a row lacks is listed in evidence.missing; each missing item multiplies the confidence by 0.8.
--- Logs (55_denial_logs) are weaker evidence: only a denial no span rule decides (rule `undecided`) takes the cause
+-- Logs (denial_logs) are weaker evidence: only a denial no span rule decides (rule `undecided`) takes the cause
 -- of the log pattern its lines matched, with rule `log_pattern:<name>` and the pattern's confidence (<= 0.6 in
 -- the built-in file, times 0.8 for a line joined by time); the matched line is evidence.log_line. Every denial
 -- shows its first log lines in evidence.logs.
 -- Stored in jitrace.duckdb in (time, trace_id) order, which the output files keep (outputs.tables_written). Its text
--- is compressed with zstd: DuckDB otherwise tries every method on the evidence (JSON text, 150 MB at 200k denials)
--- before it picks one, which cost more than building the rows. The setting is global and stays for the rest of
--- the run: the checkpoint that writes these rows comes later (analyze.py), except for the row groups a big table
--- writes as it is built. Numeric columns keep DuckDB's choice (zstd is for text only).
--- One evidence member, '"name":value', or NULL when the value is (concat_ws skips it: evidence lists what is known).
--- Built as text: json_merge_patch over a json_object of every member cost 2-3 us a row more.
-CREATE OR REPLACE TEMP MACRO evidence_member(name, value) AS
-    CASE WHEN value IS NOT NULL THEN '"' || name || '":' || to_json(value) END;
--- A member in seconds, rounded to the nanosecond, the resolution of span times: -0.06 rather than the
--- -0.05999999999999992 that subtracting two offsets leaves (the rules above decide on the unrounded values).
-CREATE OR REPLACE TEMP MACRO evidence_seconds(name, value) AS evidence_member(name, round(value, 9));
-SET force_compression = 'zstd';
-CREATE OR REPLACE TABLE attributions AS
+-- is compressed with zstd (steps.toml: compression): DuckDB otherwise tries every method on the evidence (JSON text,
+-- 150 MB at 200k denials) before it picks one. Numeric columns keep DuckDB's choice (zstd is for text only).
 WITH log_evidence AS (  -- per denial: its first lines, and the decisive pattern (id-joined first, then by ordinal)
     SELECT denial_trace_id AS trace_id, denial_span_id AS span_id, count(*) AS log_count,
            list(line ORDER BY at_ns, line)[1:5] AS log_lines,
@@ -194,39 +183,6 @@ named AS (
                        THEN client_reference ELSE client_domain END
         END AS drifting_host
     FROM logged
-),
-rules(rule, cause, base_confidence) AS (
-    VALUES
-        ('verdict_missing', 'token_missing', 0.95),
-        ('client_sent_no_token', 'token_missing', 0.7),
-        ('verdict_invalid', 'token_invalid', 0.95),
-        ('server_clock_expired_flip', 'clock_drift', 0.85),
-        ('server_clock_not_yet_valid_flip', 'clock_drift', 0.85),
-        ('server_clock_grant_flip', 'clock_drift', 0.8),
-        ('client_clock_hid_expiry', 'clock_drift', 0.8),
-        ('expired_before_send', 'token_expired', 0.9),
-        ('expired_during_wait', 'middleware_latency', 0.85),
-        ('expired_in_flight', 'token_expired_in_flight', 0.8),
-        ('expired_without_client_evidence', 'token_expired', 0.5),
-        ('check_outside_grant', 'grant_not_active', 0.9),
-        ('grant_reason_only', 'grant_not_active', 0.5),
-        ('allowed_under_other_version', 'policy_version_skew', 0.8),
-        ('permission_not_granted', 'policy_mismatch', 0.9),
-        ('permission_reason_only', 'policy_mismatch', 0.5),
-        ('undecided', 'unexplained', 0.0)
-),
-fixes(cause, fix) AS (
-    VALUES
-        ('token_missing', 'attach per-call credentials (bearer_credentials); check channel security: call credentials are dropped on insecure channels'),
-        ('token_invalid', 'check key rotation and the verifier''s audience/issuer configuration'),
-        ('clock_drift', 'run NTP/chrony on the drifting host; consider a verifier leeway'),
-        ('token_expired', 'refresh tokens proactively (refreshing_credentials with a refresh threshold)'),
-        ('middleware_latency', 'cut interceptor/queue time before the access check; check the token earlier'),
-        ('token_expired_in_flight', 'refresh per message on long streams; use shorter deadlines and fewer retries'),
-        ('grant_not_active', 'request access in time for the call; match the grant duration to the work'),
-        ('policy_version_skew', 'roll out policy revisions atomically; pin the policy revision per request'),
-        ('policy_mismatch', 'audit the roles/scopes granted against the permission the method requires'),
-        ('unexplained', 'instrument the missing side')
 )
 SELECT
     r.trace_id, r.span_id, r.service, r.method, r.principal, r.status_code,
@@ -285,4 +241,4 @@ SELECT
 FROM named AS r
 JOIN rules ON rules.rule = r.span_rule
 JOIN fixes ON fixes.cause = CASE WHEN r.by_log THEN r.pattern_cause ELSE rules.cause END
-ORDER BY time, trace_id;
+ORDER BY time, trace_id

@@ -1,11 +1,10 @@
--- 40_clock_edges: reads `clock_samples`, `pairs`; produces `clock_edges`, the tightest constraints of each pair of
--- clock domains per time bucket: what analyzer/offsets.py fits its clock model to.
+-- clock_edges: the tightest constraints of each pair of clock domains per time bucket: what analyzer/offsets.py fits
+-- its clock model to.
 -- Why: only the extreme constraints matter to a fit that must satisfy them all (the convex hulls of the lower and
 -- upper bounds): per bucket the highest lower bound and the lowest upper bound, each at its own instant, so drift
 -- inside a bucket costs no accuracy. Buckets adapt to the data: about 1,000 per run over every pair (the solver's
 -- work stays small at any size), never shorter than 0.1 s nor longer than getvariable('jitrace_window_s')
 -- (default 300 s). Times are seconds in domain_a's clock; lo_s/hi_s bound offset(domain_b) - offset(domain_a).
-CREATE OR REPLACE TABLE clock_edges AS
 WITH extent AS (
     SELECT least(coalesce(getvariable('jitrace_window_s'), 300)::DOUBLE,
                  greatest(0.1, (max(t1) - min(t1)) / 1e9
@@ -22,4 +21,4 @@ SELECT
     arg_min(t_hi_s, (hi_s, t_hi_s)) AS t_hi_s,
     count(*) AS samples
 FROM clock_samples, extent
-GROUP BY ALL;
+GROUP BY ALL

@@ -1,5 +1,4 @@
--- 30_clock_samples: reads `pairs`; produces `clock_samples`, two causality constraints per pair of distinct clock
--- domains.
+-- clock_samples: two causality constraints per pair of distinct clock domains.
 -- Why: a server span lies inside its client's span, so the server-minus-client offset is at least t3 - t4 (at the
 -- call's end) and at most t2 - t1 (at its start). The instrumentation's in-band stamps
 -- (jit.clock.offset_s / jit.clock.delay_s on the client span) bound the same offset to offset +- delay / 2.
@@ -10,8 +9,7 @@
 -- A pair bounds the offset by its span times only when both spans have a start and an end and last longer than 0:
 -- a span of unknown or zero duration (Zipkin spans without `duration`, a one-way message) bounds nothing, and as a
 -- zero-width constraint it would be the tightest of all.
--- A view: 40_clock_edges reads it once, so storing one row per pair would only cost.
-CREATE OR REPLACE VIEW clock_samples AS
+-- A view: clock_edges reads it once, so storing one row per pair would only cost.
 WITH constraints AS (
     SELECT client_domain, server_domain, t1, t2, t3, t4,
            (t3 - t4) / 1e9 AS lo_s, (t2 - t1) / 1e9 AS hi_s
@@ -33,4 +31,4 @@ SELECT
     CASE WHEN client_domain < server_domain THEN t1 ELSE t3 END / 1e9 AS t_hi_s
 FROM constraints
 WHERE lo_s IS NOT NULL AND hi_s IS NOT NULL AND t1 IS NOT NULL AND t2 IS NOT NULL AND t3 IS NOT NULL
-  AND t4 IS NOT NULL;
+  AND t4 IS NOT NULL

@@ -1,7 +1,5 @@
--- 75_top_offenders: reads `attributions`; produces `top_offenders`, per cause the 5 most frequent services,
--- methods and principals (dimension, value, denials, rank).
+-- top_offenders: per cause the 5 most frequent services, methods and principals (dimension, value, denials, rank).
 -- Why: "who is hit, and by what" is the first question after "why"; the terminal table and the report show it.
-CREATE OR REPLACE TABLE top_offenders AS
 WITH dims AS (
     SELECT cause, 'service' AS dimension, service AS value FROM attributions
     UNION ALL SELECT cause, 'method', method FROM attributions
@@ -16,4 +14,4 @@ SELECT * FROM (
     FROM counted
 )
 WHERE rank <= 5
-ORDER BY cause, dimension, rank;
+ORDER BY cause, dimension, rank

@@ -1,7 +1,5 @@
--- 70_cause_summary: reads `attributions`; produces `cause_summary`, one row per cause found: count, share,
--- mean confidence and the fix.
+-- cause_summary: one row per cause found: count, share, mean confidence and the fix.
 -- Why: the terminal table, report.html and summary.json all read this small table.
-CREATE OR REPLACE TABLE cause_summary AS
 SELECT
     cause,
     count(*) AS denials,
@@ -10,4 +8,4 @@ SELECT
     mode(fix) AS fix
 FROM attributions
 GROUP BY cause
-ORDER BY denials DESC, cause;
+ORDER BY denials DESC, cause

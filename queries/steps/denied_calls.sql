@@ -1,12 +1,11 @@
--- 48_denied_calls: reads `rpc_spans`, `pairs`; produces `denied_calls`, one row per denied call: its trace, the
--- span ids of its two ends (NULL for an end that was not traced) and whether the client's own span is a denial.
+-- denied_calls: one row per denied call: its trace, the span ids of its two ends (NULL for an end that was not traced)
+-- and whether the client's own span is a denial.
 -- Why: a denial is a gRPC status PERMISSION_DENIED (7) or UNAUTHENTICATED (16) in rpc.grpc.status_code, never the
 -- span status (span_facts.sql's `denied`). A call is reported once: by its SERVER span when the server was traced,
 -- else by its CLIENT span. A table of its own, so the next step's planner knows how few calls there are and hashes
 -- them, not the millions of spans it looks them up in.
 -- The paired denials come from pairs' server_denied flag; every join below hashes only denied spans or calls, and
 -- the filters on `denied` let DuckDB skip the row groups of a facts file that hold no denial.
-CREATE OR REPLACE TABLE denied_calls AS
 WITH paired AS (
     SELECT trace_id, server_span_id, client_span_id, client_denied FROM pairs WHERE server_denied
 ),
@@ -26,4 +25,4 @@ client_denials AS (
 )
 SELECT * FROM server_denials
 UNION ALL
-SELECT * FROM client_denials;
+SELECT * FROM client_denials

@@ -1,5 +1,5 @@
--- 55_denial_logs: reads `denials`, `logs`, `log_patterns`, `rpc_spans`; produces `denial_logs`, every log record of a denied
--- call with its evidence line and the first log pattern it matches (60_attributions picks per denial).
+-- denial_logs: every log record of a denied call with its evidence line and the first log pattern it matches
+-- (attributions picks per denial).
 -- Why: a service's own log line ("token expired", "role viewer may not write", an OPA decision) is evidence, and for
 -- a service jitrace does not instrument it is the only evidence.
 -- Joined two ways:
@@ -10,11 +10,10 @@
 --   in that host's clock; of those, the nearest at or after the start and the nearest before it (on a busy
 --   service the window holds other calls' lines too: the nearest are the likeliest). A record with a trace id is
 --   never joined by time: its ids say which call it belongs to.
--- Patterns (queries/log_patterns.csv and the users' --log-patterns files) are matched case-insensitively; the
+-- Patterns (queries/seeds/log_patterns.csv and the users' --log-patterns files) are matched case-insensitively; the
 -- first by ordinal decides; id-joined lines are preferred to time-joined ones. A time-joined line's confidence
 -- is multiplied by 0.8 (it may be another call's). Evidence lines are bounded: the first 5 by time, bodies cut to
 -- 200 characters (the loaders already redacted bearer tokens).
-CREATE OR REPLACE TABLE denial_logs AS
 WITH logged_denials AS (  -- the denied traces that have log lines: few, often none
     SELECT DISTINCT d.trace_id FROM denials AS d SEMI JOIN logs AS l ON l.trace_id = d.trace_id
 ),
@@ -58,7 +57,7 @@ joined AS MATERIALIZED (
     SELECT row_number() OVER () AS k, *
     FROM (SELECT * FROM by_ids UNION ALL SELECT * FROM by_time)
 ),
-matched AS (  -- the first pattern (by ordinal) each record matches: log_pattern_ordinal, 52_log_patterns.sql
+matched AS (  -- the first pattern (by ordinal) each record matches: log_pattern_ordinal (analyzer/session.py)
     SELECT k, log_pattern_ordinal(coalesce(body, '')) AS ordinal FROM joined
 )
 SELECT j.* EXCLUDE (k),
@@ -76,5 +75,4 @@ SELECT j.* EXCLUDE (k),
        m.confidence * CASE WHEN j.matched_by = 'trace' THEN 1 ELSE 0.8 END AS pattern_confidence
 FROM joined AS j
 JOIN matched USING (k)
-LEFT JOIN log_patterns AS m ON m.ordinal = matched.ordinal;
-
+LEFT JOIN log_patterns AS m ON m.ordinal = matched.ordinal

@@ -1,12 +1,11 @@
--- 50_denials: reads `denied_calls`, `rpc_spans`, `clock_offsets`; produces `denials`, one row per denied call.
+-- denials: one row per denied call.
 -- Why: each row carries both ends' jit.* facts, the token's issuance span (`jit.issue`, tied by jit.token.id), the
 -- clock offsets of both hosts at the call's instant with their bounds (the clock model's segment holding it), and
 -- the policy versions under which the same principal was allowed the same method nearby in time
--- (getvariable('jitrace_version_window_s'), default 300 s): everything 60_attributions decides with.
+-- (getvariable('jitrace_version_window_s'), default 300 s): everything attributions decides with.
 -- A stream whose token failed a check on a later message (span event jit.token.check) is judged by that check.
--- The denied call's log records are joined in the next step (55_denial_logs).
--- A TEMP table (read by two steps), kept in jitrace.duckdb as a view (session.keep_as_views).
-CREATE OR REPLACE TEMP TABLE denials AS
+-- The denied call's log records are joined in the next step (denial_logs).
+-- Read by two steps: a TEMP table (steps.toml), kept in jitrace.duckdb as a view of this query.
 WITH wanted AS (  -- the spans of both ends of every denied call; `denied`: that span is a denial itself
     SELECT trace_id, server_span_id AS span_id, 'SERVER' AS kind, true AS denied
     FROM denied_calls WHERE server_span_id IS NOT NULL
@@ -180,4 +179,4 @@ skew AS (
 )
 SELECT d.*, skew.allowed_versions
 FROM with_offsets AS d
-LEFT JOIN skew ON skew.trace_id = d.trace_id AND skew.span_id = d.span_id;
+LEFT JOIN skew ON skew.trace_id = d.trace_id AND skew.span_id = d.span_id
