@@ -18,8 +18,10 @@ from pathlib import Path
 
 import duckdb
 
-from jitrace.analyzer import errors, outputs, report, session
+from jitrace.analyzer import errors, outputs
 from jitrace.analyzer.load import load_into
+from jitrace.analyzer.outputs import report
+from jitrace.analyzer.steps import session
 from jitrace.instrumentation import contract
 
 # The columns of attributions.parquet / .csv, in order (docs/contract.md, Outputs, then the extras notebooks use).
@@ -130,7 +132,7 @@ def analyze(
     fail_on = parse_fail_on(fail_on)
     log_patterns = list(log_patterns)
     say = _progress(quiet)
-    # Everything is built in a staging folder and moved in file by file at the end (analyzer/outputs.py): a failed run
+    # Everything is built in a staging folder and moved in file by file at the end (analyzer/outputs/): a failed run
     # leaves the previous output, and nothing in out_dir that is not the analyzer's is touched.
     closing: list[threading.Thread] = []
     try:
@@ -187,7 +189,7 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
                                                           views.step_done(step)))
             views.result()
             # the tables are final: the database file is checkpointed (the notebooks' views, the small tables left in
-            # the WAL: 0.02 s at 1M spans, the attributions being in the file already, analyzer/database.py) while
+            # the WAL: 0.02 s at 1M spans, the attributions being in the file already, analyzer/steps/database.py) while
             # the outputs read them
             session.keep_as_views(con)  # any TEMP table a later step made (none today)
             outputs.one_thread_each(con)  # the checkpoint, the CSV, the Parquet files and the report side by side
@@ -232,7 +234,7 @@ class _StartAfter:
 
 def _write_outputs(con: duckdb.DuckDBPyConnection, out: Path, loaded: dict, quiet: bool, say,
                    ttl_rows: list[tuple] | None) -> dict:
-    """summary.json, report.html and the attribution files (analyzer/outputs.py); returns the summary."""
+    """summary.json, report.html and the attribution files (analyzer/outputs/__init__.py); returns the summary."""
     with outputs.tables_written(con, out, ATTRIBUTION_COLUMNS):  # the CSV meanwhile, on the other core
         found = dict(con.execute("SELECT cause, denials FROM cause_summary").fetchall())
         causes = {cause: found.get(cause, 0) for cause in contract.CAUSES}  # every cause, so CI scripts can index

@@ -14,7 +14,7 @@ from jitrace.analyzer import errors
 
 # name -> (module, the extra it needs, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "collect": ("jitrace.analyzer.collect", "analyzer", "receive OTLP spans and logs into Parquet, by hour"),
+    "collect": ("jitrace.collect", "analyzer", "receive OTLP spans and logs into Parquet, by hour"),
     "analyze": ("jitrace.analyzer.analyze", "analyzer", "attribute every denial to a root cause"),
     "score": ("jitrace.analyzer.score", "analyzer", "precision and recall of attributions against ground-truth labels"),
     "lab": ("jitrace.lab.cli", "lab", "run one fault scenario on a lab of real services"),

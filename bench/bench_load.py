@@ -210,7 +210,7 @@ def _parquet(src: Path, out: Path, rows: int) -> None:
     """Parquet as `jitrace collect` leaves it (compacted: the normalized columns and the span facts, zstd), ``rows``
     distinct spans (ids varied, times shifted)."""
     from jitrace.analyzer.load import load_into
-    from jitrace.analyzer.spans_view import FACTS_FILE_OPTIONS, facts_file_sql
+    from jitrace.analyzer.steps.spans_view import FACTS_FILE_OPTIONS, facts_file_sql
 
     con = duckdb.connect()
     load_into(con, [str(src)])

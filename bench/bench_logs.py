@@ -51,7 +51,8 @@ def _logs(path: Path, records: int, calls: int, rng: random.Random) -> None:
 
 
 def run(quick: bool) -> str:
-    from jitrace.analyzer import load, session
+    from jitrace.analyzer import load
+    from jitrace.analyzer.steps import session
 
     rows = ["| calls | denials | log records | load (records/s) | join + patterns (records/s) | decided by logs |",
             "|---:|---:|---:|---:|---:|---:|"]

@@ -28,9 +28,9 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from jitrace.analyzer.collect import Receiver
-from jitrace.analyzer.collect._compact import Compactor
 from jitrace.analyzer.errors import UserError
+from jitrace.collect import Receiver
+from jitrace.collect.compact import Compactor
 from jitrace.lab import jitlab_pb2, jitlab_pb2_grpc, scenarios
 from jitrace.lab.scenarios import Call, Scenario
 

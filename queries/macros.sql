@@ -1,5 +1,5 @@
 -- The macros the steps share, created before the first step (TEMP: they belong to the run, not to jitrace.duckdb).
--- log_pattern_ordinal(body) is not here: analyzer/session.py builds it from the log patterns (queries/seeds/).
+-- log_pattern_ordinal(body) is not here: analyzer/steps/session.py builds it from the log patterns (queries/seeds/).
 
 -- One evidence member, '"name":value', or NULL when the value is (concat_ws skips it: evidence lists what is known).
 -- Built as text: json_merge_patch over a json_object of every member cost 2-3 us a row more.

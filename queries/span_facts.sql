@@ -1,9 +1,9 @@
 -- span_facts: reads a relation in the spans schema (analyzer/schema.py), written `{spans}` below; produces the same
 -- rows with the typed columns every step needs added (the "facts"). Not a numbered step: it is the one rule that
 -- turns a span's JSON into columns, and it runs where the JSON is read once. `jitrace collect` compacts its files
--- through it (analyzer/collect/_compact.py), so the analyzer reads those columns straight from the files; for any
+-- through it (collect/compact.py), so the analyzer reads those columns straight from the files; for any
 -- other input (OTLP JSON, Jaeger, Zipkin, Parquet without them) the `spans` view applies it when read
--- (analyzer/spans_view.py).
+-- (analyzer/steps/spans_view.py).
 -- Each attribute becomes the column named by instrumentation/contract.py's column(): jit.token.ttl_s ->
 -- jit_token_ttl_s. from_json gets an explicit schema: DuckDB's auto-detection is unsafe on mixed inputs.
 -- The clock domain is the host the span's clock belongs to: host.id > host.name (Jaeger's process tag `hostname`) >

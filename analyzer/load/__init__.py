@@ -33,10 +33,11 @@ from pathlib import Path
 
 import duckdb
 
-from jitrace.analyzer import redact, schema, spans_view
-from jitrace.analyzer.collect import _compact
+from jitrace.analyzer import redact, schema
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files, _parquet
+from jitrace.analyzer.steps import spans_view
+from jitrace.collect import compact
 
 __all__ = ["LoadReport", "load_into"]
 
@@ -96,7 +97,7 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool,
     files = _files.expand(list(inputs), follow_symlinks=follow_symlinks, named=named)
     # a receiver that crashed while compacting may have left files a compacted file already holds: never twice
     # (only files a folder walk found: a file named on the command line is read whatever a compacted file claims)
-    replaced = _compact.replaced_files(con, [f for f in files if f.name.startswith(_compact.PREFIX)]) - named
+    replaced = compact.replaced_files(con, [f for f in files if f.name.startswith(compact.PREFIX)]) - named
     files = [f for f in files if f not in replaced]
     report = LoadReport(files=len(files), progress=progress)
     parquet: dict[tuple[str, bool], list[Path]] = defaultdict(list)
@@ -147,7 +148,7 @@ def _one_row_per_span(con: duckdb.DuckDBPyConnection, report: LoadReport) -> Non
     are the keys compared whole and the spans rewritten, into ``span_rows`` (the files read in place are copied too:
     the view must not list a dropped copy).
     """
-    from jitrace.analyzer.session import reading_inputs
+    from jitrace.analyzer.steps.session import reading_inputs
 
     with reading_inputs("the check for spans seen twice"):  # the first read of a compacted file's pages
         total, distinct, untimed = con.execute(

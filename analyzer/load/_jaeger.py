@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 
-from jitrace.analyzer.load._rows import BadRecord, Rows, as_int, hex_id, ns_in_range, parse_time_ns, to_json
+from jitrace.analyzer.rows import BadRecord, Rows, as_int, hex_id, ns_in_range, parse_time_ns, to_json
 
 _MAPPED_TAGS = frozenset({"span.kind", "otel.status_code", "otel.status_description", "otel.scope.name",
                           "otel.scope.version", "otel.library.name", "otel.library.version"})

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from jitrace.analyzer import database, schema
+from jitrace.analyzer import schema
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files
+from jitrace.analyzer.steps import database
 
 try:
     from jitrace.analyzer.load import _otlp_native

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from jitrace.analyzer import schema, spans_view
+from jitrace.analyzer import schema
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _formats, _otlp_json_native, _parallel
-from jitrace.analyzer.load._rows import Rows, table
+from jitrace.analyzer.rows import Rows, table
+from jitrace.analyzer.steps import spans_view
 
 if TYPE_CHECKING:
     import pyarrow as pa

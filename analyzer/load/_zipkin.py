@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import IO, Any
 
-from jitrace.analyzer.load._rows import BadRecord, Rows, as_int, hex_id, ns_in_range, to_json
+from jitrace.analyzer.rows import BadRecord, Rows, as_int, hex_id, ns_in_range, to_json
 
 _KINDS = {"SERVER", "CLIENT", "PRODUCER", "CONSUMER"}
 

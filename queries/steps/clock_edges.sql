@@ -1,4 +1,4 @@
--- clock_edges: the tightest constraints of each pair of clock domains per time bucket: what analyzer/offsets.py fits
+-- clock_edges: the tightest constraints of each pair of clock domains per time bucket: what analyzer/steps/offsets.py fits
 -- its clock model to.
 -- Why: only the extreme constraints matter to a fit that must satisfy them all (the convex hulls of the lower and
 -- upper bounds): per bucket the highest lower bound and the lowest upper bound, each at its own instant, so drift

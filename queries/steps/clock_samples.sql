@@ -4,7 +4,7 @@
 -- (jit.clock.offset_s / jit.clock.delay_s on the client span) bound the same offset to offset +- delay / 2.
 -- Each pair of domains is written in one direction, a = the lesser name, b = the other: the constraint is
 -- lo_s <= offset(b) - offset(a) at time t_lo_s, offset(b) - offset(a) <= hi_s at time t_hi_s, both times in a's own
--- clock (seconds): analyzer/offsets.py fits each pair on one time axis. When a is the server the bounds swap and
+-- clock (seconds): analyzer/steps/offsets.py fits each pair on one time axis. When a is the server the bounds swap and
 -- change sign (a - b = -(b - a)).
 -- A pair bounds the offset by its span times only when both spans have a start and an end and last longer than 0:
 -- a span of unknown or zero duration (Zipkin spans without `duration`, a one-way message) bounds nothing, and as a

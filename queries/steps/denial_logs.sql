@@ -57,7 +57,7 @@ joined AS MATERIALIZED (
     SELECT row_number() OVER () AS k, *
     FROM (SELECT * FROM by_ids UNION ALL SELECT * FROM by_time)
 ),
-matched AS (  -- the first pattern (by ordinal) each record matches: log_pattern_ordinal (analyzer/session.py)
+matched AS (  -- the first pattern (by ordinal) each record matches: log_pattern_ordinal (analyzer/steps/session.py)
     SELECT k, log_pattern_ordinal(coalesce(body, '')) AS ordinal FROM joined
 )
 SELECT j.* EXCLUDE (k),

@@ -97,7 +97,7 @@ late AS (  -- a stream denied on a later message: that check decided, not the on
     FROM (SELECT *, coalesce(check_verdict <> 'valid' AND coalesce(verdict, 'valid') = 'valid', false) AS late_check
           FROM joined)
 ),
--- Each host's offset at the call's instant, from its clock model (analyzer/offsets.py): the segment holding the
+-- Each host's offset at the call's instant, from its clock model (analyzer/steps/offsets.py): the segment holding the
 -- call, found by the call's time on that host's own clock (each end's span start), then the segment's line and bound
 -- at that instant. Segments are in the reference's clock; each starts on the host's clock at window_start plus its
 -- offset there, and holds the calls from that reading to the next segment's (the first one from the beginning of

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from jitrace.analyzer import cli
-from jitrace.analyzer.api import open_output
+from jitrace.analyzer.notebook import open_output
 from jitrace.analyzer.score import read_table, score
 
 pytestmark = pytest.mark.slow

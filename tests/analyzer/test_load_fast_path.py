@@ -471,9 +471,9 @@ def test_a_compressed_file_of_another_kind_is_decompressed_once(tmp_path, monkey
 
 
 def test_the_fast_path_loads_into_a_runs_database_file(tmp_path):
-    # a run attaches its file (analyzer/database.py): the fast path's cursor must insert there, not into DuckDB's
+    # a run attaches its file (analyzer/steps/database.py): the fast path's cursor must insert there, not into DuckDB's
     # default in-memory database (where there is no span_rows: it would fail and leave the file to Python)
-    from jitrace.analyzer import session
+    from jitrace.analyzer.steps import session
 
     path = _write(tmp_path, [_line(GOOD_SPAN), _line(GOOD_SPAN | {"spanId": "0000000000000002"})])
     con = session.connect(tmp_path / "jitrace.duckdb")

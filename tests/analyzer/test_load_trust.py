@@ -16,10 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from spanfactory import T0, Token, World
 
-from jitrace.analyzer import analyze, cli, session
+from jitrace.analyzer import analyze, cli
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import load_into
 from jitrace.analyzer.schema import SPAN_KINDS
+from jitrace.analyzer.steps import session
 
 TMP = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -1,4 +1,4 @@
-"""The report's plots, inline SVG drawn by analyzer/_svg.py from a few SQL-counted rows.
+"""The report's plots, inline SVG drawn by analyzer/outputs/_svg.py from a few SQL-counted rows.
 
 "Denials over time": the bucket follows the data's time span (a burst in one second is one bar per cause, a week is
 a few dozen) and DuckDB counts per bucket and cause; the bars drawn (their ``data-count``) add up to the denials.
@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from jitrace.analyzer import _svg, report, session
+from jitrace.analyzer.outputs import _svg, report
+from jitrace.analyzer.steps import session
 from jitrace.instrumentation import contract
 
 T0_US = 1_790_000_000 * 1_000_000  # an arbitrary instant, microseconds since the epoch

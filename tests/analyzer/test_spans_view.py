@@ -14,11 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from spanfactory import T0, Token, World
 
-from jitrace.analyzer import analyze, session, spans_view
-from jitrace.analyzer.collect._compact import Compactor
-from jitrace.analyzer.collect._writer import Writer
+from jitrace.analyzer import analyze
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import load_into
+from jitrace.analyzer.steps import session, spans_view
+from jitrace.collect._writer import Writer
+from jitrace.collect.compact import Compactor
 
 
 def _world(offset_s: float, ttl_s: float, stream_at: float | None) -> World:

@@ -28,9 +28,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from google.rpc import status_pb2
 
-from jitrace.analyzer.collect._access import Access
-from jitrace.analyzer.collect._budget import RETRY_AFTER_S, Budget, Busy
-from jitrace.analyzer.collect._grpc import Ingest
+from jitrace.collect._access import Access
+from jitrace.collect._budget import RETRY_AFTER_S, Budget, Busy
+from jitrace.collect._grpc import Ingest
 
 PATHS = {"/v1/traces": "traces", "/v1/logs": "logs"}
 _PROTOBUF = "application/x-protobuf"

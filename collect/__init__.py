@@ -28,9 +28,9 @@ import threading
 import time
 from pathlib import Path
 
-from jitrace.analyzer.collect._access import Access
 from jitrace.analyzer.errors import UserError
-from jitrace.analyzer.stop_signals import StopSignals
+from jitrace.collect._access import Access
+from jitrace.collect.stop_signals import StopSignals
 
 __all__ = ["Receiver", "configure", "run"]
 
@@ -49,9 +49,9 @@ class Receiver:
                  reuse_port: bool = False, clean: bool = True, in_flight_bytes: int | None = None,
                  max_concurrent: int = DEFAULT_MAX_CONCURRENT, read_timeout: float = DEFAULT_READ_TIMEOUT,
                  access: Access | None = None) -> None:
-        from jitrace.analyzer.collect._budget import DEFAULT_IN_FLIGHT_BYTES, Budget
-        from jitrace.analyzer.collect._http import Counters
-        from jitrace.analyzer.collect._writer import Writer
+        from jitrace.collect._budget import DEFAULT_IN_FLIGHT_BYTES, Budget
+        from jitrace.collect._http import Counters
+        from jitrace.collect._writer import Writer
 
         self.out = Path(out_dir)
         self.grpc_addr, self.http_addr, self.max_bytes = grpc_addr, http_addr, max_bytes
@@ -66,14 +66,14 @@ class Receiver:
         self._grpc = self._http = self._http_thread = None
 
     def start(self) -> tuple[int | None, int | None]:
-        from jitrace.analyzer.collect import _grpc, _http
+        from jitrace.collect import _grpc, _http
 
         self.out.mkdir(parents=True, exist_ok=True)
         if self.clean:  # not in a --workers child: its siblings' in-progress files are not leftovers
-            from jitrace.analyzer.collect import _compact
+            from jitrace.collect import compact
 
             self.writer.remove_partial_files()
-            _compact.finish(self.out)
+            compact.finish(self.out)
         grpc_port = http_port = None
         try:
             if self.grpc_addr:
@@ -129,24 +129,23 @@ class Receiver:
             self.budget.release(size)
 
     def _ingest(self, kind: str, body: bytes, encoding: str) -> tuple[int, str]:
-        from jitrace.analyzer.collect import _otlp
-        from jitrace.analyzer.load import _otlp_json
-        from jitrace.analyzer.load._rows import Rows
+        from jitrace.analyzer.otlp import from_json, from_protobuf
+        from jitrace.analyzer.rows import Rows
 
         rows = Rows()
         if encoding == "json":
             obj = json.loads(body)
             if not isinstance(obj, dict):
                 raise ValueError("the body is not a JSON object")
-            _otlp_json.add_request(obj, rows, "request")
+            from_json.add_request(obj, rows, "request")
             rows.spans = [r[:-1] + (None,) for r in rows.spans]  # the loader names the file as the source
             rows.logs = [r[:-1] + (None,) for r in rows.logs]
         elif kind == "traces":
-            _otlp.add_traces(_otlp.parse_traces(body), rows, None)
+            from_protobuf.add_traces(from_protobuf.parse_traces(body), rows, None)
         else:
             from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-            _otlp.add_logs(ExportLogsServiceRequest.FromString(body), rows, None)
+            from_protobuf.add_logs(ExportLogsServiceRequest.FromString(body), rows, None)
         if kind == "traces":
             self.writer.write("spans", rows.spans)
         else:
@@ -244,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
     _check_numbers(args)
     if args.compact_only:
         return _compact_only(Path(args.out))
-    from jitrace.analyzer.collect import _access
+    from jitrace.collect import _access
 
     access = _access.load(args.tls_cert, args.tls_key, args.auth_token_file)
     grpc_addr, http_addr = _addr(args.grpc, "--grpc"), _addr(args.http, "--http")
@@ -252,8 +251,10 @@ def run(args: argparse.Namespace) -> int:
     if child:
         _die_with_parent()
     shared = args.workers > 1 or child
-    from jitrace.analyzer.collect import _otlp  # noqa: F401  (the converters: imported now, not by the first batch)
-    from jitrace.analyzer.load import _otlp_json  # noqa: F401
+    from jitrace.analyzer.otlp import (
+        from_json,  # noqa: F401
+        from_protobuf,  # noqa: F401  (the converters: imported now, not by the first batch)
+    )
 
     receiver = Receiver(args.out, grpc_addr, http_addr, max_bytes=args.max_bytes, reuse_port=shared,
                         clean=not child, in_flight_bytes=args.max_in_flight, max_concurrent=args.max_concurrent,
@@ -273,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
     children = [] if child else _spawn_workers(args, grpc_at, http_at)
     compactor = None
     if not child and args.compact_after > 0:  # one compactor per folder: the parent's
-        from jitrace.analyzer.collect._compact import Compactor
+        from jitrace.collect.compact import Compactor
 
         compactor = Compactor(receiver.out, args.compact_after)
     if not child:
@@ -311,11 +312,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _compact_only(out: Path) -> int:
-    from jitrace.analyzer.collect import _compact
+    from jitrace.collect import compact
 
     if not out.is_dir():
         raise UserError(f"--out {out}: no such folder")
-    compactor = _compact.Compactor(out)
+    compactor = compact.Compactor(out)
     compactor.run(everything=True, wait=True)  # a running receiver's compactor may hold the lock: wait for it
     print(compactor.summary(), file=sys.stderr, flush=True)
     return 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import duckdb
 
-from jitrace.analyzer import _svg
+from jitrace.analyzer.outputs import _svg
 from jitrace.instrumentation import contract
 
 CAUSE_ORDER = {c: i for i, c in enumerate(contract.CAUSES)}

@@ -13,8 +13,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from jitrace.analyzer import schema
-from jitrace.analyzer.collect import _otlp
-from jitrace.analyzer.load._rows import Rows, to_json
+from jitrace.analyzer.otlp import from_protobuf
+from jitrace.analyzer.rows import Rows, to_json
 
 _leaf = st.one_of(
     st.text(max_size=6).map(lambda s: AnyValue(string_value=s)),
@@ -95,7 +95,7 @@ def test_rows_read_through_the_receivers_schema_equal_the_plain_reading(spans, s
     ss.scope.version = "1.0"
     ss.spans.extend(spans)
     rows = Rows()
-    seen = _otlp.add_traces(_otlp.parse_traces(req.SerializeToString()), rows, "f.binpb@0")
+    seen = from_protobuf.add_traces(from_protobuf.parse_traces(req.SerializeToString()), rows, "f.binpb@0")
     resource = to_json({"service.name": service} if service else {})
     assert rows.bad == 0 and seen == len(spans)
     assert rows.spans == [_expected(s, service, resource, "io.grpc", "f.binpb@0") for s in spans]

@@ -21,8 +21,8 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from jitrace.analyzer.collect._access import Access
-from jitrace.analyzer.collect._budget import RETRY_AFTER_S, Busy
+from jitrace.collect._access import Access
+from jitrace.collect._budget import RETRY_AFTER_S, Busy
 
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"

@@ -11,8 +11,8 @@ import grpc
 import otlp_requests
 from google.rpc import error_details_pb2, status_pb2
 
-from jitrace.analyzer.collect import Receiver
 from jitrace.analyzer.load import load_into
+from jitrace.collect import Receiver
 
 EXPORT_TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 

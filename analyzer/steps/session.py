@@ -1,8 +1,8 @@
-"""The DuckDB session: runs the pipeline declared in queries/steps.toml (analyzer/pipeline.py) on a database holding
+"""The DuckDB session: runs the pipeline declared in queries/steps.toml (pipeline.py) on a database holding
 ``spans``/``logs``: the connection's settings, the log patterns, the steps, and the views that keep TEMP tables.
 
 Python orchestrates, SQL computes: the only step done in Python is solving the small clock-offset graph
-(analyzer/offsets.py), declared in the manifest like the others.
+(analyzer/steps/offsets.py), declared in the manifest like the others.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import TypeVar
 
 import duckdb
 
-from jitrace.analyzer import database, pipeline, spans_view
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.schema import LOGS, duckdb_ddl
+from jitrace.analyzer.steps import database, pipeline, spans_view
 from jitrace.instrumentation import contract
 
 T = TypeVar("T")
@@ -76,7 +76,7 @@ def memory_limit() -> str:
 
 def connect(path: str | Path = ":memory:", *, define_view: bool = True) -> duckdb.DuckDBPyConnection:
     """A connection with an empty ``spans`` view and ``logs`` table (the loader adds to them; spans_view.py), on the
-    database file at ``path`` (analyzer/database.py) or in memory. ``define_view=False`` leaves the view to the
+    database file at ``path`` (analyzer/steps/database.py) or in memory. ``define_view=False`` leaves the view to the
     loader, which defines it over what it loaded (the empty view binds span_facts.sql for nothing: 7 ms)."""
     con = duckdb.connect() if str(path) == ":memory:" else database.connect(path)
     con.execute("SET memory_limit = ?", [memory_limit()])
@@ -88,7 +88,7 @@ def connect(path: str | Path = ":memory:", *, define_view: bool = True) -> duckd
     con.execute("SET parquet_metadata_cache = true")
     # The steps replace their tables as they go; DuckDB's automatic checkpoint (at 16 MB of WAL) ran between them
     # and rewrote what the next step replaced (0.2 s at 1M spans, 0.6 s at 10M). One checkpoint, at close, is enough:
-    # the database is built in a staging folder (analyzer/outputs.py), so a crash before it loses nothing.
+    # the database is built in a staging folder (analyzer/outputs/__init__.py), so a crash before it loses nothing.
     con.execute("SET checkpoint_threshold = '4GB'")
     spans_view.ensure(con, view=define_view)
     con.execute(duckdb_ddl("logs", LOGS))

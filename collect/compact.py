@@ -3,7 +3,7 @@
 The writer leaves one file per acknowledged commit (its cheapest durable write). Many small files are slow to read,
 and they hold only the normalized columns. Once an hour's folder has been idle for a while (and for every folder
 when the receiver stops), ``compact_folder`` rewrites its small files as one ``compacted-<uuid>.parquet``: span
-files through queries/span_facts.sql, so the analyzer reads the jit facts as columns (analyzer/spans_view.py).
+files through queries/span_facts.sql, so the analyzer reads the jit facts as columns (analyzer/steps/spans_view.py).
 
 Crash safety, without ever storing a span twice or losing one:
 1. the new file is written as ``*.tmp`` (which loaders skip), fsynced, then renamed; its Parquet metadata names
@@ -27,8 +27,9 @@ from pathlib import Path
 
 import duckdb
 
-from jitrace.analyzer import schema, spans_view
-from jitrace.analyzer.collect._durable import TMP_SUFFIX, fsync_path
+from jitrace.analyzer import schema
+from jitrace.analyzer.steps import spans_view
+from jitrace.collect._durable import TMP_SUFFIX, fsync_path
 
 PREFIX = "compacted-"
 LOCK_NAME = ".compact.lock"  # hidden names: loaders skip them

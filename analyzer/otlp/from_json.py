@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from jitrace.analyzer import schema
-from jitrace.analyzer.load._rows import BadRecord, Rows, as_int, hex_id, to_json
 from jitrace.analyzer.redact import redact, redact_value
+from jitrace.analyzer.rows import BadRecord, Rows, as_int, hex_id, to_json
 
 _KINDS = {i: k for i, k in enumerate(schema.SPAN_KINDS)} | {f"SPAN_KIND_{k}": k for k in schema.SPAN_KINDS}
 _STATUS = {i: c for i, c in enumerate(schema.STATUS_CODES)} | {f"STATUS_CODE_{c}": c for c in schema.STATUS_CODES}

@@ -13,7 +13,7 @@ import pytest
 # The loop a receiver runs, at its tightest: the signal lands at any bytecode of `wait`. A threading.Event set from
 # the handler hung in 14 of 20 such runs (the handler waits on the lock the interrupted `Event.wait` holds).
 BUSY = """
-from jitrace.analyzer.stop_signals import StopSignals
+from jitrace.collect.stop_signals import StopSignals
 stop = StopSignals()
 print("ready", flush=True)
 while not stop.wait(0.0):
@@ -24,7 +24,7 @@ print("stopped by", stop.received, flush=True)
 # One 60 s wait: the signal must end it, not the timeout, even when it comes before the select starts.
 LONG = """
 import time
-from jitrace.analyzer.stop_signals import StopSignals
+from jitrace.collect.stop_signals import StopSignals
 stop = StopSignals()
 print("ready", flush=True)
 started = time.monotonic()

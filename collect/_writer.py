@@ -26,9 +26,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from jitrace.analyzer import redact, schema
-from jitrace.analyzer.collect import _compact
-from jitrace.analyzer.collect._durable import TMP_SUFFIX, fsync_path
-from jitrace.analyzer.load._rows import table
+from jitrace.analyzer.rows import table
+from jitrace.collect import compact
+from jitrace.collect._durable import TMP_SUFFIX, fsync_path
 
 # These files are short-lived (compaction rewrites them with zstd): on the acknowledgment path the faster codec wins,
 # about 1.2 us a span instead of 2.0 (files about 1.7x the size).
@@ -54,11 +54,11 @@ class Writer:
 
     def remove_partial_files(self) -> int:
         """Delete ``*.tmp`` files a killed receiver left: their batches were never acknowledged. (A compaction's
-        unfinished file is ``_compact.finish``'s to remove: a compaction may be running in another process.)"""
+        unfinished file is ``compact.finish``'s to remove: a compaction may be running in another process.)"""
         n = 0
         for kind in _SCHEMAS:
             for tmp in (self.out / kind).rglob(f"*{TMP_SUFFIX}") if (self.out / kind).is_dir() else ():
-                if not tmp.name.startswith(_compact.PREFIX):  # a compaction's: maybe another process's
+                if not tmp.name.startswith(compact.PREFIX):  # a compaction's: maybe another process's
                     tmp.unlink(missing_ok=True)
                     n += 1
         return n

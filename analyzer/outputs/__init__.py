@@ -22,8 +22,9 @@ from pathlib import Path
 
 import duckdb
 
-from jitrace.analyzer import errors, session
-from jitrace.analyzer.spans_view import exact, sql_string  # a quote in a folder name must not end the SQL string
+from jitrace.analyzer import errors
+from jitrace.analyzer.steps import session
+from jitrace.analyzer.steps.spans_view import exact, sql_string  # a quote in a folder name must not end the SQL string
 
 MANIFEST = ".jitrace-manifest.json"
 # Every name analyze writes into DIR: the only names a manifest can claim (outputs.own_files).

@@ -11,7 +11,7 @@ from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jitrace.analyzer.collect import Receiver
+from jitrace.collect import Receiver
 
 _REAL = otlp_requests.traces(3)[0].SerializeToString()
 
@@ -68,20 +68,20 @@ _scalar = st.one_of(st.text(max_size=8), st.integers(-(2**63), 2**63 - 1), st.fl
                                 st.one_of(_scalar, st.lists(_scalar, max_size=3))), max_size=8))
 def test_attribute_json_from_cached_fragments_equals_the_plain_conversion(pairs):
     """Repeated keys keep their first place and last value; a cached pair gives the same text as a fresh one. The
-    attributes are read as the receiver reads them: as bytes, through the request schema of _otlp_lite.py."""
+    attributes are read as the receiver reads them: as bytes, through the request schema of _lite.py."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-    from jitrace.analyzer.collect import _otlp
-    from jitrace.analyzer.load._rows import to_json
+    from jitrace.analyzer.otlp import from_protobuf
+    from jitrace.analyzer.rows import to_json
 
     span = Span(attributes=[otlp_requests._kv(k, v) for k, v in pairs])
     req = ExportTraceServiceRequest()
     req.resource_spans.add().scope_spans.add().spans.append(span)
-    raw = _otlp.parse_traces(req.SerializeToString()).resource_spans[0].scope_spans[0].spans[0].attributes
-    expected = to_json({kv.key: _otlp.any_value(kv.value) for kv in span.attributes})
-    assert _otlp.attrs_json(raw) == expected
-    assert _otlp.attrs_json(raw) == expected  # now from the cache
+    raw = from_protobuf.parse_traces(req.SerializeToString()).resource_spans[0].scope_spans[0].spans[0].attributes
+    expected = to_json({kv.key: from_protobuf.any_value(kv.value) for kv in span.attributes})
+    assert from_protobuf.attrs_json(raw) == expected
+    assert from_protobuf.attrs_json(raw) == expected  # now from the cache
 
 
 @pytest.mark.parametrize("field", ["attributes", "events", "links"])
@@ -90,9 +90,9 @@ def test_a_span_part_that_is_not_otlp_refuses_the_whole_request(receiver, field)
     message still makes the request INVALID_ARGUMENT, as the full parser would, and nothing of it is stored."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    from jitrace.analyzer.collect import _otlp_lite
+    from jitrace.analyzer.otlp import _lite
 
-    req = _otlp_lite.TraceRequest.FromString(otlp_requests.traces(3)[0].SerializeToString())
+    req = _lite.TraceRequest.FromString(otlp_requests.traces(3)[0].SerializeToString())
     getattr(req.resource_spans[0].scope_spans[0].spans[1], field).append(b"\x0a\xff\xff")  # a cut-off field
     body = req.SerializeToString()
     with pytest.raises(DecodeError):

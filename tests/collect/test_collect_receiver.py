@@ -14,8 +14,8 @@ import pytest
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from jitrace.analyzer.collect import Receiver
 from jitrace.analyzer.load import load_into
+from jitrace.collect import Receiver
 
 EXPORT_TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 EXPORT_LOGS = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"

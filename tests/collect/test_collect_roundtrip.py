@@ -16,8 +16,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from jitrace.analyzer.collect import Receiver
 from jitrace.analyzer.load import load_into
+from jitrace.collect import Receiver
 from jitrace.instrumentation import contract
 
 TOKEN = jwt.encode({"sub": "alice"}, "roundtrip-test-key-of-32-bytes!!", algorithm="HS256")  # JWT-shaped, never stored

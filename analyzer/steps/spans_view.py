@@ -189,7 +189,7 @@ def exact_list(paths: list[str]) -> list[str]:
 
 def define(con: duckdb.DuckDBPyConnection, *, temp: bool = False) -> None:
     """(Re)create the view over ``span_rows`` and every file in ``span_files`` (``temp``: a TEMP view, which hides a
-    view of the same name in the database: how a notebook reads a database file it did not write, analyzer/api.py).
+    view of the same name in the database: how a notebook reads a database file it did not write, analyzer/notebook.py).
 
     ``span_rows`` is a branch of the view only when it holds rows (or no file is read in place): span_facts.sql over
     it is planned again wherever a step reads the view, even over an empty table (about 0.05 s of a run on files

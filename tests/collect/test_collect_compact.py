@@ -9,10 +9,10 @@ import duckdb
 import pytest
 from spanfactory import T0, Token, World
 
-from jitrace.analyzer import session, spans_view
-from jitrace.analyzer.collect import Receiver, _compact
-from jitrace.analyzer.collect._writer import Writer
 from jitrace.analyzer.load import load_into
+from jitrace.analyzer.steps import session, spans_view
+from jitrace.collect import Receiver, compact
+from jitrace.collect._writer import Writer
 
 
 def _written(tmp_path, batches: int = 4):
@@ -42,11 +42,11 @@ def test_an_hour_becomes_one_file_with_the_facts_and_the_analysis_is_unchanged(t
     folder, rows = _written(tmp_path / "out")
     before = _analysis(tmp_path / "out")
     assert len(list(folder.glob("*.parquet"))) == 4
-    files, records = _compact.compact_folder(duckdb.connect(), folder, "spans")
+    files, records = compact.compact_folder(duckdb.connect(), folder, "spans")
     assert (files, records) == (4, len(rows))
     (only,) = list(folder.glob("*.parquet"))
     con = duckdb.connect()
-    assert only.name.startswith(_compact.PREFIX)
+    assert only.name.startswith(compact.PREFIX)
     assert spans_view.has_facts(con, spans_view.parquet_columns(con, [str(only)])[str(only)])
     assert _analysis(tmp_path / "out") == before
     assert len(before[1]) == 4  # the denied calls: the analysis compared is not empty
@@ -64,7 +64,7 @@ def test_the_denied_spans_come_first_so_a_filter_on_denied_skips_the_other_row_g
                 json_object('rpc.grpc.status_code', CASE WHEN i % 50 = 0 THEN 7 ELSE i % 5 END)::VARCHAR AS attributes,
                 '[]' AS events, '[]' AS links, NULL::VARCHAR AS scope, 'test' AS source
             FROM range({f * 75000}, {(f + 1) * 75000}) AS r(i)) TO '{folder}/{f:032x}.parquet' (FORMAT parquet)""")
-    _compact.compact_folder(con, folder, "spans")
+    compact.compact_folder(con, folder, "spans")
     (only,) = list(folder.glob("*.parquet"))
     denied = [r[0] for r in con.execute(f"SELECT denied FROM '{only}'").fetchall()]
     assert denied == sorted(denied, reverse=True) and sum(denied) == 6000
@@ -80,12 +80,12 @@ def test_a_crash_during_compaction_stores_no_record_twice_and_a_restart_cleans_u
     folder, rows = _written(out)
     kept = tmp_path / "kept"
     shutil.copytree(folder, kept)
-    _compact.compact_folder(duckdb.connect(), folder, "spans")
+    compact.compact_folder(duckdb.connect(), folder, "spans")
     (compacted,) = list(folder.glob("*.parquet"))
     for f in kept.iterdir():  # the crash: the replaced files were never removed
         shutil.copy(f, folder / f.name)
     if crash_after == "write":  # ... nor the new file renamed into place: it is still a .tmp
-        compacted.rename(compacted.with_name(compacted.name + _compact.TMP_SUFFIX))
+        compacted.rename(compacted.with_name(compacted.name + compact.TMP_SUFFIX))
     con = duckdb.connect()
     report = load_into(con, [str(out)])
     ids = [r[0] for r in con.execute("SELECT span_id FROM spans").fetchall()]
@@ -116,7 +116,7 @@ def test_compact_only_compacts_a_folder_an_earlier_receiver_left(tmp_path):
                          text=True, timeout=120)
     assert run.returncode == 0 and f"compacted 4 files ({len(rows)} records)" in run.stderr, run.stderr
     (only,) = list(folder.glob("*.parquet"))
-    assert only.name.startswith(_compact.PREFIX)
+    assert only.name.startswith(compact.PREFIX)
     con = duckdb.connect()
     load_into(con, [str(out)])
     assert sorted(r[0] for r in con.execute("SELECT span_id FROM spans").fetchall()) == sorted(r[1] for r in rows)
@@ -130,10 +130,10 @@ def test_one_compactor_at_a_time_per_folder(tmp_path):
 
     out = tmp_path / "out"
     folder, _ = _written(out)
-    with open(out / _compact.LOCK_NAME, "a") as held:  # another process compacting this folder
+    with open(out / compact.LOCK_NAME, "a") as held:  # another process compacting this folder
         fcntl.flock(held, fcntl.LOCK_EX)
-        assert _compact.Compactor(out).run(everything=True) is False
-        assert _compact.finish(out) == 0
-        assert len(_compact.small_files(folder)) == 4  # untouched while the other one works
-    assert _compact.Compactor(out).run(everything=True) is True
-    assert _compact.small_files(folder) == []
+        assert compact.Compactor(out).run(everything=True) is False
+        assert compact.finish(out) == 0
+        assert len(compact.small_files(folder)) == 4  # untouched while the other one works
+    assert compact.Compactor(out).run(everything=True) is True
+    assert compact.small_files(folder) == []

@@ -14,9 +14,9 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from jitrace.analyzer import schema
-from jitrace.analyzer.collect._otlp_lite import TraceRequest
-from jitrace.analyzer.load._rows import BadRecord, Rows, bytes_id, to_json
+from jitrace.analyzer.otlp._lite import TraceRequest
 from jitrace.analyzer.redact import redact, redact_value
+from jitrace.analyzer.rows import BadRecord, Rows, bytes_id, to_json
 
 _KINDS = schema.SPAN_KINDS
 _STATUS = schema.STATUS_CODES

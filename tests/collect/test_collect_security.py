@@ -23,8 +23,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jitrace.analyzer.collect import Receiver
 from jitrace.analyzer.load import load_into
+from jitrace.collect import Receiver
 
 JITRACE = Path(sys.executable).parent / "jitrace"
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -241,7 +241,7 @@ def test_spans_in_3000_hours_make_one_folder_the_arrival_hour(tmp_path):
     """One request with spans in 3,000 different hours made 3,000 folders and fsynced files; now its file is in
     the hour it arrived, and the analyzer still reads each span's own time from its row, before and after
     compaction."""
-    from jitrace.analyzer.collect import _compact
+    from jitrace.collect import compact
 
     req, _ = otlp_requests.traces(3000)
     hour_ns = 3_600_000_000_000
@@ -266,7 +266,7 @@ def test_spans_in_3000_hours_make_one_folder_the_arrival_hour(tmp_path):
         return con.execute(f"SELECT count(*), count(DISTINCT start_ns // {hour_ns}) FROM spans").fetchone()
 
     assert hours() == (3000, 3000)
-    _compact.Compactor(r.out).run(everything=True)
+    compact.Compactor(r.out).run(everything=True)
     assert hours() == (3000, 3000)
 
 
@@ -327,7 +327,7 @@ def cert(tmp_path_factory) -> tuple[str, str, bytes]:
 
 
 def test_with_tls_both_protocols_speak_tls_only(tmp_path, cert):
-    from jitrace.analyzer.collect._access import Access
+    from jitrace.collect._access import Access
 
     cert_file, key_file, pem = cert
     r = Receiver(tmp_path / "out", "127.0.0.1:0", "127.0.0.1:0", access=Access(cert_file=cert_file,
@@ -350,7 +350,7 @@ def test_with_tls_both_protocols_speak_tls_only(tmp_path, cert):
 
 
 def test_with_a_token_requests_without_it_are_refused_and_store_nothing(tmp_path, capfd):
-    from jitrace.analyzer.collect._access import Access
+    from jitrace.collect._access import Access
 
     r = Receiver(tmp_path / "out", "127.0.0.1:0", "127.0.0.1:0", access=Access(token=TOKEN.encode()))
     grpc_port, http_port = r.start()
@@ -377,7 +377,7 @@ def test_with_a_token_requests_without_it_are_refused_and_store_nothing(tmp_path
 
 
 def test_the_token_check_reads_the_header_as_rfc_6750_says():
-    from jitrace.analyzer.collect._access import Access
+    from jitrace.collect._access import Access
 
     access = Access(token=b"abc.def")
     assert [access.allows(h) for h in ("Bearer abc.def", "bearer  abc.def ", "BEARER abc.def")] == [True] * 3
@@ -394,7 +394,7 @@ def test_the_token_check_reads_the_header_as_rfc_6750_says():
 def test_any_authorization_header_is_refused_unless_it_carries_the_token(header):
     """The one new parser on the receiver's path: any header, as text or bytes, is a yes or a no, never an error;
     yes only for the scheme (any case) and the exact token."""
-    from jitrace.analyzer.collect._access import Access
+    from jitrace.collect._access import Access
 
     allowed = Access(token=b"abc.def").allows(header)
     raw = header.encode("latin-1", "replace") if isinstance(header, str) else header
@@ -441,7 +441,7 @@ def test_bad_tls_and_token_files_are_one_line_and_exit_2(tmp_path, cert):
 
 
 def test_loopback_is_told_from_the_rest():
-    from jitrace.analyzer.collect._access import Access, exposure_warning
+    from jitrace.collect._access import Access, exposure_warning
 
     for addr in ("127.0.0.1:4317", "localhost:4317", "[::1]:4317", "127.0.0.2:1"):
         assert exposure_warning("--grpc", addr, Access()) is None, addr

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 
-from jitrace.analyzer.spans_view import sql_string  # a quote in a folder name must not end the SQL string
+from jitrace.analyzer.steps.spans_view import sql_string  # a quote in a folder name must not end the SQL string
 
 NAME = "jitrace"
 ROW_GROUP_SIZE = 16_384  # a multiple of DuckDB's vector size (2,048)
