@@ -173,9 +173,11 @@ def _one_row_per_span(con: duckdb.DuckDBPyConnection, report: LoadReport) -> Non
             return
         con.execute(f"DELETE FROM {spans_view.ROWS_TABLE}")
         con.execute(f"DELETE FROM {spans_view.FILES_TABLE}")
+        con.execute(f"DELETE FROM {spans_view.FACTS_TABLE}")
         con.execute(f"INSERT INTO {spans_view.ROWS_TABLE} SELECT * FROM jitrace_one_copy")
     finally:
         con.execute("DROP TABLE jitrace_one_copy")
+    spans_view.define(con)  # the copies kept, with their facts
     report.duplicate_spans = total - kept
     report.spans -= report.duplicate_spans
     report.spans_without_time = untimed  # counted as above, over the copies kept

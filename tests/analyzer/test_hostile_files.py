@@ -333,7 +333,7 @@ def test_a_foreign_database_opened_by_the_notebooks_api_reaches_nothing_outside_
     with pytest.raises(duckdb.Error):
         out.sql("SET enable_external_access = true")
     assert not (tmp_path / "written.csv").exists()
-    assert out.sql("SELECT count(*) AS n FROM span_rows")["n"][0] == PER_FILE  # the tables still read
+    assert out.sql("SELECT count(*) AS n FROM span_fact_rows")["n"][0] == PER_FILE  # the tables still read
 
 
 def test_the_receiver_stores_no_credential_it_receives(tmp_path):

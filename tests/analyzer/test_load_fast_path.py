@@ -24,7 +24,7 @@ from jitrace.analyzer import schema
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files, _otlp_json_native, _text
 
-ROWS = "SELECT * FROM span_rows"
+ROWS = f"SELECT {', '.join(schema.SPANS.names)} FROM span_fact_rows"  # loaded rows, stored with their facts
 JSON_COLUMNS = (10, 11, 12, 13)  # resource, attributes, events, links: compared as parsed JSON, types included
 
 
