@@ -336,22 +336,25 @@ def _check_policy(path: str, model: Any) -> None:
 
 
 # --- outputs ----------------------------------------------------------------------------------------------------------
+def _candidate(summary: dict[str, Any]) -> str:
+    cand = summary["candidate"]
+    return " ".join(str(cand[k]) for k in ("engine", "model", "policy") if cand.get(k)) or "the candidate"
+
+
 def terminal(result: Replay) -> str:
     """The replay as plain text: counts, flips by principal, method, rule and policy version with example traces,
     and what was not replayed (escaped: strings from the wire cannot drive the terminal)."""
     s = result.summary
-    cand = s["candidate"]
-    named = " ".join(str(cand[k]) for k in ("engine", "model", "policy") if cand.get(k))
     lines = [f"{s['decisions']:,} policy decisions on {s['spans']:,} spans; {s['replayed']:,} replayed "
-             f"({s['distinct_requests']:,} distinct requests evaluated) under {named or 'the candidate'}",
+             f"({s['distinct_requests']:,} distinct requests evaluated) under {_candidate(s)}",
              f"flips: {s['flips']['allow_to_deny']:,} allow -> deny, {s['flips']['deny_to_allow']:,} deny -> allow"]
     if any(s["flips"].values()):
-        head = f"{'by':<15} {'value':<40} {'allow->deny':>11} {'deny->allow':>11}  example traces"
+        head = f"{'by':<15} {'value':<40} {'allow->deny':>12} {'deny->allow':>12}  example traces"
         lines += [head, "-" * len(head)]
         for dimension, rows in s["by"].items():
             for row in rows[:5]:
                 value = row["value"] if len(row["value"]) <= 40 else row["value"][:37] + "..."
-                lines.append(f"{dimension:<15} {value:<40} {row['allow_to_deny']:>11,} {row['deny_to_allow']:>11,}  "
+                lines.append(f"{dimension:<15} {value:<40} {row['allow_to_deny']:>12,} {row['deny_to_allow']:>12,}  "
                              f"{', '.join(row['examples'][:2])}")
     not_replayed = sum(s["not_replayed"].values())
     if not_replayed:
@@ -368,7 +371,7 @@ def html_section(result: Replay, max_rows: int = 500) -> str:
     s = result.summary
     parts = [f'<section id="replay"><h1>Policy replay</h1><p id="replay-summary">{s["decisions"]:,} policy decisions'
              f' on {s["spans"]:,} spans; <strong>{s["replayed"]:,} replayed</strong> ({s["distinct_requests"]:,} '
-             f'distinct requests) under {html.escape(json.dumps(s["candidate"]))}: '
+             f'distinct requests) under {html.escape(_candidate(s))}: '
              f'<strong>{s["flips"]["allow_to_deny"]:,} allow → deny, {s["flips"]["deny_to_allow"]:,} deny → '
              f'allow</strong>.</p>']
     for dimension, rows in s["by"].items():
