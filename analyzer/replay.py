@@ -22,6 +22,7 @@ import html
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,21 +86,19 @@ class Replay:
         return kind is not None and any(self.summary["flips"][k] for k in GATES[kind])
 
 
-def _decisions_sql(engine: str | None, policy_id: str | None) -> str:
-    redacted = sql_string(REDACTED)
-    return f"""
-        CREATE OR REPLACE TEMP TABLE replay_decisions AS
+def _decisions_view(con: duckdb.DuckDBPyConnection, engine: str | None, policy_id: str | None) -> None:
+    """``replay_decisions``: every span's decision, its request and roles, and why it is not replayed (or
+    ``candidate``). A view: the decisions are read where they are (the checks per request are made once per distinct
+    request, in ``_pairs``)."""
+    engine_text, policy_text = sql_string(engine or ""), sql_string(policy_id or "")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW replay_decisions AS
         SELECT *,
             CASE WHEN recorded_decision IS NULL THEN 'unknown_decision'
-                 WHEN request IS NULL OR len(request) = 0 OR list_contains(list_transform(request, lambda v: v IS NULL),
-                      true) THEN 'no_request'
-                 WHEN {sql_string(engine or '')} <> '' AND policy_engine IS DISTINCT FROM {sql_string(engine or '')}
-                      THEN 'other_engine'
-                 WHEN {sql_string(policy_id or '')} <> '' AND policy_id IS DISTINCT FROM {sql_string(policy_id or '')}
-                      THEN 'other_policy'
-                 WHEN len(list_filter(list_concat(request, granted), lambda v: contains(v, {redacted}))) > 0
-                      THEN 'request_redacted'
-                 ELSE 'replay' END AS status
+                 WHEN request IS NULL OR len(request) = 0 THEN 'no_request'
+                 WHEN {engine_text} <> '' AND policy_engine IS DISTINCT FROM {engine_text} THEN 'other_engine'
+                 WHEN {policy_text} <> '' AND policy_id IS DISTINCT FROM {policy_text} THEN 'other_policy'
+                 ELSE 'candidate' END AS status
         FROM (
             SELECT trace_id, span_id, start_ns, service,
                 coalesce(rpc_service || '/' || rpc_method, name) AS method,
@@ -108,10 +107,35 @@ def _decisions_sql(engine: str | None, policy_id: str | None) -> str:
                 CASE lower(jit_policy_decision) WHEN 'allow' THEN 'allow' WHEN 'deny' THEN 'deny' END
                     AS recorded_decision,
                 jit_policy_decision AS recorded_text, jit_policy_rule AS recorded_rule, jit_policy_request AS request,
-                coalesce(list_sort(list_filter(jit_policy_granted, lambda g: g IS NOT NULL)), []::VARCHAR[]) AS granted
+                coalesce(jit_policy_granted, []::VARCHAR[]) AS granted
             FROM spans
             WHERE jit_policy_decision IS NOT NULL
-        )"""
+        )""")
+
+
+# A distinct (request, roles) is found by its hash: grouping and joining a million decisions by a number is several
+# times faster than by two lists. Exact all the same: a decision whose lists differ from those its hash found (a
+# collision) makes the run group and join by the lists themselves (``exact``).
+PAIR_HASH = "hash({t}request, {t}granted)"  # {t}: the table's alias
+
+
+def _pairs(con: duckdb.DuckDBPyConnection, exact: bool) -> None:
+    """``replay_requests``: each distinct (request, granted) of the candidate decisions, with how many decisions made
+    it, and why it cannot be evaluated (NULL: it can). The order keeps one subject's requests together (an evaluator
+    that binds a subject to its roles changes them least often)."""
+    grouped = ("SELECT NULL::UBIGINT AS h, request, granted, count(*) AS decisions FROM replay_decisions "
+               "WHERE status = 'candidate' GROUP BY request, granted") if exact else (
+               f"SELECT {PAIR_HASH.format(t='')} AS h, any_value(request) AS request, any_value(granted) AS granted, "
+               "count(*) AS decisions FROM replay_decisions WHERE status = 'candidate' GROUP BY h")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE replay_requests AS
+        SELECT (row_number() OVER (ORDER BY request[1], granted, request) - 1)::BIGINT AS key, h, request, granted,
+               decisions,
+               CASE WHEN list_count(request) < len(request) THEN 'no_request'  -- a value missing: not the request
+                    WHEN len(list_filter(list_concat(request, granted),
+                                         lambda v: contains(v, {sql_string(REDACTED)}))) > 0 THEN 'request_redacted'
+                    END AS status
+        FROM ({grouped})""")
 
 
 def _outcome(result: object) -> tuple[str, str | None]:
@@ -129,45 +153,68 @@ def _one_line(exc: BaseException) -> str:
     return report.printable(f"{type(exc).__name__}: {text[0] if text else ''}"[:200])
 
 
-def _evaluate(con: duckdb.DuckDBPyConnection, evaluate: Evaluate, say: Callable[[str], None]) -> int:
-    """Each distinct (request, granted) of the replayable decisions evaluated once, in an order that keeps one
-    subject's requests together (an evaluator that binds a subject to its roles changes them least often); the
-    answers land in ``replay_outcomes``. Returns how many were evaluated."""
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE replay_requests AS
-        SELECT (row_number() OVER (ORDER BY request[1], granted, request) - 1)::BIGINT AS key, request, granted
-        FROM (SELECT DISTINCT request, granted FROM replay_decisions WHERE status = 'replay')""")
-    keys = con.execute("SELECT request, granted FROM replay_requests ORDER BY key").fetchall()
+Pair = tuple[tuple[str, ...], tuple[str, ...]]
+Answer = tuple[str | None, str | None, str | None]  # candidate decision, candidate rule, error
+
+
+def _evaluate(con: duckdb.DuckDBPyConnection, evaluate: Evaluate, say: Callable[[str], None],
+              answers: dict[Pair, Answer]) -> int:
+    """Each distinct (request, roles) evaluated once (roles in any order, or listed twice, are the same roles; those
+    already in ``answers`` are not asked again); the answers land in ``replay_answers`` beside ``replay_requests``'
+    columns. Returns how many distinct requests were evaluated."""
+    keys = con.execute("SELECT key, request, granted FROM replay_requests WHERE status IS NULL ORDER BY key").fetchall()
     say(f"evaluating {len(keys):,} distinct requests under the candidate")
-    decisions: list[str | None] = []
-    rules: list[str | None] = []
-    failures: list[str | None] = []
+    columns: tuple[list[int], list[str | None], list[str | None], list[str | None]] = ([], [], [], [])
     said = started = time.monotonic()
-    for n, (request, granted) in enumerate(keys):
-        try:
-            decision, rule = _outcome(evaluate(tuple(request), tuple(granted)))
-            error = None
-        except Exception as exc:  # noqa: BLE001 - the candidate's failure on one request: counted and named
-            decision, rule, error = None, None, _one_line(exc)
-        decisions.append(decision)
-        rules.append(rule)
-        failures.append(error)
-        if time.monotonic() - said >= 2.0:
-            said = time.monotonic()
-            say(f"evaluated {n + 1:,} of {len(keys):,} requests ({(n + 1) / (said - started):,.0f}/s)")
-    con.execute("CREATE OR REPLACE TEMP TABLE replay_outcomes AS SELECT unnest(range(?)) AS key, "
-                "unnest(?::VARCHAR[]) AS candidate_decision, unnest(?::VARCHAR[]) AS candidate_rule, "
-                "unnest(?::VARCHAR[]) AS error", [len(keys), decisions, rules, failures])
-    return len(keys)
-
-
-def _flips(con: duckdb.DuckDBPyConnection) -> None:
+    for key, request, granted in keys:
+        pair = (tuple(request), tuple(sorted({g for g in granted if g is not None})))
+        answer = answers.get(pair)
+        if answer is None:
+            try:
+                answer = (*_outcome(evaluate(*pair)), None)
+            except Exception as exc:  # noqa: BLE001 - the candidate's failure on one request: counted and named
+                answer = (None, None, _one_line(exc))
+            answers[pair] = answer
+            if time.monotonic() - said >= 2.0:
+                said = time.monotonic()
+                say(f"evaluated {len(answers):,} requests ({len(answers) / (said - started):,.0f}/s)")
+        for column, value in zip(columns, (key, *answer), strict=True):
+            column.append(value)
     con.execute("""
-        CREATE OR REPLACE TEMP TABLE replay_judged AS
-        SELECT d.*, o.candidate_decision, o.candidate_rule, o.error
-        FROM replay_decisions AS d
-        LEFT JOIN (replay_requests JOIN replay_outcomes USING (key)) AS o
-               ON d.status = 'replay' AND o.request = d.request AND o.granted = d.granted""")
+        CREATE OR REPLACE TEMP TABLE replay_answers AS
+        SELECT r.* REPLACE (coalesce(r.status, CASE WHEN o.error IS NOT NULL THEN 'evaluation_failed' END) AS status),
+               o.candidate_decision, o.candidate_rule, o.error
+        FROM replay_requests AS r
+        LEFT JOIN (SELECT unnest(?::BIGINT[]) AS key, unnest(?::VARCHAR[]) AS candidate_decision,
+                          unnest(?::VARCHAR[]) AS candidate_rule, unnest(?::VARCHAR[]) AS error) AS o USING (key)""",
+                list(columns))
+    return len(answers)
+
+
+def _flips(con: duckdb.DuckDBPyConnection, exact: bool) -> bool:
+    """One pass over the decisions: ``replay_notable`` holds those that flip or are not replayed (every other one was
+    replayed with the same outcome); ``replay_flips`` the flips. Returns False (and makes neither) when a hash
+    collided: the caller starts again, ``exact``."""
+    on = "a.request IS NOT DISTINCT FROM d.request AND a.granted IS NOT DISTINCT FROM d.granted" if exact else \
+        f"a.h = {PAIR_HASH.format(t='d.')}"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE replay_notable AS
+        WITH joined AS (
+            SELECT d.*, a.status AS answer_status, a.candidate_decision, a.candidate_rule, a.error,
+                   d.status <> 'candidate' OR (a.request IS NOT DISTINCT FROM d.request
+                                               AND a.granted IS NOT DISTINCT FROM d.granted) AS found
+            FROM replay_decisions AS d
+            LEFT JOIN replay_answers AS a ON d.status = 'candidate' AND {on}
+        )
+        SELECT * EXCLUDE (answer_status, found)
+                 REPLACE (CASE WHEN status <> 'candidate' THEN status WHEN NOT found THEN 'collision'
+                               ELSE coalesce(answer_status, 'replayed') END AS status),
+               status = 'candidate' AS candidate
+        FROM joined
+        WHERE status <> 'candidate' OR answer_status IS NOT NULL OR candidate_decision <> recorded_decision
+           OR NOT found""")
+    if not exact and con.execute("SELECT count(*) FROM replay_notable WHERE status = 'collision'").fetchone()[0]:
+        return False
     columns = ", ".join(FLIP_COLUMNS)
     con.execute(f"""
         CREATE OR REPLACE TABLE replay_flips AS
@@ -176,16 +223,20 @@ def _flips(con: duckdb.DuckDBPyConnection) -> None:
                 make_timestamp(start_ns // 1000) AS time, recorded_decision || '_to_' || candidate_decision AS flip,
                 -- the rule that made the difference: the one that allows now, or the one that allowed before
                 CASE WHEN candidate_decision = 'allow' THEN candidate_rule ELSE recorded_rule END AS rule
-            FROM replay_judged
-            WHERE status = 'replay' AND error IS NULL AND candidate_decision <> recorded_decision
+            FROM replay_notable
+            WHERE status = 'replayed'
         )
         {ORDER}""")
+    return True
 
 
 def _summarize(con: duckdb.DuckDBPyConnection, loaded: dict[str, Any], evaluated: int,
                candidate: dict[str, Any]) -> dict[str, Any]:
-    status = dict(con.execute("SELECT CASE WHEN status = 'replay' AND error IS NOT NULL THEN 'evaluation_failed' "
-                              "ELSE status END AS s, count(*) FROM replay_judged GROUP BY s").fetchall())
+    # a decision is judged alone (its recorded decision, request, engine, policy) or with its distinct request
+    status: Counter[str] = Counter(dict(con.execute(
+        "SELECT status, count(*) FROM replay_notable WHERE NOT candidate GROUP BY ALL").fetchall()))
+    status.update(dict(con.execute("SELECT coalesce(status, 'replayed'), sum(decisions)::BIGINT FROM replay_answers "
+                                   "GROUP BY ALL").fetchall()))
     flips = dict(con.execute("SELECT flip, count(*) FROM replay_flips GROUP BY flip").fetchall())
     by = {}
     for name, expr in DIMENSIONS.items():
@@ -198,16 +249,16 @@ def _summarize(con: duckdb.DuckDBPyConnection, loaded: dict[str, Any], evaluated
     unreplayed = con.execute(f"""
         SELECT reason, policy_engine, policy_id, method, count(*) AS decisions,
                min_by(trace_id, (start_ns, trace_id)) AS example, any_value(detail) AS detail
-        FROM (SELECT *, CASE WHEN status = 'replay' THEN 'evaluation_failed' ELSE status END AS reason,
+        FROM (SELECT *, status AS reason,
                         CASE WHEN status = 'unknown_decision' THEN 'decision ' || recorded_text ELSE error END AS detail
-              FROM replay_judged WHERE status <> 'replay' OR error IS NOT NULL)
+              FROM replay_notable WHERE status <> 'replayed')
         GROUP BY ALL ORDER BY decisions DESC, reason, policy_engine, policy_id, method LIMIT {TOP}""").fetchall()
     return {
         "spans": loaded["spans"],
         "bad_records": loaded["bad_records"],
         "problems": loaded["problems"][:50],
         "decisions": sum(status.values()),
-        "replayed": status.get("replay", 0),
+        "replayed": status.get("replayed", 0),
         "distinct_requests": evaluated,
         "flips": {kind: flips.get(kind, 0) for kind in FLIPS},
         "not_replayed": {reason: status.get(reason, 0) for reason in REASONS},
@@ -241,10 +292,15 @@ def replay(spans: duckdb.DuckDBPyConnection | Sequence[str | Path], evaluate: Ev
             named = ", ".join(inputs[:3]) + (f" and {len(inputs) - 3} more" if len(inputs) > 3 else "")
             raise errors.UserError(f"no spans in {named} ({rep.files} file(s) read)")
         loaded = {"spans": rep.spans, "bad_records": rep.bad_records, "problems": list(rep.problems)}
-    with session.reading_inputs("replay"):
-        con.execute(_decisions_sql(engine, policy_id))
-    evaluated = _evaluate(con, evaluate, say)
-    _flips(con)
+    _decisions_view(con, engine, policy_id)
+    cache: dict = {}
+    for exact in (False, True):
+        with session.reading_inputs("replay"):
+            _pairs(con, exact)
+        evaluated = _evaluate(con, evaluate, say, cache)
+        with session.reading_inputs("replay"):
+            if _flips(con, exact):
+                break
     summary = _summarize(con, loaded, evaluated, candidate or {"engine": engine, "policy_id": policy_id})
     say(f"{summary['replayed']:,} of {summary['decisions']:,} decisions replayed; "
         f"{sum(summary['flips'].values()):,} flips")

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jitrace.analyzer import cli, errors, outputs
+from jitrace.analyzer import replay as replay_module
 from jitrace.analyzer.load import load_into
 from jitrace.analyzer.replay import CasbinCandidate, replay
 from jitrace.analyzer.steps.session import connect
@@ -33,6 +34,14 @@ def _recorded(n: int, subject: str, role: str, act: str, **extra) -> Decision:
     return Decision(n, "allow" if allowed else "deny", (subject, "inventory", act), (role,),
                     rule=f"p, {role}, inventory, {act}" if allowed else None,
                     method="Write" if act == "write" else "Read", **extra)
+
+
+@pytest.fixture
+def monkeypatch_module():
+    """A MonkeyPatch a hypothesis example undoes itself (the function-scoped fixture lives across examples)."""
+    patcher = pytest.MonkeyPatch()
+    yield patcher
+    patcher.undo()
 
 
 calls = st.lists(st.tuples(st.sampled_from(["alice", "bob", "carol", "dave"]), st.sampled_from(ROLES),
@@ -100,6 +109,41 @@ def test_the_roles_held_then_decide_not_the_candidates_own(tmp_path):
     # the bindings are the replay's own: one subject's roles at a time, and the policy file is never written
     assert candidate.binds_roles and candidate.enforcer.get_roles_for_user("alice") in (["viewer"], ["editor"])
     assert Path(V2).read_bytes() == policy
+
+
+def test_roles_in_another_order_are_the_same_roles_evaluated_once(tmp_path):
+    recorded = [Decision(n, "deny", ("alice", "inventory", "write"), roles) for n, roles in
+                enumerate([("viewer", "editor"), ("editor", "viewer"), ("editor", "viewer", "editor")])]
+    asked = []
+    result = replay([str(write(recorded, tmp_path / "s.jsonl", "otlp_json"))],
+                    lambda request, granted: asked.append(granted) or "editor" in granted)
+    assert asked == [("editor", "viewer")] and result.summary["flips"]["deny_to_allow"] == 3
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(made=calls)
+def test_a_hash_collision_falls_back_to_the_lists_themselves(tmp_path_factory, made, monkeypatch_module):
+    # every request of three values hashes alike: grouping by the hash alone would merge different requests
+    recorded = [_recorded(n, s, r, a) for n, (s, r, a) in enumerate(made)]
+    path = str(write(recorded, tmp_path_factory.mktemp("replay") / "s.jsonl", "otlp_json"))
+    honest = replay([path], CasbinCandidate(MODEL, V2)).flips()
+    passes = []
+    flips = replay_module._flips
+
+    def counted(con, exact):
+        passes.append(flips(con, exact))
+        return passes[-1]
+
+    monkeypatch_module.setattr(replay_module, "PAIR_HASH", "hash(len({t}request))")
+    monkeypatch_module.setattr(replay_module, "_flips", counted)
+    try:
+        colliding = replay([path], CasbinCandidate(MODEL, V2))
+    finally:
+        monkeypatch_module.undo()
+    assert colliding.flips().equals(honest)
+    distinct = len({(d.request, d.granted) for d in recorded})
+    assert colliding.summary["distinct_requests"] == distinct
+    assert passes == ([False, True] if distinct > 1 else [True])
 
 
 def test_decisions_that_cannot_be_replayed_are_counted_and_named(tmp_path):
