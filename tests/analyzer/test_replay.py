@@ -310,7 +310,9 @@ def test_evaluation_failures_exit_4_with_every_output(tmp_path, capsys):
     assert json.loads((out / "replay.json").read_text())["not_replayed"]["evaluation_failed"] == 1
 
 
-def test_without_pycasbin_the_command_names_the_extra(spans, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "casbin", None)  # import casbin now fails as on an install without it
+@pytest.mark.parametrize("library", ["casbin", "duckdb"])
+def test_without_its_libraries_the_command_names_the_extra(spans, capsys, monkeypatch, library):
+    monkeypatch.setitem(sys.modules, library, None)  # importing it now fails as on an install without it
+    monkeypatch.delitem(sys.modules, "jitrace.analyzer.replay")  # imported again, as by a first run
     err = _error(capsys, ["replay", str(spans), "--casbin", MODEL, V2])
-    assert "pip install 'jitrace[lab]'" in err
+    assert f"needs {library}, which is not installed: pip install 'jitrace[lab]'" in err
