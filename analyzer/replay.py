@@ -48,7 +48,7 @@ GATES = {"allow-to-deny": ("allow_to_deny",), "deny-to-allow": ("deny_to_allow",
 # Why a decision was not replayed, in the order they are tried.
 REASONS = {
     "unknown_decision": "the recorded decision is neither allow nor deny",
-    "no_request": "recorded without jit.policy.request",
+    "no_request": "recorded without jit.policy.request (or with a value of it missing)",
     "other_engine": "decided by another engine than the candidate's (--engine)",
     "other_policy": "of another policy than the candidate's (--policy-id)",
     "request_redacted": "a request value held a credential and was redacted",
@@ -73,7 +73,9 @@ TOP = 20  # rows per dimension in replay.json, the report and (the first 5) the 
 @dataclass
 class Replay:
     """A replay's result: ``summary`` (replay.json's content) and the connection holding the table ``replay_flips``
-    (FLIP_COLUMNS, one row per flipped call, in time order) and the TEMP table ``replay_decisions``."""
+    (FLIP_COLUMNS, one row per flipped call), the TEMP view ``replay_decisions`` (every decision) and the TEMP tables
+    ``replay_answers`` (each distinct request and the candidate's answer) and ``replay_notable`` (the decisions that
+    flipped or were not replayed)."""
 
     con: duckdb.DuckDBPyConnection
     summary: dict[str, Any]
