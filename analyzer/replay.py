@@ -115,29 +115,27 @@ def _decisions_view(con: duckdb.DuckDBPyConnection, engine: str | None, policy_i
         )""")
 
 
-# A distinct (request, roles) is found by its hash: grouping and joining a million decisions by a number is several
-# times faster than by two lists. Exact all the same: a decision whose lists differ from those its hash found (a
-# collision) makes the run group and join by the lists themselves (``exact``).
+# Each decision finds its distinct (request, roles) by their hash: joining a million decisions by a number is several
+# times faster than by two lists. Exact all the same: the distinct pairs are grouped by the lists themselves, and
+# where two of them share a hash the decisions are joined by the lists too.
 PAIR_HASH = "hash({t}request, {t}granted)"  # {t}: the table's alias
 
 
-def _pairs(con: duckdb.DuckDBPyConnection, exact: bool) -> None:
-    """``replay_requests``: each distinct (request, granted) of the candidate decisions, with how many decisions made
-    it, and why it cannot be evaluated (NULL: it can). The order keeps one subject's requests together (an evaluator
-    that binds a subject to its roles changes them least often)."""
-    grouped = ("SELECT NULL::UBIGINT AS h, request, granted, count(*) AS decisions FROM replay_decisions "
-               "WHERE status = 'candidate' GROUP BY request, granted") if exact else (
-               f"SELECT {PAIR_HASH.format(t='')} AS h, any_value(request) AS request, any_value(granted) AS granted, "
-               "count(*) AS decisions FROM replay_decisions WHERE status = 'candidate' GROUP BY h")
+def _pairs(con: duckdb.DuckDBPyConnection) -> bool:
+    """``replay_requests``: each distinct (request, granted) of the candidate decisions, its hash, how many decisions
+    made it, and why it cannot be evaluated (NULL: it can). The order keeps one subject's requests together (an
+    evaluator that binds a subject to its roles changes them least often). Returns whether the hashes are unique."""
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE replay_requests AS
-        SELECT (row_number() OVER (ORDER BY request[1], granted, request) - 1)::BIGINT AS key, h, request, granted,
-               decisions,
+        SELECT (row_number() OVER (ORDER BY request[1], granted, request) - 1)::BIGINT AS key,
+               {PAIR_HASH.format(t='')} AS h, request, granted, decisions,
                CASE WHEN list_count(request) < len(request) THEN 'no_request'  -- a value missing: not the request
                     WHEN len(list_filter(list_concat(request, granted),
                                          lambda v: contains(v, {sql_string(REDACTED)}))) > 0 THEN 'request_redacted'
                     END AS status
-        FROM ({grouped})""")
+        FROM (SELECT request, granted, count(*) AS decisions FROM replay_decisions WHERE status = 'candidate'
+              GROUP BY request, granted)""")
+    return con.execute("SELECT count(*) = count(DISTINCT h) FROM replay_requests").fetchone()[0]
 
 
 def _outcome(result: object) -> tuple[str, str | None]:
@@ -159,11 +157,10 @@ Pair = tuple[tuple[str, ...], tuple[str, ...]]
 Answer = tuple[str | None, str | None, str | None]  # candidate decision, candidate rule, error
 
 
-def _evaluate(con: duckdb.DuckDBPyConnection, evaluate: Evaluate, say: Callable[[str], None],
-              answers: dict[Pair, Answer]) -> int:
-    """Each distinct (request, roles) evaluated once (roles in any order, or listed twice, are the same roles; those
-    already in ``answers`` are not asked again); the answers land in ``replay_answers`` beside ``replay_requests``'
-    columns. Returns how many distinct requests were evaluated."""
+def _evaluate(con: duckdb.DuckDBPyConnection, evaluate: Evaluate, say: Callable[[str], None]) -> int:
+    """Each distinct (request, roles) evaluated once (roles in any order, or listed twice, are the same roles); the
+    answers land in ``replay_answers`` beside ``replay_requests``' columns. Returns how many were evaluated."""
+    answers: dict[Pair, Answer] = {}
     keys = con.execute("SELECT key, request, granted FROM replay_requests WHERE status IS NULL ORDER BY key").fetchall()
     say(f"evaluating {len(keys):,} distinct requests under the candidate")
     columns: tuple[list[int], list[str | None], list[str | None], list[str | None]] = ([], [], [], [])
@@ -193,30 +190,19 @@ def _evaluate(con: duckdb.DuckDBPyConnection, evaluate: Evaluate, say: Callable[
     return len(answers)
 
 
-def _flips(con: duckdb.DuckDBPyConnection, exact: bool) -> bool:
+def _flips(con: duckdb.DuckDBPyConnection, by_hash: bool) -> None:
     """One pass over the decisions: ``replay_notable`` holds those that flip or are not replayed (every other one was
-    replayed with the same outcome); ``replay_flips`` the flips. Returns False (and makes neither) when a hash
-    collided: the caller starts again, ``exact``."""
-    on = "a.request IS NOT DISTINCT FROM d.request AND a.granted IS NOT DISTINCT FROM d.granted" if exact else \
-        f"a.h = {PAIR_HASH.format(t='d.')}"
+    replayed with the same outcome); ``replay_flips`` the flips."""
+    on = f"a.h = {PAIR_HASH.format(t='d.')}" if by_hash else \
+        "a.request IS NOT DISTINCT FROM d.request AND a.granted IS NOT DISTINCT FROM d.granted"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE replay_notable AS
-        WITH joined AS (
-            SELECT d.*, a.status AS answer_status, a.candidate_decision, a.candidate_rule, a.error,
-                   d.status <> 'candidate' OR (a.request IS NOT DISTINCT FROM d.request
-                                               AND a.granted IS NOT DISTINCT FROM d.granted) AS found
-            FROM replay_decisions AS d
-            LEFT JOIN replay_answers AS a ON d.status = 'candidate' AND {on}
-        )
-        SELECT * EXCLUDE (answer_status, found)
-                 REPLACE (CASE WHEN status <> 'candidate' THEN status WHEN NOT found THEN 'collision'
-                               ELSE coalesce(answer_status, 'replayed') END AS status),
-               status = 'candidate' AS candidate
-        FROM joined
-        WHERE status <> 'candidate' OR answer_status IS NOT NULL OR candidate_decision <> recorded_decision
-           OR NOT found""")
-    if not exact and con.execute("SELECT count(*) FROM replay_notable WHERE status = 'collision'").fetchone()[0]:
-        return False
+        SELECT d.* REPLACE (CASE WHEN d.status = 'candidate' THEN coalesce(a.status, 'replayed') ELSE d.status END
+                            AS status),
+               d.status = 'candidate' AS candidate, a.candidate_decision, a.candidate_rule, a.error
+        FROM replay_decisions AS d
+        LEFT JOIN replay_answers AS a ON d.status = 'candidate' AND {on}
+        WHERE d.status <> 'candidate' OR a.status IS NOT NULL OR a.candidate_decision <> d.recorded_decision""")
     columns = ", ".join(FLIP_COLUMNS)
     con.execute(f"""
         CREATE OR REPLACE TABLE replay_flips AS
@@ -229,7 +215,6 @@ def _flips(con: duckdb.DuckDBPyConnection, exact: bool) -> bool:
             WHERE status = 'replayed'
         )
         {ORDER}""")
-    return True
 
 
 def _summarize(con: duckdb.DuckDBPyConnection, loaded: dict[str, Any], evaluated: int,
@@ -295,14 +280,11 @@ def replay(spans: duckdb.DuckDBPyConnection | Sequence[str | Path], evaluate: Ev
             raise errors.UserError(f"no spans in {named} ({rep.files} file(s) read)")
         loaded = {"spans": rep.spans, "bad_records": rep.bad_records, "problems": list(rep.problems)}
     _decisions_view(con, engine, policy_id)
-    cache: dict = {}
-    for exact in (False, True):
-        with session.reading_inputs("replay"):
-            _pairs(con, exact)
-        evaluated = _evaluate(con, evaluate, say, cache)
-        with session.reading_inputs("replay"):
-            if _flips(con, exact):
-                break
+    with session.reading_inputs("replay"):
+        unique = _pairs(con)
+    evaluated = _evaluate(con, evaluate, say)
+    with session.reading_inputs("replay"):
+        _flips(con, by_hash=unique)
     summary = _summarize(con, loaded, evaluated, candidate or {"engine": engine, "policy_id": policy_id})
     say(f"{summary['replayed']:,} of {summary['decisions']:,} decisions replayed; "
         f"{sum(summary['flips'].values()):,} flips")

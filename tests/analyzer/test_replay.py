@@ -122,20 +122,20 @@ def test_roles_in_another_order_are_the_same_roles_evaluated_once(tmp_path):
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(made=calls)
-def test_a_hash_collision_falls_back_to_the_lists_themselves(tmp_path_factory, made, monkeypatch_module):
-    # every request of three values hashes alike: grouping by the hash alone would merge different requests
+def test_a_hash_collision_joins_by_the_lists_themselves(tmp_path_factory, made, monkeypatch_module):
+    # every request of three values hashes alike: joined by the hash alone, decisions would take others' answers
     recorded = [_recorded(n, s, r, a) for n, (s, r, a) in enumerate(made)]
     path = str(write(recorded, tmp_path_factory.mktemp("replay") / "s.jsonl", "otlp_json"))
     honest = replay([path], CasbinCandidate(MODEL, V2)).flips()
-    passes = []
+    joins = []
     flips = replay_module._flips
 
-    def counted(con, exact):
-        passes.append(flips(con, exact))
-        return passes[-1]
+    def recorded_join(con, by_hash):
+        joins.append(by_hash)
+        flips(con, by_hash)
 
     monkeypatch_module.setattr(replay_module, "PAIR_HASH", "hash(len({t}request))")
-    monkeypatch_module.setattr(replay_module, "_flips", counted)
+    monkeypatch_module.setattr(replay_module, "_flips", recorded_join)
     try:
         colliding = replay([path], CasbinCandidate(MODEL, V2))
     finally:
@@ -143,7 +143,7 @@ def test_a_hash_collision_falls_back_to_the_lists_themselves(tmp_path_factory, m
     assert colliding.flips().equals(honest)
     distinct = len({(d.request, d.granted) for d in recorded})
     assert colliding.summary["distinct_requests"] == distinct
-    assert passes == ([False, True] if distinct > 1 else [True])
+    assert joins == [distinct == 1]  # by the lists wherever two distinct requests share the hash
 
 
 def test_decisions_that_cannot_be_replayed_are_counted_and_named(tmp_path):
