@@ -1,12 +1,11 @@
 """Helpers every lab service shares: waiting without ``time.sleep``, announcing the port, stopping on SIGTERM,
-denials that carry a ``google.rpc.ErrorInfo``, and where the policy revisions are.
+and denials that carry a ``google.rpc.ErrorInfo``.
 """
 
 from __future__ import annotations
 
 import os
 import select
-from importlib import resources
 
 import grpc
 from google.protobuf import any_pb2
@@ -20,12 +19,6 @@ AUDIENCE = "inventory"
 ISSUER = "jit-issuer"
 # The metadata key by which the gateway asks a backend's slow middleware to hold a call (fault injection).
 SLOW_KEY = "lab-slow-s"
-
-
-def policy_files(version: str) -> tuple[str, str]:
-    """The casbin model and the policy file of a revision (``lab/policies/<version>.csv``)."""
-    folder = resources.files("jitrace.lab") / "policies"
-    return str(folder / "model.conf"), str(folder / f"{version}.csv")
 
 
 def pause(seconds: float) -> None:

@@ -25,7 +25,7 @@ import grpc
 import jwt
 
 from jitrace.instrumentation import record_policy_decision
-from jitrace.lab import _common, jitlab_pb2, jitlab_pb2_grpc
+from jitrace.lab import _common, jitlab_pb2, jitlab_pb2_grpc, scenarios
 
 _log = logging.getLogger("jitrace.lab.backend")
 _UNAUTH = grpc.StatusCode.UNAUTHENTICATED
@@ -67,7 +67,7 @@ class Inventory(jitlab_pb2_grpc.InventoryServicer):
                  jitrace: bool = True) -> None:
         self._replica, self._version, self._key, self._leeway = replica, version, public_key, leeway
         self._details, self._jitrace = details, jitrace
-        self._enforcer = casbin.Enforcer(*_common.policy_files(version))
+        self._enforcer = casbin.Enforcer(*scenarios.policy_files(version))
         # jitrace's pycasbin hook reads which policy and revision decided from these attributes.
         self._enforcer.jitrace_policy_id = "inventory"
         self._enforcer.jitrace_policy_version = version

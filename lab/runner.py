@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jitrace.analyzer.errors import UserError
 from jitrace.collect import Receiver
 from jitrace.collect.compact import Compactor
-from jitrace.lab import _common, jitlab_pb2, jitlab_pb2_grpc, scenarios
+from jitrace.lab import jitlab_pb2, jitlab_pb2_grpc, scenarios
 from jitrace.lab.scenarios import Call, Scenario
 
 DENIALS = (7, 16)
@@ -281,7 +281,7 @@ def run(scenario: str, out_dir: str | Path, *, calls: int = 8, seed: int = 7, dr
         "seconds": round(time.monotonic() - began, 1),
     }
     if s.candidate:  # the revision to replay the recorded decisions under, and where its files are
-        model, policy = _common.policy_files(s.candidate)
+        model, policy = scenarios.policy_files(s.candidate)
         params["candidate"] = {"version": s.candidate, "model": model, "policy": policy}
     (out / "params.json").write_text(json.dumps(params, indent=2) + "\n")
     return params

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 SKEW_S = 20  # how far a drifting clock is off: well beyond the short token lifetimes below
@@ -69,6 +70,12 @@ LOGGED_CAUSES = ("token_expired", "token_missing", "token_invalid", "grant_not_a
 LOGGING_REPLICA = "r5"
 # Scenarios for `jitrace replay`: the candidate policy revision each one is made for.
 REPLAY_SCENARIOS = ("policy_rollout",)
+
+
+def policy_files(version: str) -> tuple[str, str]:
+    """The casbin model and the policy file of a revision (``lab/policies/<version>.csv``)."""
+    folder = resources.files("jitrace.lab") / "policies"
+    return str(folder / "model.conf"), str(folder / f"{version}.csv")
 
 
 def _task(principal: tuple[str, str], method: str, replica: str, **extra: Any) -> dict[str, Any]:

@@ -12,12 +12,12 @@ import pytest
 
 from jitrace.analyzer import cli, errors
 from jitrace.analyzer.score import read_table, score
-from jitrace.lab import _common
+from jitrace.lab import scenarios
 
 pytestmark = pytest.mark.slow
 
-MODEL, V1 = _common.policy_files("v1")
-_, V2 = _common.policy_files("v2")
+MODEL, V1 = scenarios.policy_files("v1")
+_, V2 = scenarios.policy_files("v2")
 
 
 @pytest.fixture(scope="module")
