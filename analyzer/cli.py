@@ -16,6 +16,8 @@ from jitrace.analyzer import errors
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "collect": ("jitrace.collect", "analyzer", "receive OTLP spans and logs into Parquet, by hour"),
     "analyze": ("jitrace.analyzer.analyze", "analyzer", "attribute every denial to a root cause"),
+    "replay": ("jitrace.analyzer.replay", "lab",
+               "evaluate recorded policy decisions under a candidate policy: the calls whose outcome changes"),
     "score": ("jitrace.analyzer.score", "analyzer", "precision and recall of attributions against ground-truth labels"),
     "lab": ("jitrace.lab.cli", "lab", "run one fault scenario on a lab of real services"),
     "demo": ("jitrace.lab.demo", "lab", "run the mixed scenario, collect, analyze, print the report and check it"),

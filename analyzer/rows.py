@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from jitrace.analyzer import schema
+from jitrace.instrumentation import contract
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -57,6 +58,26 @@ def to_json(value: Any) -> str:
         return _encode_fast(value)
     except ValueError:  # NaN or Infinity somewhere inside
         return _encode(_finite(value))
+
+
+# The contract's string-array attributes. Zipkin and Jaeger tags are strings: an exporter writes such an attribute
+# there as its JSON text (["viewer","editor"]), which ``string_arrays`` turns back into the array OTLP carries.
+STRING_ARRAYS = (contract.POLICY_GRANTED, contract.POLICY_REQUEST)
+
+
+def string_arrays(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``attrs`` with each string-array attribute given as the JSON text of an array of strings made that array (in
+    place; anything else is left as it came)."""
+    for name in STRING_ARRAYS:
+        value = attrs.get(name)
+        if isinstance(value, str) and value.startswith("["):
+            try:
+                decoded = json.loads(value)
+            except ValueError:
+                continue
+            if isinstance(decoded, list) and all(isinstance(v, str) for v in decoded):
+                attrs[name] = decoded
+    return attrs
 
 
 def _finite(value: Any) -> Any:

@@ -68,7 +68,7 @@ def test_the_wheel_holds_every_module_and_data_file_of_the_folders(base_venv: Pa
 
 
 def test_the_jitrace_command_names_the_extra_a_subcommand_needs(base_venv: Path) -> None:
-    for command, extra in (("analyze", "analyzer"), ("demo", "lab")):
+    for command, extra in (("analyze", "analyzer"), ("demo", "lab"), ("replay", "lab")):
         result = subprocess.run([base_venv / "bin" / "jitrace", command, "x", "--out", "y"], capture_output=True,
                                 text=True, timeout=60, cwd="/")
         assert result.returncode == 2, result.stderr

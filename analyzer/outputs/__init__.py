@@ -8,6 +8,10 @@ killed while it moves them leaves its staging folder marked complete, and the ne
 DIR may hold entries that are not the analyzer's: ``jitrace demo`` keeps its lab inputs in ``DIR/lab``, users drop
 notes, a filesystem may be mounted there. None of them is moved, copied or removed. An output name in DIR that the
 manifest does not list (a user's own ``report.html``) makes the run refuse DIR before it starts.
+
+``jitrace replay --out DIR`` publishes its own files the same way (``staged(..., command="replay",
+known=REPLAY_OUTPUTS)``). A folder holds one command's output: a manifest written by another command makes a run
+refuse DIR (replay's report.html must not replace analyze's).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ KNOWN_OUTPUTS = frozenset({
     "attributions.parquet", "attributions.csv", "clock_offsets.parquet", "summary.json", "report.html",
     "jitrace.duckdb", "jitrace.duckdb.wal", MANIFEST,
 })
+# Every name replay writes into DIR (analyzer/replay.py).
+REPLAY_OUTPUTS = frozenset({"flips.parquet", "flips.csv", "replay.json", "report.html", MANIFEST})
 # zstd, not DuckDB's default snappy: at 20k denials attributions.parquet is 1.0 MB instead of 3.0 MB (the evidence
 # JSON compresses well). Level 1, not zstd's default 3: written in 0.047-0.049 s instead of 0.058-0.081 s, 5% bigger.
 # Row groups of 4,096 rows: the writer holds one in memory (20k rows in one: +53 MB and 14k page faults; in groups of
@@ -96,19 +102,23 @@ def tables_written(con: duckdb.DuckDBPyConnection, out: Path, attribution_column
 
 
 @contextmanager
-def staged(out_dir: str | Path) -> Iterator[Path]:
+def staged(out_dir: str | Path, *, command: str = "analyze", known: frozenset[str] = KNOWN_OUTPUTS) -> Iterator[Path]:
     """Yield an empty staging folder; when the block ends without error, publish its files into ``out_dir``.
+    ``command`` is the ``jitrace`` command writing (the manifest says so), ``known`` every name it may write.
 
     On an error the staging folder is removed and ``out_dir`` is left exactly as it was (not there, if it was not).
     """
     final = Path(out_dir).resolve()  # a DIR that is a symlink: the folder it points to
     if final.exists() and not final.is_dir():
         raise errors.UserError(f"--out {out_dir}: exists and is not a folder")
+    writer = _writer(final)
+    if writer is not None and writer != f"jitrace {command}":
+        raise errors.UserError(f"--out {out_dir}: holds the output of {writer}; choose another folder")
     created = not final.exists()
     final.mkdir(parents=True, exist_ok=True)
     recover(final)
-    foreign = sorted(name for name in KNOWN_OUTPUTS - {MANIFEST} if (final / name).exists()
-                     and name not in own_files(final))
+    foreign = sorted(name for name in known - {MANIFEST} if (final / name).exists()
+                     and name not in own_files(final, known))
     if foreign:
         raise errors.UserError(f"--out {out_dir}: holds {foreign[0]}, which jitrace did not write (not in "
                                f"{MANIFEST}); move it or choose another folder")
@@ -117,7 +127,7 @@ def staged(out_dir: str | Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        publish(tmp, final)
+        publish(tmp, final, command=command, known=known)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if created:  # a failed first run leaves no empty folder behind
@@ -153,25 +163,34 @@ def _alive(leftover: Path) -> bool:
     return True
 
 
-def own_files(folder: Path) -> set[str]:
-    """The output names in ``folder`` that the analyzer wrote: those its manifest lists (only names analyze writes:
-    a manifest is a file anyone may write, and must not make jitrace skip or replace any other)."""
+def own_files(folder: Path, known: frozenset[str] = KNOWN_OUTPUTS) -> set[str]:
+    """The output names in ``folder`` that jitrace wrote: those its manifest lists (only names in ``known``, what the
+    command writes: a manifest is a file anyone may write, and must not make jitrace skip or replace any other)."""
     with suppress(OSError, ValueError, KeyError, TypeError):
         listed = json.loads((folder / MANIFEST).read_text())["files"]
-        return {name for name in listed if isinstance(name, str)} & KNOWN_OUTPUTS | {MANIFEST}
+        return {name for name in listed if isinstance(name, str)} & known | {MANIFEST}
     return set()
 
 
-def publish(tmp: Path, final: Path) -> None:
+def _writer(folder: Path) -> str | None:
+    """The ``jitrace`` command that wrote ``folder``'s manifest, if it names one."""
+    with suppress(OSError, ValueError, AttributeError):
+        writer = json.loads((folder / MANIFEST).read_text()).get("written_by")
+        return writer if isinstance(writer, str) and writer.startswith("jitrace ") else None
+    return None
+
+
+def publish(tmp: Path, final: Path, *, command: str = "analyze", known: frozenset[str] = KNOWN_OUTPUTS) -> None:
     """Move the finished files of ``tmp`` into ``final`` one by one, the manifest last; remove the previous run's
     files that this run did not write again (only output names the old manifest lists)."""
     written = sorted(p.name for p in tmp.iterdir())
-    _write_durably(tmp / MANIFEST, json.dumps({"written_by": "jitrace analyze", "files": written}, indent=1) + "\n")
+    _write_durably(tmp / MANIFEST, json.dumps({"written_by": f"jitrace {command}", "files": written}, indent=1)
+                   + "\n")
     for name in written:
         _fsync(tmp / name)
     _write_durably(tmp / COMPLETE, "")
     _fsync(tmp)
-    stale = own_files(final) - set(written) - {MANIFEST}
+    stale = own_files(final, known) - set(written) - {MANIFEST}
     _move_files(tmp, final)
     for name in stale:
         with suppress(FileNotFoundError):

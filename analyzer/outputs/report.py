@@ -325,7 +325,7 @@ def plot_offenders(con: duckdb.DuckDBPyConnection) -> str:
     return canvas.render(bars=len(rows))
 
 
-def _table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+def html_table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """An HTML table of query results (NULL shows as an empty cell); every value is escaped."""
     if not rows:
         return "<p><em>none</em></p>"
@@ -340,7 +340,7 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 def _query_table(con: duckdb.DuckDBPyConnection, sql: str) -> str:
     cursor = con.execute(sql)
     columns = [d[0] for d in cursor.description]
-    return _table(columns, cursor.fetchall())
+    return html_table(columns, cursor.fetchall())
 
 
 def logs_by_cause(con: duckdb.DuckDBPyConnection, per_cause: int = 10) -> str:
@@ -364,6 +364,19 @@ def logs_by_cause(con: duckdb.DuckDBPyConnection, per_cause: int = 10) -> str:
             body = "\n".join(("» " if line == decisive else "  ") + line for line in lines or [])
             parts.append(f'<div class="logs"><div>{html.escape(head)}</div><pre>{html.escape(body)}</pre></div>')
     return "".join(parts)
+
+
+# The pages' style sheet (report.html of analyze and of replay).
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; font-size: 12px; margin-bottom: 1.5em; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: left; vertical-align: top; }
+td { max-width: 40em; overflow-wrap: anywhere; }
+figure { display: inline-block; margin: 0.5em 0.5em 1.5em; vertical-align: top; max-width: 100%; }
+figure svg { display: block; max-width: 100%; height: auto; }
+figcaption { font-size: 13px; color: #555; margin-top: 4px; }
+.logs pre { font-size: 11px; background: #f6f6f6; padding: 4px; margin: 2px 0 10px; white-space: pre-wrap; }
+"""
 
 
 def write_html(con: duckdb.DuckDBPyConnection, path: Path, summary: dict, *, max_rows: int = 500,
@@ -390,16 +403,7 @@ def write_html(con: duckdb.DuckDBPyConnection, path: Path, summary: dict, *, max
     )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>jitrace report</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; font-size: 12px; margin-bottom: 1.5em; }}
-th, td {{ border: 1px solid #ccc; padding: 3px 6px; text-align: left; vertical-align: top; }}
-td {{ max-width: 40em; overflow-wrap: anywhere; }}
-figure {{ display: inline-block; margin: 0.5em 0.5em 1.5em; vertical-align: top; max-width: 100%; }}
-figure svg {{ display: block; max-width: 100%; height: auto; }}
-figcaption {{ font-size: 13px; color: #555; margin-top: 4px; }}
-.logs pre {{ font-size: 11px; background: #f6f6f6; padding: 4px; margin: 2px 0 10px; white-space: pre-wrap; }}
-</style></head><body>
+<style>{STYLE}</style></head><body>
 <h1>Why were these calls denied?</h1>
 <p id="summary">{summary['spans']} spans, {summary['logs']} logs, <strong>{summary['denials']} denials</strong>,
 {summary['bad_records']} bad records. Clock reference: {html.escape(str(summary.get('clock_reference')))}.</p>

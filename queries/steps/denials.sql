@@ -15,8 +15,8 @@ WITH wanted AS (  -- the spans of both ends of every denied call; `denied`: that
 ),
 facts AS NOT MATERIALIZED (  -- what is read below of a span: the clock stamps and end times are among the widest
     SELECT * EXCLUDE (parent_span_id, end_ns, rpc_system, jit_token_iss, jit_token_aud, jit_policy_eval_s,
-                      jit_clock_sent_ns, jit_clock_peer_sent_ns, jit_clock_received_ns, jit_clock_offset_s,
-                      jit_clock_delay_s)
+                      jit_policy_request, jit_clock_sent_ns, jit_clock_peer_sent_ns, jit_clock_received_ns,
+                      jit_clock_offset_s, jit_clock_delay_s)
     FROM rpc_spans
 ),
 ends AS MATERIALIZED (

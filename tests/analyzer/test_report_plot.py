@@ -242,8 +242,8 @@ def test_data_is_escaped_in_the_svg_and_the_tables(con, tmp_path):
 
 
 def test_table_shows_null_as_empty_and_escapes():
-    assert report._table(["a", "b"], []) == "<p><em>none</em></p>"
-    out = report._table(["a&b", "c"], [(None, "<i>"), (1.5, 0)])
+    assert report.html_table(["a", "b"], []) == "<p><em>none</em></p>"
+    out = report.html_table(["a&b", "c"], [(None, "<i>"), (1.5, 0)])
     assert "<th>a&amp;b</th>" in out and "<td></td><td>&lt;i&gt;</td>" in out and "<td>1.5</td><td>0</td>" in out
 
 
