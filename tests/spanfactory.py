@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jitrace.analyzer.schema import SPANS, arrow
+from jitrace.analyzer.schema import SPAN_KINDS, SPANS, arrow
 from jitrace.instrumentation import contract as c
 
 T0 = 1_760_000_000.0  # an arbitrary true-time origin, Unix seconds
@@ -232,3 +232,82 @@ class World:
         """Append the spans to ``con``'s spans table (as the loader would)."""
         arrow = self.table()  # noqa: F841  (read by DuckDB's replacement scan)
         con.execute("INSERT INTO span_rows SELECT * FROM arrow")
+
+
+# ---------------------------------------------------------------------------------- the rows in other formats
+
+def otlp_value(v: object) -> dict:
+    if isinstance(v, bool):
+        return {"boolValue": v}
+    if isinstance(v, int):
+        return {"intValue": str(v)}
+    if isinstance(v, float):
+        return {"doubleValue": v}
+    if isinstance(v, list):
+        return {"arrayValue": {"values": [otlp_value(x) for x in v]}}
+    return {"stringValue": str(v)}
+
+
+def _kv(attrs: dict) -> list[dict]:
+    return [{"key": k, "value": otlp_value(v)} for k, v in attrs.items() if v is not None]
+
+
+def otlp(rows: list[dict]) -> dict:
+    """An OTLP JSON export request holding ``rows`` (one resource per distinct resource)."""
+    by_resource: dict[str, list[dict]] = {}
+    for r in rows:
+        by_resource.setdefault(r["resource"], []).append(r)
+    return {"resourceSpans": [
+        {"resource": {"attributes": _kv(json.loads(res))}, "scopeSpans": [{"scope": {"name": "test"}, "spans": [
+            {"traceId": r["trace_id"], "spanId": r["span_id"], "parentSpanId": r["parent_span_id"] or "",
+             "name": r["name"], "kind": SPAN_KINDS.index(r["kind"]),
+             "startTimeUnixNano": str(r["start_ns"]), "endTimeUnixNano": str(r["end_ns"]),
+             "attributes": _kv(json.loads(r["attributes"])), "status": {}}
+            for r in spans]}]}
+        for res, spans in by_resource.items()]}
+
+
+def jaeger_tag(key: str, v: object) -> dict:
+    kind = "bool" if isinstance(v, bool) else "int64" if isinstance(v, int) else "float64" if isinstance(
+        v, float) else "string"
+    return {"key": key, "type": kind, "value": v}
+
+
+def jaeger(rows: list[dict]) -> dict:
+    """A Jaeger UI download of ``rows`` (microseconds; lists, which Jaeger tags cannot hold, as JSON text)."""
+    traces: dict[str, dict] = {}
+    for r in rows:
+        trace = traces.setdefault(r["trace_id"], {"traceID": r["trace_id"], "spans": [], "processes": {}})
+        resource = json.loads(r["resource"])
+        pid = f"p{list(traces).index(r['trace_id'])}-{resource.get('host.name')}-{r['service']}"
+        trace["processes"][pid] = {"serviceName": r["service"],
+                                   "tags": [jaeger_tag(k, v) for k, v in resource.items() if k != "service.name"]}
+        attrs = json.loads(r["attributes"])
+        trace["spans"].append({
+            "traceID": r["trace_id"], "spanID": r["span_id"], "operationName": r["name"],
+            "references": [{"refType": "CHILD_OF", "traceID": r["trace_id"], "spanID": r["parent_span_id"]}]
+            if r["parent_span_id"] else [],
+            "startTime": r["start_ns"] // 1000, "duration": (r["end_ns"] - r["start_ns"]) // 1000,
+            "tags": [jaeger_tag("span.kind", r["kind"].lower())]
+            + [jaeger_tag(k, json.dumps(v) if isinstance(v, list) else v) for k, v in attrs.items() if v is not None],
+            "processID": pid})
+    return {"data": list(traces.values()), "total": 0, "limit": 0, "offset": 0, "errors": None}
+
+
+def zipkin(rows: list[dict]) -> list[dict]:
+    """A Zipkin v2 JSON list of ``rows`` (microseconds; tags are strings, arrays as JSON text; the endpoint's
+    ipv4 is the resource's host.ip)."""
+    spans = []
+    for r in rows:
+        resource = json.loads(r["resource"])
+        tags = {k: json.dumps(v) if isinstance(v, list) else str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in json.loads(r["attributes"]).items() if v is not None}
+        span = {"traceId": r["trace_id"], "id": r["span_id"], "name": r["name"],
+                "timestamp": r["start_ns"] // 1000, "duration": (r["end_ns"] - r["start_ns"]) // 1000,
+                "localEndpoint": {"serviceName": r["service"], "ipv4": resource.get("host.ip")}, "tags": tags}
+        if r["kind"] in ("CLIENT", "SERVER"):
+            span["kind"] = r["kind"]
+        if r["parent_span_id"]:
+            span["parentId"] = r["parent_span_id"]
+        spans.append(span)
+    return spans
