@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 
 from jitrace.analyzer import _svg
+from jitrace.analyzer.trace_links import TraceUrl
 from jitrace.instrumentation import contract
 
 CAUSE_ORDER = {c: i for i, c in enumerate(contract.CAUSES)}
@@ -52,12 +53,20 @@ def printable(text: str) -> str:
     return text.translate(_UNPRINTABLE)
 
 
-def terminal(con: duckdb.DuckDBPyConnection, summary: dict) -> str:
-    """Causes, counts, top services/methods/principals and the suggested fix, as plain text (escaped: printable)."""
-    return printable(_terminal(con, summary))
+def terminal(con: duckdb.DuckDBPyConnection, summary: dict, trace_url: TraceUrl | None = None) -> str:
+    """Causes, counts, top services/methods/principals, the suggested fix and an example denial (its trace id, and
+    its link with ``trace_url``), as plain text (escaped: printable)."""
+    return printable(_terminal(con, summary, trace_url))
 
 
-def _terminal(con: duckdb.DuckDBPyConnection, summary: dict) -> str:
+def _examples(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str]]:
+    """cause -> (trace id, span id) of its first denial by time."""
+    rows = con.execute("SELECT cause, trace_id, span_id FROM attributions QUALIFY row_number() OVER "
+                       "(PARTITION BY cause ORDER BY time NULLS LAST, trace_id, span_id) = 1").fetchall()
+    return {cause: (trace_id, span_id) for cause, trace_id, span_id in rows}
+
+
+def _terminal(con: duckdb.DuckDBPyConnection, summary: dict, trace_url: TraceUrl | None = None) -> str:
     rows = con.execute("SELECT cause, denials, share, mean_confidence, fix FROM cause_summary").fetchall()
     rows.sort(key=lambda r: (-r[1], CAUSE_ORDER.get(r[0], 99)))
     lines = [
@@ -70,11 +79,16 @@ def _terminal(con: duckdb.DuckDBPyConnection, summary: dict) -> str:
         return "\n".join(lines)
     head = f"{'cause':<24} {'denials':>7} {'share':>6} {'conf':>5}  top services [service.name] / methods / principals"
     lines += [head, "-" * len(head)]
+    examples = _examples(con)
     for cause, n, share, conf, fix in rows:
         lines.append(f"{cause:<24} {n:>7} {share:>6.1%} {conf:>5.2f}  services:   {_top_services(con, cause)}")
         lines.append(f"{'':<47}methods:    {_top(con, cause, 'method')}")
         lines.append(f"{'':<47}principals: {_top(con, cause, 'principal')}")
         lines.append(f"{'':<47}fix:        {fix}")
+        if cause in examples:
+            trace_id, span_id = examples[cause]
+            link = f"  {trace_url.fill(trace_id, span_id)}" if trace_url is not None else ""
+            lines.append(f"{'':<47}example:    trace {trace_id}{link}")
     return "\n".join(lines)
 
 
@@ -343,11 +357,12 @@ def _query_table(con: duckdb.DuckDBPyConnection, sql: str) -> str:
     return _table(columns, cursor.fetchall())
 
 
-def logs_by_cause(con: duckdb.DuckDBPyConnection, per_cause: int = 10) -> str:
+def logs_by_cause(con: duckdb.DuckDBPyConnection, per_cause: int = 10, trace_url: TraceUrl | None = None) -> str:
     """Under each cause, the log lines of its first denials that have any (the lines are already bounded and cut
-    by the SQL; the loaders redacted bearer tokens). A cause decided from logs shows the line that decided it."""
+    by the SQL; the loaders redacted bearer tokens). A cause decided from logs shows the line that decided it. With
+    ``trace_url`` each trace id links to its trace."""
     rows = con.execute(
-        """SELECT cause, time, trace_id, rule, CAST(json_extract(evidence, '$.logs') AS VARCHAR[]) AS lines,
+        """SELECT cause, time, trace_id, span_id, rule, CAST(json_extract(evidence, '$.logs') AS VARCHAR[]) AS lines,
                   json_extract_string(evidence, '$.log_line') AS decisive
            FROM (SELECT a.*, row_number() OVER (PARTITION BY cause ORDER BY time, trace_id) AS n
                  FROM attributions AS a  -- a denial has evidence.logs when it has lines in denial_logs: only
@@ -359,17 +374,22 @@ def logs_by_cause(con: duckdb.DuckDBPyConnection, per_cause: int = 10) -> str:
     parts: list[str] = []
     for cause in sorted({r[0] for r in rows}, key=lambda c: CAUSE_ORDER.get(c, 99)):
         parts.append(f'<h3 id="logs-{html.escape(cause)}">{html.escape(cause)}</h3>')
-        for _, when, trace_id, rule, lines, decisive in (r for r in rows if r[0] == cause):
-            head = f"{when} · trace {trace_id} · rule {rule}"
+        for _, when, trace_id, span_id, rule, lines, decisive in (r for r in rows if r[0] == cause):
+            trace = html.escape(str(trace_id))
+            if trace_url is not None:
+                trace = (f'<a href="{html.escape(trace_url.fill(trace_id, span_id))}" target="_blank" '
+                         f'rel="noopener noreferrer">{trace}</a>')
+            head = f"{html.escape(str(when))} · trace {trace} · rule {html.escape(str(rule))}"
             body = "\n".join(("» " if line == decisive else "  ") + line for line in lines or [])
-            parts.append(f'<div class="logs"><div>{html.escape(head)}</div><pre>{html.escape(body)}</pre></div>')
+            parts.append(f'<div class="logs"><div>{head}</div><pre>{html.escape(body)}</pre></div>')
     return "".join(parts)
 
 
 def write_html(con: duckdb.DuckDBPyConnection, path: Path, summary: dict, *, max_rows: int = 500,
-               ttl_rows: list[tuple] | None = None) -> None:
+               ttl_rows: list[tuple] | None = None, trace_url: TraceUrl | None = None) -> None:
     """A self-contained report.html: summary, the four plots (inline SVG), the cause table, the log lines under each
-    cause, the clock offsets and the first denials. ``ttl_rows``: ``ttl_counts``' rows, if already counted."""
+    cause (each trace a link with ``trace_url``), the clock offsets and the first denials. ``ttl_rows``:
+    ``ttl_counts``' rows, if already counted."""
     plots = [
         ("denials-over-time", "Denials over time", plot_denials_over_time(con)),
         ("clock-offsets", "Clock offsets", plot_offsets(con)),
@@ -407,7 +427,7 @@ figcaption {{ font-size: 13px; color: #555; margin-top: 4px; }}
 <h2>Plots</h2>{figures}
 <h2 id="logs">Log lines under each cause</h2>
 <p>Time (the logging host's clock, UTC), service, severity, message; » marks the line a log pattern decided by.</p>
-{logs_by_cause(con)}
+{logs_by_cause(con, trace_url=trace_url)}
 <h2>Clock offsets</h2>{offsets}
 <h2>Denials (first {int(max_rows)})</h2>{rows}
 <script>
