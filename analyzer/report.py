@@ -12,7 +12,7 @@ from pathlib import Path
 
 import duckdb
 
-from jitrace.analyzer import _svg
+from jitrace.analyzer import _svg, denials_table
 from jitrace.analyzer.trace_links import TraceUrl
 from jitrace.instrumentation import contract
 
@@ -385,11 +385,12 @@ def logs_by_cause(con: duckdb.DuckDBPyConnection, per_cause: int = 10, trace_url
     return "".join(parts)
 
 
-def write_html(con: duckdb.DuckDBPyConnection, path: Path, summary: dict, *, max_rows: int = 500,
-               ttl_rows: list[tuple] | None = None, trace_url: TraceUrl | None = None) -> None:
-    """A self-contained report.html: summary, the four plots (inline SVG), the cause table, the log lines under each
-    cause (each trace a link with ``trace_url``), the clock offsets and the first denials. ``ttl_rows``:
-    ``ttl_counts``' rows, if already counted."""
+def write_html(con: duckdb.DuckDBPyConnection, path: Path, summary: dict, *,
+               max_rows: int = denials_table.MAX_ROWS, ttl_rows: list[tuple] | None = None,
+               trace_url: TraceUrl | None = None) -> None:
+    """A self-contained report.html: summary, the four plots (inline SVG), the cause table, the denials (up to
+    ``max_rows``: sortable, filterable, each trace a link with ``trace_url``), the log lines under each cause and the
+    clock offsets. ``ttl_rows``: ``ttl_counts``' rows, if already counted."""
     plots = [
         ("denials-over-time", "Denials over time", plot_denials_over_time(con)),
         ("clock-offsets", "Clock offsets", plot_offsets(con)),
@@ -402,9 +403,7 @@ def write_html(con: duckdb.DuckDBPyConnection, path: Path, summary: dict, *, max
                                 "offset_ms, round(lower_s * 1e3, 3) AS lower_ms, round(upper_s * 1e3, 3) AS upper_ms, "
                                 "round(rate_ppm, 3) AS rate_ppm, samples FROM clock_offsets ORDER BY "
                                 "domain, window_start LIMIT 200")
-    rows = _query_table(con, f"SELECT time, trace_id, service, method, principal, status_code, cause, rule, "
-                             f"confidence, evidence, fix FROM attributions ORDER BY time, trace_id "
-                             f"LIMIT {int(max_rows)}")
+    denials = denials_table.section(con, trace_url, max_rows)
     figures = "".join(
         f'<figure id="{pid}">{svg}<figcaption>{html.escape(title)}</figcaption></figure>' for pid, title, svg in plots
     )
@@ -419,17 +418,17 @@ figure {{ display: inline-block; margin: 0.5em 0.5em 1.5em; vertical-align: top;
 figure svg {{ display: block; max-width: 100%; height: auto; }}
 figcaption {{ font-size: 13px; color: #555; margin-top: 4px; }}
 .logs pre {{ font-size: 11px; background: #f6f6f6; padding: 4px; margin: 2px 0 10px; white-space: pre-wrap; }}
-</style></head><body>
+.hint {{ font-size: 13px; color: #555; max-width: 60em; }}{denials_table.STYLE}</style></head><body>
 <h1>Why were these calls denied?</h1>
 <p id="summary">{summary['spans']} spans, {summary['logs']} logs, <strong>{summary['denials']} denials</strong>,
 {summary['bad_records']} bad records. Clock reference: {html.escape(str(summary.get('clock_reference')))}.</p>
 <h2>Causes</h2>{causes}
 <h2>Plots</h2>{figures}
+{denials}
 <h2 id="logs">Log lines under each cause</h2>
 <p>Time (the logging host's clock, UTC), service, severity, message; » marks the line a log pattern decided by.</p>
 {logs_by_cause(con, trace_url=trace_url)}
 <h2>Clock offsets</h2>{offsets}
-<h2>Denials (first {int(max_rows)})</h2>{rows}
 <script>
 // lets a headless browser (and a test) see that every plot rendered: <body data-plots-loaded="N"> counts the figures'
 // <svg> elements that were laid out with a size and have at least one drawn shape or text

@@ -163,6 +163,8 @@ def test_the_csv_gains_trace_url_and_the_terminal_an_example_link(tmp_path):
         example = f"example:    trace {row['trace_id']}  {row['trace_url']}"
         assert re.search(rf"^{re.escape(row['cause'])}\s.*?\n(?:\s+\S.*\n)*?\s+{re.escape(example)}$", run.stdout,
                          re.M), (row["cause"], run.stdout)
+    html = (out / "report.html").read_text()
+    assert '"template": "http://jaeger.example:16686/trace/{trace_id}?uiFind={span_id}"' in html
 
 
 def test_the_variable_gives_the_links_and_without_a_template_the_column_is_empty(tmp_path):
