@@ -184,6 +184,16 @@ SCRIPT = r"""
     for (let i = 0; i < n; i++) out[i] = col[i] === null ? NaN : col[i];
     return out;
   };
+  // a text column sorts by its index into its sorted distinct values: a counting sort, stable, in two passes
+  const countingSort = (rows, col, size, desc) => {
+    const key = desc ? i => size - 1 - col[i] : i => col[i];
+    const start = new Uint32Array(size + 1);
+    for (const i of rows) start[key(i) + 1]++;
+    for (let k = 1; k <= size; k++) start[k] += start[k - 1];
+    const out = new Uint32Array(rows.length);
+    for (const i of rows) out[start[key(i)]++] = i;
+    return out;
+  };
   let shown = new Uint32Array(0);
   const apply = () => {
     const t = performance.now();
@@ -195,7 +205,9 @@ SCRIPT = r"""
       if (ok) rows.push(i);
     }
     const sign = state.desc ? -1 : 1;
-    if (state.sort !== "time" || state.desc) {
+    if (dicts[state.sort]) {
+      shown = countingSort(rows, cols[state.sort], dicts[state.sort].length, state.desc);
+    } else if (state.sort !== "time" || state.desc) {
       const k = sortKey(state.sort);
       const ids = cols.trace_id;
       rows.sort(k === null
@@ -205,8 +217,10 @@ SCRIPT = r"""
           if (x !== x || y !== y) return (x !== x) - (y !== y) || a - b;
           return sign * (x - y) || a - b;
         });
+      shown = Uint32Array.from(rows);
+    } else {
+      shown = Uint32Array.from(rows);  // already in time order
     }
-    shown = Uint32Array.from(rows);
     state.page = Math.min(state.page, Math.max(0, Math.ceil(shown.length / pageSize()) - 1));
     draw();
     document.body.dataset.denialsFilterMs = (performance.now() - t).toFixed(1);
