@@ -218,3 +218,23 @@ def test_the_report_log_lines_link_their_trace_escaped():
     assert "7&quot;&gt;&lt;b&gt;x&lt;/b&gt;&amp;</a>" in html and "<b>" not in html
     assert "trace 7&quot;&gt;" in report.logs_by_cause(con) and "<a " not in report.logs_by_cause(con)
     con.close()
+
+
+def test_the_terminal_example_of_a_hostile_trace_id_is_escaped_and_encoded():
+    """An id from the wire drives no terminal: shown escaped (report.printable), and encoded in its link."""
+    from jitrace.analyzer import report, session
+
+    con = session.connect()
+    session.run_queries(con)
+    trace_id = "\x1b]0;pwned\x07\u202e7f"
+    con.execute("INSERT INTO attributions (time, trace_id, span_id, cause) VALUES "
+                "(TIMESTAMP '2026-01-02 03:04:05', ?, 's1', 'token_missing')", [trace_id])
+    con.execute("INSERT INTO cause_summary (cause, denials, share, mean_confidence, fix) VALUES "
+                "('token_missing', 1, 1.0, 0.95, 'attach credentials')")
+    text = report.terminal(con, {"spans": 2, "logs": 0, "denials": 1, "bad_records": 0},
+                           trace_links.parse(JAEGER))
+    con.close()
+    line = next(x for x in text.splitlines() if "example:" in x)
+    assert line.endswith("example:    trace \\x1b]0;pwned\\x07\\u202e7f  "
+                         "http://jaeger.example:16686/trace/%1B%5D0%3Bpwned%07%E2%80%AE7f?uiFind=s1")
+    assert not [c for c in text if ord(c) < 0x20 and c != "\n" or c == "\u202e"]
