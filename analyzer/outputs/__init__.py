@@ -74,9 +74,11 @@ def csv_cells(con: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ..
 
 
 @contextmanager
-def tables_written(con: duckdb.DuckDBPyConnection, out: Path, attribution_columns: tuple[str, ...]) -> Iterator[None]:
+def tables_written(con: duckdb.DuckDBPyConnection, out: Path, attribution_columns: tuple[str, ...],
+                   csv_extra: dict[str, str] | None = None) -> Iterator[None]:
     """attributions.parquet / .csv (in the table's order: time, trace_id) and clock_offsets.parquet, from the
-    session's tables.
+    session's tables. ``csv_extra``: columns the CSV adds after ``attribution_columns`` (name -> SQL expression
+    over the attributions table; jitrace's own text, such as a trace link, so not formula-quoted).
 
     The attributions table is stored in order (queries/steps/attributions.sql), so the files are written in the order
     they read it, without sorting (insertion order kept from here on). DuckDB writes such a CSV on one thread (a
@@ -87,7 +89,8 @@ def tables_written(con: duckdb.DuckDBPyConnection, out: Path, attribution_column
     one_thread_each(con)  # as analyze has it already: on more threads, the CSV's computed cells lose that order
     cols = ", ".join(attribution_columns)
     with ThreadPoolExecutor(max_workers=1) as pool:  # DuckDB releases the GIL while it works
-        csv_sql = (f"COPY (SELECT {csv_cells(con, 'attributions', attribution_columns)} FROM attributions) "
+        extra = "".join(f", {expr} AS {name}" for name, expr in (csv_extra or {}).items())
+        csv_sql = (f"COPY (SELECT {csv_cells(con, 'attributions', attribution_columns)}{extra} FROM attributions) "
                    f"TO {sql_string(str(out / 'attributions.csv'))} (FORMAT csv, HEADER)")
         csv = pool.submit(session.on_cursor, con, lambda cursor: cursor.execute(csv_sql))
         try:

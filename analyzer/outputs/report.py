@@ -12,7 +12,8 @@ from pathlib import Path
 
 import duckdb
 
-from jitrace.analyzer.outputs import _svg
+from jitrace.analyzer.outputs import _svg, denials_table
+from jitrace.analyzer.outputs.trace_links import TraceUrl
 from jitrace.instrumentation import contract
 
 CAUSE_ORDER = {c: i for i, c in enumerate(contract.CAUSES)}
@@ -52,12 +53,20 @@ def printable(text: str) -> str:
     return text.translate(_UNPRINTABLE)
 
 
-def terminal(con: duckdb.DuckDBPyConnection, summary: dict) -> str:
-    """Causes, counts, top services/methods/principals and the suggested fix, as plain text (escaped: printable)."""
-    return printable(_terminal(con, summary))
+def terminal(con: duckdb.DuckDBPyConnection, summary: dict, trace_url: TraceUrl | None = None) -> str:
+    """Causes, counts, top services/methods/principals, the suggested fix and an example denial (its trace id, and
+    its link with ``trace_url``), as plain text (escaped: printable)."""
+    return printable(_terminal(con, summary, trace_url))
 
 
-def _terminal(con: duckdb.DuckDBPyConnection, summary: dict) -> str:
+def _examples(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str]]:
+    """cause -> (trace id, span id) of its first denial by time."""
+    rows = con.execute("SELECT cause, trace_id, span_id FROM attributions QUALIFY row_number() OVER "
+                       "(PARTITION BY cause ORDER BY time NULLS LAST, trace_id, span_id) = 1").fetchall()
+    return {cause: (trace_id, span_id) for cause, trace_id, span_id in rows}
+
+
+def _terminal(con: duckdb.DuckDBPyConnection, summary: dict, trace_url: TraceUrl | None = None) -> str:
     rows = con.execute("SELECT cause, denials, share, mean_confidence, fix FROM cause_summary").fetchall()
     rows.sort(key=lambda r: (-r[1], CAUSE_ORDER.get(r[0], 99)))
     lines = [
@@ -70,11 +79,16 @@ def _terminal(con: duckdb.DuckDBPyConnection, summary: dict) -> str:
         return "\n".join(lines)
     head = f"{'cause':<24} {'denials':>7} {'share':>6} {'conf':>5}  top services [service.name] / methods / principals"
     lines += [head, "-" * len(head)]
+    examples = _examples(con)
     for cause, n, share, conf, fix in rows:
         lines.append(f"{cause:<24} {n:>7} {share:>6.1%} {conf:>5.2f}  services:   {_top_services(con, cause)}")
         lines.append(f"{'':<47}methods:    {_top(con, cause, 'method')}")
         lines.append(f"{'':<47}principals: {_top(con, cause, 'principal')}")
         lines.append(f"{'':<47}fix:        {fix}")
+        if cause in examples:
+            trace_id, span_id = examples[cause]
+            link = f"  {trace_url.fill(trace_id, span_id)}" if trace_url is not None else ""
+            lines.append(f"{'':<47}example:    trace {trace_id}{link}")
     return "\n".join(lines)
 
 
@@ -343,11 +357,12 @@ def _query_table(con: duckdb.DuckDBPyConnection, sql: str) -> str:
     return html_table(columns, cursor.fetchall())
 
 
-def logs_by_cause(con: duckdb.DuckDBPyConnection, per_cause: int = 10) -> str:
+def logs_by_cause(con: duckdb.DuckDBPyConnection, per_cause: int = 10, trace_url: TraceUrl | None = None) -> str:
     """Under each cause, the log lines of its first denials that have any (the lines are already bounded and cut
-    by the SQL; the loaders redacted bearer tokens). A cause decided from logs shows the line that decided it."""
+    by the SQL; the loaders redacted bearer tokens). A cause decided from logs shows the line that decided it. With
+    ``trace_url`` each trace id links to its trace."""
     rows = con.execute(
-        """SELECT cause, time, trace_id, rule, CAST(json_extract(evidence, '$.logs') AS VARCHAR[]) AS lines,
+        """SELECT cause, time, trace_id, span_id, rule, CAST(json_extract(evidence, '$.logs') AS VARCHAR[]) AS lines,
                   json_extract_string(evidence, '$.log_line') AS decisive
            FROM (SELECT a.*, row_number() OVER (PARTITION BY cause ORDER BY time, trace_id) AS n
                  FROM attributions AS a  -- a denial has evidence.logs when it has lines in denial_logs: only
@@ -359,10 +374,14 @@ def logs_by_cause(con: duckdb.DuckDBPyConnection, per_cause: int = 10) -> str:
     parts: list[str] = []
     for cause in sorted({r[0] for r in rows}, key=lambda c: CAUSE_ORDER.get(c, 99)):
         parts.append(f'<h3 id="logs-{html.escape(cause)}">{html.escape(cause)}</h3>')
-        for _, when, trace_id, rule, lines, decisive in (r for r in rows if r[0] == cause):
-            head = f"{when} · trace {trace_id} · rule {rule}"
+        for _, when, trace_id, span_id, rule, lines, decisive in (r for r in rows if r[0] == cause):
+            trace = html.escape(str(trace_id))
+            if trace_url is not None:
+                trace = (f'<a href="{html.escape(trace_url.fill(trace_id, span_id))}" target="_blank" '
+                         f'rel="noopener noreferrer">{trace}</a>')
+            head = f"{html.escape(str(when))} · trace {trace} · rule {html.escape(str(rule))}"
             body = "\n".join(("» " if line == decisive else "  ") + line for line in lines or [])
-            parts.append(f'<div class="logs"><div>{html.escape(head)}</div><pre>{html.escape(body)}</pre></div>')
+            parts.append(f'<div class="logs"><div>{head}</div><pre>{html.escape(body)}</pre></div>')
     return "".join(parts)
 
 
@@ -376,13 +395,16 @@ figure { display: inline-block; margin: 0.5em 0.5em 1.5em; vertical-align: top; 
 figure svg { display: block; max-width: 100%; height: auto; }
 figcaption { font-size: 13px; color: #555; margin-top: 4px; }
 .logs pre { font-size: 11px; background: #f6f6f6; padding: 4px; margin: 2px 0 10px; white-space: pre-wrap; }
+.hint { font-size: 13px; color: #555; max-width: 60em; }
 """
 
 
-def write_html(con: duckdb.DuckDBPyConnection, path: Path, summary: dict, *, max_rows: int = 500,
-               ttl_rows: list[tuple] | None = None) -> None:
-    """A self-contained report.html: summary, the four plots (inline SVG), the cause table, the log lines under each
-    cause, the clock offsets and the first denials. ``ttl_rows``: ``ttl_counts``' rows, if already counted."""
+def write_html(con: duckdb.DuckDBPyConnection, path: Path, summary: dict, *,
+               max_rows: int = denials_table.MAX_ROWS, ttl_rows: list[tuple] | None = None,
+               trace_url: TraceUrl | None = None) -> None:
+    """A self-contained report.html: summary, the four plots (inline SVG), the cause table, the denials (up to
+    ``max_rows``: sortable, filterable, each trace a link with ``trace_url``), the log lines under each cause and the
+    clock offsets. ``ttl_rows``: ``ttl_counts``' rows, if already counted."""
     plots = [
         ("denials-over-time", "Denials over time", plot_denials_over_time(con)),
         ("clock-offsets", "Clock offsets", plot_offsets(con)),
@@ -395,25 +417,23 @@ def write_html(con: duckdb.DuckDBPyConnection, path: Path, summary: dict, *, max
                                 "offset_ms, round(lower_s * 1e3, 3) AS lower_ms, round(upper_s * 1e3, 3) AS upper_ms, "
                                 "round(rate_ppm, 3) AS rate_ppm, samples FROM clock_offsets ORDER BY "
                                 "domain, window_start LIMIT 200")
-    rows = _query_table(con, f"SELECT time, trace_id, service, method, principal, status_code, cause, rule, "
-                             f"confidence, evidence, fix FROM attributions ORDER BY time, trace_id "
-                             f"LIMIT {int(max_rows)}")
+    denials = denials_table.section(con, trace_url, max_rows)
     figures = "".join(
         f'<figure id="{pid}">{svg}<figcaption>{html.escape(title)}</figcaption></figure>' for pid, title, svg in plots
     )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>jitrace report</title>
-<style>{STYLE}</style></head><body>
+<style>{STYLE}{denials_table.STYLE}</style></head><body>
 <h1>Why were these calls denied?</h1>
 <p id="summary">{summary['spans']} spans, {summary['logs']} logs, <strong>{summary['denials']} denials</strong>,
 {summary['bad_records']} bad records. Clock reference: {html.escape(str(summary.get('clock_reference')))}.</p>
 <h2>Causes</h2>{causes}
 <h2>Plots</h2>{figures}
+{denials}
 <h2 id="logs">Log lines under each cause</h2>
 <p>Time (the logging host's clock, UTC), service, severity, message; » marks the line a log pattern decided by.</p>
-{logs_by_cause(con)}
+{logs_by_cause(con, trace_url=trace_url)}
 <h2>Clock offsets</h2>{offsets}
-<h2>Denials (first {int(max_rows)})</h2>{rows}
 <script>
 // lets a headless browser (and a test) see that every plot rendered: <body data-plots-loaded="N"> counts the figures'
 // <svg> elements that were laid out with a size and have at least one drawn shape or text

@@ -8,6 +8,7 @@ the data is escaped. The axes' ticks are few and round."""
 from __future__ import annotations
 
 import html
+import json
 import math
 import re
 from collections import Counter
@@ -234,11 +235,13 @@ def test_data_is_escaped_in_the_svg_and_the_tables(con, tmp_path):
         assert HOSTILE not in text
         # the one place the string stands unescaped as HTML would: the summary's JSON, where < and > are \u escapes
         assert "alert('x')" not in text.replace(r"\u003cscript\u003ealert('x')\u003c/script\u003e", "")
-        assert text.count("<script") == 2  # ours: the plots-loaded check and summary-json
+        # ours: the denials' data and script, the plots-loaded check and summary-json
+        assert text.count("<script") == 4
         for figure in ("denials-over-time", "clock-offsets", "top-offenders"):  # legend, axis labels
             assert escaped in text.split(f'id="{figure}">', 1)[1].split("</figure>", 1)[0], figure
-        denials_table = text.split("<h2>Denials (first 500)</h2>", 1)[1]
-        assert f"<td>{escaped}</td>" in denials_table
+        # the denials travel as JSON the page's script shows as text: the string whole, no < in the element
+        embedded = text.split('<script type="application/json" id="denials-json">', 1)[1].split("</script>", 1)[0]
+        assert "<" not in embedded and HOSTILE in json.loads(embedded)["dicts"]["service"]
 
 
 def test_table_shows_null_as_empty_and_escapes():
