@@ -207,29 +207,24 @@ def _span(s: Any, service: str | None, resource: str, scope: str | None, source:
     )
 
 
+def _entries(value: Any, field: str) -> list[dict]:
+    """A span's list of events or links, each an object (else BadRecord naming ``field``)."""
+    if not isinstance(value, list):
+        raise BadRecord(f"{field}: expected a list")
+    if not all(isinstance(entry, dict) for entry in value):
+        raise BadRecord(f"{field}: an entry is not an object")
+    return value
+
+
 def _events(events: Any) -> str:
-    if not isinstance(events, list):
-        raise BadRecord("events: expected a list")
-    out = []
-    for e in events:
-        if not isinstance(e, dict):
-            raise BadRecord("events: an entry is not an object")
-        out.append({"name": e.get("name", ""), "time_ns": as_int(e.get("timeUnixNano"), "events.timeUnixNano"),
-                    "attributes": key_values(e.get("attributes"))})
-    return to_json(out)
+    return to_json([{"name": e.get("name", ""), "time_ns": as_int(e.get("timeUnixNano"), "events.timeUnixNano"),
+                     "attributes": key_values(e.get("attributes"))} for e in _entries(events, "events")])
 
 
 def _links(links: Any) -> str:
-    if not isinstance(links, list):
-        raise BadRecord("links: expected a list")
-    out = []
-    for ln in links:
-        if not isinstance(ln, dict):
-            raise BadRecord("links: an entry is not an object")
-        out.append({"trace_id": hex_id(ln.get("traceId"), 16, "links.traceId"),
-                    "span_id": hex_id(ln.get("spanId"), 8, "links.spanId"),
-                    "attributes": key_values(ln.get("attributes"))})
-    return to_json(out)
+    return to_json([{"trace_id": hex_id(ln.get("traceId"), 16, "links.traceId"),
+                     "span_id": hex_id(ln.get("spanId"), 8, "links.spanId"),
+                     "attributes": key_values(ln.get("attributes"))} for ln in _entries(links, "links")])
 
 
 def severity_number(value: Any) -> int | None:

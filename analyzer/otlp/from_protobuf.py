@@ -7,6 +7,7 @@ attribute map once. A span or log record that cannot be read is counted, not fat
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -103,6 +104,16 @@ def _links(s: Any) -> str:
                      "attributes": {kv.key: any_value(kv.value) for kv in ln.attributes}} for ln in links])
 
 
+def _records(resources: Any, scoped: str, items: str) -> Iterator[tuple[str | None, str, str | None, Any]]:
+    """(service, resource JSON, scope name, record) for every record (span or log) of a request's resources."""
+    for r in resources:
+        service, resource = _resource(r.resource)
+        for scoped_items in getattr(r, scoped):
+            scope = scoped_items.scope.name or None
+            for record in getattr(scoped_items, items):
+                yield service, resource, scope, record
+
+
 def parse_traces(body: bytes) -> Any:
     """An export request's bytes -> the message ``add_traces`` reads (DecodeError: not OTLP)."""
     return TraceRequest.FromString(body)
@@ -113,39 +124,34 @@ def add_traces(req: Any, rows: Rows, source: str | None) -> int:
     DecodeError: an attribute, event or link is not OTLP (nothing is stored from such a request)."""
     n = 0
     append = rows.spans.append
-    for rs in req.resource_spans:
-        service, resource = _resource(rs.resource)
-        for ss in rs.scope_spans:
-            scope = ss.scope.name or None
-            for s in ss.spans:
-                n += 1
-                try:
-                    tid, sid, pid = s.trace_id, s.span_id, s.parent_span_id
-                    if len(tid) != 16 or len(sid) != 8 or tid.count(0) == 16 or sid.count(0) == 8:
-                        bytes_id(tid, 16, "trace_id")
-                        bytes_id(sid, 8, "span_id")
-                    kind = s.kind
-                    code = s.status.code
-                    append((
-                        tid.hex(),
-                        sid.hex(),
-                        bytes_id(pid, 8, "parent_span_id", required=False) if pid else None,
-                        s.name,
-                        _KINDS[kind] if 0 <= kind < 6 else "UNSPECIFIED",
-                        _ns(s.start_time_unix_nano),
-                        _ns(s.end_time_unix_nano),
-                        _STATUS[code] if 0 <= code < 3 else "UNSET",
-                        s.status.message or None,
-                        service,
-                        resource,
-                        attrs_json(s.attributes),
-                        _events(s) if s.events else "[]",
-                        _links(s) if s.links else "[]",
-                        scope,
-                        source,
-                    ))
-                except BadRecord as exc:
-                    rows.bad_record(f"{source or 'request'}#{n - 1}", exc)
+    for n, (service, resource, scope, s) in enumerate(_records(req.resource_spans, "scope_spans", "spans"), 1):
+        try:
+            tid, sid, pid = s.trace_id, s.span_id, s.parent_span_id
+            if len(tid) != 16 or len(sid) != 8 or tid.count(0) == 16 or sid.count(0) == 8:
+                bytes_id(tid, 16, "trace_id")
+                bytes_id(sid, 8, "span_id")
+            kind = s.kind
+            code = s.status.code
+            append((
+                tid.hex(),
+                sid.hex(),
+                bytes_id(pid, 8, "parent_span_id", required=False) if pid else None,
+                s.name,
+                _KINDS[kind] if 0 <= kind < 6 else "UNSPECIFIED",
+                _ns(s.start_time_unix_nano),
+                _ns(s.end_time_unix_nano),
+                _STATUS[code] if 0 <= code < 3 else "UNSET",
+                s.status.message or None,
+                service,
+                resource,
+                attrs_json(s.attributes),
+                _events(s) if s.events else "[]",
+                _links(s) if s.links else "[]",
+                scope,
+                source,
+            ))
+        except BadRecord as exc:
+            rows.bad_record(f"{source or 'request'}#{n - 1}", exc)
     return n
 
 
@@ -160,29 +166,24 @@ def add_logs(req: ExportLogsServiceRequest, rows: Rows, source: str | None) -> i
     """Append the request's log records to ``rows`` (tokens redacted); returns how many it held."""
     n = 0
     append = rows.logs.append
-    for rl in req.resource_logs:
-        service, resource = _resource(rl.resource)
-        for sl in rl.scope_logs:
-            scope = sl.scope.name or None
-            for r in sl.log_records:
-                n += 1
-                try:
-                    observed = _ns(r.observed_time_unix_nano) or None
-                    append((
-                        _ns(r.time_unix_nano) or observed,
-                        observed,
-                        bytes_id(r.trace_id, 16, "trace_id", required=False),
-                        bytes_id(r.span_id, 8, "span_id", required=False),
-                        r.severity_number or None,
-                        r.severity_text or None,
-                        _body(r.body),
-                        service,
-                        resource,
-                        to_json(redact_value({kv.key: any_value(kv.value) for kv in r.attributes}))
-                        if r.attributes else "{}",
-                        scope,
-                        source,
-                    ))
-                except BadRecord as exc:
-                    rows.bad_record(f"{source or 'request'}#{n - 1}", exc)
+    for n, (service, resource, scope, r) in enumerate(_records(req.resource_logs, "scope_logs", "log_records"), 1):
+        try:
+            observed = _ns(r.observed_time_unix_nano) or None
+            append((
+                _ns(r.time_unix_nano) or observed,
+                observed,
+                bytes_id(r.trace_id, 16, "trace_id", required=False),
+                bytes_id(r.span_id, 8, "span_id", required=False),
+                r.severity_number or None,
+                r.severity_text or None,
+                _body(r.body),
+                service,
+                resource,
+                to_json(redact_value({kv.key: any_value(kv.value) for kv in r.attributes}))
+                if r.attributes else "{}",
+                scope,
+                source,
+            ))
+        except BadRecord as exc:
+            rows.bad_record(f"{source or 'request'}#{n - 1}", exc)
     return n
