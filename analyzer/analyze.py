@@ -200,7 +200,7 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
                                                           views.step_done(step)))
             views.result()
             # the tables are final: the database file is checkpointed (the notebooks' views, the small tables left in
-            # the WAL: 0.02 s at 1M spans, the attributions being in the file already, analyzer/steps/database.py) while
+            # the WAL, the attributions being in the file already, analyzer/steps/database.py) while
             # the outputs read them
             session.keep_as_views(con)  # any TEMP table a later step made (none today)
             outputs.one_thread_each(con)  # the checkpoint, the CSV, the Parquet files and the report side by side
@@ -212,7 +212,7 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
     finally:
         if checkpointed:
             # nothing is left to write (the outputs only read since the checkpoint): the close frees the memory
-            # (0.026 s at 1M spans, mostly the kernel unmapping it), beside the publishing of the folder
+            # (mostly the kernel unmapping it), beside the publishing of the folder
             closer = threading.Thread(target=con.close, name="jitrace-close")
             closer.start()
             closing.append(closer)

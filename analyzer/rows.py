@@ -238,7 +238,7 @@ def table(rows: list[tuple], columns: schema.Columns) -> pa.Table:
 
     arrow_schema = schema.arrow(columns)
     if not rows:
-        return pa.Table.from_batches([], schema=arrow_schema)  # Schema.empty_table() imports pandas (0.25 s)
+        return pa.Table.from_batches([], schema=arrow_schema)  # Schema.empty_table() imports pandas
     columns = list(zip(*rows, strict=True))
     return pa.Table.from_arrays(
         [pa.array(col, type=f.type) for col, f in zip(columns, arrow_schema, strict=True)], schema=arrow_schema

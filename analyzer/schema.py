@@ -53,7 +53,7 @@ STATUS_CODES = ("UNSET", "OK", "ERROR")  # index = OTLP enum value
 
 class Columns(tuple):
     """A table's columns, in order: (name, DuckDB type) pairs. Plain data, so that reading Parquet into DuckDB (the
-    analyzer's path for `jitrace collect`'s files) never imports pyarrow (0.07 s of a run); ``arrow`` builds the
+    analyzer's path for `jitrace collect`'s files) never imports pyarrow; ``arrow`` builds the
     Arrow schema for the code that writes or builds Arrow tables."""
 
     @property

@@ -31,7 +31,7 @@ from jitrace.collect import compact
 from jitrace.collect._durable import TMP_SUFFIX, fsync_path
 
 # These files are short-lived (compaction rewrites them with zstd): on the acknowledgment path the faster codec wins,
-# about 1.2 us a span instead of 2.0 (files about 1.7x the size).
+# for bigger files (BENCHMARKS.md, the receiver).
 ACK_COMPRESSION = "lz4"
 _SCHEMAS = {"spans": schema.SPANS, "logs": schema.LOGS}
 _TEXT_COLUMNS = {"spans": schema.SPAN_TEXT_COLUMNS, "logs": ()}  # logs: redacted field by field when converted

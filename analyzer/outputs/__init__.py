@@ -38,10 +38,8 @@ KNOWN_OUTPUTS = frozenset({
 })
 # Every name replay writes into DIR (analyzer/replay.py).
 REPLAY_OUTPUTS = frozenset({"flips.parquet", "flips.csv", "replay.json", "report.html", MANIFEST})
-# zstd, not DuckDB's default snappy: at 20k denials attributions.parquet is 1.0 MB instead of 3.0 MB (the evidence
-# JSON compresses well). Level 1, not zstd's default 3: written in 0.047-0.049 s instead of 0.058-0.081 s, 5% bigger.
-# Row groups of 4,096 rows: the writer holds one in memory (20k rows in one: +53 MB and 14k page faults; in groups of
-# 4,096 on one thread, see one_thread_each: +23 MB, 0.065 s instead of 0.074 s, 4% bigger).
+# zstd, not DuckDB's default snappy: the evidence JSON compresses well. Level 1, not zstd's default 3: faster to
+# write, hardly bigger. Row groups of 4,096 rows: the writer holds one in memory (one_thread_each).
 OUTPUT_PARQUET = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 4096"
 STAGING = ".jitrace-staging-"  # + the run's pid: a run's folder inside DIR while it builds
 COMPLETE = ".complete"  # in a staging folder: every file is written and synced; what is left is moving them

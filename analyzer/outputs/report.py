@@ -264,7 +264,7 @@ _ALLOWED, _DENIED = "#7fa7d9", "#d9534f"
 def ttl_counts(con: duckdb.DuckDBPyConnection) -> list[tuple]:
     """plot_ttl's counts: rows (kind, lo, hi, denied, bin, n), TTL_BINS equal bins between each side's min and max of
     jit.token.ttl_s, counted in SQL over every span (no sample, and millions of spans never reach Python). It reads
-    only the spans, so ``analyze`` runs it beside the steps (two scans of the spans: 0.05 s at 1M)."""
+    only the spans, so ``analyze`` runs it beside the steps (two scans of the spans)."""
     return con.execute(f"""
         WITH t AS (
             SELECT kind, jit_token_ttl_s AS ttl, denied FROM rpc_spans
@@ -366,7 +366,7 @@ def logs_by_cause(con: duckdb.DuckDBPyConnection, per_cause: int = 10, trace_url
                   json_extract_string(evidence, '$.log_line') AS decisive
            FROM (SELECT a.*, row_number() OVER (PARTITION BY cause ORDER BY time, trace_id) AS n
                  FROM attributions AS a  -- a denial has evidence.logs when it has lines in denial_logs: only
-                                         -- those are read (scanning every evidence cost 0.015 s at 20k denials)
+                                         -- those are read (not every evidence is scanned)
                  SEMI JOIN denial_logs AS l ON l.denial_trace_id = a.trace_id AND l.denial_span_id = a.span_id)
            WHERE n <= ? ORDER BY cause, time, trace_id""", [per_cause]).fetchall()
     if not rows:

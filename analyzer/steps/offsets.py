@@ -408,7 +408,7 @@ def write_offsets(con: duckdb.DuckDBPyConnection) -> list[tuple]:
     if not offsets:
         return offsets
     # the columns as list parameters, zipped back by unnest (a Python object read by name would make DuckDB import
-    # pandas to check its type: 0.25 s)
+    # pandas to check its type)
     columns = [list(c) for c in zip(*offsets, strict=True)]
     con.execute(
         "INSERT INTO clock_offsets SELECT domain, reference, make_timestamp((window_start * 1e6)::BIGINT), "

@@ -77,17 +77,17 @@ def memory_limit() -> str:
 def connect(path: str | Path = ":memory:", *, define_view: bool = True) -> duckdb.DuckDBPyConnection:
     """A connection with an empty ``spans`` view and ``logs`` table (the loader adds to them; spans_view.py), on the
     database file at ``path`` (analyzer/steps/database.py) or in memory. ``define_view=False`` leaves the view to the
-    loader, which defines it over what it loaded (the empty view binds span_facts.sql for nothing: 7 ms)."""
+    loader, which defines it over what it loaded (the empty view would bind span_facts.sql for nothing)."""
     con = duckdb.connect() if str(path) == ":memory:" else database.connect(path)
     con.execute("SET memory_limit = ?", [memory_limit()])
     con.execute("SET preserve_insertion_order = false")  # lets big inserts stream instead of buffering
     con.execute("SET enable_progress_bar = false")
-    # Every step that reads the spans binds the Parquet files again, footers included (union_by_name): 3.2 ms a
-    # reference to the spans with 4 files, 1.2 ms with the footers cached, and at 1M spans the steps make about ten.
+    # Every step that reads the spans binds the Parquet files again, footers included (union_by_name); cached
+    # footers make each of those binds cheaper.
     # The cache belongs to this connection's database instance, which lives one run: the inputs do not change in it.
     con.execute("SET parquet_metadata_cache = true")
     # The steps replace their tables as they go; DuckDB's automatic checkpoint (at 16 MB of WAL) ran between them
-    # and rewrote what the next step replaced (0.2 s at 1M spans, 0.6 s at 10M). One checkpoint, at close, is enough:
+    # and rewrote what the next step replaced. One checkpoint, at close, is enough:
     # the database is built in a staging folder (analyzer/outputs/__init__.py), so a crash before it loses nothing.
     con.execute("SET checkpoint_threshold = '4GB'")
     spans_view.ensure(con, view=define_view)
@@ -98,7 +98,7 @@ def connect(path: str | Path = ":memory:", *, define_view: bool = True) -> duckd
 # TEMP tables are faster while they fit in memory; past it DuckDB spills them uncompressed, and writing them
 # compressed to the database file is faster. Above this many spans (per GB of memory limit) they are plain tables.
 # The one big TEMP table is `pairs` (about 150 bytes per pair, a pair per two spans). The limit DuckDB reports for
-# 1500MB is 1.3 GiB: at 10M spans a TEMP pairs takes 2.4 s and peaks at 1.6 GB RSS, and the file table took 5 s.
+# 1500MB is 1.3 GiB; at 10M spans a TEMP pairs stays within the 2 GB peak and is faster than a table in the file.
 TEMP_SPANS_PER_GB = 10_000_000
 
 
@@ -119,7 +119,7 @@ def views_to_keep(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str | None]
     plain table (an input too big for memory) is in the file already and is not listed. Asks ``con`` only: the DDL
     may then run on another cursor (``create_views``), beside the steps that follow."""
     # by database name, not `temporary`: the filter then keeps duckdb_tables() and duckdb_views() to one database's
-    # entries (5 ms -> 1 ms each; duckdb_views() renders every view's SQL, the spans view's included)
+    # entries (duckdb_views() renders every view's SQL, the spans view's included)
     temporary = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'temp'")
                  .fetchall()}
     views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE database_name = current_database()")
@@ -145,7 +145,7 @@ def keep_as_views(con: duckdb.DuckDBPyConnection) -> list[str]:
     The steps whose tables are big or wide run as TEMP tables: writing them to the file would cost more than computing
     them (pairs: millions of rows; denials: a row of facts per denied call). A step whose table needs more than its
     one statement would create its view itself; for the others the view is the step's query. Creating a view
-    binds its statement again (0.01-0.02 s for denials): ``analyze`` does that on another cursor beside the later steps
+    binds its statement again: ``analyze`` does that on another cursor beside the later steps
     (``views_to_keep`` then ``create_views``), and this call finds it done.
     """
     return create_views(con, views_to_keep(con))
@@ -217,7 +217,7 @@ def load_log_patterns(con: duckdb.DuckDBPyConnection, extra_files: list[str] | t
         con.execute("INSERT INTO log_patterns SELECT " + ", ".join("unnest(?)" for _ in kept[0]),
                     [list(c) for c in zip(*kept, strict=True)])
     # The patterns as constants in one macro: DuckDB compiles a constant regex once, a regex read from a column
-    # once per row (60x slower on 10k lines).
+    # once per row, far slower.
     cases = " ".join(f"WHEN regexp_matches(body, {spans_view.sql_string(row[2])}, 'i') THEN {row[0]}" for row in kept)
     con.execute("CREATE OR REPLACE MACRO log_pattern_ordinal(body) AS "
                 + (f"CASE {cases} END" if kept else "NULL::INTEGER"))

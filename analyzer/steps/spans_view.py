@@ -41,7 +41,7 @@ def facts_sql(relation: str) -> str:
 # COPY options of a file of facts (collect's compaction; the benchmarks' files "as collect writes them"). Row groups
 # of 32,768 rows, not DuckDB's 122,880: DuckDB skips a row group by its statistics only when it holds no denied
 # span, and the one where the denied spans end is decoded whole. Smaller groups decode fewer allowed spans with the
-# denied ones: analyze at 1M spans 1.12 s instead of 1.19 s, the same at 10M.
+# denied ones (BENCHMARKS.md, the analyzer at 1M spans).
 FACTS_FILE_OPTIONS = "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 32768"
 
 
@@ -50,7 +50,7 @@ def facts_file_sql(relation: str) -> str:
 
     The steps that read a denied call's spans whole filter on ``denied``; with the few denied spans in their own row
     groups, DuckDB skips every other row group by its statistics instead of decompressing it (at 10M spans, the
-    denied calls' facts are read in 0.08 s instead of 1.2 s). Write it with ``FACTS_FILE_OPTIONS``."""
+    denied calls' facts are read without decompressing the rest). Write it with ``FACTS_FILE_OPTIONS``."""
     return f"SELECT * FROM ({facts_sql(relation)}) ORDER BY denied DESC"
 
 
@@ -158,7 +158,7 @@ def add_files(con: duckdb.DuckDBPyConnection, files: list[Path], has_source: boo
 
 def count(con: duckdb.DuckDBPyConnection) -> int:
     """How many spans the view holds, from the files' footers and the table (counting the view itself would run
-    span_facts.sql over every copied row: 0.13 s at 10M spans)."""
+    span_facts.sql over every copied row of an older database)."""
     total = con.execute(f"SELECT (SELECT count(*) FROM {ROWS_TABLE}) + (SELECT count(*) FROM {FACTS_TABLE})"
                         ).fetchone()[0]
     paths = [r[0] for r in con.execute(f"SELECT path FROM {FILES_TABLE}").fetchall()]
