@@ -18,7 +18,6 @@ pytestmark = pytest.mark.slow
 
 
 def _lab(tmp: Path, scenario: str, *args: str) -> Path:
-    pytest.importorskip("jitrace.lab.runner")
     out = tmp / scenario
     assert cli.main(["lab", scenario, "--out", str(out), *args]) == 0
     assert cli.main(["analyze", str(out / "spans"), str(out / "logs"), "--out", str(out / "out"), "--quiet"]) == 0
