@@ -12,9 +12,9 @@ into the same file) are skipped and counted (``skipped_requests``). A file that 
 and counted (``skipped_files``). A span is one row however many times it was seen (``duplicate_spans``).
 
 OTLP JSON-lines span files (the Collector's file exporter) are read by a reader in C on every core
-(``_otlp_json_native``) when it reads them exactly as the Python reader would; any other file, any such file with
-something that reader does not read exactly (a bad record among them), or every file where it was not built, is
-read in Python.
+(``_otlp_json_native``) exactly as the Python reader would: a range of lines with something it does not read
+exactly (a bad record, a logs request) is read by the Python reader alone. Any other file, or every file where it
+was not built, is read in Python.
 
 Positions, in problems and in the ``source`` column: ``path:LINE`` (JSON lines; ``path:LINE#K`` for the K-th record
 of that line), ``path#N`` (the N-th record of a whole JSON document), ``path@OFFSET`` (a protobuf message), and the

@@ -205,9 +205,10 @@ def _read_doc(path: Path, doc: Any, rows: Rows) -> None:
         raise unknown(path, f"a JSON {kind} in no known trace or log format")
 
 
-def read_lines(path: Path, text: str, rows: Rows, *, first_line: int = 1, kind: str | None = None) -> None:
-    """JSON lines; ``first_line`` numbers the text's first line (a range of a file read by ``_parallel``), ``kind``
-    ("otlp" or "logs") is what the file holds, else decided by the first line that parses."""
+def read_lines(path: Path, text: str, rows: Rows, *, first_line: int = 1, kind: str | None = None) -> str | None:
+    """JSON lines; ``first_line`` numbers the text's first line (a range of a file read by ``_parallel`` or left by
+    the C reader), ``kind`` ("otlp" or "logs") is what the file holds, else decided by the first line that parses.
+    Returns that kind (None while no line has parsed)."""
     for number, line in enumerate(text.split("\n"), first_line):
         if not line.strip():
             continue
@@ -216,6 +217,7 @@ def read_lines(path: Path, text: str, rows: Rows, *, first_line: int = 1, kind: 
             kind = _read_line(path, number, line, rows, kind)
         except RecursionError:
             rows.bad_record(where, f"JSON nested too deeply to read (deeper than about {_DEPTH} levels)")
+    return kind
 
 
 def _read_line(path: Path, number: int, line: str, rows: Rows, kind: str | None) -> str | None:

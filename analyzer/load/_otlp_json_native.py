@@ -2,10 +2,12 @@
 
 The Collector's file exporter writes one ``{"resourceSpans": [...]}`` export request per line. The C reader is the
 one fast path beside the Python reader (``_otlp_json``); BENCHMARKS.md holds it against msgspec. It gives exactly
-the rows the Python reader gives, or none: the file is
-cut into ranges of whole lines, read on a thread each (the C code releases the GIL), and inserted in one
-transaction; if any range holds something the C reader might read otherwise, it raises ``Refused``, the transaction
-is rolled back and ``insert`` returns None: the Python reader loads the file and reports its bad records as always.
+the rows the Python reader gives: the file is cut into ranges of whole lines, read on a thread each (the C code
+releases the GIL), and inserted in one transaction. A range holding something the C reader might read otherwise
+(a bad record, a logs request, an odd spelling) raises ``Refused``, and the Python reader reads that range alone,
+numbering its lines as it numbers the whole file's: one odd record costs its range, not the whole file. Its logs,
+bad records and skipped requests go back to the caller (``Loaded.rows``). A file that is not for this path (one
+line, another format) is left whole to the Python reader: ``insert`` returns None.
 
 The module is optional (setup.py): where it was not built, ``AVAILABLE`` is False and the Python reader serves.
 """
@@ -19,6 +21,7 @@ import re
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +29,9 @@ import duckdb
 
 from jitrace.analyzer import schema
 from jitrace.analyzer.errors import UserError
-from jitrace.analyzer.load import _files
+from jitrace.analyzer.load import _files, _formats
+from jitrace.analyzer.rows import Rows
+from jitrace.analyzer.rows import table as rows_table
 from jitrace.analyzer.steps import database
 
 try:
@@ -48,9 +53,16 @@ SPANS_KEY = b'"resourceSpans"'  # what a span file's first line names
 _DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 
 
-def insert(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> int | None:
-    """Insert the spans of ``path`` into ``table``; their count, or None when the file is not one this path reads
-    exactly (nothing inserted: the caller reads it with the Python reader)."""
+@dataclass
+class Loaded:
+    spans: int  # spans inserted, by either reader
+    rows: Rows  # what the Python reader read of the refused ranges but their spans: logs, bad records, skipped
+    python_ranges: int = 0  # how many ranges the C reader refused
+
+
+def insert(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> Loaded | None:
+    """Insert the spans of ``path`` into ``table``; what was read, or None when the file is not one this path reads
+    (nothing inserted: the caller reads it with the Python reader)."""
     if _otlp_native is None:
         return None
     try:
@@ -66,18 +78,37 @@ def insert(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> int | None
         return None
 
 
-def _insert(con: duckdb.DuckDBPyConnection, path: Path, table: str, data: bytes | mmap.mmap) -> int | None:
+def _insert(con: duckdb.DuckDBPyConnection, path: Path, table: str, data: bytes | mmap.mmap) -> Loaded | None:
     prefix = f"{path}:".encode()  # the Python reader's source: path:LINE
     cur = database.cursor(con)  # a connection of its own: the rollback below touches nothing of the caller's
+    loaded = Loaded(0, Rows())
+    kind = None  # what the file holds, as the Python reader decides it: from the first line that parses
     try:
         cur.execute("BEGIN TRANSACTION")
-        records = spans = 0
+        records = 0
         try:
-            for got_records, got_spans, columns in _parsed(data, prefix):
-                records += got_records
-                spans += got_spans
+            for parsed, refused in _parsed(data, prefix):
+                if refused is not None and kind is None:
+                    # the first line is not a record the C reader read: whether the file is JSON lines at all, a
+                    # whole document or no JSON, is the Python reader's to say, for the whole file
+                    cur.execute("ROLLBACK")
+                    return None
+                if refused is not None:  # line 1 is an OTLP object: the Python reader reads this range of lines
+                    start, end, first_line = refused
+                    text = bytes(data[start:end]).decode("utf-8", errors="replace")
+                    kind = _formats.read_lines(path, text, loaded.rows, first_line=first_line, kind=kind)
+                    loaded.python_ranges += 1
+                    records += 2  # a range of this path is never the file's only line (spans_lines)
+                    got_spans, batch = len(loaded.rows.spans), rows_table(loaded.rows.spans, schema.SPANS)
+                    loaded.rows.spans = []
+                else:
+                    got_records, got_spans, columns = parsed
+                    records += got_records
+                    kind = kind or ("otlp" if got_records else None)
+                    batch = _table(got_spans, columns) if got_spans else None
+                loaded.spans += got_spans
                 if got_spans:
-                    cur.register(_BATCH, _table(got_spans, columns))
+                    cur.register(_BATCH, batch)
                     try:
                         cur.execute(f"INSERT INTO {table} SELECT * FROM {_BATCH}")
                     finally:
@@ -89,7 +120,7 @@ def _insert(con: duckdb.DuckDBPyConnection, path: Path, table: str, data: bytes 
             cur.execute("ROLLBACK")
             return None
         cur.execute("COMMIT")
-        return spans
+        return loaded
     except duckdb.Error:
         return None
     finally:
@@ -97,21 +128,29 @@ def _insert(con: duckdb.DuckDBPyConnection, path: Path, table: str, data: bytes 
 
 
 def _parsed(data: bytes | mmap.mmap, prefix: bytes):
-    """``_otlp_native.parse`` of each range of lines, in file order, ``WORKERS`` ranges read at once."""
+    """``_otlp_native.parse`` of each range of lines, in file order, ``WORKERS`` ranges read at once: (its result,
+    None), or (None, (start, end, first line)) for a range it refused."""
     with ThreadPoolExecutor(WORKERS, thread_name_prefix="jitrace-otlp-native") as pool:
-        pending: deque[tuple[Future, int]] = deque()
+        pending: deque[tuple[Future, tuple[int, int, int]]] = deque()
         release = Release(data)
+
+        def result(future: Future, where: tuple[int, int, int]):
+            try:
+                return future.result(), None
+            except _otlp_native.Refused:
+                return None, where
+
         try:
-            for start, end, first_line in _ranges(data):
-                pending.append((pool.submit(_otlp_native.parse, data, start, end, first_line, prefix), end))
+            for where in _ranges(data):
+                pending.append((pool.submit(_otlp_native.parse, data, *where, prefix), where))
                 if len(pending) > WORKERS:
-                    future, upto = pending.popleft()
-                    yield future.result()
-                    release.upto(upto)
+                    future, where_done = pending.popleft()
+                    yield result(future, where_done)
+                    release.upto(where_done[1])
             while pending:
-                future, upto = pending.popleft()
-                yield future.result()
-                release.upto(upto)
+                future, where_done = pending.popleft()
+                yield result(future, where_done)
+                release.upto(where_done[1])
         finally:
             for future, _ in pending:
                 future.cancel()

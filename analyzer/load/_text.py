@@ -29,7 +29,7 @@ def load(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, report
          named: set[Path] = frozenset()) -> None:  # type: ignore[assignment]
     """Insert every record of ``files`` into ``span_rows`` and ``logs``, counting into ``report``. A file in no known
     format is an error when ``named`` holds it, else skipped and counted."""
-    files = [path for path in files if not _load_fast(con, path, report)]
+    files = [path for path in files if not _load_fast(con, path, strict, report)]
     # Zipkin and Jaeger documents are streamed here, flushed as they are read: a worker would hold all its rows
     streamed = [path for path in files if _formats.streamed(path)] if len(files) > 1 else []
     files = [path for path in files if path not in streamed]
@@ -48,14 +48,20 @@ def load(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, report
         _insert(con, "logs", parsed.logs, report)
 
 
-def _load_fast(con: duckdb.DuckDBPyConnection, path: Path, report: LoadReport) -> bool:
-    """Whether ``path`` was loaded by the fast path (else nothing of it was)."""
+def _load_fast(con: duckdb.DuckDBPyConnection, path: Path, strict: bool, report: LoadReport) -> bool:
+    """Whether ``path`` was loaded by the fast path (else nothing of it was). Ranges the C reader left to the
+    Python reader bring their logs, bad records and skipped requests back here."""
     if not FAST_PATH:
         return False
-    count = _otlp_json_native.insert(con, path, spans_view.ROWS_TABLE)
-    if count is None:
+    loaded = _otlp_json_native.insert(con, path, spans_view.ROWS_TABLE)
+    if loaded is None:
         return False
-    report.spans += count
+    report.spans += loaded.spans
+    rows = loaded.rows
+    _count_bad(rows.bad, rows.problems, strict, report)
+    report.skipped_requests += rows.skipped
+    if rows.logs:
+        _insert(con, "logs", table(rows.logs, schema.LOGS), report)
     report.tick()
     return True
 

@@ -1,6 +1,7 @@
 """The fast path for OTLP JSON-lines span files, the C reader (analyzer/load/_otlp_json_native.py), loads exactly
-what the Python reader loads, or declines the file and leaves it wholly to the Python reader: same rows, same
-bad-record reports, same errors. Each file is loaded twice, with the fast path and without it, and the two compared.
+what the Python reader loads: a range of lines it might read otherwise is read by the Python reader, and a file not
+for it is left whole to the Python reader: same rows, same bad-record reports, same errors. Each file is loaded
+twice, with the fast path and without it, and the two compared.
 Where the C reader was not built, test_the_c_reader_is_built fails and so do the tests that expect it to read."""
 
 from __future__ import annotations
@@ -55,15 +56,17 @@ def _normal(row: tuple) -> tuple:
 class _Load:
     def __init__(self, paths, *, fast: bool, strict: bool = False):
         self.fast_files = []
+        self.python_ranges = 0  # ranges of those files the C reader left to the Python reader
         con = duckdb.connect()
         module = _otlp_json_native
         real_insert = module.insert
 
         def spy(con, path, table):
-            count = real_insert(con, path, table)
-            if count is not None:
+            loaded = real_insert(con, path, table)
+            if loaded is not None:
                 self.fast_files.append(path)
-            return count
+                self.python_ranges += loaded.python_ranges
+            return loaded
 
         _text.FAST_PATH, module.insert = fast, spy
         try:
@@ -322,7 +325,7 @@ def test_a_file_with_one_oddity_loads_exactly_as_the_python_reader_loads_it(tmp_
     elif name in must_decline:
         assert fast.fast_files == [], f"{name}: the fast path read a file it must leave to Python"
     elif name in MUST_READ:
-        assert fast.fast_files == [path], f"{name}: the fast path declined a file it reads"
+        assert fast.fast_files == [path] and fast.python_ranges == 0, f"{name}: the C reader declined what it reads"
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -340,7 +343,7 @@ def test_tokens_in_logs_are_redacted_the_fast_path_leaves_logs_to_python(tmp_pat
          "attributes": [{"key": "jwt", "value": {"stringValue": TOKEN}}]}]}]}]}
     path.write_text("\n".join([_line(GOOD_SPAN), json.dumps(log), _line(GOOD_SPAN)]) + "\n")
     fast, _ = _both([path])
-    assert fast.fast_files == [] and fast.report.logs == 1
+    assert fast.fast_files == [] and fast.report.logs == 1  # one range, line 1's: the whole file to Python
     assert TOKEN not in repr(fast.logs) and "[REDACTED]" in repr(fast.logs)
 
 
@@ -364,9 +367,24 @@ def test_compressed_files_and_lines_across_buffers_and_threads(tmp_path, monkeyp
     (tmp_path / "lines.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(text))
     for path in sorted(tmp_path.iterdir()):
         fast, _ = _both([path])
-        assert fast.fast_files == [path], path.name
+        assert fast.fast_files == [path] and fast.python_ranges == 0, path.name
         assert all(row[3] == f"line {row[15].rsplit(':', 1)[1]}" for row in fast.rows)  # name == source line
         assert fast.report.spans == sum(n % 7 for n in range(3000))
+
+
+def test_an_odd_record_costs_its_range_not_the_file(tmp_path, monkeypatch):
+    # a real export with one bad record among millions: the C reader reads every other range (once line 1 is a
+    # record it read: then the file is JSON lines for the Python reader too, and its ranges can be read apart)
+    monkeypatch.setattr(_otlp_json_native, "RANGE_BYTES", 1 << 12)
+    lines = [_line(GOOD_SPAN | {"spanId": f"{n + 1:016x}", "name": f"line {n + 1}"}) for n in range(600)]
+    lines[300] = _line(GOOD_SPAN | {"spanId": "xyz"})
+    lines[301] = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"timeUnixNano": "1"}]}]}]})
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    fast, _ = _both([path])
+    assert fast.fast_files == [path] and fast.python_ranges == 1
+    assert fast.report.spans == 598 and fast.report.logs == 1 and fast.report.bad_records == 1
+    assert fast.report.problems == [f"{path}:301#0: spanId: 'xyz' is neither hex nor base64"]
 
 
 def test_inside_a_callers_transaction_the_python_reader_loads(tmp_path):
@@ -426,7 +444,7 @@ def test_the_c_reader_reads_every_value_and_field_order_as_python_does(requests,
     with tempfile.TemporaryDirectory() as folder:
         path = _write(folder, [_dumps(r, style) for r in requests])
         fast, python = _both([path])
-    assert fast.fast_files == [path], "the C reader declined a file it reads"
+    assert fast.fast_files == [path] and fast.python_ranges == 0, "the C reader declined a file it reads"
     assert python.report.bad_records == 0
 
 
@@ -437,12 +455,32 @@ RICH_SPAN = GOOD_SPAN | {"parentSpanId": "W47/95gDgQPSabYzgT/GDA==", "kind": "SP
             {"kvlistValue": {"values": [{"key": "a", "value": {"intValue": "-7"}}]}}, {"boolValue": True}]}}}]}
 
 
+EDITS = st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 3), st.binary(min_size=1, max_size=3)),
+                 min_size=1, max_size=4)
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 3), st.binary(min_size=1, max_size=3)),
-                min_size=1, max_size=4))
+@given(EDITS)
 def test_damaged_bytes_are_read_as_python_reads_them_or_declined(edits):
     # the C reader meets every byte: a cut, a doubled or a stray byte anywhere gives Python's rows or a refusal
-    data = bytearray(("\n".join([_line(RICH_SPAN), _line(RICH_SPAN, GOOD_SPAN)]) + "\n").encode())
+    _damaged_same([_line(RICH_SPAN), _line(RICH_SPAN, GOOD_SPAN)], edits)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(EDITS)
+def test_damage_in_one_range_of_many_is_read_as_python_reads_it(edits):
+    # many small ranges: the damaged ones go to the Python reader, the rest stay with the C reader, and the whole
+    # load is still the Python reader's to the byte (rows, positions, problems)
+    saved = _otlp_json_native.RANGE_BYTES
+    _otlp_json_native.RANGE_BYTES = 1 << 10
+    try:
+        _damaged_same([_line(RICH_SPAN | {"spanId": f"{n + 1:016x}"}) for n in range(40)], edits)
+    finally:
+        _otlp_json_native.RANGE_BYTES = saved
+
+
+def _damaged_same(lines: list[str], edits) -> None:
+    data = bytearray(("\n".join(lines) + "\n").encode())
     for at, how, blob in edits:
         at %= len(data)
         if how == 0:
@@ -478,5 +516,5 @@ def test_the_fast_path_loads_into_a_runs_database_file(tmp_path):
     path = _write(tmp_path, [_line(GOOD_SPAN), _line(GOOD_SPAN | {"spanId": "0000000000000002"})])
     con = session.connect(tmp_path / "jitrace.duckdb")
     load.load_into(con, [])  # the tables
-    assert _otlp_json_native.insert(con, path, "span_rows") == 2
+    assert _otlp_json_native.insert(con, path, "span_rows").spans == 2
     assert con.execute("SELECT count(*) FROM span_rows").fetchone() == (2,)
