@@ -17,7 +17,7 @@ $(STAMP): requirements.lock pyproject.toml setup.py analyzer/load/_otlp_native.c
 # (as on this project's machines) every process compiled them again from source, 24 ms of the 37 ms that
 # `jitrace analyze` spends importing them. Only what changed since the last run is compiled again.
 bytecode: $(STAMP)
-	$(BIN)/python -m compileall -q analyzer instrumentation lab queries bench
+	$(BIN)/python -m compileall -q analyzer collect instrumentation lab queries bench
 
 demo: bytecode
 	$(BIN)/jitrace demo --out ./jitrace-demo

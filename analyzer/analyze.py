@@ -18,8 +18,10 @@ from pathlib import Path
 
 import duckdb
 
-from jitrace.analyzer import engines, errors, outputs, report, session
+from jitrace.analyzer import engines, errors, outputs
 from jitrace.analyzer.load import load_into
+from jitrace.analyzer.outputs import report, trace_links
+from jitrace.analyzer.steps import session
 from jitrace.instrumentation import contract
 
 # The columns of attributions.parquet / .csv, in order (docs/contract.md, Outputs, then the extras notebooks use).
@@ -28,6 +30,8 @@ ATTRIBUTION_COLUMNS = (
     "evidence", "fix", "server_service", "client_service", "server_domain", "client_domain", "client_span_id",
     "server_span_id", "host_time",
 )
+# attributions.csv: the same, then each denial's link to its trace viewer (empty without a --trace-url template)
+CSV_COLUMNS = (*ATTRIBUTION_COLUMNS, "trace_url")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -49,9 +53,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "seconds of the call's start (default 2 s)")
     parser.add_argument("--log-patterns", action="append", default=[], metavar="FILE",
                         help="a CSV of log patterns (name,pattern,cause,confidence,description) tried before the "
-                             "built-in queries/log_patterns.csv; repeatable")
+                             "built-in queries/seeds/log_patterns.csv; repeatable")
     parser.add_argument("--allow-empty", action="store_true",
                         help=f"inputs holding no span are not an error (exit {errors.USAGE} without it)")
+    parser.add_argument("--trace-url", default=None, metavar="TEMPLATE",
+                        help="link each denial to its trace: an http(s) URL with {trace_id} (and optionally "
+                             "{span_id}), e.g. http://jaeger:16686/trace/{trace_id} (default: $JITRACE_TRACE_URL)")
     parser.add_argument("--quiet", action="store_true", help="no progress and no table")
     parser.add_argument("--since", metavar="TIME", help="with a ClickHouse input (required there): the spans that "
                         "started at or after TIME (ISO 8601, UTC unless it says, or Unix seconds)")
@@ -85,6 +92,7 @@ def parse_fail_on(text: str | Iterable[str]) -> tuple[str, ...]:
 
 def run(args: argparse.Namespace) -> int:
     fail_on = parse_fail_on(args.fail_on)
+    trace_url = trace_links.from_settings(args.trace_url)  # a bad template fails before the load, naming its source
     pairs = (("jitrace_leeway_s", args.leeway), ("jitrace_window_s", args.window),
              ("jitrace_log_window_s", args.log_window))
     settings = {k: v for k, v in pairs if v is not None}
@@ -93,14 +101,14 @@ def run(args: argparse.Namespace) -> int:
 
         summary = on_clickhouse.analyze(args.inputs, args.out, since=args.since, until=args.until, fail_on=fail_on,
                                         quiet=args.quiet, settings=settings, log_patterns=args.log_patterns,
-                                        allow_empty=args.allow_empty)
+                                        allow_empty=args.allow_empty, trace_url=trace_url)
         return summary["exit_code"]
     if args.since is not None or args.until is not None:
         raise errors.UserError("--since/--until choose the spans of a ClickHouse input (clickhouse:// or chdb://); "
                                "files are read whole")
     summary = analyze(args.inputs, args.out, strict=args.strict, fail_on=fail_on, quiet=args.quiet, settings=settings,
                       follow_symlinks=args.follow_symlinks, log_patterns=args.log_patterns,
-                      allow_empty=args.allow_empty)
+                      allow_empty=args.allow_empty, trace_url=trace_url)
     return summary["exit_code"]
 
 
@@ -139,21 +147,25 @@ def analyze(
     log_patterns: Iterable[str] = (),
     follow_symlinks: bool = False,
     allow_empty: bool = False,
+    trace_url: str | trace_links.TraceUrl | None = None,
 ) -> dict:
     """Analyze ``inputs`` into ``out_dir``; returns the summary.json content (plus ``exit_code``).
-    ``log_patterns``: the users' pattern files (queries/log_patterns.csv's columns), tried before the built-in ones.
-    Inputs without a single span are a UserError unless ``allow_empty``."""
+    ``log_patterns``: the users' pattern files (the columns of queries/seeds/log_patterns.csv), tried first.
+    Inputs without a single span are a UserError unless ``allow_empty``. ``trace_url``: a template linking each
+    denial to its trace (analyzer/outputs/trace_links.py), in the report, the terminal table and attributions.csv."""
     fail_on = parse_fail_on(fail_on)
+    if isinstance(trace_url, str):
+        trace_url = trace_links.parse(trace_url, "trace_url")
     log_patterns = list(log_patterns)
     say = _progress(quiet)
-    # Everything is built in a staging folder and moved in file by file at the end (analyzer/outputs.py): a failed run
+    # Everything is built in a staging folder and moved in file by file at the end (analyzer/outputs/): a failed run
     # leaves the previous output, and nothing in out_dir that is not the analyzer's is touched.
     closing: list[threading.Thread] = []
     try:
         with outputs.staged(out_dir) as out:
             summary = _analyze_into(out, list(inputs), strict=strict, quiet=quiet, settings=settings, say=say,
                                     log_patterns=log_patterns, closing=closing,
-                                    follow_symlinks=follow_symlinks, allow_empty=allow_empty)
+                                    follow_symlinks=follow_symlinks, allow_empty=allow_empty, trace_url=trace_url)
     finally:
         for thread in closing:  # the database is closed before analyze returns: a notebook may open it next
             thread.join()
@@ -177,7 +189,8 @@ def exit_code(summary: dict, fail_on: tuple[str, ...], say: Callable[[str], None
 
 def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, settings: dict[str, float] | None,
                   say, log_patterns: list[str], closing: list[threading.Thread],
-                  follow_symlinks: bool = False, allow_empty: bool = False) -> dict:
+                  follow_symlinks: bool = False, allow_empty: bool = False,
+                  trace_url: trace_links.TraceUrl | None = None) -> dict:
     """The run; the connection's close is left to a thread appended to ``closing`` when the database file is complete
     (checkpointed), so the caller publishes the folder meanwhile and joins it after."""
     con = session.connect(out / "jitrace.duckdb", define_view=False)  # _load defines it
@@ -199,28 +212,28 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
                 f"{loaded['skipped_notes'][0]}")
         with ThreadPoolExecutor(1) as beside:
             # the report's ttl counts read only the spans: counted on the other core once the steps that keep both
-            # busy are done (from 48_denied_calls on, they run mostly on one)
-            ttl = _StartAfter("40_clock_edges", lambda: beside.submit(session.on_cursor, con, report.ttl_counts))
-            # the notebooks' view of denials (a TEMP table) binds 50's statement again: on the other core, beside 55-75
-            views = _StartAfter("50_denials", lambda: _keep_as_views_beside(con, beside))
+            # busy are done (from denied_calls on, they run mostly on one)
+            ttl = _StartAfter("clock_offsets", lambda: beside.submit(session.on_cursor, con, report.ttl_counts))
+            # the notebooks' view of denials (a TEMP table) binds its query again: on the other core, beside the rest
+            views = _StartAfter("denials", lambda: _keep_as_views_beside(con, beside))
             session.run_queries(con, settings=settings, log_patterns=None,  # patterns loaded above
                                 progress=lambda step, s: (say(f"{step} ({s:.2f} s)"), ttl.step_done(step),
                                                           views.step_done(step)))
             views.result()
             # the tables are final: the database file is checkpointed (the notebooks' views, the small tables left in
-            # the WAL: 0.02 s at 1M spans, the attributions being in the file already, analyzer/database.py) while
+            # the WAL, the attributions being in the file already, analyzer/steps/database.py) while
             # the outputs read them
             session.keep_as_views(con)  # any TEMP table a later step made (none today)
             outputs.one_thread_each(con)  # the checkpoint, the CSV, the Parquet files and the report side by side
             checkpoint = beside.submit(session.on_cursor, con, session.checkpoint)
             with session.reading_inputs("the report's ttl counts"):
                 ttl_rows = ttl.result()
-            summary = _write_outputs(con, out, loaded, quiet, say, ttl_rows)
+            summary = _write_outputs(con, out, loaded, quiet, say, ttl_rows, trace_url)
             checkpointed = checkpoint.result()
     finally:
         if checkpointed:
             # nothing is left to write (the outputs only read since the checkpoint): the close frees the memory
-            # (0.026 s at 1M spans, mostly the kernel unmapping it), beside the publishing of the folder
+            # (mostly the kernel unmapping it), beside the publishing of the folder
             closer = threading.Thread(target=con.close, name="jitrace-close")
             closer.start()
             closing.append(closer)
@@ -252,9 +265,11 @@ class _StartAfter:
 
 
 def _write_outputs(con: duckdb.DuckDBPyConnection, out: Path, loaded: dict, quiet: bool, say,
-                   ttl_rows: list[tuple] | None) -> dict:
-    """summary.json, report.html and the attribution files (analyzer/outputs.py); returns the summary."""
-    with outputs.tables_written(con, out, ATTRIBUTION_COLUMNS):  # the CSV meanwhile, on the other core
+                   ttl_rows: list[tuple] | None, trace_url: trace_links.TraceUrl | None = None) -> dict:
+    """summary.json, report.html and the attribution files (analyzer/outputs/); returns the summary."""
+    links = "NULL::VARCHAR" if trace_url is None else trace_url.sql()
+    # the CSV meanwhile, on the other core
+    with outputs.tables_written(con, out, ATTRIBUTION_COLUMNS, csv_extra={"trace_url": links}):
         found = dict(con.execute("SELECT cause, denials FROM cause_summary").fetchall())
         causes = {cause: found.get(cause, 0) for cause in contract.CAUSES}  # every cause, so CI scripts can index
         summary = {
@@ -273,7 +288,7 @@ def _write_outputs(con: duckdb.DuckDBPyConnection, out: Path, loaded: dict, quie
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         say("writing report.html")
-        report.write_html(con, out / "report.html", summary, ttl_rows=ttl_rows)
+        report.write_html(con, out / "report.html", summary, ttl_rows=ttl_rows, trace_url=trace_url)
         if not quiet:
-            print(report.terminal(con, summary))
+            print(report.terminal(con, summary, trace_url))
     return summary

@@ -14,8 +14,10 @@ from jitrace.analyzer import errors
 
 # name -> (module, the extra it needs, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "collect": ("jitrace.analyzer.collect", "analyzer", "receive OTLP spans and logs into Parquet, by hour"),
+    "collect": ("jitrace.collect", "analyzer", "receive OTLP spans and logs into Parquet, by hour"),
     "analyze": ("jitrace.analyzer.analyze", "analyzer", "attribute every denial to a root cause"),
+    "replay": ("jitrace.analyzer.replay", "lab",
+               "evaluate recorded policy decisions under a candidate policy: the calls whose outcome changes"),
     "score": ("jitrace.analyzer.score", "analyzer", "precision and recall of attributions against ground-truth labels"),
     "clickhouse": ("jitrace.analyzer.engines.cli", "clickhouse",
                    "install-facts: store the analysis' facts in a ClickHouse otel_traces table"),

@@ -31,7 +31,7 @@ logs
 
 Ids are always lower-case hex here, whatever the input used (hex, upper-case hex, base64).
 
-In DuckDB, ``spans`` is a view (analyzer/spans_view.py) with these columns followed by the typed facts of
+In DuckDB, ``spans`` is a view (analyzer/steps/spans_view.py) with these columns followed by the typed facts of
 queries/span_facts.sql (``domain``, ``rpc_*``, ``grpc_status`` and ``grpc_status_attribute``, one ``jit_*`` column per
 contract attribute, ``check_events``, ``stream_check``). ``jitrace collect``'s compacted files hold those facts too
 and are read in place; loaders of other inputs insert rows of this schema into ``span_rows``.
@@ -53,7 +53,7 @@ STATUS_CODES = ("UNSET", "OK", "ERROR")  # index = OTLP enum value
 
 class Columns(tuple):
     """A table's columns, in order: (name, DuckDB type) pairs. Plain data, so that reading Parquet into DuckDB (the
-    analyzer's path for `jitrace collect`'s files) never imports pyarrow (0.07 s of a run); ``arrow`` builds the
+    analyzer's path for `jitrace collect`'s files) never imports pyarrow; ``arrow`` builds the
     Arrow schema for the code that writes or builds Arrow tables."""
 
     @property
@@ -118,5 +118,5 @@ def columns_with_source(columns: Columns, has_source: bool) -> str:
 
 def duckdb_ddl(table: str, columns: Columns) -> str:
     """``CREATE TABLE`` for a schema above. JSON text stays VARCHAR, as in Parquet, so the ``spans`` view's branches
-    (analyzer/spans_view.py) share one type; DuckDB's JSON functions read it as it is."""
+    (analyzer/steps/spans_view.py) share one type; DuckDB's JSON functions read it as it is."""
     return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(f'{name} {kind}' for name, kind in columns)})"

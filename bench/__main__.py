@@ -2,7 +2,8 @@
 
 Each module provides ``TITLE`` and ``run(quick: bool) -> str`` returning a Markdown section (tables with the
 ratios measured side by side in this one run; absolute times on a noisy machine mean little on their own).
-``python -m bench NAME...`` runs only the named modules; ``--quick`` runs small sizes (a smoke test).
+``python -m bench NAME...`` runs only the named modules and replaces their sections in the file, keeping the others;
+``--quick`` runs small sizes (a smoke test).
 """
 
 from __future__ import annotations
@@ -41,9 +42,21 @@ def main() -> int:
         f"{' (--quick: sizes too small to judge by)' if args.quick else ''}.\n"
         "Ratios are taken side by side in one run; absolute figures vary with the machine's load.\n\n"
     )
-    Path(args.out).write_text(header + "\n".join(sections))
+    out = Path(args.out)
+    if args.names and out.exists():  # a partial run replaces its own sections and keeps the others
+        sections = _merge(out.read_text(), sections)
+    out.write_text(header + "\n".join(sections))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def _merge(old: str, new: list[str]) -> list[str]:
+    """The sections of ``old`` (after its header) with those titled as in ``new`` replaced; new titles at the end."""
+    parts = old.split("\n## ")[1:]
+    kept = ["## " + part.rstrip("\n") + "\n" for part in parts]
+    by_title = {section.split("\n", 1)[0]: section for section in new}
+    merged = [by_title.pop(section.split("\n", 1)[0], section) for section in kept]
+    return merged + list(by_title.values())
 
 
 if __name__ == "__main__":

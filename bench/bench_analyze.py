@@ -25,7 +25,7 @@ def generate(out: Path, spans: int, files: int = 4) -> Path:
     """``spans`` spans (client/server pairs, 1 issue span per 100 calls, 4% denials) as `jitrace collect` writes."""
     import duckdb
 
-    from jitrace.analyzer.spans_view import FACTS_FILE_OPTIONS, facts_file_sql
+    from jitrace.analyzer.steps.spans_view import FACTS_FILE_OPTIONS, facts_file_sql
 
     folder = out / "spans" / "hour=2025-10-09T08"
     folder.mkdir(parents=True, exist_ok=True)

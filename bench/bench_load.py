@@ -19,9 +19,7 @@ import duckdb
 TITLE = "Loaders: spans/s per input format"
 T0 = 1_700_000_000_000_000_000
 TARGETS = {"jitrace Parquet, every column read once": 5_000_000, "OTLP JSON lines": 300_000}
-# The same file read by the fast paths' fallbacks, beside the row above (the C reader, analyzer/load/_otlp_native.c):
-# DuckDB's JSON reader (where the C reader was not built) and the Python reader alone
-DUCKDB_READER = "OTLP JSON lines, DuckDB's JSON reader (no C reader)"
+# The same file read by the fast path's fallback, beside the row above (the C reader, analyzer/load/_otlp_native.c)
 PYTHON_READER = "OTLP JSON lines, Python reader (no fast path)"
 
 
@@ -158,7 +156,6 @@ def run(quick: bool) -> str:
         spans = _spans(n)
         files = {
             "OTLP JSON lines": d / "spans.jsonl",
-            DUCKDB_READER: d / "spans.jsonl",
             PYTHON_READER: d / "spans.jsonl",
             "OTLP JSON lines, gzip": d / "spans.jsonl.gz",
             "OTLP protobuf (length-prefixed)": d / "spans.binpb",
@@ -186,11 +183,10 @@ def run(quick: bool) -> str:
         for name, path in files.items():
             size = sum(f.stat().st_size for f in path.rglob("*")) if path.is_dir() else path.stat().st_size
             _text.FAST_PATH = name != PYTHON_READER
-            _otlp_json_native.AVAILABLE = native and name != DUCKDB_READER
             try:
                 secs, cpu, count = _time_load([path], repeats, read_all=name.endswith("read once"))
             finally:
-                _text.FAST_PATH, _otlp_json_native.AVAILABLE = True, native
+                _text.FAST_PATH = True
             target = TARGETS.get(name)
             verdict = "" if target is None else f"{target:,} ({'met' if count / secs >= target else 'NOT met'})"
             lines.append(f"| {name} | {count:,} | {size / count:,.0f} | {secs:.3f} | {count / secs:,.0f} | "
@@ -205,9 +201,8 @@ def run(quick: bool) -> str:
         "loading only reads the footers (first Parquet row), so the second row adds one decoding of every column, "
         "what the first query pays; its target is the loader target. OTLP JSON-lines span files are read by the C "
         f"reader (analyzer/load/_otlp_native.c{'' if native else ': NOT BUILT here'}) on every core, when it reads "
-        "them exactly; DuckDB's JSON reader row is the fallback where it was not built (files of 16 MiB or more; "
-        "`--quick`'s are smaller: that row is then the Python reader). Other text inputs over 32 MiB are parsed "
-        "in Python on every core (JSON lines cut at line ends).\n\n" + "\n".join(lines)
+        "them exactly; the Python reader's row is the fallback where it was not built. Other text inputs over "
+        "32 MiB are parsed in Python on every core (JSON lines cut at line ends).\n\n" + "\n".join(lines)
     )
 
 
@@ -215,7 +210,7 @@ def _parquet(src: Path, out: Path, rows: int) -> None:
     """Parquet as `jitrace collect` leaves it (compacted: the normalized columns and the span facts, zstd), ``rows``
     distinct spans (ids varied, times shifted)."""
     from jitrace.analyzer.load import load_into
-    from jitrace.analyzer.spans_view import FACTS_FILE_OPTIONS, facts_file_sql
+    from jitrace.analyzer.steps.spans_view import FACTS_FILE_OPTIONS, facts_file_sql
 
     con = duckdb.connect()
     load_into(con, [str(src)])

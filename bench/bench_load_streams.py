@@ -22,7 +22,7 @@ ATTRS = {"rpc.system": "grpc", "rpc.service": "jitlab.Orders", "rpc.method": "Ge
 
 _CHILD = """
 import json, re, sys, time
-from jitrace.analyzer import session
+from jitrace.analyzer.steps import session
 from jitrace.analyzer.load import load_into
 con = session.connect()
 started = time.perf_counter()

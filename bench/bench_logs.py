@@ -1,5 +1,5 @@
 """Logs in the analyzer: application JSON-lines log records loaded (records/s) and joined to denials with the log
-patterns matched (55_denial_logs + 60_attributions, records/s), on generated calls whose servers carry no jit facts
+patterns matched (denial_logs + attributions, records/s), on generated calls whose servers carry no jit facts
 (so every denial is decided from its logs). Receiver-side log ingest is in bench_collect, per-format log loading in
 bench_load.
 """
@@ -51,7 +51,8 @@ def _logs(path: Path, records: int, calls: int, rng: random.Random) -> None:
 
 
 def run(quick: bool) -> str:
-    from jitrace.analyzer import load, session
+    from jitrace.analyzer import load
+    from jitrace.analyzer.steps import session
 
     rows = ["| calls | denials | log records | load (records/s) | join + patterns (records/s) | decided by logs |",
             "|---:|---:|---:|---:|---:|---:|"]
@@ -66,11 +67,11 @@ def run(quick: bool) -> str:
             report = load.load_into(con, [str(path)], strict=True)
             load_s = time.perf_counter() - started
             steps = session.run_queries(con)
-            join_s = steps["55_denial_logs"] + steps["60_attributions"]
+            join_s = steps["denial_logs"] + steps["attributions"]
             denials, by_logs = con.execute("SELECT count(*), count(*) FILTER (WHERE rule LIKE 'log_pattern:%') "
                                            "FROM attributions").fetchone()
             con.close()
         rows.append(f"| {calls:,} | {denials:,} | {report.logs:,} | {report.logs / load_s:,.0f} | "
                     f"{report.logs / join_s:,.0f} | {by_logs:,} |")
     return "\n".join(rows) + ("\n\nJoin: by trace/span id, else by service within 2 s (jitrace_log_window_s); "
-                              "60_attributions' time includes its span rules.\n")
+                              "attributions' time includes its span rules.\n")

@@ -291,7 +291,7 @@ class JitraceClientInterceptor(
 
 # --- the channel wrapper the instrumentor uses -----------------------------------------------------------------------
 # grpc.intercept_channel builds a new multicallable and call-details object per call; jitrace's wrapper binds its
-# multicallables once per method and calls grpc directly (about 15 µs less per call). Same behaviour as the
+# multicallables once per method and calls grpc directly (less work per call). Same behaviour as the
 # interceptor above, which stays for users who compose channels with grpc.intercept_channel themselves.
 def _start(metadata: Metadata | None, credentials: object, method: str,
            channel_plugin: Any) -> tuple[Pending | None, Metadata | None]:

@@ -7,9 +7,16 @@ decision is recorded, and a later *deny* replaces an earlier allow (the deny is 
 pycasbin (``casbin.Enforcer.enforce`` / ``enforce_ex``, and subclasses), inside a server call, records:
 engine ``casbin``; decision; required = the request values after the subject joined by ``:`` (``sub, obj, act`` ->
 ``obj:act``); granted = the subject's roles (implicit roles, i.e. through role inheritance, where the enforcer has
-them); rule = the matched policy line from ``enforce_ex``'s explanation (``p, alice, data1, read``); eval_s.
+them); rule = the matched policy line from ``enforce_ex``'s explanation (``p, alice, data1, read``); eval_s; and
+request = the enforce values themselves (``jitrace replay`` evaluates them again under a candidate policy; with
+``JITRACE_HASH_SUBJECT`` the subject, the first value, is hashed as ``jit.token.sub`` is).
 The policy id and version come from the enforcer's attributes ``jitrace_policy_id`` / ``jitrace_policy_version``
 (set them when you load a policy revision), else the variables ``JITRACE_POLICY_ID`` / ``JITRACE_POLICY_VERSION``.
+
+A request is recorded as it was evaluated or not at all: values holding a credential become ``[REDACTED]`` (the
+analyzer's pattern, analyzer/redact.py); a value that is not a string, one longer than ``JITRACE_MAX_ATTRIBUTE_CHARS``,
+or more than ``MAX_REQUEST_VALUES`` values leave the request out (counted as ``policy_request_skipped``): cut, it would
+replay as another request.
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ from typing import Any
 
 from opentelemetry import trace
 
+from jitrace.analyzer.redact import redact  # standard library only: one credential pattern for both sides
 from jitrace.instrumentation import _call_state, _safety, _settings, _token
 from jitrace.instrumentation import contract as c
 
 _MAX_GRANTED = 64  # roles/scopes kept on a span
+MAX_REQUEST_VALUES = 16  # values of a policy request kept on a span (casbin's are usually 3 or 4)
 
 
 def _decision(decision: object) -> str:
@@ -45,8 +54,21 @@ def _text(value: object) -> str:
     return text[:limit]
 
 
+def _request(values: object) -> list[str] | None:
+    """The request as recorded: its values redacted, or None (and counted) when it cannot be kept whole."""
+    if values is None:
+        return None
+    items = list(values) if isinstance(values, list | tuple) else None
+    limit = _settings.get().max_attribute_chars
+    if not items or len(items) > MAX_REQUEST_VALUES or not all(type(v) is str and len(v) <= limit for v in items):
+        _safety.count("policy_request_skipped")
+        return None
+    return [redact(v) for v in items]
+
+
 def _attributes(decision: str, engine: object, policy_id: object, version: object, rule: object, required: object,
-                granted: Sequence[object] | None, grant: dict[str, object], eval_s: float | None) -> dict[str, Any]:
+                granted: Sequence[object] | None, grant: dict[str, object], eval_s: float | None,
+                request: object = None) -> dict[str, Any]:
     attrs: dict[str, Any] = {c.POLICY_DECISION: decision}
     for name, value in ((c.POLICY_ENGINE, engine), (c.POLICY_ID, policy_id), (c.POLICY_VERSION, version),
                         (c.POLICY_RULE, rule), (c.POLICY_REQUIRED, required)):
@@ -57,6 +79,9 @@ def _attributes(decision: str, engine: object, policy_id: object, version: objec
         attrs[c.POLICY_GRANTED] = [_text(g) for g in items]
     if _seconds(eval_s) is not None:
         attrs[c.POLICY_EVAL_S] = float(eval_s)  # type: ignore[arg-type]
+    recorded = _request(request)
+    if recorded is not None:
+        attrs[c.POLICY_REQUEST] = recorded
     attrs.update(_token.grant_attributes(grant))
     return attrs
 
@@ -74,12 +99,13 @@ def record_policy_decision(decision: bool | str, *, engine: str | None = None, p
                            version: str | int | None = None, rule: str | None = None, required: str | None = None,
                            granted: Sequence[str] | None = None, grant_id: str | None = None,
                            grant_start: float | None = None, grant_end: float | None = None,
-                           eval_s: float | None = None) -> None:
+                           eval_s: float | None = None, request: Sequence[str] | None = None) -> None:
     """Record an access-policy decision (``True``/``"allow"`` or ``False``/``"deny"``) on the current server span.
 
     ``eval_s`` is how long the evaluation took: the access check is taken to have started that long ago. The grant
     window (``grant_*``, Unix seconds in the issuer's clock) is for grants that are policy input, not token claims.
-    Does nothing when jitrace is disabled; never raises.
+    ``request`` is what the engine evaluated, as strings (``jit.policy.request``: what ``jitrace replay`` evaluates
+    again; see the module's docstring for what is kept). Does nothing when jitrace is disabled; never raises.
     """
     if not _settings.get().enabled:
         return
@@ -101,7 +127,7 @@ def record_policy_decision(decision: bool | str, *, engine: str | None = None, p
     if not span.is_recording():
         return
     grant = {"grant_id": grant_id, "grant_start": grant_start, "grant_end": grant_end}
-    attrs = _attributes(verdict, engine, policy_id, version, rule, required, granted, grant, eval_s)
+    attrs = _attributes(verdict, engine, policy_id, version, rule, required, granted, grant, eval_s, request)
     attrs.update(wait)
     span.set_attributes(attrs)
 
@@ -141,11 +167,14 @@ def _record_casbin(enforcer: Any, rvals: tuple, allowed: object, explain: object
     if isinstance(explain, list | tuple) and explain:
         rule = "p, " + ", ".join(str(v) for v in explain)
     required = ":".join(str(v) for v in rvals[1:]) if len(rvals) > 1 else None
+    request = list(rvals)
+    if request and isinstance(request[0], str) and _settings.get().hash_subject:
+        request[0] = _token.hash_value(request[0])
     record_policy_decision(bool(allowed), engine="casbin",
                            policy_id=_policy_ref(enforcer, "jitrace_policy_id", "JITRACE_POLICY_ID"),
                            version=_policy_ref(enforcer, "jitrace_policy_version", "JITRACE_POLICY_VERSION"),
                            rule=rule, required=required, granted=_roles(enforcer, rvals[0] if rvals else None),
-                           eval_s=eval_s)
+                           eval_s=eval_s, request=request)
 
 
 def _wrap_enforce(original: Callable[..., Any], explained: bool) -> Callable[..., Any]:

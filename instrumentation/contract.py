@@ -37,6 +37,7 @@ POLICY_RULE: Final = "jit.policy.rule"
 POLICY_REQUIRED: Final = "jit.policy.required"
 POLICY_GRANTED: Final = "jit.policy.granted"  # string array
 POLICY_EVAL_S: Final = "jit.policy.eval_s"
+POLICY_REQUEST: Final = "jit.policy.request"  # string array: the values the engine evaluated (what replay re-asks)
 
 # --- timing and clocks ------------------------------------------------------------------------------------------
 AUTH_WAIT_S: Final = "jit.auth.wait_s"  # outermost interceptor -> start of the access check

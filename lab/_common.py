@@ -12,7 +12,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from jitrace.analyzer.stop_signals import StopSignals
+from jitrace.collect.stop_signals import StopSignals
 
 DOMAIN = "jitrace.lab"
 AUDIENCE = "inventory"

@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import grpc
 import jwt
 
 from jitrace.instrumentation import record_policy_decision
-from jitrace.lab import _common, jitlab_pb2, jitlab_pb2_grpc
+from jitrace.lab import _common, jitlab_pb2, jitlab_pb2_grpc, scenarios
 
 _log = logging.getLogger("jitrace.lab.backend")
 _UNAUTH = grpc.StatusCode.UNAUTHENTICATED
@@ -38,11 +37,6 @@ class Denied(Exception):
     def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
         super().__init__(message)
         self.code, self.reason = code, reason
-
-
-def _policy_files(version: str) -> tuple[str, str]:
-    folder = resources.files("jitrace.lab") / "policies"
-    return str(folder / "model.conf"), str(folder / f"{version}.csv")
 
 
 class SlowMiddleware(grpc.ServerInterceptor):
@@ -73,7 +67,7 @@ class Inventory(jitlab_pb2_grpc.InventoryServicer):
                  jitrace: bool = True) -> None:
         self._replica, self._version, self._key, self._leeway = replica, version, public_key, leeway
         self._details, self._jitrace = details, jitrace
-        self._enforcer = casbin.Enforcer(*_policy_files(version))
+        self._enforcer = casbin.Enforcer(*scenarios.policy_files(version))
         # jitrace's pycasbin hook reads which policy and revision decided from these attributes.
         self._enforcer.jitrace_policy_id = "inventory"
         self._enforcer.jitrace_policy_version = version

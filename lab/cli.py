@@ -12,7 +12,7 @@ from jitrace.lab import runner, scenarios
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    names = scenarios.SCENARIOS + scenarios.LOG_SCENARIOS
+    names = scenarios.SCENARIOS + scenarios.LOG_SCENARIOS + scenarios.REPLAY_SCENARIOS
     parser.add_argument("scenario", choices=names, metavar="SCENARIO", help=f"one of: {', '.join(names)}")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for spans, logs, labels and params")
     parser.add_argument("--calls", type=_positive, default=8, metavar="N",
@@ -38,6 +38,10 @@ def describe(params: dict, out: str) -> str:
     lines = [f"jitrace lab: {params['scenario']}: {n['calls']} calls, {n['denied']} denied "
              f"({n['labelled']} labelled) in {params['seconds']} s",
              f"  spans and logs: {out}/spans, {out}/logs; ground truth: {out}/labels.jsonl, {out}/params.json"]
+    candidate = params.get("candidate")
+    if candidate:
+        lines.append(f"  recorded under {', '.join(sorted({r['policy'] for r in params['replicas']}))}; the candidate: "
+                     f"jitrace replay {out}/spans --casbin {candidate['model']} {candidate['policy']}")
     if n["missed"] or n["unexpected_denials"] or n["errors"]:
         lines.append(f"  warning: {n['missed']} injected fault(s) not denied, {n['unexpected_denials']} healthy call(s)"
                      f" denied, {n['errors']} other error(s); see {out}/calls.jsonl and {out}/lab-run/*.log")

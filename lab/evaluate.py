@@ -12,7 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from jitrace.analyzer import load, score, session
+from jitrace.analyzer import load, score
+from jitrace.analyzer.steps import session
 
 
 def evaluate(run_dir: str | Path) -> dict[str, Any]:

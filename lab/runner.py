@@ -28,9 +28,9 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from jitrace.analyzer.collect import Receiver
-from jitrace.analyzer.collect._compact import Compactor
 from jitrace.analyzer.errors import UserError
+from jitrace.collect import Receiver
+from jitrace.collect.compact import Compactor
 from jitrace.lab import jitlab_pb2, jitlab_pb2_grpc, scenarios
 from jitrace.lab.scenarios import Call, Scenario
 
@@ -190,7 +190,8 @@ def _drive(gateway_port: int, s: Scenario, seed: int, workers: int) -> list[dict
                 outcome = jitlab_pb2.Outcome(code=err.code().value[0], detail=err.details() or "")
             rows.append({"trace_id": outcome.trace_id, "expected": call.cause, "code": outcome.code,
                          "reason": outcome.reason, **{k: call.task.get(k) for k in ("method", "replica", "aio",
-                                                                                     "token_mode", "subject")}})
+                                                                                     "token_mode", "subject",
+                                                                                     "role")}})
         return rows
 
     try:
@@ -279,5 +280,8 @@ def run(scenario: str, out_dir: str | Path, *, calls: int = 8, seed: int = 7, dr
         },
         "seconds": round(time.monotonic() - began, 1),
     }
+    if s.candidate:  # the revision to replay the recorded decisions under, and where its files are
+        model, policy = scenarios.policy_files(s.candidate)
+        params["candidate"] = {"version": s.candidate, "model": model, "policy": policy}
     (out / "params.json").write_text(json.dumps(params, indent=2) + "\n")
     return params

@@ -5,7 +5,10 @@ A scenario injects one cause among healthy calls; ``healthy`` injects none and `
 client and issuer clock drifts (they skew a clock the other causes rely on). ``logs_only`` (LOG_SCENARIOS) sends
 the faults a backend detects to ``r5``, a replica traced by OpenTelemetry but NOT instrumented by jitrace (no jit.*
 facts, no ErrorInfo) that logs each denial: only its log lines tell why. ``unexplained``'s ``r4`` exports nothing
-at all (no spans, no logs), so for it "unexplained, instrument the server" stays the honest answer. Token lifetimes
+at all (no spans, no logs), so for it "unexplained, instrument the server" stays the honest answer.
+``policy_rollout`` (REPLAY_SCENARIOS) records decisions under policy v1 while v2 is the candidate (``jitrace replay
+--casbin model.conf v2.csv``): editors write (v1 denies, v2 would allow: the flips), viewers write (denied by both),
+and grants not yet active (decided before pycasbin, recorded without a request). Token lifetimes
 are seconds, so a scenario runs in seconds. Every choice is drawn from a seeded ``random.Random``: a run is repeatable.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 SKEW_S = 20  # how far a drifting clock is off: well beyond the short token lifetimes below
@@ -47,6 +51,7 @@ class Scenario:
     issuer_skew_s: int = 0
     flows: list[list[Call]] = field(default_factory=list)  # each flow runs its calls in order
     notes: str = ""
+    candidate: str | None = None  # a policy revision to replay the recorded decisions under (jitrace replay)
 
 
 # principals: subject -> role
@@ -63,6 +68,14 @@ LOG_SCENARIOS = ("logs_only",)
 # The faults logs_only injects: those the backend itself detects and logs (its jwt.decode, grant check, casbin).
 LOGGED_CAUSES = ("token_expired", "token_missing", "token_invalid", "grant_not_active", "policy_mismatch")
 LOGGING_REPLICA = "r5"
+# Scenarios for `jitrace replay`: the candidate policy revision each one is made for.
+REPLAY_SCENARIOS = ("policy_rollout",)
+
+
+def policy_files(version: str) -> tuple[str, str]:
+    """The casbin model and the policy file of a revision (``lab/policies/<version>.csv``)."""
+    folder = resources.files("jitrace.lab") / "policies"
+    return str(folder / "model.conf"), str(folder / f"{version}.csv")
 
 
 def _task(principal: tuple[str, str], method: str, replica: str, **extra: Any) -> dict[str, Any]:
@@ -132,8 +145,11 @@ def build(name: str, calls: int = 8, seed: int = 7, drift: str = "server") -> Sc
     """The scenario ``name`` with ``calls`` injected denials per cause and as many healthy calls per cause."""
     if name in LOG_SCENARIOS:
         return _build_logs_only(calls, seed)
+    if name in REPLAY_SCENARIOS:
+        return _build_policy_rollout(calls, seed)
     if name not in SCENARIOS:
-        raise ValueError(f"unknown scenario {name!r}; one of: {', '.join(SCENARIOS + LOG_SCENARIOS)}")
+        names = SCENARIOS + LOG_SCENARIOS + REPLAY_SCENARIOS
+        raise ValueError(f"unknown scenario {name!r}; one of: {', '.join(names)}")
     if drift not in DRIFTS:
         raise ValueError(f"unknown clock drift {drift!r}; one of: {', '.join(DRIFTS)}")
     rng = random.Random(seed)
@@ -175,5 +191,27 @@ def _build_logs_only(calls: int, seed: int) -> Scenario:
     s.flows = [[_healthy(rng, replicas)] for _ in range(calls * len(LOGGED_CAUSES))]
     for cause in LOGGED_CAUSES:
         s.flows += [_on_replica(_injected(cause, i, rng, s), LOGGING_REPLICA) for i in range(calls)]
+    rng.shuffle(s.flows)
+    return s
+
+
+# The faults policy_rollout injects; the editors' writes are the calls the candidate v2 would decide otherwise.
+ROLLOUT_FAULTS = ("editor_write", "viewer_write", "grant_not_active")
+
+
+def _build_policy_rollout(calls: int, seed: int) -> Scenario:
+    """policy_rollout: every replica still runs v1 while v2 (editors may write) is the candidate. ``calls`` of each
+    of ROLLOUT_FAULTS among as many healthy calls per fault (reads and watches of every role, admins' writes)."""
+    rng = random.Random(seed)
+    replicas = [Replica("r1", policy="v1"), Replica("r2", policy="v1")]
+    s = Scenario("policy_rollout", replicas, candidate="v2",
+                 notes="decisions recorded under v1; v2 is the candidate (jitrace replay)")
+    s.flows = [[_healthy(rng, replicas)] for _ in range(calls * len(ROLLOUT_FAULTS))]
+    for i in range(calls):
+        replica = rng.choice(replicas).name
+        aio = i % 3 == 2
+        s.flows.append([Call(_task(EDITOR, "Write", replica, aio=aio), "policy_mismatch")])  # v2 would allow it
+        s.flows.append([Call(_task(VIEWER, "Write", replica, aio=aio), "policy_mismatch")])  # v2 denies it too
+        s.flows.append(_injected("grant_not_active", i, rng, s))  # denied before pycasbin: no request recorded
     rng.shuffle(s.flows)
     return s

@@ -1,9 +1,9 @@
 -- span_facts: reads a relation in the spans schema (analyzer/schema.py), written `{spans}` below; produces the same
 -- rows with the typed columns every step needs added (the "facts"). Not a numbered step: it is the one rule that
 -- turns a span's JSON into columns, and it runs where the JSON is read once. `jitrace collect` compacts its files
--- through it (analyzer/collect/_compact.py), so the analyzer reads those columns straight from the files; for any
+-- through it (collect/compact.py), so the analyzer reads those columns straight from the files; for any
 -- other input (OTLP JSON, Jaeger, Zipkin, Parquet without them) the `spans` view applies it when read
--- (analyzer/spans_view.py).
+-- (analyzer/steps/spans_view.py).
 -- Each attribute becomes the column named by instrumentation/contract.py's column(): jit.token.ttl_s ->
 -- jit_token_ttl_s. from_json gets an explicit schema: DuckDB's auto-detection is unsafe on mixed inputs.
 -- The clock domain is the host the span's clock belongs to: host.id > host.name (Jaeger's process tag `hostname`) >
@@ -63,6 +63,7 @@ SELECT
     a."jit.policy.required" AS jit_policy_required,
     a."jit.policy.granted" AS jit_policy_granted,
     a."jit.policy.eval_s" AS jit_policy_eval_s,
+    a."jit.policy.request" AS jit_policy_request,
     a."jit.auth.wait_s" AS jit_auth_wait_s,
     a."jit.clock.sent_ns" AS jit_clock_sent_ns,
     a."jit.clock.peer_sent_ns" AS jit_clock_peer_sent_ns,
@@ -99,6 +100,7 @@ FROM (
             "jit.policy.decision": "VARCHAR", "jit.policy.engine": "VARCHAR", "jit.policy.id": "VARCHAR",
             "jit.policy.version": "VARCHAR", "jit.policy.rule": "VARCHAR", "jit.policy.required": "VARCHAR",
             "jit.policy.granted": "VARCHAR[]", "jit.policy.eval_s": "DOUBLE",
+            "jit.policy.request": "VARCHAR[]",
             "jit.auth.wait_s": "DOUBLE",
             "jit.clock.sent_ns": "BIGINT", "jit.clock.peer_sent_ns": "BIGINT", "jit.clock.received_ns": "BIGINT",
             "jit.clock.offset_s": "DOUBLE", "jit.clock.delay_s": "DOUBLE",

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from jitrace.analyzer import errors
-from jitrace.analyzer.analyze import ATTRIBUTION_COLUMNS
+from jitrace.analyzer import errors, replay
+from jitrace.analyzer.analyze import CSV_COLUMNS
 from jitrace.instrumentation import contract
 
 CONTRACT = (Path(__file__).resolve().parent.parent / "docs" / "contract.md").read_text()
@@ -20,8 +20,13 @@ def test_every_span_name_is_in_the_contract(name: str) -> None:
     assert f"`{name}`" in CONTRACT
 
 
-@pytest.mark.parametrize("name", [*contract.CAUSES, *ATTRIBUTION_COLUMNS])
+@pytest.mark.parametrize("name", [*contract.CAUSES, *CSV_COLUMNS])
 def test_every_cause_and_attribution_column_is_in_the_contract(name: str) -> None:
+    assert f"`{name}`" in CONTRACT
+
+
+@pytest.mark.parametrize("name", [*replay.FLIP_COLUMNS, *replay.REASONS, *replay.FLIPS])
+def test_every_replay_column_and_reason_is_in_the_contract(name: str) -> None:
     assert f"`{name}`" in CONTRACT
 
 

@@ -19,7 +19,7 @@ def test_every_settings_field_is_documented():
 
 def test_every_jitrace_variable_read_by_the_code_is_documented():
     read = set()
-    for folder in ("instrumentation", "analyzer", "lab"):
+    for folder in ("instrumentation", "collect", "analyzer", "lab"):
         for path in (ROOT / folder).rglob("*.py"):
             read |= set(re.findall(r"[\"'](JITRACE_[A-Z_]+)[\"']", path.read_text()))
     read.discard("JITRACE_")  # the prefix itself, used to build names from Settings fields

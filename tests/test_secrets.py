@@ -187,7 +187,7 @@ def test_no_token_in_anything_jitrace_produces(tmp_path, capfd, monkeypatch):
     from cryptography.hazmat.primitives.asymmetric import rsa
     from nbclient import NotebookClient
 
-    from jitrace.analyzer.collect import Receiver
+    from jitrace.collect import Receiver
 
     key, other_key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
     (tmp_path / "public.pem").write_bytes(key.public_key().public_bytes(

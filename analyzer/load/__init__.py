@@ -12,9 +12,9 @@ into the same file) are skipped and counted (``skipped_requests``). A file that 
 and counted (``skipped_files``). A span is one row however many times it was seen (``duplicate_spans``).
 
 OTLP JSON-lines span files (the Collector's file exporter) are read by a reader in C on every core
-(``_otlp_json_native``; where it was not built, big ones by DuckDB's JSON reader, ``_otlp_json_duckdb``) when it
-reads them exactly as the Python reader would; any other file, or any such file with something that reader does not
-read exactly (a bad record among them), is read in Python as before.
+(``_otlp_json_native``) exactly as the Python reader would: a range of lines with something it does not read
+exactly (a bad record, a logs request) is read by the Python reader alone. Any other file, or every file where it
+was not built, is read in Python.
 
 Positions, in problems and in the ``source`` column: ``path:LINE`` (JSON lines; ``path:LINE#K`` for the K-th record
 of that line), ``path#N`` (the N-th record of a whole JSON document), ``path@OFFSET`` (a protobuf message), and the
@@ -33,10 +33,11 @@ from pathlib import Path
 
 import duckdb
 
-from jitrace.analyzer import redact, schema, spans_view
-from jitrace.analyzer.collect import _compact
+from jitrace.analyzer import redact, schema
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files, _parquet
+from jitrace.analyzer.steps import spans_view
+from jitrace.collect import compact
 
 __all__ = ["LoadReport", "load_into"]
 
@@ -96,7 +97,7 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool,
     files = _files.expand(list(inputs), follow_symlinks=follow_symlinks, named=named)
     # a receiver that crashed while compacting may have left files a compacted file already holds: never twice
     # (only files a folder walk found: a file named on the command line is read whatever a compacted file claims)
-    replaced = _compact.replaced_files(con, [f for f in files if f.name.startswith(_compact.PREFIX)]) - named
+    replaced = compact.replaced_files(con, [f for f in files if f.name.startswith(compact.PREFIX)]) - named
     files = [f for f in files if f not in replaced]
     report = LoadReport(files=len(files), progress=progress)
     parquet: dict[tuple[str, bool], list[Path]] = defaultdict(list)
@@ -111,7 +112,7 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool,
             parquet[kind].append(path)
         else:
             text_files.append(path)
-    if text_files:  # imported only then: its readers are 0.02 s of imports a run on Parquet alone does without
+    if text_files:  # imported only then: a run on Parquet alone does without its readers' imports
         from jitrace.analyzer.load import _text
 
         _text.load(con, text_files, strict, report, named)
@@ -147,7 +148,7 @@ def _one_row_per_span(con: duckdb.DuckDBPyConnection, report: LoadReport) -> Non
     are the keys compared whole and the spans rewritten, into ``span_rows`` (the files read in place are copied too:
     the view must not list a dropped copy).
     """
-    from jitrace.analyzer.session import reading_inputs
+    from jitrace.analyzer.steps.session import reading_inputs
 
     with reading_inputs("the check for spans seen twice"):  # the first read of a compacted file's pages
         total, distinct, untimed = con.execute(
@@ -172,9 +173,11 @@ def _one_row_per_span(con: duckdb.DuckDBPyConnection, report: LoadReport) -> Non
             return
         con.execute(f"DELETE FROM {spans_view.ROWS_TABLE}")
         con.execute(f"DELETE FROM {spans_view.FILES_TABLE}")
+        con.execute(f"DELETE FROM {spans_view.FACTS_TABLE}")
         con.execute(f"INSERT INTO {spans_view.ROWS_TABLE} SELECT * FROM jitrace_one_copy")
     finally:
         con.execute("DROP TABLE jitrace_one_copy")
+    spans_view.define(con)  # the copies kept, with their facts
     report.duplicate_spans = total - kept
     report.spans -= report.duplicate_spans
     report.spans_without_time = untimed  # counted as above, over the copies kept

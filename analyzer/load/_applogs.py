@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from jitrace.analyzer.load._rows import BadRecord, Rows, hex_id, parse_time_ns, to_json
 from jitrace.analyzer.redact import redact, redact_value
+from jitrace.analyzer.rows import BadRecord, Rows, hex_id, parse_time_ns, to_json
 from jitrace.instrumentation import contract
 
 _TIME = ("timestamp", "time", "@timestamp", "ts", "asctime", "created")

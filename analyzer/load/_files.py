@@ -24,15 +24,15 @@ def expand(inputs: list[str], *, follow_symlinks: bool = False, named: set[Path]
     """Every file named by ``inputs``, in a stable order; a name matching nothing is a UserError. ``named`` gets the
     files named themselves (not found in a folder or by a pattern): of no known format, those are an error.
 
-    A folder is read without what ``jitrace analyze`` writes: the output files an output folder's manifest lists,
-    and a run's staging folder (hidden: an output inside the input folder, say ``analyze traces/ --out
-    traces/report``, is not read back while it is written). Other files in an output folder are inputs like any:
+    A folder is read without what ``jitrace analyze`` (or ``replay``) writes: the output files an output folder's
+    manifest lists, and a run's staging folder (hidden: an output inside the input folder, say ``analyze traces/
+    --out traces/report``, is not read back while it is written). Other files in an output folder are inputs like any:
     ``jitrace demo`` keeps the lab's spans in ``DIR/lab``. A folder walk enters no
     symbolic link, to a file or a folder, unless ``follow_symlinks``: a link may lead anywhere (a link named on the
     command line was asked for and is read).
     """
     files: list[Path] = []
-    written = _written_by_analyze()
+    written = _written_by_jitrace()
     for item in inputs:
         p = Path(item)
         if p.is_dir():
@@ -63,7 +63,7 @@ def _walk(folder: Path, follow_symlinks: bool) -> Iterator[Path]:
                 yield path
 
 
-def _written_by_analyze() -> Callable[[Path], bool]:
+def _written_by_jitrace() -> Callable[[Path], bool]:
     from jitrace.analyzer import outputs
 
     listed: dict[Path, set[str]] = {}  # per folder: the output names its manifest lists
@@ -71,7 +71,7 @@ def _written_by_analyze() -> Callable[[Path], bool]:
     def written(path: Path) -> bool:
         folder = path.parent
         if folder not in listed:
-            listed[folder] = outputs.own_files(folder)
+            listed[folder] = outputs.own_files(folder, outputs.KNOWN_OUTPUTS | outputs.REPLAY_OUTPUTS)
         return path.name in listed[folder]
 
     return written

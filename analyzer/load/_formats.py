@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from jitrace.analyzer.errors import UserError
-from jitrace.analyzer.load import _applogs, _files, _jaeger, _otlp_json, _zipkin
-from jitrace.analyzer.load._rows import Rows
+from jitrace.analyzer.load import _applogs, _files, _jaeger, _zipkin
+from jitrace.analyzer.otlp import from_json
+from jitrace.analyzer.rows import Rows
 
 _KNOWN = ("OTLP JSON/protobuf (also inside Jaeger /api/v3 and Tempo responses), Jaeger JSON, Zipkin v2 JSON, "
           "OTLP/OPA/application JSON-lines logs, jitrace Parquet")
@@ -183,7 +184,7 @@ def _read_doc(path: Path, doc: Any, rows: Rows) -> None:
     where = str(path)
     doc = unwrap(doc)
     if isinstance(doc, dict) and any(k in doc for k in OTLP_KEYS):
-        _otlp_json.add_request(doc, rows, where, indexed=True)
+        from_json.add_request(doc, rows, where, indexed=True)
     elif other_signal(doc):
         rows.skipped += 1
     elif _jaeger.looks_like(doc):
@@ -195,7 +196,7 @@ def _read_doc(path: Path, doc: Any, rows: Rows) -> None:
     elif isinstance(doc, list) and isinstance(doc[0], dict) and any(k in doc[0] for k in OTLP_KEYS):
         n = 0
         for i, request in enumerate(doc):
-            n += _otlp_json.add_request(request, rows, f"{where}#{i}" if not isinstance(request, dict) else where,
+            n += from_json.add_request(request, rows, f"{where}#{i}" if not isinstance(request, dict) else where,
                                         first=n, indexed=True)
     elif _applogs.is_opa(doc) or _applogs.is_app_log(doc):
         _applogs.add_line(doc, rows, where)
@@ -204,9 +205,10 @@ def _read_doc(path: Path, doc: Any, rows: Rows) -> None:
         raise unknown(path, f"a JSON {kind} in no known trace or log format")
 
 
-def read_lines(path: Path, text: str, rows: Rows, *, first_line: int = 1, kind: str | None = None) -> None:
-    """JSON lines; ``first_line`` numbers the text's first line (a range of a file read by ``_parallel``), ``kind``
-    ("otlp" or "logs") is what the file holds, else decided by the first line that parses."""
+def read_lines(path: Path, text: str, rows: Rows, *, first_line: int = 1, kind: str | None = None) -> str | None:
+    """JSON lines; ``first_line`` numbers the text's first line (a range of a file read by ``_parallel`` or left by
+    the C reader), ``kind`` ("otlp" or "logs") is what the file holds, else decided by the first line that parses.
+    Returns that kind (None while no line has parsed)."""
     for number, line in enumerate(text.split("\n"), first_line):
         if not line.strip():
             continue
@@ -215,6 +217,7 @@ def read_lines(path: Path, text: str, rows: Rows, *, first_line: int = 1, kind: 
             kind = _read_line(path, number, line, rows, kind)
         except RecursionError:
             rows.bad_record(where, f"JSON nested too deeply to read (deeper than about {_DEPTH} levels)")
+    return kind
 
 
 def _read_line(path: Path, number: int, line: str, rows: Rows, kind: str | None) -> str | None:
@@ -236,7 +239,7 @@ def _read_line(path: Path, number: int, line: str, rows: Rows, kind: str | None)
         else:
             raise unknown(path, f"line {number} is JSON in no known trace or log format")
     if is_otlp:
-        _otlp_json.add_request(obj, rows, where)
+        from_json.add_request(obj, rows, where)
     elif skip:
         rows.skipped += 1
     elif kind == "otlp":
@@ -251,7 +254,7 @@ def _read_proto(path: Path, data: bytes, rows: Rows) -> None:
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    from jitrace.analyzer.collect import _otlp
+    from jitrace.analyzer.otlp import from_protobuf
 
     messages = _frames(path, data, rows)
     for i, (offset, payload) in enumerate(messages):
@@ -263,7 +266,8 @@ def _read_proto(path: Path, data: bytes, rows: Rows) -> None:
         except DecodeError:
             traces = None
         if traces is not None and _holds_spans(traces):
-            _otlp.add_traces(_otlp.parse_traces(payload), rows, where)  # valid OTLP (parsed whole above)
+            # valid OTLP (parsed whole above)
+            from_protobuf.add_traces(from_protobuf.parse_traces(payload), rows, where)
             continue
         try:
             logs = ExportLogsServiceRequest.FromString(payload)
@@ -273,9 +277,10 @@ def _read_proto(path: Path, data: bytes, rows: Rows) -> None:
             rows.bad_record(where, f"invalid OTLP protobuf message: {exc}")
             continue
         if any(sl.log_records for rl in logs.resource_logs for sl in rl.scope_logs):
-            _otlp.add_logs(logs, rows, where)
+            from_protobuf.add_logs(logs, rows, where)
         elif traces is not None and traces.resource_spans:
-            _otlp.add_traces(_otlp.parse_traces(payload), rows, where)  # spans without proper ids: bad records
+            # spans without proper ids: bad records
+            from_protobuf.add_traces(from_protobuf.parse_traces(payload), rows, where)
         elif i == 0 and len(messages) == 1 and payload:
             raise unknown(path, "binary content that is not OTLP protobuf")
 

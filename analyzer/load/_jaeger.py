@@ -17,7 +17,16 @@ import re
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 
-from jitrace.analyzer.load._rows import BadRecord, Rows, as_int, hex_id, ns_in_range, parse_time_ns, to_json
+from jitrace.analyzer.rows import (
+    BadRecord,
+    Rows,
+    as_int,
+    hex_id,
+    ns_in_range,
+    parse_time_ns,
+    string_arrays,
+    to_json,
+)
 
 _MAPPED_TAGS = frozenset({"span.kind", "otel.status_code", "otel.status_description", "otel.scope.name",
                           "otel.scope.version", "otel.library.name", "otel.library.version"})
@@ -139,7 +148,7 @@ def _span(span: Any, processes: dict | None, source: str) -> tuple:
     if not isinstance(span, dict):
         raise BadRecord("span: expected an object")
     trace_id = hex_id(span.get("traceID", span.get("traceId")), 16, "traceID")
-    tags = _tags(span.get("tags"), "tags")
+    tags = string_arrays(_tags(span.get("tags"), "tags"))
     service, resource = _process(span, processes)
     start = _start_ns(span["startTime"]) if span.get("startTime") is not None else None
     end = None

@@ -1,6 +1,6 @@
 /* _otlp_native: OTLP JSON-lines span files -> the columns of the spans table (analyzer/schema.py), in C.
  *
- * analyzer/load/_otlp_json_native.py drives it; analyzer/load/_otlp_json.py is the rule it must equal. It gives
+ * analyzer/load/_otlp_json_native.py drives it; analyzer/otlp/from_json.py is the rule it must equal. It gives
  * exactly the rows the Python reader gives for a range of lines, or raises Refused and gives none: whatever it is
  * not sure to read as Python does (a null, NaN, a duplicate key, an escaped field name, a value object with two
  * fields, an unknown field of a value, an int spelled "007" or past 64 bits, a short or odd id, invalid UTF-8,

@@ -119,7 +119,7 @@ def _lines_kind(first: bytes) -> str | None:
 def parse(unit: Unit) -> Parsed:
     """In a worker: one unit's rows as Arrow tables (a UserError, e.g. an unknown format, reaches the caller)."""
     from jitrace.analyzer.load import _formats
-    from jitrace.analyzer.load._rows import Rows, table
+    from jitrace.analyzer.rows import Rows, table
 
     gc.disable()  # as load_into: millions of short-lived dicts, no cycles
     rows = Rows()

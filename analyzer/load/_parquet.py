@@ -1,6 +1,6 @@
 """jitrace Parquet (``jitrace collect``'s files, or any file in the SPANS/LOGS schema) -> straight into DuckDB.
 
-Span files go to analyzer/spans_view.py: those holding the typed facts (``jitrace collect``'s compacted files) are
+Span files go to analyzer/steps/spans_view.py: those holding the typed facts (``jitrace collect``'s compacted files) are
 read in place, the others copied. Log files are inserted with DuckDB's ``read_parquet``: every file in one
 statement, in parallel, with no Python per row. A record's ``source`` is its file unless the file already says
 where the record came from.
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import duckdb
 
-from jitrace.analyzer import schema, spans_view
+from jitrace.analyzer import schema
 from jitrace.analyzer.errors import UserError
+from jitrace.analyzer.steps import spans_view
 
 MAGIC = b"PAR1"
 
@@ -29,7 +30,7 @@ def table_of(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, bool]:
 
 
 def insert(con: duckdb.DuckDBPyConnection, table: str, files: list[Path], has_source: bool) -> int:
-    """Add every file's rows to ``table``; returns how many. Span files are read in place (analyzer/spans_view.py)."""
+    """Add every file's rows to ``table``; returns how many. Span files are read in place (steps/spans_view.py)."""
     if not files:
         return 0
     try:  # a file whose footer reads may still hold damaged pages: DuckDB meets them here

@@ -1,6 +1,5 @@
 """Text inputs (every format but Parquet): OTLP JSON-lines span files the C reader reads exactly
-(``_otlp_json_native``; DuckDB's JSON reader, ``_otlp_json_duckdb``, where the C reader was not built), the rest
-parsed in Python, in this process or, for big inputs, in worker processes
+(``_otlp_json_native``), the rest parsed in Python, in this process or, for big inputs, in worker processes
 (``_parallel``). A module of its own so that a run on Parquet alone never imports these readers."""
 
 from __future__ import annotations
@@ -10,10 +9,11 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from jitrace.analyzer import schema, spans_view
+from jitrace.analyzer import schema
 from jitrace.analyzer.errors import UserError
-from jitrace.analyzer.load import _formats, _otlp_json_duckdb, _otlp_json_native, _parallel
-from jitrace.analyzer.load._rows import Rows, table
+from jitrace.analyzer.load import _formats, _otlp_json_native, _parallel
+from jitrace.analyzer.rows import Rows, table
+from jitrace.analyzer.steps import spans_view
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -22,14 +22,14 @@ if TYPE_CHECKING:
 
 MAX_PROBLEMS = 1000  # lines kept in the report; the count stays exact
 _FLUSH_ROWS = 250_000  # rows held in Python before they go to DuckDB
-FAST_PATH = True  # OTLP JSON-lines span files through the C or DuckDB reader when it reads them exactly (tests, bench)
+FAST_PATH = True  # OTLP JSON-lines span files through the C reader when it reads them exactly (tests, bench)
 
 
 def load(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, report: LoadReport,
          named: set[Path] = frozenset()) -> None:  # type: ignore[assignment]
     """Insert every record of ``files`` into ``span_rows`` and ``logs``, counting into ``report``. A file in no known
     format is an error when ``named`` holds it, else skipped and counted."""
-    files = [path for path in files if not _load_fast(con, path, report)]
+    files = [path for path in files if not _load_fast(con, path, strict, report)]
     # Zipkin and Jaeger documents are streamed here, flushed as they are read: a worker would hold all its rows
     streamed = [path for path in files if _formats.streamed(path)] if len(files) > 1 else []
     files = [path for path in files if path not in streamed]
@@ -48,15 +48,20 @@ def load(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, report
         _insert(con, "logs", parsed.logs, report)
 
 
-def _load_fast(con: duckdb.DuckDBPyConnection, path: Path, report: LoadReport) -> bool:
-    """Whether ``path`` was loaded by the fast path (else nothing of it was)."""
+def _load_fast(con: duckdb.DuckDBPyConnection, path: Path, strict: bool, report: LoadReport) -> bool:
+    """Whether ``path`` was loaded by the fast path (else nothing of it was). Ranges the C reader left to the
+    Python reader bring their logs, bad records and skipped requests back here."""
     if not FAST_PATH:
         return False
-    fast = _otlp_json_native if _otlp_json_native.AVAILABLE else _otlp_json_duckdb
-    count = fast.insert(con, path, spans_view.ROWS_TABLE)
-    if count is None:
+    loaded = _otlp_json_native.insert(con, path, spans_view.ROWS_TABLE)
+    if loaded is None:
         return False
-    report.spans += count
+    report.spans += loaded.spans
+    rows = loaded.rows
+    _count_bad(rows.bad, rows.problems, strict, report)
+    report.skipped_requests += rows.skipped
+    if rows.logs:
+        _insert(con, "logs", table(rows.logs, schema.LOGS), report)
     report.tick()
     return True
 

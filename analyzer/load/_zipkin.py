@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import IO, Any
 
-from jitrace.analyzer.load._rows import BadRecord, Rows, as_int, hex_id, ns_in_range, to_json
+from jitrace.analyzer.rows import BadRecord, Rows, as_int, hex_id, ns_in_range, string_arrays, to_json
 
 _KINDS = {"SERVER", "CLIENT", "PRODUCER", "CONSUMER"}
 
@@ -42,7 +42,7 @@ def _span(s: Any, source: str) -> tuple:
     address = local.get("ipv4") or local.get("ipv6")  # the host's address: its clock domain (span_facts.sql)
     if isinstance(address, str):
         resource["host.ip"] = address
-    attrs = dict(tags)
+    attrs = string_arrays(dict(tags))
     remote = s.get("remoteEndpoint")
     if isinstance(remote, dict):
         for key, attr in (("serviceName", "peer.service"), ("ipv4", "net.peer.ip"), ("ipv6", "net.peer.ip"),

@@ -16,7 +16,7 @@ from google.protobuf.json_format import MessageToJson
 from spanfactory import T0, Token, World
 
 from jitrace.analyzer import cli, errors
-from jitrace.analyzer.api import open_output
+from jitrace.analyzer.notebook import open_output
 from jitrace.instrumentation import contract
 
 ATTRIBUTION_COLUMNS = ["trace_id", "span_id", "service", "method", "principal", "status_code", "time", "cause",
@@ -45,7 +45,7 @@ def test_writes_every_output(spans_dir, tmp_path, capsys):
     assert cli.main(["analyze", str(spans_dir), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "clock_drift" in captured.out and "token_missing" in captured.out
-    assert "60_attributions" in captured.err  # progress on stderr
+    assert "attributions (" in captured.err  # progress on stderr
     attributions = pd.read_parquet(out / "attributions.parquet")
     assert list(attributions.columns[: len(ATTRIBUTION_COLUMNS)]) == ATTRIBUTION_COLUMNS
     assert sorted(attributions["cause"]) == ["clock_drift", "token_missing"]
@@ -220,7 +220,8 @@ def test_the_database_file_is_checkpointed_beside_the_outputs(spans_dir, tmp_pat
     """The checkpoint runs on a cursor while the outputs are written; DuckDB refuses it ("other write transactions
     active") if anything commits after a reader started, and the close then does it on the critical path. So every
     table and view must be final before it starts: this run's checkpoint must succeed."""
-    from jitrace.analyzer import analyze, session
+    from jitrace.analyzer import analyze
+    from jitrace.analyzer.steps import session
 
     outcomes = []
 
@@ -244,7 +245,8 @@ def test_another_process_opens_the_database_as_soon_as_analyze_returns(spans_dir
     """The close (freeing the run's memory) runs beside the publishing of the folder when the checkpoint wrote the
     file whole, else before it (the close then checkpoints); either way analyze returns with the file closed and no
     WAL beside it: a notebook in another process opens it read-write (DuckDB refuses a file another process holds)."""
-    from jitrace.analyzer import analyze, session
+    from jitrace.analyzer import analyze
+    from jitrace.analyzer.steps import session
 
     if not checkpointed:
         monkeypatch.setattr(session, "checkpoint", lambda con: False)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from spanfactory import T0, Token, World
 
-from jitrace.analyzer import session
+from jitrace.analyzer.steps import session
 from jitrace.instrumentation import contract as c
 
 

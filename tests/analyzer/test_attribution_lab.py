@@ -11,14 +11,13 @@ import pandas as pd
 import pytest
 
 from jitrace.analyzer import cli
-from jitrace.analyzer.api import open_output
+from jitrace.analyzer.notebook import open_output
 from jitrace.analyzer.score import read_table, score
 
 pytestmark = pytest.mark.slow
 
 
 def _lab(tmp: Path, scenario: str, *args: str) -> Path:
-    pytest.importorskip("jitrace.lab.runner")
     out = tmp / scenario
     assert cli.main(["lab", scenario, "--out", str(out), *args]) == 0
     assert cli.main(["analyze", str(out / "spans"), str(out / "logs"), "--out", str(out / "out"), "--quiet"]) == 0

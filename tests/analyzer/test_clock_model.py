@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from spanfactory import T0, Token, World
 
-from jitrace.analyzer import session
+from jitrace.analyzer.steps import session
 
 DURATION_S = 600.0
 CALL_EVERY_S = 0.25

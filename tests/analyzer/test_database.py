@@ -1,4 +1,4 @@
-"""The run's database file (analyzer/database.py): a table of a row group or more is written into the file as it
+"""The run's database file (analyzer/steps/database.py): a table of a row group or more is written into the file as it
 is stored, not logged to the WAL for the checkpoint to compress; cursors work on the file, not on DuckDB's default
 in-memory database; and the file opens by itself, as the notebooks open it."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import duckdb
 
-from jitrace.analyzer import database, session
+from jitrace.analyzer.steps import database, session
 
 ROWS = database.ROW_GROUP_SIZE * 2  # two row groups of evidence-like text
 

@@ -18,10 +18,11 @@ import jwt
 import pytest
 from spanfactory import T0, Token, World
 
-from jitrace.analyzer import outputs, spans_view
-from jitrace.analyzer.collect import _compact
+from jitrace.analyzer import outputs
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import load_into
+from jitrace.analyzer.steps import spans_view
+from jitrace.collect import compact
 
 PER_FILE = 5  # an issuer call (client, server), its jit.issue span, and the call (client, server)
 
@@ -42,9 +43,9 @@ def _compacted_claiming(folder: Path, names: list) -> Path:
     """A compacted file (facts and all) whose metadata claims to replace ``names``."""
     small = _world_file(folder / "0123456789abcdef0123456789abcdef.parquet")
     con = duckdb.connect()
-    _compact.compact_folder(con, folder, "spans")
+    compact.compact_folder(con, folder, "spans")
     assert not small.exists()
-    (compacted,) = folder.glob(f"{_compact.PREFIX}*.parquet")
+    (compacted,) = folder.glob(f"{compact.PREFIX}*.parquet")
     claim = spans_view.sql_string(json.dumps(names))
     tmp = folder / "rewritten.tmp"
     con.execute(f"COPY (FROM read_parquet({spans_view.sql_string(str(compacted))})) TO "
@@ -65,7 +66,7 @@ def test_a_compacted_files_metadata_deletes_and_hides_nothing_but_the_receivers_
                                  leftover.name, 42, {"x": 1}])
     users = _world_file(folder / "users-own.parquet")
     _world_file(leftover)
-    assert _compact.finish(out) == 1  # the small file, and nothing else
+    assert compact.finish(out) == 1  # the small file, and nothing else
     assert outside.read_text() == "precious" and users.exists() and not leftover.exists()
 
     con = duckdb.connect()
@@ -73,7 +74,7 @@ def test_a_compacted_files_metadata_deletes_and_hides_nothing_but_the_receivers_
     assert report.spans == 2 * PER_FILE  # the compacted file and the user's file: that one is not hidden
     con = duckdb.connect()
     leftover = _world_file(leftover)
-    report = load_into(con, [str(folder / _compact.PREFIX) + "*", str(leftover)])
+    report = load_into(con, [str(folder / compact.PREFIX) + "*", str(leftover)])
     assert report.spans == 2 * PER_FILE  # named on the command line: read, whatever the metadata claims
 
 
@@ -82,7 +83,7 @@ def test_compaction_merges_and_removes_only_the_receivers_own_files(tmp_path):
     folder = tmp_path / "spans" / "hour=2025-10-09T08"
     users = _world_file(folder / "users-own.parquet")
     _world_file(folder / "0123456789abcdef0123456789abcdef.parquet")
-    assert _compact.compact_folder(duckdb.connect(), folder, "spans") == (1, PER_FILE)
+    assert compact.compact_folder(duckdb.connect(), folder, "spans") == (1, PER_FILE)
     assert users.exists()
 
 
@@ -314,7 +315,7 @@ def test_a_foreign_database_opened_by_the_notebooks_api_reaches_nothing_outside_
     """Finding 7: open_output on a folder someone else wrote ran the views stored in its database with external
     access on (a view could read any file, a macro reach the network)."""
     from jitrace.analyzer.analyze import analyze
-    from jitrace.analyzer.api import open_output
+    from jitrace.analyzer.notebook import open_output
 
     _world_file(tmp_path / "in" / "spans.parquet")
     analyze([str(tmp_path / "in")], tmp_path / "out", quiet=True)
@@ -332,12 +333,12 @@ def test_a_foreign_database_opened_by_the_notebooks_api_reaches_nothing_outside_
     with pytest.raises(duckdb.Error):
         out.sql("SET enable_external_access = true")
     assert not (tmp_path / "written.csv").exists()
-    assert out.sql("SELECT count(*) AS n FROM span_rows")["n"][0] == PER_FILE  # the tables still read
+    assert out.sql("SELECT count(*) AS n FROM span_fact_rows")["n"][0] == PER_FILE  # the tables still read
 
 
 def test_the_receiver_stores_no_credential_it_receives(tmp_path):
     """Finding 3, the receiver's side: its files held every span attribute as sent, tokens included."""
-    from jitrace.analyzer.collect._writer import Writer
+    from jitrace.collect._writer import Writer
 
     world = World()
     token = Token(iat=T0, exp=T0 + 10)

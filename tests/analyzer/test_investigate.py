@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from spanfactory import T0, Token, World
 
-from jitrace.analyzer import investigate as inv
+from jitrace.analyzer import notebook as inv
 from jitrace.analyzer.analyze import analyze
-from jitrace.analyzer.api import open_output
+from jitrace.analyzer.notebook import open_output
 
 
 @pytest.fixture(scope="module")

@@ -262,7 +262,7 @@ def parquet_bytes(tmp_path_factory):
     import pyarrow.parquet as pq
 
     from jitrace.analyzer import schema
-    from jitrace.analyzer.load._rows import table
+    from jitrace.analyzer.rows import table
 
     path = tmp_path_factory.mktemp("pq") / "spans.parquet"
     row = ("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", None, "ok", "SERVER", 1, 2, "UNSET", None, "s",

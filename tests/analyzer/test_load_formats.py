@@ -210,3 +210,28 @@ def test_log_redaction_takes_tokens_not_words(text, stored):
     from jitrace.analyzer.redact import redact
 
     assert redact(text) == stored
+
+
+@pytest.mark.parametrize("fmt", ["zipkin", "jaeger"])
+def test_string_array_attributes_in_string_tags_are_arrays(tmp_path, fmt):
+    # Zipkin and Jaeger tags are strings: exporters write an array attribute there as its JSON text
+    tags = {contract.POLICY_GRANTED: '["editor","viewer"]', contract.POLICY_REQUEST: '["alice","orders","write"]',
+            contract.POLICY_REQUIRED: "[not json", "other": '["stays", "text"]'}
+    if fmt == "zipkin":
+        doc = [{"traceId": "0" * 31 + "1", "id": "0" * 15 + "2", "kind": "SERVER", "name": "orders/Write",
+                "timestamp": 1_700_000_000_000_000, "duration": 10, "localEndpoint": {"serviceName": "orders"},
+                "tags": tags}]
+    else:
+        doc = {"data": [{"traceID": "0" * 31 + "1", "processes": {"p1": {"serviceName": "orders"}}, "spans": [
+            {"traceID": "0" * 31 + "1", "spanID": "0" * 15 + "2", "operationName": "orders/Write", "processID": "p1",
+             "startTime": 1_700_000_000_000_000, "duration": 10,
+             "tags": [{"key": "span.kind", "type": "string", "value": "server"},
+                      *({"key": k, "type": "string", "value": v} for k, v in tags.items())]}]}]}
+    path = tmp_path / f"{fmt}.json"
+    path.write_text(json.dumps(doc))
+    con = duckdb.connect()
+    assert load_into(con, [str(path)]).spans == 1
+    row = con.execute("SELECT jit_policy_granted, jit_policy_request, jit_policy_required, attributes FROM spans"
+                      ).fetchone()
+    assert row[:3] == (["editor", "viewer"], ["alice", "orders", "write"], "[not json")
+    assert json.loads(row[3])["other"] == '["stays", "text"]'  # only the contract's arrays are read as arrays

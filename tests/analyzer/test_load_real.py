@@ -188,7 +188,7 @@ def test_zipkin_spans_belong_to_the_clock_of_their_host_address(real_data, name)
 def test_real_offsets_lie_inside_every_pairs_causality_interval(real_data, name):
     """Server clock minus client clock of each pair of hosts is bounded by [t3 - t4, t2 - t1] (client start t1 and
     end t4, server start t2 and end t3): the offsets found keep inside the bounds of every client/server pair."""
-    from jitrace.analyzer import session
+    from jitrace.analyzer.steps import session
 
     con = session.connect()
     load_into(con, [str(real_data / name)])
@@ -204,7 +204,7 @@ def test_real_offsets_lie_inside_every_pairs_causality_interval(real_data, name)
 def test_ascend_server_that_starts_after_its_client_ended_is_moved_into_its_interval(real_data):
     # mobile-gateway (172.17.0.13) calls auth-service (172.17.0.9): client 533834..547911 us, server 553000..557157 us
     # past 1531282088 s; the server's clock is ahead by 9246 to 19166 us
-    from jitrace.analyzer import session
+    from jitrace.analyzer.steps import session
 
     con = session.connect()
     load_into(con, [str(real_data / "ascend.json")])

@@ -14,72 +14,14 @@ import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from spanfactory import T0, Token, World
+from spanfactory import T0, Token, World, jaeger, jaeger_tag, otlp, otlp_value
 
-from jitrace.analyzer import analyze, cli, session
+from jitrace.analyzer import analyze, cli
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import load_into
-from jitrace.analyzer.schema import SPAN_KINDS
+from jitrace.analyzer.steps import session
 
 TMP = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def _any(v: object) -> dict:
-    if isinstance(v, bool):
-        return {"boolValue": v}
-    if isinstance(v, int):
-        return {"intValue": str(v)}
-    if isinstance(v, float):
-        return {"doubleValue": v}
-    if isinstance(v, list):
-        return {"arrayValue": {"values": [_any(x) for x in v]}}
-    return {"stringValue": str(v)}
-
-
-def _kv(attrs: dict) -> list[dict]:
-    return [{"key": k, "value": _any(v)} for k, v in attrs.items() if v is not None]
-
-
-def otlp(rows: list[dict]) -> dict:
-    """An OTLP JSON export request holding ``rows`` (one resource per distinct resource)."""
-    by_resource: dict[str, list[dict]] = {}
-    for r in rows:
-        by_resource.setdefault(r["resource"], []).append(r)
-    return {"resourceSpans": [
-        {"resource": {"attributes": _kv(json.loads(res))}, "scopeSpans": [{"scope": {"name": "test"}, "spans": [
-            {"traceId": r["trace_id"], "spanId": r["span_id"], "parentSpanId": r["parent_span_id"] or "",
-             "name": r["name"], "kind": SPAN_KINDS.index(r["kind"]),
-             "startTimeUnixNano": str(r["start_ns"]), "endTimeUnixNano": str(r["end_ns"]),
-             "attributes": _kv(json.loads(r["attributes"])), "status": {}}
-            for r in spans]}]}
-        for res, spans in by_resource.items()]}
-
-
-def _tag(key: str, v: object) -> dict:
-    kind = "bool" if isinstance(v, bool) else "int64" if isinstance(v, int) else "float64" if isinstance(
-        v, float) else "string"
-    return {"key": key, "type": kind, "value": v}
-
-
-def jaeger(rows: list[dict]) -> dict:
-    """A Jaeger UI download of ``rows`` (microseconds; list attributes, which Jaeger tags cannot hold, left out)."""
-    traces: dict[str, dict] = {}
-    for r in rows:
-        trace = traces.setdefault(r["trace_id"], {"traceID": r["trace_id"], "spans": [], "processes": {}})
-        resource = json.loads(r["resource"])
-        pid = f"p{list(traces).index(r['trace_id'])}-{resource.get('host.name')}-{r['service']}"
-        trace["processes"][pid] = {"serviceName": r["service"],
-                                   "tags": [_tag(k, v) for k, v in resource.items() if k != "service.name"]}
-        attrs = json.loads(r["attributes"])
-        trace["spans"].append({
-            "traceID": r["trace_id"], "spanID": r["span_id"], "operationName": r["name"],
-            "references": [{"refType": "CHILD_OF", "traceID": r["trace_id"], "spanID": r["parent_span_id"]}]
-            if r["parent_span_id"] else [],
-            "startTime": r["start_ns"] // 1000, "duration": (r["end_ns"] - r["start_ns"]) // 1000,
-            "tags": [_tag("span.kind", r["kind"].lower())]
-            + [_tag(k, v) for k, v in attrs.items() if v is not None and not isinstance(v, list)],
-            "processID": pid})
-    return {"data": list(traces.values()), "total": 0, "limit": 0, "offset": 0, "errors": None}
 
 
 def zipkin_span(trace_id: str, span_id: str, kind: str | None, service: str, ipv4: str, tags: dict,
@@ -377,11 +319,11 @@ def test_trace_store_responses_load_the_spans_they_hold(tmp_path, shape):
 
 
 @pytest.mark.parametrize(("process_tags", "domain"), [
-    ([_tag("hostname", "web-7"), _tag("ip", "10.1.2.3")], "web-7"),  # Jaeger clients: hostname first
-    ([_tag("ip", "10.1.2.3")], "10.1.2.3"),  # an address before the service
-    ([_tag("host.id", "i-0abc"), _tag("hostname", "web-7")], "i-0abc"),
-    ([_tag("service.instance.id", "pod-1"), _tag("ip", "10.1.2.3")], "10.1.2.3"),
-    ([_tag("service.instance.id", "pod-1")], "pod-1"),
+    ([jaeger_tag("hostname", "web-7"), jaeger_tag("ip", "10.1.2.3")], "web-7"),  # Jaeger clients: hostname first
+    ([jaeger_tag("ip", "10.1.2.3")], "10.1.2.3"),  # an address before the service
+    ([jaeger_tag("host.id", "i-0abc"), jaeger_tag("hostname", "web-7")], "i-0abc"),
+    ([jaeger_tag("service.instance.id", "pod-1"), jaeger_tag("ip", "10.1.2.3")], "10.1.2.3"),
+    ([jaeger_tag("service.instance.id", "pod-1")], "pod-1"),
     ([], "orders"),
 ])
 def test_jaeger_process_tags_give_the_clock_domain(tmp_path, process_tags, domain):
@@ -400,7 +342,7 @@ def test_otel_host_ip_list_gives_its_first_address(tmp_path):
     request = otlp(world.rows)
     for rs in request["resourceSpans"]:
         rs["resource"]["attributes"] = [a for a in rs["resource"]["attributes"] if a["key"] != "host.name"] + [
-            {"key": "host.ip", "value": _any(["10.9.8.7", "fe80::1"])}]
+            {"key": "host.ip", "value": otlp_value(["10.9.8.7", "fe80::1"])}]
     (tmp_path / "export.json").write_text(json.dumps(request))
     con = duckdb.connect()
     load_into(con, [str(tmp_path / "export.json")])

@@ -13,9 +13,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from spanfactory import T0, Token, World
 
-from jitrace.analyzer import session
 from jitrace.analyzer.analyze import analyze
 from jitrace.analyzer.errors import UserError
+from jitrace.analyzer.steps import session
 
 
 def _uninstrumented_denial(world: World, at: float = T0 + 10) -> dict:

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from spanfactory import T0, Token, World
 
-from jitrace.analyzer import offsets as solver
-from jitrace.analyzer import session
+from jitrace.analyzer.steps import offsets as solver
+from jitrace.analyzer.steps import session
 
 skews = st.one_of(st.floats(0.05, 3600.0), st.floats(-3600.0, -0.05))
 transit = st.floats(0.0001, 0.003)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from jitrace.analyzer import errors
 from jitrace.analyzer.analyze import analyze
-from jitrace.analyzer.api import open_output
+from jitrace.analyzer.notebook import open_output
 from jitrace.analyzer.outputs import COMPLETE, KNOWN_OUTPUTS, MANIFEST, STAGING
 
 
@@ -60,7 +60,7 @@ def _content(out: Path) -> dict:
 
 def _same(a, b) -> bool:
     """Equal to the bit (NaN equals NaN): the clock offsets are solved in Python from edges read in a fixed order
-    (analyzer/offsets.py), and nothing the outputs hold comes from a float sum whose order varies."""
+    (analyzer/steps/offsets.py), and nothing the outputs hold comes from a float sum whose order varies."""
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
@@ -215,8 +215,9 @@ def test_publish_keeps_exactly_the_users_entries(tmp_path_factory, dir_name, use
 def test_attribution_files_keep_the_tables_order_across_row_groups(tmp_path, monkeypatch):
     # The steps run with preserve_insertion_order off; a table of many row groups then comes out of a COPY in no set
     # order unless outputs.tables_written turns it back on (at 16,384 rows a group, from 16k denials on).
-    from jitrace.analyzer import database, outputs, session
+    from jitrace.analyzer import outputs
     from jitrace.analyzer.analyze import ATTRIBUTION_COLUMNS
+    from jitrace.analyzer.steps import database, session
 
     monkeypatch.setattr(database, "ROW_GROUP_SIZE", 2048)
     con = session.connect(tmp_path / "jitrace.duckdb")

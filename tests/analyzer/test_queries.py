@@ -1,4 +1,4 @@
-"""The SQL steps: documented, in pipeline order, in step with the span contract, runnable from DuckDB alone,
+"""The SQL steps: declared in queries/steps.toml with what they read, documented, in step with the span contract,
 pairing client and server spans the ways real tracers record them, and selecting denials by gRPC status."""
 
 from __future__ import annotations
@@ -11,29 +11,38 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from spanfactory import T0, Token, World
 
-from jitrace.analyzer import session
+from jitrace.analyzer.steps import pipeline, session
 from jitrace.instrumentation import contract as c
 
 
+def _step(name: str) -> pipeline.Step:
+    return next(step for step in pipeline.steps() if step.name == name)
+
+
 def sql_text() -> str:
-    """Every step and the span facts rule they read through (queries/span_facts.sql)."""
-    facts = session.query_files()[0].with_name("span_facts.sql")
-    return "\n".join(p.read_text() for p in [facts, *session.query_files()])
+    """Every step, the macros and the span facts rule they read through (queries/span_facts.sql)."""
+    folder = session.resources.files("jitrace.queries")
+    return "\n".join([(folder / "span_facts.sql").read_text(), pipeline.macros(),
+                      *(step.query() for step in pipeline.steps() if step.sql)])
 
 
-def test_every_step_is_numbered_documented_and_named_for_the_table_it_produces():
-    files = session.query_files()
-    assert [p.name[:2] for p in files] == sorted(p.name[:2] for p in files)
-    for p in files:
-        text = p.read_text()
+def test_every_step_is_declared_documented_and_reads_what_the_manifest_says():
+    seeds, steps = pipeline.manifest()
+    objects = {*pipeline.INPUTS, *(seed.name for seed in seeds), *(step.name for step in steps)}
+    folder = session.resources.files("jitrace.queries") / "steps"
+    assert sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql")) == \
+        sorted(step.sql.removeprefix("steps/") for step in steps if step.sql), "a SQL file no step declares"
+    for step in steps:
+        if step.sql is None:
+            continue
+        text = step.query()
         lines = text.splitlines()
-        assert re.fullmatch(r"\d\d_\w+\.sql", p.name), p.name
-        assert lines[0].startswith(f"-- {p.stem}: reads "), p.name
-        assert "produces" in lines[0] + lines[1] and any(line.startswith("-- Why") for line in lines), p.name
-        made = re.findall(r"CREATE (?:OR REPLACE )?(?:TEMP )?(?:TABLE|VIEW) (?:IF NOT EXISTS )?(?:main\.)?(\w+)", text)
-        produced = p.stem[3:]
-        # one table, and any helper relation it is built from carries its name (20_pairs: pairs_matched)
-        assert produced in made and all(name.startswith(produced) for name in made), (p.name, made)
+        assert lines[0].startswith(f"-- {step.name}: ") and any(line.startswith("-- Why") for line in lines), step
+        assert not re.search(r"^\s*(CREATE|SET|INSERT|DELETE)\b", text, re.MULTILINE | re.IGNORECASE), \
+            f"{step.sql}: one query; the runner makes the object (steps.toml: stored)"
+        code = re.sub(r"'(?:[^']|'')*'", "''", "\n".join(line.split("--", 1)[0] for line in lines))  # no strings
+        read = set(re.findall(r"\b(?:FROM|JOIN)\s+(\w+)", code, re.IGNORECASE)) & objects
+        assert read == set(step.reads), f"{step.sql} reads {sorted(read)}, steps.toml says {sorted(step.reads)}"
 
 
 def test_queries_read_every_contract_attribute_and_no_unknown_jit_name():
@@ -173,7 +182,7 @@ def test_a_denial_takes_each_hosts_offset_at_its_instant_from_the_segment_holdin
                 "1::BIGINT AS samples, offset_s - 0.001 AS lower_s, offset_s + 0.002 AS upper_s, ? AS rate_ppm "
                 "FROM (SELECT unnest(?) AS domain, unnest(?) AS k, unnest(?) AS offset_s)",
                 [start, start, rate_ppm, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]])
-    con.execute(next(p for p in session.query_files() if p.stem == "50_denials").read_text())
+    con.execute(_step("denials").create(temp_ok=True))
     call = start / 1e9  # both ends' spans start at this reading of their own clock
     base = start // 1000 / 1e6  # window k starts at base + 60 k seconds
 

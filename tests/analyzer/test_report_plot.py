@@ -1,4 +1,4 @@
-"""The report's plots, inline SVG drawn by analyzer/_svg.py from a few SQL-counted rows.
+"""The report's plots, inline SVG drawn by analyzer/outputs/_svg.py from a few SQL-counted rows.
 
 "Denials over time": the bucket follows the data's time span (a burst in one second is one bar per cause, a week is
 a few dozen) and DuckDB counts per bucket and cause; the bars drawn (their ``data-count``) add up to the denials.
@@ -8,6 +8,7 @@ the data is escaped. The axes' ticks are few and round."""
 from __future__ import annotations
 
 import html
+import json
 import math
 import re
 from collections import Counter
@@ -17,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from jitrace.analyzer import _svg, report, session
+from jitrace.analyzer.outputs import _svg, report
+from jitrace.analyzer.steps import session
 from jitrace.instrumentation import contract
 
 T0_US = 1_790_000_000 * 1_000_000  # an arbitrary instant, microseconds since the epoch
@@ -233,16 +235,18 @@ def test_data_is_escaped_in_the_svg_and_the_tables(con, tmp_path):
         assert HOSTILE not in text
         # the one place the string stands unescaped as HTML would: the summary's JSON, where < and > are \u escapes
         assert "alert('x')" not in text.replace(r"\u003cscript\u003ealert('x')\u003c/script\u003e", "")
-        assert text.count("<script") == 2  # ours: the plots-loaded check and summary-json
+        # ours: the denials' data and script, the plots-loaded check and summary-json
+        assert text.count("<script") == 4
         for figure in ("denials-over-time", "clock-offsets", "top-offenders"):  # legend, axis labels
             assert escaped in text.split(f'id="{figure}">', 1)[1].split("</figure>", 1)[0], figure
-        denials_table = text.split("<h2>Denials (first 500)</h2>", 1)[1]
-        assert f"<td>{escaped}</td>" in denials_table
+        # the denials travel as JSON the page's script shows as text: the string whole, no < in the element
+        embedded = text.split('<script type="application/json" id="denials-json">', 1)[1].split("</script>", 1)[0]
+        assert "<" not in embedded and HOSTILE in json.loads(embedded)["dicts"]["service"]
 
 
 def test_table_shows_null_as_empty_and_escapes():
-    assert report._table(["a", "b"], []) == "<p><em>none</em></p>"
-    out = report._table(["a&b", "c"], [(None, "<i>"), (1.5, 0)])
+    assert report.html_table(["a", "b"], []) == "<p><em>none</em></p>"
+    out = report.html_table(["a&b", "c"], [(None, "<i>"), (1.5, 0)])
     assert "<th>a&amp;b</th>" in out and "<td></td><td>&lt;i&gt;</td>" in out and "<td>1.5</td><td>0</td>" in out
 
 

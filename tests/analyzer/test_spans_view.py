@@ -14,11 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from spanfactory import T0, Token, World
 
-from jitrace.analyzer import analyze, session, spans_view
-from jitrace.analyzer.collect._compact import Compactor
-from jitrace.analyzer.collect._writer import Writer
+from jitrace.analyzer import analyze
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import load_into
+from jitrace.analyzer.steps import session, spans_view
+from jitrace.collect._writer import Writer
+from jitrace.collect.compact import Compactor
 
 
 def _world(offset_s: float, ttl_s: float, stream_at: float | None) -> World:
@@ -113,8 +114,24 @@ def test_jitrace_duckdb_keeps_every_span_when_collect_compacts_its_inputs_later(
     assert kinds == {"spans": "VIEW", "span_rows": "BASE TABLE", "attributions": "BASE TABLE"}
     assert con.execute("SELECT count(*) FROM spans").fetchone()[0] == summary["spans"] == len(world.rows)
     assert con.execute("SELECT count(*) FROM rpc_spans").fetchone()[0] > 0
-    copied = con.execute("SELECT count(*) FROM span_rows").fetchone()[0]
+    copied = con.execute("SELECT count(*) FROM span_fact_rows").fetchone()[0]
     assert copied == (0 if compacted_first else len(world.rows))
+    assert con.execute("SELECT count(*) FROM span_rows").fetchone()[0] == 0  # stored with their facts instead
+
+
+def test_loaded_rows_get_their_facts_once_denied_first(tmp_path):
+    # issue 23: spans copied in (text files, Parquet without facts) are stored with their typed facts, as
+    # compaction writes its files, so the steps read columns instead of parsing each span's JSON again, and a
+    # filter on `denied` meets those first
+    world = _world(2.0, 300.0, 100.0)
+    path = world.write_parquet(tmp_path / "spans.parquet")  # the spans schema without the facts: copied in
+    con = duckdb.connect()
+    load_into(con, [str(path)])
+    plan = "\n".join(r[1] for r in con.execute("EXPLAIN SELECT jit_token_ttl_s, domain FROM spans").fetchall())
+    assert "from_json" not in plan and "span_fact_rows" in plan
+    denied = [r[0] for r in con.execute("SELECT denied FROM span_fact_rows").fetchall()]
+    assert any(denied) and denied == sorted(denied, reverse=True)
+    assert con.execute("SELECT count(*) FROM spans").fetchone()[0] == len(world.rows)
 
 
 def test_a_parquet_file_without_span_columns_beside_span_files_is_named(tmp_path):
@@ -176,7 +193,7 @@ def test_files_read_in_place_and_copied_rows_are_one_view(tmp_path):
     load_into(con, [str(tmp_path / "collected"), str(plain_file)])
     assert con.execute("SELECT count(*) FROM span_files").fetchone()[0] == len(list((tmp_path / "collected").rglob(
         "compacted-*.parquet")))
-    assert con.execute("SELECT count(*) FROM span_rows").fetchone()[0] == len(plain.rows)
+    assert con.execute("SELECT count(*) FROM span_fact_rows").fetchone()[0] == len(plain.rows)
     assert con.execute("SELECT count(*) FROM spans").fetchone()[0] == len(collected.rows) + len(plain.rows)
     session.run_queries(con)
     both = con.execute("SELECT trace_id, cause, rule FROM attributions").fetchall()

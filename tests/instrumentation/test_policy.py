@@ -19,9 +19,11 @@ from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 
-from jitrace.instrumentation import _call_state, _policy, _server, _settings
+from jitrace.analyzer.redact import redact
+from jitrace.instrumentation import _call_state, _policy, _server, _settings, _token
 from jitrace.instrumentation import contract as c
 from jitrace.instrumentation._policy import record_policy_decision
+from jitrace.instrumentation._safety import failure_counts
 from jitrace.instrumentation._settings import Settings
 
 MODEL = """
@@ -108,22 +110,63 @@ def test_disabled_records_nothing(exporter: Any, monkeypatch: pytest.MonkeyPatch
 
 values = st.one_of(st.none(), st.text(max_size=500), st.integers(), st.floats(), st.booleans(), st.binary(max_size=50),
                    st.lists(st.text(max_size=20), max_size=100))
+requests = st.one_of(values, st.lists(st.one_of(st.text(max_size=300), st.integers(), st.none()), max_size=20),
+                     st.tuples(st.text(max_size=30), st.text(max_size=30)))
 
 
 @settings(max_examples=80, deadline=None)
 @given(decision=values, engine=values, version=values, required=values, granted=values, grant_start=values,
-       eval_s=values)
+       eval_s=values, request=requests)
 def test_any_input_still_records_the_decision(otel: Any, decision: Any, engine: Any, version: Any,
                                                        required: Any, granted: Any, grant_start: Any,
-                                                       eval_s: Any) -> None:
+                                                       eval_s: Any, request: Any) -> None:
     with trace.get_tracer("test").start_as_current_span("/svc/M", kind=trace.SpanKind.SERVER) as span:
         token = _call_state.activate(_call_state.CallState(span=span, arrival_ns=span.start_time))
         try:
             record_policy_decision(decision, engine=engine, version=version, required=required, granted=granted,
-                                   grant_start=grant_start, eval_s=eval_s)
+                                   grant_start=grant_start, eval_s=eval_s, request=request)
         finally:
             _call_state.deactivate(token)
     assert span.attributes[c.POLICY_DECISION] in (c.DECISION_ALLOW, c.DECISION_DENY)
+    # a request is kept whole (its values, in order) or left out: never cut into another request
+    whole = (isinstance(request, list | tuple) and 0 < len(request) <= _policy.MAX_REQUEST_VALUES
+             and all(type(v) is str and len(v) <= 256 for v in request))
+    if whole:
+        assert list(span.attributes[c.POLICY_REQUEST]) == [redact(v) for v in request]
+    else:
+        assert c.POLICY_REQUEST not in span.attributes
+
+
+# --- the request -----------------------------------------------------------------------------------------------------
+def test_the_request_is_recorded_as_evaluated(exporter: Any) -> None:
+    with server_call(exporter) as finished:
+        record_policy_decision("deny", engine="opa", request=("alice", "orders", "write"))
+    assert list(finished[0].attributes[c.POLICY_REQUEST]) == ["alice", "orders", "write"]
+
+
+def test_a_credential_in_the_request_is_redacted(exporter: Any) -> None:
+    token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"  # short enough to be kept
+    with server_call(exporter) as finished:
+        record_policy_decision("allow", request=[token, "orders", f"Bearer {token}"])
+    recorded = list(finished[0].attributes[c.POLICY_REQUEST])
+    assert recorded == ["[REDACTED]", "orders", "Bearer [REDACTED]"]
+    assert not any(part in value for value in recorded for part in token.split("."))
+
+
+@pytest.mark.parametrize("request_", [
+    ["alice", "x" * 257, "read"],  # cut, it would be another request
+    ["alice", 7, "read"],  # not a string: replay could not give it back as it was
+    [f"v{i}" for i in range(_policy.MAX_REQUEST_VALUES + 1)],
+    [],
+    "alice",  # a string is not a list of values
+])
+def test_a_request_that_cannot_be_kept_whole_is_left_out_and_counted(exporter: Any, request_: Any) -> None:
+    before = failure_counts().get("policy_request_skipped", 0)
+    with server_call(exporter) as finished:
+        record_policy_decision("deny", engine="opa", required="orders:read", request=request_)
+    a = finished[0].attributes
+    assert c.POLICY_REQUEST not in a and a[c.POLICY_DECISION] == c.DECISION_DENY and a[c.POLICY_ENGINE] == "opa"
+    assert failure_counts()["policy_request_skipped"] == before + 1
 
 
 # --- pycasbin -------------------------------------------------------------------------------------------------------
@@ -150,6 +193,17 @@ def test_casbin_allow_records_the_matched_rule_and_roles(enforcer: casbin.Enforc
     assert sorted(a[c.POLICY_GRANTED]) == ["editor", "viewer"]  # implicit roles: editor inherits viewer
     assert (a[c.POLICY_ID], a[c.POLICY_VERSION]) == ("orders-rbac", "r42")
     assert a[c.POLICY_EVAL_S] >= 0 and a[c.AUTH_WAIT_S] >= 0
+    assert list(a[c.POLICY_REQUEST]) == ["bob", "orders", "write"]
+
+
+def test_casbin_request_subject_is_hashed_as_the_token_subject(enforcer: casbin.Enforcer, exporter: Any,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_settings, "_current", Settings(hash_subject=True))
+    with server_call(exporter) as finished:
+        enforcer.enforce("bob", "orders", "write")
+    a = finished[0].attributes
+    assert list(a[c.POLICY_REQUEST]) == [_token.hash_value("bob"), "orders", "write"]
+    assert sorted(a[c.POLICY_GRANTED]) == ["editor", "viewer"]  # the roles replay binds the hashed subject to
 
 
 def test_casbin_deny_has_no_rule_and_shows_what_was_missing(enforcer: casbin.Enforcer, exporter: Any) -> None:
@@ -228,5 +282,6 @@ def test_casbin_decision_lands_on_the_grpc_server_span(enforcer: casbin.Enforcer
     assert a[c.POLICY_ENGINE] == "casbin" and a[c.POLICY_VERSION] == "r42"
     assert a[c.POLICY_DECISION] == (c.DECISION_ALLOW if code == grpc.StatusCode.OK else c.DECISION_DENY)
     assert a[c.POLICY_REQUIRED] == f"orders:{act}" and a[c.TOKEN_VERDICT] == c.VERDICT_VALID
+    assert list(a[c.POLICY_REQUEST]) == [subject, "orders", act]
     assert a[c.RPC_GRPC_STATUS_CODE] == code.value[0]
     assert a[c.AUTH_WAIT_S] >= 0

@@ -71,3 +71,19 @@ def test_unknown_names_are_refused():
         scenarios.build("nope")
     with pytest.raises(ValueError, match="unknown clock drift"):
         scenarios.build("clock_drift", drift="moon")
+
+
+@settings(max_examples=30, deadline=None)
+@given(calls=st.integers(1, 12), seed=st.integers(0, 10_000))
+def test_policy_rollout_records_under_v1_with_v2_the_candidate(calls, seed):
+    s = scenarios.build("policy_rollout", calls=calls, seed=seed)
+    assert {r.policy for r in s.replicas} == {"v1"} and s.candidate == "v2"
+    tasks = [(c.task, c.cause) for flow in s.flows for c in flow]
+    # v2 changes exactly one thing: editors may write. The scenario's editor writes are the calls it would flip.
+    assert sum(1 for t, _ in tasks if (t["role"], t["method"]) == ("editor", "Write")) == calls
+    assert sum(1 for t, cause in tasks if (t["role"], t["method"]) == ("viewer", "Write")) == calls
+    assert sum(1 for _, cause in tasks if cause == "grant_not_active") == calls
+    for task, cause in tasks:
+        if cause is None:  # healthy: allowed by v1 (and so by v2, which only adds a permission)
+            assert task["method"] != "Write" or task["role"] == "admin"
+            assert not task.get("grant_delay_s") and task["token_mode"] in ("fresh", "refreshing")

@@ -1,0 +1,212 @@
+"""`jitrace analyze` end to end on the files users already have (issue 23): the bench's world written as the
+Collector's OTLP JSON lines, OTLP protobuf, a Jaeger download and a Zipkin list, beside the compacted Parquet of the
+same spans; spans/s, bytes/span, peak memory, the load's and the steps' shares, and whether the attributions are
+byte-identical. Each run is a child process of its own, in one run of this section.
+
+The world is bench_analyze's (client/server pairs, an issuance span per 100 calls, 4% denials, skewed clocks);
+hosts are named by address (a Zipkin endpoint carries no host name) and times are whole microseconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+from bench.bench_analyze import generate
+
+TITLE = "Analyzer: each input format end to end"
+TARGET_SPANS_S = 300_000  # Collector JSON lines, end to end (issue 23)
+KINDS = {"CLIENT": 3, "SERVER": 2, "INTERNAL": 1}
+
+CHILD = r"""
+import json, resource, sys, time
+from jitrace.analyzer.analyze import analyze
+started = time.perf_counter()
+summary = analyze([sys.argv[1]], sys.argv[2], quiet=False)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+result = {"seconds": time.perf_counter() - started, "spans": summary["spans"], "denials": summary["denials"],
+          "bad_records": summary["bad_records"], "peak_rss_mb": peak}
+print(json.dumps(result))
+"""
+
+
+def _address(host: str) -> str:
+    kind, _, number = host.rpartition("-")
+    return f"10.{ {'client': 1, 'server': 2}.get(kind, 3)}.0.{int(number) + 1 if number.isdigit() else 1}"
+
+
+def _value(v) -> dict:
+    if isinstance(v, bool):
+        return {"boolValue": v}
+    if isinstance(v, int):
+        return {"intValue": str(v)}
+    if isinstance(v, float):
+        return {"doubleValue": v}
+    if isinstance(v, list):
+        return {"arrayValue": {"values": [_value(x) for x in v]}}
+    return {"stringValue": v}
+
+
+def _tag(key: str, v) -> dict:
+    kind = "bool" if isinstance(v, bool) else "int64" if isinstance(v, int) else \
+        "float64" if isinstance(v, float) else "string"
+    return {"key": key, "type": kind, "value": json.dumps(v) if isinstance(v, list) else v}
+
+
+def write_formats(world: Path, out: Path) -> dict[str, Path]:
+    """The world's spans in each text format, 512 spans a batch (an export request, a line)."""
+    paths = {"OTLP JSON lines (Collector file exporter)": out / "json" / "spans.jsonl",
+             "OTLP protobuf (Collector file exporter)": out / "protobuf" / "spans.binpb",
+             "Jaeger UI download": out / "jaeger" / "traces.json", "Zipkin v2 list": out / "zipkin" / "spans.json"}
+    for path in paths.values():
+        path.parent.mkdir(parents=True)
+    with contextlib.ExitStack() as stack:
+        files = {name: stack.enter_context(open(path, "wb" if "protobuf" in name else "w"))
+                 for name, path in paths.items()}
+        _write(world, files)
+    return paths
+
+
+def _write(world: Path, files: dict) -> None:
+    import pyarrow.parquet as pq
+    from google.protobuf.json_format import ParseDict
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    jaeger, zipkin = files["Jaeger UI download"], files["Zipkin v2 list"]
+    jaeger.write('{"data": [')
+    zipkin.write("[")
+    first = True
+    columns = ["trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns", "service", "resource",
+               "attributes"]
+    for part in sorted(world.rglob("*.parquet")):
+        for batch in pq.ParquetFile(part).iter_batches(batch_size=512, columns=columns):
+            rows = batch.to_pylist()
+            for r in rows:
+                r["ip"] = _address(json.loads(r["resource"])["host.name"])
+                r["attrs"] = {k: v for k, v in json.loads(r["attributes"]).items() if v is not None}
+                r["start_ns"] -= r["start_ns"] % 1000
+                r["end_ns"] -= r["end_ns"] % 1000
+            request = _otlp(rows)
+            files["OTLP JSON lines (Collector file exporter)"].write(json.dumps(request, separators=(",", ":")) + "\n")
+            for rs in request["resourceSpans"]:
+                for span in rs["scopeSpans"][0]["spans"]:  # protobuf's JSON mapping spells bytes in base64
+                    for key in ("traceId", "spanId", "parentSpanId"):
+                        span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
+            message = ParseDict(request, ExportTraceServiceRequest()).SerializeToString()
+            files["OTLP protobuf (Collector file exporter)"].write(struct.pack(">I", len(message)) + message)
+            for r in rows:
+                jaeger.write(("" if first else ",") + json.dumps(_jaeger_trace(r), separators=(",", ":")))
+                zipkin.write(("" if first else ",") + json.dumps(_zipkin_span(r), separators=(",", ":")))
+                first = False
+    jaeger.write("]}")
+    zipkin.write("]")
+
+
+def _otlp(rows: list[dict]) -> dict:
+    by_resource: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by_resource.setdefault((r["service"], r["ip"]), []).append(r)
+    return {"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}},
+                                    {"key": "host.ip", "value": {"stringValue": ip}}]},
+        "scopeSpans": [{"scope": {"name": "opentelemetry.instrumentation.grpc"}, "spans": [{
+            "traceId": r["trace_id"], "spanId": r["span_id"], "parentSpanId": r["parent_span_id"] or "",
+            "name": r["name"], "kind": KINDS[r["kind"]], "startTimeUnixNano": str(r["start_ns"]),
+            "endTimeUnixNano": str(r["end_ns"]), "status": {},
+            "attributes": [{"key": k, "value": _value(v)} for k, v in r["attrs"].items()]} for r in spans]}]}
+        for (service, ip), spans in by_resource.items()]}
+
+
+def _jaeger_trace(r: dict) -> dict:
+    """A trace object of one span (the loader reads every span of every trace object)."""
+    return {"traceID": r["trace_id"], "processes": {"p1": {"serviceName": r["service"], "tags": [_tag("ip", r["ip"])]}},
+            "spans": [{"traceID": r["trace_id"], "spanID": r["span_id"], "operationName": r["name"], "processID": "p1",
+                       "references": [{"refType": "CHILD_OF", "traceID": r["trace_id"], "spanID": r["parent_span_id"]}]
+                       if r["parent_span_id"] else [],
+                       "startTime": r["start_ns"] // 1000, "duration": (r["end_ns"] - r["start_ns"]) // 1000,
+                       "tags": [_tag("span.kind", r["kind"].lower())] + [_tag(k, v) for k, v in r["attrs"].items()],
+                       "logs": []}]}
+
+
+def _zipkin_span(r: dict) -> dict:
+    span = {"traceId": r["trace_id"], "id": r["span_id"], "name": r["name"], "timestamp": r["start_ns"] // 1000,
+            "duration": (r["end_ns"] - r["start_ns"]) // 1000,
+            "localEndpoint": {"serviceName": r["service"], "ipv4": r["ip"]},
+            "tags": {k: json.dumps(v) if isinstance(v, list) else str(v).lower() if isinstance(v, bool) else str(v)
+                     for k, v in r["attrs"].items()}}
+    if r["kind"] in ("CLIENT", "SERVER"):
+        span["kind"] = r["kind"]
+    if r["parent_span_id"]:
+        span["parentId"] = r["parent_span_id"]
+    return span
+
+
+def _compacted(json_lines: Path, out: Path) -> Path:
+    """The same spans as `jitrace collect` compacts them (loaded from the JSON lines, written with their facts)."""
+    import duckdb
+
+    from jitrace.analyzer.load import load_into
+    from jitrace.analyzer.steps.spans_view import FACTS_FILE_OPTIONS, facts_file_sql
+
+    folder = out / "compacted" / "spans" / "hour=2025-10-09T08"
+    folder.mkdir(parents=True)
+    con = duckdb.connect()
+    load_into(con, [str(json_lines)])
+    con.execute("CREATE TEMP TABLE rows AS SELECT * EXCLUDE (source), 'bench' AS source FROM span_fact_rows")
+    con.execute(f"COPY ({facts_file_sql('(SELECT ' + ', '.join(_span_columns()) + ' FROM rows)')}) "
+                f"TO '{folder / 'compacted-0.parquet'}' ({FACTS_FILE_OPTIONS})")
+    return out / "compacted"
+
+
+def _span_columns() -> list[str]:
+    from jitrace.analyzer.schema import SPANS
+
+    return list(SPANS.names)
+
+
+def _analyze(path: Path, out: Path) -> dict:
+    run = subprocess.run([sys.executable, "-c", CHILD, str(path), str(out)], capture_output=True, text=True,
+                         check=True)
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    steps_from = [line for line in run.stderr.splitlines() if "] loaded " in line]
+    loaded_at = float(steps_from[0].split("[", 1)[1].split("s]", 1)[0]) if steps_from else float("nan")
+    report = [line for line in run.stderr.splitlines() if "writing report.html" in line]
+    steps_end = float(report[0].split("[", 1)[1].split("s]", 1)[0]) if report else float("nan")
+    result["load_s"], result["steps_s"] = loaded_at, steps_end - loaded_at
+    return result
+
+
+def run(quick: bool) -> str:
+    spans = 20_000 if quick else 1_000_000
+    with tempfile.TemporaryDirectory(prefix="jitrace-bench-formats-") as tmp:
+        d = Path(tmp)
+        world = generate(d / "world", spans)
+        paths = write_formats(world / "spans", d / "in")
+        paths["Compacted Parquet (jitrace collect)"] = _compacted(
+            paths["OTLP JSON lines (Collector file exporter)"], d / "in")
+        lines = ["| input | spans | bytes/span | end to end s | spans/s | load s | steps after loading s | "
+                 "peak RSS MB | attributions.csv |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        reference = None
+        for name, path in paths.items():
+            result = _analyze(path, d / "out" / name.split()[0])
+            size = sum(p.stat().st_size for p in ([path] if path.is_file() else path.rglob("*.parquet")))
+            csv = (d / "out" / name.split()[0] / "attributions.csv").read_bytes()
+            reference = reference or csv
+            same = "the reference" if csv is reference else "identical" if csv == reference else "DIFFERS"
+            lines.append(f"| {name} | {result['spans']:,} | {size / result['spans']:,.0f} | {result['seconds']:.2f} | "
+                         f"{result['spans'] / result['seconds']:,.0f} | {result['load_s']:.2f} | "
+                         f"{result['steps_s']:.2f} | {result['peak_rss_mb']:,.0f} | {same} |")
+    return textwrap.dedent(f"""
+        {spans:,} spans of bench_analyze's world in every format (hosts named by address, times in whole
+        microseconds: what Jaeger and Zipkin carry), each analyzed end to end in a child process. "load" ends when
+        the loader is done (the facts of copied rows stored once, denied first); "steps" runs from there to the
+        report. Target for Collector JSON lines: {TARGET_SPANS_S:,} spans/s end to end, steps at most half the load.
+
+        """).lstrip() + "\n".join(lines)

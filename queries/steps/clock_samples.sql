@@ -1,0 +1,34 @@
+-- clock_samples: two causality constraints per pair of distinct clock domains.
+-- Why: a server span lies inside its client's span, so the server-minus-client offset is at least t3 - t4 (at the
+-- call's end) and at most t2 - t1 (at its start). The instrumentation's in-band stamps
+-- (jit.clock.offset_s / jit.clock.delay_s on the client span) bound the same offset to offset +- delay / 2.
+-- Each pair of domains is written in one direction, a = the lesser name, b = the other: the constraint is
+-- lo_s <= offset(b) - offset(a) at time t_lo_s, offset(b) - offset(a) <= hi_s at time t_hi_s, both times in a's own
+-- clock (seconds): analyzer/steps/offsets.py fits each pair on one time axis. When a is the server the bounds swap and
+-- change sign (a - b = -(b - a)).
+-- A pair bounds the offset by its span times only when both spans have a start and an end and last longer than 0:
+-- a span of unknown or zero duration (Zipkin spans without `duration`, a one-way message) bounds nothing, and as a
+-- zero-width constraint it would be the tightest of all.
+-- A view: clock_edges reads it once, so storing one row per pair would only cost.
+WITH constraints AS (
+    SELECT client_domain, server_domain, t1, t2, t3, t4,
+           (t3 - t4) / 1e9 AS lo_s, (t2 - t1) / 1e9 AS hi_s
+    FROM pairs
+    WHERE client_domain <> server_domain AND t4 > t1 AND t3 > t2
+    UNION ALL
+    SELECT client_domain, server_domain, t1, t2, t3, t4,
+           ntp_offset_s - greatest(ntp_delay_s, 0) / 2, ntp_offset_s + greatest(ntp_delay_s, 0) / 2
+    FROM pairs
+    WHERE client_domain <> server_domain AND ntp_offset_s IS NOT NULL AND ntp_delay_s IS NOT NULL
+      AND t1 IS NOT NULL
+)
+SELECT
+    least(client_domain, server_domain) AS domain_a,
+    greatest(client_domain, server_domain) AS domain_b,
+    CASE WHEN client_domain < server_domain THEN lo_s ELSE -hi_s END AS lo_s,
+    CASE WHEN client_domain < server_domain THEN t4 ELSE t2 END / 1e9 AS t_lo_s,
+    CASE WHEN client_domain < server_domain THEN hi_s ELSE -lo_s END AS hi_s,
+    CASE WHEN client_domain < server_domain THEN t1 ELSE t3 END / 1e9 AS t_hi_s
+FROM constraints
+WHERE lo_s IS NOT NULL AND hi_s IS NOT NULL AND t1 IS NOT NULL AND t2 IS NOT NULL AND t3 IS NOT NULL
+  AND t4 IS NOT NULL
