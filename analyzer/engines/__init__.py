@@ -2,10 +2,10 @@
 OpenTelemetry Collector's exporter stores the spans (``jitrace analyze clickhouse://...`` over HTTP, or
 ``chdb:///PATH`` in-process).
 
-An engine runs SQL, returns Arrow, and creates a table from Arrow; its ``dialect`` names the folder of steps it runs
-(``queries/`` for DuckDB, ``queries/clickhouse/`` for ClickHouse: hand-written for each engine, held equal by the
-parity tests). The ClickHouse path lives in this package alone (``run.py``): the DuckDB pipeline
-(analyzer/session.py) is unchanged but for the folder it lists.
+An engine runs SQL, returns Arrow, and creates a table from Arrow; its ``dialect`` says which form of the steps of
+queries/steps.toml it runs (``queries/steps/`` for DuckDB, ``queries/clickhouse/steps/`` for ClickHouse: hand-written
+for each engine, held equal by the parity tests). The ClickHouse path lives in this package alone (``run.py``); the
+DuckDB pipeline (analyzer/steps/) does not know it.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import sys
 from jitrace.analyzer.engines import otel_traces
 from jitrace.analyzer.engines.clickhouse import engine_errors, parse_url
 from jitrace.analyzer.errors import OK, UserError
-from jitrace.analyzer.report import printable
+from jitrace.analyzer.outputs.report import printable
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from jitrace.analyzer.engines import CLICKHOUSE
 from jitrace.analyzer.errors import UserError
-from jitrace.analyzer.report import printable
+from jitrace.analyzer.outputs.report import printable
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -13,7 +13,7 @@ from importlib import resources
 from jitrace.analyzer.engines import expand, split_statements
 from jitrace.analyzer.engines.clickhouse import ClickHouseEngine, literal, quote
 from jitrace.analyzer.errors import UserError
-from jitrace.analyzer.report import printable
+from jitrace.analyzer.outputs.report import printable
 
 # The exporter's columns the facts are computed from (Events.* are its Nested event columns).
 REQUIRED_COLUMNS = ("Timestamp", "TraceId", "SpanId", "ParentSpanId", "SpanName", "SpanKind", "ServiceName",

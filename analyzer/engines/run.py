@@ -1,8 +1,9 @@
 """``jitrace analyze clickhouse://... --since T --until T --out DIR``: the analysis run inside ClickHouse.
 
-The steps of queries/clickhouse/ run where the spans are, in a scratch database of their own (``jitrace_run_...``,
-dropped when the run ends, whatever happens); only what is small comes back: the clock samples (clock_edges), which
-the clock model (analyzer/offsets.py) fits in Python exactly as for files, its offsets pushed back for the steps
+The steps of queries/steps.toml, in their ClickHouse form (queries/clickhouse/steps/), run where the spans are, in a
+scratch database of their own (``jitrace_run_...``, dropped when the run ends, whatever happens); only what is small
+comes back: the clock samples (clock_edges), which
+the clock model (analyzer/steps/offsets.py) fits in Python exactly as for files, its offsets pushed back for the steps
 that read them, then the attributions, denials, their log lines and the summaries. Those land in the output
 folder's jitrace.duckdb, so report.html, summary.json, the notebooks and the API read the same tables as after a
 run on files (docs/contract.md, "ClickHouse"). The spans stay in ClickHouse: the local ``spans`` and ``logs`` are
@@ -17,6 +18,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterable
+from importlib import resources
 from pathlib import Path
 
 import duckdb
@@ -24,14 +26,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jitrace.analyzer import analyze as files
-from jitrace.analyzer import errors, offsets, outputs, report, session
-from jitrace.analyzer.engines import CLICKHOUSE, otel_traces
+from jitrace.analyzer import errors, outputs
+from jitrace.analyzer.engines import otel_traces
 from jitrace.analyzer.engines.clickhouse import ClickHouseEngine, Source, engine_errors, literal, parse_url, quote
 from jitrace.analyzer.engines.duckdb import DuckDBEngine
+from jitrace.analyzer.outputs import report, trace_links
+from jitrace.analyzer.outputs.report import printable
 from jitrace.analyzer.redact import redact_table
-from jitrace.analyzer.report import printable
+from jitrace.analyzer.steps import offsets, pipeline, session
 
-# The steps' tunables (analyzer/session.py's VARIABLES) and their defaults, as the DuckDB steps write them.
+# The steps' tunables (analyzer/steps/session.py's VARIABLES) and their defaults, as the DuckDB steps write them.
 DEFAULTS = {"jitrace_window_s": 300.0, "jitrace_leeway_s": 0.0, "jitrace_version_window_s": 300.0,
             "jitrace_log_window_s": 2.0}
 # What comes back into jitrace.duckdb (clock_offsets is there already: the clock model wrote it).
@@ -63,6 +67,14 @@ GROUP BY kind, lo, hi, denied, bin
 
 ISSUER = ("SELECT domain FROM rpc_spans WHERE name = 'jit.issue' GROUP BY domain ORDER BY count() DESC, domain "
           "LIMIT 1")
+
+
+def step_sql(step: pipeline.Step) -> Path:
+    """A step's ClickHouse statements: queries/clickhouse/ beside the DuckDB file's path (steps/NAME.sql). Unlike
+    DuckDB's, which hold one query the runner wraps, each creates the step's object itself: ClickHouse has no TEMP
+    tables and keeps no CTE's rows, so a step may also make (and drop) helper tables of its own."""
+    assert step.sql is not None, step.name
+    return Path(str(resources.files("jitrace.queries"))) / "clickhouse" / step.sql
 
 
 def parse_time(text: str | None, option: str) -> int:
@@ -160,9 +172,9 @@ class Run:
     def steps(self, settings: dict[str, float] | None, patterns: list[tuple],
               progress: Callable[[str, float], None] | None = None, pull: tuple[str, ...] = PULLED,
               stored: bool | None = None) -> None:
-        """Create the scratch database, run every step there (the clock model after 40_clock_edges), pull the
-        tables ``pull`` into ``con``, and drop the scratch database. ``patterns``: log_patterns' rows; ``stored``:
-        otel_traces.check's answer, when the caller has it already."""
+        """Create the scratch database, run every step of the manifest there (clock_offsets by the clock model),
+        pull the tables ``pull`` into ``con``, and drop the scratch database. ``patterns``: log_patterns' rows;
+        ``stored``: otel_traces.check's answer, when the caller has it already."""
         if stored is None:
             stored = otel_traces.check(self.engine, self.source.database, self.source.table)
         self.stored = stored
@@ -180,21 +192,25 @@ class Run:
             self.engine.run(otel_traces.spans_view(self.source.database, self.source.table, self.since_ns,
                                                    self.until_ns, stored))
             self.engine.run(self.logs_view(log_columns))
+            self.seeds()
             self.engine.create_table("log_patterns", pa.table({
                 "ordinal": pa.array([r[0] for r in patterns], pa.int32()),
                 **{name: pa.array([r[i + 1] for r in patterns], kind) for i, (name, kind) in enumerate(
                     (("name", pa.string()), ("pattern", pa.string()), ("cause", pa.string()),
                      ("confidence", pa.float64()), ("description", pa.string()), ("source", pa.string())))}}))
-            for path in session.query_files(CLICKHOUSE):
+            for step in pipeline.steps():  # queries/steps.toml: DuckDB's steps, in their order, under their names
                 started = time.perf_counter()
-                stage = f"step {path.stem}"
-                for statement in otel_traces.step_statements(path.read_text(), values):
-                    self.engine.run(statement)
-                if path.stem == "40_clock_edges":
+                stage = f"step {step.name}"
+                if step.python is not None:
+                    if step.name != "clock_offsets":
+                        raise ValueError(f"no ClickHouse form of the Python step {step.name}")
                     self.clock_model()
-                self.timings[path.stem] = time.perf_counter() - started
+                else:
+                    for statement in otel_traces.step_statements(step_sql(step).read_text(), values):
+                        self.engine.run(statement)
+                self.timings[step.name] = time.perf_counter() - started
                 if progress is not None:
-                    progress(path.stem, self.timings[path.stem])
+                    progress(step.name, self.timings[step.name])
             stage = "counting the token ttls"
             self.ttl_rows = [tuple(r.values()) for r in self.engine.arrow(TTL_COUNTS).to_pylist()]
             stage = "pulling the results"
@@ -209,9 +225,15 @@ class Run:
                 self.say(printable(f"could not drop the run's database {self.scratch} ({str(exc)[:200]}): "
                                    "drop it by hand"))
 
+    def seeds(self) -> None:
+        """The manifest's seeds (rules, fixes), read into the local database as for files and pushed as tables."""
+        pipeline.load_seeds(self.con)
+        for seed in pipeline.manifest()[0]:
+            self.engine.create_table(seed.name, self.con.sql(f"SELECT * FROM {seed.name}").to_arrow_table())
+
     def clock_model(self) -> None:
-        """clock_edges -> analyzer/offsets.py -> clock_offsets, here (the local DuckDB table, as for files) and in
-        the scratch database (for 50_denials and 60_attributions)."""
+        """clock_edges -> analyzer/steps/offsets.py -> clock_offsets, here (the local DuckDB table, as for files) and in
+        the scratch database (for the denials and attributions steps)."""
         edges = self.engine.arrow(f"SELECT {', '.join(offsets.EDGE_COLUMNS)} FROM clock_edges "
                                   "ORDER BY domain_a, domain_b, bucket")
         rows = list(zip(*(edges.column(c).to_pylist() for c in offsets.EDGE_COLUMNS), strict=True))
@@ -233,7 +255,8 @@ class Run:
 
 def analyze(inputs: Iterable[str], out_dir: str | Path, *, since: str | None, until: str | None,
             fail_on: Iterable[str] = (), quiet: bool = False, settings: dict[str, float] | None = None,
-            log_patterns: Iterable[str] = (), allow_empty: bool = False) -> dict:
+            log_patterns: Iterable[str] = (), allow_empty: bool = False,
+            trace_url: trace_links.TraceUrl | None = None) -> dict:
     """``jitrace analyze URL --since T --until T --out DIR``; returns the summary (plus ``exit_code``)."""
     inputs = list(inputs)
     if len(inputs) != 1:
@@ -267,10 +290,10 @@ def analyze(inputs: Iterable[str], out_dir: str | Path, *, since: str | None, un
                       "duplicate_spans": 0, "spans_without_time": 0, "skipped_files": 0, "skipped_notes": []}
             # the span-level relations stay in ClickHouse: here the DuckDB step's rpc_spans over the empty spans view,
             # so what reads it (analyzer/investigate.py, the notebooks) runs, on no spans
-            con.execute(next(p for p in session.query_files() if p.stem == "10_rpc_spans").read_text())
+            con.execute(next(s for s in pipeline.steps() if s.name == "rpc_spans").create(temp_ok=False))
             session.keep_as_views(con)
             outputs.one_thread_each(con)
-            summary = files._write_outputs(con, out, loaded, quiet, say, run.ttl_rows)
+            summary = files._write_outputs(con, out, loaded, quiet, say, run.ttl_rows, trace_url)
             summary["source"] = {"url": source.display(), "since": since, "until": until,
                                  "facts_stored": run.stored}
             (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

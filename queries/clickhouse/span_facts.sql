@@ -97,8 +97,10 @@ SELECT
     CAST(if(mapContains(SpanAttributes, 'jit.policy.rule'), SpanAttributes['jit.policy.rule'], NULL) AS Nullable(String)) AS jit_policy_rule,
     CAST(if(mapContains(SpanAttributes, 'jit.policy.required'), SpanAttributes['jit.policy.required'], NULL) AS Nullable(String)) AS jit_policy_required,
     -- a string array: kept as the exporter's JSON text (a ClickHouse array cannot be NULL, and an absent list is not
-    -- an empty one); 50_denials parses it for the denied calls only
+    -- an empty one); the denials step parses it for the denied calls only
     CAST(if(mapContains(SpanAttributes, 'jit.policy.granted'), SpanAttributes['jit.policy.granted'], NULL) AS Nullable(String)) AS jit_policy_granted,
+    -- the request the policy engine evaluated: a string array, kept as the exporter's JSON text (read by replay)
+    CAST(if(mapContains(SpanAttributes, 'jit.policy.request'), SpanAttributes['jit.policy.request'], NULL) AS Nullable(String)) AS jit_policy_request,
     toFloat64OrNull(SpanAttributes['jit.policy.eval_s']) AS jit_policy_eval_s,
     toFloat64OrNull(SpanAttributes['jit.auth.wait_s']) AS jit_auth_wait_s,
     toInt64OrNull(SpanAttributes['jit.clock.sent_ns']) AS jit_clock_sent_ns,

@@ -10,11 +10,12 @@ import sys
 import pytest
 from otel_exporter import go_float, go_json
 
-from jitrace.analyzer import cli, session
+from jitrace.analyzer import cli
 from jitrace.analyzer.engines import expand, is_url, otel_traces, split_statements
 from jitrace.analyzer.engines.clickhouse import PASSWORD_ENV, literal, parse_url, quote
-from jitrace.analyzer.engines.run import parse_time
+from jitrace.analyzer.engines.run import parse_time, step_sql
 from jitrace.analyzer.errors import UserError
+from jitrace.analyzer.steps import pipeline
 from jitrace.instrumentation import contract as c
 
 
@@ -100,19 +101,26 @@ def test_names_and_literals_are_quoted_whatever_they_hold():
     assert literal("it's \\d") == "'it\\'s \\\\d'"
 
 
-def test_every_duckdb_step_has_its_clickhouse_twin_producing_the_same_table():
-    duck, click = session.query_files(), session.query_files("clickhouse")
-    assert [p.name for p in click] == [p.name for p in duck]
-    for p in click:
-        text = p.read_text()
-        assert text.startswith(f"-- {p.stem} (ClickHouse): reads "), p.name
-        assert f"queries/{p.name}" in text, f"{p.name} names its DuckDB twin"
+def test_every_duckdb_step_has_its_clickhouse_twin_making_the_same_object():
+    """Each SQL step of queries/steps.toml has queries/clickhouse/steps/NAME.sql, which names its DuckDB twin, reads
+    what the manifest says it reads, and creates the step's object (helpers it makes are named after the step, as
+    denials' denial_ends and denials_base, and dropped)."""
+    for step in pipeline.steps():
+        if step.sql is None:
+            continue
+        text = step_sql(step).read_text()
+        assert text.startswith(f"-- {step.name} (ClickHouse): reads "), step.name
+        assert f"queries/{step.sql}" in text, f"{step.name} names its DuckDB twin"
+        header = text[:text.index(" (ClickHouse): reads ") + 200]
+        assert all(f"`{name}`" in header for name in step.reads), (step.name, step.reads)
         made = re.findall(r"CREATE (?:TABLE|VIEW) (?:IF NOT EXISTS )?(\w+)", text)
-        assert p.stem[3:] in made, (p.name, made)
+        assert step.name in made, (step.name, made)
+        for helper in set(made) - {step.name}:
+            assert step.name.rstrip("s") in helper and f"DROP TABLE {helper}" in text, (step.name, helper)
 
 
 def test_the_clickhouse_facts_read_every_contract_attribute():
-    text = (session.query_files("clickhouse")[0].parent / "span_facts.sql").read_text()
+    text = otel_traces._text()
     for name in c.all_attributes():
         assert f"'{name}'" in text, f"{name} is not read by queries/clickhouse/span_facts.sql"
     base, facts = otel_traces.items()

@@ -11,8 +11,10 @@ import pytest
 from otel_exporter import load_otel
 from test_clickhouse_parity import every_cause, logs_of
 
-from jitrace.analyzer import cli, investigate
-from jitrace.analyzer.api import open_output
+from jitrace.analyzer import cli
+from jitrace.analyzer import notebook as investigate
+from jitrace.analyzer.engines import otel_traces
+from jitrace.analyzer.notebook import open_output
 
 pytestmark = pytest.mark.usefixtures("chdb_installed")
 
@@ -78,7 +80,8 @@ def test_install_facts_stores_them_and_the_analysis_reads_them(folder, tmp_path,
     url = f"chdb://{folder}?table=otel.otel_traces"
     assert cli.main(["analyze", url, *args, "--out", str(before)]) == 0
     assert cli.main(["clickhouse", "install-facts", url]) == 0
-    assert "added 42 fact column(s) and the index jitrace_denied" in capsys.readouterr().err
+    facts = len(otel_traces.fact_names())
+    assert f"added {facts} fact column(s) and the index jitrace_denied" in capsys.readouterr().err
     assert cli.main(["clickhouse", "install-facts", url]) == 0
     assert "already holds every fact" in capsys.readouterr().err
     after = tmp_path / "after"
@@ -111,17 +114,15 @@ def test_an_empty_range_is_an_error_unless_allowed(folder, tmp_path, capsys):
 
 
 def test_a_failing_step_is_one_line_and_drops_the_runs_database(folder, tmp_path, capsys, monkeypatch):
-    from jitrace.analyzer import session
+    from jitrace.analyzer.engines import run
 
-    broken = tmp_path / "steps"
-    broken.mkdir()
-    (broken / "10_rpc_spans.sql").write_text("CREATE TABLE rpc_spans ENGINE = Memory AS SELECT * FROM no_such_table")
-    real = session.query_files
-    monkeypatch.setattr(session, "query_files", lambda dialect="duckdb": sorted(broken.glob("*.sql"))
-                        if dialect == "clickhouse" else real(dialect))
+    broken = tmp_path / "rpc_spans.sql"
+    broken.write_text("CREATE TABLE rpc_spans ENGINE = Memory AS SELECT * FROM no_such_table")
+    real = run.step_sql
+    monkeypatch.setattr(run, "step_sql", lambda step: broken if step.name == "rpc_spans" else real(step))
     args = ["analyze", f"chdb://{folder}?table=otel.otel_traces", "--since", SINCE, "--until", UNTIL, "--quiet"]
     assert cli.main([*args, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "step 10_rpc_spans failed" in err and "no_such_table" in err and "Traceback" not in err
+    assert "step rpc_spans failed" in err and "no_such_table" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
     assert _scratch_databases(folder) == []

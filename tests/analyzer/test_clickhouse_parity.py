@@ -20,9 +20,9 @@ import pytest
 from otel_exporter import load_otel
 from spanfactory import T0, Token, World
 
-from jitrace.analyzer import session
 from jitrace.analyzer.analyze import ATTRIBUTION_COLUMNS
 from jitrace.analyzer.load import load_into
+from jitrace.analyzer.steps import session
 from jitrace.instrumentation import contract as c
 
 pytestmark = pytest.mark.usefixtures("chdb_installed")
@@ -236,6 +236,9 @@ def assert_same(duck: duckdb.DuckDBPyConnection, ch: duckdb.DuckDBPyConnection, 
     assert len(got) == len(expected), f"{table}: {len(got)} rows, DuckDB has {len(expected)}"
     for want, have in zip(expected, got, strict=True):
         diffs = {col: (w, h) for col, w, h in zip(columns, want, have, strict=True) if w != h}
+        if "evidence" in diffs:  # name the members that differ
+            w, h = (dict(x) for x in diffs["evidence"])
+            diffs["evidence"] = {k: (w.get(k), h.get(k)) for k in {*w, *h} if w.get(k) != h.get(k)} or "order"
         assert not diffs, f"{table}: row {dict(zip(columns, want, strict=True))} differs: {diffs}"
     return len(expected)
 
@@ -423,3 +426,31 @@ def test_the_time_range_prunes_the_other_days_partitions(chdb):
         chdb.use(None)
     # the partition key's min-max index leaves one part of two (one part a day here)
     assert re.search(r"Min-Max\n\s+Keys:\n\s+Timestamp\n.*?Parts: 1/2", plan, re.DOTALL), plan
+
+
+def test_evidence_rounds_as_duckdb_does_near_every_tie(chdb):
+    """round(x, 9) in DuckDB rounds the exact value of x: where x * 1e9 lands on a half in doubles but the exact
+    product is not one, the ClickHouse step's round_to must decide as DuckDB does."""
+    import random
+
+    import pyarrow as pa
+
+    from jitrace.analyzer.engines.run import step_sql
+    from jitrace.analyzer.steps import pipeline
+
+    rng = random.Random(5)
+    values = [round(rng.uniform(-3000, 3000), rng.choice([9, 10, 11])) for _ in range(3000)]
+    values += [-15.7221223745, 20.0002831945, 0.5e-9, -2.5e-9, 1.0000000005]
+    want = duckdb.connect().execute("SELECT list(round(x, 9)) FROM (SELECT unnest(?::DOUBLE[]) AS x)",
+                                    [values]).fetchone()[0]
+    text = step_sql(next(s for s in pipeline.steps() if s.name == "attributions")).read_text()
+    lambdas = text[text.index("WITH\n"):text.index("log_evidence AS (")].rstrip().rstrip(",")
+    chdb.create_table("rounding", pa.table({"i": list(range(len(values))), "x": values}))
+    try:
+        got = chdb.arrow(f"{lambdas} SELECT round_to(x, 1e9) AS r, round_to(x, 1e3) AS c FROM rounding ORDER BY i")
+    finally:
+        chdb.run("DROP TABLE rounding")
+    assert got.column("r").to_pylist() == want
+    confidences = duckdb.connect().execute("SELECT list(round(x, 3)) FROM (SELECT unnest(?::DOUBLE[]) AS x)",
+                                           [values]).fetchone()[0]
+    assert got.column("c").to_pylist() == confidences

@@ -14,7 +14,7 @@ import pytest
 from test_clickhouse_parity import assert_parity, clickhouse_run, duckdb_run, every_cause, logs_of
 
 from jitrace.analyzer import cli
-from jitrace.analyzer.api import open_output
+from jitrace.analyzer.notebook import open_output
 
 URL = os.environ.get("JITRACE_CLICKHOUSE_URL", "")
 

@@ -1,6 +1,6 @@
--- 48_denied_calls (ClickHouse): reads `rpc_spans`, `pairs`; produces `denied_calls`, one row per denied call: its
--- trace, the span ids of its two ends (NULL for an end that was not traced) and whether the client's own span is a
--- denial. As queries/48_denied_calls.sql: reported by the SERVER span when the server was traced, else by the
+-- denied_calls (ClickHouse): reads `rpc_spans`, `pairs`; one row per denied call: its trace, the span ids of its
+-- two ends (NULL for an end that was not traced) and whether the client's own span is a denial, as
+-- queries/steps/denied_calls.sql: reported by the SERVER span when the server was traced, else by the
 -- CLIENT span. The NOT EXISTS of the DuckDB step are NOT IN over (trace, span) here: per trace, shard-local.
 CREATE TABLE denied_calls ENGINE = Memory AS
 WITH paired AS (

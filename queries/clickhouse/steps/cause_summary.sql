@@ -1,5 +1,5 @@
--- 70_cause_summary (ClickHouse): reads `attributions`; produces `cause_summary`, one row per cause found: count,
--- share, mean confidence and the fix (the most frequent one). As queries/70_cause_summary.sql.
+-- cause_summary (ClickHouse): reads `attributions`; one row per cause found: count, share, mean confidence and the
+-- fix (the most frequent one), as queries/steps/cause_summary.sql.
 CREATE TABLE cause_summary ENGINE = Memory AS
 SELECT
     cause,

@@ -1,6 +1,6 @@
--- 30_clock_samples (ClickHouse): reads `pairs`; produces `clock_samples`, two causality constraints per pair of
--- distinct clock domains. As queries/30_clock_samples.sql (the rules are written there): lo_s <= offset(b) -
--- offset(a) <= hi_s, a the lesser domain name, times in a's clock (seconds). A view: 40_clock_edges reads it once.
+-- clock_samples (ClickHouse): reads `pairs`; two causality constraints per pair of distinct clock domains, as
+-- queries/steps/clock_samples.sql (the rules are written there): lo_s <= offset(b) -
+-- offset(a) <= hi_s, a the lesser domain name, times in a's clock (seconds). A view: clock_edges reads it once.
 CREATE VIEW clock_samples AS
 WITH constraints AS (
     SELECT client_domain, server_domain, t1, t2, t3, t4,

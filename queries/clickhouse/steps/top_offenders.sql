@@ -1,5 +1,5 @@
--- 75_top_offenders (ClickHouse): reads `attributions`; produces `top_offenders`, per cause the 5 most frequent
--- services, methods and principals (dimension, value, denials, rank). As queries/75_top_offenders.sql.
+-- top_offenders (ClickHouse): reads `attributions`; per cause the 5 most frequent services, methods and principals
+-- (dimension, value, denials, rank), as queries/steps/top_offenders.sql.
 CREATE TABLE top_offenders ENGINE = Memory AS
 WITH dims AS (
     SELECT cause, 'service' AS dimension, service AS value FROM attributions

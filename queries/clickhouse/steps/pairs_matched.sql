@@ -1,7 +1,8 @@
--- 20_pairs (ClickHouse): reads `rpc_spans`; produces `pairs`, one row per CLIENT span matched with its SERVER span.
--- As queries/20_pairs.sql: a SERVER span belongs to the CLIENT span with the same span id (Zipkin's shared spans),
--- else to the CLIENT span that is its parent (OpenTelemetry); each server probes the clients twice (ARRAY JOIN of
--- two keys), so the clients are hashed once. A parent match loses to a shared-id match of the same server.
+-- pairs_matched (ClickHouse): reads `rpc_spans`; every CLIENT span matched with its SERVER span, as
+-- queries/steps/pairs_matched.sql: a SERVER span belongs to the CLIENT span with the same span id (Zipkin's
+-- shared spans), else to the CLIENT span that is its parent (OpenTelemetry); each server probes the clients
+-- twice (ARRAY JOIN of two keys), so the clients are hashed once. A parent match loses to a shared-id match of
+-- the same server (the pairs step).
 -- Every join here is within one trace: on a cluster sharded by cityHash64(TraceId) it runs on each shard alone.
 CREATE TABLE pairs_matched ENGINE = Memory AS
 SELECT
@@ -31,11 +32,3 @@ INNER JOIN (
     FROM rpc_spans
     WHERE kind = 'CLIENT'
 ) AS c ON c.trace_id = p.trace_id AND c.span_id = p.client_key;
-
--- The pairs the later steps read: the matches but those a shared-id match of the same server beats. A view over the
--- stored matches, not a second copy of them: on OpenTelemetry data no server matches by shared id, the set below is
--- empty, and the filter costs a scan of one column wherever the view is read.
-CREATE VIEW pairs AS
-SELECT * FROM pairs_matched
-WHERE shared_id
-   OR (trace_id, server_span_id) NOT IN (SELECT trace_id, server_span_id FROM pairs_matched WHERE shared_id);

@@ -1,5 +1,5 @@
--- 50_denials (ClickHouse): reads `denied_calls`, `rpc_spans`, `clock_offsets`; produces `denials`, one row per denied
--- call. As queries/50_denials.sql, whose comments give the rules: both ends' jit.* facts, the token's issuance span,
+-- denials (ClickHouse): reads `denied_calls`, `rpc_spans`, `clock_offsets`; one row per denied call, as
+-- queries/steps/denials.sql, whose comments give the rules: both ends' jit.* facts, the token's issuance span,
 -- each host's offset and bound at the call's instant (its clock model segment), and the policy versions the same
 -- principal was allowed nearby in time ({{jitrace_version_window_s}} s).
 -- ClickHouse does not keep a CTE's rows: what two parts read is a table of this step (denial_ends, denials_base),
@@ -112,7 +112,7 @@ late AS (  -- a stream denied on a later message: that check decided, not the on
           FROM joined)
 ),
 -- Each host's offset at the call's instant: the segment holding the call's time on that host's own clock, as
--- queries/50_denials.sql finds it (each segment from its first reading, lowered to the least of the later ones').
+-- queries/steps/denials.sql finds it (each segment from its first reading, lowered to the least of the later ones').
 -- The join is on the host alone, then the range test keeps the one segment the reading falls in: the ranges cover
 -- the whole line (the first from -inf, the last to +inf), so a host with segments keeps exactly one row per call.
 segment_starts AS (

@@ -1,7 +1,7 @@
--- 40_clock_edges (ClickHouse): reads `clock_samples`, `pairs`; produces `clock_edges`, the tightest constraints of
--- each pair of clock domains per time bucket. As queries/40_clock_edges.sql: about 1,000 buckets a run, between
+-- clock_edges (ClickHouse): reads `clock_samples`, `pairs`; the tightest constraints of each pair of clock domains
+-- per time bucket, as queries/steps/clock_edges.sql: about 1,000 buckets a run, between
 -- 0.1 s and {{jitrace_window_s}} (the analyzer's --window, default 300 s). The analyzer pulls this small table and
--- fits the clock model in Python (analyzer/offsets.py), then pushes `clock_offsets` back.
+-- fits the clock model in Python (analyzer/steps/offsets.py), then pushes `clock_offsets` back.
 -- Of equal bounds the earliest instant: argMax over (bound, -time), as arg_max over a struct in DuckDB.
 CREATE TABLE clock_edges ENGINE = Memory AS
 WITH (

@@ -1,8 +1,8 @@
--- 60_attributions (ClickHouse): reads `denials`, `denial_logs`, `clock_offsets`; produces `attributions`, one cause
--- per denied call. The rules, their order, confidences, evidence and fixes are queries/60_attributions.sql's (whose
--- comments explain each); what differs is this dialect:
+-- attributions (ClickHouse): reads `denials`, `denial_logs`, `clock_offsets`, `rules`, `fixes`; one cause per denied
+-- call. The rules, their order and evidence are queries/steps/attributions.sql's (whose comments explain each), the
+-- confidences and fixes the seeds' (queries/seeds/rules.csv, fixes.csv); what differs is this dialect:
 -- - DuckDB's round() is half away from zero, ClickHouse's round() of a Float64 is banker's: `round_away` below, and
---   a rounding to n digits as DuckDB does it, round_away(x * 10^n) / 10^n (the input when that is not finite);
+--   `round_to`, a rounding to n digits as DuckDB does it (of the exact decimal value; the input when not finite);
 -- - DuckDB's median interpolates between the two middle values: quantileExactInclusive(0.5) does the same (the
 --   plain median() of ClickHouse is approximate);
 -- - an array cannot be NULL: an empty list stands for DuckDB's NULL one (allowed_versions, log_lines, missing), and
@@ -13,7 +13,17 @@
 CREATE TABLE attributions ENGINE = Memory AS
 WITH
     y -> trunc(y) + if(abs(y - trunc(y)) >= 0.5, sign(y), 0) AS round_away,
-    (value, scale) -> if(isFinite(round_away(value * scale) / scale), round_away(value * scale) / scale, value)
+    -- round(value, n) as DuckDB does it: the exact value of value * 10^n rounded half away from zero, then / 10^n. The
+    -- product in doubles can land on a half the exact one is not (-15.7221223745 * 1e9 = -15722122374.5): its error,
+    -- exact by Dekker's splitting of both factors, decides those ties.
+    a -> (134217729.0 * a) - ((134217729.0 * a) - a) AS split_high,
+    (a, b, p) -> ((split_high(a) * split_high(b) - p) + split_high(a) * (b - split_high(b))
+                  + (a - split_high(a)) * split_high(b)) + (a - split_high(a)) * (b - split_high(b)) AS product_error,
+    (y, err) -> trunc(y) + if(abs(y - trunc(y)) > 0.5
+                              OR (abs(y - trunc(y)) = 0.5 AND (err = 0 OR sign(err) = sign(y))), sign(y), 0)
+        AS round_half,
+    (value, scale) -> if(isFinite(round_half(value * scale, product_error(value, scale, value * scale)) / scale),
+                         round_half(value * scale, product_error(value, scale, value * scale)) / scale, value)
         AS round_to,
     (name, value) -> concat('"', name, '":', toJSONString(value)) AS evidence_member,
     -- seconds rounded to the nanosecond, the resolution of span times
@@ -174,39 +184,6 @@ named AS (  -- which clock drifted: the one farther from where most clocks agree
                    client_reference, client_domain),
                 NULL) AS drifting_host
     FROM logged
-),
-rules AS (
-    SELECT * FROM VALUES('rule String, cause String, base_confidence Float64',
-        ('verdict_missing', 'token_missing', 0.95),
-        ('client_sent_no_token', 'token_missing', 0.7),
-        ('verdict_invalid', 'token_invalid', 0.95),
-        ('server_clock_expired_flip', 'clock_drift', 0.85),
-        ('server_clock_not_yet_valid_flip', 'clock_drift', 0.85),
-        ('server_clock_grant_flip', 'clock_drift', 0.8),
-        ('client_clock_hid_expiry', 'clock_drift', 0.8),
-        ('expired_before_send', 'token_expired', 0.9),
-        ('expired_during_wait', 'middleware_latency', 0.85),
-        ('expired_in_flight', 'token_expired_in_flight', 0.8),
-        ('expired_without_client_evidence', 'token_expired', 0.5),
-        ('check_outside_grant', 'grant_not_active', 0.9),
-        ('grant_reason_only', 'grant_not_active', 0.5),
-        ('allowed_under_other_version', 'policy_version_skew', 0.8),
-        ('permission_not_granted', 'policy_mismatch', 0.9),
-        ('permission_reason_only', 'policy_mismatch', 0.5),
-        ('undecided', 'unexplained', 0.0))
-),
-fixes AS (
-    SELECT * FROM VALUES('cause String, fix String',
-        ('token_missing', 'attach per-call credentials (bearer_credentials); check channel security: call credentials are dropped on insecure channels'),
-        ('token_invalid', 'check key rotation and the verifier''s audience/issuer configuration'),
-        ('clock_drift', 'run NTP/chrony on the drifting host; consider a verifier leeway'),
-        ('token_expired', 'refresh tokens proactively (refreshing_credentials with a refresh threshold)'),
-        ('middleware_latency', 'cut interceptor/queue time before the access check; check the token earlier'),
-        ('token_expired_in_flight', 'refresh per message on long streams; use shorter deadlines and fewer retries'),
-        ('grant_not_active', 'request access in time for the call; match the grant duration to the work'),
-        ('policy_version_skew', 'roll out policy revisions atomically; pin the policy revision per request'),
-        ('policy_mismatch', 'audit the roles/scopes granted against the permission the method requires'),
-        ('unexplained', 'instrument the missing side'))
 )
 SELECT
     r.trace_id AS trace_id, r.span_id AS span_id, r.service AS service, r.method AS method,

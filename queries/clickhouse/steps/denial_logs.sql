@@ -1,10 +1,12 @@
--- 55_denial_logs (ClickHouse): reads `denials`, `logs`, `log_patterns`, `rpc_spans`; produces `denial_logs`, every
--- log record of a denied call with its evidence line and the first log pattern it matches. As
--- queries/55_denial_logs.sql, whose comments give the rules: joined by ids (the denial's trace, on its spans, on no
+-- denial_logs (ClickHouse): reads `denials`, `logs`, `log_patterns`, `rpc_spans`; every log record of a denied call
+-- with its evidence line and the first log pattern it matches, as queries/steps/denial_logs.sql, whose comments give
+-- the rules: joined by ids (the denial's trace, on its spans, on no
 -- span, or on a span that is no other gRPC call's), or by service and time for a record without a trace id (the
 -- nearest at or after the call's start and the nearest before it, ASOF joins, within {{jitrace_log_window_s}} s).
 -- `logs` is the run's log relation in the normalized schema (analyzer/engines/run.py: empty, or the exporter's
 -- otel_logs over the same time range). A record is carried whole through the joins (there is no rowid here).
+-- {{log_pattern_ordinal}} is the analyzer's multiIf over the log patterns (`log_patterns`: RE2, case-insensitive, the
+-- patterns as constants, as DuckDB's macro log_pattern_ordinal).
 CREATE TABLE denial_logs ENGINE = Memory AS
 WITH
 logged_denials AS (  -- the denied traces that have log lines: few, often none

@@ -1,7 +1,0 @@
--- 10_rpc_spans (ClickHouse): reads `spans` (the otel_traces view of span_facts.sql); produces `rpc_spans`.
--- As queries/10_rpc_spans.sql: the CLIENT/SERVER spans and the `jit.issue` spans, with their typed facts and none
--- of the maps. A view: each later step reads only the columns it needs (stored facts, or the map lookups).
-CREATE VIEW rpc_spans AS
-SELECT * EXCEPT (status_code)
-FROM spans
-WHERE kind IN ('CLIENT', 'SERVER') OR name = 'jit.issue';
