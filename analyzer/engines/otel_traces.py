@@ -95,23 +95,25 @@ def columns(engine: ClickHouseEngine, database: str, table: str) -> dict[str, tu
     return {row["name"]: (row["type"], row["default_kind"]) for row in found}
 
 
-def check(engine: ClickHouseEngine, database: str, table: str) -> bool:
+def check(engine: ClickHouseEngine, database: str, table: str) -> frozenset[str]:
     """Check that ``database.table`` has the exporter's columns the facts need (a UserError naming the first one
-    missing); returns whether it holds every fact as a column (``install_facts``)."""
+    missing); returns the facts it holds as columns (``install_facts``; all of them, or some after an upgrade of
+    jitrace added facts since)."""
     cols = columns(engine, database, table)
     missing = [c for c in REQUIRED_COLUMNS if c not in cols]
     if missing:
         raise UserError(printable(f"{engine.where}: {database}.{table} is not an OpenTelemetry Collector traces table "
                                   f"(no column {missing[0]})"))
-    return all(name in cols for name in fact_names())
+    return frozenset(name for name in fact_names() if name in cols)
 
 
-def spans_view(database: str, table: str, since_ns: int, until_ns: int, stored: bool) -> str:
+def spans_view(database: str, table: str, since_ns: int, until_ns: int, stored: frozenset[str] = frozenset()) -> str:
     """CREATE VIEW spans: span_facts.sql over the table's rows whose start is in [since, until) (the partitions of
-    other days are never read), the facts read from the table's columns when ``stored``."""
+    other days are never read), each fact read from the table's column of that name when it is ``stored``, else
+    computed."""
     base, facts = items()
     listed = [f"{i.expression} AS {i.name}" for i in base]
-    listed += [i.name for i in facts] if stored else [f"{i.expression} AS {i.name}" for i in facts]
+    listed += [i.name if i.name in stored else f"{i.expression} AS {i.name}" for i in facts]
     return ("CREATE VIEW spans AS SELECT\n    " + ",\n    ".join(listed) + f"\nFROM {table_name(database, table)}\n"
             f"WHERE Timestamp >= fromUnixTimestamp64Nano(toInt64({int(since_ns)}))\n"
             f"  AND Timestamp < fromUnixTimestamp64Nano(toInt64({int(until_ns)}))")

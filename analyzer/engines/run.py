@@ -171,13 +171,13 @@ class Run:
 
     def steps(self, settings: dict[str, float] | None, patterns: list[tuple],
               progress: Callable[[str, float], None] | None = None, pull: tuple[str, ...] = PULLED,
-              stored: bool | None = None) -> None:
+              stored: frozenset[str] | None = None) -> None:
         """Create the scratch database, run every step of the manifest there (clock_offsets by the clock model),
         pull the tables ``pull`` into ``con``, and drop the scratch database. ``patterns``: log_patterns' rows;
         ``stored``: otel_traces.check's answer, when the caller has it already."""
         if stored is None:
             stored = otel_traces.check(self.engine, self.source.database, self.source.table)
-        self.stored = stored
+        self.stored = stored == frozenset(otel_traces.fact_names())
         log_columns = (otel_traces.columns(self.engine, self.source.database, self.source.logs_table)
                        if self.source.logs_table else {})
         values = _values(settings, pattern_ordinal(patterns))
