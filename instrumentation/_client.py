@@ -9,6 +9,10 @@ its multicallables once per method, cheaper per call, and knows jitrace credenti
 per-call credentials only). The pieces shared with the aio interceptors (:func:`begin`,
 :func:`finish`) live here too.
 
+Clock stamps are sampled in time: a call carries ``jit-sent-ns`` (and gets the server's ``jit-clock`` echo back) only
+when its target has had no stamp for ``JITRACE_CLOCK_STAMP_INTERVAL_S`` (:func:`stamp_due`); every client span still
+records ``jit.clock.sent_ns``, and the analyzer bounds each call's offset from its span pair anyway.
+
 Limits: a blocking unary call is made with ``with_call`` (to read the trailing metadata); a response stream is
 recorded when it ends (iteration over, or its done callback), so a stream the caller abandons has token facts but
 no clock estimate or denial reason.
@@ -32,12 +36,35 @@ from jitrace.instrumentation import contract as c
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _finish_lock = threading.Lock()
 
+# When each target's next clock stamp is due (monotonic ns): one schedule per target for all its channels, so that
+# a process making a channel per call still stamps at most once per interval. Bounded: emptied when full (a process
+# talking to that many targets just stamps a few calls more).
+_TARGETS_MAX = 4096
+_next_stamp: dict[object, int] = {}
+_stamp_lock = threading.Lock()
+
+
+def stamp_due(target: object, interval_s: float) -> bool:
+    """True when a call to ``target`` should carry a clock stamp now (and then not again for ``interval_s``)."""
+    if not interval_s > 0:  # 0 (or a value that is not a positive number): every call
+        return True
+    now = time.monotonic_ns()
+    if now < _next_stamp.get(target, 0):
+        return False
+    with _stamp_lock:
+        if now < _next_stamp.get(target, 0):  # another thread took this interval's stamp meanwhile
+            return False
+        if len(_next_stamp) >= _TARGETS_MAX:
+            _next_stamp.clear()
+        _next_stamp[target] = now + int(interval_s * 1e9)
+    return True
+
 Metadata = Sequence[tuple[str, str | bytes]]
 
 
 @dataclass
 class Pending:
-    """One call in flight: its span and the stamp it left with."""
+    """One call in flight: its span and the clock stamp it carried (None: it carried none)."""
 
     span: trace.Span
     sent_ns: int | None
@@ -59,12 +86,12 @@ def _client_span(method: str | bytes | None) -> trace.Span | None:
 
 
 def begin(metadata: Metadata | None, credentials: object, method: str | bytes | None = None,
-          channel_plugin: Any = None) -> tuple[Pending, list[tuple[str, Any]] | None] | None:
+          channel_plugin: Any = None, target: object = None) -> tuple[Pending, list[tuple[str, Any]] | None] | None:
     """Record the facts at send on the current client span.
 
     Returns the pending call and the metadata to send instead (None: send the caller's own), or None when there is
     no client span to record on (then the call goes out untouched). ``channel_plugin``: the jitrace credentials the
-    channel was made with, if any.
+    channel was made with, if any; ``target``: whose clock-stamp schedule the call follows (the channel's target).
     """
     span = _client_span(method)
     if span is None:
@@ -86,13 +113,16 @@ def begin(metadata: Metadata | None, credentials: object, method: str | bytes | 
     if refreshed is not None:
         attrs[c.TOKEN_REFRESHED] = refreshed
     new_metadata = None
-    sent_ns = None
-    if settings.clock_stamps and not any(k == c.METADATA_SENT_NS for k, _ in (metadata or ())):
+    stamp = None
+    if settings.clock_stamps:
         sent_ns = time.time_ns()
         attrs[c.CLOCK_SENT_NS] = sent_ns
-        new_metadata = [*(metadata or ()), (c.METADATA_SENT_NS, str(sent_ns))]
+        if stamp_due(target, settings.clock_stamp_interval_s) and not any(
+                k == c.METADATA_SENT_NS for k, _ in (metadata or ())):
+            stamp = sent_ns
+            new_metadata = [*(metadata or ()), (c.METADATA_SENT_NS, str(sent_ns))]
     _span_attrs.set_attributes(span, attrs)
-    return Pending(span, sent_ns), new_metadata
+    return Pending(span, stamp), new_metadata
 
 
 def denial_reason(details_bin: bytes | str) -> str | None:
@@ -112,6 +142,12 @@ def denial_reason(details_bin: bytes | str) -> str | None:
     return None
 
 
+def replied(pending: Pending, code: grpc.StatusCode | None) -> bool:
+    """Whether the reply's trailing metadata can hold anything to record: the echo of a stamped call, or the
+    details of a failed one. Otherwise :func:`finish` has nothing to read (most calls)."""
+    return pending.sent_ns is not None or (code is not None and code is not grpc.StatusCode.OK)
+
+
 def finish(pending: Pending, trailing_metadata: Metadata | None, code: grpc.StatusCode | None) -> None:
     """Record what the reply says: the NTP estimate from ``jit-clock`` and the denial reason. Once per call."""
     t4 = time.time_ns()
@@ -119,6 +155,8 @@ def finish(pending: Pending, trailing_metadata: Metadata | None, code: grpc.Stat
         if pending.finished:
             return
         pending.finished = True
+    if not replied(pending, code):
+        return
     attrs: dict[str, Any] = {}
     for key, value in trailing_metadata or ():
         if key == c.METADATA_CLOCK and pending.sent_ns is not None and c.CLOCK_OFFSET_S not in attrs:
@@ -139,7 +177,8 @@ def finish(pending: Pending, trailing_metadata: Metadata | None, code: grpc.Stat
 def _finish_call(pending: Pending, call: Any) -> None:
     """Done-callback form of :func:`finish` for a sync call, future or stream; never raises (failures counted)."""
     try:  # rather than _safety.guarded: one function call less on every call
-        finish(pending, call.trailing_metadata(), call.code())
+        code = call.code()
+        finish(pending, call.trailing_metadata() if replied(pending, code) else None, code)
     except Exception:  # noqa: BLE001 - nothing of ours may fail a call
         _safety.count("client_interceptor")
 
@@ -240,11 +279,11 @@ class JitraceClientInterceptor(
 ):
     """One interceptor for the four call shapes of a sync channel."""
 
-    @staticmethod
-    def _begin(details: grpc.ClientCallDetails) -> tuple[Pending | None, grpc.ClientCallDetails]:
+    def _begin(self, details: grpc.ClientCallDetails) -> tuple[Pending | None, grpc.ClientCallDetails]:
         started = None
         with _safety.guard("client_interceptor"):
-            started = begin(details.metadata, details.credentials, details.method)
+            # the interceptor does not know its channel's target: its calls follow a clock-stamp schedule of its own
+            started = begin(details.metadata, details.credentials, details.method, None, self)
         if started is None:
             return None, details
         pending, metadata = started
@@ -293,10 +332,10 @@ class JitraceClientInterceptor(
 # grpc.intercept_channel builds a new multicallable and call-details object per call; jitrace's wrapper binds its
 # multicallables once per method and calls grpc directly (about 15 µs less per call). Same behaviour as the
 # interceptor above, which stays for users who compose channels with grpc.intercept_channel themselves.
-def _start(metadata: Metadata | None, credentials: object, method: str,
-           channel_plugin: Any) -> tuple[Pending | None, Metadata | None]:
+def _start(metadata: Metadata | None, credentials: object, method: str, channel_plugin: Any,
+           target: object) -> tuple[Pending | None, Metadata | None]:
     try:
-        started = begin(metadata, credentials, method, channel_plugin)
+        started = begin(metadata, credentials, method, channel_plugin, target)
     except Exception:  # noqa: BLE001 - nothing of ours may fail a call
         _safety.count("client_interceptor")
         return None, metadata
@@ -309,23 +348,24 @@ def _start(metadata: Metadata | None, credentials: object, method: str,
 class _UnaryResponse:
     """Unary-unary or stream-unary: ``__call__``, ``with_call`` and ``future``."""
 
-    __slots__ = ("_base", "_method", "_plugin")
+    __slots__ = ("_base", "_method", "_plugin", "_target")
 
-    def __init__(self, base: Any, method: str, plugin: Any) -> None:
+    def __init__(self, base: Any, method: str, plugin: Any, target: object) -> None:
         self._base = base
         self._method = method
         self._plugin = plugin
+        self._target = target
 
     def with_call(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                   credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
-        pending, metadata = _start(metadata, credentials, self._method, self._plugin)
+        pending, metadata = _start(metadata, credentials, self._method, self._plugin, self._target)
         if pending is None:
             return self._base.with_call(request, timeout, metadata, credentials, wait_for_ready, compression)
         return self._recorded(pending, request, timeout, metadata, credentials, wait_for_ready, compression)
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                  credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
-        pending, metadata = _start(metadata, credentials, self._method, self._plugin)
+        pending, metadata = _start(metadata, credentials, self._method, self._plugin, self._target)
         if pending is None:
             return self._base(request, timeout, metadata, credentials, wait_for_ready, compression)
         return self._recorded(pending, request, timeout, metadata, credentials, wait_for_ready, compression)[0]
@@ -342,7 +382,7 @@ class _UnaryResponse:
 
     def future(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
-        pending, metadata = _start(metadata, credentials, self._method, self._plugin)
+        pending, metadata = _start(metadata, credentials, self._method, self._plugin, self._target)
         future = self._base.future(request, timeout, metadata, credentials, wait_for_ready, compression)
         if pending is not None:
             with _safety.guard("client_interceptor"):
@@ -353,16 +393,17 @@ class _UnaryResponse:
 class _StreamResponse:
     """Unary-stream or stream-stream: the response iterator, recorded when it ends."""
 
-    __slots__ = ("_base", "_method", "_plugin")
+    __slots__ = ("_base", "_method", "_plugin", "_target")
 
-    def __init__(self, base: Any, method: str, plugin: Any) -> None:
+    def __init__(self, base: Any, method: str, plugin: Any, target: object) -> None:
         self._base = base
         self._method = method
         self._plugin = plugin
+        self._target = target
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                  credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
-        pending, metadata = _start(metadata, credentials, self._method, self._plugin)
+        pending, metadata = _start(metadata, credentials, self._method, self._plugin, self._target)
         call = self._base(request, timeout, metadata, credentials, wait_for_ready, compression)
         if pending is not None:
             with _safety.guard("client_interceptor"):
@@ -373,9 +414,10 @@ class _StreamResponse:
 class JitraceChannel(grpc.Channel):
     """A channel whose calls record jitrace's client facts (what the instrumentor wraps every new channel in)."""
 
-    def __init__(self, channel: grpc.Channel, channel_credentials: object = None) -> None:
+    def __init__(self, channel: grpc.Channel, channel_credentials: object = None, target: str | None = None) -> None:
         self._channel = channel
         self._plugin = _credentials.lookup(channel_credentials)  # jitrace credentials baked into the channel
+        self._target = target if target is not None else self  # whose clock-stamp schedule its calls follow
 
     def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
         self._channel.subscribe(callback, try_to_connect=try_to_connect)
@@ -392,23 +434,23 @@ class JitraceChannel(grpc.Channel):
 
     def unary_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
                     _registered_method: Any = False) -> Any:
-        return _UnaryResponse(self._base("unary_unary", method, request_serializer, response_deserializer,
-                                         _registered_method), method, self._plugin)
+        base = self._base("unary_unary", method, request_serializer, response_deserializer, _registered_method)
+        return _UnaryResponse(base, method, self._plugin, self._target)
 
     def stream_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
                      _registered_method: Any = False) -> Any:
-        return _UnaryResponse(self._base("stream_unary", method, request_serializer, response_deserializer,
-                                         _registered_method), method, self._plugin)
+        base = self._base("stream_unary", method, request_serializer, response_deserializer, _registered_method)
+        return _UnaryResponse(base, method, self._plugin, self._target)
 
     def unary_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
                      _registered_method: Any = False) -> Any:
-        return _StreamResponse(self._base("unary_stream", method, request_serializer, response_deserializer,
-                                          _registered_method), method, self._plugin)
+        base = self._base("unary_stream", method, request_serializer, response_deserializer, _registered_method)
+        return _StreamResponse(base, method, self._plugin, self._target)
 
     def stream_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
                       _registered_method: Any = False) -> Any:
-        return _StreamResponse(self._base("stream_stream", method, request_serializer, response_deserializer,
-                                          _registered_method), method, self._plugin)
+        base = self._base("stream_stream", method, request_serializer, response_deserializer, _registered_method)
+        return _StreamResponse(base, method, self._plugin, self._target)
 
     def close(self) -> None:
         self._channel.close()
