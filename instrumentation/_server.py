@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
-import wrapt
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
@@ -164,13 +163,23 @@ def _build(handler: grpc.RpcMethodHandler, wrap: Wrap) -> grpc.RpcMethodHandler:
 
 
 # --- sync -----------------------------------------------------------------------------------------------------------
-class _ServicerContext(wrapt.ObjectProxy):
-    """The handler's context: turns ``abort_with_status`` into what it means (trailing metadata + ``abort``).
+class ServicerContext(grpc.ServicerContext):
+    """The handler's context: every method forwards to the context it wraps (OpenTelemetry's), as OpenTelemetry's own
+    wrapper forwards to grpc's; anything else is looked up on the wrapped context. One difference:
+    ``abort_with_status`` becomes what it means (trailing metadata + ``abort``).
 
     grpc's own ``abort_with_status`` replaces the trailing metadata and aborts, bypassing OpenTelemetry's wrapper (so
     ``rpc.grpc.status_code`` was never set); going through ``abort`` lets OpenTelemetry record the code, and lets
     jitrace add its echo to the status's metadata when the call unwinds.
     """
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        self._context = context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
 
     def abort_with_status(self, status: grpc.Status) -> None:
         try:
@@ -178,19 +187,75 @@ class _ServicerContext(wrapt.ObjectProxy):
             code, details = status.code, status.details
         except Exception:  # noqa: BLE001 - not a status we understand: grpc decides what it means
             _safety.count("server_interceptor")
-            return self.__wrapped__.abort_with_status(status)
-        self.__wrapped__.set_trailing_metadata(metadata)
-        return self.__wrapped__.abort(code, details)
+            return self._context.abort_with_status(status)
+        self._context.set_trailing_metadata(metadata)
+        return self._context.abort(code, details)
+
+    # grpc.ServicerContext, forwarded
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        return self._context.abort(code, details)
+
+    def invocation_metadata(self) -> Any:
+        return self._context.invocation_metadata()
+
+    def peer(self) -> str:
+        return self._context.peer()
+
+    def peer_identities(self) -> Any:
+        return self._context.peer_identities()
+
+    def peer_identity_key(self) -> Any:
+        return self._context.peer_identity_key()
+
+    def auth_context(self) -> Any:
+        return self._context.auth_context()
+
+    def set_compression(self, compression: grpc.Compression) -> None:
+        return self._context.set_compression(compression)
+
+    def send_initial_metadata(self, initial_metadata: Metadata) -> None:
+        return self._context.send_initial_metadata(initial_metadata)
+
+    def set_trailing_metadata(self, trailing_metadata: Metadata) -> None:
+        return self._context.set_trailing_metadata(trailing_metadata)
+
+    def trailing_metadata(self) -> Any:
+        return self._context.trailing_metadata()
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        return self._context.set_code(code)
+
+    def set_details(self, details: str) -> None:
+        return self._context.set_details(details)
+
+    def code(self) -> Any:
+        return self._context.code()
+
+    def details(self) -> Any:
+        return self._context.details()
+
+    def disable_next_message_compression(self) -> None:
+        return self._context.disable_next_message_compression()
+
+    def is_active(self) -> bool:
+        return self._context.is_active()
+
+    def time_remaining(self) -> float | None:
+        return self._context.time_remaining()
+
+    def cancel(self) -> None:
+        return self._context.cancel()
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        return self._context.add_callback(callback)
 
 
 def _finish_sync(call: ServerCall, context: grpc.ServicerContext) -> None:
+    """The reply leaves: the echo merged into the trailing metadata."""
     try:
         trailing = call.trailing(context.trailing_metadata())
         if trailing is not None:
             context.set_trailing_metadata(trailing)
-        code = context.code() if hasattr(context, "code") else None
-        if code is not None and code != grpc.StatusCode.OK:
-            set_status_code(call.state.span, code)
     except Exception:  # noqa: BLE001
         _safety.count("server_interceptor")
 
@@ -210,7 +275,7 @@ def _start(context: grpc.ServicerContext,
 
 
 def _sync_context(context: Any, call: ServerCall) -> Any:
-    return _ServicerContext(context)
+    return ServicerContext(context)
 
 
 def _wrap_behavior(behavior: Callable[..., Any], response_streaming: bool,
