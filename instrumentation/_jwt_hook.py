@@ -1,9 +1,12 @@
 """PyJWT's ``decode`` patched: each verification inside a server call records its verdict on the call's span.
 
-Covered: ``jwt.decode`` / ``jwt.decode_complete`` (module-level functions, bound to PyJWT's global instance, so they
-are rebound here), ``jwt.api_jwt.decode`` / ``decode_complete``, and ``PyJWT.decode`` / ``PyJWT.decode_complete`` for
-any instance. Not covered: a reference taken *before* :func:`patch` (``from jwt import decode`` at import time
-before instrumenting; ``opentelemetry-instrument`` patches before the application is imported, so it is fine there).
+One wrapper per check: ``PyJWT.decode_complete`` is patched on the class, and PyJWT's ``decode`` (the method, and the
+module-level ``jwt.decode`` / ``jwt.api_jwt.decode`` bound to PyJWT's global instance) verifies through it, so every
+entry point passes through jitrace's code once. The module-level ``decode_complete`` functions are bound to the
+original method when PyJWT is imported, so they are rebound to the patched one. Should a PyJWT's ``decode`` not go
+through ``decode_complete`` (checked once, at :func:`patch`), ``decode`` and the module functions are wrapped too,
+with a guard so that a check is still recorded once. Covered that way, a reference taken before :func:`patch`
+(``from jwt import decode``) is recorded too; ``from jwt import decode_complete`` taken before it is not.
 
 The first check of a call sets ``jit.token.*`` (the verified token's claims, age and ttl at the check),
 ``jit.token.verdict`` and ``jit.auth.wait_s``; each later check (a stream re-verifying per message) adds a
@@ -100,20 +103,20 @@ def _unverified(args: tuple, kwargs: dict[str, Any], token_index: int) -> bool:
     return isinstance(options, dict) and options.get("verify_signature") is False
 
 
-def _wrap(original: Callable[..., Any], token_index: int) -> Callable[..., Any]:
-    """A recording wrapper around a decode function; ``token_index`` is where the token is in ``args``."""
+def _wrap(original: Callable[..., Any], token_index: int, nested: bool = False) -> Callable[..., Any]:
+    """A recording wrapper around a decode function; ``token_index`` is where the token is in ``args``.
+
+    ``nested``: the function may call another wrapped one (``decode`` -> ``decode_complete``, when PyJWT's ``decode``
+    is wrapped too): a context variable then keeps the inner call from recording the same check again."""
 
     @functools.wraps(original)
     def decode(*args: Any, **kwargs: Any) -> Any:
         state = _call_state.current()
-        if state is None or _inside.get():
+        if state is None or (nested and _inside.get()):
             return original(*args, **kwargs)  # not in a server call, or decode_complete inside decode: one check
-        reset = _inside.set(True)
         if _unverified(args, kwargs, token_index):
-            try:
-                return original(*args, **kwargs)  # a peek without verification, and whatever it calls: no check
-            finally:
-                _inside.reset(reset)
+            return original(*args, **kwargs)  # a peek without verification: no check
+        reset = _inside.set(True) if nested else None
         token = args[token_index] if len(args) > token_index else kwargs.get("jwt")
         started_ns = time.time_ns()
         failure: BaseException | None = None
@@ -123,12 +126,36 @@ def _wrap(original: Callable[..., Any], token_index: int) -> Callable[..., Any]:
             failure = exc
             raise  # PyJWT's own exception, unchanged
         finally:
-            _inside.reset(reset)
+            if reset is not None:
+                _inside.reset(reset)
             if failure is None or isinstance(failure, Exception):  # not an interrupt (KeyboardInterrupt...)
                 _record(state, token, failure, started_ns, time.time_ns())
 
     decode._jitrace_original = original  # type: ignore[attr-defined]
     return decode
+
+
+def _decode_goes_through_decode_complete(api_jwt: Any) -> bool:
+    """Whether ``PyJWT.decode`` verifies by calling ``self.decode_complete`` (PyJWT 2): probed on a subclass."""
+    seen: list[bool] = []
+
+    class Probe(api_jwt.PyJWT):  # type: ignore[misc]
+        def decode_complete(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            seen.append(True)
+            return {"payload": {}, "header": {}, "signature": b""}
+
+    try:
+        Probe().decode("a.b.c", options={"verify_signature": False})
+    except Exception:  # noqa: BLE001 - any failure: not the PyJWT this expects
+        return False
+    return bool(seen)
+
+
+def _set(label: str, target: Any, name: str, value: Any) -> None:
+    current = target.__dict__.get(name) if label == "class" else getattr(target, name, None)
+    if current is not None and not hasattr(current, "_jitrace_original"):
+        _originals[(label, name)] = current
+        setattr(target, name, value(current))
 
 
 def patch() -> None:
@@ -138,17 +165,23 @@ def patch() -> None:
         import jwt.api_jwt as api_jwt
     except ImportError:
         return
-    for name in _METHODS:
-        current = api_jwt.PyJWT.__dict__.get(name)
-        if current is not None and not hasattr(current, "_jitrace_original"):
-            _originals[("class", name)] = current
-            setattr(api_jwt.PyJWT, name, _wrap(current, 1))
+    if "decode_complete" not in api_jwt.PyJWT.__dict__:
+        return  # not a PyJWT this knows
+    delegates = _decode_goes_through_decode_complete(api_jwt)
+    instance = getattr(api_jwt, "_jwt_global_obj", None)
+    _set("class", api_jwt.PyJWT, "decode_complete", lambda f: _wrap(f, 1, nested=not delegates))
+    if not delegates:
+        _set("class", api_jwt.PyJWT, "decode", lambda f: _wrap(f, 1, nested=True))
     for label, module in (("jwt", jwt), ("api_jwt", api_jwt)):
         for name in _METHODS:
-            current = getattr(module, name, None)
-            if current is not None and not hasattr(current, "_jitrace_original"):
-                _originals[(label, name)] = current
-                setattr(module, name, _wrap(current, 0))
+            if name == "decode" and delegates:
+                continue  # bound to PyJWT's instance: verifies through the patched decode_complete
+            bound = getattr(module, name, None)
+            if isinstance(instance, api_jwt.PyJWT) and getattr(bound, "__self__", None) is instance:
+                # PyJWT's global instance's method, bound before the patch: bound again, to the patched one
+                _set(label, module, name, lambda f, n=name: getattr(instance, n))
+            else:
+                _set(label, module, name, lambda f: _wrap(f, 0, nested=not delegates))
 
 
 def unpatch() -> None:
@@ -162,12 +195,17 @@ def unpatch() -> None:
     for (label, name), original in list(_originals.items()):
         target = targets[label]
         current = target.__dict__.get(name) if label == "class" else getattr(target, name, None)
-        if current is not None and getattr(current, "_jitrace_original", None) is original:
+        if current is not None and _is_ours(current):
             setattr(target, name, original)
         del _originals[(label, name)]
 
 
-def is_patched() -> bool:
-    import jwt
+def _is_ours(value: Any) -> bool:
+    """A wrapper of jitrace's, or a method bound to one."""
+    return hasattr(value, "_jitrace_original")
 
-    return hasattr(jwt.decode, "_jitrace_original")
+
+def is_patched() -> bool:
+    import jwt.api_jwt as api_jwt
+
+    return _is_ours(api_jwt.PyJWT.__dict__.get("decode_complete"))
