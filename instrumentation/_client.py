@@ -62,7 +62,7 @@ def stamp_due(target: object, interval_s: float) -> bool:
 Metadata = Sequence[tuple[str, str | bytes]]
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     """One call in flight: its span and the clock stamp it carried (None: it carried none)."""
 

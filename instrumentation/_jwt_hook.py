@@ -62,8 +62,7 @@ def _record_check(state: _call_state.CallState, token: object, failure: BaseExce
     if isinstance(token, bytes | bytearray):
         token = bytes(token).decode("latin-1")
     token = token if isinstance(token, str) else None
-    number = state.next_token_check()
-    wait = state.mark_check(started_ns)
+    number, wait = state.token_check(started_ns)
     span = state.span
     if not span.is_recording():
         return
