@@ -13,9 +13,9 @@ Clock stamps are sampled in time: a call carries ``jit-sent-ns`` (and gets the s
 when its target has had no stamp for ``JITRACE_CLOCK_STAMP_INTERVAL_S`` (:func:`stamp_due`); every client span still
 records ``jit.clock.sent_ns``, and the analyzer bounds each call's offset from its span pair anyway.
 
-Limits: a blocking unary call is made with ``with_call`` (to read the trailing metadata); a response stream is
-recorded when it ends (iteration over, or its done callback), so a stream the caller abandons has token facts but
-no clock estimate or denial reason.
+Limits: a blocking unary call that carries a clock stamp is made with ``with_call`` (to read the echo); a response
+stream is recorded when it ends (iteration over, or its done callback), so a stream the caller abandons has token
+facts but no clock estimate or denial reason.
 """
 
 from __future__ import annotations
@@ -368,6 +368,14 @@ class _UnaryResponse:
         pending, metadata = _start(metadata, credentials, self._method, self._plugin, self._target)
         if pending is None:
             return self._base(request, timeout, metadata, credentials, wait_for_ready, compression)
+        if pending.sent_ns is None:
+            # no clock stamp: a reply that succeeds has nothing to record, and a failure raises with its trailing
+            # metadata, so grpc's plain call does (with_call would build a call object for nothing)
+            try:
+                return self._base(request, timeout, metadata, credentials, wait_for_ready, compression)
+            except grpc.RpcError as error:
+                _finish_call(pending, error)
+                raise
         return self._recorded(pending, request, timeout, metadata, credentials, wait_for_ready, compression)[0]
 
     def _recorded(self, pending: Pending, *args: Any) -> tuple[Any, Any]:
