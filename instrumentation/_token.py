@@ -74,7 +74,10 @@ def unverified_claims(token: str) -> dict | None:
 def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer claim beyond any float (JSON allows it)
+        return None
     return value if math.isfinite(value) else None
 
 
