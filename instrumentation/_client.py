@@ -121,7 +121,7 @@ def begin(metadata: Metadata | None, credentials: object, method: str | bytes | 
                 k == c.METADATA_SENT_NS for k, _ in (metadata or ())):
             stamp = sent_ns
             new_metadata = [*(metadata or ()), (c.METADATA_SENT_NS, str(sent_ns))]
-    _span_attrs.set_attributes(span, attrs)
+    _span_attrs.set_attributes(span, attrs, clean=True)
     return Pending(span, stamp), new_metadata
 
 
@@ -171,7 +171,7 @@ def finish(pending: Pending, trailing_metadata: Metadata | None, code: grpc.Stat
                 if reason:
                     attrs[c.DENIAL_REASON] = reason
     if attrs:
-        _span_attrs.set_attributes(pending.span, attrs)
+        _span_attrs.set_attributes(pending.span, attrs, clean=True)
 
 
 def _finish_call(pending: Pending, call: Any) -> None:

@@ -83,10 +83,10 @@ def _record_check(state: _call_state.CallState, token: object, failure: BaseExce
             attrs = _token.token_facts(token, now_s)
         attrs[c.TOKEN_VERDICT] = verdict
         attrs.update(wait)
-        _span_attrs.set_attributes(span, attrs)
+        _span_attrs.set_attributes(span, attrs, clean=True)
         return
     if wait:
-        _span_attrs.set_attributes(span, wait)
+        _span_attrs.set_attributes(span, wait, clean=True)
     attrs = _token.token_facts(token, now_s)
     event: dict[str, Any] = {c.TOKEN_VERDICT: verdict}
     for name in (c.TOKEN_ID, c.TOKEN_TTL_S):

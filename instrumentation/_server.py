@@ -86,7 +86,7 @@ class ServerCall:
                 attrs[c.CLOCK_PEER_SENT_NS] = peer_sent
             if not token:
                 attrs[c.TOKEN_VERDICT] = c.VERDICT_MISSING
-            _span_attrs.set_attributes(span, attrs)  # all at once: one lock, one pass
+            _span_attrs.set_attributes(span, attrs, clean=True)  # all at once: one lock
             state.token_iat = attrs.get(c.TOKEN_IAT)
             state.token_exp = attrs.get(c.TOKEN_EXP)
         return cls(state, echo=peer_sent is not None and settings.clock_stamps, received_ns=arrival_ns)
