@@ -71,7 +71,14 @@ class Pending:
     finished: bool = False
 
 
-def _client_span(method: str | bytes | None) -> trace.Span | None:
+def begin(metadata: Metadata | None, credentials: object, method: str | bytes | None = None,
+          channel_plugin: Any = None, target: object = None) -> tuple[Pending, list[tuple[str, Any]] | None] | None:
+    """Record the facts at send on the current client span.
+
+    Returns the pending call and the metadata to send instead (None: send the caller's own), or None when there is
+    no client span to record on (then the call goes out untouched). ``channel_plugin``: the jitrace credentials the
+    channel was made with, if any; ``target``: whose clock-stamp schedule the call follows (the channel's target).
+    """
     span = trace.get_current_span()
     # Only OpenTelemetry's client span of this very call (named after its method): anything else current here
     # (the caller's own span, when OpenTelemetry skips a call it filters out) is not ours to annotate.
@@ -82,47 +89,41 @@ def _client_span(method: str | bytes | None) -> trace.Span | None:
             method = method.decode("utf-8", "replace")
         if getattr(span, "name", method) != method:
             return None
-    return span
-
-
-def begin(metadata: Metadata | None, credentials: object, method: str | bytes | None = None,
-          channel_plugin: Any = None, target: object = None) -> tuple[Pending, list[tuple[str, Any]] | None] | None:
-    """Record the facts at send on the current client span.
-
-    Returns the pending call and the metadata to send instead (None: send the caller's own), or None when there is
-    no client span to record on (then the call goes out untouched). ``channel_plugin``: the jitrace credentials the
-    channel was made with, if any; ``target``: whose clock-stamp schedule the call follows (the channel's target).
-    """
-    span = _client_span(method)
-    if span is None:
-        return None
+    now_ns = time.time_ns()  # when the call leaves: the stamp, and the token's age and ttl
     settings = _settings.get()
-    token: str | None = None
-    refreshed: bool | None = None
-    from_credentials = False
-    plugin = _credentials.lookup(credentials) or channel_plugin  # per-call credentials first, then the channel's
-    if plugin is not None:
-        with _safety.guard("credentials"):
-            token, refreshed = plugin.prepare()
-            from_credentials = True
-    attrs: dict[str, Any] = {}
-    if from_credentials or plugin is None:  # a failed prepare leaves the token unknown, not absent
-        if token is None:
-            token = _token.token_from_metadata(metadata, settings.token_metadata_key)
-        attrs.update(_token.token_facts(token))
-    if refreshed is not None:
-        attrs[c.TOKEN_REFRESHED] = refreshed
-    new_metadata = None
-    stamp = None
+    # per-call credentials first, then the channel's
+    plugin = channel_plugin if credentials is None else _credentials.lookup(credentials) or channel_plugin
+    if plugin is None:
+        attrs = _token.token_facts(_token.token_from_metadata(metadata, settings.token_metadata_key), now_ns / 1e9)
+    else:
+        attrs = _credentials_facts(plugin, metadata, settings, now_ns)
+    stamp = new_metadata = None
     if settings.clock_stamps:
-        sent_ns = time.time_ns()
-        attrs[c.CLOCK_SENT_NS] = sent_ns
-        if stamp_due(target, settings.clock_stamp_interval_s) and not any(
-                k == c.METADATA_SENT_NS for k, _ in (metadata or ())):
-            stamp = sent_ns
-            new_metadata = [*(metadata or ()), (c.METADATA_SENT_NS, str(sent_ns))]
+        attrs[c.CLOCK_SENT_NS] = now_ns
+        # most calls fall inside their target's interval: one look-up decides, stamp_due only for the others
+        interval = settings.clock_stamp_interval_s
+        if (not interval > 0 or time.monotonic_ns() >= _next_stamp.get(target, 0)) and stamp_due(target, interval) \
+                and not any(k == c.METADATA_SENT_NS for k, _ in (metadata or ())):
+            stamp = now_ns
+            new_metadata = [*(metadata or ()), (c.METADATA_SENT_NS, str(now_ns))]
     _span_attrs.set_attributes(span, attrs, clean=True)
     return Pending(span, stamp), new_metadata
+
+
+def _credentials_facts(plugin: Any, metadata: Metadata | None, settings: _settings.Settings,
+                       now_ns: int) -> dict[str, Any]:
+    """The token facts of a call whose token jitrace's credentials decide (and whether they refreshed it)."""
+    token: str | None = None
+    refreshed: bool | None = None
+    with _safety.guard("credentials"):
+        token, refreshed = plugin.prepare()
+        if token is None:
+            token = _token.token_from_metadata(metadata, settings.token_metadata_key)
+        attrs = _token.token_facts(token, now_ns / 1e9)
+        if refreshed is not None:
+            attrs[c.TOKEN_REFRESHED] = bool(refreshed)
+        return attrs
+    return {}  # a failed prepare leaves the token unknown, not absent
 
 
 def denial_reason(details_bin: bytes | str) -> str | None:
