@@ -157,7 +157,7 @@ def _finish(call: ServerCall, context: Any) -> None:
             context.set_trailing_metadata(trailing)
         code = context.code()
         if isinstance(code, grpc.StatusCode) and code != grpc.StatusCode.OK:
-            set_status_code(call.state.span, code)
+            set_status_code(call.span, code)
     except Exception:  # noqa: BLE001 - nothing of ours may fail a call
         _safety.count("server_interceptor")
 
@@ -166,7 +166,7 @@ def _start(context: Any) -> tuple[ServerCall | None, Any, Any]:
     try:
         call = begin(tuple(context.invocation_metadata() or ()))
         if call is not None:
-            return call, _call_state.activate(call.state), _AioServicerContext(context, call)
+            return call, _call_state.activate(call), _AioServicerContext(context, call)
     except Exception:  # noqa: BLE001
         _safety.count("server_interceptor")
     return None, None, context

@@ -49,56 +49,50 @@ def verdict_of(exc: BaseException | None) -> str:
 
 def _record(state: _call_state.CallState, token: object, failure: BaseException | None, started_ns: int,
             ended_ns: int) -> None:
+    """Record one check; never raises (a failure of jitrace's is counted)."""
     # try/except rather than _safety.guarded: this runs on every verified call
     try:
-        _record_check(state, token, failure, started_ns, ended_ns)
+        verdict = c.VERDICT_VALID if failure is None else verdict_of(failure)
+        if type(token) is not str:
+            token = bytes(token).decode("latin-1") if isinstance(token, bytes | bytearray) else None
+        number, wait = state.token_check(started_ns)
+        span = state.span
+        if not span.is_recording():
+            return
+        # PyJWT read its clock somewhere between the two stamps. The ttl is taken at the stamp its verdict agrees
+        # with: an expired token's at the end (ttl <= 0), any other at the start, so a check at the very instant of
+        # expiry never records "expired" with a ttl left.
+        now_s = (ended_ns if verdict == c.VERDICT_EXPIRED else started_ns) / 1e9
+        if number == 1:
+            if token is not None and token == state.metadata_token:
+                # the token from metadata, already described on arrival: only what the check adds (age and ttl
+                # at the check, from the claims recorded on arrival; no re-parse, no re-set of the claims)
+                attrs: dict[str, Any] = {c.TOKEN_VERDICT: verdict}
+                if state.token_iat is not None:
+                    attrs[c.TOKEN_AGE_S] = now_s - state.token_iat
+                if state.token_exp is not None:
+                    attrs[c.TOKEN_TTL_S] = state.token_exp - now_s
+            else:
+                attrs = _token.token_facts(token, now_s)
+                attrs[c.TOKEN_VERDICT] = verdict
+            if wait:
+                attrs.update(wait)
+            _span_attrs.set_attributes(span, attrs, clean=True)
+            return
+        if wait:
+            _span_attrs.set_attributes(span, wait, clean=True)
+        attrs = _token.token_facts(token, now_s)
+        event: dict[str, Any] = {c.TOKEN_VERDICT: verdict}
+        for name in (c.TOKEN_ID, c.TOKEN_TTL_S):
+            if name in attrs:
+                event[name] = attrs[name]
+        span.add_event(c.TOKEN_CHECK_EVENT, event)
     except Exception:  # noqa: BLE001 - nothing of ours may fail a call
         _safety.count("jwt_hook")
 
 
-def _record_check(state: _call_state.CallState, token: object, failure: BaseException | None,
-                  started_ns: int, ended_ns: int) -> None:
-    verdict = verdict_of(failure)
-    if isinstance(token, bytes | bytearray):
-        token = bytes(token).decode("latin-1")
-    token = token if isinstance(token, str) else None
-    number, wait = state.token_check(started_ns)
-    span = state.span
-    if not span.is_recording():
-        return
-    # PyJWT read its clock somewhere between the two stamps. The ttl is taken at the stamp its verdict agrees with:
-    # an expired token's at the end (ttl <= 0), any other at the start, so a check at the very instant of expiry
-    # never records "expired" with a ttl left.
-    now_s = (ended_ns if verdict == c.VERDICT_EXPIRED else started_ns) / 1e9
-    if number == 1:
-        if token is not None and token == state.metadata_token:
-            # the token from metadata, already described on arrival: only what the check adds (age and ttl at
-            # the check, from the claims recorded on arrival; no re-parse, no re-set of the claims)
-            attrs: dict[str, Any] = {}
-            if state.token_iat is not None:
-                attrs[c.TOKEN_AGE_S] = now_s - state.token_iat
-            if state.token_exp is not None:
-                attrs[c.TOKEN_TTL_S] = state.token_exp - now_s
-        else:
-            attrs = _token.token_facts(token, now_s)
-        attrs[c.TOKEN_VERDICT] = verdict
-        attrs.update(wait)
-        _span_attrs.set_attributes(span, attrs, clean=True)
-        return
-    if wait:
-        _span_attrs.set_attributes(span, wait, clean=True)
-    attrs = _token.token_facts(token, now_s)
-    event: dict[str, Any] = {c.TOKEN_VERDICT: verdict}
-    for name in (c.TOKEN_ID, c.TOKEN_TTL_S):
-        if name in attrs:
-            event[name] = attrs[name]
-    span.add_event(c.TOKEN_CHECK_EVENT, event)
-
-
-def _unverified(args: tuple, kwargs: dict[str, Any], token_index: int) -> bool:
+def _unverified(options: object) -> bool:
     """``options={"verify_signature": False}``: reading claims, not checking a token (e.g. to pick the key)."""
-    at = token_index + 3  # decode(jwt, key, algorithms, options, ...)
-    options = args[at] if len(args) > at else kwargs.get("options")
     return isinstance(options, dict) and options.get("verify_signature") is False
 
 
@@ -108,12 +102,16 @@ def _wrap(original: Callable[..., Any], token_index: int, nested: bool = False) 
     ``nested``: the function may call another wrapped one (``decode`` -> ``decode_complete``, when PyJWT's ``decode``
     is wrapped too): a context variable then keeps the inner call from recording the same check again."""
 
+    current = _call_state._current.get  # noqa: SLF001 - the call state's context variable, read once per check
+    at = token_index + 3  # decode(jwt, key, algorithms, options, ...)
+
     @functools.wraps(original)
     def decode(*args: Any, **kwargs: Any) -> Any:
-        state = _call_state.current()
+        state = current()
         if state is None or (nested and _inside.get()):
             return original(*args, **kwargs)  # not in a server call, or decode_complete inside decode: one check
-        if _unverified(args, kwargs, token_index):
+        options = args[at] if len(args) > at else kwargs.get("options")
+        if options is not None and _unverified(options):
             return original(*args, **kwargs)  # a peek without verification: no check
         reset = _inside.set(True) if nested else None
         token = args[token_index] if len(args) > token_index else kwargs.get("jwt")

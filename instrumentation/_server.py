@@ -50,16 +50,11 @@ def _stamp(value: str | bytes | None) -> int | None:
     return None
 
 
-class ServerCall:
-    """jitrace's view of one server call: created when the handler is invoked, finished when the reply leaves."""
+class ServerCall(_call_state.CallState):
+    """jitrace's view of one server call, and the state its hooks find (one object): created when the handler is
+    invoked, finished when the reply leaves."""
 
-    __slots__ = ("state", "echo", "received_ns", "_finished")
-
-    def __init__(self, state: _call_state.CallState, echo: bool, received_ns: int) -> None:
-        self.state = state
-        self.echo = echo  # echo jit-clock (the client sent jit-sent-ns and clock stamps are on)
-        self.received_ns = received_ns
-        self._finished = False
+    __slots__ = ("echo", "_finished")
 
     @classmethod
     def begin(cls, metadata: Metadata | None, settings: Settings) -> ServerCall:
@@ -76,9 +71,11 @@ class ServerCall:
                     token_raw = v
             elif k == c.METADATA_SENT_NS and sent_raw is None:
                 sent_raw = v
-        peer_sent = _stamp(sent_raw)
-        token = _token.bearer_value(token_raw) if token_raw is not None else None
-        state = _call_state.CallState(span=span, arrival_ns=arrival_ns, metadata_token=token)
+        token = _token.bearer_token(token_raw) if token_raw is not None else None
+        call = cls(span, arrival_ns, token)
+        peer_sent = _stamp(sent_raw) if sent_raw is not None else None
+        call.echo = peer_sent is not None and settings.clock_stamps  # the client stamped: echo jit-clock
+        call._finished = False
         if span.is_recording():  # a sampled-out call still gets its echo, but no facts are worked out
             attrs: dict[str, Any] = _token.token_facts(token, now_ns / 1e9)
             attrs[c.CLOCK_RECEIVED_NS] = arrival_ns
@@ -87,9 +84,9 @@ class ServerCall:
             if not token:
                 attrs[c.TOKEN_VERDICT] = c.VERDICT_MISSING
             _span_attrs.set_attributes(span, attrs, clean=True)  # all at once: one lock
-            state.token_iat = attrs.get(c.TOKEN_IAT)
-            state.token_exp = attrs.get(c.TOKEN_EXP)
-        return cls(state, echo=peer_sent is not None and settings.clock_stamps, received_ns=arrival_ns)
+            call.token_iat = attrs.get(c.TOKEN_IAT)
+            call.token_exp = attrs.get(c.TOKEN_EXP)
+        return call
 
     def trailing(self, metadata: Metadata | None) -> tuple[tuple[str, str | bytes], ...] | None:
         """The reply's trailing metadata: ``metadata`` plus the ``jit-clock`` echo; records the denial reason.
@@ -100,13 +97,14 @@ class ServerCall:
         if self._finished:
             return None
         self._finished = True
-        reason = _status_details.denial_reason(metadata, _settings.get().max_attribute_chars)
-        if reason is not None:
-            self.state.span.set_attribute(c.DENIAL_REASON, reason)
+        if metadata:
+            reason = _status_details.denial_reason(metadata, _settings.get().max_attribute_chars)
+            if reason is not None:
+                self.span.set_attribute(c.DENIAL_REASON, reason)
         if not self.echo:
             return None
         kept = tuple((k, v) for k, v in (metadata or ()) if k != c.METADATA_CLOCK)
-        return (*kept, (c.METADATA_CLOCK, f"{self.received_ns},{time.time_ns()}"))
+        return (*kept, (c.METADATA_CLOCK, f"{self.arrival_ns},{time.time_ns()}"))
 
 
 def begin(metadata: Metadata | None) -> ServerCall | None:
@@ -250,14 +248,15 @@ class ServicerContext(grpc.ServicerContext):
         return self._context.add_callback(callback)
 
 
-def _finish_sync(call: ServerCall, context: grpc.ServicerContext) -> None:
-    """The reply leaves: the echo merged into the trailing metadata."""
+def _finish_sync(call: ServerCall, context: grpc.ServicerContext, token: Any) -> None:
+    """The reply leaves: the echo merged into the trailing metadata, and the call's state no longer current."""
     try:
         trailing = call.trailing(context.trailing_metadata())
         if trailing is not None:
             context.set_trailing_metadata(trailing)
     except Exception:  # noqa: BLE001
         _safety.count("server_interceptor")
+    _call_state.deactivate(token)
 
 
 ContextWrapper = Callable[[Any, ServerCall], Any]
@@ -266,10 +265,11 @@ ContextWrapper = Callable[[Any, ServerCall], Any]
 def _start(context: grpc.ServicerContext,
            wrap_context: ContextWrapper) -> tuple[ServerCall | None, Any, grpc.ServicerContext]:
     try:
-        call = begin(context.invocation_metadata())
-        if call is not None:
-            return call, _call_state.activate(call.state), wrap_context(context, call)
-    except Exception:  # noqa: BLE001
+        settings = _settings.get()
+        if settings.enabled:
+            call = ServerCall.begin(context.invocation_metadata(), settings)
+            return call, _call_state.activate(call), wrap_context(context, call)
+    except Exception:  # noqa: BLE001 - nothing of ours may fail a call
         _safety.count("server_interceptor")
     return None, None, context
 
@@ -293,8 +293,7 @@ def _wrap_behavior(behavior: Callable[..., Any], response_streaming: bool,
             try:
                 yield from behavior(request, ctx)
             finally:
-                _finish_sync(call, ctx)
-                _call_state.deactivate(token)
+                _finish_sync(call, ctx, token)
 
         return stream
 
@@ -305,8 +304,7 @@ def _wrap_behavior(behavior: Callable[..., Any], response_streaming: bool,
         try:
             return behavior(request, ctx)
         finally:
-            _finish_sync(call, ctx)
-            _call_state.deactivate(token)
+            _finish_sync(call, ctx, token)
 
     return unary
 

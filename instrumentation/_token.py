@@ -39,17 +39,20 @@ def token_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None, key:
 # Metadata value -> its token, for a client that sends the same value object call after call: the token then comes
 # back as the same string object, whose hash Python keeps, so the facts' look-up below costs no hashing of the token.
 _BEARERS_MAX = 256
+_BEARER_SLACK = 64  # "Bearer " and surrounding spaces
 _bearers: dict[str | bytes, str] = {}
 
 
 def bearer_token(value: str | bytes) -> str:
-    """:func:`bearer_value`, remembered per metadata value (bounded like the facts)."""
+    """:func:`bearer_value`, remembered per metadata value (bounded like the facts; values longer than a token
+    jitrace would parse are not kept)."""
     token = _bearers.get(value)
     if token is None:
         token = bearer_value(value)
-        if len(_bearers) >= _BEARERS_MAX:
-            _bearers.clear()
-        _bearers[value] = token
+        if len(value) <= _settings.get().max_token_bytes + _BEARER_SLACK:
+            if len(_bearers) >= _BEARERS_MAX:
+                _bearers.clear()
+            _bearers[value] = token
     return token
 
 
