@@ -5,10 +5,11 @@ OpenTelemetry's gRPC interceptors, two loopback servers (OpenTelemetry's interce
 OpenTelemetry's alone) and a channel of each kind (jitrace's channel under OpenTelemetry's interceptor, or
 OpenTelemetry's alone) to each, placed as the instrumentor places them; the handler verifies an RS256 JWT. A block
 of calls goes through the channel and server a configuration names, with the PyJWT hook patched or not and the
-configuration's settings. Short blocks of the two configurations compared alternate (the order flips every round),
-so what the machine does meanwhile falls on both alike; each round gives one paired difference of median latency and
-of CPU per call (process CPU time over the block's calls: client, server, every thread). The result is the median
-difference over the rounds with a 95% bootstrap interval, and the pooled ratio.
+configuration's settings. Short blocks of the two configurations compared alternate (the order flips every round,
+and every other round the calls go through a second instance of each server and channel), so what the machine does
+meanwhile, and a bias of one server instance, fall on both alike; each round gives one paired difference of median
+latency and of CPU per call (process CPU time over the block's calls: client, server, every thread). The result is
+the median difference over the rounds with a 95% bootstrap interval, and the pooled ratio.
 
     python -m bench.switch_instrumentation both            # jitrace (both sides) on vs OpenTelemetry alone
     python -m bench.switch_instrumentation client server stamps aa
@@ -45,6 +46,7 @@ class Config:
     impl: str = "new"  # "new": this tree's jitrace; "base": the one given with --base
 
 
+INSTANCES = (0, 1)
 OFF = Config(client=False, server=False)
 ON = Config(client=True, server=True)
 COMPARISONS: dict[str, tuple[Config, Config]] = {
@@ -112,30 +114,35 @@ class Rig:
                        issuer="jit-issuer")
             return request
 
+        # Two instances of each server and channel: a round's blocks go through one instance pair (the other
+        # next round), so that a bias of one server instance (where its threads run) falls on both configurations.
         self.servers: list[Any] = []
-        ports: dict[str | None, int] = {}
+        ports: dict[tuple[str | None, int], int] = {}
         for impl in (None, *self.impls):  # None: OpenTelemetry alone
-            interceptors = [server_interceptor()]
-            if impl is not None:
-                interceptors.append(self.impls[impl].server.JitraceServerInterceptor())
-            server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=interceptors)
-            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-                "bench.Echo", {"Unary": grpc.unary_unary_rpc_method_handler(unary)}),))
-            ports[impl] = server.add_insecure_port("127.0.0.1:0")
-            server.start()
-            self.servers.append(server)
+            for instance in INSTANCES:
+                interceptors = [server_interceptor()]
+                if impl is not None:
+                    interceptors.append(self.impls[impl].server.JitraceServerInterceptor())
+                server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=interceptors)
+                server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+                    "bench.Echo", {"Unary": grpc.unary_unary_rpc_method_handler(unary)}),))
+                ports[(impl, instance)] = server.add_insecure_port("127.0.0.1:0")
+                server.start()
+                self.servers.append(server)
         self.channels: list[Any] = []
-        self.calls: dict[tuple[str | None, str | None], Any] = {}  # (client's jitrace, server's jitrace)
+        # (client's jitrace, server's jitrace, instance) -> the callable
+        self.calls: dict[tuple[str | None, str | None, int], Any] = {}
         for client_impl in (None, *self.impls):
             for server_impl in (None, *self.impls):
-                channel = grpc.insecure_channel(f"127.0.0.1:{ports[server_impl]}")
-                self.channels.append(channel)
-                if client_impl is not None:
-                    channel = self.impls[client_impl].client.JitraceChannel(channel)
-                channel = intercept_channel(channel, client_interceptor())
-                self.calls[(client_impl, server_impl)] = channel.unary_unary("/bench.Echo/Unary")
+                for instance in INSTANCES:
+                    channel = grpc.insecure_channel(f"127.0.0.1:{ports[(server_impl, instance)]}")
+                    self.channels.append(channel)
+                    if client_impl is not None:
+                        channel = self.impls[client_impl].client.JitraceChannel(channel)
+                    channel = intercept_channel(channel, client_interceptor())
+                    self.calls[(client_impl, server_impl, instance)] = channel.unary_unary("/bench.Echo/Unary")
 
-    def use(self, config: Config) -> Any:
+    def use(self, config: Config, instance: int = 0) -> Any:
         """Switch to ``config``: the PyJWT hook and the settings; returns the callable to make calls with."""
         impl = self.impls[config.impl]
         for other in self.impls.values():
@@ -144,10 +151,10 @@ class Rig:
         if config.server:
             impl.jwt_hook.patch()
         impl.settings.configure(impl.settings_for(config.settings))
-        return self.calls[(config.impl if config.client else None, config.impl if config.server else None)]
+        return self.calls[(config.impl if config.client else None, config.impl if config.server else None, instance)]
 
-    def block(self, config: Config, calls: int, warm: int) -> tuple[list[int], int]:
-        call = self.use(config)
+    def block(self, config: Config, calls: int, warm: int, instance: int = 0) -> tuple[list[int], int]:
+        call = self.use(config, instance)
         for _ in range(warm):
             call(b"x" * 64, metadata=self.metadata, timeout=10)
         latencies = []
@@ -178,9 +185,10 @@ def compare(rig: Rig, a: Config, b: Config, rounds: int, calls: int, warm: int) 
     cpu_total = {"a": 0, "b": 0}
     for r in range(rounds):
         order = (("a", a), ("b", b)) if r % 2 == 0 else (("b", b), ("a", a))
+        instance = (r // 2) % len(INSTANCES)  # crossed with the order
         got: dict[str, tuple[float, float]] = {}
         for name, config in order:
-            latencies, cpu_ns = rig.block(config, calls, warm)
+            latencies, cpu_ns = rig.block(config, calls, warm, instance)
             pooled[name].extend(latencies)
             cpu_total[name] += cpu_ns
             got[name] = (statistics.median(latencies), cpu_ns / calls)
@@ -214,7 +222,8 @@ def main() -> int:
     rig = Rig(base=bool(args.base))
     try:
         for config in {c for name in args.comparisons for c in COMPARISONS[name]}:
-            rig.block(config, 200, 50)
+            for instance in INSTANCES:
+                rig.block(config, 100, 50, instance)
         for name in args.comparisons:
             a, b = COMPARISONS[name]
             result = compare(rig, a, b, args.rounds, args.calls, args.warm)
