@@ -129,21 +129,21 @@ Wrap = Callable[[Callable[..., Any], bool], Callable[..., Any]]
 # rebuilding the wrapper per call cost about 5 µs. Keyed by identity, holding the handler so its id stays its own;
 # bounded (a server that makes a new handler per call just fills and empties it).
 _WRAPPED_MAX = 1024
-_wrapped: dict[tuple[int, int], tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+_wrapped: dict[Wrap, dict[int, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]]] = {}
 
 
 def wrap_handler(handler: grpc.RpcMethodHandler | None, wrap: Wrap) -> grpc.RpcMethodHandler | None:
     """``handler`` with its behaviour replaced by ``wrap(behaviour, response_streaming)``; same shape, serializers."""
     if handler is None:
         return None
-    key = (id(handler), id(wrap))
-    hit = _wrapped.get(key)
+    cache = _wrapped.setdefault(wrap, {})
+    hit = cache.get(id(handler))
     if hit is not None and hit[0] is handler:
         return hit[1]
     wrapped = _build(handler, wrap)
-    if len(_wrapped) >= _WRAPPED_MAX:
-        _wrapped.clear()
-    _wrapped[key] = (handler, wrapped)
+    if len(cache) >= _WRAPPED_MAX:
+        cache.clear()
+    cache[id(handler)] = (handler, wrapped)
     return wrapped
 
 
@@ -173,8 +173,8 @@ class ServicerContext(grpc.ServicerContext):
 
     __slots__ = ("_context",)
 
-    def __init__(self, context: grpc.ServicerContext) -> None:
-        self._context = context
+    def __init__(self, context: grpc.ServicerContext, call: object = None) -> None:
+        self._context = context  # the call: the signature of a ContextWrapper (the sync context needs none)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
@@ -274,12 +274,8 @@ def _start(context: grpc.ServicerContext,
     return None, None, context
 
 
-def _sync_context(context: Any, call: ServerCall) -> Any:
-    return ServicerContext(context)
-
-
 def _wrap_behavior(behavior: Callable[..., Any], response_streaming: bool,
-                   wrap_context: ContextWrapper = _sync_context) -> Callable[..., Any]:
+                   wrap_context: ContextWrapper = ServicerContext) -> Callable[..., Any]:
     """A sync behaviour wrapped: jitrace's work runs inside the handler invocation (on its thread-pool thread).
 
     ``wrap_context`` makes the context the handler gets (sync handlers on a grpc.aio server have another kind).
@@ -317,11 +313,17 @@ class JitraceServerInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if not _settings.get().enabled:
             return handler
+        hit = _sync_wrapped.get(id(handler))  # the look-up of wrap_handler, inline: this runs on every call
+        if hit is not None and hit[0] is handler:
+            return hit[1]
         try:
             return wrap_handler(handler, _wrap_behavior)
         except Exception:  # noqa: BLE001 - an odd handler is served as it is
             _safety.count("server_interceptor")
             return handler
+
+
+_sync_wrapped = _wrapped.setdefault(_wrap_behavior, {})
 
 
 def server_interceptor(settings: Settings | None = None) -> JitraceServerInterceptor:
