@@ -18,7 +18,8 @@ Comparisons: ``both``, ``client``, ``server`` (jitrace on vs OpenTelemetry alone
 every call, ``JITRACE_CLOCK_STAMP_INTERVAL_S=0``, vs the default interval), ``aa`` (off vs off: the tool's own noise
 floor). With ``--base DIR`` (DIR holds a package ``jitrace_base``: another revision's ``instrumentation/`` with its
 imports renamed), ``new-vs-base`` compares both sides of this tree's jitrace with both sides of that one in the same
-process, and ``base`` prices that revision on vs off:
+process, through servers and channels the two share (a dispatching interceptor and channel pick the revision per
+block), and ``base`` prices that revision on vs off:
 
     git archive HEAD~3 instrumentation | tar -x -C /tmp/base && mv /tmp/base/instrumentation /tmp/base/jitrace_base
     grep -rl jitrace.instrumentation /tmp/base | xargs sed -i 's/jitrace\\.instrumentation/jitrace_base/g'
@@ -37,6 +38,8 @@ from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
+
 
 @dataclass(frozen=True)
 class Config:
@@ -44,6 +47,7 @@ class Config:
     server: bool
     settings: tuple[tuple[str, Any], ...] = ()  # Settings fields on top of the defaults
     impl: str = "new"  # "new": this tree's jitrace; "base": the one given with --base
+    shared: bool = False  # through the servers and channels both revisions share (see Rig)
 
 
 INSTANCES = (0, 1)
@@ -55,7 +59,10 @@ COMPARISONS: dict[str, tuple[Config, Config]] = {
     "server": (Config(client=False, server=True), OFF),
     "stamps": (Config(client=True, server=True, settings=(("clock_stamp_interval_s", 0.0),)), ON),
     "aa": (OFF, OFF),
-    "new-vs-base": (ON, Config(client=True, server=True, impl="base")),
+    "new-vs-base": (Config(client=True, server=True, shared=True),
+                    Config(client=True, server=True, impl="base", shared=True)),
+    "base-vs-new": (Config(client=True, server=True, impl="base", shared=True),
+                    Config(client=True, server=True, shared=True)),
     "base": (Config(client=True, server=True, impl="base"), OFF),
 }
 
@@ -75,6 +82,42 @@ class _Impl:
         if fields not in self._cache:
             self._cache[fields] = self.settings.Settings(**dict(fields))
         return self._cache[fields]
+
+
+class _Dispatch(grpc.ServerInterceptor):
+    """Where both revisions share a server: the revision of jitrace in use (``current``) intercepts the call."""
+
+    def __init__(self, interceptors: dict[str, Any]) -> None:
+        self.interceptors = interceptors
+        self.current = "new"
+
+    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        return self.interceptors[self.current].intercept_service(continuation, handler_call_details)
+
+
+class _DispatchCall:
+    """Where both revisions share a channel: the revision in use (``current``) makes the call."""
+
+    def __init__(self, calls: dict[str, Any]) -> None:
+        self.calls = calls
+        self.current = "new"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.calls[self.current](*args, **kwargs)
+
+
+class _DispatchChannel:
+    """A raw channel under each revision's JitraceChannel; OpenTelemetry's interceptor over it gets a
+    :class:`_DispatchCall` per method."""
+
+    def __init__(self, channels: dict[str, Any], dispatches: list[_DispatchCall]) -> None:
+        self.channels = channels
+        self.dispatches = dispatches
+
+    def unary_unary(self, *args: Any, **kwargs: Any) -> _DispatchCall:
+        dispatch = _DispatchCall({name: ch.unary_unary(*args, **kwargs) for name, ch in self.channels.items()})
+        self.dispatches.append(dispatch)
+        return dispatch
 
 
 class Rig:
@@ -141,6 +184,27 @@ class Rig:
                         channel = self.impls[client_impl].client.JitraceChannel(channel)
                     channel = intercept_channel(channel, client_interceptor())
                     self.calls[(client_impl, server_impl, instance)] = channel.unary_unary("/bench.Echo/Unary")
+        # Comparing two revisions: servers and channels they share, so that no server of one revision's own (and its
+        # bias) is in the difference.
+        self.dispatch: list[Any] = []
+        self.shared: dict[int, Any] = {}
+        if base:
+            for instance in INSTANCES:
+                dispatch = _Dispatch({n: impl.server.JitraceServerInterceptor() for n, impl in self.impls.items()})
+                server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
+                                     interceptors=[server_interceptor(), dispatch])
+                server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+                    "bench.Echo", {"Unary": grpc.unary_unary_rpc_method_handler(unary)}),))
+                port = server.add_insecure_port("127.0.0.1:0")
+                server.start()
+                self.servers.append(server)
+                self.dispatch.append(dispatch)
+                raw = grpc.insecure_channel(f"127.0.0.1:{port}")
+                self.channels.append(raw)
+                shared = _DispatchChannel({n: impl.client.JitraceChannel(raw) for n, impl in self.impls.items()},
+                                          self.dispatch)
+                self.shared[instance] = intercept_channel(shared, client_interceptor()).unary_unary(
+                    "/bench.Echo/Unary")
 
     def use(self, config: Config, instance: int = 0) -> Any:
         """Switch to ``config``: the PyJWT hook and the settings; returns the callable to make calls with."""
@@ -151,6 +215,10 @@ class Rig:
         if config.server:
             impl.jwt_hook.patch()
         impl.settings.configure(impl.settings_for(config.settings))
+        if config.shared:
+            for dispatch in self.dispatch:
+                dispatch.current = config.impl
+            return self.shared[instance]
         return self.calls[(config.impl if config.client else None, config.impl if config.server else None, instance)]
 
     def block(self, config: Config, calls: int, warm: int, instance: int = 0) -> tuple[list[int], int]:
