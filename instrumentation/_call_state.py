@@ -12,6 +12,7 @@ import contextvars
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from opentelemetry.trace import Span
 
@@ -23,7 +24,13 @@ _lock = threading.Lock()
 
 @dataclass(slots=True)
 class CallState:
-    """What jitrace knows about one server call while its handler runs."""
+    """What jitrace knows about one server call while its handler runs.
+
+    Its facts go on the span as the hooks find them; a server call of jitrace's own interceptor (``_server``'s
+    subclass, ``defers``) keeps them and writes them once, when the reply leaves (``flush``).
+    """
+
+    defers: ClassVar[bool] = False
 
     span: Span
     arrival_ns: int  # the OpenTelemetry server span's start (the outermost interceptor's arrival), wall clock ns
@@ -57,6 +64,9 @@ class CallState:
                 return number, {}
             self.first_check_ns = started_ns
         return number, {c.AUTH_WAIT_S: max(0.0, (started_ns - self.arrival_ns) / 1e9)}
+
+    def flush(self) -> None:
+        """Put on the span what is kept for it: nothing here (see the class's docstring)."""
 
     def note_decision(self, denied: bool) -> bool:
         """Count a policy decision; True if it should be the one on the span: the first, or the first deny."""

@@ -64,7 +64,11 @@ def _record(state: _call_state.CallState, token: object, failure: BaseException 
         # expiry never records "expired" with a ttl left.
         now_s = (ended_ns if verdict == c.VERDICT_EXPIRED else started_ns) / 1e9
         if number == 1:
-            if token is not None and token == state.metadata_token:
+            same = token is not None and token == state.metadata_token
+            if state.defers:  # jitrace's server call: written with the other facts when the reply leaves
+                state.first_check = (verdict, now_s, same, None if same else token, wait)  # type: ignore[attr-defined]
+                return
+            if same:
                 # the token from metadata, already described on arrival: only what the check adds (age and ttl
                 # at the check, from the claims recorded on arrival; no re-parse, no re-set of the claims)
                 attrs: dict[str, Any] = {c.TOKEN_VERDICT: verdict}

@@ -52,9 +52,16 @@ def _stamp(value: str | bytes | None) -> int | None:
 
 class ServerCall(_call_state.CallState):
     """jitrace's view of one server call, and the state its hooks find (one object): created when the handler is
-    invoked, finished when the reply leaves."""
+    invoked, finished when the reply leaves.
 
-    __slots__ = ("echo", "_finished")
+    Its facts are written once, when the reply leaves (:meth:`flush`): the token's (age and ttl at its first check,
+    else at arrival), the clock stamps, the first check's verdict and wait, the denial reason; one call into the
+    SDK per call. Anything else that writes to the span during the call (a policy decision) flushes them first,
+    so the order of the writes is the order of the facts.
+    """
+
+    __slots__ = ("echo", "peer_sent_ns", "first_check", "_arrival_s", "_unwritten", "_finished")
+    defers = True
 
     @classmethod
     def begin(cls, metadata: Metadata | None, settings: Settings) -> ServerCall:
@@ -71,25 +78,52 @@ class ServerCall(_call_state.CallState):
                     token_raw = v
             elif k == c.METADATA_SENT_NS and sent_raw is None:
                 sent_raw = v
-        token = _token.bearer_token(token_raw) if token_raw is not None else None
-        call = cls(span, arrival_ns, token)
-        peer_sent = _stamp(sent_raw) if sent_raw is not None else None
-        call.echo = peer_sent is not None and settings.clock_stamps  # the client stamped: echo jit-clock
+        call = cls(span, arrival_ns, _token.bearer_token(token_raw) if token_raw is not None else None)
+        call.peer_sent_ns = _stamp(sent_raw) if sent_raw is not None else None
+        call.echo = call.peer_sent_ns is not None and settings.clock_stamps  # the client stamped: echo jit-clock
+        call.first_check = None
+        call._arrival_s = now_ns / 1e9
+        call._unwritten = span.is_recording()  # a sampled-out call still gets its echo, but no facts are worked out
         call._finished = False
-        if span.is_recording():  # a sampled-out call still gets its echo, but no facts are worked out
-            attrs: dict[str, Any] = _token.token_facts(token, now_ns / 1e9)
-            attrs[c.CLOCK_RECEIVED_NS] = arrival_ns
-            if peer_sent is not None:
-                attrs[c.CLOCK_PEER_SENT_NS] = peer_sent
-            if not token:
-                attrs[c.TOKEN_VERDICT] = c.VERDICT_MISSING
-            _span_attrs.set_attributes(span, attrs, clean=True)  # all at once: one lock
-            call.token_iat = attrs.get(c.TOKEN_IAT)
-            call.token_exp = attrs.get(c.TOKEN_EXP)
         return call
 
+    def flush(self, extra: dict[str, Any] | None = None) -> None:
+        """Write what is kept for the span, with ``extra`` (jitrace's own clean values), in one call into the SDK."""
+        attrs: dict[str, Any] | None = None
+        check = self.first_check
+        token = self.metadata_token
+        if self._unwritten:  # the facts from arrival
+            self._unwritten = False
+            # the token from metadata checked: its age and ttl at the check (else at arrival)
+            at_s = check[1] if check is not None and check[2] else self._arrival_s
+            attrs = _token.token_facts(token, at_s)
+            attrs[c.CLOCK_RECEIVED_NS] = self.arrival_ns
+            if self.peer_sent_ns is not None:
+                attrs[c.CLOCK_PEER_SENT_NS] = self.peer_sent_ns
+            if not token:
+                attrs[c.TOKEN_VERDICT] = c.VERDICT_MISSING
+        if check is not None:
+            self.first_check = None
+            verdict, at_s, same, checked, wait = check
+            if attrs is None:
+                attrs = {}
+                if same:  # the arrival facts are on the span already: only the age and ttl at the check
+                    facts = _token.token_facts(token, at_s)
+                    for name in (c.TOKEN_AGE_S, c.TOKEN_TTL_S):
+                        if name in facts:
+                            attrs[name] = facts[name]
+            if not same:  # another token than the metadata's: its facts over those
+                attrs.update(_token.token_facts(checked, at_s))
+            attrs[c.TOKEN_VERDICT] = verdict
+            attrs.update(wait)
+        if extra:
+            attrs = extra if attrs is None else {**attrs, **extra}
+        if attrs:
+            _span_attrs.set_attributes(self.span, attrs, clean=True)
+
     def trailing(self, metadata: Metadata | None) -> tuple[tuple[str, str | bytes], ...] | None:
-        """The reply's trailing metadata: ``metadata`` plus the ``jit-clock`` echo; records the denial reason.
+        """The reply's trailing metadata: ``metadata`` plus the ``jit-clock`` echo; records the denial reason and
+        writes the call's facts.
 
         Returns None when there is nothing to change (no echo asked for). Called once per call; later calls (an
         abort already handled) return None.
@@ -97,10 +131,8 @@ class ServerCall(_call_state.CallState):
         if self._finished:
             return None
         self._finished = True
-        if metadata:
-            reason = _status_details.denial_reason(metadata, _settings.get().max_attribute_chars)
-            if reason is not None:
-                self.span.set_attribute(c.DENIAL_REASON, reason)
+        reason = _status_details.denial_reason(metadata, _settings.get().max_attribute_chars) if metadata else None
+        self.flush(None if reason is None else {c.DENIAL_REASON: reason})
         if not self.echo:
             return None
         kept = tuple((k, v) for k, v in (metadata or ()) if k != c.METADATA_CLOCK)
