@@ -130,13 +130,17 @@ def _p(values: list[int], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q * 100) - 1]
 
 
+Rounds = dict[str, list[tuple[float, float]]]  # variant -> per round: (median latency, CPU per call), ns
+
+
 def measure(rounds: int, per_round: int, warmup: int,
-            processes: int = PROCESSES) -> tuple[dict[str, list[list[int]]], dict[str, list[int]]]:
-    """Latencies per variant and per process (round r goes to process r % processes of every variant), and CPU
-    time per variant and per process over its measured calls."""
+            processes: int = PROCESSES) -> tuple[dict[str, list[list[int]]], dict[str, list[int]], Rounds]:
+    """Latencies per variant and per process (round r goes to process r % processes of every variant), CPU time
+    per variant and per process over its measured calls, and each round's median latency and CPU per call."""
     procs = {v: [_start(v) for _ in range(processes)] for v in VARIANTS}
     samples: dict[str, list[list[int]]] = {v: [[] for _ in range(processes)] for v in VARIANTS}
     cpu: dict[str, list[int]] = {v: [0] * processes for v in VARIANTS}
+    by_round: Rounds = {v: [] for v in VARIANTS}
     try:
         for v in VARIANTS:
             for proc in procs[v]:
@@ -148,6 +152,7 @@ def measure(rounds: int, per_round: int, warmup: int,
                 latencies, cpu_ns = _round(procs[v][r % processes], per_round)
                 samples[v][r % processes].extend(latencies)
                 cpu[v][r % processes] += cpu_ns
+                by_round[v].append((statistics.median(latencies), cpu_ns / len(latencies)))
     finally:
         for proc in (p for group in procs.values() for p in group):
             try:
@@ -156,7 +161,7 @@ def measure(rounds: int, per_round: int, warmup: int,
                 proc.wait(timeout=30)
             except Exception:  # noqa: BLE001 - a stuck worker is killed, not waited for
                 proc.kill()
-    return samples, cpu
+    return samples, cpu, by_round
 
 
 def _verdict(ratio: float, limit: float) -> str:
@@ -164,8 +169,8 @@ def _verdict(ratio: float, limit: float) -> str:
 
 
 def run(quick: bool) -> str:
-    rounds, per_round, warmup = (3, 100, 50) if quick else (21, 500, 300)
-    by_process, cpu_by_process = measure(rounds, per_round, warmup)
+    rounds, per_round, warmup = (3, 100, 50) if quick else (42, 250, 300)
+    by_process, cpu_by_process, by_round = measure(rounds, per_round, warmup)
     samples = {v: [x for group in groups for x in group] for v, groups in by_process.items()}
     med = {v: statistics.median(s) for v, s in samples.items()}
     cpu_per_call = {v: sum(cpu_by_process[v]) / len(samples[v]) for v in VARIANTS}
@@ -174,6 +179,12 @@ def run(quick: bool) -> str:
     process_ratios = [(statistics.median(group) / med[otel], cpu_ns / len(group) / cpu_per_call[otel])
                       for group, cpu_ns in zip(by_process[ours], cpu_by_process[ours], strict=True) if group]
     worst = max(max(pair) for pair in process_ratios)
+    # the same ratios taken round by round (each round's blocks run within seconds of each other): a change of the
+    # machine's load during the run falls on both sides of each ratio
+    paired = [(ours_lat / otel_lat, ours_cpu / otel_cpu)
+              for (ours_lat, ours_cpu), (otel_lat, otel_cpu) in zip(by_round[ours], by_round[otel], strict=True)]
+    paired_lat = statistics.median(p[0] for p in paired)
+    paired_cpu = statistics.median(p[1] for p in paired)
     lines = [
         f"{rounds} interleaved rounds x {per_round} sync unary calls per variant, taken in turn by {PROCESSES} worker "
         f"processes per variant (after {warmup} warm-up calls each, and {ROUND_WARMUP} untimed calls at the start of "
@@ -196,7 +207,11 @@ def run(quick: bool) -> str:
         f"({(cpu_per_call[ours] - cpu_per_call[otel]) / 1000:+.1f} µs a call). Each otel+jitrace process against "
         "the pooled OpenTelemetry figures (latency, CPU): "
         + ", ".join(f"{lat:.3f}x / {cpu:.3f}x" for lat, cpu in process_ratios)
-        + f"; the highest {_verdict(worst, PROCESS_LIMIT)}.",
+        + f"; the highest {_verdict(worst, PROCESS_LIMIT)}. The ratios round by round (each round's otel and "
+        f"otel+jitrace blocks run seconds apart, so a change of load falls on both), median over the {len(paired)} "
+        f"rounds: latency {paired_lat:.3f}x, CPU {paired_cpu:.3f}x (rounds from "
+        f"{min(p[0] for p in paired):.3f}x to {max(p[0] for p in paired):.3f}x, and "
+        f"{min(p[1] for p in paired):.3f}x to {max(p[1] for p in paired):.3f}x).",
         "",
         f"Split: the client side alone {med['otel+jitrace client'] / med[otel]:.3f}x, the server side alone "
         f"(interceptor and PyJWT hook) {med['otel+jitrace server'] / med[otel]:.3f}x; both sides with a clock stamp "
