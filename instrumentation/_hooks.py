@@ -84,6 +84,12 @@ def _channel_credentials(name: str, args: tuple, kwargs: dict) -> object:
     return args[1] if len(args) > 1 else kwargs.get("credentials")
 
 
+def _target(args: tuple, kwargs: dict) -> str | None:
+    """The ``target`` argument of a channel constructor (its clock-stamp schedule's key), if it is a string."""
+    target = args[0] if args else kwargs.get("target")
+    return target if isinstance(target, str) else None
+
+
 def _sync_channel(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
     channel = wrapped(*args, **kwargs)
     if not _active["client"]:
@@ -92,7 +98,7 @@ def _sync_channel(wrapped: Callable[..., Any], instance: Any, args: tuple, kwarg
         from jitrace.instrumentation import _client
 
         credentials = _channel_credentials(getattr(wrapped, "__name__", ""), args, kwargs)
-        return _client.JitraceChannel(channel, credentials)
+        return _client.JitraceChannel(channel, credentials, _target(args, kwargs))
     except Exception:  # noqa: BLE001
         _safety.count("hook")
         return channel
@@ -135,11 +141,11 @@ def _unpatch_sync_channels() -> None:
 
 
 # --- aio channels -----------------------------------------------------------------------------------------------
-def _aio_interceptors(credentials: object) -> Callable[[], list[Any]]:
+def _aio_interceptors(credentials: object, target: str | None) -> Callable[[], list[Any]]:
     def make() -> list[Any]:
         from jitrace.instrumentation import _aio_client
 
-        return _aio_client.aio_client_interceptors(credentials)
+        return _aio_client.aio_client_interceptors(credentials, target)
 
     return make
 
@@ -147,7 +153,7 @@ def _aio_interceptors(credentials: object) -> Callable[[], list[Any]]:
 def _make_aio_channel(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
     def channel(*args: Any, **kwargs: Any) -> Any:
         if _active["client"]:
-            make = _aio_interceptors(_channel_credentials(name, args, kwargs))
+            make = _aio_interceptors(_channel_credentials(name, args, kwargs), _target(args, kwargs))
             args, kwargs = _with_interceptors(args, kwargs, _AIO_CHANNEL_PARAMS[name], make)
         return original(*args, **kwargs)
 

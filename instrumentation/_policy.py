@@ -117,6 +117,7 @@ def record_policy_decision(decision: bool | str, *, engine: str | None = None, p
         started = now_ns - int(took * 1e9) if took else now_ns
         wait = state.mark_check(started)
         span = state.span
+        state.flush()  # what jitrace keeps for the span first: a decision's grant window overrides the token's
         if not state.note_decision(verdict == c.DECISION_DENY):
             if wait:
                 span.set_attributes(wait)
