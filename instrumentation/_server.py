@@ -158,7 +158,7 @@ def set_status_code(span: Span, code: object) -> None:
 
 Wrap = Callable[[Callable[..., Any], bool], Callable[..., Any]]
 # Wrapped handlers, built once per (handler, wrap): a server's handlers are the same objects call after call, and
-# rebuilding the wrapper per call cost about 5 µs. Keyed by identity, holding the handler so its id stays its own;
+# rebuilding the wrapper per call costs on every call. Keyed by identity, holding the handler so its id stays its own;
 # bounded (a server that makes a new handler per call just fills and empties it).
 _WRAPPED_MAX = 1024
 _wrapped: dict[Wrap, dict[int, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]]] = {}
