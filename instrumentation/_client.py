@@ -30,10 +30,10 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from jitrace.instrumentation import _clock, _credentials, _safety, _settings, _span_attrs, _token
+from jitrace.instrumentation import _clock, _credentials, _safety, _settings, _span_attrs, _status_details, _token
 from jitrace.instrumentation import contract as c
 
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
+STATUS_DETAILS_KEY = _status_details.DETAILS_KEY
 _finish_lock = threading.Lock()
 
 # When each target's next clock stamp is due (monotonic ns): one schedule per target for all its channels, so that
@@ -126,23 +126,6 @@ def _credentials_facts(plugin: Any, metadata: Metadata | None, settings: _settin
     return {}  # a failed prepare leaves the token unknown, not absent
 
 
-def denial_reason(details_bin: bytes | str) -> str | None:
-    """The ``google.rpc.ErrorInfo`` reason in a ``grpc-status-details-bin`` value, if there is one."""
-    from google.rpc import error_details_pb2, status_pb2  # only on failed calls
-
-    if isinstance(details_bin, str):
-        details_bin = details_bin.encode("latin-1")
-    status = status_pb2.Status.FromString(details_bin)
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            if info.reason:
-                limit = _settings.get().max_attribute_chars
-                return info.reason[:limit]
-    return None
-
-
 def replied(pending: Pending, code: grpc.StatusCode | None) -> bool:
     """Whether the reply's trailing metadata can hold anything to record: the echo of a stamped call, or the
     details of a failed one. Otherwise :func:`finish` has nothing to read (most calls)."""
@@ -167,10 +150,11 @@ def finish(pending: Pending, trailing_metadata: Metadata | None, code: grpc.Stat
             else:
                 _safety.count("bad_clock_echo")  # not a reply of jitrace's: no estimate, counted
         elif key == STATUS_DETAILS_KEY and code is not None and code is not grpc.StatusCode.OK:
-            with _safety.guard("denial_reason"):
-                reason = denial_reason(value)
-                if reason:
-                    attrs[c.DENIAL_REASON] = reason
+            reason = _status_details.reason_of(value, _settings.get().max_attribute_chars)
+            if reason:
+                attrs[c.DENIAL_REASON] = reason
+            else:
+                _safety.count("unread_status_details")  # no ErrorInfo reason, or not a status: nothing recorded
     if attrs:
         _span_attrs.set_attributes(pending.span, attrs, clean=True)
 

@@ -36,8 +36,6 @@ _SERVER_PARAMS = (2, ("interceptors", "options", "maximum_concurrent_rpcs", "com
 _AIO_SERVER_PARAMS = (2, ("interceptors", "options", "maximum_concurrent_rpcs", "compression"))
 
 _active = {"client": False, "server": False}
-_aio_originals: dict[str, Callable[..., Any]] = {}
-_server_originals: dict[str, Callable[..., Any]] = {}
 
 
 def _is_otel(interceptor: object) -> bool:
@@ -168,21 +166,19 @@ def _patch_aio_channels() -> None:
         current = getattr(grpc.aio, name)
         if hasattr(current, "_jitrace_original"):
             continue
-        _aio_originals[name] = current
         setattr(grpc.aio, name, _make_aio_channel(name, current))
 
 
-def _restore(module: Any, name: str, originals: dict[str, Callable[..., Any]]) -> None:
+def _restore(module: Any, name: str) -> None:
+    """Put back what a wrapper of jitrace's replaced (it carries it: ``_jitrace_original``)."""
     current = getattr(module, name)
     if hasattr(current, "_jitrace_original"):
         setattr(module, name, current._jitrace_original)
     # else another library wrapped ours: it stays, inactive (a pass-through)
-    originals.pop(name, None)
 
 
 # --- composed credentials ---------------------------------------------------------------------------------------
 _COMPOSERS = ("composite_call_credentials", "composite_channel_credentials")
-_composer_originals: dict[str, Callable[..., Any]] = {}
 
 
 def _make_composer(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -204,7 +200,6 @@ def _patch_composers() -> None:
         current = getattr(grpc, name)
         if hasattr(current, "_jitrace_original"):
             continue
-        _composer_originals[name] = current
         setattr(grpc, name, _make_composer(current))
 
 
@@ -264,8 +259,8 @@ def unpatch() -> None:
     _active["server"] = False
     _unpatch_sync_channels()
     for name in _CHANNELS:
-        _restore(grpc.aio, name, _aio_originals)
+        _restore(grpc.aio, name)
     for name in _COMPOSERS:
-        _restore(grpc, name, _composer_originals)
-    _restore(grpc, "server", _server_originals)
-    _restore(grpc.aio, "server", _server_originals)
+        _restore(grpc, name)
+    _restore(grpc, "server")
+    _restore(grpc.aio, "server")

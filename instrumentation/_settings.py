@@ -30,6 +30,9 @@ class Settings:
     clock_stamps: bool = True
     # a client sends jit-sent-ns on at most one call per target per this many seconds (0: every call)
     clock_stamp_interval_s: float = 1.0
+    # the policy id and revision recorded with pycasbin decisions when the enforcer does not name them
+    policy_id: str = ""
+    policy_version: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -217,9 +217,13 @@ def test_casbin_deny_has_no_rule_and_shows_what_was_missing(enforcer: casbin.Enf
 def test_casbin_version_from_the_environment(enforcer: casbin.Enforcer, exporter: Any,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     del enforcer.jitrace_policy_version
-    monkeypatch.setenv("JITRACE_POLICY_VERSION", "from-env")
-    with server_call(exporter) as finished:
-        enforcer.enforce("alice", "orders", "read")
+    was = _settings.get()
+    _settings.configure(_settings.Settings.from_env({"JITRACE_POLICY_VERSION": "from-env"}))
+    try:
+        with server_call(exporter) as finished:
+            enforcer.enforce("alice", "orders", "read")
+    finally:
+        _settings.configure(was)
     assert finished[0].attributes[c.POLICY_VERSION] == "from-env"
 
 
