@@ -16,14 +16,14 @@ import grpc
 import grpc.aio
 
 from jitrace.instrumentation import _credentials, _safety
-from jitrace.instrumentation._client import Pending, begin, finish
+from jitrace.instrumentation._client import Pending, begin, finish, replied
 
 
-def _begin(details: grpc.aio.ClientCallDetails, channel_plugin: Any) -> tuple[Pending | None,
-                                                                               grpc.aio.ClientCallDetails]:
+def _begin(details: grpc.aio.ClientCallDetails, channel_plugin: Any,
+           target: object) -> tuple[Pending | None, grpc.aio.ClientCallDetails]:
     started = None
     with _safety.guard("aio_client_interceptor"):
-        started = begin(details.metadata, details.credentials, details.method, channel_plugin)
+        started = begin(details.metadata, details.credentials, details.method, channel_plugin, target)
     if started is None:
         return None, details
     pending, metadata = started
@@ -46,16 +46,15 @@ def _finish_error(pending: Pending, error: grpc.aio.AioRpcError) -> None:
 async def _finish_call(pending: Pending, call: Any) -> None:
     try:
         code = await call.code()
-        trailing = await call.trailing_metadata()
-        finish(pending, trailing, code)
+        finish(pending, await call.trailing_metadata() if replied(pending, code) else None, code)
     except grpc.aio.AioRpcError as error:  # some call wrappers raise instead of reporting
         _finish_error(pending, error)
     except Exception:  # noqa: BLE001 - nothing of ours may fail a call
         _safety.count("aio_client_interceptor")
 
 
-async def _unary_response(continuation: Callable[..., Any], details: Any, request: Any, plugin: Any) -> Any:
-    pending, details = _begin(details, plugin)
+async def _unary_response(continuation: Callable[..., Any], details: Any, request: Any, base: _Base) -> Any:
+    pending, details = _begin(details, base._plugin, base._target)
     call = await continuation(details, request)
     if pending is not None:
         await _finish_call(pending, call)
@@ -72,8 +71,8 @@ async def _relay(call: Any, pending: Pending) -> AsyncIterator[Any]:
     await _finish_call(pending, call)
 
 
-async def _stream_response(continuation: Callable[..., Any], details: Any, request: Any, plugin: Any) -> Any:
-    pending, details = _begin(details, plugin)
+async def _stream_response(continuation: Callable[..., Any], details: Any, request: Any, base: _Base) -> Any:
+    pending, details = _begin(details, base._plugin, base._target)
     call = await continuation(details, request)
     if pending is None:
         return call
@@ -82,36 +81,39 @@ async def _stream_response(continuation: Callable[..., Any], details: Any, reque
 
 
 class _Base:
-    def __init__(self, channel_credentials: object = None) -> None:
+    def __init__(self, channel_credentials: object = None, target: object = None) -> None:
         self._plugin = _credentials.lookup(channel_credentials)  # jitrace credentials baked into the channel
+        self._target = target  # whose clock-stamp schedule the channel's calls follow
 
 
 class UnaryUnaryAioClientInterceptor(_Base, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await _unary_response(continuation, client_call_details, request, self._plugin)
+        return await _unary_response(continuation, client_call_details, request, self)
 
 
 class StreamUnaryAioClientInterceptor(_Base, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return await _unary_response(continuation, client_call_details, request_iterator, self._plugin)
+        return await _unary_response(continuation, client_call_details, request_iterator, self)
 
 
 class UnaryStreamAioClientInterceptor(_Base, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await _stream_response(continuation, client_call_details, request, self._plugin)
+        return await _stream_response(continuation, client_call_details, request, self)
 
 
 class StreamStreamAioClientInterceptor(_Base, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return await _stream_response(continuation, client_call_details, request_iterator, self._plugin)
+        return await _stream_response(continuation, client_call_details, request_iterator, self)
 
 
-def aio_client_interceptors(channel_credentials: object = None) -> list[Any]:
+def aio_client_interceptors(channel_credentials: object = None, target: str | None = None) -> list[Any]:
     """New interceptors, one per call shape, for ``grpc.aio.*_channel(interceptors=...)``; ``channel_credentials``:
-    the channel's credentials (jitrace's call credentials composed into them are recorded for every call)."""
+    the channel's credentials (jitrace's call credentials composed into them are recorded for every call);
+    ``target``: the channel's target, whose clock-stamp schedule its calls follow (None: one of their own)."""
+    schedule = target if target is not None else object()
     return [
-        UnaryUnaryAioClientInterceptor(channel_credentials),
-        UnaryStreamAioClientInterceptor(channel_credentials),
-        StreamUnaryAioClientInterceptor(channel_credentials),
-        StreamStreamAioClientInterceptor(channel_credentials),
+        UnaryUnaryAioClientInterceptor(channel_credentials, schedule),
+        UnaryStreamAioClientInterceptor(channel_credentials, schedule),
+        StreamUnaryAioClientInterceptor(channel_credentials, schedule),
+        StreamStreamAioClientInterceptor(channel_credentials, schedule),
     ]

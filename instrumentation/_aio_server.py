@@ -15,58 +15,139 @@ from typing import Any
 
 import grpc
 import grpc.aio
-import wrapt
 
 from jitrace.instrumentation import _call_state, _safety, _server, _settings
 from jitrace.instrumentation._server import ServerCall, begin, set_status_code, wrap_handler
 from jitrace.instrumentation._settings import Settings
 
 
-class _AioServicerContext(wrapt.ObjectProxy):
-    def __init__(self, wrapped: Any, call: ServerCall) -> None:
-        super().__init__(wrapped)
-        self._self_call = call
+class _Forwarding(grpc.aio.ServicerContext):
+    """A grpc.aio handler's context: every method forwards to the context it wraps (OpenTelemetry's); anything else
+    is looked up on it. The subclasses below change what jitrace must see."""
+
+    __slots__ = ("_context", "_call")
+
+    def __init__(self, context: Any, call: ServerCall) -> None:
+        self._context = context
+        self._call = call
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    # grpc.aio.ServicerContext, forwarded (the coroutines are returned for the handler to await)
+    def read(self) -> Any:
+        return self._context.read()
+
+    def write(self, message: Any) -> Any:
+        return self._context.write(message)
+
+    def send_initial_metadata(self, initial_metadata: Any) -> Any:
+        return self._context.send_initial_metadata(initial_metadata)
+
+    def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> Any:
+        return self._context.abort(code, details, trailing_metadata)
+
+    def abort_with_status(self, status: grpc.Status) -> Any:
+        return self._context.abort_with_status(status)
+
+    def set_trailing_metadata(self, trailing_metadata: Any) -> None:
+        return self._context.set_trailing_metadata(trailing_metadata)
+
+    def trailing_metadata(self) -> Any:
+        return self._context.trailing_metadata()
+
+    def invocation_metadata(self) -> Any:
+        return self._context.invocation_metadata()
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        return self._context.set_code(code)
+
+    def set_details(self, details: str) -> None:
+        return self._context.set_details(details)
+
+    def code(self) -> Any:
+        return self._context.code()
+
+    def details(self) -> Any:
+        return self._context.details()
+
+    def set_compression(self, compression: grpc.Compression) -> None:
+        return self._context.set_compression(compression)
+
+    def disable_next_message_compression(self) -> None:
+        return self._context.disable_next_message_compression()
+
+    def peer(self) -> str:
+        return self._context.peer()
+
+    def peer_identities(self) -> Any:
+        return self._context.peer_identities()
+
+    def peer_identity_key(self) -> Any:
+        return self._context.peer_identity_key()
+
+    def auth_context(self) -> Any:
+        return self._context.auth_context()
+
+    def time_remaining(self) -> Any:
+        return self._context.time_remaining()
+
+    def add_done_callback(self, callback: Any) -> None:
+        return self._context.add_done_callback(callback)
+
+    def cancelled(self) -> bool:
+        return self._context.cancelled()
+
+    def done(self) -> bool:
+        return self._context.done()
+
+
+class _AioServicerContext(_Forwarding):
+    """An async handler's context: ``abort`` sends the status at once, so the echo is merged into it there."""
+
+    __slots__ = ()
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
         merged = None
         with _safety.guard("server_interceptor"):
-            current = trailing_metadata or self.__wrapped__.trailing_metadata()
-            merged = self._self_call.trailing(tuple(current or ()))
+            current = trailing_metadata or self._context.trailing_metadata()
+            merged = self._call.trailing(tuple(current or ()))
         if merged is None:
-            return await self.__wrapped__.abort(code, details, trailing_metadata)
-        return await self.__wrapped__.abort(code, details, merged)
+            return await self._context.abort(code, details, trailing_metadata)
+        return await self._context.abort(code, details, merged)
 
     async def abort_with_status(self, status: grpc.Status) -> None:
         try:
             code, details, metadata = status.code, status.details, tuple(status.trailing_metadata or ())
         except Exception:  # noqa: BLE001 - not a status we understand: grpc decides what it means
             _safety.count("server_interceptor")
-            return await self.__wrapped__.abort_with_status(status)
+            return await self._context.abort_with_status(status)
         return await self.abort(code, details, metadata)
 
 
-class _SyncAioContext(wrapt.ObjectProxy):
+class _SyncAioContext(_Forwarding):
     """The context of a sync handler on a grpc.aio server: it cannot read back its trailing metadata, and its
     ``abort`` sends the status at once, so jitrace remembers what the handler set and merges its echo on abort."""
 
-    def __init__(self, wrapped: Any, call: ServerCall) -> None:
-        super().__init__(wrapped)
-        self._self_call = call
-        self._self_trailing: tuple = ()
+    __slots__ = ("_trailing",)
+
+    def __init__(self, context: Any, call: ServerCall) -> None:
+        super().__init__(context, call)
+        self._trailing: tuple = ()
 
     def set_trailing_metadata(self, trailing_metadata: Any) -> None:
-        self.__wrapped__.set_trailing_metadata(trailing_metadata)
+        self._context.set_trailing_metadata(trailing_metadata)
         with _safety.guard("server_interceptor"):
-            self._self_trailing = tuple(trailing_metadata or ())
+            self._trailing = tuple(trailing_metadata or ())
 
     def trailing_metadata(self) -> tuple:
-        return self._self_trailing
+        return self._trailing
 
     def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
         merged = None
         with _safety.guard("server_interceptor"):
-            merged = self._self_call.trailing(tuple(trailing_metadata or self._self_trailing))
-        return self.__wrapped__.abort(code, details, trailing_metadata if merged is None else merged)
+            merged = self._call.trailing(tuple(trailing_metadata or self._trailing))
+        return self._context.abort(code, details, trailing_metadata if merged is None else merged)
 
 
 def _finish(call: ServerCall, context: Any) -> None:
@@ -76,7 +157,7 @@ def _finish(call: ServerCall, context: Any) -> None:
             context.set_trailing_metadata(trailing)
         code = context.code()
         if isinstance(code, grpc.StatusCode) and code != grpc.StatusCode.OK:
-            set_status_code(call.state.span, code)
+            set_status_code(call.span, code)
     except Exception:  # noqa: BLE001 - nothing of ours may fail a call
         _safety.count("server_interceptor")
 
@@ -85,7 +166,7 @@ def _start(context: Any) -> tuple[ServerCall | None, Any, Any]:
     try:
         call = begin(tuple(context.invocation_metadata() or ()))
         if call is not None:
-            return call, _call_state.activate(call.state), _AioServicerContext(context, call)
+            return call, _call_state.activate(call), _AioServicerContext(context, call)
     except Exception:  # noqa: BLE001
         _safety.count("server_interceptor")
     return None, None, context

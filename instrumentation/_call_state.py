@@ -12,15 +12,25 @@ import contextvars
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from opentelemetry.trace import Span
 
 from jitrace.instrumentation import contract as c
 
+# One lock for every call's counters: held for a few instructions, it costs less than a lock made per call.
+_lock = threading.Lock()
 
-@dataclass
+
+@dataclass(slots=True)
 class CallState:
-    """What jitrace knows about one server call while its handler runs."""
+    """What jitrace knows about one server call while its handler runs.
+
+    Its facts go on the span as the hooks find them; a server call of jitrace's own interceptor (``_server``'s
+    subclass, ``defers``) keeps them and writes them once, when the reply leaves (``flush``).
+    """
+
+    defers: ClassVar[bool] = False
 
     span: Span
     arrival_ns: int  # the OpenTelemetry server span's start (the outermost interceptor's arrival), wall clock ns
@@ -33,31 +43,38 @@ class CallState:
     first_check_ns: int | None = None  # the first access check (token or policy), wall clock ns
     policy_decisions: int = 0
     policy_denied: bool = False
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def mark_check(self, started_ns: int | None = None) -> dict[str, float]:
         """An access check started at ``started_ns``: for the first one, ``{jit.auth.wait_s: ...}`` to put on the
         span (the caller sets it along with its own attributes: one call into the SDK), else ``{}``."""
         started_ns = time.time_ns() if started_ns is None else started_ns
-        with self._lock:
+        with _lock:
             if self.first_check_ns is not None and self.first_check_ns <= started_ns:
                 return {}
             self.first_check_ns = started_ns
         return {c.AUTH_WAIT_S: max(0.0, (started_ns - self.arrival_ns) / 1e9)}
 
+    def token_check(self, started_ns: int) -> tuple[int, dict[str, float]]:
+        """A token check started at ``started_ns``: its number in this call (1 for the first) and what
+        :meth:`mark_check` returns, under one lock."""
+        with _lock:
+            self.checks += 1
+            number = self.checks
+            if self.first_check_ns is not None and self.first_check_ns <= started_ns:
+                return number, {}
+            self.first_check_ns = started_ns
+        return number, {c.AUTH_WAIT_S: max(0.0, (started_ns - self.arrival_ns) / 1e9)}
+
+    def flush(self) -> None:
+        """Put on the span what is kept for it: nothing here (see the class's docstring)."""
+
     def note_decision(self, denied: bool) -> bool:
         """Count a policy decision; True if it should be the one on the span: the first, or the first deny."""
-        with self._lock:
+        with _lock:
             replace = self.policy_decisions == 0 or (denied and not self.policy_denied)
             self.policy_decisions += 1
             self.policy_denied = self.policy_denied or denied
             return replace
-
-    def next_token_check(self) -> int:
-        """Count a token check; returns its number in this call (1 for the first)."""
-        with self._lock:
-            self.checks += 1
-            return self.checks
 
 
 _current: contextvars.ContextVar[CallState | None] = contextvars.ContextVar("jitrace_server_call", default=None)

@@ -9,9 +9,13 @@ its multicallables once per method, cheaper per call, and knows jitrace credenti
 per-call credentials only). The pieces shared with the aio interceptors (:func:`begin`,
 :func:`finish`) live here too.
 
-Limits: a blocking unary call is made with ``with_call`` (to read the trailing metadata); a response stream is
-recorded when it ends (iteration over, or its done callback), so a stream the caller abandons has token facts but
-no clock estimate or denial reason.
+Clock stamps are sampled in time: a call carries ``jit-sent-ns`` (and gets the server's ``jit-clock`` echo back) only
+when its target has had no stamp for ``JITRACE_CLOCK_STAMP_INTERVAL_S`` (:func:`stamp_due`); every client span still
+records ``jit.clock.sent_ns``, and the analyzer bounds each call's offset from its span pair anyway.
+
+Limits: a blocking unary call that carries a clock stamp is made with ``with_call`` (to read the echo); a response
+stream is recorded when it ends (iteration over, or its done callback), so a stream the caller abandons has token
+facts but no clock estimate or denial reason.
 """
 
 from __future__ import annotations
@@ -26,25 +30,55 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from jitrace.instrumentation import _clock, _credentials, _safety, _settings, _span_attrs, _token
+from jitrace.instrumentation import _clock, _credentials, _safety, _settings, _span_attrs, _status_details, _token
 from jitrace.instrumentation import contract as c
 
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
+STATUS_DETAILS_KEY = _status_details.DETAILS_KEY
 _finish_lock = threading.Lock()
+
+# When each target's next clock stamp is due (monotonic ns): one schedule per target for all its channels, so that
+# a process making a channel per call still stamps at most once per interval. Bounded: emptied when full (a process
+# talking to that many targets just stamps a few calls more).
+_TARGETS_MAX = 4096
+_next_stamp: dict[object, int] = {}
+_stamp_lock = threading.Lock()
+
+
+def stamp_due(target: object, interval_s: float) -> bool:
+    """True when a call to ``target`` should carry a clock stamp now (and then not again for ``interval_s``)."""
+    if not interval_s > 0:  # 0 (or a value that is not a positive number): every call
+        return True
+    now = time.monotonic_ns()
+    if now < _next_stamp.get(target, 0):
+        return False
+    with _stamp_lock:
+        if now < _next_stamp.get(target, 0):  # another thread took this interval's stamp meanwhile
+            return False
+        if len(_next_stamp) >= _TARGETS_MAX:
+            _next_stamp.clear()
+        _next_stamp[target] = now + int(interval_s * 1e9)
+    return True
 
 Metadata = Sequence[tuple[str, str | bytes]]
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
-    """One call in flight: its span and the stamp it left with."""
+    """One call in flight: its span and the clock stamp it carried (None: it carried none)."""
 
     span: trace.Span
     sent_ns: int | None
     finished: bool = False
 
 
-def _client_span(method: str | bytes | None) -> trace.Span | None:
+def begin(metadata: Metadata | None, credentials: object, method: str | bytes | None = None,
+          channel_plugin: Any = None, target: object = None) -> tuple[Pending, list[tuple[str, Any]] | None] | None:
+    """Record the facts at send on the current client span.
+
+    Returns the pending call and the metadata to send instead (None: send the caller's own), or None when there is
+    no client span to record on (then the call goes out untouched). ``channel_plugin``: the jitrace credentials the
+    channel was made with, if any; ``target``: whose clock-stamp schedule the call follows (the channel's target).
+    """
     span = trace.get_current_span()
     # Only OpenTelemetry's client span of this very call (named after its method): anything else current here
     # (the caller's own span, when OpenTelemetry skips a call it filters out) is not ours to annotate.
@@ -55,61 +89,47 @@ def _client_span(method: str | bytes | None) -> trace.Span | None:
             method = method.decode("utf-8", "replace")
         if getattr(span, "name", method) != method:
             return None
-    return span
-
-
-def begin(metadata: Metadata | None, credentials: object, method: str | bytes | None = None,
-          channel_plugin: Any = None) -> tuple[Pending, list[tuple[str, Any]] | None] | None:
-    """Record the facts at send on the current client span.
-
-    Returns the pending call and the metadata to send instead (None: send the caller's own), or None when there is
-    no client span to record on (then the call goes out untouched). ``channel_plugin``: the jitrace credentials the
-    channel was made with, if any.
-    """
-    span = _client_span(method)
-    if span is None:
-        return None
+    now_ns = time.time_ns()  # when the call leaves: the stamp, and the token's age and ttl
     settings = _settings.get()
+    # per-call credentials first, then the channel's
+    plugin = channel_plugin if credentials is None else _credentials.lookup(credentials) or channel_plugin
+    if plugin is None:
+        attrs = _token.token_facts(_token.token_from_metadata(metadata, settings.token_metadata_key), now_ns / 1e9)
+    else:
+        attrs = _credentials_facts(plugin, metadata, settings, now_ns)
+    stamp = new_metadata = None
+    if settings.clock_stamps:
+        attrs[c.CLOCK_SENT_NS] = now_ns
+        # most calls fall inside their target's interval: one look-up decides, stamp_due only for the others
+        interval = settings.clock_stamp_interval_s
+        if (not interval > 0 or time.monotonic_ns() >= _next_stamp.get(target, 0)) and stamp_due(target, interval) \
+                and not any(k == c.METADATA_SENT_NS for k, _ in (metadata or ())):
+            stamp = now_ns
+            new_metadata = [*(metadata or ()), (c.METADATA_SENT_NS, str(now_ns))]
+    _span_attrs.set_attributes(span, attrs, clean=True)
+    return Pending(span, stamp), new_metadata
+
+
+def _credentials_facts(plugin: Any, metadata: Metadata | None, settings: _settings.Settings,
+                       now_ns: int) -> dict[str, Any]:
+    """The token facts of a call whose token jitrace's credentials decide (and whether they refreshed it)."""
     token: str | None = None
     refreshed: bool | None = None
-    from_credentials = False
-    plugin = _credentials.lookup(credentials) or channel_plugin  # per-call credentials first, then the channel's
-    if plugin is not None:
-        with _safety.guard("credentials"):
-            token, refreshed = plugin.prepare()
-            from_credentials = True
-    attrs: dict[str, Any] = {}
-    if from_credentials or plugin is None:  # a failed prepare leaves the token unknown, not absent
+    with _safety.guard("credentials"):
+        token, refreshed = plugin.prepare()
         if token is None:
             token = _token.token_from_metadata(metadata, settings.token_metadata_key)
-        attrs.update(_token.token_facts(token))
-    if refreshed is not None:
-        attrs[c.TOKEN_REFRESHED] = refreshed
-    new_metadata = None
-    sent_ns = None
-    if settings.clock_stamps and not any(k == c.METADATA_SENT_NS for k, _ in (metadata or ())):
-        sent_ns = time.time_ns()
-        attrs[c.CLOCK_SENT_NS] = sent_ns
-        new_metadata = [*(metadata or ()), (c.METADATA_SENT_NS, str(sent_ns))]
-    _span_attrs.set_attributes(span, attrs)
-    return Pending(span, sent_ns), new_metadata
+        attrs = _token.token_facts(token, now_ns / 1e9)
+        if refreshed is not None:
+            attrs[c.TOKEN_REFRESHED] = bool(refreshed)
+        return attrs
+    return {}  # a failed prepare leaves the token unknown, not absent
 
 
-def denial_reason(details_bin: bytes | str) -> str | None:
-    """The ``google.rpc.ErrorInfo`` reason in a ``grpc-status-details-bin`` value, if there is one."""
-    from google.rpc import error_details_pb2, status_pb2  # only on failed calls
-
-    if isinstance(details_bin, str):
-        details_bin = details_bin.encode("latin-1")
-    status = status_pb2.Status.FromString(details_bin)
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            if info.reason:
-                limit = _settings.get().max_attribute_chars
-                return info.reason[:limit]
-    return None
+def replied(pending: Pending, code: grpc.StatusCode | None) -> bool:
+    """Whether the reply's trailing metadata can hold anything to record: the echo of a stamped call, or the
+    details of a failed one. Otherwise :func:`finish` has nothing to read (most calls)."""
+    return pending.sent_ns is not None or (code is not None and code is not grpc.StatusCode.OK)
 
 
 def finish(pending: Pending, trailing_metadata: Metadata | None, code: grpc.StatusCode | None) -> None:
@@ -119,6 +139,8 @@ def finish(pending: Pending, trailing_metadata: Metadata | None, code: grpc.Stat
         if pending.finished:
             return
         pending.finished = True
+    if not replied(pending, code):
+        return
     attrs: dict[str, Any] = {}
     for key, value in trailing_metadata or ():
         if key == c.METADATA_CLOCK and pending.sent_ns is not None and c.CLOCK_OFFSET_S not in attrs:
@@ -128,18 +150,20 @@ def finish(pending: Pending, trailing_metadata: Metadata | None, code: grpc.Stat
             else:
                 _safety.count("bad_clock_echo")  # not a reply of jitrace's: no estimate, counted
         elif key == STATUS_DETAILS_KEY and code is not None and code is not grpc.StatusCode.OK:
-            with _safety.guard("denial_reason"):
-                reason = denial_reason(value)
-                if reason:
-                    attrs[c.DENIAL_REASON] = reason
+            reason = _status_details.reason_of(value, _settings.get().max_attribute_chars)
+            if reason:
+                attrs[c.DENIAL_REASON] = reason
+            else:
+                _safety.count("unread_status_details")  # no ErrorInfo reason, or not a status: nothing recorded
     if attrs:
-        _span_attrs.set_attributes(pending.span, attrs)
+        _span_attrs.set_attributes(pending.span, attrs, clean=True)
 
 
 def _finish_call(pending: Pending, call: Any) -> None:
     """Done-callback form of :func:`finish` for a sync call, future or stream; never raises (failures counted)."""
     try:  # rather than _safety.guarded: one function call less on every call
-        finish(pending, call.trailing_metadata(), call.code())
+        code = call.code()
+        finish(pending, call.trailing_metadata() if replied(pending, code) else None, code)
     except Exception:  # noqa: BLE001 - nothing of ours may fail a call
         _safety.count("client_interceptor")
 
@@ -240,11 +264,11 @@ class JitraceClientInterceptor(
 ):
     """One interceptor for the four call shapes of a sync channel."""
 
-    @staticmethod
-    def _begin(details: grpc.ClientCallDetails) -> tuple[Pending | None, grpc.ClientCallDetails]:
+    def _begin(self, details: grpc.ClientCallDetails) -> tuple[Pending | None, grpc.ClientCallDetails]:
         started = None
         with _safety.guard("client_interceptor"):
-            started = begin(details.metadata, details.credentials, details.method)
+            # the interceptor does not know its channel's target: its calls follow a clock-stamp schedule of its own
+            started = begin(details.metadata, details.credentials, details.method, None, self)
         if started is None:
             return None, details
         pending, metadata = started
@@ -293,10 +317,10 @@ class JitraceClientInterceptor(
 # grpc.intercept_channel builds a new multicallable and call-details object per call; jitrace's wrapper binds its
 # multicallables once per method and calls grpc directly (less work per call). Same behaviour as the
 # interceptor above, which stays for users who compose channels with grpc.intercept_channel themselves.
-def _start(metadata: Metadata | None, credentials: object, method: str,
-           channel_plugin: Any) -> tuple[Pending | None, Metadata | None]:
+def _start(metadata: Metadata | None, credentials: object, method: str, channel_plugin: Any,
+           target: object) -> tuple[Pending | None, Metadata | None]:
     try:
-        started = begin(metadata, credentials, method, channel_plugin)
+        started = begin(metadata, credentials, method, channel_plugin, target)
     except Exception:  # noqa: BLE001 - nothing of ours may fail a call
         _safety.count("client_interceptor")
         return None, metadata
@@ -309,25 +333,34 @@ def _start(metadata: Metadata | None, credentials: object, method: str,
 class _UnaryResponse:
     """Unary-unary or stream-unary: ``__call__``, ``with_call`` and ``future``."""
 
-    __slots__ = ("_base", "_method", "_plugin")
+    __slots__ = ("_base", "_method", "_plugin", "_target")
 
-    def __init__(self, base: Any, method: str, plugin: Any) -> None:
+    def __init__(self, base: Any, method: str, plugin: Any, target: object) -> None:
         self._base = base
         self._method = method
         self._plugin = plugin
+        self._target = target
 
     def with_call(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                   credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
-        pending, metadata = _start(metadata, credentials, self._method, self._plugin)
+        pending, metadata = _start(metadata, credentials, self._method, self._plugin, self._target)
         if pending is None:
             return self._base.with_call(request, timeout, metadata, credentials, wait_for_ready, compression)
         return self._recorded(pending, request, timeout, metadata, credentials, wait_for_ready, compression)
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                  credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
-        pending, metadata = _start(metadata, credentials, self._method, self._plugin)
+        pending, metadata = _start(metadata, credentials, self._method, self._plugin, self._target)
         if pending is None:
             return self._base(request, timeout, metadata, credentials, wait_for_ready, compression)
+        if pending.sent_ns is None:
+            # no clock stamp: a reply that succeeds has nothing to record, and a failure raises with its trailing
+            # metadata, so grpc's plain call does (with_call would build a call object for nothing)
+            try:
+                return self._base(request, timeout, metadata, credentials, wait_for_ready, compression)
+            except grpc.RpcError as error:
+                _finish_call(pending, error)
+                raise
         return self._recorded(pending, request, timeout, metadata, credentials, wait_for_ready, compression)[0]
 
     def _recorded(self, pending: Pending, *args: Any) -> tuple[Any, Any]:
@@ -342,7 +375,7 @@ class _UnaryResponse:
 
     def future(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
-        pending, metadata = _start(metadata, credentials, self._method, self._plugin)
+        pending, metadata = _start(metadata, credentials, self._method, self._plugin, self._target)
         future = self._base.future(request, timeout, metadata, credentials, wait_for_ready, compression)
         if pending is not None:
             with _safety.guard("client_interceptor"):
@@ -353,16 +386,17 @@ class _UnaryResponse:
 class _StreamResponse:
     """Unary-stream or stream-stream: the response iterator, recorded when it ends."""
 
-    __slots__ = ("_base", "_method", "_plugin")
+    __slots__ = ("_base", "_method", "_plugin", "_target")
 
-    def __init__(self, base: Any, method: str, plugin: Any) -> None:
+    def __init__(self, base: Any, method: str, plugin: Any, target: object) -> None:
         self._base = base
         self._method = method
         self._plugin = plugin
+        self._target = target
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                  credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
-        pending, metadata = _start(metadata, credentials, self._method, self._plugin)
+        pending, metadata = _start(metadata, credentials, self._method, self._plugin, self._target)
         call = self._base(request, timeout, metadata, credentials, wait_for_ready, compression)
         if pending is not None:
             with _safety.guard("client_interceptor"):
@@ -373,9 +407,10 @@ class _StreamResponse:
 class JitraceChannel(grpc.Channel):
     """A channel whose calls record jitrace's client facts (what the instrumentor wraps every new channel in)."""
 
-    def __init__(self, channel: grpc.Channel, channel_credentials: object = None) -> None:
+    def __init__(self, channel: grpc.Channel, channel_credentials: object = None, target: str | None = None) -> None:
         self._channel = channel
         self._plugin = _credentials.lookup(channel_credentials)  # jitrace credentials baked into the channel
+        self._target = target if target is not None else self  # whose clock-stamp schedule its calls follow
 
     def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
         self._channel.subscribe(callback, try_to_connect=try_to_connect)
@@ -392,23 +427,23 @@ class JitraceChannel(grpc.Channel):
 
     def unary_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
                     _registered_method: Any = False) -> Any:
-        return _UnaryResponse(self._base("unary_unary", method, request_serializer, response_deserializer,
-                                         _registered_method), method, self._plugin)
+        base = self._base("unary_unary", method, request_serializer, response_deserializer, _registered_method)
+        return _UnaryResponse(base, method, self._plugin, self._target)
 
     def stream_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
                      _registered_method: Any = False) -> Any:
-        return _UnaryResponse(self._base("stream_unary", method, request_serializer, response_deserializer,
-                                         _registered_method), method, self._plugin)
+        base = self._base("stream_unary", method, request_serializer, response_deserializer, _registered_method)
+        return _UnaryResponse(base, method, self._plugin, self._target)
 
     def unary_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
                      _registered_method: Any = False) -> Any:
-        return _StreamResponse(self._base("unary_stream", method, request_serializer, response_deserializer,
-                                          _registered_method), method, self._plugin)
+        base = self._base("unary_stream", method, request_serializer, response_deserializer, _registered_method)
+        return _StreamResponse(base, method, self._plugin, self._target)
 
     def stream_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
                       _registered_method: Any = False) -> Any:
-        return _StreamResponse(self._base("stream_stream", method, request_serializer, response_deserializer,
-                                          _registered_method), method, self._plugin)
+        base = self._base("stream_stream", method, request_serializer, response_deserializer, _registered_method)
+        return _StreamResponse(base, method, self._plugin, self._target)
 
     def close(self) -> None:
         self._channel.close()

@@ -36,8 +36,6 @@ _SERVER_PARAMS = (2, ("interceptors", "options", "maximum_concurrent_rpcs", "com
 _AIO_SERVER_PARAMS = (2, ("interceptors", "options", "maximum_concurrent_rpcs", "compression"))
 
 _active = {"client": False, "server": False}
-_aio_originals: dict[str, Callable[..., Any]] = {}
-_server_originals: dict[str, Callable[..., Any]] = {}
 
 
 def _is_otel(interceptor: object) -> bool:
@@ -84,6 +82,12 @@ def _channel_credentials(name: str, args: tuple, kwargs: dict) -> object:
     return args[1] if len(args) > 1 else kwargs.get("credentials")
 
 
+def _target(args: tuple, kwargs: dict) -> str | None:
+    """The ``target`` argument of a channel constructor (its clock-stamp schedule's key), if it is a string."""
+    target = args[0] if args else kwargs.get("target")
+    return target if isinstance(target, str) else None
+
+
 def _sync_channel(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
     channel = wrapped(*args, **kwargs)
     if not _active["client"]:
@@ -92,7 +96,7 @@ def _sync_channel(wrapped: Callable[..., Any], instance: Any, args: tuple, kwarg
         from jitrace.instrumentation import _client
 
         credentials = _channel_credentials(getattr(wrapped, "__name__", ""), args, kwargs)
-        return _client.JitraceChannel(channel, credentials)
+        return _client.JitraceChannel(channel, credentials, _target(args, kwargs))
     except Exception:  # noqa: BLE001
         _safety.count("hook")
         return channel
@@ -135,11 +139,11 @@ def _unpatch_sync_channels() -> None:
 
 
 # --- aio channels -----------------------------------------------------------------------------------------------
-def _aio_interceptors(credentials: object) -> Callable[[], list[Any]]:
+def _aio_interceptors(credentials: object, target: str | None) -> Callable[[], list[Any]]:
     def make() -> list[Any]:
         from jitrace.instrumentation import _aio_client
 
-        return _aio_client.aio_client_interceptors(credentials)
+        return _aio_client.aio_client_interceptors(credentials, target)
 
     return make
 
@@ -147,7 +151,7 @@ def _aio_interceptors(credentials: object) -> Callable[[], list[Any]]:
 def _make_aio_channel(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
     def channel(*args: Any, **kwargs: Any) -> Any:
         if _active["client"]:
-            make = _aio_interceptors(_channel_credentials(name, args, kwargs))
+            make = _aio_interceptors(_channel_credentials(name, args, kwargs), _target(args, kwargs))
             args, kwargs = _with_interceptors(args, kwargs, _AIO_CHANNEL_PARAMS[name], make)
         return original(*args, **kwargs)
 
@@ -162,21 +166,19 @@ def _patch_aio_channels() -> None:
         current = getattr(grpc.aio, name)
         if hasattr(current, "_jitrace_original"):
             continue
-        _aio_originals[name] = current
         setattr(grpc.aio, name, _make_aio_channel(name, current))
 
 
-def _restore(module: Any, name: str, originals: dict[str, Callable[..., Any]]) -> None:
+def _restore(module: Any, name: str) -> None:
+    """Put back what a wrapper of jitrace's replaced (it carries it: ``_jitrace_original``)."""
     current = getattr(module, name)
     if hasattr(current, "_jitrace_original"):
         setattr(module, name, current._jitrace_original)
     # else another library wrapped ours: it stays, inactive (a pass-through)
-    originals.pop(name, None)
 
 
 # --- composed credentials ---------------------------------------------------------------------------------------
 _COMPOSERS = ("composite_call_credentials", "composite_channel_credentials")
-_composer_originals: dict[str, Callable[..., Any]] = {}
 
 
 def _make_composer(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -198,7 +200,6 @@ def _patch_composers() -> None:
         current = getattr(grpc, name)
         if hasattr(current, "_jitrace_original"):
             continue
-        _composer_originals[name] = current
         setattr(grpc, name, _make_composer(current))
 
 
@@ -258,8 +259,8 @@ def unpatch() -> None:
     _active["server"] = False
     _unpatch_sync_channels()
     for name in _CHANNELS:
-        _restore(grpc.aio, name, _aio_originals)
+        _restore(grpc.aio, name)
     for name in _COMPOSERS:
-        _restore(grpc, name, _composer_originals)
-    _restore(grpc, "server", _server_originals)
-    _restore(grpc.aio, "server", _server_originals)
+        _restore(grpc, name)
+    _restore(grpc, "server")
+    _restore(grpc.aio, "server")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextvars
 import functools
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -117,6 +116,7 @@ def record_policy_decision(decision: bool | str, *, engine: str | None = None, p
         started = now_ns - int(took * 1e9) if took else now_ns
         wait = state.mark_check(started)
         span = state.span
+        state.flush()  # what jitrace keeps for the span first: a decision's grant window overrides the token's
         if not state.note_decision(verdict == c.DECISION_DENY):
             if wait:
                 span.set_attributes(wait)
@@ -138,10 +138,10 @@ _outer: contextvars.ContextVar[dict | None] = contextvars.ContextVar("jitrace_ca
 _casbin_originals: dict[str, Any] = {}
 
 
-def _policy_ref(enforcer: Any, attribute: str, variable: str) -> str | None:
+def _policy_ref(enforcer: Any, attribute: str, setting: str) -> str | None:
     value = getattr(enforcer, attribute, None)
     if value is None:
-        value = os.environ.get(variable) or None
+        value = getattr(_settings.get(), setting) or None
     return None if value is None else str(value)
 
 
@@ -171,8 +171,8 @@ def _record_casbin(enforcer: Any, rvals: tuple, allowed: object, explain: object
     if request and isinstance(request[0], str) and _settings.get().hash_subject:
         request[0] = _token.hash_value(request[0])
     record_policy_decision(bool(allowed), engine="casbin",
-                           policy_id=_policy_ref(enforcer, "jitrace_policy_id", "JITRACE_POLICY_ID"),
-                           version=_policy_ref(enforcer, "jitrace_policy_version", "JITRACE_POLICY_VERSION"),
+                           policy_id=_policy_ref(enforcer, "jitrace_policy_id", "policy_id"),
+                           version=_policy_ref(enforcer, "jitrace_policy_version", "policy_version"),
                            rule=rule, required=required, granted=_roles(enforcer, rvals[0] if rvals else None),
                            eval_s=eval_s, request=request)
 

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
-import wrapt
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
@@ -51,16 +50,18 @@ def _stamp(value: str | bytes | None) -> int | None:
     return None
 
 
-class ServerCall:
-    """jitrace's view of one server call: created when the handler is invoked, finished when the reply leaves."""
+class ServerCall(_call_state.CallState):
+    """jitrace's view of one server call, and the state its hooks find (one object): created when the handler is
+    invoked, finished when the reply leaves.
 
-    __slots__ = ("state", "echo", "received_ns", "_finished")
+    Its facts are written once, when the reply leaves (:meth:`flush`): the token's (age and ttl at its first check,
+    else at arrival), the clock stamps, the first check's verdict and wait, the denial reason; one call into the
+    SDK per call. Anything else that writes to the span during the call (a policy decision) flushes them first,
+    so the order of the writes is the order of the facts.
+    """
 
-    def __init__(self, state: _call_state.CallState, echo: bool, received_ns: int) -> None:
-        self.state = state
-        self.echo = echo  # echo jit-clock (the client sent jit-sent-ns and clock stamps are on)
-        self.received_ns = received_ns
-        self._finished = False
+    __slots__ = ("echo", "peer_sent_ns", "first_check", "_arrival_s", "_unwritten", "_finished")
+    defers = True
 
     @classmethod
     def begin(cls, metadata: Metadata | None, settings: Settings) -> ServerCall:
@@ -77,23 +78,52 @@ class ServerCall:
                     token_raw = v
             elif k == c.METADATA_SENT_NS and sent_raw is None:
                 sent_raw = v
-        peer_sent = _stamp(sent_raw)
-        token = _token.bearer_value(token_raw) if token_raw is not None else None
-        state = _call_state.CallState(span=span, arrival_ns=arrival_ns, metadata_token=token)
-        if span.is_recording():  # a sampled-out call still gets its echo, but no facts are worked out
-            attrs: dict[str, Any] = _token.token_facts(token, now_ns / 1e9)
-            attrs[c.CLOCK_RECEIVED_NS] = arrival_ns
-            if peer_sent is not None:
-                attrs[c.CLOCK_PEER_SENT_NS] = peer_sent
+        call = cls(span, arrival_ns, _token.bearer_token(token_raw) if token_raw is not None else None)
+        call.peer_sent_ns = _stamp(sent_raw) if sent_raw is not None else None
+        call.echo = call.peer_sent_ns is not None and settings.clock_stamps  # the client stamped: echo jit-clock
+        call.first_check = None
+        call._arrival_s = now_ns / 1e9
+        call._unwritten = span.is_recording()  # a sampled-out call still gets its echo, but no facts are worked out
+        call._finished = False
+        return call
+
+    def flush(self, extra: dict[str, Any] | None = None) -> None:
+        """Write what is kept for the span, with ``extra`` (jitrace's own clean values), in one call into the SDK."""
+        attrs: dict[str, Any] | None = None
+        check = self.first_check
+        token = self.metadata_token
+        if self._unwritten:  # the facts from arrival
+            self._unwritten = False
+            # the token from metadata checked: its age and ttl at the check (else at arrival)
+            at_s = check[1] if check is not None and check[2] else self._arrival_s
+            attrs = _token.token_facts(token, at_s)
+            attrs[c.CLOCK_RECEIVED_NS] = self.arrival_ns
+            if self.peer_sent_ns is not None:
+                attrs[c.CLOCK_PEER_SENT_NS] = self.peer_sent_ns
             if not token:
                 attrs[c.TOKEN_VERDICT] = c.VERDICT_MISSING
-            _span_attrs.set_attributes(span, attrs)  # all at once: one lock, one pass
-            state.token_iat = attrs.get(c.TOKEN_IAT)
-            state.token_exp = attrs.get(c.TOKEN_EXP)
-        return cls(state, echo=peer_sent is not None and settings.clock_stamps, received_ns=arrival_ns)
+        if check is not None:
+            self.first_check = None
+            verdict, at_s, same, checked, wait = check
+            if attrs is None:
+                attrs = {}
+                if same:  # the arrival facts are on the span already: only the age and ttl at the check
+                    facts = _token.token_facts(token, at_s)
+                    for name in (c.TOKEN_AGE_S, c.TOKEN_TTL_S):
+                        if name in facts:
+                            attrs[name] = facts[name]
+            if not same:  # another token than the metadata's: its facts over those
+                attrs.update(_token.token_facts(checked, at_s))
+            attrs[c.TOKEN_VERDICT] = verdict
+            attrs.update(wait)
+        if extra:
+            attrs = extra if attrs is None else {**attrs, **extra}
+        if attrs:
+            _span_attrs.set_attributes(self.span, attrs, clean=True)
 
     def trailing(self, metadata: Metadata | None) -> tuple[tuple[str, str | bytes], ...] | None:
-        """The reply's trailing metadata: ``metadata`` plus the ``jit-clock`` echo; records the denial reason.
+        """The reply's trailing metadata: ``metadata`` plus the ``jit-clock`` echo; records the denial reason and
+        writes the call's facts.
 
         Returns None when there is nothing to change (no echo asked for). Called once per call; later calls (an
         abort already handled) return None.
@@ -101,13 +131,12 @@ class ServerCall:
         if self._finished:
             return None
         self._finished = True
-        reason = _status_details.denial_reason(metadata, _settings.get().max_attribute_chars)
-        if reason is not None:
-            self.state.span.set_attribute(c.DENIAL_REASON, reason)
+        reason = _status_details.denial_reason(metadata, _settings.get().max_attribute_chars) if metadata else None
+        self.flush(None if reason is None else {c.DENIAL_REASON: reason})
         if not self.echo:
             return None
         kept = tuple((k, v) for k, v in (metadata or ()) if k != c.METADATA_CLOCK)
-        return (*kept, (c.METADATA_CLOCK, f"{self.received_ns},{time.time_ns()}"))
+        return (*kept, (c.METADATA_CLOCK, f"{self.arrival_ns},{time.time_ns()}"))
 
 
 def begin(metadata: Metadata | None) -> ServerCall | None:
@@ -129,24 +158,24 @@ def set_status_code(span: Span, code: object) -> None:
 
 Wrap = Callable[[Callable[..., Any], bool], Callable[..., Any]]
 # Wrapped handlers, built once per (handler, wrap): a server's handlers are the same objects call after call, and
-# rebuilding the wrapper per call cost about 5 µs. Keyed by identity, holding the handler so its id stays its own;
+# rebuilding the wrapper per call costs on every call. Keyed by identity, holding the handler so its id stays its own;
 # bounded (a server that makes a new handler per call just fills and empties it).
 _WRAPPED_MAX = 1024
-_wrapped: dict[tuple[int, int], tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+_wrapped: dict[Wrap, dict[int, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]]] = {}
 
 
 def wrap_handler(handler: grpc.RpcMethodHandler | None, wrap: Wrap) -> grpc.RpcMethodHandler | None:
     """``handler`` with its behaviour replaced by ``wrap(behaviour, response_streaming)``; same shape, serializers."""
     if handler is None:
         return None
-    key = (id(handler), id(wrap))
-    hit = _wrapped.get(key)
+    cache = _wrapped.setdefault(wrap, {})
+    hit = cache.get(id(handler))
     if hit is not None and hit[0] is handler:
         return hit[1]
     wrapped = _build(handler, wrap)
-    if len(_wrapped) >= _WRAPPED_MAX:
-        _wrapped.clear()
-    _wrapped[key] = (handler, wrapped)
+    if len(cache) >= _WRAPPED_MAX:
+        cache.clear()
+    cache[id(handler)] = (handler, wrapped)
     return wrapped
 
 
@@ -164,13 +193,23 @@ def _build(handler: grpc.RpcMethodHandler, wrap: Wrap) -> grpc.RpcMethodHandler:
 
 
 # --- sync -----------------------------------------------------------------------------------------------------------
-class _ServicerContext(wrapt.ObjectProxy):
-    """The handler's context: turns ``abort_with_status`` into what it means (trailing metadata + ``abort``).
+class ServicerContext(grpc.ServicerContext):
+    """The handler's context: every method forwards to the context it wraps (OpenTelemetry's), as OpenTelemetry's own
+    wrapper forwards to grpc's; anything else is looked up on the wrapped context. One difference:
+    ``abort_with_status`` becomes what it means (trailing metadata + ``abort``).
 
     grpc's own ``abort_with_status`` replaces the trailing metadata and aborts, bypassing OpenTelemetry's wrapper (so
     ``rpc.grpc.status_code`` was never set); going through ``abort`` lets OpenTelemetry record the code, and lets
     jitrace add its echo to the status's metadata when the call unwinds.
     """
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: grpc.ServicerContext, call: object = None) -> None:
+        self._context = context  # the call: the signature of a ContextWrapper (the sync context needs none)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
 
     def abort_with_status(self, status: grpc.Status) -> None:
         try:
@@ -178,21 +217,78 @@ class _ServicerContext(wrapt.ObjectProxy):
             code, details = status.code, status.details
         except Exception:  # noqa: BLE001 - not a status we understand: grpc decides what it means
             _safety.count("server_interceptor")
-            return self.__wrapped__.abort_with_status(status)
-        self.__wrapped__.set_trailing_metadata(metadata)
-        return self.__wrapped__.abort(code, details)
+            return self._context.abort_with_status(status)
+        self._context.set_trailing_metadata(metadata)
+        return self._context.abort(code, details)
+
+    # grpc.ServicerContext, forwarded
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        return self._context.abort(code, details)
+
+    def invocation_metadata(self) -> Any:
+        return self._context.invocation_metadata()
+
+    def peer(self) -> str:
+        return self._context.peer()
+
+    def peer_identities(self) -> Any:
+        return self._context.peer_identities()
+
+    def peer_identity_key(self) -> Any:
+        return self._context.peer_identity_key()
+
+    def auth_context(self) -> Any:
+        return self._context.auth_context()
+
+    def set_compression(self, compression: grpc.Compression) -> None:
+        return self._context.set_compression(compression)
+
+    def send_initial_metadata(self, initial_metadata: Metadata) -> None:
+        return self._context.send_initial_metadata(initial_metadata)
+
+    def set_trailing_metadata(self, trailing_metadata: Metadata) -> None:
+        return self._context.set_trailing_metadata(trailing_metadata)
+
+    def trailing_metadata(self) -> Any:
+        return self._context.trailing_metadata()
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        return self._context.set_code(code)
+
+    def set_details(self, details: str) -> None:
+        return self._context.set_details(details)
+
+    def code(self) -> Any:
+        return self._context.code()
+
+    def details(self) -> Any:
+        return self._context.details()
+
+    def disable_next_message_compression(self) -> None:
+        return self._context.disable_next_message_compression()
+
+    def is_active(self) -> bool:
+        return self._context.is_active()
+
+    def time_remaining(self) -> float | None:
+        return self._context.time_remaining()
+
+    def cancel(self) -> None:
+        return self._context.cancel()
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        return self._context.add_callback(callback)
 
 
-def _finish_sync(call: ServerCall, context: grpc.ServicerContext) -> None:
+def _finish_sync(call: ServerCall, context: grpc.ServicerContext, token: Any) -> None:
+    """The reply leaves: the echo merged into the trailing metadata, and the call's state no longer current."""
     try:
         trailing = call.trailing(context.trailing_metadata())
         if trailing is not None:
             context.set_trailing_metadata(trailing)
-        code = context.code() if hasattr(context, "code") else None
-        if code is not None and code != grpc.StatusCode.OK:
-            set_status_code(call.state.span, code)
     except Exception:  # noqa: BLE001
         _safety.count("server_interceptor")
+    _call_state.deactivate(token)
 
 
 ContextWrapper = Callable[[Any, ServerCall], Any]
@@ -201,20 +297,17 @@ ContextWrapper = Callable[[Any, ServerCall], Any]
 def _start(context: grpc.ServicerContext,
            wrap_context: ContextWrapper) -> tuple[ServerCall | None, Any, grpc.ServicerContext]:
     try:
-        call = begin(context.invocation_metadata())
-        if call is not None:
-            return call, _call_state.activate(call.state), wrap_context(context, call)
-    except Exception:  # noqa: BLE001
+        settings = _settings.get()
+        if settings.enabled:
+            call = ServerCall.begin(context.invocation_metadata(), settings)
+            return call, _call_state.activate(call), wrap_context(context, call)
+    except Exception:  # noqa: BLE001 - nothing of ours may fail a call
         _safety.count("server_interceptor")
     return None, None, context
 
 
-def _sync_context(context: Any, call: ServerCall) -> Any:
-    return _ServicerContext(context)
-
-
 def _wrap_behavior(behavior: Callable[..., Any], response_streaming: bool,
-                   wrap_context: ContextWrapper = _sync_context) -> Callable[..., Any]:
+                   wrap_context: ContextWrapper = ServicerContext) -> Callable[..., Any]:
     """A sync behaviour wrapped: jitrace's work runs inside the handler invocation (on its thread-pool thread).
 
     ``wrap_context`` makes the context the handler gets (sync handlers on a grpc.aio server have another kind).
@@ -228,8 +321,7 @@ def _wrap_behavior(behavior: Callable[..., Any], response_streaming: bool,
             try:
                 yield from behavior(request, ctx)
             finally:
-                _finish_sync(call, ctx)
-                _call_state.deactivate(token)
+                _finish_sync(call, ctx, token)
 
         return stream
 
@@ -240,8 +332,7 @@ def _wrap_behavior(behavior: Callable[..., Any], response_streaming: bool,
         try:
             return behavior(request, ctx)
         finally:
-            _finish_sync(call, ctx)
-            _call_state.deactivate(token)
+            _finish_sync(call, ctx, token)
 
     return unary
 
@@ -254,11 +345,17 @@ class JitraceServerInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if not _settings.get().enabled:
             return handler
+        hit = _sync_wrapped.get(id(handler))  # the look-up of wrap_handler, inline: this runs on every call
+        if hit is not None and hit[0] is handler:
+            return hit[1]
         try:
             return wrap_handler(handler, _wrap_behavior)
         except Exception:  # noqa: BLE001 - an odd handler is served as it is
             _safety.count("server_interceptor")
             return handler
+
+
+_sync_wrapped = _wrapped.setdefault(_wrap_behavior, {})
 
 
 def server_interceptor(settings: Settings | None = None) -> JitraceServerInterceptor:

@@ -25,8 +25,12 @@ _CLEAN = (bool, int, float)
 _SDK_SET = getattr(SdkSpan, "set_attributes", object())
 
 
-def set_attributes(span: Any, attrs: Mapping[str, Any]) -> None:
-    """``span.set_attributes(attrs)``; same outcome, cheaper for an SDK span (see the module's docstring)."""
+def set_attributes(span: Any, attrs: Mapping[str, Any], *, clean: bool = False) -> None:
+    """``span.set_attributes(attrs)``; same outcome, cheaper for an SDK span (see the module's docstring).
+
+    ``clean``: the caller vouches that ``attrs`` holds only non-empty str keys and str, bool, int or finite float
+    values (what jitrace builds from parsed and capped facts: :func:`._token.token_facts`, stamps, verdicts); the
+    per-value check is then skipped unless the span has a value-length limit."""
     if getattr(type(span), "set_attributes", None) is not _SDK_SET or not attrs:
         span.set_attributes(attrs)  # not the SDK's span (or one that overrides it): its own rules
         return
@@ -41,7 +45,7 @@ def set_attributes(span: Any, attrs: Mapping[str, Any]) -> None:
         span.set_attributes(attrs)
         return
     # only values the SDK would store as they are (inline: this runs a few times per call)
-    for key, value in attrs.items():
+    for key, value in () if clean and max_value_len is None else attrs.items():
         kind = type(value)
         if type(key) is not str or not key or (
                 kind is not str and kind not in _CLEAN) or (

@@ -32,8 +32,28 @@ def token_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None, key:
     key = key or _settings.get().token_metadata_key
     for k, v in metadata:
         if k == key or k.lower() == key:
-            return bearer_value(v)
+            return bearer_token(v)
     return None
+
+
+# Metadata value -> its token, for a client that sends the same value object call after call: the token then comes
+# back as the same string object, whose hash Python keeps, so the facts' look-up below costs no hashing of the token.
+_BEARERS_MAX = 256
+_BEARER_SLACK = 64  # "Bearer " and surrounding spaces
+_bearers: dict[str | bytes, str] = {}
+
+
+def bearer_token(value: str | bytes) -> str:
+    """:func:`bearer_value`, remembered per metadata value (bounded like the facts; values longer than a token
+    jitrace would parse are not kept)."""
+    token = _bearers.get(value)
+    if token is None:
+        token = bearer_value(value)
+        if len(value) <= _settings.get().max_token_bytes + _BEARER_SLACK:
+            if len(_bearers) >= _BEARERS_MAX:
+                _bearers.clear()
+            _bearers[value] = token
+    return token
 
 
 def bearer_value(value: str | bytes) -> str:
@@ -74,7 +94,10 @@ def unverified_claims(token: str) -> dict | None:
 def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer claim beyond any float (JSON allows it)
+        return None
     return value if math.isfinite(value) else None
 
 
@@ -139,32 +162,38 @@ def grant_attributes(claims: dict) -> dict[str, AttributeValue]:
 # Token facts by token: a service sees the same token on many calls, and parsing it (base64 + JSON) is most of
 # jitrace's cost per call. One cache for the client, the server and the PyJWT hook; only in this process's memory,
 # bounded (emptied when full), emptied when the settings change; never exported (only its derived facts are).
+# Each entry: the facts but age and ttl, and the iat and exp they are worked out from.
 _FACTS_MAX = 256
-_facts: dict[str, tuple[float, dict[str, Any]]] = {}
+_facts: dict[str, tuple[dict[str, Any], float | None, float | None]] = {}
 _facts_settings: list[_settings.Settings | None] = [None]
 
 
 def token_facts(token: str | None, now_s: float | None = None) -> dict[str, Any]:
-    """:func:`token_attributes`, parsed once per token; age and ttl moved to ``now_s``. A new dict each call."""
+    """:func:`token_attributes`, parsed once per token; age and ttl at ``now_s``. A new dict each call."""
     now_s = time.time() if now_s is None else now_s
     settings = _settings.get()
-    if not token or len(token) > settings.max_token_bytes:  # oversized tokens are refused (counted) each time, not kept
-        return token_attributes(token, now_s)
-    if settings is not _facts_settings[0]:
-        _facts.clear()
-        _facts_settings[0] = settings
-    hit = _facts.get(token)
+    if not token:
+        return {c.TOKEN_PRESENT: False}
+    hit = _facts.get(token) if settings is _facts_settings[0] else None
     if hit is None:
+        if len(token) > settings.max_token_bytes:  # refused (counted) each time, not kept
+            return token_attributes(token, now_s)
+        if settings is not _facts_settings[0]:
+            _facts.clear()
+            _bearers.clear()
+            _facts_settings[0] = settings
         attrs = token_attributes(token, now_s)
+        # age and ttl are worked out per call, from the iat and exp claims (when they are numbers)
+        iat = attrs[c.TOKEN_IAT] if attrs.pop(c.TOKEN_AGE_S, None) is not None else None
+        exp = attrs[c.TOKEN_EXP] if attrs.pop(c.TOKEN_TTL_S, None) is not None else None
+        hit = (attrs, iat, exp)
         if len(_facts) >= _FACTS_MAX:
             _facts.clear()
-        _facts[token] = (now_s, attrs)
-        return dict(attrs)
-    parsed_at, attrs = hit
-    attrs = dict(attrs)
-    moved = now_s - parsed_at
-    if c.TOKEN_AGE_S in attrs:
-        attrs[c.TOKEN_AGE_S] += moved
-    if c.TOKEN_TTL_S in attrs:
-        attrs[c.TOKEN_TTL_S] -= moved
+        _facts[token] = hit
+    static, iat, exp = hit
+    attrs = dict(static)
+    if iat is not None:
+        attrs[c.TOKEN_AGE_S] = now_s - iat
+    if exp is not None:
+        attrs[c.TOKEN_TTL_S] = exp - now_s
     return attrs

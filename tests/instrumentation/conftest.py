@@ -10,6 +10,9 @@
 - ``aio_server``: a factory of async context managers starting the same service on grpc.aio (use inside
   ``asyncio.run``): ``async with aio_server() as target: ...``.
 - ``jitrace_hooks``: PyJWT and pycasbin patched for the test.
+- ``every_call_stamped`` (autouse): ``JITRACE_CLOCK_STAMP_INTERVAL_S=0`` for every test, whose calls come within a
+  second of each other and check each one's clock stamp; the default interval has tests of its own
+  (``test_clock_stamp_interval.py``), which set their settings themselves.
 
 Call helpers (``sync_call``, ``aio_call``, ``call_metadata``, ``server_span``) live in ``_server_fixtures.py``.
 """
@@ -17,6 +20,7 @@ Call helpers (``sync_call``, ``aio_call``, ``call_metadata``, ``server_span``) l
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -40,7 +44,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from jitrace.instrumentation import _aio_server, _jwt_hook, _policy, _server
+from jitrace.instrumentation import _aio_server, _jwt_hook, _policy, _server, _settings
 
 
 # --- OpenTelemetry ------------------------------------------------------------------------------------------------
@@ -70,6 +74,15 @@ def exporter(otel: tuple[TracerProvider, InMemorySpanExporter]) -> Iterator[InMe
     memory.clear()
     yield memory
     memory.clear()
+
+
+@pytest.fixture(autouse=True)
+def every_call_stamped() -> Iterator[None]:
+    # not through monkeypatch: some tests undo their monkeypatches halfway
+    was = _settings.get()
+    _settings.configure(dataclasses.replace(was, clock_stamp_interval_s=0.0))
+    yield
+    _settings.configure(was)
 
 
 # --- tokens -------------------------------------------------------------------------------------------------------

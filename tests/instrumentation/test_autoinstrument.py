@@ -54,6 +54,7 @@ def test_plain_apps_under_opentelemetry_instrument_carry_jit_facts(tmp_path, aio
     pairs = _by_trace(receiver.spans())
     assert len(pairs) == 16
     shapes = set()
+    stamps = []
     for pair in pairs.values():
         client = pair["client"]
         attrs = client["attributes"]
@@ -69,13 +70,23 @@ def test_plain_apps_under_opentelemetry_instrument_carry_jit_facts(tmp_path, aio
         if server_side_present():
             server = pair["server"]
             assert server["service"] == "jit-server"
-            assert server["attributes"][c.CLOCK_PEER_SENT_NS] == attrs[c.CLOCK_SENT_NS]
             assert server["attributes"][c.TOKEN_PRESENT] is (case != "missing")
-            # one host, one clock: the estimate is within its own error bound (half the delay; a channel's first
-            # call also carries the connection set-up, so no fixed threshold)
-            assert attrs[c.CLOCK_DELAY_S] >= 0
-            assert abs(attrs[c.CLOCK_OFFSET_S]) <= attrs[c.CLOCK_DELAY_S] / 2 + 0.01
+            assert c.CLOCK_RECEIVED_NS in server["attributes"]
+            # the default interval (1 s): the calls that carried a clock stamp got the echo, and only they
+            if c.CLOCK_PEER_SENT_NS in server["attributes"]:
+                assert server["attributes"][c.CLOCK_PEER_SENT_NS] == attrs[c.CLOCK_SENT_NS]
+                stamps.append(attrs[c.CLOCK_SENT_NS])
+                # one host, one clock: the estimate is within its own error bound (half the delay; a channel's
+                # first call also carries the connection set-up, so no fixed threshold)
+                assert attrs[c.CLOCK_DELAY_S] >= 0
+                assert abs(attrs[c.CLOCK_OFFSET_S]) <= attrs[c.CLOCK_DELAY_S] / 2 + 0.01
+            else:
+                assert c.CLOCK_OFFSET_S not in attrs and c.CLOCK_DELAY_S not in attrs
     assert len(shapes) == 16  # every case in every shape
+    if server_side_present():  # the first call is stamped, then at most one a second (wall clock, within 50 ms)
+        stamps.sort()
+        assert stamps and stamps[0] == min(p["client"]["attributes"][c.CLOCK_SENT_NS] for p in pairs.values())
+        assert all(later - earlier >= 0.95e9 for earlier, later in zip(stamps, stamps[1:], strict=False)), stamps
 
 
 def test_disabled_instrumentations_turn_jitrace_off(tmp_path):
@@ -92,16 +103,19 @@ def test_jitrace_enabled_false_turns_it_off_too(tmp_path):
     assert len(spans) == 8 and all(not any(k.startswith("jit.") for k in s["attributes"]) for s in spans)
 
 
-def test_a_server_clock_five_seconds_ahead_is_measured(tmp_path):
+@pytest.mark.parametrize("interval", [None, "0"], ids=["default-interval", "every-call"])
+def test_a_server_clock_five_seconds_ahead_is_measured(tmp_path, interval):
     assert FAKETIME_LIB is not None, "libfaketime: neither the system's nor the PyPI package's is installed"
     if not server_side_present():
         pytest.skip("the server interceptor (jit-clock echo) is not in the tree yet")
     skew = {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME": "+5s", "DONT_FAKE_MONOTONIC": "1"}
-    receiver, rows, _ = run_plain_pair(tmp_path, {"allowed": mint()}, server_env=skew)
+    env = {} if interval is None else {"JITRACE_CLOCK_STAMP_INTERVAL_S": interval}
+    receiver, rows, _ = run_plain_pair(tmp_path, {"allowed": mint()}, env=env, server_env=skew)
     assert {r["code"] for r in rows} == {"OK"}
     samples = [(s["attributes"][c.CLOCK_OFFSET_S], s["attributes"][c.CLOCK_DELAY_S]) for s in receiver.spans()
                if s["kind"] == "client" and c.CLOCK_OFFSET_S in s["attributes"]]
-    assert len(samples) == 4
+    # four calls: each stamped with interval 0; with the default (1 s) the first, and one a second after it
+    assert len(samples) == 4 if interval == "0" else 1 <= len(samples) <= 4
     # the true +5 s lies within each estimate's error bound (half its delay: NTP's guarantee) ...
     assert all(abs(offset - 5) <= delay / 2 + 0.05 for offset, delay in samples), samples
     # ... and the best sample (lowest delay, as the analyzer picks) is close

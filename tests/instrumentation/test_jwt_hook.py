@@ -98,7 +98,7 @@ def test_each_entry_point_records_the_verdict(hooked: None, exporter: Any, case:
 def test_the_exception_reaches_the_service_unchanged(hooked: None, exporter: Any) -> None:
     token = _hs(exp=_now() - 30)
     with pytest.raises(jwt.ExpiredSignatureError) as plain:
-        jwt.api_jwt.PyJWT.decode.__wrapped__(jwt.api_jwt.PyJWT(), token, SECRET, algorithms=["HS256"])
+        jwt.api_jwt.PyJWT.decode_complete.__wrapped__(jwt.api_jwt.PyJWT(), token, SECRET, algorithms=["HS256"])
     with server_call(exporter), pytest.raises(jwt.ExpiredSignatureError) as hooked_exc:
         _decode(token)
     assert str(hooked_exc.value) == str(plain.value)
@@ -127,15 +127,51 @@ def test_later_checks_are_events(hooked: None, exporter: Any) -> None:
 
 def test_patch_is_idempotent_and_unpatch_restores(otel: Any) -> None:
     was = _jwt_hook.is_patched()
-    original = jwt.decode if not was else jwt.decode._jitrace_original
-    _jwt_hook.patch()
-    _jwt_hook.patch()
-    assert jwt.decode._jitrace_original is original  # one layer, not two
-    assert jwt.api_jwt.PyJWT.decode._jitrace_original is not None
     _jwt_hook.unpatch()
-    assert jwt.decode is original and not hasattr(jwt.api_jwt.PyJWT.decode, "_jitrace_original")
+    originals = (jwt.api_jwt.PyJWT.__dict__["decode_complete"], jwt.api_jwt.PyJWT.__dict__["decode"], jwt.decode,
+                 jwt.decode_complete, jwt.api_jwt.decode, jwt.api_jwt.decode_complete)
+    _jwt_hook.patch()
+    _jwt_hook.patch()
+    wrapper = jwt.api_jwt.PyJWT.__dict__["decode_complete"]
+    assert wrapper._jitrace_original is originals[0]  # one layer, not two
+    # one wrapper per check: decode verifies through decode_complete, so it is left as it is
+    assert jwt.api_jwt.PyJWT.__dict__["decode"] is originals[1] and jwt.decode is originals[2]
+    # the module-level decode_complete is PyJWT's instance's, bound again to the patched method
+    assert jwt.decode_complete.__func__ is wrapper and jwt.api_jwt.decode_complete.__func__ is wrapper
+    _jwt_hook.unpatch()
+    assert (jwt.api_jwt.PyJWT.__dict__["decode_complete"], jwt.api_jwt.PyJWT.__dict__["decode"], jwt.decode,
+            jwt.decode_complete, jwt.api_jwt.decode, jwt.api_jwt.decode_complete) == originals
+    assert not _jwt_hook.is_patched()
     if was:
         _jwt_hook.patch()
+
+
+def test_a_pyjwt_whose_decode_does_not_delegate_is_wrapped_too(otel: Any, exporter: Any,
+                                                               monkeypatch: Any) -> None:
+    """The fallback for a PyJWT whose decode verifies by itself: decode wrapped as well, still one check a call."""
+    was = _jwt_hook.is_patched()
+    _jwt_hook.unpatch()
+    monkeypatch.setattr(_jwt_hook, "_decode_goes_through_decode_complete", lambda api_jwt: False)
+    _jwt_hook.patch()
+    try:
+        assert hasattr(jwt.api_jwt.PyJWT.__dict__["decode"], "_jitrace_original")
+        assert hasattr(jwt.decode, "_jitrace_original")
+        for decode in (jwt.decode, jwt.api_jwt.PyJWT().decode, jwt.decode_complete):
+            with server_call(exporter) as finished:
+                decode(_hs(jti="fallback"), SECRET, algorithms=["HS256"], audience="aud-1", issuer="iss-1")
+            (span,) = finished
+            assert span.attributes[c.TOKEN_VERDICT] == c.VERDICT_VALID and not span.events  # recorded once
+            exporter.clear()
+    finally:
+        _jwt_hook.unpatch()
+        monkeypatch.undo()
+        if was:
+            _jwt_hook.patch()
+    assert not hasattr(jwt.decode, "_jitrace_original")
+
+
+def test_pyjwt_2_decode_goes_through_decode_complete() -> None:
+    assert _jwt_hook._decode_goes_through_decode_complete(jwt.api_jwt)
 
 
 @settings(max_examples=60, deadline=None)
@@ -144,22 +180,22 @@ def test_patch_is_idempotent_and_unpatch_restores(otel: Any) -> None:
 def test_any_input_decodes_as_without_the_hook(otel: Any, token: Any) -> None:
     """Whatever is passed to decode, the hook changes neither the result nor the exception."""
     was = _jwt_hook.is_patched()
+
+    def run(fn: Any, *args: Any) -> tuple[str, str]:
+        try:
+            return "ok", repr(fn(*args, SECRET, algorithms=["HS256"]))
+        except Exception as exc:  # noqa: BLE001 - comparing outcomes
+            return type(exc).__name__, str(exc)
+
+    _jwt_hook.unpatch()
+    expected = [run(jwt.decode, token), run(jwt.decode_complete, token)]
     _jwt_hook.patch()
     try:
-        original = jwt.api_jwt.PyJWT.decode._jitrace_original
-
-        def run(fn: Any, *args: Any) -> tuple[str, str]:
-            try:
-                return "ok", repr(fn(*args, SECRET, algorithms=["HS256"]))
-            except Exception as exc:  # noqa: BLE001 - comparing outcomes
-                return type(exc).__name__, str(exc)
-
-        expected = run(original, jwt.api_jwt.PyJWT(), token)
         tracer = trace.get_tracer("test")
         with tracer.start_as_current_span("/svc/M", kind=trace.SpanKind.SERVER) as span:
             reset = _call_state.activate(_call_state.CallState(span=span, arrival_ns=span.start_time))
             try:
-                assert run(jwt.decode, token) == expected
+                assert [run(jwt.decode, token), run(jwt.decode_complete, token)] == expected
             finally:
                 _call_state.deactivate(reset)
     finally:

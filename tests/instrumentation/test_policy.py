@@ -217,9 +217,13 @@ def test_casbin_deny_has_no_rule_and_shows_what_was_missing(enforcer: casbin.Enf
 def test_casbin_version_from_the_environment(enforcer: casbin.Enforcer, exporter: Any,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     del enforcer.jitrace_policy_version
-    monkeypatch.setenv("JITRACE_POLICY_VERSION", "from-env")
-    with server_call(exporter) as finished:
-        enforcer.enforce("alice", "orders", "read")
+    was = _settings.get()
+    _settings.configure(_settings.Settings.from_env({"JITRACE_POLICY_VERSION": "from-env"}))
+    try:
+        with server_call(exporter) as finished:
+            enforcer.enforce("alice", "orders", "read")
+    finally:
+        _settings.configure(was)
     assert finished[0].attributes[c.POLICY_VERSION] == "from-env"
 
 
@@ -285,3 +289,29 @@ def test_casbin_decision_lands_on_the_grpc_server_span(enforcer: casbin.Enforcer
     assert list(a[c.POLICY_REQUEST]) == [subject, "orders", act]
     assert a[c.RPC_GRPC_STATUS_CODE] == code.value[0]
     assert a[c.AUTH_WAIT_S] >= 0
+
+
+def test_a_server_calls_kept_facts_are_written_before_a_decision(exporter: Any, jitrace_hooks: None, mint: Any,
+                                                                 rsa_key: Any) -> None:
+    """jitrace's server call keeps its facts until the reply leaves; a decision recorded meanwhile writes them
+    first, so the decision's grant window is the one left on the span, and the token check after it still lands."""
+    import jwt
+
+    now = int(time.time())
+    token = mint(grant_id="from-token", grant_end=now + 600)
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("/svc/Method", kind=trace.SpanKind.SERVER):
+        call = _server.ServerCall.begin((("authorization", f"Bearer {token}"),), _settings.get())
+        reset = _call_state.activate(call)
+        try:
+            record_policy_decision(True, grant_id="from-policy", grant_end=now + 60)
+            jwt.decode(token, options={"verify_signature": False})  # a peek: not a check
+            jwt.decode(token, rsa_key.public_key(), algorithms=["RS256"], audience="jit-test", issuer="jit-issuer")
+            assert call.trailing(None) is None
+        finally:
+            _call_state.deactivate(reset)
+    a = [s for s in exporter.get_finished_spans() if s.name == "/svc/Method"][0].attributes
+    assert (a[c.GRANT_ID], a[c.GRANT_END]) == ("from-policy", now + 60)
+    assert a[c.POLICY_DECISION] == c.DECISION_ALLOW
+    assert a[c.TOKEN_VERDICT] == c.VERDICT_VALID and a[c.TOKEN_PRESENT] is True
+    assert 0 < a[c.TOKEN_TTL_S] <= 300 and a[c.AUTH_WAIT_S] >= 0

@@ -192,3 +192,28 @@ def test_the_span_is_opentelemetrys(serve: Call, exporter: Any, mint: Any) -> No
     assert (a[c.RPC_SYSTEM], a[c.RPC_SERVICE], a[c.RPC_METHOD]) == ("grpc", "jit.test.Echo", "Unary")
     clients = [s for s in exporter.get_finished_spans() if s.kind == trace.SpanKind.CLIENT]
     assert len(clients) == 1 and span.context.trace_id == clients[0].context.trace_id
+
+
+@pytest.mark.parametrize("scenario", ["valid", "missing", "expired", "permission_missing", "malformed"])
+def test_jitraces_facts_are_written_once_per_call(serve: Call, exporter: Any, mint: Any, other_key: Any,
+                                                  monkeypatch: pytest.MonkeyPatch, scenario: str) -> None:
+    """Arrival facts, the first check's and the denial reason go on the span together, when the reply leaves: one
+    call into the SDK for jitrace's own facts. A policy decision the service records (the test service does, once
+    the token is valid) writes what jitrace kept before it, and the reason follows on its own."""
+    from jitrace.instrumentation import _span_attrs
+
+    writes: list[dict] = []
+    original = _span_attrs.set_attributes
+    monkeypatch.setattr(_span_attrs, "set_attributes",
+                        lambda span, attrs, **kw: writes.append(dict(attrs)) or original(span, attrs, **kw))
+    make, permission, code, verdict, reason = SCENARIOS[scenario]
+    sent_ns = time.time_ns()
+    outcome = serve(UNARY, call_metadata(make(mint, other_key, int(time.time())), sent_ns=sent_ns), [permission])
+    assert outcome.code == code
+    decided = verdict == c.VERDICT_VALID
+    assert len(writes) == (2 if decided and reason else 1)
+    written = {k: v for w in writes for k, v in w.items()}
+    assert written[c.TOKEN_VERDICT] == verdict and written.get(c.DENIAL_REASON) == reason
+    assert written[c.CLOCK_PEER_SENT_NS] == sent_ns and c.CLOCK_RECEIVED_NS in written
+    a = server_span(exporter).attributes
+    assert {k: a[k] for k in written} == written

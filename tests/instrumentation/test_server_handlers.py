@@ -29,5 +29,6 @@ def test_the_cache_is_bounded_and_never_confuses_handlers():
         handler = _handler(str(i))  # a new handler each time (some servers build them per call)
         wrapped = _server.wrap_handler(handler, _server._wrap_behavior)
         # the entry is this handler's own (held, so its id cannot be reused by another handler while cached)
-        assert _server._wrapped[(id(handler), id(_server._wrap_behavior))] == (handler, wrapped)
-        assert len(_server._wrapped) <= _server._WRAPPED_MAX
+        cache = _server._wrapped[_server._wrap_behavior]
+        assert cache[id(handler)] == (handler, wrapped)
+        assert len(cache) <= _server._WRAPPED_MAX

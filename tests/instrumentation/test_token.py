@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import math
 import time
 
 import jwt
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from jitrace.instrumentation import _safety, _token
+from jitrace.instrumentation import _safety, _settings, _token
 from jitrace.instrumentation import contract as c
 
 SECRET = "test-secret-of-32-bytes-at-least!!"
@@ -64,6 +67,33 @@ def test_hostile_tokens_never_raise_and_never_leak(token):
     for value in attrs.values():
         if isinstance(value, str) and len(token) >= 8:
             assert token not in value
+    _assert_clean(attrs)
+
+
+def _assert_clean(attrs: dict) -> None:
+    """What ``_span_attrs.set_attributes(..., clean=True)`` relies on: str keys, str/bool/int/finite float values,
+    strings within the cap."""
+    for key, value in attrs.items():
+        assert type(key) is str and key
+        assert type(value) in (str, bool, int, float), (key, value)
+        assert type(value) is not float or math.isfinite(value), (key, value)
+        assert type(value) is not str or len(value) <= _settings.get().max_attribute_chars, (key, value)
+
+
+_claim = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=400),
+                   st.lists(st.text(max_size=20), max_size=3), st.dictionaries(st.text(max_size=5), st.integers()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(claims=st.dictionaries(st.sampled_from(["sub", "iss", "aud", "iat", "nbf", "exp", "jti", "grant_id",
+                                               "grant_start", "grant_end", "other"]), _claim))
+@example(claims={"exp": 10**400, "iat": -(10**400), "grant_end": 10**309})  # beyond any float: JSON allows it
+def test_facts_of_any_claims_are_clean_values(claims):
+    """A token's claims are the wire's: whatever they hold, its facts are values the SDK stores as they are."""
+    payload = base64.urlsafe_b64encode(json.dumps(claims, default=str).encode()).decode().rstrip("=")
+    token = f"eyJhbGciOiJub25lIn0.{payload}.sig"
+    _assert_clean(_token.token_attributes(token, now_s=1.0))
+    _assert_clean(_token.token_facts(token, now_s=2.0))
 
 
 def test_token_facts_are_parsed_once_and_aged_per_call(monkeypatch):
