@@ -19,7 +19,7 @@ no pair to it is solved relative to the median of its own clocks (``consensus``,
 
 Output rows are segments: ``offset_s`` and ``lower_s``/``upper_s`` at the segment's middle, ``rate_ppm`` its slope;
 at any instant t of the segment the offset is offset_s + rate_ppm * 1e-6 * (t - middle) and the bound keeps its
-distances below and above it (the widest they get over the segment); a side nothing bounds is infinite.
+distances below and above it (the widest they get over the segment); a side nothing bounds is SPAN (10^4 s) away.
 ``error_s`` is the larger of those distances. Pure Python on a few thousand rows (importing numpy would cost more
 than the fit).
 """
@@ -39,9 +39,12 @@ CONSENSUS = "consensus"
 MAX_RATE = 5e-4  # the largest rate difference of two clocks (NTP slews at most 500 ppm): bounds beyond the data
 USUAL_RATE = 2e-4  # the rate difference of two clocks (each within 100 ppm) the fit prefers when constraints allow more
 EPS = 1e-9  # slack for constraints that hold with equality (span times are whole nanoseconds)
-SPAN = 1e4  # the initial intercept range around a segment's first constraint (seconds)
+SPAN = 1e4  # the fit's search range around a segment's first constraint; a bound's side nothing limits (s)
 MIN_WIDTH = 1e-6  # a pair's weight in the path search: its median constraint width, at least this
 MAX_GRID = 200_000  # consensus: rows of the median's grid (domains x breakpoints) past which it is one constant
+KINK = 1e-4  # a bend of a pair's offset this far from a line is seen as one (s)
+WINDOW = 8  # constraints per window where a link's quickest delays are read
+MIN_STRETCH = 4  # constraints the shortest segment a bend makes holds (fewer: the delays were read too short)
 MAX_GAPS = 3  # pairs of a path whose side of a step is chosen jointly (2**this combinations at most)
 
 COLUMNS = ["domain", "reference", "window_start", "window_end", "offset_s", "error_s", "samples", "lower_s",
@@ -182,8 +185,9 @@ def _one_sided(poly: list[tuple[float, float]], points: list[Point], x0: float, 
 def _bounded(tile: Tile, points: list[Point]) -> Tile:
     """``tile`` with its bound's terms from its constraints."""
     k = MAX_RATE + abs(tile.b)
+    c, b, x0 = tile.base + tile.a, tile.b, tile.x0
     for side, sign in ((0, 1.0), (1, -1.0)):
-        near = [(t, max(0.0, sign * (tile.line(t) - v))) for t, v, s, *_ in points if s == sign]
+        near = [(p[0], max(0.0, sign * (c + b * (p[0] - x0) - p[1]))) for p in points if p[2] == sign]
         if not near:  # no constraint on this side: nothing bounds it
             tile.peak[side] = math.inf
             tile.edge.append((tile.first, math.inf, tile.last, math.inf))
@@ -206,12 +210,14 @@ def _start(v: float) -> list[tuple[float, float]]:
     return [(v - SPAN, -MAX_RATE), (v + SPAN, -MAX_RATE), (v + SPAN, MAX_RATE), (v - SPAN, MAX_RATE)]
 
 
-def _tile(own: list[Point], base: float) -> Tile:
-    """The segment fitted to its constraints ``own`` (which one line meets)."""
+def _tile(own: list[Point], base: float, shift: float, poly: list[tuple[float, float]] | None) -> Tile:
+    """The segment fitted to its constraints ``own``: its line from them narrowed by ``shift`` (whose polygon is
+    ``poly`` when known), its bound from them as they are."""
     x0 = own[0][0]
-    poly = _start(own[0][1] - base)
-    for t, v, sign, *_ in own:
-        poly = _clip(poly, t - x0, v - base, sign) or poly
+    if poly is None:
+        poly = _start(own[0][1] - base)
+        for t, v, sign, *_ in own:
+            poly = _clip(poly, t - x0, v + sign * shift - base, sign) or poly
     if len({p[2] for p in own}) == 1:
         a, b = _one_sided(poly, own, x0, base)
     else:
@@ -223,22 +229,21 @@ def _tile(own: list[Point], base: float) -> Tile:
     return _bounded(tile, own)
 
 
-def fit_pair(points: list[Point]) -> list[Tile]:
-    """Segments of lines for one pair from its constraints, any order: each as long as one line meets them all.
-    A constraint both lines meet may lie on either side of the change (a loose bound): the earlier segment ends at
-    the last constraint the later one cannot meet, and the ones after it are left to neither."""
-    points = sorted(points)
-    base = sorted(p[1] for p in points)[len(points) // 2]  # values near 0: no precision lost on large offsets
-    cuts: list[list[int]] = []  # [first, end] of each segment's constraints
-    polys: list[list[tuple[float, float]]] = []
+def _segments(points: list[Point], base: float,
+              shift: float) -> tuple[list[list[int]], list[list[tuple[float, float]] | None]]:
+    """[first, end) of each stretch of ``points`` (sorted) one line meets, each constraint narrowed by ``shift``, and
+    its polygon (None where a stretch lost constraints). A constraint both lines meet may lie on either side of the
+    change (a loose bound): a stretch ends at the last constraint the next one cannot meet."""
+    cuts: list[list[int]] = []
+    polys: list[list[tuple[float, float]] | None] = []
     i, n = 0, len(points)
     while i < n:
         x0 = points[i][0]
-        poly = _start(points[i][1] - base)
+        poly = _start(points[i][1] + points[i][2] * shift - base)
         j = i
         while j < n:
             t, v, sign = points[j][:3]
-            clipped = _clip(poly, t - x0, v - base, sign)
+            clipped = _clip(poly, t - x0, v + sign * shift - base, sign)
             if clipped is None:
                 break
             poly, j = clipped, j + 1
@@ -249,11 +254,49 @@ def fit_pair(points: list[Point]) -> list[Tile]:
         poly, x0 = polys[k], points[cuts[k][0]][0]
         for q in range(cuts[k][0] - 1, cuts[k - 1][0], -1):
             t, v, sign = points[q][:3]
-            poly = _clip(poly, t - x0, v - base, sign)
+            poly = _clip(poly, t - x0, v + sign * shift - base, sign)
             if poly is None:
                 break
             cuts[k - 1][1] = q
-    tiles = [_tile(points[i:j], base) for i, j in cuts]
+            polys[k - 1] = None  # fewer constraints: fitted again
+    return cuts, polys
+
+
+def _narrowing(own: list[Point], base: float, poly: list[tuple[float, float]] | None) -> float:
+    """How far each constraint of a stretch can be moved in and the line still fit if the offset is a line: half
+    the narrowest gap between the lower and the upper constraints near each other (a link's quickest way there and
+    back), less KINK. What then no line meets is a bend of the offset (a slew, a step smaller than the link's
+    delays) that the constraints as they are would hide."""
+    if poly is None or len({p[2] for p in own}) == 1:
+        return 0.0
+    x0 = own[0][0]
+    a, b = _middle(poly, own, x0)
+    widths = []
+    for g in range(0, len(own), WINDOW):
+        lows = [base + a + b * (t - x0) - v for t, v, sign, *_ in own[g:g + WINDOW] if sign > 0]
+        highs = [v - base - a - b * (t - x0) for t, v, sign, *_ in own[g:g + WINDOW] if sign < 0]
+        if lows and highs:
+            widths.append(min(lows) + min(highs))
+    return max(0.0, min(widths, default=0.0) / 2 - KINK)
+
+
+def fit_pair(points: list[Point]) -> list[Tile]:
+    """Segments of lines for one pair from its constraints, any order: each as long as one line meets them all,
+    then as long as one meets them narrowed to the link's own delays (``_narrowing``)."""
+    points = sorted(points)
+    base = sorted(p[1] for p in points)[len(points) // 2]  # values near 0: no precision lost on large offsets
+    tiles = []
+    for (i, j), poly in zip(*_segments(points, base, 0.0), strict=True):
+        own = points[i:j]
+        shift = _narrowing(own, base, poly)
+        while shift > 0.0:
+            cuts, polys = _segments(own, base, shift)
+            if all(e - s >= MIN_STRETCH for s, e in cuts):
+                tiles += [_tile(own[s:e], base, shift, q) for (s, e), q in zip(cuts, polys, strict=True)]
+                break
+            shift = shift / 2 if shift > KINK else 0.0  # a delay seen once: narrowed less
+        else:
+            tiles.append(_tile(own, base, 0.0, poly))
     for left, right in zip(tiles, tiles[1:], strict=False):  # segments meet halfway between their data
         left.end = right.start = (left.last + right.first) / 2
     return tiles
@@ -385,6 +428,8 @@ def _on_root_clock(key: Key, points: list[tuple[float, float, float, float, int]
     if root in key:
         return [(ta if a == root else tb, v, s, n, ta, tb) for ta, tb, v, s, n in points]
     ma, mb = coarse.get(a), coarse.get(b)
+    if ma is not None and not ma.doubt:
+        return [(ma.to_reference(ta), v, s, n, ta, tb) for ta, tb, v, s, n in points]
     out = []
     for ta, tb, v, s, n in points:
         ra = ma.to_reference(ta) if ma is not None else None
@@ -454,25 +499,32 @@ def _fuse(group: list[str], root: str, tiles: dict[Key, list[Tile]],
 def _fused_at(t: float, s: float, e: float, sides: dict[Key, list[Tile]], index: dict[str, int],
               root: str) -> tuple[list[float], list[float]] | None:
     """The tightest [lower, upper] of every domain against the root that the pairs allow at t (over [s, e] their
-    rooms are the widest there); None when they contradict each other."""
-    up: list[tuple[int, int, float]] = []  # x_v - x_u <= w
-    down: list[tuple[int, int, float]] = []  # the same arcs reversed: x_u - x_v >= -w, from the root outwards
-    for (a, b), cands in sides.items():
-        lo = min(c.line(t) - c.room(0, s, e) for c in cands)
-        hi = max(c.line(t) + c.room(1, s, e) for c in cands)
-        ia, ib = index[a], index[b]
-        if hi < math.inf:
-            up.append((ia, ib, hi))
-            down.append((ib, ia, hi))
-        if lo > -math.inf:
-            up.append((ib, ia, -lo))
-            down.append((ia, ib, -lo))
-    r = index[root]
-    upper = _shortest(len(index), r, up)
-    lower = _shortest(len(index), r, down)
-    if upper is None or lower is None:
-        return None
-    return [-x for x in lower], upper
+    rooms are the widest there). A pair between two segments allows either; where that contradicts the others (two
+    steps in its gap: a third offset neither segment has), only the pairs inside a segment count. None when those
+    contradict each other too."""
+    for keep in (None, 1):
+        up: list[tuple[int, int, float]] = []  # x_v - x_u <= w
+        down: list[tuple[int, int, float]] = []  # the same arcs reversed: x_u - x_v >= -w, from the root outwards
+        for (a, b), cands in sides.items():
+            if keep is not None and len(cands) > keep:
+                continue
+            lo = min(c.line(t) - c.room(0, s, e) for c in cands)
+            hi = max(c.line(t) + c.room(1, s, e) for c in cands)
+            ia, ib = index[a], index[b]
+            if hi < math.inf:
+                up.append((ia, ib, hi))
+                down.append((ib, ia, hi))
+            if lo > -math.inf:
+                up.append((ib, ia, -lo))
+                down.append((ia, ib, -lo))
+        r = index[root]
+        upper = _shortest(len(index), r, up)
+        lower = _shortest(len(index), r, down)
+        if upper is not None and lower is not None:
+            return [-x for x in lower], upper
+        if all(len(c) == 1 for c in sides.values()):
+            break
+    return None
 
 
 def _estimate(path: list[tuple[Key, float]], sides: dict[Key, list[Tile]],
@@ -645,8 +697,9 @@ def _solve(edges: list[Edge], reference: str | None) -> tuple[list[tuple], list[
     rows = []
     for domain, m in sorted(models.items()):
         for p in m.pieces:
-            rows.append((domain, m.reference, p.start, p.end, p.off, max(p.below, p.above), int(p.samples),
-                         p.off - p.below, p.off + p.above, p.rate * 1e6))
+            below, above = min(p.below, SPAN), min(p.above, SPAN)  # a side nothing bounds: SPAN away, finite
+            rows.append((domain, m.reference, p.start, p.end, p.off, max(below, above), int(p.samples),
+                         p.off - below, p.off + above, p.rate * 1e6))
     return rows, breaks
 
 
