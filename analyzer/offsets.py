@@ -210,14 +210,16 @@ def _start(v: float) -> list[tuple[float, float]]:
     return [(v - SPAN, -MAX_RATE), (v + SPAN, -MAX_RATE), (v + SPAN, MAX_RATE), (v - SPAN, MAX_RATE)]
 
 
-def _tile(own: list[Point], base: float, shift: float, poly: list[tuple[float, float]] | None) -> Tile:
-    """The segment fitted to its constraints ``own``: its line from them narrowed by ``shift`` (whose polygon is
-    ``poly`` when known), its bound from them as they are."""
+def _tile(own: list[Point], base: float, poly: list[tuple[float, float]] | None,
+          fit: list[Point] | None = None) -> Tile:
+    """The segment of the constraints ``own``: its line from ``fit`` (them narrowed, else them), whose polygon is
+    ``poly`` when known; its bound from them as they are."""
+    fit = own if fit is None else fit
     x0 = own[0][0]
     if poly is None:
-        poly = _start(own[0][1] - base)
-        for t, v, sign, *_ in own:
-            poly = _clip(poly, t - x0, v + sign * shift - base, sign) or poly
+        poly = _start(fit[0][1] - base)
+        for t, v, sign, *_ in fit:
+            poly = _clip(poly, t - x0, v - base, sign) or poly
     if len({p[2] for p in own}) == 1:
         a, b = _one_sided(poly, own, x0, base)
     else:
@@ -230,20 +232,23 @@ def _tile(own: list[Point], base: float, shift: float, poly: list[tuple[float, f
 
 
 def _segments(points: list[Point], base: float,
-              shift: float) -> tuple[list[list[int]], list[list[tuple[float, float]] | None]]:
-    """[first, end) of each stretch of ``points`` (sorted) one line meets, each constraint narrowed by ``shift``, and
-    its polygon (None where a stretch lost constraints). A constraint both lines meet may lie on either side of the
-    change (a loose bound): a stretch ends at the last constraint the next one cannot meet."""
+              bend: bool = False) -> tuple[list[list[int]], list[list[tuple[float, float]] | None]]:
+    """[first, end) of each stretch of ``points`` (sorted) one line meets, and its polygon (None where a stretch lost
+    constraints). The last constraints of a stretch that the next one's line meets too and that lie more than twice
+    as far from its own line as its constraints usually do (loose bounds from after a step) may lie on either side
+    of the change: they are left to neither. With ``bend`` (narrowed constraints, an offset that bends without a
+    step) the constraints both lines meet are shared out at their middle: the bend is about where the two lines
+    cross, not where the first stops fitting."""
     cuts: list[list[int]] = []
     polys: list[list[tuple[float, float]] | None] = []
     i, n = 0, len(points)
     while i < n:
         x0 = points[i][0]
-        poly = _start(points[i][1] + points[i][2] * shift - base)
+        poly = _start(points[i][1] - base)
         j = i
         while j < n:
             t, v, sign = points[j][:3]
-            clipped = _clip(poly, t - x0, v + sign * shift - base, sign)
+            clipped = _clip(poly, t - x0, v - base, sign)
             if clipped is None:
                 break
             poly, j = clipped, j + 1
@@ -252,51 +257,107 @@ def _segments(points: list[Point], base: float,
         i = j
     for k in range(1, len(cuts)):
         poly, x0 = polys[k], points[cuts[k][0]][0]
+        if bend:
+            first = cuts[k][0]
+            for q in range(first - 1, cuts[k - 1][0] + MIN_STRETCH - 1, -1):
+                t, v, sign = points[q][:3]
+                poly = _clip(poly, t - x0, v - base, sign)
+                if poly is None:
+                    break
+                first = q
+            if first < cuts[k][0]:
+                cuts[k - 1][1] = cuts[k][0] = (first + cuts[k][0] + 1) // 2
+                polys[k - 1] = polys[k] = None
+            continue
+        left = points[cuts[k - 1][0]:cuts[k - 1][1]]
+        if len({p[2] for p in left}) == 1 or polys[k - 1] is None:
+            continue
+        a, b = _middle(polys[k - 1], left, left[0][0])
+        slack = [sign * (base + a + b * (t - left[0][0]) - v) for t, v, sign, *_ in left]
+        usual = {sign: _median([d for d, p in zip(slack, left, strict=True) if p[2] == sign]) for sign in (1.0, -1.0)}
         for q in range(cuts[k][0] - 1, cuts[k - 1][0], -1):
             t, v, sign = points[q][:3]
-            poly = _clip(poly, t - x0, v + sign * shift - base, sign)
-            if poly is None:
+            poly = _clip(poly, t - x0, v - base, sign)
+            if poly is None or slack[q - cuts[k - 1][0]] <= 2 * usual[sign] + EPS:
                 break
             cuts[k - 1][1] = q
             polys[k - 1] = None  # fewer constraints: fitted again
     return cuts, polys
 
 
-def _narrowing(own: list[Point], base: float, poly: list[tuple[float, float]] | None) -> float:
-    """How far each constraint of a stretch can be moved in and the line still fit if the offset is a line: half
-    the narrowest gap between the lower and the upper constraints near each other (a link's quickest way there and
-    back), less KINK. What then no line meets is a bend of the offset (a slew, a step smaller than the link's
-    delays) that the constraints as they are would hide."""
-    if poly is None or len({p[2] for p in own}) == 1:
-        return 0.0
-    x0 = own[0][0]
-    a, b = _middle(poly, own, x0)
-    widths = []
+def _narrowed(own: list[Point], tile: Tile, scale: float) -> list[tuple[int, Point]] | None:
+    """The constraints of a stretch each moved in as far as a line could still meet them if the offset is a line.
+    A lower constraint and the upper one nearest it in time are the link's way there and back: per window of WINDOW
+    constraints, the narrowest such gap is the link's quickest round trip and its middle the link's asymmetry, both
+    the same in every window while the link is. So a window's constraints move in by half that gap less a tolerance
+    (KINK, or three times how much the middles scatter) times ``scale``, and what then no line meets is a bend of
+    the offset (a slew, a step smaller than the link's delays) that the constraints as they are would hide. A window
+    quicker than the usual (another kind of call, another path) is left out, a slower one kept as it is. Returns
+    (index in ``own``, constraint) of those kept; None when the stretch's line meets them all so narrowed (no
+    bend)."""
+    if math.isinf(tile.peak[0]) or math.isinf(tile.peak[1]):
+        return None
+    uppers = [(t, v) for t, v, sign, *_ in own if sign < 0]
+    times = [t for t, _ in uppers]
+    windows: list[tuple[float, float] | None] = []
     for g in range(0, len(own), WINDOW):
-        lows = [base + a + b * (t - x0) - v for t, v, sign, *_ in own[g:g + WINDOW] if sign > 0]
-        highs = [v - base - a - b * (t - x0) for t, v, sign, *_ in own[g:g + WINDOW] if sign < 0]
-        if lows and highs:
-            widths.append(min(lows) + min(highs))
-    return max(0.0, min(widths, default=0.0) / 2 - KINK)
+        best = None
+        for t, v, sign, *_ in own[g:g + WINDOW]:
+            if sign < 0:
+                continue
+            k = bisect_right(times, t)
+            th, vh = min(uppers[max(k - 1, 0):k + 1], key=lambda u, t=t: abs(u[0] - t))
+            width = vh - v - tile.b * (th - t)
+            if best is None or width < best[0]:
+                best = (width, (vh + v) / 2 - tile.line((th + t) / 2))
+        windows.append(best)
+    seen = [w for w in windows if w is not None]
+    if len(seen) < 3:
+        return None
+    usual = _median([w for w, _ in seen])
+    curve = [abs(a[1] - 2 * b[1] + c[1]) for a, b, c in zip(seen, seen[1:], seen[2:], strict=False)]
+    tolerance = max(KINK, 3 * _median(curve) / (0.6745 * math.sqrt(6)))  # the middles' scatter, as a sigma
+    out: list[tuple[int, Point]] = []
+    bend = False
+    for k, window in enumerate(windows):
+        for j in range(k * WINDOW, min((k + 1) * WINDOW, len(own))):
+            t, v, sign, n, ta, tb = own[j]
+            if window is None or window[0] > usual + 2 * tolerance:
+                out.append((j, own[j]))
+            elif window[0] >= usual - 2 * tolerance:
+                shift = scale * max(0.0, window[0] / 2 - tolerance)
+                out.append((j, (t, v + sign * shift, sign, n, ta, tb)))
+                bend = bend or sign * (tile.line(t) - v) < shift - EPS
+    return out if bend else None
 
 
 def fit_pair(points: list[Point]) -> list[Tile]:
     """Segments of lines for one pair from its constraints, any order: each as long as one line meets them all,
-    then as long as one meets them narrowed to the link's own delays (``_narrowing``)."""
+    then as long as one meets them narrowed to the link's own delays (``_narrowed``)."""
     points = sorted(points)
     base = sorted(p[1] for p in points)[len(points) // 2]  # values near 0: no precision lost on large offsets
     tiles = []
-    for (i, j), poly in zip(*_segments(points, base, 0.0), strict=True):
+    for (i, j), poly in zip(*_segments(points, base), strict=True):
         own = points[i:j]
-        shift = _narrowing(own, base, poly)
-        while shift > 0.0:
-            cuts, polys = _segments(own, base, shift)
+        tile = _tile(own, base, poly)
+        scale = 1.0
+        while (kept := _narrowed(own, tile, scale)) is not None:
+            narrowed = [p for _, p in kept]
+            cuts, polys = _segments(narrowed, base, bend=True)
             if all(e - s >= MIN_STRETCH for s, e in cuts):
-                tiles += [_tile(own[s:e], base, shift, q) for (s, e), q in zip(cuts, polys, strict=True)]
+                # each segment's own constraints for its bound: from its first kept one to its last (those left out
+                # before the first segment and after the last going to them)
+                spans = [[kept[s][0], kept[e - 1][0] + 1] for s, e in cuts]
+                spans[0][0], spans[-1][1] = 0, len(own)
+                tiles += [_tile(own[a:b], base, q if narrowed[s][0] == own[a][0] else None, narrowed[s:e])
+                          for (a, b), (s, e), q in zip(spans, cuts, polys, strict=True)]  # a polygon at its x0
                 break
-            shift = shift / 2 if shift > KINK else 0.0  # a delay seen once: narrowed less
+            scale /= 2  # a stretch too short for a line: a delay seen once, narrowed less
+            if scale < 0.1:
+                tiles.append(tile)
+                break
         else:
-            tiles.append(_tile(own, base, 0.0, poly))
+            tiles.append(tile)
     for left, right in zip(tiles, tiles[1:], strict=False):  # segments meet halfway between their data
         left.end = right.start = (left.last + right.first) / 2
     return tiles
