@@ -1,27 +1,15 @@
 """The clock model: ``clock_edges`` (tightest causality constraints per pair of domains and time bucket) ->
 ``clock_offsets`` (each domain's offset and rate against the reference, in segments, with a bound at every instant).
 
-Each pair of domains is fitted on its own (the convex-hull synchronisation of traces: Duda et al.; Poirier, Roy and
-Dagenais): the lines offset(t) = a + b t that satisfy every constraint of a stretch of time form a convex polygon
-in (a, b), clipped by one half-plane per constraint. A stretch ends where the polygon becomes empty (the clock
-stepped or changed its rate: NTP) and a new segment starts. A segment's line is the middle of its polygon. Its bound
-assumes no line, only that two clocks' rates differ by at most MAX_RATE: each constraint still holds near its
-instant, widened by that rate per second away from it (Tile).
-
-All pairs are then fused on the reference's time axis. Over each stretch where no pair changes segment, the pairs'
-intervals are difference constraints between domains, and the tightest interval they imply for each domain against
-the reference (shortest paths, Bellman-Ford) is its bound. Between a pair's last instant before a change and its
-first after, that pair allows both sides (the step may lie anywhere between), so the other pairs that saw the step
-sooner decide where it is. The estimate follows the path of fewest pairs to the reference (the direct pair where
-there is one: an asymmetric link's error stays half its asymmetry, and is not added over hops) and is clamped into
-the fused bound. The reference is the issuer's domain (tokens and grants are in its clock); a group of domains with
-no pair to it is solved relative to the median of its own clocks (``consensus``, weaker evidence for attribution).
-
-Output rows are segments: ``offset_s`` and ``lower_s``/``upper_s`` at the segment's middle, ``rate_ppm`` its slope;
-at any instant t of the segment the offset is offset_s + rate_ppm * 1e-6 * (t - middle) and the bound keeps its
-distances below and above it (the widest they get over the segment); a side nothing bounds is SPAN (10^4 s) away.
-``error_s`` is the larger of those distances. Pure Python on a few thousand rows (importing numpy would cost more
-than the fit).
+Clocks drift, step and slew (NTP), links are asymmetric, and every token time is corrected with these offsets. Each
+pair of domains is fitted alone (the convex-hull synchronisation of traces: Duda et al.; Poirier, Roy and Dagenais):
+segments of lines through its constraints (``fit_pair``). The pairs are then fused on the reference's clock: their
+intervals are difference constraints, whose shortest paths bound each domain (``_fuse``); a step is placed by every
+pair that saw it, and the estimate follows the domain's own pair with the reference where it has one (a link's
+asymmetry costs half of it once, not per hop), kept inside the bound. The reference is the issuer's domain; a group
+with no pair to it is solved against the median of its clocks (``consensus``). Rows are segments: offset_s, lower_s,
+upper_s at the middle, rate_ppm the slope, the bound's distances the widest over the segment (a side nothing bounds
+SPAN away). Pure Python on a few thousand rows (importing numpy would cost more than the fit).
 """
 
 from __future__ import annotations
@@ -292,7 +280,8 @@ def _narrowed(own: list[Point], tile: Tile, scale: float) -> list[tuple[int, Poi
     the same in every window while the link is. So a window's constraints move in by half that gap less a tolerance
     (KINK, or three times how much the middles scatter) times ``scale``, and what then no line meets is a bend of
     the offset (a slew, a step smaller than the link's delays) that the constraints as they are would hide. A window
-    quicker than the usual (another kind of call, another path) is left out, a slower one kept as it is. Returns
+    quicker than the usual (another kind of call, another path) is left out, and so is a constraint its window's
+    narrowing would move past the window's middle (a quicker call's), a slower window is kept as it is. Returns
     (index in ``own``, constraint) of those kept; None when the stretch's line meets them all so narrowed (no
     bend)."""
     if math.isinf(tile.peak[0]) or math.isinf(tile.peak[1]):
@@ -326,14 +315,17 @@ def _narrowed(own: list[Point], tile: Tile, scale: float) -> list[tuple[int, Poi
                 out.append((j, own[j]))
             elif window[0] >= usual - 2 * tolerance:
                 shift = scale * max(0.0, window[0] / 2 - tolerance)
-                out.append((j, (t, v + sign * shift, sign, n, ta, tb)))
-                bend = bend or sign * (tile.line(t) - v) < shift - EPS
+                if sign * (tile.line(t) + window[1] - v) >= shift - tolerance - EPS:  # not a quicker call's
+                    out.append((j, (t, v + sign * shift, sign, n, ta, tb)))
+                    bend = bend or sign * (tile.line(t) - v) < shift - EPS
     return out if bend else None
 
 
 def fit_pair(points: list[Point]) -> list[Tile]:
-    """Segments of lines for one pair from its constraints, any order: each as long as one line meets them all,
-    then as long as one meets them narrowed to the link's own delays (``_narrowed``)."""
+    """Segments of lines for one pair from its constraints, any order. The lines a + b t that meet every constraint
+    of a stretch form a convex polygon in (a, b), clipped by one half-plane per constraint (``_clip``); a stretch
+    ends where it is empty (a step, a change of rate), and again where no line meets its constraints narrowed to the
+    link's own delays (``_narrowed``: a bend the link's delays would hide). Each segment's line: ``_middle``."""
     points = sorted(points)
     base = sorted(p[1] for p in points)[len(points) // 2]  # values near 0: no precision lost on large offsets
     tiles = []
