@@ -33,6 +33,7 @@ MAX_GRID = 200_000  # consensus: rows of the median's grid (domains x breakpoint
 KINK = 1e-4  # a bend of a pair's offset this far from a line is seen as one (s)
 WINDOW = 8  # constraints per window where a link's quickest delays are read
 MIN_STRETCH = 4  # constraints the shortest segment a bend makes holds (fewer: the delays were read too short)
+OUTLIER = 3  # a narrowed constraint no line meets while it meets this many next ones is one odd call's
 MAX_GAPS = 3  # pairs of a path whose side of a step is chosen jointly (2**this combinations at most)
 
 COLUMNS = ["domain", "reference", "window_start", "window_end", "offset_s", "error_s", "samples", "lower_s",
@@ -220,15 +221,17 @@ def _tile(own: list[Point], base: float, poly: list[tuple[float, float]] | None,
 
 
 def _segments(points: list[Point], base: float,
-              bend: bool = False) -> tuple[list[list[int]], list[list[tuple[float, float]] | None]]:
+              bend: bool = False) -> tuple[list[list[int]], list[list[tuple[float, float]] | None], set[int]]:
     """[first, end) of each stretch of ``points`` (sorted) one line meets, and its polygon (None where a stretch lost
     constraints). The last constraints of a stretch that the next one's line meets too and that lie more than twice
     as far from its own line as its constraints usually do (loose bounds from after a step) may lie on either side
-    of the change: they are left to neither. With ``bend`` (narrowed constraints, an offset that bends without a
-    step) the constraints both lines meet are shared out at their middle: the bend is about where the two lines
-    cross, not where the first stops fitting."""
+    of the change: they are left to neither. With ``bend`` (narrowed constraints, which a call quicker than the
+    link's usual can make too tight) a constraint the line misses while it meets the next OUTLIER ones is skipped
+    (the third set returned), and the constraints both lines meet are shared out at their middle: a bend is about
+    where the two lines cross, not where the first stops fitting."""
     cuts: list[list[int]] = []
     polys: list[list[tuple[float, float]] | None] = []
+    skipped: set[int] = set()
     i, n = 0, len(points)
     while i < n:
         x0 = points[i][0]
@@ -238,8 +241,12 @@ def _segments(points: list[Point], base: float,
             t, v, sign = points[j][:3]
             clipped = _clip(poly, t - x0, v - base, sign)
             if clipped is None:
-                break
-            poly, j = clipped, j + 1
+                if not bend or not _meets(poly, points[j + 1:j + 1 + OUTLIER], x0, base):
+                    break
+                skipped.add(j)
+            else:
+                poly = clipped
+            j += 1
         cuts.append([i, j])
         polys.append(poly)
         i = j
@@ -248,6 +255,8 @@ def _segments(points: list[Point], base: float,
         if bend:
             first = cuts[k][0]
             for q in range(first - 1, cuts[k - 1][0] + MIN_STRETCH - 1, -1):
+                if q in skipped:
+                    continue
                 t, v, sign = points[q][:3]
                 poly = _clip(poly, t - x0, v - base, sign)
                 if poly is None:
@@ -270,7 +279,17 @@ def _segments(points: list[Point], base: float,
                 break
             cuts[k - 1][1] = q
             polys[k - 1] = None  # fewer constraints: fitted again
-    return cuts, polys
+    return cuts, polys, skipped
+
+
+def _meets(poly: list[tuple[float, float]], points: list[Point], x0: float, base: float) -> bool:
+    """Whether some line of ``poly`` meets every one of ``points`` (true for none)."""
+    for t, v, sign, *_ in points:
+        clipped = _clip(poly, t - x0, v - base, sign)
+        if clipped is None:
+            return False
+        poly = clipped
+    return True
 
 
 def _narrowed(own: list[Point], tile: Tile, scale: float) -> list[tuple[int, Point]] | None:
@@ -280,8 +299,10 @@ def _narrowed(own: list[Point], tile: Tile, scale: float) -> list[tuple[int, Poi
     the same in every window while the link is. So a window's constraints move in by half that gap less a tolerance
     (KINK, or three times how much the middles scatter) times ``scale``, and what then no line meets is a bend of
     the offset (a slew, a step smaller than the link's delays) that the constraints as they are would hide. A window
-    quicker than the usual (another kind of call, another path) is left out, and so is a constraint its window's
-    narrowing would move past the window's middle (a quicker call's), a slower window is kept as it is. Returns
+    quicker than the usual (another kind of call, another path) is left out, a slower one kept as it is; one
+    quicker call in a window is not read as the window's (the second narrowest gap is), and a constraint its
+    window's narrowing would move past the window's middle is left out (a quicker call's, or one from the other
+    side of a step inside the window: the next window places that step). Returns
     (index in ``own``, constraint) of those kept; None when the stretch's line meets them all so narrowed (no
     bend)."""
     if math.isinf(tile.peak[0]) or math.isinf(tile.peak[1]):
@@ -290,16 +311,15 @@ def _narrowed(own: list[Point], tile: Tile, scale: float) -> list[tuple[int, Poi
     times = [t for t, _ in uppers]
     windows: list[tuple[float, float] | None] = []
     for g in range(0, len(own), WINDOW):
-        best = None
+        pairs = []
         for t, v, sign, *_ in own[g:g + WINDOW]:
             if sign < 0:
                 continue
             k = bisect_right(times, t)
             th, vh = min(uppers[max(k - 1, 0):k + 1], key=lambda u, t=t: abs(u[0] - t))
-            width = vh - v - tile.b * (th - t)
-            if best is None or width < best[0]:
-                best = (width, (vh + v) / 2 - tile.line((th + t) / 2))
-        windows.append(best)
+            pairs.append((vh - v - tile.b * (th - t), (vh + v) / 2 - tile.line((th + t) / 2)))
+        pairs.sort()
+        windows.append(pairs[min(1, len(pairs) - 1)] if pairs else None)  # the second narrowest: not one odd call
     seen = [w for w in windows if w is not None]
     if len(seen) < 3:
         return None
@@ -315,7 +335,7 @@ def _narrowed(own: list[Point], tile: Tile, scale: float) -> list[tuple[int, Poi
                 out.append((j, own[j]))
             elif window[0] >= usual - 2 * tolerance:
                 shift = scale * max(0.0, window[0] / 2 - tolerance)
-                if sign * (tile.line(t) + window[1] - v) >= shift - tolerance - EPS:  # not a quicker call's
+                if sign * (tile.line(t) + window[1] - v) >= shift - tolerance - EPS:  # not past the middle
                     out.append((j, (t, v + sign * shift, sign, n, ta, tb)))
                     bend = bend or sign * (tile.line(t) - v) < shift - EPS
     return out if bend else None
@@ -329,20 +349,22 @@ def fit_pair(points: list[Point]) -> list[Tile]:
     points = sorted(points)
     base = sorted(p[1] for p in points)[len(points) // 2]  # values near 0: no precision lost on large offsets
     tiles = []
-    for (i, j), poly in zip(*_segments(points, base), strict=True):
+    cuts, polys, _ = _segments(points, base)
+    for (i, j), poly in zip(cuts, polys, strict=True):
         own = points[i:j]
         tile = _tile(own, base, poly)
         scale = 1.0
         while (kept := _narrowed(own, tile, scale)) is not None:
             narrowed = [p for _, p in kept]
-            cuts, polys = _segments(narrowed, base, bend=True)
+            cuts, polys, skipped = _segments(narrowed, base, bend=True)
             if all(e - s >= MIN_STRETCH for s, e in cuts):
                 # each segment's own constraints for its bound: from its first kept one to its last (those left out
                 # before the first segment and after the last going to them)
                 spans = [[kept[s][0], kept[e - 1][0] + 1] for s, e in cuts]
                 spans[0][0], spans[-1][1] = 0, len(own)
-                tiles += [_tile(own[a:b], base, q if narrowed[s][0] == own[a][0] else None, narrowed[s:e])
-                          for (a, b), (s, e), q in zip(spans, cuts, polys, strict=True)]  # a polygon at its x0
+                tiles += [_tile(own[a:b], base, q if narrowed[s][0] == own[a][0] else None,  # a polygon at its x0
+                                [narrowed[x] for x in range(s, e) if x not in skipped])
+                          for (a, b), (s, e), q in zip(spans, cuts, polys, strict=True)]
                 break
             scale /= 2  # a stretch too short for a line: a delay seen once, narrowed less
             if scale < 0.1:
