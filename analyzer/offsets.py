@@ -125,14 +125,15 @@ def _extent(poly: list[tuple[float, float]], b: float) -> tuple[float, float]:
 
 
 def _resistant(xy: list[tuple[float, float]]) -> float | None:
-    """Tukey's resistant line's slope (the medians of the first and last thirds), None under three points: one
+    """A resistant slope: the median of the slopes from each constraint of the first third to each of the last
+    (Theil and Sen's, between the thirds; at most 40 of each, evenly spread), None under three points. One
     constraint much tighter than the rest (a call over a quicker link) does not tilt it."""
     n = len(xy) // 3
     if n < 1:
         return None
-    left, right = xy[:n], xy[-n:]
-    dx = _median([x for x, _ in right]) - _median([x for x, _ in left])
-    return (_median([y for _, y in right]) - _median([y for _, y in left])) / dx if dx > 0 else None
+    step = -(-n // 40)
+    slopes = [(y2 - y1) / (x2 - x1) for x1, y1 in xy[:n:step] for x2, y2 in xy[-n::step] if x2 > x1]
+    return _median(slopes) if slopes else None
 
 
 def _slope(poly: list[tuple[float, float]], points: list[Point], x0: float) -> float:
@@ -227,8 +228,9 @@ def _segments(points: list[Point], base: float,
     as far from its own line as its constraints usually do (loose bounds from after a step) may lie on either side
     of the change: they are left to neither. With ``bend`` (narrowed constraints, which a call quicker than the
     link's usual can make too tight) a constraint the line misses while it meets the next OUTLIER ones is skipped
-    (the third set returned), and the constraints both lines meet are shared out at their middle: a bend is about
-    where the two lines cross, not where the first stops fitting."""
+    (the third set returned), and so is the first of a stretch that ends before MIN_STRETCH; the constraints both
+    lines meet are shared out at their middle: a bend is about where the two lines cross, not where the first stops
+    fitting."""
     cuts: list[list[int]] = []
     polys: list[list[tuple[float, float]] | None] = []
     skipped: set[int] = set()
@@ -236,7 +238,7 @@ def _segments(points: list[Point], base: float,
     while i < n:
         x0 = points[i][0]
         poly = _start(points[i][1] - base)
-        j = i
+        j, held = i, 0
         while j < n:
             t, v, sign = points[j][:3]
             clipped = _clip(poly, t - x0, v - base, sign)
@@ -245,8 +247,12 @@ def _segments(points: list[Point], base: float,
                     break
                 skipped.add(j)
             else:
-                poly = clipped
+                poly, held = clipped, held + 1
             j += 1
+        if bend and j < n and held < MIN_STRETCH:  # an odd constraint first: skipped, the stretch started again
+            skipped.add(i)
+            i += 1
+            continue
         cuts.append([i, j])
         polys.append(poly)
         i = j
@@ -299,25 +305,29 @@ def _narrowed(own: list[Point], tile: Tile, scale: float) -> list[tuple[int, Poi
     the same in every window while the link is. So a window's constraints move in by half that gap less a tolerance
     (KINK, or three times how much the middles scatter) times ``scale``, and what then no line meets is a bend of
     the offset (a slew, a step smaller than the link's delays) that the constraints as they are would hide. A window
-    quicker than the usual (another kind of call, another path) is left out, a slower one kept as it is; one
-    quicker call in a window is not read as the window's (the second narrowest gap is), and a constraint its
-    window's narrowing would move past the window's middle is left out (a quicker call's, or one from the other
-    side of a step inside the window: the next window places that step). Returns
+    quicker than the usual by more than the round trips scatter (another kind of call, another path) is left out, a
+    slower one kept as it is; one
+    quicker call in a window is not read as the window's (the second narrowest gap is), its two constraints are left
+    out, and ``_segments`` skips any other odd one. Returns
     (index in ``own``, constraint) of those kept; None when the stretch's line meets them all so narrowed (no
     bend)."""
     if math.isinf(tile.peak[0]) or math.isinf(tile.peak[1]):
         return None
-    uppers = [(t, v) for t, v, sign, *_ in own if sign < 0]
-    times = [t for t, _ in uppers]
+    uppers = [j for j, p in enumerate(own) if p[2] < 0]
+    times = [own[j][0] for j in uppers]
     windows: list[tuple[float, float] | None] = []
+    paired: list[tuple[float, int, int]] = []  # (round trip, lower's index, upper's index)
     for g in range(0, len(own), WINDOW):
         pairs = []
-        for t, v, sign, *_ in own[g:g + WINDOW]:
+        for j in range(g, min(g + WINDOW, len(own))):
+            t, v, sign = own[j][:3]
             if sign < 0:
                 continue
             k = bisect_right(times, t)
-            th, vh = min(uppers[max(k - 1, 0):k + 1], key=lambda u, t=t: abs(u[0] - t))
+            u = min(uppers[max(k - 1, 0):k + 1], key=lambda x, t=t: abs(own[x][0] - t))
+            th, vh = own[u][:2]
             pairs.append((vh - v - tile.b * (th - t), (vh + v) / 2 - tile.line((th + t) / 2)))
+            paired.append((pairs[-1][0], j, u))
         pairs.sort()
         windows.append(pairs[min(1, len(pairs) - 1)] if pairs else None)  # the second narrowest: not one odd call
     seen = [w for w in windows if w is not None]
@@ -326,18 +336,21 @@ def _narrowed(own: list[Point], tile: Tile, scale: float) -> list[tuple[int, Poi
     usual = _median([w for w, _ in seen])
     curve = [abs(a[1] - 2 * b[1] + c[1]) for a, b, c in zip(seen, seen[1:], seen[2:], strict=False)]
     tolerance = max(KINK, 3 * _median(curve) / (0.6745 * math.sqrt(6)))  # the middles' scatter, as a sigma
+    other = 2 * tolerance + 3 * _median([abs(w - usual) for w, _ in seen]) / 0.6745  # and the round trips'
+    quick = {x for width, j, u in paired if width < usual - other for x in (j, u)}  # a quicker call's pair
     out: list[tuple[int, Point]] = []
     bend = False
     for k, window in enumerate(windows):
         for j in range(k * WINDOW, min((k + 1) * WINDOW, len(own))):
             t, v, sign, n, ta, tb = own[j]
-            if window is None or window[0] > usual + 2 * tolerance:
+            if j in quick:
+                continue
+            if window is None or window[0] > usual + other:
                 out.append((j, own[j]))
-            elif window[0] >= usual - 2 * tolerance:
+            elif window[0] >= usual - other:
                 shift = scale * max(0.0, window[0] / 2 - tolerance)
-                if sign * (tile.line(t) + window[1] - v) >= shift - tolerance - EPS:  # not past the middle
-                    out.append((j, (t, v + sign * shift, sign, n, ta, tb)))
-                    bend = bend or sign * (tile.line(t) - v) < shift - EPS
+                out.append((j, (t, v + sign * shift, sign, n, ta, tb)))
+                bend = bend or sign * (tile.line(t) - v) < shift - EPS
     return out if bend else None
 
 
@@ -345,26 +358,34 @@ def fit_pair(points: list[Point]) -> list[Tile]:
     """Segments of lines for one pair from its constraints, any order. The lines a + b t that meet every constraint
     of a stretch form a convex polygon in (a, b), clipped by one half-plane per constraint (``_clip``); a stretch
     ends where it is empty (a step, a change of rate), and again where no line meets its constraints narrowed to the
-    link's own delays (``_narrowed``: a bend the link's delays would hide). Each segment's line: ``_middle``."""
+    link's own delays (``_narrowed``: a bend the link's delays would hide). Each segment's line: ``_middle``.
+    A stretch's last constraints that its narrowed line misses, too few for a line of their own, were after the
+    change the next stretch starts with (loose enough to be met by the first line as they are): they go to it."""
     points = sorted(points)
     base = sorted(p[1] for p in points)[len(points) // 2]  # values near 0: no precision lost on large offsets
-    tiles = []
+    tiles: list[Tile] = []
     cuts, polys, _ = _segments(points, base)
-    for (i, j), poly in zip(cuts, polys, strict=True):
-        own = points[i:j]
+    carry: list[Point] = []
+    for k, ((i, j), poly) in enumerate(zip(cuts, polys, strict=True)):
+        own, poly, carry = carry + points[i:j], poly if not carry else None, []
         tile = _tile(own, base, poly)
         scale = 1.0
         while (kept := _narrowed(own, tile, scale)) is not None:
             narrowed = [p for _, p in kept]
-            cuts, polys, skipped = _segments(narrowed, base, bend=True)
-            if all(e - s >= MIN_STRETCH for s, e in cuts):
+            parts, shapes, skipped = _segments(narrowed, base, bend=True)
+            tail = 0  # how many last constraints go to the next stretch
+            if len(parts) > 1 and k + 1 < len(cuts) and parts[-1][1] - parts[-1][0] < MIN_STRETCH:
+                tail = len(own) - kept[parts[-1][0]][0]
+                parts, shapes = parts[:-1], shapes[:-1]
+            if all(e - s >= MIN_STRETCH for s, e in parts):
+                mine, carry = own[:len(own) - tail], own[len(own) - tail:]
                 # each segment's own constraints for its bound: from its first kept one to its last (those left out
                 # before the first segment and after the last going to them)
-                spans = [[kept[s][0], kept[e - 1][0] + 1] for s, e in cuts]
-                spans[0][0], spans[-1][1] = 0, len(own)
-                tiles += [_tile(own[a:b], base, q if narrowed[s][0] == own[a][0] else None,  # a polygon at its x0
+                spans = [[kept[s][0], kept[e - 1][0] + 1] for s, e in parts]
+                spans[0][0], spans[-1][1] = 0, len(mine)
+                tiles += [_tile(mine[a:b], base, q if narrowed[s][0] == mine[a][0] else None,  # a polygon at its x0
                                 [narrowed[x] for x in range(s, e) if x not in skipped])
-                          for (a, b), (s, e), q in zip(spans, cuts, polys, strict=True)]
+                          for (a, b), (s, e), q in zip(spans, parts, shapes, strict=True)]
                 break
             scale /= 2  # a stretch too short for a line: a delay seen once, narrowed less
             if scale < 0.1:
