@@ -229,8 +229,8 @@ def _segments(points: list[Point], base: float,
     of the change: they are left to neither. With ``bend`` (narrowed constraints, which a call quicker than the
     link's usual can make too tight) a constraint the line misses while it meets the next OUTLIER ones is skipped
     (the third set returned), and so is the first of a stretch that ends before MIN_STRETCH; the constraints both
-    lines meet are shared out at their middle: a bend is about where the two lines cross, not where the first stops
-    fitting."""
+    lines meet closely are shared out at their middle: a bend is about where the two lines cross, not where the
+    first stops fitting."""
     cuts: list[list[int]] = []
     polys: list[list[tuple[float, float]] | None] = []
     skipped: set[int] = set()
@@ -258,9 +258,22 @@ def _segments(points: list[Point], base: float,
         i = j
     for k in range(1, len(cuts)):
         poly, x0 = polys[k], points[cuts[k][0]][0]
+        left = [p for q, p in enumerate(points[cuts[k - 1][0]:cuts[k - 1][1]], cuts[k - 1][0]) if q not in skipped]
+        if len({p[2] for p in left}) == 2 and polys[k - 1] is not None:
+            a, b = _middle(polys[k - 1], left, left[0][0])
+            slack = {q: sign * (base + a + b * (t - left[0][0]) - v)
+                     for q, (t, v, sign, *_) in enumerate(points[cuts[k - 1][0]:cuts[k - 1][1]], cuts[k - 1][0])}
+            usual = {sign: _median([slack[q] for q in range(*cuts[k - 1]) if q not in skipped
+                                    and points[q][2] == sign]) for sign in (1.0, -1.0)}
+            for q in range(cuts[k][0] - 1, cuts[k - 1][0], -1):
+                t, v, sign = points[q][:3]
+                clipped = _clip(poly, t - x0, v - base, sign)
+                if clipped is None or slack[q] <= 2 * usual[sign] + EPS:
+                    break
+                poly, cuts[k - 1][1], polys[k - 1] = clipped, q, None  # fewer constraints: fitted again
         if bend:
-            first = cuts[k][0]
-            for q in range(first - 1, cuts[k - 1][0] + MIN_STRETCH - 1, -1):
+            first = end = cuts[k - 1][1]
+            for q in range(end - 1, cuts[k - 1][0] + MIN_STRETCH - 1, -1):
                 if q in skipped:
                     continue
                 t, v, sign = points[q][:3]
@@ -268,23 +281,9 @@ def _segments(points: list[Point], base: float,
                 if poly is None:
                     break
                 first = q
-            if first < cuts[k][0]:
-                cuts[k - 1][1] = cuts[k][0] = (first + cuts[k][0] + 1) // 2
+            if first < end:
+                cuts[k - 1][1] = cuts[k][0] = (first + end + 1) // 2
                 polys[k - 1] = polys[k] = None
-            continue
-        left = points[cuts[k - 1][0]:cuts[k - 1][1]]
-        if len({p[2] for p in left}) == 1 or polys[k - 1] is None:
-            continue
-        a, b = _middle(polys[k - 1], left, left[0][0])
-        slack = [sign * (base + a + b * (t - left[0][0]) - v) for t, v, sign, *_ in left]
-        usual = {sign: _median([d for d, p in zip(slack, left, strict=True) if p[2] == sign]) for sign in (1.0, -1.0)}
-        for q in range(cuts[k][0] - 1, cuts[k - 1][0], -1):
-            t, v, sign = points[q][:3]
-            poly = _clip(poly, t - x0, v - base, sign)
-            if poly is None or slack[q - cuts[k - 1][0]] <= 2 * usual[sign] + EPS:
-                break
-            cuts[k - 1][1] = q
-            polys[k - 1] = None  # fewer constraints: fitted again
     return cuts, polys, skipped
 
 
@@ -302,15 +301,14 @@ def _narrowed(own: list[Point], tile: Tile, scale: float) -> list[tuple[int, Poi
     """The constraints of a stretch each moved in as far as a line could still meet them if the offset is a line.
     A lower constraint and the upper one nearest it in time are the link's way there and back: per window of WINDOW
     constraints, the narrowest such gap is the link's quickest round trip and its middle the link's asymmetry, both
-    the same in every window while the link is. So a window's constraints move in by half that gap less a tolerance
-    (KINK, or three times how much the middles scatter) times ``scale``, and what then no line meets is a bend of
-    the offset (a slew, a step smaller than the link's delays) that the constraints as they are would hide. A window
-    quicker than the usual by more than the round trips scatter (another kind of call, another path) is left out, a
-    slower one kept as it is; one
+    the same in every window while the link is. So a window's constraints move in by half that gap (at most the
+    usual one: a slower window's constraints still hold the usual middle) less a tolerance (KINK, or three sigmas
+    of the middles, from the round trips' scatter) times ``scale``, and what then no line meets is a bend of the
+    offset (a slew, a step smaller than the link's delays) that the constraints as they are would hide. A window
+    quicker than the usual by more than twice the tolerance (another kind of call, another path) is left out; one
     quicker call in a window is not read as the window's (the second narrowest gap is), its two constraints are left
-    out, and ``_segments`` skips any other odd one. Returns
-    (index in ``own``, constraint) of those kept; None when the stretch's line meets them all so narrowed (no
-    bend)."""
+    out, and ``_segments`` skips any other odd one. Returns (index in ``own``, constraint) of those kept; None when
+    the stretch's line meets them all so narrowed (no bend)."""
     if math.isinf(tile.peak[0]) or math.isinf(tile.peak[1]):
         return None
     uppers = [j for j, p in enumerate(own) if p[2] < 0]
@@ -334,9 +332,10 @@ def _narrowed(own: list[Point], tile: Tile, scale: float) -> list[tuple[int, Poi
     if len(seen) < 3:
         return None
     usual = _median([w for w, _ in seen])
-    curve = [abs(a[1] - 2 * b[1] + c[1]) for a, b, c in zip(seen, seen[1:], seen[2:], strict=False)]
-    tolerance = max(KINK, 3 * _median(curve) / (0.6745 * math.sqrt(6)))  # the middles' scatter, as a sigma
-    other = 2 * tolerance + 3 * _median([abs(w - usual) for w, _ in seen]) / 0.6745  # and the round trips'
+    # a middle scatters half as much as a round trip (each is the two ways' delays, halved or added); a bend moves
+    # the middles, not the round trips
+    tolerance = max(KINK, 1.5 * _median([abs(w - usual) for w, _ in seen]) / 0.6745)
+    other = 2 * tolerance
     quick = {x for width, j, u in paired if width < usual - other for x in (j, u)}  # a quicker call's pair
     out: list[tuple[int, Point]] = []
     bend = False
@@ -345,10 +344,10 @@ def _narrowed(own: list[Point], tile: Tile, scale: float) -> list[tuple[int, Poi
             t, v, sign, n, ta, tb = own[j]
             if j in quick:
                 continue
-            if window is None or window[0] > usual + other:
+            if window is None:
                 out.append((j, own[j]))
             elif window[0] >= usual - other:
-                shift = scale * max(0.0, window[0] / 2 - tolerance)
+                shift = scale * max(0.0, min(window[0], usual) / 2 - tolerance)
                 out.append((j, (t, v + sign * shift, sign, n, ta, tb)))
                 bend = bend or sign * (tile.line(t) - v) < shift - EPS
     return out if bend else None
