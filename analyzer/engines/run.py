@@ -237,7 +237,18 @@ class Run:
         edges = self.engine.arrow(f"SELECT {', '.join(offsets.EDGE_COLUMNS)} FROM clock_edges "
                                   "ORDER BY domain_a, domain_b, bucket")
         rows = list(zip(*(edges.column(c).to_pylist() for c in offsets.EDGE_COLUMNS), strict=True))
-        offsets.store(self.con, offsets.solve(rows, self.engine.scalar(ISSUER)))
+        reference = self.engine.scalar(ISSUER)
+        pairs = sorted({(b[0], b[1]) for b in offsets.changes(rows, reference)})
+        samples = self.con.cursor()  # the clock samples of the pairs whose clock changed, pulled for the fine fit
+        try:
+            wanted = " OR ".join(f"(domain_a = {literal(a)} AND domain_b = {literal(b)})" for a, b in pairs)
+            pulled = self.engine.arrow("SELECT domain_a, domain_b, lo_s, t_lo_s, hi_s, t_hi_s FROM clock_samples "
+                                       f"WHERE {wanted or 'false'}")
+            samples.register("jitrace_pulled_samples", pulled)
+            samples.execute("CREATE TEMP TABLE clock_samples AS FROM jitrace_pulled_samples")
+            offsets.store(self.con, offsets.model(rows, reference, samples))
+        finally:
+            samples.close()
         self.engine.create_table("clock_offsets", self.con.sql("SELECT * FROM clock_offsets ORDER BY domain, "
                                                                "window_start").to_arrow_table())
 

@@ -1,7 +1,8 @@
 -- clock_samples: two causality constraints per pair of distinct clock domains.
 -- Why: a server span lies inside its client's span, so the server-minus-client offset is at least t3 - t4 (at the
 -- call's end) and at most t2 - t1 (at its start). The instrumentation's in-band stamps
--- (jit.clock.offset_s / jit.clock.delay_s on the client span) bound the same offset to offset +- delay / 2.
+-- (jit.clock.offset_s / jit.clock.delay_s on the client span) bound the same offset to offset +- delay / 2; a negative
+-- delay (the client's clock stepped back during the call) bounds nothing: its offset is off by half that step.
 -- Each pair of domains is written in one direction, a = the lesser name, b = the other: the constraint is
 -- lo_s <= offset(b) - offset(a) at time t_lo_s, offset(b) - offset(a) <= hi_s at time t_hi_s, both times in a's own
 -- clock (seconds): analyzer/steps/offsets.py fits each pair on one time axis. When a is the server the bounds swap and
@@ -17,10 +18,9 @@ WITH constraints AS (
     WHERE client_domain <> server_domain AND t4 > t1 AND t3 > t2
     UNION ALL
     SELECT client_domain, server_domain, t1, t2, t3, t4,
-           ntp_offset_s - greatest(ntp_delay_s, 0) / 2, ntp_offset_s + greatest(ntp_delay_s, 0) / 2
+           ntp_offset_s - ntp_delay_s / 2, ntp_offset_s + ntp_delay_s / 2
     FROM pairs
-    WHERE client_domain <> server_domain AND ntp_offset_s IS NOT NULL AND ntp_delay_s IS NOT NULL
-      AND t1 IS NOT NULL
+    WHERE client_domain <> server_domain AND ntp_offset_s IS NOT NULL AND ntp_delay_s >= 0 AND t1 IS NOT NULL
 )
 SELECT
     least(client_domain, server_domain) AS domain_a,
