@@ -20,6 +20,8 @@ import textwrap
 from pathlib import Path
 
 from bench.bench_analyze import generate
+from bench.bench_load import any_value as _value
+from bench.bench_load import jaeger_tag as _tag
 
 TITLE = "Analyzer: each input format end to end"
 TARGET_SPANS_S = 300_000  # Collector JSON lines, end to end (issue 23)
@@ -40,24 +42,6 @@ print(json.dumps(result))
 def _address(host: str) -> str:
     kind, _, number = host.rpartition("-")
     return f"10.{ {'client': 1, 'server': 2}.get(kind, 3)}.0.{int(number) + 1 if number.isdigit() else 1}"
-
-
-def _value(v) -> dict:
-    if isinstance(v, bool):
-        return {"boolValue": v}
-    if isinstance(v, int):
-        return {"intValue": str(v)}
-    if isinstance(v, float):
-        return {"doubleValue": v}
-    if isinstance(v, list):
-        return {"arrayValue": {"values": [_value(x) for x in v]}}
-    return {"stringValue": v}
-
-
-def _tag(key: str, v) -> dict:
-    kind = "bool" if isinstance(v, bool) else "int64" if isinstance(v, int) else \
-        "float64" if isinstance(v, float) else "string"
-    return {"key": key, "type": kind, "value": json.dumps(v) if isinstance(v, list) else v}
 
 
 def write_formats(world: Path, out: Path) -> dict[str, Path]:

@@ -38,7 +38,7 @@ def _spans(n: int) -> list[dict]:
     return out
 
 
-def _any(v) -> dict:
+def any_value(v) -> dict:
     if isinstance(v, bool):
         return {"boolValue": v}
     if isinstance(v, int):
@@ -46,7 +46,7 @@ def _any(v) -> dict:
     if isinstance(v, float):
         return {"doubleValue": v}
     if isinstance(v, list):
-        return {"arrayValue": {"values": [_any(x) for x in v]}}
+        return {"arrayValue": {"values": [any_value(x) for x in v]}}
     return {"stringValue": v}
 
 
@@ -60,7 +60,7 @@ def _otlp_lines(spans: list[dict], path: Path, batch: int = 512) -> None:
                     "traceId": s["trace_id"], "spanId": s["span_id"], "parentSpanId": s["parent"],
                     "name": "jitlab.Orders/Get", "kind": 2, "startTimeUnixNano": str(s["start"]),
                     "endTimeUnixNano": str(s["end"]), "status": {},
-                    "attributes": [{"key": k, "value": _any(v)} for k, v in s["attrs"].items()]} for s in chunk]}],
+                    "attributes": [{"key": k, "value": any_value(v)} for k, v in s["attrs"].items()]} for s in chunk]}],
             }]}
             f.write(json.dumps(req, separators=(",", ":")) + "\n")
 
@@ -84,18 +84,20 @@ def _otlp_proto(spans: list[dict], path: Path, batch: int = 512) -> None:
     del batch
 
 
-def _jaeger(spans: list[dict], path: Path) -> None:
-    def tag(k, v):
-        kind = "bool" if isinstance(v, bool) else "int64" if isinstance(v, int) else \
-            "float64" if isinstance(v, float) else "string"
-        return {"key": k, "type": kind, "value": json.dumps(v) if isinstance(v, list) else v}
+def jaeger_tag(k: str, v) -> dict:
+    """A Jaeger tag of a Python value (lists as JSON text, as Jaeger clients write them)."""
+    kind = "bool" if isinstance(v, bool) else "int64" if isinstance(v, int) else \
+        "float64" if isinstance(v, float) else "string"
+    return {"key": k, "type": kind, "value": json.dumps(v) if isinstance(v, list) else v}
 
+
+def _jaeger(spans: list[dict], path: Path) -> None:
     data = [{"traceID": spans[0]["trace_id"], "processes": {f"p{i}": {"serviceName": f"svc{i}", "tags": []}
                                                            for i in range(4)},
              "spans": [{"traceID": s["trace_id"], "spanID": s["span_id"], "operationName": "jitlab.Orders/Get",
                         "references": [{"refType": "CHILD_OF", "traceID": s["trace_id"], "spanID": s["parent"]}],
                         "startTime": s["start"] // 1000, "duration": (s["end"] - s["start"]) // 1000,
-                        "tags": [tag(k, v) for k, v in s["attrs"].items()] + [tag("span.kind", "server")],
+                        "tags": [jaeger_tag(k, v) for k, v in s["attrs"].items()] + [jaeger_tag("span.kind", "server")],
                         "processID": f"p{s['service'][-1]}", "logs": []} for s in spans]}]
     path.write_text(json.dumps({"data": data}))
 
@@ -210,11 +212,12 @@ def _parquet(src: Path, out: Path, rows: int) -> None:
     """Parquet as `jitrace collect` leaves it (compacted: the normalized columns and the span facts, zstd), ``rows``
     distinct spans (ids varied, times shifted)."""
     from jitrace.analyzer.load import load_into
+    from jitrace.analyzer.schema import SPANS
     from jitrace.analyzer.steps.spans_view import FACTS_FILE_OPTIONS, facts_file_sql
 
     con = duckdb.connect()
     load_into(con, [str(src)])
-    n = con.execute("SELECT count(*) FROM span_rows").fetchone()[0]
+    n = con.execute("SELECT count(*) FROM span_fact_rows").fetchone()[0]  # the loaded spans, with their facts
     copies = max(1, -(-rows // n))
     out.mkdir(parents=True, exist_ok=True)
     # Per-span values as real spans have them (trace ids, a token id, timings, a peer port), so that Parquet
@@ -226,6 +229,7 @@ def _parquet(src: Path, out: Path, rows: int) -> None:
         "'jit.token.id', md5(s.span_id || i::VARCHAR || 'token'), 'jit.auth.wait_s', random(), "
         "'jit.token.ttl_s', random() * 600 - 60, 'net.peer.port', (random() * 60000)::INTEGER, "
         "'net.peer.ip', '10.0.' || (random() * 255)::INTEGER || '.' || (random() * 255)::INTEGER))::VARCHAR AS "
-        "attributes, NULL AS source) FROM span_rows AS s, range(?) AS t(i) LIMIT ?)")
+        "attributes, NULL AS source) FROM (SELECT {base} FROM span_fact_rows) AS s, range(?) AS t(i) LIMIT ?)"
+    ).replace("{base}", ", ".join(SPANS.names))
     con.execute(f"COPY ({facts_file_sql(rows_sql)}) TO '{out}/spans.parquet' "
                 f"({FACTS_FILE_OPTIONS})", [copies, rows])
