@@ -25,13 +25,13 @@ SELECT
     * EXCLUDE (r, a, checks, service, status_raw, status_attribute)
       REPLACE (nullif(start_ns, 0) AS start_ns, nullif(end_ns, 0) AS end_ns),
     coalesce(service, r."service.name") AS service,
-    coalesce(r."host.id", r."host.name", r."hostname",
-             CASE WHEN starts_with(r."host.ip", '[') THEN r."host.ip"->>'$[0]' ELSE r."host.ip" END, r."ip",
+    coalesce(r."host.id", r."host.name", r.hostname,
+             CASE WHEN starts_with(r."host.ip", '[') THEN r."host.ip" ->> '$[0]' ELSE r."host.ip" END, r.ip,
              r."service.instance.id", r."service.name", service, 'unknown') AS domain,
     a."rpc.system" AS rpc_system,
     a."rpc.service" AS rpc_service,
     a."rpc.method" AS rpc_method,
-    coalesce(TRY_CAST(status_raw AS INTEGER),
+    coalesce(try_cast(status_raw AS INTEGER),
              list_position(['OK', 'CANCELLED', 'UNKNOWN', 'INVALIDARGUMENT', 'DEADLINEEXCEEDED', 'NOTFOUND',
                             'ALREADYEXISTS', 'PERMISSIONDENIED', 'RESOURCEEXHAUSTED', 'FAILEDPRECONDITION', 'ABORTED',
                             'OUTOFRANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATALOSS', 'UNAUTHENTICATED'],
@@ -72,7 +72,7 @@ SELECT
     a."jit.clock.delay_s" AS jit_clock_delay_s,
     a."jit.denial.reason" AS jit_denial_reason,
     len(checks) AS check_events,
-    coalesce(list_filter(checks, lambda e: e.attributes."jit.token.verdict" <> 'valid')[1], checks[-1]) AS stream_check
+    coalesce(list_filter(checks, LAMBDA e: e.attributes."jit.token.verdict" <> 'valid')[1], checks[-1]) AS stream_check
 FROM (SELECT
     *,
     coalesce(a."rpc.grpc.status_code", a."rpc.response.status_code", a."grpc.status_code", a."census.status_code",
@@ -109,7 +109,7 @@ FROM (
         CASE WHEN contains(events, 'jit.token.check') THEN list_filter(
             from_json(events, '[{"name": "VARCHAR", "time_ns": "BIGINT",
                                  "attributes": {"jit.token.verdict": "VARCHAR", "jit.token.ttl_s": "DOUBLE"}}]'),
-            lambda e: e.name = 'jit.token.check') END AS checks
+            LAMBDA e: e.name = 'jit.token.check') END AS checks
     FROM {spans}
-)
-)
+) AS parsed
+) AS with_status

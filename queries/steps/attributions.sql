@@ -35,7 +35,8 @@ WITH log_evidence AS (  -- per denial: its first lines, and the decisive pattern
 params AS (
     SELECT coalesce(getvariable('jitrace_leeway_s'), 0)::DOUBLE AS leeway_s,
            -- where most clocks agree: the median over hosts of each host's median offset (0 without offsets)
-           coalesce((SELECT median(o) FROM (SELECT median(offset_s) AS o FROM clock_offsets GROUP BY domain)), 0)
+           coalesce((SELECT median(o)
+                     FROM (SELECT median(offset_s) AS o FROM clock_offsets GROUP BY domain) AS per_domain), 0)
                AS consensus_s
 ),
 f AS (
@@ -73,7 +74,7 @@ f AS (
             CASE WHEN d.has_server AND d.has_client AND d.server_domain <> d.client_domain
                   AND (d.server_offset_s IS NULL OR d.client_offset_s IS NULL)
                  THEN 'clock offsets of the two hosts' END
-        ], lambda m: m IS NOT NULL) AS missing,
+        ], LAMBDA m: m IS NOT NULL) AS missing,
         e.log_count, e.log_lines, e.pattern_name, e.pattern_cause, e.pattern_confidence, e.pattern_line
     -- two halves: a table of fewer than 122,880 rows is one row group, scanned by one thread; each half is a
     -- scan of its own, so both cores build the rows
@@ -162,7 +163,7 @@ doubted AS (  -- what the offsets' bounds leave open (evidence.offset_uncertain)
         CASE WHEN span_rule = 'check_outside_grant' AND server_offset_s IS NOT NULL
                   AND check_true_min_s <= grant_end AND check_true_max_s >= grant_start
              THEN 'true check time inside the grant within the server offset''s bound' END
-    ], lambda m: m IS NOT NULL) AS uncertain
+    ], LAMBDA m: m IS NOT NULL) AS uncertain
     FROM ruled
 ),
 logged AS (  -- no span rule decided: a log pattern may
@@ -239,6 +240,6 @@ SELECT
     r.server_service, r.client_service, r.server_domain, r.client_domain, r.client_span_id, r.server_span_id,
     r.time AS host_time
 FROM named AS r
-JOIN rules ON rules.rule = r.span_rule
-JOIN fixes ON fixes.cause = CASE WHEN r.by_log THEN r.pattern_cause ELSE rules.cause END
+INNER JOIN rules ON rules.rule = r.span_rule
+INNER JOIN fixes ON fixes.cause = CASE WHEN r.by_log THEN r.pattern_cause ELSE rules.cause END
 ORDER BY time, trace_id

@@ -8,4 +8,4 @@ SELECT
     mode(fix) AS fix
 FROM attributions
 GROUP BY cause
-ORDER BY denials DESC, cause
+ORDER BY denials DESC, cause ASC

@@ -1,5 +1,5 @@
--- clock_edges: the tightest constraints of each pair of clock domains per time bucket: what analyzer/steps/offsets.py fits
--- its clock model to.
+-- clock_edges: the tightest constraints of each pair of clock domains per time bucket: what
+-- analyzer/steps/offsets.py fits its clock model to.
 -- Why: only the extreme constraints matter to a fit that must satisfy them all (the convex hulls of the lower and
 -- upper bounds): per bucket the highest lower bound and the lowest upper bound, each at its own instant, so drift
 -- inside a bucket costs no accuracy. Buckets adapt to the data: about 1,000 per run over every pair (the solver's
@@ -8,7 +8,7 @@
 WITH extent AS (
     SELECT least(coalesce(getvariable('jitrace_window_s'), 300)::DOUBLE,
                  greatest(0.1, (max(t1) - min(t1)) / 1e9
-                               * count(DISTINCT (client_domain, server_domain)) / 1000)) AS bucket_s
+                               * count(DISTINCT row(client_domain, server_domain)) / 1000)) AS bucket_s
     FROM pairs
     WHERE client_domain <> server_domain
 )

@@ -25,7 +25,7 @@ other_rpc AS (  -- their gRPC spans: a line on one of them belongs to that call,
 by_ids AS (
     SELECT d.trace_id AS denial_trace_id, d.span_id AS denial_span_id, 'trace' AS matched_by, l.*
     FROM denials AS d
-    JOIN logs AS l ON l.trace_id = d.trace_id
+    INNER JOIN logs AS l ON l.trace_id = d.trace_id
      AND (l.span_id IS NULL OR l.span_id IN (d.server_span_id, d.client_span_id)
           OR l.span_id NOT IN (SELECT o.span_id FROM other_rpc AS o WHERE o.trace_id = l.trace_id))
 ),
@@ -43,19 +43,19 @@ by_time_keys AS (  -- the nearest line at or after the call's start, and the nea
         SELECT d.trace_id AS denial_trace_id, d.span_id AS denial_span_id, l.log_row, l.at_ns - d.start_ns AS dt
         FROM denial_starts AS d ASOF JOIN plain_logs AS l ON l.service = d.service AND l.at_ns >= d.start_ns
         UNION
-        SELECT d.trace_id, d.span_id, l.log_row, l.at_ns - d.start_ns
+        SELECT d.trace_id, d.span_id, l.log_row, l.at_ns - d.start_ns AS dt
         FROM denial_starts AS d ASOF JOIN plain_logs AS l ON l.service = d.service AND d.start_ns > l.at_ns
-    )
+    ) AS nearest
     WHERE abs(dt) <= coalesce(getvariable('jitrace_log_window_s'), 2) * 1e9
 ),
 by_time AS (
     SELECT k.denial_trace_id, k.denial_span_id, 'service_time' AS matched_by, l.*
     FROM by_time_keys AS k
-    JOIN logs AS l ON l.rowid = k.log_row
+    INNER JOIN logs AS l ON l.rowid = k.log_row
 ),
 joined AS MATERIALIZED (
     SELECT row_number() OVER () AS k, *
-    FROM (SELECT * FROM by_ids UNION ALL SELECT * FROM by_time)
+    FROM (SELECT * FROM by_ids UNION ALL SELECT * FROM by_time) AS both_ways
 ),
 matched AS (  -- the first pattern (by ordinal) each record matches: log_pattern_ordinal (analyzer/steps/session.py)
     SELECT k, log_pattern_ordinal(coalesce(body, '')) AS ordinal FROM joined
@@ -74,5 +74,5 @@ SELECT j.* EXCLUDE (k),
        m.name AS pattern_name, m.cause AS pattern_cause, m.ordinal AS pattern_ordinal,
        m.confidence * CASE WHEN j.matched_by = 'trace' THEN 1 ELSE 0.8 END AS pattern_confidence
 FROM joined AS j
-JOIN matched USING (k)
+INNER JOIN matched USING (k)
 LEFT JOIN log_patterns AS m ON m.ordinal = matched.ordinal

@@ -10,7 +10,7 @@ WITH wanted AS (  -- the spans of both ends of every denied call; `denied`: that
     SELECT trace_id, server_span_id AS span_id, 'SERVER' AS kind, true AS denied
     FROM denied_calls WHERE server_span_id IS NOT NULL
     UNION ALL
-    SELECT trace_id, client_span_id, 'CLIENT', coalesce(client_denied, false)
+    SELECT trace_id, client_span_id, 'CLIENT' AS kind, coalesce(client_denied, false) AS denied
     FROM denied_calls WHERE client_span_id IS NOT NULL
 ),
 facts AS NOT MATERIALIZED (  -- what is read below of a span: the clock stamps and end times are among the widest
@@ -95,7 +95,7 @@ late AS (  -- a stream denied on a later message: that check decided, not the on
         CASE WHEN late_check THEN coalesce(token_exp - check_ttl_s, check_ns / 1e9)
              ELSE server_check_local_s END AS server_check_local_s)
     FROM (SELECT *, coalesce(check_verdict <> 'valid' AND coalesce(verdict, 'valid') = 'valid', false) AS late_check
-          FROM joined)
+          FROM joined) AS checked
 ),
 -- Each host's offset at the call's instant, from its clock model (analyzer/steps/offsets.py): the segment holding the
 -- call, found by the call's time on that host's own clock (each end's span start), then the segment's line and bound
@@ -123,8 +123,8 @@ offset_segments AS (
                    epoch_us(window_start) / 1e6 + offset_s
                    + rate_ppm * 1e-6 * (epoch_us(window_start) - epoch_us(window_end)) / 2e6 AS start_local_s
             FROM clock_offsets
-        )
-    )
+        ) AS offsets
+    ) AS segments
 ),
 located AS (
     SELECT j.*,
@@ -169,7 +169,7 @@ allows AS (  -- allowed calls per principal, method, version and time bucket of 
 skew AS (
     SELECT d.trace_id, d.span_id, list(DISTINCT a.version ORDER BY a.version) AS allowed_versions
     FROM with_offsets AS d
-    JOIN allows AS a
+    INNER JOIN allows AS a
       ON a.principal = d.principal AND a.rpc_service IS NOT DISTINCT FROM d.service AND a.rpc_method = d.method
      AND a.version <> d.policy_version
      AND a.last_ns >= d.server_start_ns - coalesce(getvariable('jitrace_version_window_s'), 300) * 1e9

@@ -8,7 +8,7 @@ probes AS (  -- two probe rows per server from one read of the server spans: by 
               -- its parent's (a root server's NULL parent matches nothing). A cross join with two rows is cheaper than
               -- an unnest of a list of structs or a second read.
     SELECT s.*, k.shared_id, CASE WHEN k.shared_id THEN s.span_id ELSE s.parent_span_id END AS client_key
-    FROM servers AS s CROSS JOIN (VALUES (true), (false)) AS k(shared_id)
+    FROM servers AS s CROSS JOIN (VALUES (true), (false)) AS k (shared_id)
 )
 SELECT
     c.trace_id,
@@ -26,5 +26,5 @@ SELECT
     c.denied AS client_denied,
     p.shared_id
 FROM probes AS p
-JOIN rpc_spans AS c ON c.trace_id = p.trace_id AND c.span_id = p.client_key
+INNER JOIN rpc_spans AS c ON c.trace_id = p.trace_id AND c.span_id = p.client_key
 WHERE c.kind = 'CLIENT'
