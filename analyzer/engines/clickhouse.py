@@ -17,16 +17,19 @@ import importlib
 import logging
 import os
 import re
+import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jitrace.analyzer.engines import CLICKHOUSE
+from jitrace.analyzer.engines.duckdb import DuckDBEngine
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.outputs.report import printable
 
 if TYPE_CHECKING:
+    import duckdb
     import pyarrow as pa
 
 PASSWORD_ENV = "JITRACE_CLICKHOUSE_PASSWORD"
@@ -125,6 +128,26 @@ class ClickHouseEngine:
         table = self.arrow(sql)
         return table.column(0)[0].as_py() if table.num_rows else None
 
+    def pull(self, sql: str, con: duckdb.DuckDBPyConnection, name: str, *, temporary: bool = False) -> None:
+        """Create (or replace) the table ``name`` of the local DuckDB ``con`` holding the rows of ``sql`` run here, its
+        times plain TIMESTAMPs in UTC as DuckDB's tables hold them."""
+        DuckDBEngine(con).create_table(name, naive_times(self.arrow(sql)), temporary=temporary)
+
+    def push(self, con: duckdb.DuckDBPyConnection, sql: str, name: str) -> None:
+        """Create (or replace) the table ``name`` here holding the rows of ``sql`` run on the local DuckDB ``con``."""
+        self.create_table(name, con.sql(sql).to_arrow_table())
+
+
+def naive_times(table: pa.Table) -> pa.Table:
+    """ClickHouse's times come as UTC timestamps with a zone; DuckDB's tables hold plain TIMESTAMPs in UTC."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for i, f in enumerate(table.schema):
+        if pa.types.is_timestamp(f.type) and f.type.tz is not None:
+            table = table.set_column(i, f.name, pc.cast(table.column(i), pa.timestamp(f.type.unit)))
+    return table
+
 
 class ChdbEngine(ClickHouseEngine):
     """chdb: ClickHouse in this process, on a data folder (``path``; None: a temporary one). chdb holds one folder
@@ -147,7 +170,34 @@ class ChdbEngine(ClickHouseEngine):
         self.session.query(sql)
 
     def arrow(self, sql: str) -> pa.Table:
-        return self.session.query(sql, "ArrowTable")
+        # chdb's own "ArrowTable" imports pandas, which nothing here needs: the Arrow file it returns, read by pyarrow
+        import pyarrow as pa
+
+        result = self.session.query(sql, "Arrow")
+        return pa.ipc.open_file(result.bytes()).read_all() if len(result) else pa.table({})
+
+    # Tables move between chdb and the local DuckDB as Parquet files that each reads itself: an Arrow object handed to
+    # DuckDB, or to chdb's Python() table function, makes them import pandas, a fixed cost of every run.
+    def pull(self, sql: str, con: duckdb.DuckDBPyConnection, name: str, *, temporary: bool = False) -> None:
+        with tempfile.TemporaryDirectory(prefix="jitrace-chdb-") as folder:
+            path = str(Path(folder) / "rows.parquet")
+            Path(path).write_bytes(self.session.query(sql, "Parquet").bytes())
+            kinds = con.execute("SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(?))",
+                                [path]).fetchall()
+            # a time with a zone (ClickHouse's UTC) as DuckDB's plain TIMESTAMP in UTC
+            columns = ", ".join(f"timezone('UTC', {_duck(c)}) AS {_duck(c)}" if kind == "TIMESTAMP WITH TIME ZONE"
+                                else _duck(c) for c, kind in kinds)
+            con.execute(f"CREATE OR REPLACE {'TEMP ' if temporary else ''}TABLE {_duck(name)} AS "
+                        f"SELECT {columns} FROM read_parquet(?)", [path])
+
+    def push(self, con: duckdb.DuckDBPyConnection, sql: str, name: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="jitrace-chdb-") as folder:
+            path = str(Path(folder) / "rows.parquet")
+            con.execute(f"COPY ({sql}) TO {_duck_literal(path)} (FORMAT parquet)")
+            self.run(f"DROP TABLE IF EXISTS {quote(name)}")
+            # every column Nullable, as create_table makes them from DuckDB's Arrow (whose fields are all nullable)
+            self.run(f"CREATE TABLE {quote(name)} ENGINE = Memory AS SELECT * FROM file({literal(path)}, Parquet) "
+                     "SETTINGS schema_inference_make_columns_nullable = 1")
 
     def insert(self, name: str, table: pa.Table) -> None:
         jitrace_rows = table  # noqa: F841  (chdb's Python() finds the object by this name in the caller's frame)
@@ -197,6 +247,14 @@ class HttpEngine(ClickHouseEngine):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _duck(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _duck_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -26,10 +26,11 @@ class DuckDBEngine:
     def arrow(self, sql: str) -> pa.Table:
         return self.con.sql(sql).to_arrow_table()
 
-    def create_table(self, name: str, table: pa.Table) -> None:
+    def create_table(self, name: str, table: pa.Table, *, temporary: bool = False) -> None:
         self.con.register("jitrace_arrow_in", table)
         try:
-            self.con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM jitrace_arrow_in')
+            self.con.execute(f'CREATE OR REPLACE {"TEMP " if temporary else ""}TABLE "{name}" AS '
+                             'SELECT * FROM jitrace_arrow_in')
         finally:
             self.con.unregister("jitrace_arrow_in")
 

@@ -22,14 +22,11 @@ from importlib import resources
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from jitrace.analyzer import analyze as files
 from jitrace.analyzer import errors, outputs
 from jitrace.analyzer.engines import otel_traces
 from jitrace.analyzer.engines.clickhouse import ClickHouseEngine, Source, engine_errors, literal, parse_url, quote
-from jitrace.analyzer.engines.duckdb import DuckDBEngine
 from jitrace.analyzer.outputs import report, trace_links
 from jitrace.analyzer.outputs.report import printable
 from jitrace.analyzer.redact import redact_table
@@ -50,19 +47,22 @@ EMPTY_LOGS = ("CREATE TABLE logs (time_ns Nullable(Int64), observed_ns Nullable(
               "body Nullable(String), service Nullable(String), resource Nullable(String), "
               "attributes Nullable(String), scope Nullable(String), source Nullable(String)) ENGINE = Memory")
 
-# report.ttl_counts in this dialect: the ttl histograms of report.html, counted where the spans are.
+# report.ttl_counts in this dialect: the ttl histograms of report.html, counted where the spans are. Each side's range
+# is one scalar subquery (ClickHouse computes it once, before the count) instead of a join of every span with it.
+TTL_WHERE = ("jit_token_ttl_s IS NOT NULL AND isFinite(jit_token_ttl_s) AND kind IN ('CLIENT', 'SERVER')")
 TTL_COUNTS = f"""
-WITH t AS (
-    SELECT kind, jit_token_ttl_s AS ttl, denied FROM rpc_spans
-    WHERE jit_token_ttl_s IS NOT NULL AND isFinite(jit_token_ttl_s) AND kind IN ('CLIENT', 'SERVER')
-),
-r AS (SELECT kind, min(ttl) AS lo, max(ttl) AS hi FROM t GROUP BY kind)
-SELECT t.kind AS kind, r.lo AS lo, r.hi AS hi, t.denied AS denied,
-       toInt32(if(r.hi = r.lo, {report.TTL_BINS} - 1,
-                  least(floor((t.ttl - r.lo) / (r.hi - r.lo) * {report.TTL_BINS}), {report.TTL_BINS} - 1))) AS bin,
+WITH (
+    SELECT (minIf(jit_token_ttl_s, kind = 'CLIENT'), maxIf(jit_token_ttl_s, kind = 'CLIENT'),
+            minIf(jit_token_ttl_s, kind = 'SERVER'), maxIf(jit_token_ttl_s, kind = 'SERVER'))
+    FROM rpc_spans WHERE {TTL_WHERE}
+) AS ranges
+SELECT kind, if(kind = 'CLIENT', ranges.1, ranges.3) AS lo, if(kind = 'CLIENT', ranges.2, ranges.4) AS hi, denied,
+       toInt32(if(hi = lo, {report.TTL_BINS} - 1,
+                  least(floor((jit_token_ttl_s - lo) / (hi - lo) * {report.TTL_BINS}), {report.TTL_BINS} - 1))) AS bin,
        count() AS n
-FROM t INNER JOIN r ON r.kind = t.kind
-GROUP BY kind, lo, hi, denied, bin
+FROM rpc_spans
+WHERE {TTL_WHERE}
+GROUP BY kind, denied, bin
 """
 
 ISSUER = ("SELECT domain FROM rpc_spans WHERE name = 'jit.issue' GROUP BY domain ORDER BY count() DESC, domain "
@@ -113,14 +113,6 @@ def pattern_ordinal(rows: list[tuple]) -> str:
         return "CAST(NULL AS Nullable(Int32))"
     cases = ", ".join(f"match(coalesce(body, ''), {literal('(?i)' + row[2])}), {int(row[0])}" for row in rows)
     return f"CAST(multiIf({cases}, NULL) AS Nullable(Int32))"
-
-
-def _naive_times(table: pa.Table) -> pa.Table:
-    """ClickHouse's times come as UTC timestamps with a zone; DuckDB's tables hold plain TIMESTAMPs in UTC."""
-    for i, f in enumerate(table.schema):
-        if pa.types.is_timestamp(f.type) and f.type.tz is not None:
-            table = table.set_column(i, f.name, pc.cast(table.column(i), pa.timestamp(f.type.unit)))
-    return table
 
 
 class Run:
@@ -193,11 +185,7 @@ class Run:
                                                    self.until_ns, stored))
             self.engine.run(self.logs_view(log_columns))
             self.seeds()
-            self.engine.create_table("log_patterns", pa.table({
-                "ordinal": pa.array([r[0] for r in patterns], pa.int32()),
-                **{name: pa.array([r[i + 1] for r in patterns], kind) for i, (name, kind) in enumerate(
-                    (("name", pa.string()), ("pattern", pa.string()), ("cause", pa.string()),
-                     ("confidence", pa.float64()), ("description", pa.string()), ("source", pa.string())))}}))
+            self.log_patterns(patterns)
             for step in pipeline.steps():  # queries/steps.toml: DuckDB's steps, in their order, under their names
                 started = time.perf_counter()
                 stage = f"step {step.name}"
@@ -225,11 +213,24 @@ class Run:
                 self.say(printable(f"could not drop the run's database {self.scratch} ({str(exc)[:200]}): "
                                    "drop it by hand"))
 
+    def log_patterns(self, patterns: list[tuple]) -> None:
+        """The run's ``log_patterns`` (its rows ``patterns``, in session.load_log_patterns' schema), pushed from a
+        temporary table of the local database."""
+        rows = self.con.cursor()
+        try:
+            rows.execute("CREATE TEMP TABLE jitrace_log_patterns (ordinal INTEGER, name VARCHAR, pattern VARCHAR, "
+                         "cause VARCHAR, confidence DOUBLE, description VARCHAR, source VARCHAR)")
+            if patterns:
+                rows.executemany("INSERT INTO jitrace_log_patterns VALUES (?, ?, ?, ?, ?, ?, ?)", patterns)
+            self.engine.push(rows, "SELECT * FROM jitrace_log_patterns ORDER BY ordinal", "log_patterns")
+        finally:
+            rows.close()
+
     def seeds(self) -> None:
         """The manifest's seeds (rules, fixes), read into the local database as for files and pushed as tables."""
         pipeline.load_seeds(self.con)
         for seed in pipeline.manifest()[0]:
-            self.engine.create_table(seed.name, self.con.sql(f"SELECT * FROM {seed.name}").to_arrow_table())
+            self.engine.push(self.con, f"SELECT * FROM {seed.name}", seed.name)
 
     def clock_model(self) -> None:
         """clock_edges -> analyzer/steps/offsets.py -> clock_offsets, here (the local DuckDB table, as for files) and in
@@ -242,24 +243,19 @@ class Run:
         samples = self.con.cursor()  # the clock samples of the pairs whose clock changed, pulled for the fine fit
         try:
             wanted = " OR ".join(f"(domain_a = {literal(a)} AND domain_b = {literal(b)})" for a, b in pairs)
-            pulled = self.engine.arrow("SELECT domain_a, domain_b, lo_s, t_lo_s, hi_s, t_hi_s FROM clock_samples "
-                                       f"WHERE {wanted or 'false'}")
-            samples.register("jitrace_pulled_samples", pulled)
-            samples.execute("CREATE TEMP TABLE clock_samples AS FROM jitrace_pulled_samples")
+            self.engine.pull("SELECT domain_a, domain_b, lo_s, t_lo_s, hi_s, t_hi_s FROM clock_samples "
+                             f"WHERE {wanted or 'false'}", samples, "clock_samples", temporary=True)
             offsets.store(self.con, offsets.model(rows, reference, samples))
         finally:
             samples.close()
-        self.engine.create_table("clock_offsets", self.con.sql("SELECT * FROM clock_offsets ORDER BY domain, "
-                                                               "window_start").to_arrow_table())
+        self.engine.push(self.con, "SELECT * FROM clock_offsets ORDER BY domain, window_start", "clock_offsets")
 
     def pull(self, names: tuple[str, ...]) -> None:
         """The small tables into the local database, text from the wire redacted."""
-        local = DuckDBEngine(self.con)
         order = {"attributions": " ORDER BY time, trace_id, span_id", "denials": " ORDER BY trace_id, span_id",
                  "cause_summary": " ORDER BY denials DESC, cause", "top_offenders": " ORDER BY cause, dimension, rank"}
         for name in names:
-            table = self.engine.arrow(f"SELECT * FROM {quote(name)}{order.get(name, '')}")
-            local.create_table(name, _naive_times(table))
+            self.engine.pull(f"SELECT * FROM {quote(name)}{order.get(name, '')}", self.con, name)
             if name in REDACTED:
                 redact_table(self.con, name, REDACTED[name])
 

@@ -419,6 +419,23 @@ def test_a_time_range_reads_only_its_spans(chdb):
     assert_parity(duckdb_run(world.rows, [], None), local)
 
 
+@pytest.mark.parametrize("build", [every_cause, no_issuer, stepping_clocks])
+def test_the_token_ttl_histograms_count_as_duckdbs(chdb, build):
+    """report.html's ttl histograms, counted where the spans are: the same bins and counts as report.ttl_counts."""
+    from jitrace.analyzer.engines.clickhouse import Source
+    from jitrace.analyzer.engines.run import Run
+    from jitrace.analyzer.outputs import report
+
+    world = build()
+    load_otel(chdb, f"ttl_{build.__name__}", world.rows)
+    starts = [s["start_ns"] for s in world.rows if s["start_ns"]]
+    run = Run(chdb, Source("chdb", f"ttl_{build.__name__}", "otel_traces"), min(starts), max(starts) + 1,
+              session.connect())
+    run.steps(None, [], pull=())
+    want = sorted(report.ttl_counts(duckdb_run(world.rows, [], None)))
+    assert want and sorted(run.ttl_rows) == want
+
+
 def test_the_time_range_prunes_the_other_days_partitions(chdb):
     """The spans view filters on the exporter's partition key: ClickHouse reads one day's partition of two."""
     from jitrace.analyzer.engines import otel_traces

@@ -3,6 +3,10 @@
 -- shared spans), else to the CLIENT span that is its parent (OpenTelemetry); each server probes the clients
 -- twice (ARRAY JOIN of two keys), so the clients are hashed once. A parent match loses to a shared-id match of
 -- the same server (the pairs step).
+-- The join's key is one number, cityHash64 of (trace id, span id): a hash join on two strings costs ClickHouse far
+-- more than one on a UInt64. Equal ids give equal hashes, and the filter after the join keeps only the rows whose ids
+-- are equal, so a collision adds no match. It is written NOT (... != ...) because ClickHouse would move a plain
+-- equality of both sides into the join's key, back to the strings. A NULL parent hashes to NULL and matches nothing.
 -- Every join here is within one trace: on a cluster sharded by cityHash64(TraceId) it runs on each shard alone.
 CREATE TABLE pairs_matched ENGINE = Memory AS
 SELECT
@@ -22,13 +26,15 @@ SELECT
     p.shared_id AS shared_id
 FROM (
     SELECT trace_id, span_id, domain, start_ns, end_ns, denied, shared_id,
-           if(shared_id, span_id, parent_span_id) AS client_key
+           if(shared_id, span_id, parent_span_id) AS client_key, cityHash64(trace_id, client_key) AS id_hash
     FROM rpc_spans
     ARRAY JOIN [true, false] AS shared_id
     WHERE kind = 'SERVER'
 ) AS p
 INNER JOIN (
-    SELECT trace_id, span_id, domain, start_ns, end_ns, jit_clock_offset_s, jit_clock_delay_s, denied
+    SELECT trace_id, span_id, domain, start_ns, end_ns, jit_clock_offset_s, jit_clock_delay_s, denied,
+           cityHash64(trace_id, span_id) AS id_hash
     FROM rpc_spans
     WHERE kind = 'CLIENT'
-) AS c ON c.trace_id = p.trace_id AND c.span_id = p.client_key;
+) AS c ON c.id_hash = p.id_hash
+WHERE NOT (c.trace_id != p.trace_id OR c.span_id != p.client_key);
