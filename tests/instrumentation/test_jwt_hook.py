@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 
-from jitrace.instrumentation import _call_state, _jwt_hook
+from jitrace.instrumentation import _call_state, _jwt_hook, _patching
 from jitrace.instrumentation import contract as c
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
@@ -125,22 +125,26 @@ def test_later_checks_are_events(hooked: None, exporter: Any) -> None:
     assert event.attributes[c.TOKEN_TTL_S] < 0
 
 
+def _pyjwt_functions() -> tuple[Any, ...]:
+    """PyJWT's decode functions as stored: the class's, and the module functions bound to its global instance."""
+    return (jwt.api_jwt.PyJWT.__dict__["decode_complete"], jwt.api_jwt.PyJWT.__dict__["decode"], jwt.decode,
+            jwt.decode_complete, jwt.api_jwt.decode, jwt.api_jwt.decode_complete)
+
+
 def test_patch_is_idempotent_and_unpatch_restores(otel: Any) -> None:
     was = _jwt_hook.is_patched()
     _jwt_hook.unpatch()
-    originals = (jwt.api_jwt.PyJWT.__dict__["decode_complete"], jwt.api_jwt.PyJWT.__dict__["decode"], jwt.decode,
-                 jwt.decode_complete, jwt.api_jwt.decode, jwt.api_jwt.decode_complete)
+    originals = _pyjwt_functions()
     _jwt_hook.patch()
     _jwt_hook.patch()
     wrapper = jwt.api_jwt.PyJWT.__dict__["decode_complete"]
-    assert wrapper._jitrace_original is originals[0]  # one layer, not two
+    assert wrapper.__wrapped__ is originals[0]  # one layer, not two
     # one wrapper per check: decode verifies through decode_complete, so it is left as it is
     assert jwt.api_jwt.PyJWT.__dict__["decode"] is originals[1] and jwt.decode is originals[2]
-    # the module-level decode_complete is PyJWT's instance's, bound again to the patched method
-    assert jwt.decode_complete.__func__ is wrapper and jwt.api_jwt.decode_complete.__func__ is wrapper
+    # the module-level decode_complete (bound to PyJWT's instance before the patch) is wrapped once
+    assert jwt.decode_complete.__wrapped__ is originals[3] and jwt.api_jwt.decode_complete.__wrapped__ is originals[5]
     _jwt_hook.unpatch()
-    assert (jwt.api_jwt.PyJWT.__dict__["decode_complete"], jwt.api_jwt.PyJWT.__dict__["decode"], jwt.decode,
-            jwt.decode_complete, jwt.api_jwt.decode, jwt.api_jwt.decode_complete) == originals
+    assert all(now is before for now, before in zip(_pyjwt_functions(), originals, strict=True))
     assert not _jwt_hook.is_patched()
     if was:
         _jwt_hook.patch()
@@ -154,8 +158,8 @@ def test_a_pyjwt_whose_decode_does_not_delegate_is_wrapped_too(otel: Any, export
     monkeypatch.setattr(_jwt_hook, "_decode_goes_through_decode_complete", lambda api_jwt: False)
     _jwt_hook.patch()
     try:
-        assert hasattr(jwt.api_jwt.PyJWT.__dict__["decode"], "_jitrace_original")
-        assert hasattr(jwt.decode, "_jitrace_original")
+        assert _patching.wrapped(jwt.api_jwt.PyJWT, "decode", _jwt_hook._decode_nested)
+        assert _patching.wrapped(jwt, "decode", _jwt_hook._decode_nested)
         for decode in (jwt.decode, jwt.api_jwt.PyJWT().decode, jwt.decode_complete):
             with server_call(exporter) as finished:
                 decode(_hs(jti="fallback"), SECRET, algorithms=["HS256"], audience="aud-1", issuer="iss-1")
@@ -167,7 +171,7 @@ def test_a_pyjwt_whose_decode_does_not_delegate_is_wrapped_too(otel: Any, export
         monkeypatch.undo()
         if was:
             _jwt_hook.patch()
-    assert not hasattr(jwt.decode, "_jitrace_original")
+    assert not _patching.wrapped(jwt, "decode", _jwt_hook._decode_nested)
 
 
 def test_pyjwt_2_decode_goes_through_decode_complete() -> None:

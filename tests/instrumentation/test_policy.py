@@ -236,13 +236,14 @@ def test_casbin_outside_a_server_call_records_nothing(enforcer: casbin.Enforcer,
 
 
 def test_casbin_unpatch_restores(tmp_path: Path, otel: Any) -> None:
-    was = hasattr(casbin.Enforcer.enforce, "_jitrace_original")
+    was = _policy.casbin_patched()
     _policy.patch_casbin()
     _policy.patch_casbin()
-    assert casbin.Enforcer.enforce._jitrace_original is CoreEnforcer.enforce  # one layer
+    assert casbin.Enforcer.__dict__["enforce"].__wrapped__ is CoreEnforcer.enforce  # one layer
     _policy.unpatch_casbin()
     assert casbin.Enforcer.enforce is CoreEnforcer.enforce
     assert casbin.Enforcer.enforce_ex is CoreEnforcer.enforce_ex
+    assert "enforce" not in vars(casbin.Enforcer)  # inherited again, as before
     if was:
         _policy.patch_casbin()
 
