@@ -3,11 +3,9 @@ denial reason, all on OpenTelemetry's client span.
 
 jitrace runs inside OpenTelemetry's interceptor (see ``_hooks``), so OTel's client span is the current span when a
 call starts; jitrace keeps a reference to it for the completion, which may come on a gRPC thread (futures, streams).
-Two forms, same behaviour: :class:`JitraceChannel` (what the instrumentor wraps every new sync channel in: it binds
-its multicallables once per method, cheaper per call, and knows jitrace credentials baked into the channel) and
-:class:`JitraceClientInterceptor` (for users who compose channels with ``grpc.intercept_channel`` themselves; it sees
-per-call credentials only). The pieces shared with the aio interceptors (:func:`begin`,
-:func:`finish`) live here too.
+:class:`JitraceChannel` is what the instrumentor wraps every new sync channel in: it binds its multicallables once
+per method and knows jitrace credentials baked into the channel. The pieces shared with the aio interceptors
+(:func:`begin`, :func:`finish`) live here too.
 
 Clock stamps are sampled in time: a call carries ``jit-sent-ns`` (and gets the server's ``jit-clock`` echo back) only
 when its target has had no stamp for ``JITRACE_CLOCK_STAMP_INTERVAL_S`` (:func:`stamp_due`); every client span still
@@ -24,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import grpc
 from opentelemetry import trace
@@ -168,19 +166,6 @@ def _finish_call(pending: Pending, call: Any) -> None:
         _safety.count("client_interceptor")
 
 
-class _Details(NamedTuple):
-    method: str
-    timeout: float | None
-    metadata: Metadata | None
-    credentials: grpc.CallCredentials | None
-    wait_for_ready: bool | None
-    compression: grpc.Compression | None
-
-
-class _CallDetails(_Details, grpc.ClientCallDetails):
-    pass
-
-
 class _StreamCall(grpc.Call, grpc.Future):
     """A response stream, unchanged for the caller, that records the reply when it ends.
 
@@ -256,67 +241,9 @@ class _StreamCall(grpc.Call, grpc.Future):
         self._call.add_done_callback(lambda _call: fn(self))
 
 
-class JitraceClientInterceptor(
-    grpc.UnaryUnaryClientInterceptor,
-    grpc.UnaryStreamClientInterceptor,
-    grpc.StreamUnaryClientInterceptor,
-    grpc.StreamStreamClientInterceptor,
-):
-    """One interceptor for the four call shapes of a sync channel."""
-
-    def _begin(self, details: grpc.ClientCallDetails) -> tuple[Pending | None, grpc.ClientCallDetails]:
-        started = None
-        with _safety.guard("client_interceptor"):
-            # the interceptor does not know its channel's target: its calls follow a clock-stamp schedule of its own
-            started = begin(details.metadata, details.credentials, details.method, None, self)
-        if started is None:
-            return None, details
-        pending, metadata = started
-        if metadata is not None:
-            details = _CallDetails(
-                details.method,
-                details.timeout,
-                metadata,
-                details.credentials,
-                getattr(details, "wait_for_ready", None),
-                getattr(details, "compression", None),
-            )
-        return pending, details
-
-    def _unary_response(self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any) -> Any:
-        pending, details = self._begin(details)
-        outcome = continuation(details, request)
-        if pending is not None:
-            with _safety.guard("client_interceptor"):
-                # done already for blocking calls (runs now), later for futures (runs on a gRPC thread)
-                outcome.add_done_callback(lambda call: _finish_call(pending, call))
-        return outcome
-
-    def _stream_response(self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any) -> Any:
-        pending, details = self._begin(details)
-        call = continuation(details, request)
-        if pending is not None:
-            with _safety.guard("client_interceptor"):
-                return _StreamCall(call, pending)
-        return call
-
-    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return self._unary_response(continuation, client_call_details, request)
-
-    def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return self._unary_response(continuation, client_call_details, request_iterator)
-
-    def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return self._stream_response(continuation, client_call_details, request)
-
-    def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return self._stream_response(continuation, client_call_details, request_iterator)
-
-
 # --- the channel wrapper the instrumentor uses -----------------------------------------------------------------------
-# grpc.intercept_channel builds a new multicallable and call-details object per call; jitrace's wrapper binds its
-# multicallables once per method and calls grpc directly (less work per call). Same behaviour as the
-# interceptor above, which stays for users who compose channels with grpc.intercept_channel themselves.
+# Not a grpc.intercept_channel interceptor: that builds a new multicallable and call-details object per call, where
+# jitrace's wrapper binds its multicallables once per method and calls grpc directly.
 def _start(metadata: Metadata | None, credentials: object, method: str, channel_plugin: Any,
            target: object) -> tuple[Pending | None, Metadata | None]:
     try:
@@ -455,7 +382,3 @@ class JitraceChannel(grpc.Channel):
         self._channel.__exit__(exc_type, exc_val, exc_tb)
         return False
 
-
-def client_interceptor() -> JitraceClientInterceptor:
-    """A new interceptor for ``grpc.intercept_channel`` (the instrumentor does this for every new channel)."""
-    return JitraceClientInterceptor()
