@@ -257,8 +257,8 @@ def _start(metadata: Metadata | None, credentials: object, method: str, channel_
     return pending, metadata if new_metadata is None else new_metadata
 
 
-class _UnaryResponse:
-    """Unary-unary or stream-unary: ``__call__``, ``with_call`` and ``future``."""
+class _Multicallable:
+    """One method of a :class:`JitraceChannel`: grpc's multicallable (``base``) and what jitrace's calls need."""
 
     __slots__ = ("_base", "_method", "_plugin", "_target")
 
@@ -267,6 +267,12 @@ class _UnaryResponse:
         self._method = method
         self._plugin = plugin
         self._target = target
+
+
+class _UnaryResponse(_Multicallable):
+    """Unary-unary or stream-unary: ``__call__``, ``with_call`` and ``future``."""
+
+    __slots__ = ()
 
     def with_call(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                   credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
@@ -310,16 +316,10 @@ class _UnaryResponse:
         return future
 
 
-class _StreamResponse:
+class _StreamResponse(_Multicallable):
     """Unary-stream or stream-stream: the response iterator, recorded when it ends."""
 
-    __slots__ = ("_base", "_method", "_plugin", "_target")
-
-    def __init__(self, base: Any, method: str, plugin: Any, target: object) -> None:
-        self._base = base
-        self._method = method
-        self._plugin = plugin
-        self._target = target
+    __slots__ = ()
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                  credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:

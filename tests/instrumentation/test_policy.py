@@ -21,7 +21,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 
 from jitrace.analyzer.redact import redact
-from jitrace.instrumentation import _call_state, _policy, _server, _settings, _token
+from jitrace.instrumentation import _call_state, _policy, _server, _server_call, _settings, _token
 from jitrace.instrumentation import contract as c
 from jitrace.instrumentation._policy import record_policy_decision
 from jitrace.instrumentation._safety import failure_counts
@@ -303,7 +303,7 @@ def test_a_server_calls_kept_facts_are_written_before_a_decision(exporter: Any, 
     token = mint(grant_id="from-token", grant_end=now + 600)
     tracer = trace.get_tracer("test")
     with tracer.start_as_current_span("/svc/Method", kind=trace.SpanKind.SERVER):
-        call = _server.ServerCall.begin((("authorization", f"Bearer {token}"),), _settings.get())
+        call = _server_call.ServerCall.begin((("authorization", f"Bearer {token}"),), _settings.get())
         reset = _call_state.activate(call)
         try:
             record_policy_decision(True, grant_id="from-policy", grant_end=now + 60)
