@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import time
 
-import _client_fixtures as fx
 import grpc
-import plain_service as ps
+import plain_service as svc
 import pytest
-from _client_fixtures import bearer, c, call_sync, client_span, jit_attrs, mint, root_span, traced
+from helpers import bearer, call_sync, client_span, jit_attrs, mint, root_span, traced
 
-# fixtures used here
-client_exporter, exporter, service_ports, channel = fx.client_exporter, fx.exporter, fx.service_ports, fx.channel
+from jitrace.instrumentation import contract as c
 
-SHAPES = list(ps.SHAPES)
+SHAPES = list(svc.SHAPES)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -31,14 +29,14 @@ def test_allowed_call_carries_token_facts_and_clock_stamp(shape, channel, export
     assert attrs[c.RPC_GRPC_STATUS_CODE] == 0
     assert attrs[c.TOKEN_PRESENT] is True
     assert attrs[c.TOKEN_ID] == f"tok-{shape}"
-    assert (attrs[c.TOKEN_SUB], attrs[c.TOKEN_ISS], attrs[c.TOKEN_AUD]) == ("alice", ps.ISSUER, ps.AUDIENCE)
+    assert (attrs[c.TOKEN_SUB], attrs[c.TOKEN_ISS], attrs[c.TOKEN_AUD]) == ("alice", svc.ISSUER, svc.AUDIENCE)
     assert (attrs[c.TOKEN_IAT], attrs[c.TOKEN_EXP]) == (now - 20, now + 280)
     assert 19 <= attrs[c.TOKEN_AGE_S] < 80 and 220 < attrs[c.TOKEN_TTL_S] <= 281
     assert (attrs[c.GRANT_ID], attrs[c.GRANT_START], attrs[c.GRANT_END]) == ("g-1", now - 60, now + 600)
     assert c.DENIAL_REASON not in attrs and c.TOKEN_REFRESHED not in attrs
     # the stamp left with the call, and is the one the server saw
     assert before_ns <= attrs[c.CLOCK_SENT_NS] <= after_ns
-    assert ps.SEEN[f"tok-{shape}"][c.METADATA_SENT_NS] == str(attrs[c.CLOCK_SENT_NS])
+    assert svc.SEEN[f"tok-{shape}"][c.METADATA_SENT_NS] == str(attrs[c.CLOCK_SENT_NS])
     # the facts are on the client span, not on the caller's span around it (jitrace runs inside OpenTelemetry)
     assert jit_attrs(root_span(exporter, trace_id)) == {}
 
@@ -57,7 +55,7 @@ DENIALS = {
     "expired": (lambda: bearer(mint(iat=int(time.time()) - 600, exp=int(time.time()) - 30)),
                 grpc.StatusCode.UNAUTHENTICATED, "TOKEN_EXPIRED"),
     "missing": (lambda: None, grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MISSING"),
-    "forbidden": (lambda: bearer(mint(roles=["viewer"])), grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_MISSING"),
+    "forbidden": (lambda: bearer(mint(perms=[])), grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_MISSING"),
     "not_yet_valid": (lambda: bearer(mint(nbf=int(time.time()) + 120)), grpc.StatusCode.UNAUTHENTICATED,
                       "TOKEN_NOT_YET_VALID"),
 }
@@ -82,7 +80,7 @@ def test_denied_call_carries_the_denial_reason(shape, denial, channel, exporter)
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_every_call_style_records_the_same_facts(shape, channel, exporter):
-    for token, expected in ((mint(jti=f"style-{shape}"), None), (mint(roles=[]), "PERMISSION_MISSING")):
+    for token, expected in ((mint(jti=f"style-{shape}"), None), (mint(perms=[]), "PERMISSION_MISSING")):
         styles = {"unary": ("call", "with_call", "future"), "client_stream": ("call", "future")}.get(shape, ("call",))
         for style in styles:
             (code, _), trace_id = traced(
@@ -117,7 +115,7 @@ def test_clock_stamps_can_be_switched_off(channel, exporter, monkeypatch):
     attrs = client_span(exporter, trace_id).attributes
     assert code is grpc.StatusCode.OK
     assert c.CLOCK_SENT_NS not in attrs and c.CLOCK_OFFSET_S not in attrs
-    assert c.METADATA_SENT_NS not in ps.SEEN["nostamp"]
+    assert c.METADATA_SENT_NS not in svc.SEEN["nostamp"]
     assert attrs[c.TOKEN_ID] == "nostamp"
 
 

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 from concurrent import futures
 
-import _client_fixtures as fx
 import grpc
 import grpc.aio
+import helpers
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from jitrace.instrumentation import _hooks, _pre_instrument
-
-# fixtures used here
-client_exporter = fx.client_exporter
 
 
 class _Otel:  # stands in for an OpenTelemetry interceptor: only its module matters to the placement
@@ -54,7 +51,7 @@ class UserServerInterceptor(grpc.ServerInterceptor):
 
 
 @pytest.mark.parametrize("positional", [False, True])
-def test_sync_server_interceptors_in_order(client_exporter, positional):
+def test_sync_server_interceptors_in_order(otel, positional):
     pool = futures.ThreadPoolExecutor(max_workers=1)
     if positional:
         server = grpc.server(pool, None, [UserServerInterceptor()])
@@ -71,7 +68,7 @@ def test_sync_server_interceptors_in_order(client_exporter, positional):
 
 
 @pytest.mark.parametrize("positional", [False, True])
-def test_aio_channel_interceptors_in_order(client_exporter, positional):
+def test_aio_channel_interceptors_in_order(otel, positional):
     class UserInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         async def intercept_unary_unary(self, continuation, details, request):
             return await continuation(details, request)
@@ -84,10 +81,10 @@ def test_aio_channel_interceptors_in_order(client_exporter, positional):
         async with channel:
             return [type(i).__module__.split(".")[0] for i in channel._unary_unary_interceptors]
 
-    assert fx.run(go()) == ["opentelemetry", "jitrace", "test_client_hooks"]
+    assert helpers.run(go()) == ["opentelemetry", "jitrace", "test_client_hooks"]
 
 
-def test_channels_inactive_hooks_pass_through(client_exporter):
+def test_channels_inactive_hooks_pass_through(otel):
     saved = dict(_hooks._active)
     _hooks._active.update(client=False)
     try:

@@ -12,10 +12,11 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from _server_fixtures import UNARY, call_metadata, server_span, sync_call
+from helpers import call_metadata, server_span, sync_call
 from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from plain_service import UNARY
 
 from jitrace.instrumentation import _clock, _safety, _server_call, _settings
 from jitrace.instrumentation import contract as c

@@ -6,17 +6,15 @@ The server call is a real SDK server span made current with jitrace's call state
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import jwt
 import jwt.api_jwt
 import pytest
+from helpers import server_call
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan
 
 from jitrace.instrumentation import _call_state, _jwt_hook, _patching
 from jitrace.instrumentation import contract as c
@@ -38,20 +36,6 @@ def _hs(**claims: Any) -> str:
 
 def _decode(token: str, **kwargs: Any) -> dict:
     return jwt.decode(token, SECRET, algorithms=["HS256"], audience="aud-1", issuer="iss-1", **kwargs)
-
-
-@contextmanager
-def server_call(exporter: Any) -> Iterator[list[ReadableSpan]]:
-    """A server span with jitrace's call state, as inside a handler; yields the list its finished span lands in."""
-    finished: list[ReadableSpan] = []
-    tracer = trace.get_tracer("test")
-    with tracer.start_as_current_span("/svc/Method", kind=trace.SpanKind.SERVER) as span:
-        token = _call_state.activate(_call_state.CallState(span=span, arrival_ns=span.start_time))
-        try:
-            yield finished
-        finally:
-            _call_state.deactivate(token)
-    finished.extend(s for s in exporter.get_finished_spans() if s.name == "/svc/Method")
 
 
 @pytest.fixture

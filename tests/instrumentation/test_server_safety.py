@@ -13,19 +13,10 @@ from typing import Any
 
 import grpc
 import pytest
-from _server_fixtures import (
-    STREAM_STREAM,
-    UNARY,
-    UNARY_STREAM,
-    Outcome,
-    aio_call,
-    call_metadata,
-    raw_channel,
-    server_span,
-    sync_call,
-)
+from helpers import Outcome, aio_call, call_metadata, raw_channel, server_span, sync_call
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from plain_service import STREAM_STREAM, UNARY, UNARY_STREAM
 
 from jitrace.instrumentation import _safety, _server_call, _settings, _status_details, _token
 from jitrace.instrumentation import contract as c
