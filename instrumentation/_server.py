@@ -17,21 +17,24 @@ from typing import Any
 import grpc
 
 from jitrace.instrumentation import _safety, _server_call, _settings
-from jitrace.instrumentation._server_call import Forwarding, ServerCall, wrap_handler, wrap_sync
+from jitrace.instrumentation._server_call import Forwarding, Metadata, ServerCall, wrap_handler, wrap_sync
 from jitrace.instrumentation._settings import Settings
 
 
 class ServicerContext(Forwarding, grpc.ServicerContext):
     """The handler's context: :class:`Forwarding`, and ``abort_with_status`` as what it means (trailing metadata +
     ``abort``): grpc's own replaces the trailing metadata and aborts, bypassing OpenTelemetry's wrapper (so
-    ``rpc.grpc.status_code`` was never set)."""
+    ``rpc.grpc.status_code`` was never set). ``touched``: whether the handler set trailing metadata or aborted (if
+    not, the reply's trailing metadata is empty, and jitrace does not read it back)."""
 
-    __slots__ = ("_context",)
+    __slots__ = ("_context", "touched")
 
     def __init__(self, context: grpc.ServicerContext, call: ServerCall | None = None) -> None:
         self._context = context  # the call: the signature of a ContextWrapper (the sync context needs none)
+        self.touched = False
 
     def abort_with_status(self, status: grpc.Status) -> None:
+        self.touched = True
         try:
             metadata = tuple(status.trailing_metadata or ())
             code, details = status.code, status.details
@@ -41,8 +44,13 @@ class ServicerContext(Forwarding, grpc.ServicerContext):
         self._context.set_trailing_metadata(metadata)
         return self._context.abort(code, details)
 
+    def set_trailing_metadata(self, trailing_metadata: Metadata) -> None:
+        self.touched = True
+        return self._context.set_trailing_metadata(trailing_metadata)
+
     # the sync context's own methods, forwarded
     def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.touched = True
         return self._context.abort(code, details)
 
     def is_active(self) -> bool:

@@ -185,6 +185,7 @@ class Forwarding:
 
     __slots__ = ()
     _context: Any
+    touched = True  # whether the handler may have set trailing metadata (see the sync context)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
@@ -252,9 +253,11 @@ def start(context: Any, wrap_context: ContextWrapper) -> tuple[ServerCall | None
 
 
 def finish(call: ServerCall, context: Any, token: Any) -> None:
-    """The reply leaves: the echo merged into the trailing metadata, and the call's state no longer current."""
+    """The reply leaves: the echo merged into the trailing metadata, and the call's state no longer current.
+
+    The trailing metadata is read back only from a context the handler ``touched`` (set it, or aborted)."""
     try:
-        trailing = call.trailing(context.trailing_metadata())
+        trailing = call.trailing(context.trailing_metadata() if getattr(context, "touched", True) else None)
         if trailing is not None:
             context.set_trailing_metadata(trailing)
     except Exception:  # noqa: BLE001
