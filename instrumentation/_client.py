@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,8 +91,10 @@ def begin(metadata: Metadata | None, credentials: object, method: str | bytes | 
     settings = _settings.get()
     # per-call credentials first, then the channel's
     plugin = channel_plugin if credentials is None else _credentials.lookup(credentials) or channel_plugin
+    static: Mapping[str, Any] | None = None  # a token's shared facts (written without a copy)
     if plugin is None:
-        attrs = _token.token_facts(_token.token_from_metadata(metadata, settings.token_metadata_key), now_ns / 1e9)
+        static, attrs = _token.token_facts_split(_token.token_from_metadata(metadata, settings.token_metadata_key),
+                                                 now_ns / 1e9)
     else:
         attrs = _credentials_facts(plugin, metadata, settings, now_ns)
     stamp = new_metadata = None
@@ -104,7 +106,7 @@ def begin(metadata: Metadata | None, credentials: object, method: str | bytes | 
                 and not any(k == c.METADATA_SENT_NS for k, _ in (metadata or ())):
             stamp = now_ns
             new_metadata = [*(metadata or ()), (c.METADATA_SENT_NS, str(now_ns))]
-    _span_attrs.set_attributes(span, attrs, clean=True)
+    _span_attrs.set_attributes(span, attrs, clean=True, base=static)
     return Pending(span, stamp), new_metadata
 
 

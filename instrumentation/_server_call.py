@@ -10,7 +10,7 @@ handlers' coroutines.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -81,13 +81,14 @@ class ServerCall(_call_state.CallState):
     def flush(self, extra: dict[str, Any] | None = None) -> None:
         """Write what is kept for the span, with ``extra`` (jitrace's own clean values), in one call into the SDK."""
         attrs: dict[str, Any] | None = None
+        static: Mapping[str, Any] | None = None  # the token's shared facts (written without a copy)
         check = self.first_check
         token = self.metadata_token
         if self._unwritten:  # the facts from arrival
             self._unwritten = False
             # the token from metadata checked: its age and ttl at the check (else at arrival)
             at_s = check[1] if check is not None and check[2] else self._arrival_s
-            attrs = _token.token_facts(token, at_s)
+            static, attrs = _token.token_facts_split(token, at_s)
             attrs[c.CLOCK_RECEIVED_NS] = self.arrival_ns
             if self.peer_sent_ns is not None:
                 attrs[c.CLOCK_PEER_SENT_NS] = self.peer_sent_ns
@@ -99,10 +100,7 @@ class ServerCall(_call_state.CallState):
             if attrs is None:
                 attrs = {}
                 if same:  # the arrival facts are on the span already: only the age and ttl at the check
-                    facts = _token.token_facts(token, at_s)
-                    for name in (c.TOKEN_AGE_S, c.TOKEN_TTL_S):
-                        if name in facts:
-                            attrs[name] = facts[name]
+                    attrs.update(_token.token_facts_split(token, at_s)[1])
             if not same:  # another token than the metadata's: its facts over those
                 attrs.update(_token.token_facts(checked, at_s))
             attrs[c.TOKEN_VERDICT] = verdict
@@ -110,7 +108,7 @@ class ServerCall(_call_state.CallState):
         if extra:
             attrs = extra if attrs is None else {**attrs, **extra}
         if attrs:
-            _span_attrs.set_attributes(self.span, attrs, clean=True)
+            _span_attrs.set_attributes(self.span, attrs, clean=True, base=static)
 
     def trailing(self, metadata: Metadata | None) -> tuple[tuple[str, str | bytes], ...] | None:
         """The reply's trailing metadata: ``metadata`` plus the ``jit-clock`` echo; records the denial reason and

@@ -25,14 +25,16 @@ _CLEAN = (bool, int, float)
 _SDK_SET = getattr(SdkSpan, "set_attributes", object())
 
 
-def set_attributes(span: Any, attrs: Mapping[str, Any], *, clean: bool = False) -> None:
-    """``span.set_attributes(attrs)``; same outcome, cheaper for an SDK span (see the module's docstring).
+def set_attributes(span: Any, attrs: Mapping[str, Any], *, clean: bool = False,
+                   base: Mapping[str, Any] | None = None) -> None:
+    """``span.set_attributes({**base, **attrs})``; same outcome, cheaper for an SDK span (see the module's docstring).
 
-    ``clean``: the caller vouches that ``attrs`` holds only non-empty str keys and str, bool, int or finite float
-    values (what jitrace builds from parsed and capped facts: :func:`._token.token_facts`, stamps, verdicts); the
-    per-value check is then skipped unless the span has a value-length limit."""
-    if getattr(type(span), "set_attributes", None) is not _SDK_SET or not attrs:
-        span.set_attributes(attrs)  # not the SDK's span (or one that overrides it): its own rules
+    ``clean``: the caller vouches that ``attrs`` and ``base`` hold only non-empty str keys and str, bool, int or
+    finite float values (what jitrace builds from parsed and capped facts: :func:`._token.token_facts`, stamps,
+    verdicts); the per-value check is then skipped unless the span has a value-length limit. ``base``: attributes
+    written first (a token's shared facts, stored without being copied)."""
+    if getattr(type(span), "set_attributes", None) is not _SDK_SET or not (attrs or base):
+        _sdk_set(span, attrs, base)  # not the SDK's span (or one that overrides it): its own rules
         return
     try:
         bounded = span._attributes  # noqa: SLF001 - see the module docstring
@@ -42,23 +44,30 @@ def set_attributes(span: Any, attrs: Mapping[str, Any], *, clean: bool = False) 
         stored = bounded._dict  # noqa: SLF001
         max_value_len = bounded.max_value_len
     except (AttributeError, TypeError):
-        span.set_attributes(attrs)
+        _sdk_set(span, attrs, base)
         return
-    # only values the SDK would store as they are (inline: this runs a few times per call)
-    for key, value in () if clean and max_value_len is None else attrs.items():
-        kind = type(value)
-        if type(key) is not str or not key or (
-                kind is not str and kind not in _CLEAN) or (
-                kind is str and max_value_len is not None and len(value) > max_value_len):
-            span.set_attributes(attrs)
-            return
+    if not clean or max_value_len is not None:
+        # only values the SDK would store as they are (inline: this runs a few times per call)
+        for key, value in (*(base or {}).items(), *attrs.items()):
+            kind = type(value)
+            if type(key) is not str or not key or (
+                    kind is not str and kind not in _CLEAN) or (
+                    kind is str and max_value_len is not None and len(value) > max_value_len):
+                _sdk_set(span, attrs, base)
+                return
     maxlen = bounded.maxlen
-    if maxlen is not None and len(stored) + len(attrs) > maxlen:
-        span.set_attributes(attrs)  # the SDK's eviction rules apply: let it do that
+    if maxlen is not None and len(stored) + len(attrs) + (len(base) if base else 0) > maxlen:
+        _sdk_set(span, attrs, base)  # the SDK's eviction rules apply: let it do that
         return
     with lock:
         if span._end_time is not None:  # noqa: SLF001 - the SDK ignores (and warns about) writes to an ended span
-            span.set_attributes(attrs)
+            _sdk_set(span, attrs, base)
             return
         with bounded._lock:  # noqa: SLF001
+            if base:
+                stored.update(base)
             stored.update(attrs)
+
+
+def _sdk_set(span: Any, attrs: Mapping[str, Any], base: Mapping[str, Any] | None) -> None:
+    span.set_attributes({**base, **attrs} if base else attrs)

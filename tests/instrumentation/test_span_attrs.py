@@ -75,3 +75,18 @@ def test_clean_values_skip_the_sdk_validation(monkeypatch):
 def test_any_other_span_gets_its_own_set_attributes():
     span = NonRecordingSpan(SpanContext(1, 1, False))
     _span_attrs.set_attributes(span, {"jit.token.present": True})  # no error: the API's no-op
+
+
+@settings(max_examples=100, deadline=None)
+@given(base=st.dictionaries(_keys, _clean_values, max_size=8), attrs=st.dictionaries(_keys, _clean_values, max_size=8),
+       max_attributes=st.one_of(st.none(), st.integers(1, 10)), max_length=st.one_of(st.none(), st.integers(0, 20)))
+def test_a_base_is_stored_first_as_one_merged_write_would(base, attrs, max_attributes, max_length):
+    """``base`` (a token's shared facts, not copied) then ``attrs``: what the SDK stores for ``{**base, **attrs}``,
+    and ``base`` itself is left as it was."""
+    sdk, ours = _pair(SpanLimits(max_span_attributes=max_attributes, max_span_attribute_length=max_length))
+    before = dict(base)
+    sdk.set_attributes({**base, **attrs})
+    _span_attrs.set_attributes(ours, attrs, clean=True, base=base)
+    assert dict(ours.attributes) == dict(sdk.attributes)
+    assert ours.dropped_attributes == sdk.dropped_attributes
+    assert base == before
