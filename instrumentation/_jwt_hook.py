@@ -107,23 +107,6 @@ def _decode(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dic
     state = _current()
     if state is None:
         return wrapped(*args, **kwargs)  # not in a server call
-    return _checked(state, wrapped, args, kwargs)
-
-
-def _decode_nested(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-    """:func:`_decode` for a decode that may call another wrapped one (``decode`` -> ``decode_complete``, when
-    PyJWT's ``decode`` is wrapped too): a context variable keeps the inner call from recording the check again."""
-    state = _current()
-    if state is None or _inside.get():
-        return wrapped(*args, **kwargs)
-    reset = _inside.set(True)
-    try:
-        return _checked(state, wrapped, args, kwargs)
-    finally:
-        _inside.reset(reset)
-
-
-def _checked(state: _call_state.CallState, wrapped: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     options = args[3] if len(args) > 3 else kwargs.get("options")  # decode(jwt, key, algorithms, options, ...)
     if options is not None and _unverified(options):
         return wrapped(*args, **kwargs)  # a peek without verification: no check
@@ -138,6 +121,18 @@ def _checked(state: _call_state.CallState, wrapped: Callable[..., Any], args: tu
     finally:
         if failure is None or isinstance(failure, Exception):  # not an interrupt (KeyboardInterrupt...)
             _record(state, token, failure, started_ns, time.time_ns())
+
+
+def _decode_nested(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+    """:func:`_decode` for a decode that may call another wrapped one (``decode`` -> ``decode_complete``, when
+    PyJWT's ``decode`` is wrapped too): a context variable keeps the inner call from recording the check again."""
+    if _inside.get():
+        return wrapped(*args, **kwargs)
+    reset = _inside.set(True)
+    try:
+        return _decode(wrapped, instance, args, kwargs)
+    finally:
+        _inside.reset(reset)
 
 
 def _decode_goes_through_decode_complete(api_jwt: Any) -> bool:
