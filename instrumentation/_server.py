@@ -25,13 +25,18 @@ class ServicerContext(Forwarding, grpc.ServicerContext):
     """The handler's context: :class:`Forwarding`, and ``abort_with_status`` as what it means (trailing metadata +
     ``abort``): grpc's own replaces the trailing metadata and aborts, bypassing OpenTelemetry's wrapper (so
     ``rpc.grpc.status_code`` was never set). ``touched``: whether the handler set trailing metadata or aborted (if
-    not, the reply's trailing metadata is empty, and jitrace does not read it back)."""
+    not, the reply's trailing metadata is empty, and jitrace does not read it back). Its invocation metadata is the
+    tuple jitrace read when the call started, handed out without going back through OpenTelemetry's context."""
 
-    __slots__ = ("_context", "touched")
+    __slots__ = ("_context", "_metadata", "touched")
 
-    def __init__(self, context: grpc.ServicerContext, call: ServerCall | None = None) -> None:
-        self._context = context  # the call: the signature of a ContextWrapper (the sync context needs none)
+    def __init__(self, context: grpc.ServicerContext, call: ServerCall) -> None:
+        self._context = context
+        self._metadata = call.metadata  # read once when the call started: the same tuple grpc hands out
         self.touched = False
+
+    def invocation_metadata(self) -> Any:
+        return self._metadata
 
     def abort_with_status(self, status: grpc.Status) -> None:
         self.touched = True

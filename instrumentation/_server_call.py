@@ -51,7 +51,7 @@ class ServerCall(_call_state.CallState):
     so the order of the writes is the order of the facts.
     """
 
-    __slots__ = ("echo", "peer_sent_ns", "first_check", "_arrival_s", "_unwritten", "_finished")
+    __slots__ = ("metadata", "echo", "peer_sent_ns", "first_check", "_arrival_s", "_unwritten", "_finished")
     defers = True
 
     @classmethod
@@ -70,6 +70,7 @@ class ServerCall(_call_state.CallState):
             elif k == c.METADATA_SENT_NS and sent_raw is None:
                 sent_raw = v
         call = cls(span, arrival_ns, _token.bearer_token(token_raw) if token_raw is not None else None)
+        call.metadata = metadata  # what the call arrived with, for the handler's context to hand out again
         call.peer_sent_ns = _stamp(sent_raw) if sent_raw is not None else None
         call.echo = call.peer_sent_ns is not None and settings.clock_stamps  # the client stamped: echo jit-clock
         call.first_check = None
