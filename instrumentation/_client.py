@@ -88,7 +88,7 @@ def begin(metadata: Metadata | None, credentials: object, method: str | bytes | 
         if getattr(span, "name", method) != method:
             return None
     now_ns = time.time_ns()  # when the call leaves: the stamp, and the token's age and ttl
-    settings = _settings.get()
+    settings = _settings._current  # noqa: SLF001 - see _settings
     # per-call credentials first, then the channel's
     plugin = channel_plugin if credentials is None else _credentials.lookup(credentials) or channel_plugin
     static: Mapping[str, Any] | None = None  # a token's shared facts (written without a copy)

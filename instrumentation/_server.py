@@ -78,7 +78,7 @@ class JitraceServerInterceptor(grpc.ServerInterceptor):
     def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
                           handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
-        if not _settings.get().enabled:
+        if not _settings._current.enabled:  # noqa: SLF001 - see _settings
             return handler
         hit = _sync_wrapped.get(id(handler))  # the look-up of wrap_handler, inline: this runs on every call
         if hit is not None and hit[0] is handler:

@@ -236,16 +236,19 @@ class Forwarding:
 
 
 ContextWrapper = Callable[[Any, ServerCall], Any]
+# _call_state.activate and deactivate, without their call (they run on every server call)
+_activate = _call_state._current.set  # noqa: SLF001
+_reset = _call_state._current.reset  # noqa: SLF001
 
 
 def start(context: Any, wrap_context: ContextWrapper) -> tuple[ServerCall | None, Any, Any]:
     """A call's handler is invoked: its :class:`ServerCall` made current, and the context the handler gets
     (``wrap_context(context, call)``). ``(None, None, context)`` when jitrace is off or could not start (counted)."""
     try:
-        settings = _settings.get()
+        settings = _settings._current  # noqa: SLF001 - see _settings
         if settings.enabled:
             call = ServerCall.begin(context.invocation_metadata(), settings)
-            return call, _call_state.activate(call), wrap_context(context, call)
+            return call, _activate(call), wrap_context(context, call)
     except Exception:  # noqa: BLE001 - nothing of ours may fail a call
         _safety.count("server_interceptor")
     return None, None, context
@@ -261,7 +264,10 @@ def finish(call: ServerCall, context: Any, token: Any) -> None:
             context.set_trailing_metadata(trailing)
     except Exception:  # noqa: BLE001
         _safety.count("server_interceptor")
-    _call_state.deactivate(token)
+    try:
+        _reset(token)
+    except ValueError:  # a response generator closed from another context: _call_state.deactivate's case
+        _call_state.deactivate(token)
 
 
 def wrap_sync(behavior: Callable[..., Any], response_streaming: bool,

@@ -182,7 +182,7 @@ def token_facts_split(token: str | None, now_s: float | None = None) -> tuple[Ma
     to be changed) and a new dict with the age and ttl at ``now_s``, so the first is written to a span without a
     copy (``_span_attrs.set_attributes(span, dynamic, base=static)``)."""
     now_s = time.time() if now_s is None else now_s
-    settings = _settings.get()
+    settings = _settings._current  # noqa: SLF001 - see _settings
     if not token:
         return _ABSENT, {c.TOKEN_PRESENT: False}
     hit = _facts.get(token) if settings is _facts_settings[0] else None
