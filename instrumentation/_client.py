@@ -77,7 +77,7 @@ def begin(metadata: Metadata | None, credentials: object, method: str | bytes | 
     no client span to record on (then the call goes out untouched). ``channel_plugin``: the jitrace credentials the
     channel was made with, if any; ``target``: whose clock-stamp schedule the call follows (the channel's target).
     """
-    span = trace.get_current_span()
+    span = _span_attrs.current_span()
     # Only OpenTelemetry's client span of this very call (named after its method): anything else current here
     # (the caller's own span, when OpenTelemetry skips a call it filters out) is not ours to annotate.
     if not span.is_recording() or getattr(span, "kind", None) is not SpanKind.CLIENT:

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
-from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from jitrace.instrumentation import _call_state, _safety, _settings, _span_attrs, _status_details, _token
@@ -56,7 +55,7 @@ class ServerCall(_call_state.CallState):
 
     @classmethod
     def begin(cls, metadata: Metadata | None, settings: Settings) -> ServerCall:
-        span: Span = trace.get_current_span()
+        span: Span = _span_attrs.current_span()
         now_ns = time.time_ns()
         start = getattr(span, "start_time", None)
         arrival_ns = start if isinstance(start, int) and start > 0 else now_ns

@@ -1,4 +1,5 @@
-"""Setting jitrace's attributes on a span: the SDK's ``set_attributes`` result, at a fraction of its cost.
+"""Setting jitrace's attributes on a span: the SDK's ``set_attributes`` result, at a fraction of its cost (and the
+current span, as ``trace.get_current_span`` finds it, in fewer calls: :func:`current_span`).
 
 The SDK validates every value it is given (a recursive type walk per attribute, under two locks): for the 15-20
 attributes jitrace sets per call that was about a third of jitrace's cost per call. jitrace's values are already
@@ -13,16 +14,40 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
 try:  # the SDK's own classes: only their instances take the direct path
     from opentelemetry.attributes import BoundedAttributes
     from opentelemetry.sdk.trace import Span as SdkSpan
 except ImportError:  # pragma: no cover - the SDK is a dependency, but an API-only process must still work
     BoundedAttributes = SdkSpan = None  # type: ignore[assignment,misc]
 
+try:  # the context key the API keeps the current span under
+    from opentelemetry.trace.propagation import _SPAN_KEY
+except ImportError:  # pragma: no cover - another API version: trace.get_current_span only
+    _SPAN_KEY = None
+_SPAN_TYPES: set[type] = set()  # classes of spans trace.get_current_span has returned as they were
+
 _CLEAN = (bool, int, float)
 # The SDK's spans are instances of a private subclass of ``sdk.trace.Span``: what matters is that they store
 # attributes with Span.set_attributes itself.
 _SDK_SET = getattr(SdkSpan, "set_attributes", object())
+
+
+def current_span() -> Any:
+    """``trace.get_current_span()``: the current context's span, in two calls rather than five. The API checks the
+    value against its abstract ``Span`` (a Python-level ``isinstance`` each time); here that is done once per class
+    of span, through the API's own function."""
+    if _SPAN_KEY is not None:
+        span = otel_context.get_current().get(_SPAN_KEY)
+        if type(span) in _SPAN_TYPES:
+            return span
+        found = trace.get_current_span()
+        if found is span and len(_SPAN_TYPES) < 16:
+            _SPAN_TYPES.add(type(span))
+        return found
+    return trace.get_current_span()
 
 
 def set_attributes(span: Any, attrs: Mapping[str, Any], *, clean: bool = False,

@@ -90,3 +90,20 @@ def test_a_base_is_stored_first_as_one_merged_write_would(base, attrs, max_attri
     assert dict(ours.attributes) == dict(sdk.attributes)
     assert ours.dropped_attributes == sdk.dropped_attributes
     assert base == before
+
+
+def test_current_span_is_what_the_api_returns():
+    """``current_span`` finds the span ``trace.get_current_span`` finds: none, an SDK span, a non-recording one, and
+    not a value of another kind set under the span's key."""
+    from opentelemetry import context, trace
+    from opentelemetry.trace.propagation import _SPAN_KEY
+
+    assert _span_attrs.current_span() is trace.get_current_span()
+    sdk_span = TracerProvider().get_tracer("test").start_span("sdk")
+    for span in (sdk_span, trace.NonRecordingSpan(sdk_span.get_span_context()), "not a span", None):
+        for _ in range(2):  # the second time through the class already checked
+            token = context.attach(context.set_value(_SPAN_KEY, span))
+            try:
+                assert _span_attrs.current_span() is trace.get_current_span()
+            finally:
+                context.detach(token)
