@@ -1,4 +1,5 @@
-"""The grpc.aio server interceptor: the same facts as :mod:`._server`, for asyncio servers.
+"""The grpc.aio server interceptor: the same facts as :mod:`._server` (the core is :mod:`._server_call`), for
+asyncio servers.
 
 Differences from sync: ``abort`` sends the status at once (trailing metadata included), so the ``jit-clock`` echo is
 added inside jitrace's context wrapper's ``abort`` rather than when the handler unwinds; ``abort_with_status`` is
@@ -16,14 +17,22 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from jitrace.instrumentation import _call_state, _safety, _server, _settings
-from jitrace.instrumentation._server import ServerCall, begin, set_status_code, wrap_handler
+from jitrace.instrumentation import _safety, _settings
+from jitrace.instrumentation._server_call import (
+    Forwarding,
+    ServerCall,
+    finish,
+    set_status_code,
+    start,
+    wrap_handler,
+    wrap_sync,
+)
 from jitrace.instrumentation._settings import Settings
 
 
-class _Forwarding(grpc.aio.ServicerContext):
-    """A grpc.aio handler's context: every method forwards to the context it wraps (OpenTelemetry's); anything else
-    is looked up on it. The subclasses below change what jitrace must see."""
+class _Forwarding(Forwarding, grpc.aio.ServicerContext):
+    """A grpc.aio handler's context: :class:`Forwarding`, and the aio context's own methods forwarded (coroutines are
+    returned for the handler to await). The subclasses below change what jitrace must see."""
 
     __slots__ = ("_context", "_call")
 
@@ -31,66 +40,17 @@ class _Forwarding(grpc.aio.ServicerContext):
         self._context = context
         self._call = call
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._context, name)
-
-    # grpc.aio.ServicerContext, forwarded (the coroutines are returned for the handler to await)
     def read(self) -> Any:
         return self._context.read()
 
     def write(self, message: Any) -> Any:
         return self._context.write(message)
 
-    def send_initial_metadata(self, initial_metadata: Any) -> Any:
-        return self._context.send_initial_metadata(initial_metadata)
-
     def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> Any:
         return self._context.abort(code, details, trailing_metadata)
 
     def abort_with_status(self, status: grpc.Status) -> Any:
         return self._context.abort_with_status(status)
-
-    def set_trailing_metadata(self, trailing_metadata: Any) -> None:
-        return self._context.set_trailing_metadata(trailing_metadata)
-
-    def trailing_metadata(self) -> Any:
-        return self._context.trailing_metadata()
-
-    def invocation_metadata(self) -> Any:
-        return self._context.invocation_metadata()
-
-    def set_code(self, code: grpc.StatusCode) -> None:
-        return self._context.set_code(code)
-
-    def set_details(self, details: str) -> None:
-        return self._context.set_details(details)
-
-    def code(self) -> Any:
-        return self._context.code()
-
-    def details(self) -> Any:
-        return self._context.details()
-
-    def set_compression(self, compression: grpc.Compression) -> None:
-        return self._context.set_compression(compression)
-
-    def disable_next_message_compression(self) -> None:
-        return self._context.disable_next_message_compression()
-
-    def peer(self) -> str:
-        return self._context.peer()
-
-    def peer_identities(self) -> Any:
-        return self._context.peer_identities()
-
-    def peer_identity_key(self) -> Any:
-        return self._context.peer_identity_key()
-
-    def auth_context(self) -> Any:
-        return self._context.auth_context()
-
-    def time_remaining(self) -> Any:
-        return self._context.time_remaining()
 
     def add_done_callback(self, callback: Any) -> None:
         return self._context.add_done_callback(callback)
@@ -150,26 +110,15 @@ class _SyncAioContext(_Forwarding):
         return self._context.abort(code, details, trailing_metadata if merged is None else merged)
 
 
-def _finish(call: ServerCall, context: Any) -> None:
+def _finish(call: ServerCall, context: Any, token: Any) -> None:
+    """The reply leaves (:func:`finish`), and a failed status OpenTelemetry's aio wrapper did not see is recorded."""
+    finish(call, context, token)
     try:
-        trailing = call.trailing(tuple(context.trailing_metadata() or ()))
-        if trailing is not None:
-            context.set_trailing_metadata(trailing)
         code = context.code()
         if isinstance(code, grpc.StatusCode) and code != grpc.StatusCode.OK:
             set_status_code(call.span, code)
     except Exception:  # noqa: BLE001 - nothing of ours may fail a call
         _safety.count("server_interceptor")
-
-
-def _start(context: Any) -> tuple[ServerCall | None, Any, Any]:
-    try:
-        call = begin(tuple(context.invocation_metadata() or ()))
-        if call is not None:
-            return call, _call_state.activate(call), _AioServicerContext(context, call)
-    except Exception:  # noqa: BLE001
-        _safety.count("server_interceptor")
-    return None, None, context
 
 
 def _is_async(behavior: Callable[..., Any]) -> bool:
@@ -180,10 +129,10 @@ def _is_async(behavior: Callable[..., Any]) -> bool:
 def _wrap_behavior(behavior: Callable[..., Any], response_streaming: bool) -> Callable[..., Any]:
     if not _is_async(behavior):
         # keep a sync handler sync, so grpc.aio still runs it on its thread pool (where the state is set)
-        return _server._wrap_behavior(behavior, response_streaming, _SyncAioContext)
+        return wrap_sync(behavior, response_streaming, _SyncAioContext)
     if response_streaming:
         async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-            call, token, ctx = _start(context)
+            call, token, ctx = start(context, _AioServicerContext)
             if call is None:
                 async for response in _responses(behavior(request, context)):
                     yield response
@@ -192,20 +141,18 @@ def _wrap_behavior(behavior: Callable[..., Any], response_streaming: bool) -> Ca
                 async for response in _responses(behavior(request, ctx)):
                     yield response
             finally:
-                _finish(call, context)
-                _call_state.deactivate(token)
+                _finish(call, context, token)
 
         return stream
 
     async def unary(request: Any, context: Any) -> Any:
-        call, token, ctx = _start(context)
+        call, token, ctx = start(context, _AioServicerContext)
         if call is None:
             return await _result(behavior(request, context))
         try:
             return await _result(behavior(request, ctx))
         finally:
-            _finish(call, context)
-            _call_state.deactivate(token)
+            _finish(call, context, token)
 
     return unary
 

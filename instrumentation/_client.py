@@ -3,11 +3,9 @@ denial reason, all on OpenTelemetry's client span.
 
 jitrace runs inside OpenTelemetry's interceptor (see ``_hooks``), so OTel's client span is the current span when a
 call starts; jitrace keeps a reference to it for the completion, which may come on a gRPC thread (futures, streams).
-Two forms, same behaviour: :class:`JitraceChannel` (what the instrumentor wraps every new sync channel in: it binds
-its multicallables once per method, cheaper per call, and knows jitrace credentials baked into the channel) and
-:class:`JitraceClientInterceptor` (for users who compose channels with ``grpc.intercept_channel`` themselves; it sees
-per-call credentials only). The pieces shared with the aio interceptors (:func:`begin`,
-:func:`finish`) live here too.
+:class:`JitraceChannel` is what the instrumentor wraps every new sync channel in: it binds its multicallables once
+per method and knows jitrace credentials baked into the channel. The pieces shared with the aio interceptors
+(:func:`begin`, :func:`finish`) live here too.
 
 Clock stamps are sampled in time: a call carries ``jit-sent-ns`` (and gets the server's ``jit-clock`` echo back) only
 when its target has had no stamp for ``JITRACE_CLOCK_STAMP_INTERVAL_S`` (:func:`stamp_due`); every client span still
@@ -22,9 +20,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import grpc
 from opentelemetry import trace
@@ -79,7 +77,7 @@ def begin(metadata: Metadata | None, credentials: object, method: str | bytes | 
     no client span to record on (then the call goes out untouched). ``channel_plugin``: the jitrace credentials the
     channel was made with, if any; ``target``: whose clock-stamp schedule the call follows (the channel's target).
     """
-    span = trace.get_current_span()
+    span = _span_attrs.current_span()
     # Only OpenTelemetry's client span of this very call (named after its method): anything else current here
     # (the caller's own span, when OpenTelemetry skips a call it filters out) is not ours to annotate.
     if not span.is_recording() or getattr(span, "kind", None) is not SpanKind.CLIENT:
@@ -90,11 +88,13 @@ def begin(metadata: Metadata | None, credentials: object, method: str | bytes | 
         if getattr(span, "name", method) != method:
             return None
     now_ns = time.time_ns()  # when the call leaves: the stamp, and the token's age and ttl
-    settings = _settings.get()
+    settings = _settings._current  # noqa: SLF001 - see _settings
     # per-call credentials first, then the channel's
     plugin = channel_plugin if credentials is None else _credentials.lookup(credentials) or channel_plugin
+    static: Mapping[str, Any] | None = None  # a token's shared facts (written without a copy)
     if plugin is None:
-        attrs = _token.token_facts(_token.token_from_metadata(metadata, settings.token_metadata_key), now_ns / 1e9)
+        static, attrs = _token.token_facts_split(_token.token_from_metadata(metadata, settings.token_metadata_key),
+                                                 now_ns / 1e9)
     else:
         attrs = _credentials_facts(plugin, metadata, settings, now_ns)
     stamp = new_metadata = None
@@ -106,7 +106,7 @@ def begin(metadata: Metadata | None, credentials: object, method: str | bytes | 
                 and not any(k == c.METADATA_SENT_NS for k, _ in (metadata or ())):
             stamp = now_ns
             new_metadata = [*(metadata or ()), (c.METADATA_SENT_NS, str(now_ns))]
-    _span_attrs.set_attributes(span, attrs, clean=True)
+    _span_attrs.set_attributes(span, attrs, clean=True, base=static)
     return Pending(span, stamp), new_metadata
 
 
@@ -166,19 +166,6 @@ def _finish_call(pending: Pending, call: Any) -> None:
         finish(pending, call.trailing_metadata() if replied(pending, code) else None, code)
     except Exception:  # noqa: BLE001 - nothing of ours may fail a call
         _safety.count("client_interceptor")
-
-
-class _Details(NamedTuple):
-    method: str
-    timeout: float | None
-    metadata: Metadata | None
-    credentials: grpc.CallCredentials | None
-    wait_for_ready: bool | None
-    compression: grpc.Compression | None
-
-
-class _CallDetails(_Details, grpc.ClientCallDetails):
-    pass
 
 
 class _StreamCall(grpc.Call, grpc.Future):
@@ -256,67 +243,9 @@ class _StreamCall(grpc.Call, grpc.Future):
         self._call.add_done_callback(lambda _call: fn(self))
 
 
-class JitraceClientInterceptor(
-    grpc.UnaryUnaryClientInterceptor,
-    grpc.UnaryStreamClientInterceptor,
-    grpc.StreamUnaryClientInterceptor,
-    grpc.StreamStreamClientInterceptor,
-):
-    """One interceptor for the four call shapes of a sync channel."""
-
-    def _begin(self, details: grpc.ClientCallDetails) -> tuple[Pending | None, grpc.ClientCallDetails]:
-        started = None
-        with _safety.guard("client_interceptor"):
-            # the interceptor does not know its channel's target: its calls follow a clock-stamp schedule of its own
-            started = begin(details.metadata, details.credentials, details.method, None, self)
-        if started is None:
-            return None, details
-        pending, metadata = started
-        if metadata is not None:
-            details = _CallDetails(
-                details.method,
-                details.timeout,
-                metadata,
-                details.credentials,
-                getattr(details, "wait_for_ready", None),
-                getattr(details, "compression", None),
-            )
-        return pending, details
-
-    def _unary_response(self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any) -> Any:
-        pending, details = self._begin(details)
-        outcome = continuation(details, request)
-        if pending is not None:
-            with _safety.guard("client_interceptor"):
-                # done already for blocking calls (runs now), later for futures (runs on a gRPC thread)
-                outcome.add_done_callback(lambda call: _finish_call(pending, call))
-        return outcome
-
-    def _stream_response(self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any) -> Any:
-        pending, details = self._begin(details)
-        call = continuation(details, request)
-        if pending is not None:
-            with _safety.guard("client_interceptor"):
-                return _StreamCall(call, pending)
-        return call
-
-    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return self._unary_response(continuation, client_call_details, request)
-
-    def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return self._unary_response(continuation, client_call_details, request_iterator)
-
-    def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return self._stream_response(continuation, client_call_details, request)
-
-    def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return self._stream_response(continuation, client_call_details, request_iterator)
-
-
 # --- the channel wrapper the instrumentor uses -----------------------------------------------------------------------
-# grpc.intercept_channel builds a new multicallable and call-details object per call; jitrace's wrapper binds its
-# multicallables once per method and calls grpc directly (less work per call). Same behaviour as the
-# interceptor above, which stays for users who compose channels with grpc.intercept_channel themselves.
+# Not a grpc.intercept_channel interceptor: that builds a new multicallable and call-details object per call, where
+# jitrace's wrapper binds its multicallables once per method and calls grpc directly.
 def _start(metadata: Metadata | None, credentials: object, method: str, channel_plugin: Any,
            target: object) -> tuple[Pending | None, Metadata | None]:
     try:
@@ -330,8 +259,8 @@ def _start(metadata: Metadata | None, credentials: object, method: str, channel_
     return pending, metadata if new_metadata is None else new_metadata
 
 
-class _UnaryResponse:
-    """Unary-unary or stream-unary: ``__call__``, ``with_call`` and ``future``."""
+class _Multicallable:
+    """One method of a :class:`JitraceChannel`: grpc's multicallable (``base``) and what jitrace's calls need."""
 
     __slots__ = ("_base", "_method", "_plugin", "_target")
 
@@ -340,6 +269,12 @@ class _UnaryResponse:
         self._method = method
         self._plugin = plugin
         self._target = target
+
+
+class _UnaryResponse(_Multicallable):
+    """Unary-unary or stream-unary: ``__call__``, ``with_call`` and ``future``."""
+
+    __slots__ = ()
 
     def with_call(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                   credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
@@ -383,16 +318,10 @@ class _UnaryResponse:
         return future
 
 
-class _StreamResponse:
+class _StreamResponse(_Multicallable):
     """Unary-stream or stream-stream: the response iterator, recorded when it ends."""
 
-    __slots__ = ("_base", "_method", "_plugin", "_target")
-
-    def __init__(self, base: Any, method: str, plugin: Any, target: object) -> None:
-        self._base = base
-        self._method = method
-        self._plugin = plugin
-        self._target = target
+    __slots__ = ()
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                  credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
@@ -455,7 +384,3 @@ class JitraceChannel(grpc.Channel):
         self._channel.__exit__(exc_type, exc_val, exc_tb)
         return False
 
-
-def client_interceptor() -> JitraceClientInterceptor:
-    """A new interceptor for ``grpc.intercept_channel`` (the instrumentor does this for every new channel)."""
-    return JitraceClientInterceptor()

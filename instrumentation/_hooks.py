@@ -4,14 +4,14 @@ jitrace's interceptors must run *inside* OpenTelemetry's (docs/contract.md, Pitf
 which is current only while OTel's interceptor runs. The placement must not depend on which instrumentor ran first:
 
 - sync channels: OpenTelemetry wraps ``grpc.insecure_channel`` / ``grpc.secure_channel`` with ``wrapt`` and
-  intercepts the channel the wrapped function returns. jitrace puts its own ``wrapt`` wrapper at the *bottom* of
-  that chain (just above the raw grpc function), so the raw channel is always intercepted by jitrace first.
+  intercepts the channel the wrapped function returns. jitrace's wrapper goes at the *bottom* of that chain (just
+  above the raw grpc function), so the raw channel is always wrapped by jitrace first.
 - aio channels and both servers: OpenTelemetry puts its interceptor(s) first in the ``interceptors`` list.
   jitrace inserts its own right after the last OpenTelemetry interceptor in the list (first when there is none);
   whichever wrapper runs first, the list ends up ``[otel..., jitrace, user...]``.
 
-Each hook is a pass-through while its side is inactive, so a hook left buried under another library's wrapper
-after ``uninstrument()`` changes nothing.
+Every hook is a wrapt wrapper (:mod:`._patching`), taken out again by :func:`unpatch`; each is a pass-through while
+its side is off, so one left under another library's plain-function wrapper changes nothing.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import Any
 
 import grpc
 import grpc.aio
-import wrapt
 
-from jitrace.instrumentation import _safety
+from jitrace.instrumentation import _patching, _safety
 
 _CHANNELS = ("insecure_channel", "secure_channel")
+_COMPOSERS = ("composite_call_credentials", "composite_channel_credentials")
 # The parameters from ``interceptors`` on, in order: positional arguments there are passed on as keywords (so that
 # OpenTelemetry's wrapper, which only looks at the keyword, does not collide with them).
 _AIO_CHANNEL_PARAMS = {
@@ -74,7 +74,6 @@ def _with_interceptors(args: tuple, kwargs: dict, params: tuple[int, tuple[str, 
     return args, kwargs
 
 
-# --- sync channels ----------------------------------------------------------------------------------------------
 def _channel_credentials(name: str, args: tuple, kwargs: dict) -> object:
     """The ``credentials`` argument of ``secure_channel(target, credentials, ...)``; None for an insecure channel."""
     if name != "secure_channel":
@@ -88,122 +87,51 @@ def _target(args: tuple, kwargs: dict) -> str | None:
     return target if isinstance(target, str) else None
 
 
-def _sync_channel(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-    channel = wrapped(*args, **kwargs)
-    if not _active["client"]:
-        return channel
-    try:
-        from jitrace.instrumentation import _client
+# --- the wrappers (wrapt's signature: wrapped, instance, args, kwargs) ------------------------------------------
+def _sync_channel(name: str) -> _patching.Wrapper:
+    """The wrapper of ``grpc.<name>``: the channel it returns, wrapped in jitrace's channel."""
 
-        credentials = _channel_credentials(getattr(wrapped, "__name__", ""), args, kwargs)
-        return _client.JitraceChannel(channel, credentials, _target(args, kwargs))
-    except Exception:  # noqa: BLE001
-        _safety.count("hook")
-        return channel
+    def channel(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+        made = wrapped(*args, **kwargs)
+        if not _active["client"]:
+            return made
+        try:
+            from jitrace.instrumentation import _client
 
+            return _client.JitraceChannel(made, _channel_credentials(name, args, kwargs), _target(args, kwargs))
+        except Exception:  # noqa: BLE001
+            _safety.count("hook")
+            return made
 
-def _chain(name: str) -> list[Any]:
-    """``grpc.<name>`` and every ``wrapt`` wrapper under it, outermost first."""
-    chain = [getattr(grpc, name)]
-    # wrapt's FunctionWrapper (what OpenTelemetry uses); checked by its attributes, stable across wrapt 1 and 2
-    while hasattr(chain[-1], "_self_wrapper") and hasattr(chain[-1], "__wrapped__"):
-        chain.append(chain[-1].__wrapped__)
-    return chain
-
-
-def _is_ours(obj: Any) -> bool:
-    return getattr(obj, "_self_wrapper", None) is _sync_channel
-
-
-def _patch_sync_channels() -> None:
-    for name in _CHANNELS:
-        chain = _chain(name)
-        if any(_is_ours(link) for link in chain):
-            continue
-        ours = wrapt.FunctionWrapper(chain[-1], _sync_channel)
-        if len(chain) == 1:
-            setattr(grpc, name, ours)
-        else:
-            chain[-2].__wrapped__ = ours  # under every other wrapper: the raw channel is ours first
-
-
-def _unpatch_sync_channels() -> None:
-    for name in _CHANNELS:
-        chain = _chain(name)
-        for index, link in enumerate(chain):
-            if _is_ours(link):
-                if index == 0:
-                    setattr(grpc, name, link.__wrapped__)
-                else:
-                    chain[index - 1].__wrapped__ = link.__wrapped__
-
-
-# --- aio channels -----------------------------------------------------------------------------------------------
-def _aio_interceptors(credentials: object, target: str | None) -> Callable[[], list[Any]]:
-    def make() -> list[Any]:
-        from jitrace.instrumentation import _aio_client
-
-        return _aio_client.aio_client_interceptors(credentials, target)
-
-    return make
-
-
-def _make_aio_channel(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
-    def channel(*args: Any, **kwargs: Any) -> Any:
-        if _active["client"]:
-            make = _aio_interceptors(_channel_credentials(name, args, kwargs), _target(args, kwargs))
-            args, kwargs = _with_interceptors(args, kwargs, _AIO_CHANNEL_PARAMS[name], make)
-        return original(*args, **kwargs)
-
-    channel._jitrace_original = original  # type: ignore[attr-defined]
-    channel.__name__ = name
-    channel.__doc__ = original.__doc__
     return channel
 
 
-def _patch_aio_channels() -> None:
-    for name in _CHANNELS:
-        current = getattr(grpc.aio, name)
-        if hasattr(current, "_jitrace_original"):
-            continue
-        setattr(grpc.aio, name, _make_aio_channel(name, current))
+def _aio_channel(name: str) -> _patching.Wrapper:
+    """The wrapper of ``grpc.aio.<name>``: jitrace's interceptors placed in its ``interceptors``."""
+
+    def channel(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+        if _active["client"]:
+            credentials, target = _channel_credentials(name, args, kwargs), _target(args, kwargs)
+
+            def make() -> list[Any]:
+                from jitrace.instrumentation import _aio_client
+
+                return _aio_client.aio_client_interceptors(credentials, target)
+
+            args, kwargs = _with_interceptors(args, kwargs, _AIO_CHANNEL_PARAMS[name], make)
+        return wrapped(*args, **kwargs)
+
+    return channel
 
 
-def _restore(module: Any, name: str) -> None:
-    """Put back what a wrapper of jitrace's replaced (it carries it: ``_jitrace_original``)."""
-    current = getattr(module, name)
-    if hasattr(current, "_jitrace_original"):
-        setattr(module, name, current._jitrace_original)
-    # else another library wrapped ours: it stays, inactive (a pass-through)
+def _composer(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+    if not _active["client"] or kwargs:
+        return wrapped(*args, **kwargs)
+    from jitrace.instrumentation import _credentials
+
+    return _credentials.compose(wrapped, *args)
 
 
-# --- composed credentials ---------------------------------------------------------------------------------------
-_COMPOSERS = ("composite_call_credentials", "composite_channel_credentials")
-
-
-def _make_composer(original: Callable[..., Any]) -> Callable[..., Any]:
-    def compose(*parts: Any) -> Any:
-        if not _active["client"]:
-            return original(*parts)
-        from jitrace.instrumentation import _credentials
-
-        return _credentials.compose(original, *parts)
-
-    compose._jitrace_original = original  # type: ignore[attr-defined]
-    compose.__name__ = original.__name__
-    compose.__doc__ = original.__doc__
-    return compose
-
-
-def _patch_composers() -> None:
-    for name in _COMPOSERS:
-        current = getattr(grpc, name)
-        if hasattr(current, "_jitrace_original"):
-            continue
-        setattr(grpc, name, _make_composer(current))
-
-
-# --- servers ----------------------------------------------------------------------------------------------------
 def _sync_server_interceptors() -> list[Any]:
     from jitrace.instrumentation import _server
 
@@ -216,51 +144,51 @@ def _aio_server_interceptors() -> list[Any]:
     return [_aio_server.aio_server_interceptor()]
 
 
-def _make_server(original: Callable[..., Any], make: Callable[[], list[Any]],
-                 params: tuple[int, tuple[str, ...]]) -> Callable[..., Any]:
-    def server(*args: Any, **kwargs: Any) -> Any:
-        if _active["server"]:
-            args, kwargs = _with_interceptors(args, kwargs, params, make)
-        return original(*args, **kwargs)
-
-    server._jitrace_original = original  # type: ignore[attr-defined]
-    server.__name__ = "server"
-    server.__doc__ = original.__doc__
-    return server
+def _sync_server(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+    if _active["server"]:
+        args, kwargs = _with_interceptors(args, kwargs, _SERVER_PARAMS, _sync_server_interceptors)
+    return wrapped(*args, **kwargs)
 
 
-def _patch_servers() -> None:
-    for module, make, params in ((grpc, _sync_server_interceptors, _SERVER_PARAMS),
-                                 (grpc.aio, _aio_server_interceptors, _AIO_SERVER_PARAMS)):
-        current = module.server
-        if hasattr(current, "_jitrace_original"):
-            continue
-        module.server = _make_server(current, make, params)
+def _aio_server(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+    if _active["server"]:
+        args, kwargs = _with_interceptors(args, kwargs, _AIO_SERVER_PARAMS, _aio_server_interceptors)
+    return wrapped(*args, **kwargs)
+
+
+# what each side patches: (module, attribute, wrapper, innermost)
+_CLIENT_PATCHES = (
+    *((grpc, name, _sync_channel(name), True) for name in _CHANNELS),
+    *((grpc.aio, name, _aio_channel(name), False) for name in _CHANNELS),
+    *((grpc, name, _composer, False) for name in _COMPOSERS),
+)
+_SERVER_PATCHES = ((grpc, "server", _sync_server, False), (grpc.aio, "server", _aio_server, False))
 
 
 # --- the switches -----------------------------------------------------------------------------------------------
 def patch_client() -> None:
     """Hook the channel constructors (sync and aio) and the credentials composers; idempotent."""
-    _patch_sync_channels()
-    _patch_aio_channels()
-    _patch_composers()
+    for module, name, wrapper, innermost in _CLIENT_PATCHES:
+        _patching.wrap(module, name, wrapper, innermost=innermost)
     _active["client"] = True
 
 
 def patch_server() -> None:
     """Hook the server constructors (sync and aio); idempotent."""
-    _patch_servers()
+    for module, name, wrapper, innermost in _SERVER_PATCHES:
+        _patching.wrap(module, name, wrapper, innermost=innermost)
     _active["server"] = True
 
 
 def unpatch() -> None:
-    """Undo both sides: channels and servers made from now on are plain grpc again."""
+    """Undo both sides: grpc's constructors are what they were (under any other library's wrappers)."""
     _active["client"] = False
     _active["server"] = False
-    _unpatch_sync_channels()
-    for name in _CHANNELS:
-        _restore(grpc.aio, name)
-    for name in _COMPOSERS:
-        _restore(grpc, name)
-    _restore(grpc, "server")
-    _restore(grpc.aio, "server")
+    for module, name, wrapper, _ in (*_CLIENT_PATCHES, *_SERVER_PATCHES):
+        _patching.unwrap(module, name, wrapper)
+
+
+def patched() -> dict[str, bool]:
+    """Whether each of grpc's hooked functions carries jitrace's wrapper, by ``module.name``."""
+    return {f"{module.__name__}.{name}": _patching.wrapped(module, name, wrapper)
+            for module, name, wrapper, _ in (*_CLIENT_PATCHES, *_SERVER_PATCHES)}

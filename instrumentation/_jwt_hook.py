@@ -1,12 +1,12 @@
 """PyJWT's ``decode`` patched: each verification inside a server call records its verdict on the call's span.
 
-One wrapper per check: ``PyJWT.decode_complete`` is patched on the class, and PyJWT's ``decode`` (the method, and the
-module-level ``jwt.decode`` / ``jwt.api_jwt.decode`` bound to PyJWT's global instance) verifies through it, so every
-entry point passes through jitrace's code once. The module-level ``decode_complete`` functions are bound to the
-original method when PyJWT is imported, so they are rebound to the patched one. Should a PyJWT's ``decode`` not go
-through ``decode_complete`` (checked once, at :func:`patch`), ``decode`` and the module functions are wrapped too,
-with a guard so that a check is still recorded once. Covered that way, a reference taken before :func:`patch`
-(``from jwt import decode``) is recorded too; ``from jwt import decode_complete`` taken before it is not.
+One wrapper per check, through :mod:`._patching` (wrapt): ``PyJWT.decode_complete`` on the class, and the module
+functions ``jwt.decode_complete`` / ``jwt.api_jwt.decode_complete``, bound to PyJWT's global instance's unpatched
+method when PyJWT is imported. PyJWT's ``decode`` (the method and the module functions) verifies through the
+patched method, so every entry point passes through jitrace's code once, and a ``from jwt import decode`` taken
+before :func:`patch` is recorded too (``from jwt import decode_complete`` taken before it is not). Should ``decode``
+not go through ``decode_complete`` (checked once, at :func:`patch`), it is wrapped too, with a guard so that a check
+is still recorded once.
 
 The first check of a call sets ``jit.token.*`` (the verified token's claims, age and ttl at the check),
 ``jit.token.verdict`` and ``jit.auth.wait_s``; each later check (a stream re-verifying per message) adds a
@@ -17,17 +17,15 @@ decode with ``options={"verify_signature": False}`` (a peek at the claims is not
 from __future__ import annotations
 
 import contextvars
-import functools
 import time
 from collections.abc import Callable
 from typing import Any
 
-from jitrace.instrumentation import _call_state, _safety, _span_attrs, _token
+from jitrace.instrumentation import _call_state, _patching, _safety, _span_attrs, _token
 from jitrace.instrumentation import contract as c
 
 _METHODS = ("decode", "decode_complete")
 _inside: contextvars.ContextVar[bool] = contextvars.ContextVar("jitrace_jwt_decode", default=False)
-_originals: dict[tuple[str, str], Any] = {}  # ("class"|"jwt"|"api_jwt", name) -> what was there before
 
 
 def verdict_of(exc: BaseException | None) -> str:
@@ -100,40 +98,41 @@ def _unverified(options: object) -> bool:
     return isinstance(options, dict) and options.get("verify_signature") is False
 
 
-def _wrap(original: Callable[..., Any], token_index: int, nested: bool = False) -> Callable[..., Any]:
-    """A recording wrapper around a decode function; ``token_index`` is where the token is in ``args``.
+_current = _call_state._current.get  # noqa: SLF001 - the call state's context variable, read once per check
 
-    ``nested``: the function may call another wrapped one (``decode`` -> ``decode_complete``, when PyJWT's ``decode``
-    is wrapped too): a context variable then keeps the inner call from recording the same check again."""
 
-    current = _call_state._current.get  # noqa: SLF001 - the call state's context variable, read once per check
-    at = token_index + 3  # decode(jwt, key, algorithms, options, ...)
+def _decode(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+    """The wrapper of a decode function (wrapt's signature: ``args`` start at the token, whether it is PyJWT's
+    method or a module function): one check recorded on the current server call."""
+    state = _current()
+    if state is None:
+        return wrapped(*args, **kwargs)  # not in a server call
+    options = args[3] if len(args) > 3 else kwargs.get("options")  # decode(jwt, key, algorithms, options, ...)
+    if options is not None and _unverified(options):
+        return wrapped(*args, **kwargs)  # a peek without verification: no check
+    token = args[0] if args else kwargs.get("jwt")
+    started_ns = time.time_ns()
+    failure: BaseException | None = None
+    try:
+        return wrapped(*args, **kwargs)
+    except BaseException as exc:
+        failure = exc
+        raise  # PyJWT's own exception, unchanged
+    finally:
+        if failure is None or isinstance(failure, Exception):  # not an interrupt (KeyboardInterrupt...)
+            _record(state, token, failure, started_ns, time.time_ns())
 
-    @functools.wraps(original)
-    def decode(*args: Any, **kwargs: Any) -> Any:
-        state = current()
-        if state is None or (nested and _inside.get()):
-            return original(*args, **kwargs)  # not in a server call, or decode_complete inside decode: one check
-        options = args[at] if len(args) > at else kwargs.get("options")
-        if options is not None and _unverified(options):
-            return original(*args, **kwargs)  # a peek without verification: no check
-        reset = _inside.set(True) if nested else None
-        token = args[token_index] if len(args) > token_index else kwargs.get("jwt")
-        started_ns = time.time_ns()
-        failure: BaseException | None = None
-        try:
-            return original(*args, **kwargs)
-        except BaseException as exc:
-            failure = exc
-            raise  # PyJWT's own exception, unchanged
-        finally:
-            if reset is not None:
-                _inside.reset(reset)
-            if failure is None or isinstance(failure, Exception):  # not an interrupt (KeyboardInterrupt...)
-                _record(state, token, failure, started_ns, time.time_ns())
 
-    decode._jitrace_original = original  # type: ignore[attr-defined]
-    return decode
+def _decode_nested(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+    """:func:`_decode` for a decode that may call another wrapped one (``decode`` -> ``decode_complete``, when
+    PyJWT's ``decode`` is wrapped too): a context variable keeps the inner call from recording the check again."""
+    if _inside.get():
+        return wrapped(*args, **kwargs)
+    reset = _inside.set(True)
+    try:
+        return _decode(wrapped, instance, args, kwargs)
+    finally:
+        _inside.reset(reset)
 
 
 def _decode_goes_through_decode_complete(api_jwt: Any) -> bool:
@@ -152,11 +151,25 @@ def _decode_goes_through_decode_complete(api_jwt: Any) -> bool:
     return bool(seen)
 
 
-def _set(label: str, target: Any, name: str, value: Any) -> None:
-    current = target.__dict__.get(name) if label == "class" else getattr(target, name, None)
-    if current is not None and not hasattr(current, "_jitrace_original"):
-        _originals[(label, name)] = current
-        setattr(target, name, value(current))
+def _patches(jwt: Any, api_jwt: Any) -> list[tuple[Any, str]]:
+    """Every place a check enters PyJWT: ``PyJWT.decode_complete`` and the module functions bound to PyJWT's global
+    instance when PyJWT was imported (they call the unpatched method), ``decode`` too when it does not verify
+    through ``decode_complete``."""
+    places: list[tuple[Any, str]] = [(api_jwt.PyJWT, "decode_complete")]
+    places += [(module, "decode_complete") for module in (jwt, api_jwt) if hasattr(module, "decode_complete")]
+    if _nested(jwt, api_jwt):
+        places += [(api_jwt.PyJWT, "decode")]
+        places += [(module, "decode") for module in (jwt, api_jwt) if hasattr(module, "decode")]
+    return places
+
+
+def _nested(jwt: Any, api_jwt: Any) -> bool:
+    """Whether ``decode`` must be wrapped as well: PyJWT's does not verify through ``decode_complete``, or a module's
+    ``decode`` is not PyJWT's method (so it may not reach the wrapped one)."""
+    if not _decode_goes_through_decode_complete(api_jwt):
+        return True
+    return not all(isinstance(getattr(getattr(module, "decode", None), "__self__", None), api_jwt.PyJWT)
+                   for module in (jwt, api_jwt))
 
 
 def patch() -> None:
@@ -166,47 +179,29 @@ def patch() -> None:
         import jwt.api_jwt as api_jwt
     except ImportError:
         return
-    if "decode_complete" not in api_jwt.PyJWT.__dict__:
-        return  # not a PyJWT this knows
-    delegates = _decode_goes_through_decode_complete(api_jwt)
-    instance = getattr(api_jwt, "_jwt_global_obj", None)
-    _set("class", api_jwt.PyJWT, "decode_complete", lambda f: _wrap(f, 1, nested=not delegates))
-    if not delegates:
-        _set("class", api_jwt.PyJWT, "decode", lambda f: _wrap(f, 1, nested=True))
-    for label, module in (("jwt", jwt), ("api_jwt", api_jwt)):
-        for name in _METHODS:
-            if name == "decode" and delegates:
-                continue  # bound to PyJWT's instance: verifies through the patched decode_complete
-            bound = getattr(module, name, None)
-            if isinstance(instance, api_jwt.PyJWT) and getattr(bound, "__self__", None) is instance:
-                # PyJWT's global instance's method, bound before the patch: bound again, to the patched one
-                _set(label, module, name, lambda f, n=name: getattr(instance, n))
-            else:
-                _set(label, module, name, lambda f: _wrap(f, 0, nested=not delegates))
+    if "decode_complete" not in api_jwt.PyJWT.__dict__ or is_patched():
+        return  # not a PyJWT this knows, or patched already
+    wrapper = _decode_nested if _nested(jwt, api_jwt) else _decode
+    for owner, name in _patches(jwt, api_jwt):
+        _patching.wrap(owner, name, wrapper)
 
 
 def unpatch() -> None:
-    """Undo :func:`patch` where jitrace's wrapper is still in place."""
+    """Undo :func:`patch`: PyJWT's functions are what they were (under any wrapper another library put on them)."""
     try:
         import jwt
         import jwt.api_jwt as api_jwt
     except ImportError:
         return
-    targets = {"class": api_jwt.PyJWT, "jwt": jwt, "api_jwt": api_jwt}
-    for (label, name), original in list(_originals.items()):
-        target = targets[label]
-        current = target.__dict__.get(name) if label == "class" else getattr(target, name, None)
-        if current is not None and _is_ours(current):
-            setattr(target, name, original)
-        del _originals[(label, name)]
-
-
-def _is_ours(value: Any) -> bool:
-    """A wrapper of jitrace's, or a method bound to one."""
-    return hasattr(value, "_jitrace_original")
+    for owner in (api_jwt.PyJWT, jwt, api_jwt):
+        for name in _METHODS:
+            if hasattr(owner, name):
+                for wrapper in (_decode, _decode_nested):
+                    _patching.unwrap(owner, name, wrapper)
 
 
 def is_patched() -> bool:
+    """Whether PyJWT's ``decode_complete`` carries jitrace's wrapper."""
     import jwt.api_jwt as api_jwt
 
-    return _is_ours(api_jwt.PyJWT.__dict__.get("decode_complete"))
+    return any(_patching.wrapped(api_jwt.PyJWT, "decode_complete", w) for w in (_decode, _decode_nested))

@@ -22,7 +22,6 @@ replay as another request.
 from __future__ import annotations
 
 import contextvars
-import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +30,7 @@ from typing import Any
 from opentelemetry import trace
 
 from jitrace.analyzer.redact import redact  # standard library only: one credential pattern for both sides
-from jitrace.instrumentation import _call_state, _safety, _settings, _token
+from jitrace.instrumentation import _call_state, _patching, _safety, _settings, _token
 from jitrace.instrumentation import contract as c
 
 _MAX_GRANTED = 64  # roles/scopes kept on a span
@@ -133,9 +132,7 @@ def record_policy_decision(decision: bool | str, *, engine: str | None = None, p
 
 
 # --- pycasbin -------------------------------------------------------------------------------------------------------
-_ENFORCE = ("enforce", "enforce_ex")
 _outer: contextvars.ContextVar[dict | None] = contextvars.ContextVar("jitrace_casbin", default=None)
-_casbin_originals: dict[str, Any] = {}
 
 
 def _policy_ref(enforcer: Any, attribute: str, setting: str) -> str | None:
@@ -177,33 +174,38 @@ def _record_casbin(enforcer: Any, rvals: tuple, allowed: object, explain: object
                            eval_s=eval_s, request=request)
 
 
-def _wrap_enforce(original: Callable[..., Any], explained: bool) -> Callable[..., Any]:
+def _enforce(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict, explained: bool) -> Any:
     """``enforce`` (returns a bool) or ``enforce_ex`` (returns ``(bool, explain)``), recorded once per outer call."""
-
-    @functools.wraps(original)
-    def enforce(self: Any, *rvals: Any) -> Any:
-        box = _outer.get()
-        if box is not None or _call_state.current() is None:
-            result = original(self, *rvals)
-            if box is not None and explained and "explain" not in box:
-                with _safety.guard("policy_hook"):
-                    box["explain"] = result[1]  # enforce -> enforce_ex: keep the matched rule for the outer record
-            return result
-        box = {}
-        reset = _outer.set(box)
-        started = time.perf_counter()
-        try:
-            result = original(self, *rvals)
-        finally:
-            _outer.reset(reset)
-        eval_s = time.perf_counter() - started
-        with _safety.guard("policy_hook"):
-            allowed, explain = (result[0], result[1]) if explained else (result, box.get("explain"))
-            _record_casbin(self, rvals, allowed, explain, eval_s)
+    box = _outer.get()
+    if box is not None or _call_state.current() is None:
+        result = wrapped(*args, **kwargs)
+        if box is not None and explained and "explain" not in box:
+            with _safety.guard("policy_hook"):
+                box["explain"] = result[1]  # enforce -> enforce_ex: keep the matched rule for the outer record
         return result
+    box = {}
+    reset = _outer.set(box)
+    started = time.perf_counter()
+    try:
+        result = wrapped(*args, **kwargs)
+    finally:
+        _outer.reset(reset)
+    eval_s = time.perf_counter() - started
+    with _safety.guard("policy_hook"):
+        allowed, explain = (result[0], result[1]) if explained else (result, box.get("explain"))
+        _record_casbin(instance, args, allowed, explain, eval_s)
+    return result
 
-    enforce._jitrace_original = original  # type: ignore[attr-defined]
-    return enforce
+
+def _casbin_enforce(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+    return _enforce(wrapped, instance, args, kwargs, explained=False)
+
+
+def _casbin_enforce_ex(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+    return _enforce(wrapped, instance, args, kwargs, explained=True)
+
+
+_CASBIN_PATCHES = (("enforce", _casbin_enforce), ("enforce_ex", _casbin_enforce_ex))
 
 
 def patch_casbin() -> None:
@@ -212,24 +214,24 @@ def patch_casbin() -> None:
         import casbin
     except ImportError:
         return
-    for name in _ENFORCE:
-        current = getattr(casbin.Enforcer, name, None)
-        if current is None or hasattr(current, "_jitrace_original"):
-            continue
-        _casbin_originals[name] = casbin.Enforcer.__dict__.get(name)  # None: inherited, delete to undo
-        setattr(casbin.Enforcer, name, _wrap_enforce(current, explained=name == "enforce_ex"))
+    for name, wrapper in _CASBIN_PATCHES:
+        if hasattr(casbin.Enforcer, name):
+            _patching.wrap(casbin.Enforcer, name, wrapper)
 
 
 def unpatch_casbin() -> None:
+    """Undo :func:`patch_casbin`: ``Enforcer`` has its own methods again (or inherits them, as before)."""
     try:
         import casbin
     except ImportError:
         return
-    for name, own in list(_casbin_originals.items()):
-        current = casbin.Enforcer.__dict__.get(name)
-        if current is not None and hasattr(current, "_jitrace_original"):
-            if own is None:
-                delattr(casbin.Enforcer, name)
-            else:
-                setattr(casbin.Enforcer, name, own)
-        del _casbin_originals[name]
+    for name, wrapper in _CASBIN_PATCHES:
+        if hasattr(casbin.Enforcer, name):
+            _patching.unwrap(casbin.Enforcer, name, wrapper)
+
+
+def casbin_patched() -> bool:
+    """Whether pycasbin's ``Enforcer.enforce`` carries jitrace's wrapper."""
+    import casbin
+
+    return _patching.wrapped(casbin.Enforcer, "enforce", _casbin_enforce)

@@ -2,216 +2,44 @@
 
 It must sit right after OpenTelemetry's interceptor (the instrumentor places it there): OpenTelemetry starts its span
 when the handler is *invoked*, on a thread-pool thread, so jitrace wraps the handler's behaviour and does its work
-inside that invocation, where OpenTelemetry's span is current (docs/contract.md, Pitfalls). There it
-
-- records the token facts from metadata (``jit.token.*``; verdict ``missing`` when there is no token), the client's
-  ``jit-sent-ns`` stamp and the server's arrival stamp (the span's start time);
-- makes the call findable by the PyJWT hook and the policy API (:mod:`._call_state`);
-- when the reply leaves, echoes ``jit-clock: "<t2_ns>,<t3_ns>"`` in the trailing metadata (merged with what the handler
-  set, also on aborts) and records the denial reason from ``grpc-status-details-bin``.
-
-Everything jitrace does is guarded: its own failure is counted and the call goes on exactly as without it.
+inside that invocation, where OpenTelemetry's span is current (docs/contract.md, Pitfalls). What it records and
+echoes is the shared core's (:mod:`._server_call`); what is sync is the handler's context, whose
+``abort_with_status`` goes through ``abort`` so that OpenTelemetry records the code and jitrace's echo joins the
+status's metadata when the call unwinds. Everything jitrace does is guarded: its own failure is counted and the
+call goes on exactly as without it.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import grpc
-from opentelemetry import trace
-from opentelemetry.trace import Span
 
-from jitrace.instrumentation import _call_state, _safety, _settings, _span_attrs, _status_details, _token
-from jitrace.instrumentation import contract as c
+from jitrace.instrumentation import _safety, _server_call, _settings
+from jitrace.instrumentation._server_call import Forwarding, Metadata, ServerCall, wrap_handler, wrap_sync
 from jitrace.instrumentation._settings import Settings
 
-Metadata = Sequence[tuple[str, str | bytes]]
-_MAX_STAMP_CHARS = 24  # a nanosecond stamp has 19 digits; anything longer is not one
 
+class ServicerContext(Forwarding, grpc.ServicerContext):
+    """The handler's context: :class:`Forwarding`, and ``abort_with_status`` as what it means (trailing metadata +
+    ``abort``): grpc's own replaces the trailing metadata and aborts, bypassing OpenTelemetry's wrapper (so
+    ``rpc.grpc.status_code`` was never set). ``touched``: whether the handler set trailing metadata or aborted (if
+    not, the reply's trailing metadata is empty, and jitrace does not read it back). Its invocation metadata is the
+    tuple jitrace read when the call started, handed out without going back through OpenTelemetry's context."""
 
-# --- shared by the sync and aio interceptors ----------------------------------------------------------------------
-_MAX_STAMP = 2**63 - 1  # span attributes are int64 on the wire (OTLP): a larger int would fail the whole export
+    __slots__ = ("_context", "_metadata", "touched")
 
+    def __init__(self, context: grpc.ServicerContext, call: ServerCall) -> None:
+        self._context = context
+        self._metadata = call.metadata  # read once when the call started: the same tuple grpc hands out
+        self.touched = False
 
-def _stamp(value: str | bytes | None) -> int | None:
-    """A ``jit-sent-ns`` value as an int; None (counted: ``bad_clock_stamp``) unless it is a plain ASCII decimal that
-    fits an int64. Never raises."""
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
-    # isascii: str.isdigit accepts digits int() refuses (e.g. superscripts)
-    if (isinstance(value, str) and len(value) <= _MAX_STAMP_CHARS and value.isascii() and value.isdigit()
-            and (stamp := int(value)) <= _MAX_STAMP):
-        return stamp
-    _safety.count("bad_clock_stamp")
-    return None
-
-
-class ServerCall(_call_state.CallState):
-    """jitrace's view of one server call, and the state its hooks find (one object): created when the handler is
-    invoked, finished when the reply leaves.
-
-    Its facts are written once, when the reply leaves (:meth:`flush`): the token's (age and ttl at its first check,
-    else at arrival), the clock stamps, the first check's verdict and wait, the denial reason; one call into the
-    SDK per call. Anything else that writes to the span during the call (a policy decision) flushes them first,
-    so the order of the writes is the order of the facts.
-    """
-
-    __slots__ = ("echo", "peer_sent_ns", "first_check", "_arrival_s", "_unwritten", "_finished")
-    defers = True
-
-    @classmethod
-    def begin(cls, metadata: Metadata | None, settings: Settings) -> ServerCall:
-        span: Span = trace.get_current_span()
-        now_ns = time.time_ns()
-        start = getattr(span, "start_time", None)
-        arrival_ns = start if isinstance(start, int) and start > 0 else now_ns
-        # one pass over the metadata for both values (the first of each); grpc hands servers lowercase keys
-        key = settings.token_metadata_key
-        sent_raw = token_raw = None
-        for k, v in metadata or ():
-            if k == key:
-                if token_raw is None:
-                    token_raw = v
-            elif k == c.METADATA_SENT_NS and sent_raw is None:
-                sent_raw = v
-        call = cls(span, arrival_ns, _token.bearer_token(token_raw) if token_raw is not None else None)
-        call.peer_sent_ns = _stamp(sent_raw) if sent_raw is not None else None
-        call.echo = call.peer_sent_ns is not None and settings.clock_stamps  # the client stamped: echo jit-clock
-        call.first_check = None
-        call._arrival_s = now_ns / 1e9
-        call._unwritten = span.is_recording()  # a sampled-out call still gets its echo, but no facts are worked out
-        call._finished = False
-        return call
-
-    def flush(self, extra: dict[str, Any] | None = None) -> None:
-        """Write what is kept for the span, with ``extra`` (jitrace's own clean values), in one call into the SDK."""
-        attrs: dict[str, Any] | None = None
-        check = self.first_check
-        token = self.metadata_token
-        if self._unwritten:  # the facts from arrival
-            self._unwritten = False
-            # the token from metadata checked: its age and ttl at the check (else at arrival)
-            at_s = check[1] if check is not None and check[2] else self._arrival_s
-            attrs = _token.token_facts(token, at_s)
-            attrs[c.CLOCK_RECEIVED_NS] = self.arrival_ns
-            if self.peer_sent_ns is not None:
-                attrs[c.CLOCK_PEER_SENT_NS] = self.peer_sent_ns
-            if not token:
-                attrs[c.TOKEN_VERDICT] = c.VERDICT_MISSING
-        if check is not None:
-            self.first_check = None
-            verdict, at_s, same, checked, wait = check
-            if attrs is None:
-                attrs = {}
-                if same:  # the arrival facts are on the span already: only the age and ttl at the check
-                    facts = _token.token_facts(token, at_s)
-                    for name in (c.TOKEN_AGE_S, c.TOKEN_TTL_S):
-                        if name in facts:
-                            attrs[name] = facts[name]
-            if not same:  # another token than the metadata's: its facts over those
-                attrs.update(_token.token_facts(checked, at_s))
-            attrs[c.TOKEN_VERDICT] = verdict
-            attrs.update(wait)
-        if extra:
-            attrs = extra if attrs is None else {**attrs, **extra}
-        if attrs:
-            _span_attrs.set_attributes(self.span, attrs, clean=True)
-
-    def trailing(self, metadata: Metadata | None) -> tuple[tuple[str, str | bytes], ...] | None:
-        """The reply's trailing metadata: ``metadata`` plus the ``jit-clock`` echo; records the denial reason and
-        writes the call's facts.
-
-        Returns None when there is nothing to change (no echo asked for). Called once per call; later calls (an
-        abort already handled) return None.
-        """
-        if self._finished:
-            return None
-        self._finished = True
-        reason = _status_details.denial_reason(metadata, _settings.get().max_attribute_chars) if metadata else None
-        self.flush(None if reason is None else {c.DENIAL_REASON: reason})
-        if not self.echo:
-            return None
-        kept = tuple((k, v) for k, v in (metadata or ()) if k != c.METADATA_CLOCK)
-        return (*kept, (c.METADATA_CLOCK, f"{self.arrival_ns},{time.time_ns()}"))
-
-
-def begin(metadata: Metadata | None) -> ServerCall | None:
-    """Start jitrace's work for a call; None (counted) if it could not start, and the call goes on without it."""
-    # try/except rather than _safety.guard: this runs on every call, and a generator-based context manager costs.
-    try:
-        settings = _settings.get()
-        return ServerCall.begin(metadata, settings) if settings.enabled else None
-    except Exception:  # noqa: BLE001 - nothing of ours may fail a call
-        _safety.count("server_interceptor")
-        return None
-
-
-def set_status_code(span: Span, code: object) -> None:
-    """``rpc.grpc.status_code`` for a status OpenTelemetry's context wrapper did not see (``abort_with_status``)."""
-    if isinstance(code, grpc.StatusCode):
-        span.set_attribute(c.RPC_GRPC_STATUS_CODE, code.value[0])
-
-
-Wrap = Callable[[Callable[..., Any], bool], Callable[..., Any]]
-# Wrapped handlers, built once per (handler, wrap): a server's handlers are the same objects call after call, and
-# rebuilding the wrapper per call costs on every call. Keyed by identity, holding the handler so its id stays its own;
-# bounded (a server that makes a new handler per call just fills and empties it).
-_WRAPPED_MAX = 1024
-_wrapped: dict[Wrap, dict[int, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]]] = {}
-
-
-def wrap_handler(handler: grpc.RpcMethodHandler | None, wrap: Wrap) -> grpc.RpcMethodHandler | None:
-    """``handler`` with its behaviour replaced by ``wrap(behaviour, response_streaming)``; same shape, serializers."""
-    if handler is None:
-        return None
-    cache = _wrapped.setdefault(wrap, {})
-    hit = cache.get(id(handler))
-    if hit is not None and hit[0] is handler:
-        return hit[1]
-    wrapped = _build(handler, wrap)
-    if len(cache) >= _WRAPPED_MAX:
-        cache.clear()
-    cache[id(handler)] = (handler, wrapped)
-    return wrapped
-
-
-def _build(handler: grpc.RpcMethodHandler, wrap: Wrap) -> grpc.RpcMethodHandler:
-    if handler.request_streaming and handler.response_streaming:
-        behavior, factory = handler.stream_stream, grpc.stream_stream_rpc_method_handler
-    elif handler.request_streaming:
-        behavior, factory = handler.stream_unary, grpc.stream_unary_rpc_method_handler
-    elif handler.response_streaming:
-        behavior, factory = handler.unary_stream, grpc.unary_stream_rpc_method_handler
-    else:
-        behavior, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
-    return factory(wrap(behavior, handler.response_streaming), request_deserializer=handler.request_deserializer,
-                   response_serializer=handler.response_serializer)
-
-
-# --- sync -----------------------------------------------------------------------------------------------------------
-class ServicerContext(grpc.ServicerContext):
-    """The handler's context: every method forwards to the context it wraps (OpenTelemetry's), as OpenTelemetry's own
-    wrapper forwards to grpc's; anything else is looked up on the wrapped context. One difference:
-    ``abort_with_status`` becomes what it means (trailing metadata + ``abort``).
-
-    grpc's own ``abort_with_status`` replaces the trailing metadata and aborts, bypassing OpenTelemetry's wrapper (so
-    ``rpc.grpc.status_code`` was never set); going through ``abort`` lets OpenTelemetry record the code, and lets
-    jitrace add its echo to the status's metadata when the call unwinds.
-    """
-
-    __slots__ = ("_context",)
-
-    def __init__(self, context: grpc.ServicerContext, call: object = None) -> None:
-        self._context = context  # the call: the signature of a ContextWrapper (the sync context needs none)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._context, name)
+    def invocation_metadata(self) -> Any:
+        return self._metadata
 
     def abort_with_status(self, status: grpc.Status) -> None:
+        self.touched = True
         try:
             metadata = tuple(status.trailing_metadata or ())
             code, details = status.code, status.details
@@ -221,57 +49,17 @@ class ServicerContext(grpc.ServicerContext):
         self._context.set_trailing_metadata(metadata)
         return self._context.abort(code, details)
 
-    # grpc.ServicerContext, forwarded
-    def abort(self, code: grpc.StatusCode, details: str) -> None:
-        return self._context.abort(code, details)
-
-    def invocation_metadata(self) -> Any:
-        return self._context.invocation_metadata()
-
-    def peer(self) -> str:
-        return self._context.peer()
-
-    def peer_identities(self) -> Any:
-        return self._context.peer_identities()
-
-    def peer_identity_key(self) -> Any:
-        return self._context.peer_identity_key()
-
-    def auth_context(self) -> Any:
-        return self._context.auth_context()
-
-    def set_compression(self, compression: grpc.Compression) -> None:
-        return self._context.set_compression(compression)
-
-    def send_initial_metadata(self, initial_metadata: Metadata) -> None:
-        return self._context.send_initial_metadata(initial_metadata)
-
     def set_trailing_metadata(self, trailing_metadata: Metadata) -> None:
+        self.touched = True
         return self._context.set_trailing_metadata(trailing_metadata)
 
-    def trailing_metadata(self) -> Any:
-        return self._context.trailing_metadata()
-
-    def set_code(self, code: grpc.StatusCode) -> None:
-        return self._context.set_code(code)
-
-    def set_details(self, details: str) -> None:
-        return self._context.set_details(details)
-
-    def code(self) -> Any:
-        return self._context.code()
-
-    def details(self) -> Any:
-        return self._context.details()
-
-    def disable_next_message_compression(self) -> None:
-        return self._context.disable_next_message_compression()
+    # the sync context's own methods, forwarded
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.touched = True
+        return self._context.abort(code, details)
 
     def is_active(self) -> bool:
         return self._context.is_active()
-
-    def time_remaining(self) -> float | None:
-        return self._context.time_remaining()
 
     def cancel(self) -> None:
         return self._context.cancel()
@@ -280,61 +68,8 @@ class ServicerContext(grpc.ServicerContext):
         return self._context.add_callback(callback)
 
 
-def _finish_sync(call: ServerCall, context: grpc.ServicerContext, token: Any) -> None:
-    """The reply leaves: the echo merged into the trailing metadata, and the call's state no longer current."""
-    try:
-        trailing = call.trailing(context.trailing_metadata())
-        if trailing is not None:
-            context.set_trailing_metadata(trailing)
-    except Exception:  # noqa: BLE001
-        _safety.count("server_interceptor")
-    _call_state.deactivate(token)
-
-
-ContextWrapper = Callable[[Any, ServerCall], Any]
-
-
-def _start(context: grpc.ServicerContext,
-           wrap_context: ContextWrapper) -> tuple[ServerCall | None, Any, grpc.ServicerContext]:
-    try:
-        settings = _settings.get()
-        if settings.enabled:
-            call = ServerCall.begin(context.invocation_metadata(), settings)
-            return call, _call_state.activate(call), wrap_context(context, call)
-    except Exception:  # noqa: BLE001 - nothing of ours may fail a call
-        _safety.count("server_interceptor")
-    return None, None, context
-
-
-def _wrap_behavior(behavior: Callable[..., Any], response_streaming: bool,
-                   wrap_context: ContextWrapper = ServicerContext) -> Callable[..., Any]:
-    """A sync behaviour wrapped: jitrace's work runs inside the handler invocation (on its thread-pool thread).
-
-    ``wrap_context`` makes the context the handler gets (sync handlers on a grpc.aio server have another kind).
-    """
-    if response_streaming:
-        def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            call, token, ctx = _start(context, wrap_context)
-            if call is None:
-                yield from behavior(request, context)
-                return
-            try:
-                yield from behavior(request, ctx)
-            finally:
-                _finish_sync(call, ctx, token)
-
-        return stream
-
-    def unary(request: Any, context: grpc.ServicerContext) -> Any:
-        call, token, ctx = _start(context, wrap_context)
-        if call is None:
-            return behavior(request, context)
-        try:
-            return behavior(request, ctx)
-        finally:
-            _finish_sync(call, ctx, token)
-
-    return unary
+def _wrap_behavior(behavior: Callable[..., Any], response_streaming: bool) -> Callable[..., Any]:
+    return wrap_sync(behavior, response_streaming, ServicerContext)
 
 
 class JitraceServerInterceptor(grpc.ServerInterceptor):
@@ -343,7 +78,7 @@ class JitraceServerInterceptor(grpc.ServerInterceptor):
     def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
                           handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
-        if not _settings.get().enabled:
+        if not _settings._current.enabled:  # noqa: SLF001 - see _settings
             return handler
         hit = _sync_wrapped.get(id(handler))  # the look-up of wrap_handler, inline: this runs on every call
         if hit is not None and hit[0] is handler:
@@ -355,7 +90,7 @@ class JitraceServerInterceptor(grpc.ServerInterceptor):
             return handler
 
 
-_sync_wrapped = _wrapped.setdefault(_wrap_behavior, {})
+_sync_wrapped = _server_call.handler_cache(_wrap_behavior)
 
 
 def server_interceptor(settings: Settings | None = None) -> JitraceServerInterceptor:

@@ -65,6 +65,8 @@ class Settings:
             values["enabled"] = False
         return replace(cls(**values), **overrides)  # type: ignore[arg-type]
 
+# The settings in force. configure() replaces the object, never changes it, so the per-call paths read this module
+# attribute directly (``_settings._current``: an attribute read where get() is a call).
 _current = Settings.from_env()
 
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jitrace.instrumentation import _safety, _settings
@@ -168,16 +168,27 @@ _facts: dict[str, tuple[dict[str, Any], float | None, float | None]] = {}
 _facts_settings: list[_settings.Settings | None] = [None]
 
 
+_ABSENT: dict[str, Any] = {}
+
+
 def token_facts(token: str | None, now_s: float | None = None) -> dict[str, Any]:
     """:func:`token_attributes`, parsed once per token; age and ttl at ``now_s``. A new dict each call."""
+    static, dynamic = token_facts_split(token, now_s)
+    return {**static, **dynamic}
+
+
+def token_facts_split(token: str | None, now_s: float | None = None) -> tuple[Mapping[str, Any], dict[str, Any]]:
+    """:func:`token_facts` in two parts: the facts that do not change with time (one mapping per token, shared: not
+    to be changed) and a new dict with the age and ttl at ``now_s``, so the first is written to a span without a
+    copy (``_span_attrs.set_attributes(span, dynamic, base=static)``)."""
     now_s = time.time() if now_s is None else now_s
-    settings = _settings.get()
+    settings = _settings._current  # noqa: SLF001 - see _settings
     if not token:
-        return {c.TOKEN_PRESENT: False}
+        return _ABSENT, {c.TOKEN_PRESENT: False}
     hit = _facts.get(token) if settings is _facts_settings[0] else None
     if hit is None:
         if len(token) > settings.max_token_bytes:  # refused (counted) each time, not kept
-            return token_attributes(token, now_s)
+            return _ABSENT, token_attributes(token, now_s)
         if settings is not _facts_settings[0]:
             _facts.clear()
             _bearers.clear()
@@ -191,9 +202,9 @@ def token_facts(token: str | None, now_s: float | None = None) -> dict[str, Any]
             _facts.clear()
         _facts[token] = hit
     static, iat, exp = hit
-    attrs = dict(static)
+    dynamic: dict[str, Any] = {}
     if iat is not None:
-        attrs[c.TOKEN_AGE_S] = now_s - iat
+        dynamic[c.TOKEN_AGE_S] = now_s - iat
     if exp is not None:
-        attrs[c.TOKEN_TTL_S] = exp - now_s
-    return attrs
+        dynamic[c.TOKEN_TTL_S] = exp - now_s
+    return static, dynamic

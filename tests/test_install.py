@@ -89,7 +89,7 @@ def test_plain_apps_under_opentelemetry_instrument_export_jit_spans_that_collect
                                                                                           tmp_path: Path) -> None:
     sys.path.insert(0, str(PLAIN))
     try:
-        from _client_fixtures import mint, public_pem
+        from helpers import mint, public_pem
     finally:
         sys.path.remove(str(PLAIN))
     (tmp_path / "public.pem").write_bytes(public_pem())

@@ -56,8 +56,8 @@ def server_main() -> None:
     class LoudVerifier(ps.Verifier):
         """Logs every denial with the Authorization header it saw: the careless service jitrace must survive."""
 
-        def check(self, metadata):
-            denial = super().check(metadata)
+        def check(self, metadata, required=ps.PERMISSION):
+            denial = super().check(metadata, required)
             if denial is not None:
                 auth = next((v for k, v in metadata if k == "authorization" and isinstance(v, str)), "")
                 log.warning("denied %s, Authorization: %s", denial.details, auth, extra={"auth.header": auth})
@@ -93,7 +93,7 @@ def _mint(key, subject: str, **claims) -> str:
 
     now = int(time.time())
     body = {"sub": subject, "iss": ISSUER, "aud": AUDIENCE, "iat": now, "nbf": now, "exp": now + 300,
-            "jti": uuid.uuid4().hex, "roles": ["reader"], "grant_id": "grant-" + uuid.uuid4().hex[:8],
+            "jti": uuid.uuid4().hex, "perms": ["orders:read"], "grant_id": "grant-" + uuid.uuid4().hex[:8],
             "grant_start": now - 60, "grant_end": now + 600, **claims}
     return jwt.encode({k: v for k, v in body.items() if v is not None}, key, algorithm="RS256")
 
@@ -105,7 +105,7 @@ def _tokens(key, other_key, subject: str) -> dict[str, str]:
         "ok_no_jti": _mint(key, subject, jti=None),
         "expired": _mint(key, subject, iat=now - 900, nbf=now - 900, exp=now - 60),
         "expired_no_jti": _mint(key, subject, iat=now - 900, nbf=now - 900, exp=now - 60, jti=None),
-        "no_role": _mint(key, subject, roles=[]),
+        "no_role": _mint(key, subject, perms=[]),
         "other_key": _mint(other_key, subject),
     }
 

@@ -1,37 +1,34 @@
-"""Shared fixtures for the instrumentation tests: the real OTel SDK, PyJWT tokens, and a tiny real gRPC test service.
+"""The instrumentation tests' fixtures (the one place they are defined): the real OTel SDK, real signed tokens, and the
+test service (``plain_service.py``) on real loopback servers. Plain helpers are in ``helpers.py``.
 
-- ``exporter``: the in-memory exporter of the session's SDK ``TracerProvider`` (OpenTelemetry's sync and aio gRPC
-  instrumentors are switched on once per session), cleared for each test.
-- ``rsa_key`` / ``mint(**claims)``: an RSA key made once per session, and RS256 tokens with the JIT conventions
-  (sub, iss, aud, iat, nbf, exp, jti, grant_id/grant_start/grant_end, and ``perms``, the permissions the test service
-  grants); a claim passed as ``None`` is left out; ``key=`` signs with another key.
-- ``sync_server``: a grpc server on 127.0.0.1:0 with jitrace's server interceptor (OpenTelemetry's lands before it),
-  serving the test service of ``_server_fixtures.py`` in the four shapes; yields its ``host:port``.
+- ``otel``: the session's SDK ``TracerProvider`` (the global one) with an in-memory exporter; OpenTelemetry's sync and
+  aio gRPC instrumentors, then jitrace (``instrument()`` after OpenTelemetry: the harder order), switched on once.
+- ``exporter``: that in-memory exporter, cleared for each test.
+- ``rsa_key`` / ``mint``: the process's RSA test key, and ``helpers.mint`` (RS256 tokens with the JIT conventions).
+- ``verifier``: the test service's access check, recording its decisions with ``record_policy_decision``.
+- ``service_ports``: the test service on a sync grpc server, started once per session (jitrace's interceptor placed
+  after OpenTelemetry's by the instrumentor): (insecure port, local-credentials port); ``sync_server`` is its
+  ``host:port``, ``channel`` / ``secure_channel`` instrumented channels to it.
 - ``aio_server``: a factory of async context managers starting the same service on grpc.aio (use inside
   ``asyncio.run``): ``async with aio_server() as target: ...``.
-- ``jitrace_hooks``: PyJWT and pycasbin patched for the test.
+- ``jitrace_hooks``: PyJWT and pycasbin patched for the test (idempotent).
 - ``every_call_stamped`` (autouse): ``JITRACE_CLOCK_STAMP_INTERVAL_S=0`` for every test, whose calls come within a
   second of each other and check each one's clock stamp; the default interval has tests of its own
   (``test_clock_stamp_interval.py``), which set their settings themselves.
-
-Call helpers (``sync_call``, ``aio_call``, ``call_metadata``, ``server_span``) live in ``_server_fixtures.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent import futures
 from typing import Any
 
 import grpc
 import grpc.aio
-import jwt
+import helpers
+import plain_service as svc
 import pytest
-from _server_fixtures import AUDIENCE, ISSUER, Checker, aio_handlers, sync_handlers
 from cryptography.hazmat.primitives.asymmetric import rsa
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import (
@@ -44,7 +41,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from jitrace.instrumentation import _aio_server, _jwt_hook, _policy, _server, _settings
+import jitrace.instrumentation as ji
+from jitrace.instrumentation import _jwt_hook, _policy, _settings, record_policy_decision
 
 
 # --- OpenTelemetry ------------------------------------------------------------------------------------------------
@@ -63,6 +61,7 @@ def otel() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     started = [i for i in instrumentors if not i.is_instrumented_by_opentelemetry]
     for instrumentor in started:
         instrumentor.instrument(tracer_provider=provider)
+    ji.instrument()
     yield provider, memory
     for instrumentor in started:
         instrumentor.uninstrument()
@@ -88,30 +87,18 @@ def every_call_stamped() -> Iterator[None]:
 # --- tokens -------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def rsa_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return helpers.rsa_key()
 
 
 @pytest.fixture(scope="session")
-def mint(rsa_key: rsa.RSAPrivateKey) -> Callable[..., str]:
-    """``mint(**claims)``: an RS256 token valid for 5 minutes, with a grant active for an hour, unless overridden."""
-
-    def make(*, key: Any = None, headers: dict | None = None, **overrides: Any) -> str:
-        now = int(time.time())
-        claims: dict[str, Any] = {
-            "sub": "alice", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "nbf": now, "exp": now + 300,
-            "jti": f"tok-{uuid.uuid4().hex[:12]}", "grant_id": "grant-1", "grant_start": now - 60,
-            "grant_end": now + 3600, "perms": ["orders:read"],
-        }
-        claims.update(overrides)
-        claims = {k: v for k, v in claims.items() if v is not None}
-        return jwt.encode(claims, key or rsa_key, algorithm="RS256", headers=headers)
-
-    return make
+def mint() -> Callable[..., str]:
+    """``mint(**claims)``: :func:`helpers.mint`."""
+    return helpers.mint
 
 
 @pytest.fixture
 def jitrace_hooks() -> Iterator[None]:
-    """PyJWT and pycasbin patched for the test (idempotent: an instrumentor may already have done it)."""
+    """PyJWT and pycasbin patched for the test (idempotent: the instrumentor has done it already)."""
     was_patched = _jwt_hook.is_patched()
     _jwt_hook.patch()
     _policy.patch_casbin()
@@ -121,39 +108,49 @@ def jitrace_hooks() -> Iterator[None]:
         _policy.unpatch_casbin()
 
 
-@pytest.fixture
-def checker(rsa_key: rsa.RSAPrivateKey) -> Checker:
-    return Checker(rsa_key.public_key())
+# --- the test service -----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def verifier(rsa_key: rsa.RSAPrivateKey) -> svc.Verifier:
+    return svc.Verifier(rsa_key.public_key(), record=record_policy_decision)
 
 
-@pytest.fixture
-def sync_server(otel: Any, jitrace_hooks: None, checker: Checker) -> Iterator[str]:
-    """The test service on a sync grpc server at 127.0.0.1:0 (OTel's interceptor, then jitrace's); its target."""
-    pool = futures.ThreadPoolExecutor(max_workers=4)
-    server = grpc.server(pool, handlers=[sync_handlers(checker)], interceptors=[_server.server_interceptor()])
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield f"127.0.0.1:{port}"
+@pytest.fixture(scope="session")
+def service_ports(otel: Any, verifier: svc.Verifier) -> Iterator[tuple[int, int]]:
+    """The test service on a sync server (instrumented): (insecure port, local-credentials port)."""
+    server, port, secure_port = svc.serve_sync(verifier)
+    yield port, secure_port
     server.stop(None).wait(5)
-    pool.shutdown(wait=False)
+
+
+@pytest.fixture
+def sync_server(service_ports: tuple[int, int], jitrace_hooks: None) -> str:
+    return f"127.0.0.1:{service_ports[0]}"
+
+
+@pytest.fixture
+def channel(service_ports: tuple[int, int]) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{service_ports[0]}") as ch:
+        yield ch
+
+
+@pytest.fixture
+def secure_channel(service_ports: tuple[int, int]) -> Iterator[grpc.Channel]:
+    creds = grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP)
+    with grpc.secure_channel(f"127.0.0.1:{service_ports[1]}", creds) as ch:
+        yield ch
 
 
 @pytest.fixture
 def aio_server(otel: Any, jitrace_hooks: None,
-               checker: Checker) -> Callable[[], contextlib.AbstractAsyncContextManager[str]]:
+               verifier: svc.Verifier) -> Callable[[], contextlib.AbstractAsyncContextManager[str]]:
     """``async with aio_server() as target``: the test service on a grpc.aio server (OTel's, then jitrace's)."""
 
     @contextlib.asynccontextmanager
     async def start() -> AsyncIterator[str]:
-        server = grpc.aio.server(handlers=[aio_handlers(checker)],
-                                 interceptors=[_aio_server.aio_server_interceptor()])
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
+        server, port, _ = await svc.serve_aio(verifier)
         try:
             yield f"127.0.0.1:{port}"
         finally:
             await server.stop(None)
 
     return start
-
-

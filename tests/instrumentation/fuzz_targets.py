@@ -11,8 +11,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["jitrace.instrumentation._token", "jitrace.instrumentation._clock",
-                                         "jitrace.instrumentation._server"]):  # only the parsers: fast start
-    from jitrace.instrumentation import _clock, _server, _token
+                                         "jitrace.instrumentation._server_call"]):  # only the parsers: fast start
+    from jitrace.instrumentation import _clock, _server_call, _token
     from jitrace.instrumentation import contract as c
 
 _INT64 = 2**63 - 1
@@ -38,7 +38,7 @@ def clock(data: bytes) -> None:
 
 def stamp(data: bytes) -> None:
     for value in (data, data.decode("latin-1")):
-        parsed = _server._stamp(value)
+        parsed = _server_call._stamp(value)
         assert parsed is None or 0 <= parsed <= _INT64
 
 

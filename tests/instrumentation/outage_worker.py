@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import grpc
-import plain_service as ps
+import plain_service as svc
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.grpc import GrpcInstrumentorClient, GrpcInstrumentorServer
@@ -69,13 +69,13 @@ def main() -> None:
 
     ji.instrument()
     tokens = json.loads(Path(os.environ["JIT_TOKENS"]).read_text())
-    server, port, _ = ps.serve_sync(ps.Verifier(Path(os.environ["JIT_PUBLIC_KEY_FILE"]).read_bytes()))
+    server, port, _ = svc.serve_sync(svc.Verifier(Path(os.environ["JIT_PUBLIC_KEY_FILE"]).read_bytes()))
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    unary = channel.unary_unary(ps.UNARY)
+    unary = channel.unary_unary(svc.UNARY)
 
     def call(token: str) -> str:
         try:
-            unary(b"x", metadata=(("authorization", f"Bearer {token}"),), timeout=10)
+            unary(svc.PERMISSION, metadata=(("authorization", f"Bearer {token}"),), timeout=10)
             return "OK"
         except grpc.RpcError as error:
             return error.code().name

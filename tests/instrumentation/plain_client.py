@@ -12,7 +12,7 @@ import os
 
 import grpc
 import grpc.aio
-import plain_service as ps
+import plain_service as svc
 
 
 def _metadata(token: str | None) -> tuple | None:
@@ -23,17 +23,17 @@ def sync_calls(target: str, tokens: dict[str, str | None]) -> list[dict]:
     out = []
     with grpc.insecure_channel(target) as channel:
         for case, token in tokens.items():
-            for shape, method in ps.SHAPES.items():
+            for shape, method in svc.SHAPES.items():
                 kw = {"metadata": _metadata(token), "timeout": 20}
                 try:
                     if shape == "unary":
-                        channel.unary_unary(method)(b"ping", **kw)
+                        channel.unary_unary(method)(svc.PERMISSION, **kw)
                     elif shape == "server_stream":
-                        list(channel.unary_stream(method)(b"ping", **kw))
+                        list(channel.unary_stream(method)(svc.PERMISSION, **kw))
                     elif shape == "client_stream":
-                        channel.stream_unary(method)(iter([b"a", b"b"]), **kw)
+                        channel.stream_unary(method)(iter([svc.PERMISSION, b"more"]), **kw)
                     else:
-                        list(channel.stream_stream(method)(iter([b"a", b"b"]), **kw))
+                        list(channel.stream_stream(method)(iter([svc.PERMISSION, b"more"]), **kw))
                     code = "OK"
                 except grpc.RpcError as err:
                     code = err.code().name
@@ -45,17 +45,17 @@ async def aio_calls(target: str, tokens: dict[str, str | None]) -> list[dict]:
     out = []
     async with grpc.aio.insecure_channel(target) as channel:
         for case, token in tokens.items():
-            for shape, method in ps.SHAPES.items():
+            for shape, method in svc.SHAPES.items():
                 kw = {"metadata": _metadata(token), "timeout": 20}
                 try:
                     if shape == "unary":
-                        await channel.unary_unary(method)(b"ping", **kw)
+                        await channel.unary_unary(method)(svc.PERMISSION, **kw)
                     elif shape == "server_stream":
-                        [r async for r in channel.unary_stream(method)(b"ping", **kw)]
+                        [r async for r in channel.unary_stream(method)(svc.PERMISSION, **kw)]
                     elif shape == "client_stream":
-                        await channel.stream_unary(method)(iter([b"a", b"b"]), **kw)
+                        await channel.stream_unary(method)(iter([svc.PERMISSION, b"more"]), **kw)
                     else:
-                        [r async for r in channel.stream_stream(method)(iter([b"a", b"b"]), **kw)]
+                        [r async for r in channel.stream_stream(method)(iter([svc.PERMISSION, b"more"]), **kw)]
                     code = "OK"
                 except grpc.aio.AioRpcError as err:
                     code = err.code().name

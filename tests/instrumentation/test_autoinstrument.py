@@ -13,7 +13,7 @@ import textwrap
 import time
 
 import pytest
-from _client_fixtures import FAKETIME_LIB, HERE, mint, run_plain_pair, server_side_present
+from helpers import FAKETIME_LIB, HERE, mint, public_pem, run_plain_pair
 
 from jitrace.instrumentation import contract as c
 from jitrace.instrumentation._token import hash_value
@@ -28,7 +28,7 @@ REASONS = {"expired": "TOKEN_EXPIRED", "missing": "TOKEN_MISSING", "forbidden": 
 def _tokens() -> dict[str, str | None]:
     now = int(time.time())
     return {"allowed": mint(jti="auto-allowed"), "expired": mint(jti="auto-expired", iat=now - 900, exp=now - 60),
-            "missing": None, "forbidden": mint(jti="auto-forbidden", roles=["viewer"])}
+            "missing": None, "forbidden": mint(jti="auto-forbidden", perms=["orders:write"])}
 
 
 def _by_trace(spans: list[dict]) -> dict[str, dict[str, dict]]:
@@ -67,26 +67,24 @@ def test_plain_apps_under_opentelemetry_instrument_carry_jit_facts(tmp_path, aio
         assert c.CLOCK_SENT_NS in attrs
         if case != "missing":
             assert attrs[c.TOKEN_ISS] == "jit-issuer" and c.TOKEN_TTL_S in attrs and c.GRANT_ID in attrs
-        if server_side_present():
-            server = pair["server"]
-            assert server["service"] == "jit-server"
-            assert server["attributes"][c.TOKEN_PRESENT] is (case != "missing")
-            assert c.CLOCK_RECEIVED_NS in server["attributes"]
-            # the default interval (1 s): the calls that carried a clock stamp got the echo, and only they
-            if c.CLOCK_PEER_SENT_NS in server["attributes"]:
-                assert server["attributes"][c.CLOCK_PEER_SENT_NS] == attrs[c.CLOCK_SENT_NS]
-                stamps.append(attrs[c.CLOCK_SENT_NS])
-                # one host, one clock: the estimate is within its own error bound (half the delay; a channel's
-                # first call also carries the connection set-up, so no fixed threshold)
-                assert attrs[c.CLOCK_DELAY_S] >= 0
-                assert abs(attrs[c.CLOCK_OFFSET_S]) <= attrs[c.CLOCK_DELAY_S] / 2 + 0.01
-            else:
-                assert c.CLOCK_OFFSET_S not in attrs and c.CLOCK_DELAY_S not in attrs
+        server = pair["server"]
+        assert server["service"] == "jit-server"
+        assert server["attributes"][c.TOKEN_PRESENT] is (case != "missing")
+        assert c.CLOCK_RECEIVED_NS in server["attributes"]
+        # the default interval (1 s): the calls that carried a clock stamp got the echo, and only they
+        if c.CLOCK_PEER_SENT_NS in server["attributes"]:
+            assert server["attributes"][c.CLOCK_PEER_SENT_NS] == attrs[c.CLOCK_SENT_NS]
+            stamps.append(attrs[c.CLOCK_SENT_NS])
+            # one host, one clock: the estimate is within its own error bound (half the delay; a channel's
+            # first call also carries the connection set-up, so no fixed threshold)
+            assert attrs[c.CLOCK_DELAY_S] >= 0
+            assert abs(attrs[c.CLOCK_OFFSET_S]) <= attrs[c.CLOCK_DELAY_S] / 2 + 0.01
+        else:
+            assert c.CLOCK_OFFSET_S not in attrs and c.CLOCK_DELAY_S not in attrs
     assert len(shapes) == 16  # every case in every shape
-    if server_side_present():  # the first call is stamped, then at most one a second (wall clock, within 50 ms)
-        stamps.sort()
-        assert stamps and stamps[0] == min(p["client"]["attributes"][c.CLOCK_SENT_NS] for p in pairs.values())
-        assert all(later - earlier >= 0.95e9 for earlier, later in zip(stamps, stamps[1:], strict=False)), stamps
+    stamps.sort()
+    assert stamps and stamps[0] == min(p["client"]["attributes"][c.CLOCK_SENT_NS] for p in pairs.values())
+    assert all(later - earlier >= 0.95e9 for earlier, later in zip(stamps, stamps[1:], strict=False)), stamps
 
 
 def test_disabled_instrumentations_turn_jitrace_off(tmp_path):
@@ -106,8 +104,6 @@ def test_jitrace_enabled_false_turns_it_off_too(tmp_path):
 @pytest.mark.parametrize("interval", [None, "0"], ids=["default-interval", "every-call"])
 def test_a_server_clock_five_seconds_ahead_is_measured(tmp_path, interval):
     assert FAKETIME_LIB is not None, "libfaketime: neither the system's nor the PyPI package's is installed"
-    if not server_side_present():
-        pytest.skip("the server interceptor (jit-clock echo) is not in the tree yet")
     skew = {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME": "+5s", "DONT_FAKE_MONOTONIC": "1"}
     env = {} if interval is None else {"JITRACE_CLOCK_STAMP_INTERVAL_S": interval}
     receiver, rows, _ = run_plain_pair(tmp_path, {"allowed": mint()}, env=env, server_env=skew)
@@ -132,25 +128,26 @@ ORDER_SCRIPT = textwrap.dedent('''
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.instrumentation.grpc import GrpcInstrumentorClient, GrpcAioInstrumentorClient
     import jitrace.instrumentation as ji
-    import grpc, grpc.aio, plain_service as ps
+    import grpc, grpc.aio, plain_service as svc
 
     provider = TracerProvider(); exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter)); trace.set_tracer_provider(provider)
     ji.instrument(hash_subject=True)      # jitrace FIRST, OpenTelemetry after: jitrace must still be inside
     GrpcInstrumentorClient().instrument()
     GrpcAioInstrumentorClient().instrument()
-    server, port, _ = ps.serve_sync(ps.Verifier(open(sys.argv[2], "rb").read()))
+    server, port, _ = svc.serve_sync(svc.Verifier(open(sys.argv[2], "rb").read()))
+    md = (("authorization", "Bearer " + sys.argv[3]),)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        ch.unary_unary(ps.UNARY)(b"x", metadata=(("authorization", "Bearer " + sys.argv[3]),), timeout=10)
+        ch.unary_unary(svc.UNARY)(svc.PERMISSION, metadata=md, timeout=10)
 
     async def aio_call():
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-            await ch.unary_unary(ps.UNARY)(b"x", metadata=(("authorization", "Bearer " + sys.argv[3]),), timeout=10)
+            await ch.unary_unary(svc.UNARY)(svc.PERMISSION, metadata=md, timeout=10)
 
     asyncio.run(aio_call())
     ji.uninstrument()                     # and off again: a new channel carries no jitrace facts
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        ch.unary_unary(ps.UNARY)(b"x", metadata=(("authorization", "Bearer " + sys.argv[3]),), timeout=10)
+        ch.unary_unary(svc.UNARY)(svc.PERMISSION, metadata=md, timeout=10)
     server.stop(None)
     print(json.dumps([{k: v for k, v in s.attributes.items() if k.startswith("jit.")}
                       for s in exporter.get_finished_spans() if s.kind.name == "CLIENT"]))
@@ -158,8 +155,6 @@ ORDER_SCRIPT = textwrap.dedent('''
 
 
 def test_jitrace_instrumented_before_opentelemetry_still_lands_inside(tmp_path):
-    from _client_fixtures import public_pem
-
     (tmp_path / "public.pem").write_bytes(public_pem())
     token = mint(jti="order-1")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}

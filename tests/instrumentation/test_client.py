@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import time
 
-import _client_fixtures as fx
 import grpc
-import plain_service as ps
+import plain_service as svc
 import pytest
-from _client_fixtures import bearer, c, call_sync, client_span, jit_attrs, mint, root_span, server_side_present, traced
+from helpers import bearer, call_sync, client_span, jit_attrs, mint, root_span, traced
 
-# fixtures used here
-client_exporter, exporter, service_ports, channel = fx.client_exporter, fx.exporter, fx.service_ports, fx.channel
+from jitrace.instrumentation import contract as c
 
-SHAPES = list(ps.SHAPES)
+SHAPES = list(svc.SHAPES)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -31,22 +29,20 @@ def test_allowed_call_carries_token_facts_and_clock_stamp(shape, channel, export
     assert attrs[c.RPC_GRPC_STATUS_CODE] == 0
     assert attrs[c.TOKEN_PRESENT] is True
     assert attrs[c.TOKEN_ID] == f"tok-{shape}"
-    assert (attrs[c.TOKEN_SUB], attrs[c.TOKEN_ISS], attrs[c.TOKEN_AUD]) == ("alice", ps.ISSUER, ps.AUDIENCE)
+    assert (attrs[c.TOKEN_SUB], attrs[c.TOKEN_ISS], attrs[c.TOKEN_AUD]) == ("alice", svc.ISSUER, svc.AUDIENCE)
     assert (attrs[c.TOKEN_IAT], attrs[c.TOKEN_EXP]) == (now - 20, now + 280)
     assert 19 <= attrs[c.TOKEN_AGE_S] < 80 and 220 < attrs[c.TOKEN_TTL_S] <= 281
     assert (attrs[c.GRANT_ID], attrs[c.GRANT_START], attrs[c.GRANT_END]) == ("g-1", now - 60, now + 600)
     assert c.DENIAL_REASON not in attrs and c.TOKEN_REFRESHED not in attrs
     # the stamp left with the call, and is the one the server saw
     assert before_ns <= attrs[c.CLOCK_SENT_NS] <= after_ns
-    assert ps.SEEN[f"tok-{shape}"][c.METADATA_SENT_NS] == str(attrs[c.CLOCK_SENT_NS])
+    assert svc.SEEN[f"tok-{shape}"][c.METADATA_SENT_NS] == str(attrs[c.CLOCK_SENT_NS])
     # the facts are on the client span, not on the caller's span around it (jitrace runs inside OpenTelemetry)
     assert jit_attrs(root_span(exporter, trace_id)) == {}
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_clock_offset_and_delay_from_the_servers_echo(shape, channel, exporter):
-    if not server_side_present():
-        pytest.skip("the server interceptor (jit-clock echo) is not in the tree yet")
     (code, _), trace_id = traced(lambda: call_sync(channel, shape, metadata=bearer(mint())))
     assert code is grpc.StatusCode.OK
     attrs = client_span(exporter, trace_id).attributes
@@ -59,7 +55,7 @@ DENIALS = {
     "expired": (lambda: bearer(mint(iat=int(time.time()) - 600, exp=int(time.time()) - 30)),
                 grpc.StatusCode.UNAUTHENTICATED, "TOKEN_EXPIRED"),
     "missing": (lambda: None, grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MISSING"),
-    "forbidden": (lambda: bearer(mint(roles=["viewer"])), grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_MISSING"),
+    "forbidden": (lambda: bearer(mint(perms=[])), grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_MISSING"),
     "not_yet_valid": (lambda: bearer(mint(nbf=int(time.time()) + 120)), grpc.StatusCode.UNAUTHENTICATED,
                       "TOKEN_NOT_YET_VALID"),
 }
@@ -82,15 +78,18 @@ def test_denied_call_carries_the_denial_reason(shape, denial, channel, exporter)
     assert c.CLOCK_SENT_NS in attrs
 
 
-@pytest.mark.parametrize(("shape", "style"), [("unary", "with_call"), ("unary", "future"),
-                                              ("client_stream", "future")])
-def test_with_call_and_future_styles(shape, style, channel, exporter):
-    for token, expected in ((mint(), grpc.StatusCode.OK), (mint(roles=[]), grpc.StatusCode.PERMISSION_DENIED)):
-        (code, _), trace_id = traced(lambda t=token: call_sync(channel, shape, metadata=bearer(t), style=style))
-        assert code is expected
-        attrs = client_span(exporter, trace_id).attributes
-        assert attrs[c.TOKEN_PRESENT] is True and c.CLOCK_SENT_NS in attrs
-        assert (attrs.get(c.DENIAL_REASON) == "PERMISSION_MISSING") is (expected is not grpc.StatusCode.OK)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_every_call_style_records_the_same_facts(shape, channel, exporter):
+    for token, expected in ((mint(jti=f"style-{shape}"), None), (mint(perms=[]), "PERMISSION_MISSING")):
+        styles = {"unary": ("call", "with_call", "future"), "client_stream": ("call", "future")}.get(shape, ("call",))
+        for style in styles:
+            (code, _), trace_id = traced(
+                lambda t=token, s=style: call_sync(channel, shape, metadata=bearer(t), style=s))
+            attrs = client_span(exporter, trace_id).attributes
+            assert (code is grpc.StatusCode.OK) is (expected is None)
+            assert attrs.get(c.DENIAL_REASON) == expected
+            assert attrs[c.TOKEN_PRESENT] is True and c.CLOCK_SENT_NS in attrs
+            assert c.CLOCK_OFFSET_S in attrs
 
 
 def test_bare_token_and_configured_metadata_key(channel, exporter, monkeypatch):
@@ -116,7 +115,7 @@ def test_clock_stamps_can_be_switched_off(channel, exporter, monkeypatch):
     attrs = client_span(exporter, trace_id).attributes
     assert code is grpc.StatusCode.OK
     assert c.CLOCK_SENT_NS not in attrs and c.CLOCK_OFFSET_S not in attrs
-    assert c.METADATA_SENT_NS not in ps.SEEN["nostamp"]
+    assert c.METADATA_SENT_NS not in svc.SEEN["nostamp"]
     assert attrs[c.TOKEN_ID] == "nostamp"
 
 
@@ -126,36 +125,6 @@ def test_subject_hashed_by_configuration(channel, exporter, monkeypatch):
     monkeypatch.setattr(_settings, "_current", _settings.Settings(hash_subject=True))
     (_, _), trace_id = traced(lambda: call_sync(channel, "unary", metadata=bearer(mint(sub="bob@example.com"))))
     assert client_span(exporter, trace_id).attributes[c.TOKEN_SUB] == _token.hash_value("bob@example.com")
-
-
-@pytest.fixture
-def interceptor_channel(service_ports, monkeypatch):
-    """A channel where jitrace comes in as a plain grpc interceptor (``grpc.intercept_channel``) under OTel's."""
-    from jitrace.instrumentation import _client
-
-    def as_interceptor(channel, *_credentials):
-        return grpc.intercept_channel(channel, _client.client_interceptor())
-
-    monkeypatch.setattr(_client, "JitraceChannel", as_interceptor)
-    with grpc.insecure_channel(f"127.0.0.1:{service_ports[0]}") as ch:
-        monkeypatch.undo()
-        assert type(ch._channel).__module__ == "grpc._interceptor"
-        yield ch
-
-
-@pytest.mark.parametrize("shape", SHAPES)
-def test_the_grpc_interceptor_form_records_the_same_facts(shape, interceptor_channel, exporter):
-    for token, expected in ((mint(jti=f"ic-{shape}"), None), (mint(roles=[]), "PERMISSION_MISSING")):
-        styles = ("call", "with_call", "future") if shape == "unary" else ("call",)
-        for style in styles:
-            (code, _), trace_id = traced(
-                lambda t=token, s=style: call_sync(interceptor_channel, shape, metadata=bearer(t), style=s))
-            attrs = client_span(exporter, trace_id).attributes
-            assert (code is grpc.StatusCode.OK) is (expected is None)
-            assert attrs.get(c.DENIAL_REASON) == expected
-            assert attrs[c.TOKEN_PRESENT] is True and c.CLOCK_SENT_NS in attrs
-            if server_side_present():
-                assert c.CLOCK_OFFSET_S in attrs
 
 
 def test_a_call_opentelemetry_skips_leaves_the_callers_span_alone(channel, exporter):

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 from concurrent import futures
 
-import _client_fixtures as fx
 import grpc
 import grpc.aio
+import helpers
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from jitrace.instrumentation import _hooks, _pre_instrument
-
-# fixtures used here
-client_exporter = fx.client_exporter
 
 
 class _Otel:  # stands in for an OpenTelemetry interceptor: only its module matters to the placement
@@ -54,7 +51,7 @@ class UserServerInterceptor(grpc.ServerInterceptor):
 
 
 @pytest.mark.parametrize("positional", [False, True])
-def test_sync_server_interceptors_in_order(client_exporter, positional):
+def test_sync_server_interceptors_in_order(otel, positional):
     pool = futures.ThreadPoolExecutor(max_workers=1)
     if positional:
         server = grpc.server(pool, None, [UserServerInterceptor()])
@@ -71,7 +68,7 @@ def test_sync_server_interceptors_in_order(client_exporter, positional):
 
 
 @pytest.mark.parametrize("positional", [False, True])
-def test_aio_channel_interceptors_in_order(client_exporter, positional):
+def test_aio_channel_interceptors_in_order(otel, positional):
     class UserInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         async def intercept_unary_unary(self, continuation, details, request):
             return await continuation(details, request)
@@ -84,10 +81,10 @@ def test_aio_channel_interceptors_in_order(client_exporter, positional):
         async with channel:
             return [type(i).__module__.split(".")[0] for i in channel._unary_unary_interceptors]
 
-    assert fx.run(go()) == ["opentelemetry", "jitrace", "test_client_hooks"]
+    assert helpers.run(go()) == ["opentelemetry", "jitrace", "test_client_hooks"]
 
 
-def test_channels_inactive_hooks_pass_through(client_exporter):
+def test_channels_inactive_hooks_pass_through(otel):
     saved = dict(_hooks._active)
     _hooks._active.update(client=False)
     try:
@@ -170,3 +167,60 @@ def test_instrument_and_uninstrument_cycle_cleanly():
     on = ["JitraceChannel", "opentelemetry,jitrace"]
     off = ["Channel", "opentelemetry"]
     assert done.stdout.strip().split("|") == (on + off) * 3
+
+
+RESTORE_SCRIPT = """
+import inspect, sys
+import casbin, grpc, grpc.aio, jwt, jwt.api_jwt, wrapt
+from opentelemetry.instrumentation.grpc import (GrpcAioInstrumentorClient, GrpcAioInstrumentorServer,
+                                                GrpcInstrumentorClient, GrpcInstrumentorServer)
+import jitrace.instrumentation as ji
+
+PLACES = [(grpc, n) for n in ("insecure_channel", "secure_channel", "composite_call_credentials",
+                              "composite_channel_credentials", "server")]
+PLACES += [(grpc.aio, n) for n in ("insecure_channel", "secure_channel", "server")]
+PLACES += [(jwt.api_jwt.PyJWT, n) for n in ("decode", "decode_complete")]
+PLACES += [(m, n) for m in (jwt, jwt.api_jwt) for n in ("decode", "decode_complete")]
+PLACES += [(casbin.Enforcer, n) for n in ("enforce", "enforce_ex")]
+
+def chain(value):  # the stored value and every wrapt wrapper under it (OpenTelemetry wraps sync channels so)
+    links = [value]
+    while isinstance(links[-1], wrapt.FunctionWrapper):
+        links.append(links[-1].__wrapped__)
+    return links
+
+def stored():
+    return [chain(inspect.getattr_static(owner, name)) for owner, name in PLACES]
+
+def same(a, b):
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+otel = [GrpcInstrumentorClient(), GrpcAioInstrumentorClient(), GrpcInstrumentorServer(), GrpcAioInstrumentorServer()]
+if sys.argv[1] == "otel-first":
+    for i in otel:
+        i.instrument()
+before, owned = stored(), [name in vars(owner) for owner, name in PLACES]
+ji.instrument()
+during = stored()
+changed = [f"{owner.__name__}.{name}" for (owner, name), a, b in zip(PLACES, before, during) if not same(a, b)]
+ji.uninstrument()
+after = stored()
+kept = [f"{owner.__name__}.{name}" for (owner, name), a, b in zip(PLACES, before, after) if not same(a, b)]
+print(len(changed), ",".join(kept) or "-", [name in vars(owner) for owner, name in PLACES] == owned)
+"""
+
+
+@pytest.mark.parametrize("order", ["otel-first", "jitrace-alone"])
+def test_uninstrument_restores_every_function_it_patched(order):
+    """Every function jitrace wraps (grpc's constructors and composers, PyJWT's decode, pycasbin's enforce) is the
+    very object it was before ``instrument()`` once ``uninstrument()`` ran, with OpenTelemetry's wrappers or none."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", RESTORE_SCRIPT, order], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    changed, kept, owned_again = done.stdout.split()
+    # 8 grpc functions, PyJWT's class method and its two module functions, pycasbin's two methods
+    assert int(changed) == 13
+    assert kept == "-"  # nothing left behind
+    assert owned_again == "True"  # an inherited method (pycasbin's) is inherited again

@@ -11,18 +11,17 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import _client_fixtures as fx
 import grpc
 import grpc.aio
-import plain_service as ps
+import plain_service as svc
 import pytest
-from _client_fixtures import bearer, c, call_aio, call_sync, client_span, mint, spans_of, traced, traced_async
+from helpers import bearer, call_aio, call_sync, client_span, mint, spans_of, traced, traced_async
 from opentelemetry.trace import SpanKind
 
 from jitrace.instrumentation import _client, _settings
+from jitrace.instrumentation import contract as c
 from jitrace.instrumentation._settings import Settings
 
-client_exporter, exporter, service_ports = fx.client_exporter, fx.exporter, fx.service_ports
 INTERVAL = "JITRACE_CLOCK_STAMP_INTERVAL_S"
 
 
@@ -105,7 +104,7 @@ def target(service_ports: tuple[int, int]) -> Iterator[str]:
 def _check_call(exporter: Any, trace_id: int, jti: str, stamped: bool) -> None:
     client = client_span(exporter, trace_id).attributes
     (server,) = spans_of(exporter, trace_id, SpanKind.SERVER)
-    seen = ps.SEEN[jti]
+    seen = svc.SEEN[jti]
     assert c.CLOCK_SENT_NS in client and c.CLOCK_RECEIVED_NS in server.attributes  # on every call
     if stamped:
         assert seen[c.METADATA_SENT_NS] == str(client[c.CLOCK_SENT_NS])
@@ -122,7 +121,7 @@ def test_sync_channels_stamp_the_first_call_of_an_interval_only(target: str, exp
     calls: list[tuple[int, str]] = []
     with grpc.insecure_channel(target) as first, grpc.insecure_channel(target) as second:
         for channel in (first, second, first):
-            for shape in ps.SHAPES:
+            for shape in svc.SHAPES:
                 jti = f"interval-{len(calls)}"
                 (code, _), trace_id = traced(lambda ch=channel, s=shape, j=jti: call_sync(
                     ch, s, metadata=bearer(mint(jti=j))))
@@ -134,8 +133,8 @@ def test_sync_channels_stamp_the_first_call_of_an_interval_only(target: str, exp
 
 def test_the_echo_comes_back_on_stamped_calls_only(target: str, exporter: Any) -> None:
     with grpc.insecure_channel(target) as channel:
-        unary = channel.unary_unary(ps.UNARY)
-        trailers = [dict(unary.with_call(b"ping", metadata=bearer(mint()), timeout=10)[1].trailing_metadata())
+        unary = channel.unary_unary(svc.UNARY)
+        trailers = [dict(unary.with_call(svc.PERMISSION, metadata=bearer(mint()), timeout=10)[1].trailing_metadata())
                     for _ in range(3)]
     assert [c.METADATA_CLOCK in t for t in trailers] == [True, False, False]
 
@@ -149,7 +148,7 @@ def test_a_stamp_again_once_the_interval_has_passed(target: str, exporter: Any) 
             jti = f"again-{len(stamped)}"
             (code, _), trace_id = traced(lambda j=jti: call_sync(channel, "unary", metadata=bearer(mint(jti=j))))
             stamped.append(c.CLOCK_OFFSET_S in client_span(exporter, trace_id).attributes)
-            assert (c.METADATA_SENT_NS in ps.SEEN[jti]) is stamped[-1]
+            assert (c.METADATA_SENT_NS in svc.SEEN[jti]) is stamped[-1]
     assert stamped == [True, False, True, False]
 
 
@@ -158,7 +157,7 @@ def test_aio_channels_follow_the_same_schedule(target: str, exporter: Any) -> No
         out: list[tuple[int, str]] = []
         async with grpc.aio.insecure_channel(target) as first, grpc.aio.insecure_channel(target) as second:
             for channel in (first, second):
-                for shape in ps.SHAPES:
+                for shape in svc.SHAPES:
                     jti = f"aio-interval-{len(out)}"
                     (code, _), trace_id = await traced_async(lambda ch=channel, s=shape, j=jti: call_aio(
                         ch, s, metadata=bearer(mint(jti=j))))

@@ -5,29 +5,25 @@ from __future__ import annotations
 import threading
 import time
 
-import _client_fixtures as fx
 import grpc
 import grpc.aio
-import plain_service as ps
+import plain_service as svc
 import pytest
-from _client_fixtures import c, call_aio, call_sync, client_span, mint, run, traced, traced_async
+from helpers import call_aio, call_sync, client_span, mint, run, traced, traced_async
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jitrace.instrumentation import _credentials, _safety, bearer_credentials, refreshing_credentials
-
-# fixtures used here
-client_exporter, exporter, service_ports, secure_channel = (
-    fx.client_exporter, fx.exporter, fx.service_ports, fx.secure_channel)
+from jitrace.instrumentation import contract as c
 
 
-@pytest.mark.parametrize("shape", list(ps.SHAPES))
+@pytest.mark.parametrize("shape", list(svc.SHAPES))
 def test_bearer_credentials_send_the_token_and_record_its_facts(shape, secure_channel, exporter):
     token = mint(jti=f"cred-{shape}", sub="carol")
     creds = bearer_credentials(token)
     (code, _), trace_id = traced(lambda: call_sync(secure_channel, shape, credentials=creds))
     assert code is grpc.StatusCode.OK
-    assert ps.SEEN[f"cred-{shape}"]["authorization"] == f"Bearer {token}"  # what went over the wire
+    assert svc.SEEN[f"cred-{shape}"]["authorization"] == f"Bearer {token}"  # what went over the wire
     attrs = client_span(exporter, trace_id).attributes
     assert attrs[c.TOKEN_ID] == f"cred-{shape}" and attrs[c.TOKEN_SUB] == "carol"
     assert c.TOKEN_REFRESHED not in attrs  # not a refreshing credential
@@ -46,7 +42,7 @@ def test_bearer_credentials_from_a_callable(secure_channel, exporter):
         assert code is grpc.StatusCode.OK
         span_jti = client_span(exporter, trace_id).attributes[c.TOKEN_ID]
         # the token recorded is the token the server received
-        assert ps.SEEN[span_jti]["authorization"] == f"Bearer {issued[int(span_jti[3:])]}"
+        assert svc.SEEN[span_jti]["authorization"] == f"Bearer {issued[int(span_jti[3:])]}"
     assert len(issued) == 3  # one token per call: the interceptor's is handed to the plugin, not fetched twice
 
 
@@ -66,7 +62,7 @@ def test_refreshing_credentials_refresh_a_token_about_to_expire(secure_channel, 
         assert code is grpc.StatusCode.OK
         attrs = client_span(exporter, trace_id).attributes
         seen.append((attrs[c.TOKEN_ID], attrs[c.TOKEN_REFRESHED]))
-        assert ps.SEEN[attrs[c.TOKEN_ID]]["authorization"] == f"Bearer {fetched[int(attrs[c.TOKEN_ID][2:])]}"
+        assert svc.SEEN[attrs[c.TOKEN_ID]]["authorization"] == f"Bearer {fetched[int(attrs[c.TOKEN_ID][2:])]}"
     # first fetch is not a refresh; 30 s left < 60 s: refreshed; 600 s left: kept
     assert seen == [("r-0", False), ("r-1", True), ("r-2", True), ("r-2", False)]
 
@@ -169,7 +165,7 @@ def _local() -> grpc.ChannelCredentials:
     return grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP)
 
 
-@pytest.mark.parametrize("shape", list(ps.SHAPES))
+@pytest.mark.parametrize("shape", list(svc.SHAPES))
 def test_credentials_baked_into_the_channel(service_ports, exporter, shape):
     """grpc.composite_channel_credentials(..., jitrace credentials): every call of the channel is recorded."""
     now = int(time.time())
@@ -182,7 +178,7 @@ def test_credentials_baked_into_the_channel(service_ports, exporter, shape):
             assert code is grpc.StatusCode.OK
             attrs = client_span(exporter, trace_id).attributes
             seen.append((attrs[c.TOKEN_ID], attrs[c.TOKEN_REFRESHED]))
-            assert ps.SEEN[attrs[c.TOKEN_ID]]["authorization"].startswith("Bearer ")
+            assert svc.SEEN[attrs[c.TOKEN_ID]]["authorization"].startswith("Bearer ")
     assert seen == [(f"ch-{shape}-0", False), (f"ch-{shape}-1", True)]
 
 
@@ -195,7 +191,7 @@ def test_composite_call_credentials_are_recognised(secure_channel, exporter):
     (code, _), trace_id = traced(lambda: call_sync(secure_channel, "unary", credentials=creds))
     assert code is grpc.StatusCode.OK
     assert client_span(exporter, trace_id).attributes[c.TOKEN_ID] == "composite-1"
-    assert ps.SEEN["composite-1"]["x-extra"] == "1"
+    assert svc.SEEN["composite-1"]["x-extra"] == "1"
 
 
 def test_credentials_baked_into_an_aio_channel(service_ports, exporter):
@@ -204,7 +200,7 @@ def test_credentials_baked_into_an_aio_channel(service_ports, exporter):
 
     async def go():
         async with grpc.aio.secure_channel(f"127.0.0.1:{service_ports[1]}", creds) as channel:
-            return [await traced_async(lambda s=s: call_aio(channel, s)) for s in ps.SHAPES]
+            return [await traced_async(lambda s=s: call_aio(channel, s)) for s in svc.SHAPES]
 
     for (code, _), trace_id in run(go()):
         assert code is grpc.StatusCode.OK

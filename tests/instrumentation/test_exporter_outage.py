@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _client_fixtures import HERE, OtlpReceiver, mint, public_pem
+from helpers import HERE, OtlpReceiver, mint, public_pem
 
 from jitrace.instrumentation import contract as c
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from _client_fixtures import HERE
+from helpers import HERE
 
 # atheris is in requirements.lock: where it is missing, the fuzz targets fail to start (no skip hides it)
 

@@ -12,12 +12,13 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from _server_fixtures import UNARY, call_metadata, server_span, sync_call
+from helpers import call_metadata, server_span, sync_call
 from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from plain_service import UNARY
 
-from jitrace.instrumentation import _clock, _safety, _server, _settings
+from jitrace.instrumentation import _clock, _safety, _server_call, _settings
 from jitrace.instrumentation import contract as c
 
 HOSTILE_STAMPS = ["9" * 20, "9" * 24, "9" * 400, "-1", "-1700000000000000000", "1e18", "0x10", "1_000", " 12",
@@ -40,7 +41,7 @@ def test_hostile_sent_stamp_is_counted_and_ignored(sync_server: str, exporter: A
 
 @given(st.one_of(st.text(max_size=60), st.binary(max_size=60), st.integers().map(str)))
 def test_stamp_parser_takes_only_int64_decimals(value: Any) -> None:
-    stamp = _server._stamp(value)
+    stamp = _server_call._stamp(value)
     if stamp is not None:
         assert 0 <= stamp <= 2**63 - 1
         text = value.decode("latin-1") if isinstance(value, bytes) else value

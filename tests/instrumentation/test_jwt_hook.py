@@ -6,19 +6,17 @@ The server call is a real SDK server span made current with jitrace's call state
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import jwt
 import jwt.api_jwt
 import pytest
+from helpers import server_call
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan
 
-from jitrace.instrumentation import _call_state, _jwt_hook
+from jitrace.instrumentation import _call_state, _jwt_hook, _patching
 from jitrace.instrumentation import contract as c
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
@@ -38,20 +36,6 @@ def _hs(**claims: Any) -> str:
 
 def _decode(token: str, **kwargs: Any) -> dict:
     return jwt.decode(token, SECRET, algorithms=["HS256"], audience="aud-1", issuer="iss-1", **kwargs)
-
-
-@contextmanager
-def server_call(exporter: Any) -> Iterator[list[ReadableSpan]]:
-    """A server span with jitrace's call state, as inside a handler; yields the list its finished span lands in."""
-    finished: list[ReadableSpan] = []
-    tracer = trace.get_tracer("test")
-    with tracer.start_as_current_span("/svc/Method", kind=trace.SpanKind.SERVER) as span:
-        token = _call_state.activate(_call_state.CallState(span=span, arrival_ns=span.start_time))
-        try:
-            yield finished
-        finally:
-            _call_state.deactivate(token)
-    finished.extend(s for s in exporter.get_finished_spans() if s.name == "/svc/Method")
 
 
 @pytest.fixture
@@ -125,22 +109,26 @@ def test_later_checks_are_events(hooked: None, exporter: Any) -> None:
     assert event.attributes[c.TOKEN_TTL_S] < 0
 
 
+def _pyjwt_functions() -> tuple[Any, ...]:
+    """PyJWT's decode functions as stored: the class's, and the module functions bound to its global instance."""
+    return (jwt.api_jwt.PyJWT.__dict__["decode_complete"], jwt.api_jwt.PyJWT.__dict__["decode"], jwt.decode,
+            jwt.decode_complete, jwt.api_jwt.decode, jwt.api_jwt.decode_complete)
+
+
 def test_patch_is_idempotent_and_unpatch_restores(otel: Any) -> None:
     was = _jwt_hook.is_patched()
     _jwt_hook.unpatch()
-    originals = (jwt.api_jwt.PyJWT.__dict__["decode_complete"], jwt.api_jwt.PyJWT.__dict__["decode"], jwt.decode,
-                 jwt.decode_complete, jwt.api_jwt.decode, jwt.api_jwt.decode_complete)
+    originals = _pyjwt_functions()
     _jwt_hook.patch()
     _jwt_hook.patch()
     wrapper = jwt.api_jwt.PyJWT.__dict__["decode_complete"]
-    assert wrapper._jitrace_original is originals[0]  # one layer, not two
+    assert wrapper.__wrapped__ is originals[0]  # one layer, not two
     # one wrapper per check: decode verifies through decode_complete, so it is left as it is
     assert jwt.api_jwt.PyJWT.__dict__["decode"] is originals[1] and jwt.decode is originals[2]
-    # the module-level decode_complete is PyJWT's instance's, bound again to the patched method
-    assert jwt.decode_complete.__func__ is wrapper and jwt.api_jwt.decode_complete.__func__ is wrapper
+    # the module-level decode_complete (bound to PyJWT's instance before the patch) is wrapped once
+    assert jwt.decode_complete.__wrapped__ is originals[3] and jwt.api_jwt.decode_complete.__wrapped__ is originals[5]
     _jwt_hook.unpatch()
-    assert (jwt.api_jwt.PyJWT.__dict__["decode_complete"], jwt.api_jwt.PyJWT.__dict__["decode"], jwt.decode,
-            jwt.decode_complete, jwt.api_jwt.decode, jwt.api_jwt.decode_complete) == originals
+    assert all(now is before for now, before in zip(_pyjwt_functions(), originals, strict=True))
     assert not _jwt_hook.is_patched()
     if was:
         _jwt_hook.patch()
@@ -154,8 +142,8 @@ def test_a_pyjwt_whose_decode_does_not_delegate_is_wrapped_too(otel: Any, export
     monkeypatch.setattr(_jwt_hook, "_decode_goes_through_decode_complete", lambda api_jwt: False)
     _jwt_hook.patch()
     try:
-        assert hasattr(jwt.api_jwt.PyJWT.__dict__["decode"], "_jitrace_original")
-        assert hasattr(jwt.decode, "_jitrace_original")
+        assert _patching.wrapped(jwt.api_jwt.PyJWT, "decode", _jwt_hook._decode_nested)
+        assert _patching.wrapped(jwt, "decode", _jwt_hook._decode_nested)
         for decode in (jwt.decode, jwt.api_jwt.PyJWT().decode, jwt.decode_complete):
             with server_call(exporter) as finished:
                 decode(_hs(jti="fallback"), SECRET, algorithms=["HS256"], audience="aud-1", issuer="iss-1")
@@ -167,7 +155,7 @@ def test_a_pyjwt_whose_decode_does_not_delegate_is_wrapped_too(otel: Any, export
         monkeypatch.undo()
         if was:
             _jwt_hook.patch()
-    assert not hasattr(jwt.decode, "_jitrace_original")
+    assert not _patching.wrapped(jwt, "decode", _jwt_hook._decode_nested)
 
 
 def test_pyjwt_2_decode_goes_through_decode_complete() -> None:

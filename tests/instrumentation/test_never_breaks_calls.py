@@ -11,28 +11,25 @@ import base64
 import json
 from collections.abc import Iterator
 
-import _client_fixtures as fx
 import grpc
 import grpc.aio
-import plain_service as ps
+import helpers
+import plain_service as svc
 import pytest
-from _client_fixtures import bearer, call_aio, call_sync, mint, run
+from helpers import bearer, call_aio, call_sync, mint, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jitrace.instrumentation import _aio_client, _client, _hooks, _safety, _token
 
-# fixtures used here
-client_exporter, service_ports = fx.client_exporter, fx.service_ports
-
 
 @pytest.fixture(scope="module")
-def plain_target(client_exporter) -> Iterator[str]:
+def plain_target(otel) -> Iterator[str]:
     """A server made with jitrace off (OpenTelemetry on)."""
     saved = dict(_hooks._active)
     _hooks._active.update(client=False, server=False)
     try:
-        server, port, _ = ps.serve_sync(ps.Verifier(fx.public_pem()))
+        server, port, _ = svc.serve_sync(svc.Verifier(helpers.public_pem()))
     finally:
         _hooks._active.update(saved)
     yield f"127.0.0.1:{port}"
@@ -87,7 +84,7 @@ hostile_claims = st.recursive(
     max_leaves=12,
 )
 claim_names = st.sampled_from(["sub", "iss", "aud", "iat", "nbf", "exp", "jti", "grant_id", "grant_start",
-                               "grant_end", "roles"])
+                               "grant_end", "perms"])
 
 hostile_tokens = st.one_of(
     st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=300),
@@ -100,7 +97,7 @@ hostile_tokens = st.one_of(
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(token=hostile_tokens, shape=st.sampled_from(list(ps.SHAPES)))
+@given(token=hostile_tokens, shape=st.sampled_from(list(svc.SHAPES)))
 def test_hostile_tokens_do_not_change_the_outcome(channels, token, shape):
     plain, instrumented = channels
     md = bearer(token)
@@ -130,7 +127,7 @@ def test_hostile_trailers_from_the_server(channels, request_body):
 
     def call(ch):
         try:
-            return ("ok", ch.unary_unary(ps.HOSTILE)(request_body, metadata=bearer(mint()), timeout=10))
+            return ("ok", ch.unary_unary(svc.HOSTILE)(request_body, metadata=bearer(mint()), timeout=10))
         except grpc.RpcError as err:
             return (err.code(), err.details())
 
@@ -141,7 +138,7 @@ def test_hostile_trailers_from_the_server(channels, request_body):
 
 
 @pytest.mark.parametrize("target", ["begin", "finish"])
-@pytest.mark.parametrize("shape", list(ps.SHAPES))
+@pytest.mark.parametrize("shape", list(svc.SHAPES))
 def test_an_exception_inside_jitrace_is_swallowed_and_counted(channels, monkeypatch, target, shape):
     plain, instrumented = channels
 
@@ -149,7 +146,7 @@ def test_an_exception_inside_jitrace_is_swallowed_and_counted(channels, monkeypa
         raise RuntimeError("jitrace bug")
 
     for denied in (False, True):
-        md = bearer(mint(roles=[] if denied else ["reader"]))
+        md = bearer(mint(perms=[] if denied else ["orders:read"]))
         expected = outcome(plain, shape, metadata=md)
         if target == "begin":
             monkeypatch.setattr(_token, "token_attributes", boom)
@@ -162,7 +159,7 @@ def test_an_exception_inside_jitrace_is_swallowed_and_counted(channels, monkeypa
 
 
 @pytest.mark.parametrize("target", ["begin", "finish"])
-@pytest.mark.parametrize("shape", list(ps.SHAPES))
+@pytest.mark.parametrize("shape", list(svc.SHAPES))
 def test_an_exception_inside_jitrace_aio(service_ports, plain_target, monkeypatch, target, shape):
     def boom(*args, **kwargs):
         raise RuntimeError("jitrace bug")
@@ -188,7 +185,7 @@ def test_an_exception_inside_jitrace_aio(service_ports, plain_target, monkeypatc
 
     for denied in (False, True):
         before = _safety.failure_counts().get("aio_client_interceptor", 0)
-        expected, got = run(both(bearer(mint(roles=[] if denied else ["reader"]))))
+        expected, got = run(both(bearer(mint(perms=[] if denied else ["orders:read"]))))
         assert got == expected
         assert _safety.failure_counts().get("aio_client_interceptor", 0) > before
 

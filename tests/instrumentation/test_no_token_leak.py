@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import time
 
-import _client_fixtures as fx
 import grpc
 import grpc.aio
+import helpers
 import jwt
 import pytest
-from _client_fixtures import bearer, call_aio, call_sync, mint, run, run_plain_pair
 from cryptography.hazmat.primitives.asymmetric import rsa
+from helpers import bearer, call_aio, call_sync, mint, run, run_plain_pair
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from jitrace.instrumentation import bearer_credentials, refreshing_credentials
-
-# fixtures used here
-client_exporter, service_ports, channel, secure_channel = (
-    fx.client_exporter, fx.service_ports, fx.channel, fx.secure_channel)
 
 
 def _needles(tokens: list[str]) -> list[bytes]:
@@ -44,7 +40,7 @@ def _tokens() -> dict[str, str]:
     return {
         "allowed": mint(jti=None),  # no jti: the id is a hash of the token, which must not be the token either
         "expired": mint(iat=now - 900, exp=now - 60),
-        "forbidden": mint(roles=[]),
+        "forbidden": mint(perms=[]),
         "bad_signature": jwt.encode({"sub": "mallory", "iss": "jit-issuer", "aud": "jit-test", "exp": now + 60},
                                     other_key, algorithm="RS256"),
     }
@@ -74,10 +70,10 @@ class _OnlyTestCalls(SpanProcessor):
         self.exporter.shutdown()
 
 
-def test_no_token_in_the_otlp_export_of_credentials_and_metadata(client_exporter, channel, secure_channel,
+def test_no_token_in_the_otlp_export_of_credentials_and_metadata(otel, channel, secure_channel,
                                                                   service_ports):
     tokens = _tokens()
-    receiver = fx.OtlpReceiver()
+    receiver = helpers.OtlpReceiver()
     processor = _OnlyTestCalls(OTLPSpanExporter(endpoint=f"127.0.0.1:{receiver.port}", insecure=True))
     trace.get_tracer_provider().add_span_processor(processor)
     try:

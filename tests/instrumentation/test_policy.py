@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from concurrent import futures
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +11,14 @@ import casbin
 import grpc
 import jwt
 import pytest
-from _server_fixtures import raw_channel, server_span
 from casbin.core_enforcer import CoreEnforcer
+from helpers import raw_channel, server_call, server_span
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan
 
 from jitrace.analyzer.redact import redact
-from jitrace.instrumentation import _call_state, _policy, _server, _settings, _token
+from jitrace.instrumentation import _call_state, _policy, _server, _server_call, _settings, _token
 from jitrace.instrumentation import contract as c
 from jitrace.instrumentation._policy import record_policy_decision
 from jitrace.instrumentation._safety import failure_counts
@@ -46,19 +43,6 @@ g, alice, viewer
 g, bob, editor
 g, editor, viewer
 """
-
-
-@contextmanager
-def server_call(exporter: Any) -> Iterator[list[ReadableSpan]]:
-    """A real server span with jitrace's call state (as inside a handler); yields where its finished span lands."""
-    finished: list[ReadableSpan] = []
-    with trace.get_tracer("test").start_as_current_span("/svc/Method", kind=trace.SpanKind.SERVER) as span:
-        token = _call_state.activate(_call_state.CallState(span=span, arrival_ns=span.start_time))
-        try:
-            yield finished
-        finally:
-            _call_state.deactivate(token)
-    finished.extend(s for s in exporter.get_finished_spans() if s.name == "/svc/Method")
 
 
 # --- the API --------------------------------------------------------------------------------------------------------
@@ -236,24 +220,25 @@ def test_casbin_outside_a_server_call_records_nothing(enforcer: casbin.Enforcer,
 
 
 def test_casbin_unpatch_restores(tmp_path: Path, otel: Any) -> None:
-    was = hasattr(casbin.Enforcer.enforce, "_jitrace_original")
+    was = _policy.casbin_patched()
     _policy.patch_casbin()
     _policy.patch_casbin()
-    assert casbin.Enforcer.enforce._jitrace_original is CoreEnforcer.enforce  # one layer
+    assert casbin.Enforcer.__dict__["enforce"].__wrapped__ is CoreEnforcer.enforce  # one layer
     _policy.unpatch_casbin()
     assert casbin.Enforcer.enforce is CoreEnforcer.enforce
     assert casbin.Enforcer.enforce_ex is CoreEnforcer.enforce_ex
+    assert "enforce" not in vars(casbin.Enforcer)  # inherited again, as before
     if was:
         _policy.patch_casbin()
 
 
 # --- through a real server ------------------------------------------------------------------------------------------
-def _casbin_service(enforcer: casbin.Enforcer, checker: Any) -> grpc.GenericRpcHandler:
+def _casbin_service(enforcer: casbin.Enforcer, verifier: Any) -> grpc.GenericRpcHandler:
     """Verifies the token, then asks pycasbin whether the subject may ``act`` (the request payload) on orders."""
 
     def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
         token = dict(context.invocation_metadata())["authorization"].split(" ", 1)[1]
-        claims = checker.verify(token)
+        claims = verifier.verify(token)
         if not enforcer.enforce(claims["sub"], "orders", request.decode()):
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_MISSING")
         return b"ok"
@@ -263,11 +248,11 @@ def _casbin_service(enforcer: casbin.Enforcer, checker: Any) -> grpc.GenericRpcH
 
 @pytest.mark.parametrize("subject, act, code", [("bob", "write", grpc.StatusCode.OK),
                                                 ("alice", "write", grpc.StatusCode.PERMISSION_DENIED)])
-def test_casbin_decision_lands_on_the_grpc_server_span(enforcer: casbin.Enforcer, checker: Any, exporter: Any,
+def test_casbin_decision_lands_on_the_grpc_server_span(enforcer: casbin.Enforcer, verifier: Any, exporter: Any,
                                                        mint: Any, subject: str, act: str,
                                                        code: grpc.StatusCode) -> None:
     pool = futures.ThreadPoolExecutor(max_workers=2)
-    server = grpc.server(pool, handlers=[_casbin_service(enforcer, checker)],
+    server = grpc.server(pool, handlers=[_casbin_service(enforcer, verifier)],
                          interceptors=[_server.server_interceptor()])
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -302,7 +287,7 @@ def test_a_server_calls_kept_facts_are_written_before_a_decision(exporter: Any, 
     token = mint(grant_id="from-token", grant_end=now + 600)
     tracer = trace.get_tracer("test")
     with tracer.start_as_current_span("/svc/Method", kind=trace.SpanKind.SERVER):
-        call = _server.ServerCall.begin((("authorization", f"Bearer {token}"),), _settings.get())
+        call = _server_call.ServerCall.begin((("authorization", f"Bearer {token}"),), _settings.get())
         reset = _call_state.activate(call)
         try:
             record_policy_decision(True, grant_id="from-policy", grant_end=now + 60)

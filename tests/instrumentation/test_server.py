@@ -14,20 +14,10 @@ from typing import Any
 import grpc
 import jwt
 import pytest
-from _server_fixtures import (
-    SHAPES,
-    STREAM_STREAM,
-    STREAM_UNARY,
-    UNARY,
-    UNARY_STREAM,
-    Outcome,
-    aio_call,
-    call_metadata,
-    server_span,
-    sync_call,
-)
 from cryptography.hazmat.primitives.asymmetric import rsa
+from helpers import Outcome, aio_call, call_metadata, server_span, sync_call
 from opentelemetry import trace
+from plain_service import SHAPES, STREAM_STREAM, STREAM_UNARY, UNARY, UNARY_STREAM
 
 from jitrace.instrumentation import contract as c
 
@@ -87,7 +77,7 @@ SCENARIOS: dict[str, tuple[Callable[[Any, Any, int], str | None], bytes, grpc.St
 }
 
 
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", list(SHAPES.values()), ids=list(SHAPES))
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_facts_on_the_server_span(serve: Call, exporter: Any, mint: Any, other_key: Any, shape: str,
                                   scenario: str) -> None:
@@ -154,7 +144,7 @@ def test_every_way_of_denying_is_seen(serve: Call, exporter: Any, mint: Any, sty
     assert a[c.POLICY_DECISION] == c.DECISION_DENY
 
 
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", list(SHAPES.values()), ids=list(SHAPES))
 def test_no_echo_unless_the_client_stamped(serve: Call, exporter: Any, mint: Any, shape: str) -> None:
     outcome = serve(shape, call_metadata(mint()), _payloads(shape, b"orders:read"))
     assert outcome.code == OK and c.METADATA_CLOCK not in outcome.trailing

@@ -13,21 +13,12 @@ from typing import Any
 
 import grpc
 import pytest
-from _server_fixtures import (
-    STREAM_STREAM,
-    UNARY,
-    UNARY_STREAM,
-    Outcome,
-    aio_call,
-    call_metadata,
-    raw_channel,
-    server_span,
-    sync_call,
-)
+from helpers import Outcome, aio_call, call_metadata, raw_channel, server_span, sync_call
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from plain_service import STREAM_STREAM, UNARY, UNARY_STREAM
 
-from jitrace.instrumentation import _safety, _server, _settings, _status_details, _token
+from jitrace.instrumentation import _safety, _server_call, _settings, _status_details, _token
 from jitrace.instrumentation import contract as c
 
 # printable ASCII: what grpc accepts in a text metadata value
@@ -75,9 +66,9 @@ def _boom(*args: Any, **kwargs: Any) -> Any:
 
 @pytest.mark.parametrize("target", [
     (_token, "token_attributes"),  # token facts: at arrival and in the PyJWT hook
-    (_server.ServerCall, "trailing"),  # the echo and the denial reason, when the reply leaves
+    (_server_call.ServerCall, "trailing"),  # the echo and the denial reason, when the reply leaves
     (_status_details, "denial_reason"),
-    (_server.ServerCall, "begin"),
+    (_server_call.ServerCall, "begin"),
 ])
 @pytest.mark.parametrize("permission", [b"orders:read", b"orders:write"])
 @pytest.mark.parametrize("shape", [UNARY, STREAM_STREAM])
@@ -105,7 +96,7 @@ def test_aio_failure_inside_jitrace_is_counted_not_raised(aio_server: Any, expor
         async with aio_server() as target:
             return await aio_call(target, UNARY, md, [b"orders:write"])
 
-    monkeypatch.setattr(_server.ServerCall, "trailing", _boom)
+    monkeypatch.setattr(_server_call.ServerCall, "trailing", _boom)
     before = _safety.failure_counts().get("server_interceptor", 0)
     outcome = asyncio.run(go())
     assert outcome.code == grpc.StatusCode.PERMISSION_DENIED

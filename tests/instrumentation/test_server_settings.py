@@ -12,16 +12,8 @@ from typing import Any
 
 import grpc
 import pytest
-from _server_fixtures import (
-    UNARY,
-    Checker,
-    Outcome,
-    call_metadata,
-    raw_aio_channel,
-    server_span,
-    sync_call,
-    sync_handlers,
-)
+from helpers import Outcome, call_metadata, raw_aio_channel, server_span, sync_call
+from plain_service import UNARY, Verifier, sync_handler
 
 from jitrace.instrumentation import _server, _settings
 from jitrace.instrumentation import contract as c
@@ -76,9 +68,9 @@ class SlowMiddleware(grpc.ServerInterceptor):
 
 
 @pytest.fixture
-def slow_server(otel: Any, jitrace_hooks: None, checker: Checker) -> Iterator[str]:
+def slow_server(otel: Any, jitrace_hooks: None, verifier: Verifier) -> Iterator[str]:
     pool = futures.ThreadPoolExecutor(max_workers=2)
-    server = grpc.server(pool, handlers=[sync_handlers(checker)],
+    server = grpc.server(pool, handlers=[sync_handler(verifier)],
                          interceptors=[_server.server_interceptor(), SlowMiddleware(0.2)])
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()

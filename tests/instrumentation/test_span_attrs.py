@@ -21,20 +21,26 @@ def _pair(limits: SpanLimits):
     return tracer.start_span("sdk"), tracer.start_span("jitrace")
 
 
-@settings(max_examples=150, deadline=None)
-@given(first=st.dictionaries(_keys, _values, max_size=8), second=st.dictionaries(_keys, _values, max_size=8),
-       max_attributes=st.one_of(st.none(), st.integers(1, 10)), max_length=st.one_of(st.none(), st.integers(0, 20)),
-       end_before_second=st.booleans())
-def test_same_attributes_as_the_sdk(first, second, max_attributes, max_length, end_before_second):
+def _same_as_the_sdk(first: dict, second: dict, max_attributes: int | None, max_length: int | None,
+                     end_before_second: bool, clean: bool) -> None:
+    """Two writes (the second maybe after the span ended) through the SDK and through jitrace: the same outcome."""
     sdk, ours = _pair(SpanLimits(max_span_attributes=max_attributes, max_span_attribute_length=max_length))
     for attrs, ended in ((first, False), (second, end_before_second)):
         if ended:
             sdk.end()
             ours.end()
         sdk.set_attributes(attrs)
-        _span_attrs.set_attributes(ours, attrs)
+        _span_attrs.set_attributes(ours, attrs, clean=clean)
         assert dict(ours.attributes) == dict(sdk.attributes)
         assert ours.dropped_attributes == sdk.dropped_attributes
+
+
+@settings(max_examples=150, deadline=None)
+@given(first=st.dictionaries(_keys, _values, max_size=8), second=st.dictionaries(_keys, _values, max_size=8),
+       max_attributes=st.one_of(st.none(), st.integers(1, 10)), max_length=st.one_of(st.none(), st.integers(0, 20)),
+       end_before_second=st.booleans())
+def test_same_attributes_as_the_sdk(first, second, max_attributes, max_length, end_before_second):
+    _same_as_the_sdk(first, second, max_attributes, max_length, end_before_second, clean=False)
 
 
 _clean_values = st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1),
@@ -49,15 +55,7 @@ _clean_values = st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1),
 def test_clean_dicts_unchecked_store_what_the_sdk_stores(first, second, max_attributes, max_length,
                                                         end_before_second):
     """``clean=True`` (jitrace's own values) skips the per-value check, with the same outcome under every limit."""
-    sdk, ours = _pair(SpanLimits(max_span_attributes=max_attributes, max_span_attribute_length=max_length))
-    for attrs, ended in ((first, False), (second, end_before_second)):
-        if ended:
-            sdk.end()
-            ours.end()
-        sdk.set_attributes(attrs)
-        _span_attrs.set_attributes(ours, attrs, clean=True)
-        assert dict(ours.attributes) == dict(sdk.attributes)
-        assert ours.dropped_attributes == sdk.dropped_attributes
+    _same_as_the_sdk(first, second, max_attributes, max_length, end_before_second, clean=True)
 
 
 def test_clean_values_skip_the_sdk_validation(monkeypatch):
@@ -77,3 +75,35 @@ def test_clean_values_skip_the_sdk_validation(monkeypatch):
 def test_any_other_span_gets_its_own_set_attributes():
     span = NonRecordingSpan(SpanContext(1, 1, False))
     _span_attrs.set_attributes(span, {"jit.token.present": True})  # no error: the API's no-op
+
+
+@settings(max_examples=100, deadline=None)
+@given(base=st.dictionaries(_keys, _clean_values, max_size=8), attrs=st.dictionaries(_keys, _clean_values, max_size=8),
+       max_attributes=st.one_of(st.none(), st.integers(1, 10)), max_length=st.one_of(st.none(), st.integers(0, 20)))
+def test_a_base_is_stored_first_as_one_merged_write_would(base, attrs, max_attributes, max_length):
+    """``base`` (a token's shared facts, not copied) then ``attrs``: what the SDK stores for ``{**base, **attrs}``,
+    and ``base`` itself is left as it was."""
+    sdk, ours = _pair(SpanLimits(max_span_attributes=max_attributes, max_span_attribute_length=max_length))
+    before = dict(base)
+    sdk.set_attributes({**base, **attrs})
+    _span_attrs.set_attributes(ours, attrs, clean=True, base=base)
+    assert dict(ours.attributes) == dict(sdk.attributes)
+    assert ours.dropped_attributes == sdk.dropped_attributes
+    assert base == before
+
+
+def test_current_span_is_what_the_api_returns():
+    """``current_span`` finds the span ``trace.get_current_span`` finds: none, an SDK span, a non-recording one, and
+    not a value of another kind set under the span's key."""
+    from opentelemetry import context, trace
+    from opentelemetry.trace.propagation import _SPAN_KEY
+
+    assert _span_attrs.current_span() is trace.get_current_span()
+    sdk_span = TracerProvider().get_tracer("test").start_span("sdk")
+    for span in (sdk_span, trace.NonRecordingSpan(sdk_span.get_span_context()), "not a span", None):
+        for _ in range(2):  # the second time through the class already checked
+            token = context.attach(context.set_value(_SPAN_KEY, span))
+            try:
+                assert _span_attrs.current_span() is trace.get_current_span()
+            finally:
+                context.detach(token)

@@ -1,13 +1,20 @@
-"""Fixtures of the client tests: the real SDK with an in-memory exporter, OpenTelemetry's gRPC instrumentors and
-jitrace switched on once per process, RSA-signed tokens minted at test time, and the plain test service.
+"""The instrumentation tests' helpers (plain functions; the fixtures are in ``conftest.py``, the test service in
+``plain_service.py``).
 
-Everything here is idempotent per process (``functools.cache``) so it coexists with ``conftest.py``'s fixtures:
-whoever sets the global TracerProvider first, this module adds its own exporter to it.
+- Tokens: ``mint(**claims)``, an RS256 token with the JIT conventions signed by the process's test key
+  (``rsa_key()``, ``public_pem()``); a claim passed as ``None`` is left out, ``key=`` signs with another key.
+- Calls through the instrumented channels (``call_sync``, ``call_aio``: jitrace's client side and OpenTelemetry's),
+  and through plain grpc channels under every instrumentor (``sync_call``, ``aio_call``: the server side alone).
+- Spans: ``traced`` (a call under a fresh root span), ``spans_of``, ``client_span``, ``server_span``, ``jit_attrs``;
+  ``server_call`` (a server span with jitrace's call state, as inside a handler, without a server).
+- A real OTLP export: ``OtlpReceiver`` and ``run_plain_pair`` (the plain service and client under
+  ``opentelemetry-instrument``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -16,27 +23,28 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+import grpc.aio
 import jwt
-import plain_service as ps
-import pytest
+import plain_service as svc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from jitrace.instrumentation import contract as c
+from jitrace.instrumentation import _call_state
 from jitrace.lab import runner
 
 
+# --- tokens -------------------------------------------------------------------------------------------------------
 @functools.cache
 def rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -48,100 +56,25 @@ def public_pem() -> bytes:
     )
 
 
-def mint(**claims: Any) -> str:
-    """An RS256 token for the test service; defaults: valid for 5 minutes, role reader, a 10-minute grant."""
+def mint(*, key: Any = None, headers: dict | None = None, **claims: Any) -> str:
+    """An RS256 token for the test service: valid for 5 minutes, granting ``orders:read`` within a grant active for
+    an hour, unless ``claims`` say otherwise (``None`` leaves a claim out); ``key``: sign with another key."""
     now = int(time.time())
-    body = {
-        "sub": "alice",
-        "iss": ps.ISSUER,
-        "aud": ps.AUDIENCE,
-        "iat": now,
-        "nbf": now,
-        "exp": now + 300,
-        "jti": uuid.uuid4().hex,
-        "roles": ["reader"],
-        "grant_id": "grant-" + uuid.uuid4().hex[:8],
-        "grant_start": now - 60,
-        "grant_end": now + 600,
+    body: dict[str, Any] = {
+        "sub": "alice", "iss": svc.ISSUER, "aud": svc.AUDIENCE, "iat": now, "nbf": now, "exp": now + 300,
+        "jti": f"tok-{uuid.uuid4().hex[:12]}", "grant_id": "grant-1", "grant_start": now - 60,
+        "grant_end": now + 3600, "perms": [svc.PERMISSION.decode()],
     }
     body.update(claims)
     body = {k: v for k, v in body.items() if v is not None}
-    return jwt.encode(body, rsa_key(), algorithm="RS256")
-
-
-@functools.cache
-def telemetry() -> InMemorySpanExporter:
-    """Real SDK + OpenTelemetry's four gRPC instrumentors + jitrace (instrumented after OTel: the harder order)."""
-    from opentelemetry.instrumentation.grpc import (
-        GrpcAioInstrumentorClient,
-        GrpcAioInstrumentorServer,
-        GrpcInstrumentorClient,
-        GrpcInstrumentorServer,
-    )
-
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    for instrumentor in (GrpcInstrumentorClient, GrpcInstrumentorServer, GrpcAioInstrumentorClient,
-                         GrpcAioInstrumentorServer):
-        if not instrumentor().is_instrumented_by_opentelemetry:
-            instrumentor().instrument()
-    import jitrace.instrumentation as ji
-
-    ji.instrument()
-    return exporter
-
-
-@functools.cache
-def sync_service() -> tuple[int, int]:
-    """The plain service on a sync server (instrumented): (insecure port, local-credentials port). Lives for the
-    whole test process (grpc stops it at exit)."""
-    telemetry()
-    server, port, secure_port = ps.serve_sync(ps.Verifier(public_pem()))
-    _servers.append(server)
-    return port, secure_port
-
-
-_servers: list[Any] = []
-
-
-@pytest.fixture(scope="session")
-def client_exporter() -> InMemorySpanExporter:
-    return telemetry()
-
-
-@pytest.fixture
-def exporter(client_exporter: InMemorySpanExporter) -> InMemorySpanExporter:
-    client_exporter.clear()
-    return client_exporter
-
-
-@pytest.fixture(scope="session")
-def service_ports() -> tuple[int, int]:
-    return sync_service()
-
-
-@pytest.fixture
-def channel(service_ports: tuple[int, int]) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(f"127.0.0.1:{service_ports[0]}") as ch:
-        yield ch
-
-
-@pytest.fixture
-def secure_channel(service_ports: tuple[int, int]) -> Iterator[grpc.Channel]:
-    creds = grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP)
-    with grpc.secure_channel(f"127.0.0.1:{service_ports[1]}", creds) as ch:
-        yield ch
+    return jwt.encode(body, key or rsa_key(), algorithm="RS256", headers=headers)
 
 
 # --- calling the four shapes ------------------------------------------------------------------------------------
 def call_sync(channel: grpc.Channel, shape: str, *, metadata: Any = None, credentials: Any = None,
-              payload: bytes = b"ping", style: str = "call") -> tuple[grpc.StatusCode, Any]:
+              payload: bytes = svc.PERMISSION, style: str = "call") -> tuple[grpc.StatusCode, Any]:
     """One call of ``shape``; returns (code, reply). Streams are consumed fully."""
-    method = ps.SHAPES[shape]
+    method = svc.SHAPES[shape]
     kw = {"metadata": metadata, "credentials": credentials, "timeout": 10}
     try:
         if shape == "unary":
@@ -168,8 +101,8 @@ def call_sync(channel: grpc.Channel, shape: str, *, metadata: Any = None, creden
 
 
 async def call_aio(channel: grpc.aio.Channel, shape: str, *, metadata: Any = None, credentials: Any = None,
-                   payload: bytes = b"ping") -> tuple[grpc.StatusCode, Any]:
-    method = ps.SHAPES[shape]
+                   payload: bytes = svc.PERMISSION) -> tuple[grpc.StatusCode, Any]:
+    method = svc.SHAPES[shape]
     kw = {"metadata": metadata, "credentials": credentials, "timeout": 10}
     try:
         if shape == "unary":
@@ -234,13 +167,134 @@ def jit_attrs(span: ReadableSpan) -> dict[str, Any]:
     return {k: v for k, v in (span.attributes or {}).items() if k.startswith("jit.")}
 
 
-def server_side_present() -> bool:
-    """Whether the server engineer's interceptor is in (it echoes ``jit-clock``)."""
-    try:
-        import jitrace.instrumentation._server  # noqa: F401
-    except ImportError:
-        return False
-    return True
+@contextlib.contextmanager
+def server_call(exporter: InMemorySpanExporter) -> Iterator[list[ReadableSpan]]:
+    """A real server span with jitrace's call state, as inside a handler; yields where its finished span lands."""
+    finished: list[ReadableSpan] = []
+    with trace.get_tracer("test").start_as_current_span("/svc/Method", kind=trace.SpanKind.SERVER) as span:
+        token = _call_state.activate(_call_state.CallState(span=span, arrival_ns=span.start_time))
+        try:
+            yield finished
+        finally:
+            _call_state.deactivate(token)
+    finished.extend(s for s in exporter.get_finished_spans() if s.name == "/svc/Method")
+
+
+# --- spans of the server side ---------------------------------------------------------------------------------
+def spans_of_kind(memory: InMemorySpanExporter, kind: trace.SpanKind) -> list[ReadableSpan]:
+    return [s for s in memory.get_finished_spans() if s.kind == kind]
+
+
+def server_span(memory: InMemorySpanExporter) -> ReadableSpan:
+    """The one server span of the test (fails if there is not exactly one).
+
+    The server thread may end its span a moment after the client saw the status: wait for it (a sync point, not a
+    timing assertion).
+    """
+    deadline = time.monotonic() + 5
+    found = spans_of_kind(memory, trace.SpanKind.SERVER)
+    while not found and time.monotonic() < deadline:
+        time.sleep(0.01)
+        found = spans_of_kind(memory, trace.SpanKind.SERVER)
+    assert len(found) == 1, [s.name for s in memory.get_finished_spans()]
+    return found[0]
+
+
+# --- calling it (plain grpc: no jitrace client side) --------------------------------------------------------------
+@dataclass
+class Outcome:
+    code: grpc.StatusCode
+    replies: list[bytes]
+    trailing: dict[str, Any]
+
+
+def call_metadata(token: str | None = None, *, sent_ns: int | None = None, style: str | None = None,
+                  extra: tuple = ()) -> tuple[tuple[str, str], ...]:
+    md: list[tuple[str, str]] = list(extra)
+    if token is not None:
+        md.append(("authorization", f"Bearer {token}"))
+    if sent_ns is not None:
+        md.append(("jit-sent-ns", str(sent_ns)))
+    if style is not None:
+        md.append(("x-deny-style", style))
+    return tuple(md)
+
+
+def _requests(shape: str, payloads: list[bytes] | None) -> list[bytes]:
+    if payloads is not None:
+        return payloads
+    return [svc.PERMISSION] if shape in (svc.UNARY, svc.UNARY_STREAM) else [svc.PERMISSION, b"more"]
+
+
+def raw_channel(target: str) -> grpc.Channel:
+    """A grpc channel under every instrumentor's wrapper: no client interceptor at all (OTel's client wrap hides a
+    stream's code and trailers; jitrace's client side, if another test module switched it on, would stamp)."""
+    make = grpc.insecure_channel
+    while hasattr(make, "__wrapped__"):
+        make = make.__wrapped__
+    return make(target)
+
+
+def raw_aio_channel(target: str) -> grpc.aio.Channel:
+    """A grpc.aio channel without any instrumentor's interceptors (what ``grpc.aio.insecure_channel`` builds)."""
+    from grpc.aio._channel import Channel
+
+    return Channel(target, (), None, None, None)
+
+
+def sync_call(target: str, shape: str, metadata: tuple = (), payloads: list[bytes] | None = None, *,
+              traced: bool = False) -> Outcome:
+    """One call of ``shape`` on a plain grpc channel; the status code, replies and trailing metadata.
+
+    ``traced``: through the (OTel-instrumented) ``grpc.insecure_channel``, unary shapes only.
+    """
+    requests = _requests(shape, payloads)
+    with grpc.insecure_channel(target) if traced else raw_channel(target) as channel:
+        try:
+            if shape == svc.UNARY:
+                reply, call = channel.unary_unary(shape).with_call(requests[0], metadata=metadata, timeout=10)
+                return Outcome(call.code(), [reply], dict(call.trailing_metadata() or ()))
+            if shape == svc.STREAM_UNARY:
+                reply, call = channel.stream_unary(shape).with_call(iter(requests), metadata=metadata, timeout=10)
+                return Outcome(call.code(), [reply], dict(call.trailing_metadata() or ()))
+            if shape == svc.UNARY_STREAM:
+                stream = channel.unary_stream(shape)(requests[0], metadata=metadata, timeout=10)
+            else:
+                stream = channel.stream_stream(shape)(iter(requests), metadata=metadata, timeout=10)
+            replies = list(stream)
+            return Outcome(stream.code(), replies, dict(stream.trailing_metadata() or ()))
+        except grpc.RpcError as error:
+            return Outcome(error.code(), [], dict(error.trailing_metadata() or ()))
+
+
+async def aio_call(target: str, shape: str, metadata: tuple = (), payloads: list[bytes] | None = None, *,
+                   traced: bool = False) -> Outcome:
+    """One call of ``shape`` on a plain grpc.aio channel (``traced``: through ``grpc.aio.insecure_channel``)."""
+    requests = _requests(shape, payloads)
+
+    async def gen() -> AsyncIterator[bytes]:
+        for r in requests:
+            yield r
+
+    async with grpc.aio.insecure_channel(target) if traced else raw_aio_channel(target) as channel:
+        if shape == svc.UNARY:
+            call = channel.unary_unary(shape)(requests[0], metadata=metadata, timeout=10)
+        elif shape == svc.STREAM_UNARY:
+            call = channel.stream_unary(shape)(gen(), metadata=metadata, timeout=10)
+        elif shape == svc.UNARY_STREAM:
+            call = channel.unary_stream(shape)(requests[0], metadata=metadata, timeout=10)
+        else:
+            call = channel.stream_stream(shape)(gen(), metadata=metadata, timeout=10)
+        replies: list[bytes] = []
+        try:
+            if shape in (svc.UNARY, svc.STREAM_UNARY):
+                replies.append(await call)
+            else:
+                async for reply in call:
+                    replies.append(reply)
+        except grpc.RpcError:
+            pass
+        return Outcome(await call.code(), replies, dict(await call.trailing_metadata() or ()))
 
 
 def run(coro: Any) -> Any:
@@ -355,10 +409,3 @@ def run_plain_pair(tmp: Path, tokens: dict[str, str | None], *, env: dict[str, s
     assert client.returncode == 0, output[-3000:]
     rows = [json.loads(line) for line in client.stdout.decode().splitlines() if line.startswith("{")]
     return receiver, rows, output
-
-
-__all__ = [
-    "c", "call_aio", "call_sync", "channel", "client_exporter", "client_span", "exporter", "jit_attrs", "mint",
-    "bearer", "root_span", "run", "secure_channel", "server_side_present", "service_ports", "spans_of", "traced",
-    "traced_async",
-]
