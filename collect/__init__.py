@@ -39,6 +39,8 @@ DEFAULT_HTTP = "127.0.0.1:4318"
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024  # per request, after decompression
 DEFAULT_MAX_CONCURRENT = 64  # HTTP connections open, gRPC calls in progress
 DEFAULT_READ_TIMEOUT = 10.0  # seconds for an HTTP request to arrive whole (the Collector's confighttp's order)
+DEFAULT_WATCH_WINDOW_S = 900.0  # --watch: seconds of arrivals the state keeps (watch.py)
+DEFAULT_WATCH_MAX_SPANS = 1_000_000
 
 
 class Receiver:
@@ -59,7 +61,8 @@ class Receiver:
         self.max_concurrent, self.read_timeout, self.access = max_concurrent, read_timeout, access or Access()
         self.writer = Writer(self.out)
         self.budget = Budget(in_flight_bytes or max(DEFAULT_IN_FLIGHT_BYTES, 4 * max_bytes))
-        self.stats = {"spans": 0, "logs": 0, "rejected": 0, "requests": 0}  # refused for capacity: budget.refused
+        # refused for capacity: budget.refused
+        self.stats = {"spans": 0, "logs": 0, "metric_points": 0, "rejected": 0, "requests": 0}
         self.http_counters = Counters()  # HTTP connections lost, timed out, over the cap, unauthenticated
         self.grpc_unauthenticated = 0
         self._stats_lock = threading.Lock()
@@ -133,6 +136,8 @@ class Receiver:
         from jitrace.analyzer.rows import Rows
 
         rows = Rows()
+        if kind == "metrics":
+            return self._ingest_metrics(body, encoding)
         if encoding == "json":
             obj = json.loads(body)
             if not isinstance(obj, dict):
@@ -156,6 +161,29 @@ class Receiver:
             self.stats["rejected"] += rows.bad
             self.stats["requests"] += 1
         return rows.bad, "; ".join(rows.problems[:3])
+
+    def _ingest_metrics(self, body: bytes, encoding: str) -> tuple[int, str]:
+        """An OTLP metrics request is stored as it came, as one line of OTLP JSON (the Collector's file exporter's
+        format; ``jitrace analyze`` skips and counts such requests), and its data points are counted."""
+        from google.protobuf import json_format
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+        from jitrace.analyzer import redact
+
+        if encoding == "json":
+            request = json_format.Parse(body, ExportMetricsServiceRequest(), ignore_unknown_fields=True)
+        else:
+            request = ExportMetricsServiceRequest.FromString(body)
+        points = sum(len(getattr(m, m.WhichOneof("data")).data_points) if m.WhichOneof("data") else 0
+                     for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics)
+        if not request.resource_metrics:
+            return 0, ""
+        text = json_format.MessageToJson(request, indent=None, use_integers_for_enums=True)
+        self.writer.write_file("metrics", (redact.redact(text) + "\n").encode(), ".json")
+        with self._stats_lock:
+            self.stats["metric_points"] += points
+            self.stats["requests"] += 1
+        return 0, ""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -191,7 +219,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compact-only", action="store_true",
                         help="do not listen: compact every hour folder already in --out (written by an earlier or "
                              "a running collect) and exit")
+    parser.add_argument("--watch", action="store_true",
+                        help="attribute each denial as its spans are acknowledged, with analyze's rules and clock "
+                             "model, and print a line per denial (and a correction line when a later span changes "
+                             "the answer) on stdout")
+    parser.add_argument("--watch-window", default=DEFAULT_WATCH_WINDOW_S, metavar="SECONDS",
+                        help="--watch keeps the spans and logs that arrived within this many seconds "
+                             f"(default {DEFAULT_WATCH_WINDOW_S:g})")
+    parser.add_argument("--watch-max-spans", default=DEFAULT_WATCH_MAX_SPANS, metavar="N",
+                        help="--watch keeps at most about this many spans, the latest arrivals "
+                             f"(default {DEFAULT_WATCH_MAX_SPANS:,})")
+    parser.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                        help="with --watch: serve the watch's metrics for Prometheus at http://HOST:PORT/metrics "
+                             "(port 0 picks one)")
+    parser.add_argument("--metrics-otlp", default=None, metavar="URL",
+                        help="with --watch: push the watch's metrics as OTLP to URL: http://HOST:4317 (gRPC) or "
+                             "http://HOST:4318/v1/metrics (HTTP)")
+    parser.add_argument("--metrics-interval", default=10.0, metavar="SECONDS",
+                        help="seconds between two OTLP metrics exports (default 10; the last values at the stop)")
     parser.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)  # internal: parent's pid
+    parser.add_argument("--announce", action="store_true", help=argparse.SUPPRESS)  # internal: a watched worker
 
 
 def _addr(value: str, flag: str) -> str | None:
@@ -231,6 +278,17 @@ def _check_numbers(args: argparse.Namespace) -> None:
     args.read_timeout = _number(args.read_timeout, "--read-timeout", whole=False)
     args.workers = _number(args.workers, "--workers", whole=True, most=64)
     args.compact_after = _number(args.compact_after, "--compact-after", whole=False, zero=True)
+    args.watch_window = _number(args.watch_window, "--watch-window", whole=False)
+    args.watch_max_spans = _number(args.watch_max_spans, "--watch-max-spans", whole=True)
+    args.metrics_interval = _number(args.metrics_interval, "--metrics-interval", whole=False)
+    if (args.metrics is not None or args.metrics_otlp is not None) and not args.watch:
+        raise UserError("--metrics and --metrics-otlp publish the watch's figures: add --watch")
+    if args.metrics is not None:
+        _addr(args.metrics, "--metrics")
+    if args.metrics_otlp is not None:
+        from jitrace.collect.metrics import check_otlp_url
+
+        check_otlp_url(args.metrics_otlp)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -264,22 +322,44 @@ def run(args: argparse.Namespace) -> int:
             warning = _access.exposure_warning(flag, addr, access)
             if warning:
                 print(warning, file=sys.stderr, flush=True)
+    watcher = metrics = None
+    if child and args.announce:  # the parent's watch reads this worker's files too: told of each on the pipe
+        from jitrace.collect.watch import announcer
+
+        receiver.writer.on_commit = announcer(sys.stdout)
+    elif args.watch:
+        from jitrace.collect.metrics import Metrics
+        from jitrace.collect.watch import Watcher
+
+        metrics = Metrics(args.metrics, args.metrics_otlp, interval_s=args.metrics_interval)
+        metrics.start()
+        watcher = Watcher(window_s=args.watch_window, max_spans=args.watch_max_spans, metrics=metrics)
+        receiver.writer.on_commit = watcher.announce
+        watcher.start()
     stop = StopSignals()
-    grpc_port, http_port = receiver.start()
+    try:
+        grpc_port, http_port = receiver.start()
+    except UserError:
+        _stop_watch(watcher, metrics)
+        raise
     host = lambda a: a.rpartition(":")[0] if a else None  # noqa: E731
     grpc_at = f"{host(receiver.grpc_addr)}:{grpc_port}" if grpc_port else None
     http_at = f"{host(receiver.http_addr)}:{http_port}" if http_port else None
     if child:
         print("ready", flush=True)  # to the parent's pipe: this process is serving (see _spawn_workers)
     children = [] if child else _spawn_workers(args, grpc_at, http_at)
+    readers = [watcher.reader(proc.stdout) for proc in children] if watcher is not None else []
     compactor = None
     if not child and args.compact_after > 0:  # one compactor per folder: the parent's
         from jitrace.collect.compact import Compactor
 
         compactor = Compactor(receiver.out, args.compact_after)
     if not child:
+        served = (f"; metrics at http://{host(args.metrics)}:{metrics.prometheus_port}/metrics"
+                  if metrics is not None and metrics.prometheus_port else "")
         print(f"jitrace collect: listening grpc={grpc_at or 'off'} http={http_at or 'off'}, writing {args.out}"
-              + (f" ({args.workers} processes)" if children else ""), file=sys.stderr, flush=True)
+              + (f" ({args.workers} processes)" if children else "") + (", watching" if watcher else "") + served,
+              file=sys.stderr, flush=True)
     ticks = 0
     every = max(1, round(min(10.0, args.compact_after) / 0.5))  # look for idle hours every 10 s, or sooner
     try:
@@ -298,6 +378,9 @@ def run(args: argparse.Namespace) -> int:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        for reader in readers:  # the workers' last announcements
+            reader.join(5)
+        _stop_watch(watcher, metrics)  # a last tick over every acknowledged batch, then the last metrics
     if compactor is not None:
         compactor.run(everything=True)
     if not child:
@@ -309,6 +392,17 @@ def run(args: argparse.Namespace) -> int:
         if compactor is not None and compactor.files:
             print(compactor.summary(), file=sys.stderr, flush=True)
     return 0
+
+
+def _stop_watch(watcher, metrics) -> None:
+    try:
+        if watcher is not None:
+            watcher.stop()
+            print(watcher.summary(), file=sys.stderr, flush=True)
+            watcher.close()
+    finally:
+        if metrics is not None:
+            metrics.shutdown()
 
 
 def _compact_only(out: Path) -> int:
@@ -340,12 +434,14 @@ def _spawn_workers(args: argparse.Namespace, grpc_at: str | None, http_at: str |
             *(["--max-in-flight", str(args.max_in_flight)] if args.max_in_flight is not None else []),
             *(["--tls-cert", args.tls_cert, "--tls-key", args.tls_key] if args.tls_cert else []),
             *(["--auth-token-file", args.auth_token_file] if args.auth_token_file else []),
+            *(["--announce"] if args.watch else []),
         ], stdout=subprocess.PIPE))
     deadline = time.monotonic() + WORKER_START_S
     for proc in procs:
         ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
         line = proc.stdout.readline() if ready else b""
-        proc.stdout.close()
+        if not args.watch:  # with --watch the pipe goes on: the worker announces its files on it
+            proc.stdout.close()
         if line.strip() != b"ready":
             for p in procs:
                 p.kill()

@@ -1,0 +1,330 @@
+"""``jitrace collect --watch``: each denial attributed as its spans are acknowledged, by the batch pipeline itself.
+
+The receiver's writer announces every file once it is durable (``_writer.OnCommit``; a ``--workers`` child through
+its stdout pipe). A watch thread loads the announced files into a rolling in-memory DuckDB state, the way ``jitrace
+analyze`` loads them (the same span facts, ``queries/span_facts.sql``; one row per span: a later copy of a span
+already held is dropped), then runs the same steps (``queries/steps.toml``: pairing, issuance spans, the clock
+model, the policy versions allowed nearby, the log lines) over the whole state, and prints a line for each denial
+whose answer is new, and a correction line for one whose answer changed (its client span came after its server's,
+or the clock model moved). Re-running the batch pipeline instead of re-implementing its rules in Python is what
+makes the live answer the batch answer: once nothing new has arrived for a tick, the state's ``attributions`` is
+what ``jitrace analyze`` gives on the same spans, as long as the state holds all of them.
+
+The state is bounded: spans and logs that arrived more than ``window_s`` ago, and the oldest arrivals past
+``max_spans`` spans, are dropped (``evicted_spans`` counts them; past the first drop the clock model and the pairing
+see only what is left, and equality with the batch run is no longer promised). Only the columns the steps read are
+kept (the span facts; attributes, resource and events are dropped once their facts are computed).
+A tick runs at most every ``interval_s`` and only after new spans or logs arrived; it takes longer as the state
+grows, and announcements wait meanwhile (the lag, from a file's acknowledgement to its denial's line, shows it).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from jitrace.analyzer import schema
+from jitrace.analyzer.outputs.report import printable
+from jitrace.analyzer.steps import session, spans_view
+from jitrace.collect._writer import OnCommit  # what the writer calls for each durable file; re-exported
+from jitrace.collect.metrics import Metrics
+
+__all__ = ["DEFAULT_INTERVAL_S", "DEFAULT_MAX_SPANS", "DEFAULT_WINDOW_S", "Line", "OnCommit", "Watcher",
+           "format_line"]
+
+
+DEFAULT_WINDOW_S = 900.0  # seconds of arrivals kept (the clock model's --window is 300 s)
+DEFAULT_MAX_SPANS = 1_000_000
+DEFAULT_INTERVAL_S = 0.25
+# what the watch prints of a denial: a change to one of these is a correction line
+ANSWER = ("service", "method", "principal", "cause", "rule", "confidence", "fix")
+_COLUMNS = ("trace_id", "span_id", "server_span_id", "client_span_id", "time", *ANSWER)
+# the span columns no step reads once the facts are computed (rpc_spans drops them): not kept in the state
+_DROPPED = ("status_message", "resource", "attributes", "events", "links", "scope")
+_BARE = re.compile(r"[A-Za-z0-9._:/@+-]+")
+
+
+@dataclass
+class Line:
+    """A denial as the watch last printed it."""
+    trace_id: str
+    span_id: str
+    time: object
+    answer: tuple
+    printed_at: float
+
+    def field(self, name: str) -> object:
+        return self.answer[ANSWER.index(name)]
+
+
+def _value(value: object) -> str:
+    text = "" if value is None else (f"{value:.2f}" if isinstance(value, float) else str(value))
+    return text if _BARE.fullmatch(text) else printable(json.dumps(text, ensure_ascii=False))
+
+
+def format_line(kind: str, line: Line, was: Line | None = None) -> str:
+    """One printed line: ``denial`` or ``correction``, then the time (UTC, the reference clock), the trace id and the
+    answer as ``key=value`` (a value with a space, quote or control character is a JSON string, escaped)."""
+    stamp = line.time.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" if hasattr(line.time, "strftime") else "-"
+    fields = [f"{name}={_value(line.field(name))}" for name in ("service", "method", "principal", "cause",
+                                                               "confidence")]
+    if was is not None and was.field("cause") != line.field("cause"):
+        fields.append(f"was={_value(was.field('cause'))}")
+    fields.append(f"fix={_value(line.field('fix'))}")
+    return f"{stamp} {kind:<10} trace={_value(line.trace_id)} " + " ".join(fields)
+
+
+class Watcher:
+    """The rolling state and its thread: ``announce`` files (thread-safe), ``start``, ``stop`` (a last tick)."""
+
+    def __init__(self, *, settings: dict[str, float] | None = None, window_s: float = DEFAULT_WINDOW_S,
+                 max_spans: int = DEFAULT_MAX_SPANS, interval_s: float = DEFAULT_INTERVAL_S,
+                 out: TextIO | None = None, metrics: Metrics | None = None,
+                 log_patterns: list[str] | tuple[str, ...] = ()) -> None:
+        self.settings, self.window_s, self.max_spans, self.interval_s = settings or {}, window_s, max_spans, interval_s
+        self.out = out if out is not None else sys.stdout
+        self.metrics = metrics or Metrics()
+        self.con = session.connect(":memory:")
+        session.load_log_patterns(self.con, log_patterns)
+        self._queue: queue.SimpleQueue[tuple[str, str, int, float]] = queue.SimpleQueue()
+        self._arrivals: deque[tuple[float, str, str, int]] = deque()  # (acked, path, kind, rows), oldest first
+        self._acked: dict[str, float] = {}  # path -> when its batches were acknowledged
+        self._held = 0  # spans in the state
+        self.lines: dict[tuple[str, str], Line] = {}  # call (trace id, first span id seen) -> its last line
+        self._calls: dict[tuple[str, str], tuple[str, str]] = {}  # (trace id, span id) -> call
+        self.lags: deque[float] = deque(maxlen=1_000_000)
+        self.ticks = self.corrections = self.evicted_spans = self.spans = 0
+        self.tick_seconds: deque[float] = deque(maxlen=10_000)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._defined = False
+
+    # -- input -------------------------------------------------------------------------------------------------
+
+    def announce(self, kind: str, path: Path | str, rows: int, acked: float) -> None:
+        """A durable file of ``kind`` (spans or logs) holding ``rows`` records, acknowledged at ``acked`` (Unix s)."""
+        if kind in ("spans", "logs"):
+            self._queue.put((kind, str(path), rows, acked))
+
+    def reader(self, stream) -> threading.Thread:
+        """A thread announcing the files a ``--workers`` child writes on ``stream`` (its stdout), as
+        ``announcement`` lines."""
+        def read() -> None:
+            for raw in stream:
+                parsed = parse_announcement(raw.decode() if isinstance(raw, bytes) else raw)
+                if parsed is not None:
+                    self.announce(*parsed)
+        thread = threading.Thread(target=read, name="jitrace-watch-reader", daemon=True)
+        thread.start()
+        return thread
+
+    # -- the thread --------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="jitrace-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Load what was announced, tick once more, and end the thread (its error, if any, is raised here)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            pending = False
+            last = 0.0
+            while True:
+                stopping = self._stop.is_set()
+                pending |= self._take(timeout=0 if stopping else self.interval_s)
+                if pending and (stopping or time.monotonic() - last >= self.interval_s):
+                    self.tick()
+                    pending, last = False, time.monotonic()
+                if stopping:
+                    break
+        except BaseException as exc:  # said by stop(); the receiver goes on acknowledging meanwhile
+            self._error = exc
+
+    def _take(self, timeout: float) -> bool:
+        """Load every announced file (waiting up to ``timeout`` for the first); whether any was loaded."""
+        items = []
+        try:
+            items.append(self._queue.get(timeout=timeout) if timeout else self._queue.get_nowait())
+            while True:
+                items.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        if not items:
+            return False
+        self.load(items)
+        return True
+
+    def load(self, items: list[tuple[str, str, int, float]]) -> None:
+        """Add announced files to the state (a file compaction already removed is skipped), then drop what the
+        bounds leave out."""
+        for kind in ("spans", "logs"):
+            paths = [p for k, p, _, _ in items if k == kind and Path(p).exists()]
+            if not paths:
+                continue
+            files = spans_view.sql_list(spans_view.exact_list(paths))
+            if kind == "spans":
+                held = self.con.execute(f"SELECT count(*) FROM {spans_view.FACTS_TABLE}").fetchone()[0]
+                base = schema.columns_with_source(schema.SPANS, False)
+                # the rpc_spans step keeps CLIENT and SERVER spans and the issuance spans: the rest is not held
+                fresh = (f"(SELECT {base} FROM read_parquet({files}, filename = true) "
+                         "WHERE kind IN ('CLIENT', 'SERVER') OR name = 'jit.issue' "
+                         "QUALIFY row_number() OVER (PARTITION BY trace_id, span_id, kind ORDER BY filename) = 1)")
+                dropped = ", ".join(f"NULL::VARCHAR AS {n}" for n in _DROPPED)
+                self.con.execute(
+                    f"INSERT INTO {spans_view.FACTS_TABLE} BY NAME "
+                    f"SELECT f.* REPLACE ({dropped}) FROM ({spans_view.facts_sql(fresh)}) AS f "
+                    f"ANTI JOIN {spans_view.FACTS_TABLE} AS h "
+                    "ON h.trace_id = f.trace_id AND h.span_id = f.span_id AND h.kind = f.kind")
+                now_held = self.con.execute(f"SELECT count(*) FROM {spans_view.FACTS_TABLE}").fetchone()[0]
+                self._held += now_held - held
+                if not self._defined:
+                    spans_view.define(self.con)  # over the facts table alone
+                    self._defined = True
+            else:
+                self.con.execute(f"INSERT INTO logs BY NAME SELECT {schema.columns_with_source(schema.LOGS, False)} "
+                                 f"FROM read_parquet({files}, filename = true)")
+        for kind, path, rows, acked in items:
+            self._acked[path] = acked
+            self._arrivals.append((acked, path, kind, rows))
+            if kind == "spans":
+                self.spans += rows
+                self.metrics.spans(rows)
+        self._evict()
+
+    def _evict(self) -> None:
+        cutoff = time.time() - self.window_s
+        gone: list[str] = []
+        spans_left = self._held
+        while self._arrivals and (self._arrivals[0][0] < cutoff or spans_left > self.max_spans):
+            _, path, kind, rows = self._arrivals.popleft()
+            gone.append(path)
+            if kind == "spans":
+                spans_left -= rows
+        if not gone:
+            return
+        before = self._held
+        self.con.execute(f"DELETE FROM {spans_view.FACTS_TABLE} WHERE list_contains(?, source)", [gone])
+        self.con.execute("DELETE FROM logs WHERE list_contains(?, source)", [gone])
+        self._held = self.con.execute(f"SELECT count(*) FROM {spans_view.FACTS_TABLE}").fetchone()[0]
+        self.evicted_spans += before - self._held
+        for path in gone:
+            self._acked.pop(path, None)
+
+    # -- a tick ------------------------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Run the pipeline over the state; print each new or changed denial; update the metrics."""
+        if not self._defined:
+            return
+        started = time.perf_counter()
+        session.run_queries(self.con, settings=self.settings, log_patterns=None)
+        rows = self.con.execute(
+            f"SELECT {', '.join('a.' + c for c in _COLUMNS)}, coalesce(s.source, c.source), c.source "
+            f"FROM attributions AS a "
+            f"LEFT JOIN {spans_view.FACTS_TABLE} AS s "
+            "ON s.trace_id = a.trace_id AND s.span_id = a.server_span_id AND s.kind = 'SERVER' "
+            f"LEFT JOIN {spans_view.FACTS_TABLE} AS c "
+            "ON c.trace_id = a.trace_id AND c.span_id = a.client_span_id AND c.kind = 'CLIENT' "
+            "ORDER BY a.time, a.trace_id, a.span_id").fetchall()
+        now = time.time()
+        printed = []
+        seen = set()
+        for trace_id, span_id, server_id, client_id, when, *rest in rows:
+            answer, sources = tuple(rest[:len(ANSWER)]), rest[len(ANSWER):]
+            ids = [(trace_id, i) for i in (server_id, client_id) if i is not None]
+            call = next((self._calls[k] for k in ids if k in self._calls), (trace_id, span_id))
+            for k in ids:
+                self._calls[k] = call
+            seen.add(call)
+            line = Line(trace_id, span_id, when, answer, now)
+            before = self.lines.get(call)
+            if before is None:
+                acked = max((self._acked.get(s, now) for s in sources if s is not None), default=now)
+                self.lags.append(now - acked)
+                self.metrics.lag(now - acked)
+                self.metrics.denial(_key(line))
+                printed.append(format_line("denial", line))
+            elif before.answer != answer:
+                self.corrections += 1
+                self.metrics.denial(_key(line), _key(before))
+                printed.append(format_line("correction", line, before))
+            else:
+                line.printed_at = before.printed_at
+            self.lines[call] = line
+        for call in [c for c in self.lines if c not in seen]:  # evicted with its spans
+            del self.lines[call]
+        if len(self._calls) > 2 * len(self.lines) + 1024:
+            self._calls = {k: c for k, c in self._calls.items() if c in self.lines}
+        self.metrics.set_offsets(self.con.execute(
+            "SELECT domain, arg_max(offset_s, window_end), arg_max(lower_s, window_end), "
+            "arg_max(upper_s, window_end) FROM clock_offsets GROUP BY domain").fetchall())
+        if printed:
+            self.out.write("\n".join(printed) + "\n")
+            self.out.flush()
+        self.ticks += 1
+        self.tick_seconds.append(time.perf_counter() - started)
+
+    def attributions(self, columns: str = "*"):
+        """The state's attributions as the last tick left them (a DuckDB relation's rows)."""
+        return self.con.execute(f"SELECT {columns} FROM attributions").fetchall()
+
+    def summary(self) -> str:
+        """The stop line: what was watched, and whether the state held every span."""
+        held = (f"; {self.evicted_spans} spans dropped from the state (--watch-window, --watch-max-spans): "
+                "the live answers covered the recent spans only" if self.evicted_spans else "")
+        return (f"jitrace collect --watch: {len(self.lines)} denials attributed, {self.corrections} corrections, "
+                f"{self.ticks} ticks over {self.spans} spans{held}")
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _key(line: Line) -> tuple[str, str, str]:
+    return (str(line.field("cause")), str(line.field("service")), str(line.field("method")))
+
+
+def announcement(kind: str, path: Path, rows: int, acked: float) -> str:
+    """The line a ``--workers`` child writes on its stdout for each durable file (read by ``Watcher.reader``)."""
+    return f"file\t{kind}\t{rows}\t{acked!r}\t{path}\n"
+
+
+def parse_announcement(line: str) -> tuple[str, str, int, float] | None:
+    parts = line.rstrip("\n").split("\t", 4)
+    if len(parts) != 5 or parts[0] != "file":
+        return None
+    try:
+        return parts[1], parts[4], int(parts[2]), float(parts[3])
+    except ValueError:
+        return None
+
+
+def announcer(stream: TextIO) -> Callable[[str, Path, int, float], None]:
+    """The writer's ``on_commit`` in a ``--workers`` child: one announcement line per file on ``stream``."""
+    lock = threading.Lock()
+
+    def say(kind: str, path: Path, rows: int, acked: float) -> None:
+        with lock:
+            try:
+                stream.write(announcement(kind, path, rows, acked))
+                stream.flush()
+            except (OSError, ValueError):  # the parent is gone: the batch is durable all the same
+                pass
+    return say
