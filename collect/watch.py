@@ -34,7 +34,7 @@ from typing import TextIO
 
 from jitrace.analyzer import schema
 from jitrace.analyzer.outputs.report import printable
-from jitrace.analyzer.steps import session, spans_view
+from jitrace.analyzer.steps import offsets, session, spans_view
 from jitrace.collect._writer import OnCommit  # what the writer calls for each durable file; re-exported
 from jitrace.collect.metrics import Metrics
 
@@ -45,11 +45,17 @@ __all__ = ["DEFAULT_INTERVAL_S", "DEFAULT_MAX_SPANS", "DEFAULT_WINDOW_S", "Line"
 DEFAULT_WINDOW_S = 900.0  # seconds of arrivals kept (the clock model's --window is 300 s)
 DEFAULT_MAX_SPANS = 1_000_000
 DEFAULT_INTERVAL_S = 0.25
+CLOCK_INTERVAL_S = 1.0  # seconds, at least, between two runs of the clock model
 # what the watch prints of a denial: a change to one of these is a correction line
 ANSWER = ("service", "method", "principal", "cause", "rule", "confidence", "fix")
 _COLUMNS = ("trace_id", "span_id", "server_span_id", "client_span_id", "time", *ANSWER)
 # the span columns no step reads once the facts are computed (rpc_spans drops them): not kept in the state
 _DROPPED = ("status_message", "resource", "attributes", "events", "links", "scope")
+FOCUS = "watch_focus"  # the spans the denials' steps read (Watcher._focus)
+# the pipeline's steps (queries/steps.toml) as the watch runs them: the clock model's over the whole state, the
+# denials' over the focus (the summaries, cause_summary and top_offenders, are not the watch's)
+CLOCK_STEPS = ("rpc_spans", "pairs_matched", "pairs", "clock_samples", "clock_edges", "clock_offsets")
+DENIAL_STEPS = ("rpc_spans", "pairs_matched", "pairs", "denied_calls", "denials", "denial_logs", "attributions")
 _BARE = re.compile(r"[A-Za-z0-9._:/@+-]+")
 
 
@@ -84,7 +90,7 @@ def format_line(kind: str, line: Line, was: Line | None = None) -> str:
 
 
 class Watcher:
-    """The rolling state and its thread: ``announce`` files (thread-safe), ``start``, ``stop`` (a last tick)."""
+    """The rolling state and its threads: ``announce`` files (thread-safe), ``start``, ``stop`` (a last tick)."""
 
     def __init__(self, *, settings: dict[str, float] | None = None, window_s: float = DEFAULT_WINDOW_S,
                  max_spans: int = DEFAULT_MAX_SPANS, interval_s: float = DEFAULT_INTERVAL_S,
@@ -93,8 +99,21 @@ class Watcher:
         self.settings, self.window_s, self.max_spans, self.interval_s = settings or {}, window_s, max_spans, interval_s
         self.out = out if out is not None else sys.stdout
         self.metrics = metrics or Metrics()
-        self.con = session.connect(":memory:")
+        self.con = session.connect(":memory:", define_view=False)
         session.load_log_patterns(self.con, log_patterns)
+        columns = ", ".join([*schema.SPANS.names, *spans_view.fact_columns(self.con)])
+        # the focus: what the denials' steps read (see _focus); the clock model's steps read the whole state
+        self.con.execute(f"CREATE TABLE {FOCUS} AS SELECT {columns} FROM {spans_view.FACTS_TABLE} LIMIT 0")
+        self.con.execute(f"CREATE VIEW spans AS SELECT {columns} FROM {FOCUS}")
+        offsets.store(self.con, [])  # no clock model yet: every offset unknown
+        self._clock = self.con.cursor()  # the clock model's connection: its steps' objects in schema `clock`
+        self._clock.execute("CREATE SCHEMA clock")
+        self._clock.execute("SET search_path = 'clock,main'")
+        self._clock.execute(f"CREATE VIEW clock.spans AS SELECT {columns} FROM main.{spans_view.FACTS_TABLE}")
+        self._clock_lock = threading.Lock()  # held while clock.clock_offsets is written or copied
+        self._clock_due = threading.Event()  # new spans since the clock model's last run
+        self._clock_ready = False  # a run finished that the denials have not used yet
+        self._clock_runs = 0
         self._queue: queue.SimpleQueue[tuple[str, str, int, float]] = queue.SimpleQueue()
         self._arrivals: deque[tuple[float, str, str, int]] = deque()  # (acked, path, kind, rows), oldest first
         self._acked: dict[str, float] = {}  # path -> when its batches were acknowledged
@@ -104,10 +123,10 @@ class Watcher:
         self.lags: deque[float] = deque(maxlen=1_000_000)
         self.ticks = self.corrections = self.evicted_spans = self.spans = 0
         self.tick_seconds: deque[float] = deque(maxlen=10_000)
+        self.clock_seconds: deque[float] = deque(maxlen=10_000)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-        self._defined = False
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
 
     # -- input -------------------------------------------------------------------------------------------------
 
@@ -128,35 +147,61 @@ class Watcher:
         thread.start()
         return thread
 
-    # -- the thread --------------------------------------------------------------------------------------------
+    # -- the threads -------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="jitrace-watch", daemon=True)
-        self._thread.start()
+        for target, name in ((self._run, "jitrace-watch"), (self._run_clock, "jitrace-watch-clock")):
+            thread = threading.Thread(target=self._guarded(target), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _guarded(self, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:  # raised by stop(); the receiver goes on acknowledging meanwhile
+                print(f"jitrace collect --watch: the watch stopped: {type(exc).__name__}: {exc}", file=sys.stderr,
+                      flush=True)
+                self._errors.append(exc)
+                self._stop.set()
+                self._clock_due.set()
+        return run
 
     def stop(self) -> None:
-        """Load what was announced, tick once more, and end the thread (its error, if any, is raised here)."""
+        """Load what was announced, run the clock model and the denials' steps once more over everything, and end
+        the threads (an error of theirs is raised here)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            raise self._error
+        self._clock_due.set()
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+        if self._errors:
+            raise self._errors[0]
+        self._take(timeout=0)
+        self.clock_model()
+        self.tick()
 
     def _run(self) -> None:
-        try:
-            pending = False
-            last = 0.0
-            while True:
-                stopping = self._stop.is_set()
-                pending |= self._take(timeout=0 if stopping else self.interval_s)
-                if pending and (stopping or time.monotonic() - last >= self.interval_s):
-                    self.tick()
-                    pending, last = False, time.monotonic()
-                if stopping:
-                    break
-        except BaseException as exc:  # said by stop(); the receiver goes on acknowledging meanwhile
-            self._error = exc
+        pending = False
+        last = 0.0
+        while not self._stop.is_set():
+            pending |= self._take(timeout=self.interval_s)
+            if (pending or self._clock_ready) and time.monotonic() - last >= self.interval_s:
+                self.tick()
+                pending, last = False, time.monotonic()
+
+    def _run_clock(self) -> None:
+        """The clock model over the whole state, again whenever spans arrived since its last run (it takes longer
+        than a tick: the denials meanwhile use the last model, and a change it brings is a correction)."""
+        while True:
+            self._clock_due.wait()
+            if self._stop.is_set():
+                return
+            self._clock_due.clear()
+            began = time.monotonic()
+            self.clock_model()
+            # at most a fifth of a core, and not more often than CLOCK_INTERVAL_S: the receivers come first
+            self._stop.wait(max(CLOCK_INTERVAL_S, 4 * (time.monotonic() - began)))
 
     def _take(self, timeout: float) -> bool:
         """Load every announced file (waiting up to ``timeout`` for the first); whether any was loaded."""
@@ -181,23 +226,22 @@ class Watcher:
                 continue
             files = spans_view.sql_list(spans_view.exact_list(paths))
             if kind == "spans":
-                held = self.con.execute(f"SELECT count(*) FROM {spans_view.FACTS_TABLE}").fetchone()[0]
                 base = schema.columns_with_source(schema.SPANS, False)
                 # the rpc_spans step keeps CLIENT and SERVER spans and the issuance spans: the rest is not held
                 fresh = (f"(SELECT {base} FROM read_parquet({files}, filename = true) "
                          "WHERE kind IN ('CLIENT', 'SERVER') OR name = 'jit.issue' "
                          "QUALIFY row_number() OVER (PARTITION BY trace_id, span_id, kind ORDER BY filename) = 1)")
                 dropped = ", ".join(f"NULL::VARCHAR AS {n}" for n in _DROPPED)
-                self.con.execute(
-                    f"INSERT INTO {spans_view.FACTS_TABLE} BY NAME "
-                    f"SELECT f.* REPLACE ({dropped}) FROM ({spans_view.facts_sql(fresh)}) AS f "
-                    f"ANTI JOIN {spans_view.FACTS_TABLE} AS h "
-                    "ON h.trace_id = f.trace_id AND h.span_id = f.span_id AND h.kind = f.kind")
-                now_held = self.con.execute(f"SELECT count(*) FROM {spans_view.FACTS_TABLE}").fetchone()[0]
-                self._held += now_held - held
-                if not self._defined:
-                    spans_view.define(self.con)  # over the facts table alone
-                    self._defined = True
+                self.con.execute(f"CREATE OR REPLACE TEMP TABLE watch_batch AS "
+                                 f"SELECT f.* REPLACE ({dropped}) FROM ({spans_view.facts_sql(fresh)}) AS f")
+                # a span held already is dropped: looked up among the state's spans of the batch's traces (a hash
+                # of the batch, not of the whole state)
+                added = self.con.execute(
+                    f"INSERT INTO {spans_view.FACTS_TABLE} BY NAME FROM watch_batch AS b ANTI JOIN ("
+                    f"SELECT trace_id, span_id, kind FROM {spans_view.FACTS_TABLE} "
+                    "SEMI JOIN watch_batch USING (trace_id)) AS h "
+                    "ON h.trace_id = b.trace_id AND h.span_id = b.span_id AND h.kind = b.kind").fetchone()[0]
+                self._held += added
             else:
                 self.con.execute(f"INSERT INTO logs BY NAME SELECT {schema.columns_with_source(schema.LOGS, False)} "
                                  f"FROM read_parquet({files}, filename = true)")
@@ -208,6 +252,7 @@ class Watcher:
                 self.spans += rows
                 self.metrics.spans(rows)
         self._evict()
+        self._clock_due.set()
 
     def _evict(self) -> None:
         cutoff = time.time() - self.window_s
@@ -228,21 +273,54 @@ class Watcher:
         for path in gone:
             self._acked.pop(path, None)
 
-    # -- a tick ------------------------------------------------------------------------------------------------
+    # -- the clock model and a tick ----------------------------------------------------------------------------
+
+    def clock_model(self) -> None:
+        """The pipeline's clock steps over the whole state, on the clock connection (schema ``clock``)."""
+        started = time.perf_counter()
+        session.run_queries(self._clock, settings=self.settings, log_patterns=None, only=CLOCK_STEPS[:-1])
+        with self._clock_lock:
+            session.run_queries(self._clock, settings=self.settings, log_patterns=None, only=CLOCK_STEPS[-1:])
+            self._clock_ready = True
+        self._clock_runs += 1
+        self.clock_seconds.append(time.perf_counter() - started)
+
+    def _focus(self) -> None:
+        """What the denials' steps read, from the state: every span of a trace holding a denied span (both ends of
+        a denied call are in its trace), every issuance span (tied by token id), and the allowed decisions under a
+        policy version of the denied calls' principals (policy_version_skew). The clock model's offsets are the
+        last run's."""
+        facts = spans_view.FACTS_TABLE
+        self.con.execute(f"""CREATE OR REPLACE TABLE {FOCUS} AS
+            WITH traces AS (SELECT DISTINCT trace_id FROM {facts} WHERE denied),
+            denied AS (SELECT * FROM {facts} WHERE trace_id IN (FROM traces)),
+            issues AS (SELECT * FROM {facts} WHERE name = 'jit.issue' AND trace_id NOT IN (FROM traces)),
+            principals AS (
+                SELECT jit_token_sub FROM denied
+                UNION SELECT jit_token_sub FROM {facts}
+                WHERE name = 'jit.issue' AND jit_token_id IN (SELECT jit_token_id FROM denied)
+            )
+            FROM denied
+            UNION ALL FROM issues
+            UNION ALL
+            FROM {facts}
+            WHERE kind = 'SERVER' AND jit_policy_decision = 'allow' AND jit_policy_version IS NOT NULL
+              AND jit_token_sub IN (FROM principals) AND trace_id NOT IN (FROM traces)""")
+        with self._clock_lock:
+            self._clock_ready = False
+            if self._clock_runs:
+                self.con.execute("CREATE OR REPLACE TABLE main.clock_offsets AS FROM clock.clock_offsets")
 
     def tick(self) -> None:
-        """Run the pipeline over the state; print each new or changed denial; update the metrics."""
-        if not self._defined:
-            return
+        """Run the denials' steps over the focus; print each new or changed denial; update the metrics."""
         started = time.perf_counter()
-        session.run_queries(self.con, settings=self.settings, log_patterns=None)
+        self._focus()
+        session.run_queries(self.con, settings=self.settings, log_patterns=None, only=DENIAL_STEPS)
         rows = self.con.execute(
             f"SELECT {', '.join('a.' + c for c in _COLUMNS)}, coalesce(s.source, c.source), c.source "
             f"FROM attributions AS a "
-            f"LEFT JOIN {spans_view.FACTS_TABLE} AS s "
-            "ON s.trace_id = a.trace_id AND s.span_id = a.server_span_id AND s.kind = 'SERVER' "
-            f"LEFT JOIN {spans_view.FACTS_TABLE} AS c "
-            "ON c.trace_id = a.trace_id AND c.span_id = a.client_span_id AND c.kind = 'CLIENT' "
+            f"LEFT JOIN {FOCUS} AS s ON s.trace_id = a.trace_id AND s.span_id = a.server_span_id AND s.kind = 'SERVER' "
+            f"LEFT JOIN {FOCUS} AS c ON c.trace_id = a.trace_id AND c.span_id = a.client_span_id AND c.kind = 'CLIENT' "
             "ORDER BY a.time, a.trace_id, a.span_id").fetchall()
         now = time.time()
         printed = []
@@ -283,7 +361,7 @@ class Watcher:
         self.tick_seconds.append(time.perf_counter() - started)
 
     def attributions(self, columns: str = "*"):
-        """The state's attributions as the last tick left them (a DuckDB relation's rows)."""
+        """The state's attributions as the last tick left them (rows of ``columns``)."""
         return self.con.execute(f"SELECT {columns} FROM attributions").fetchall()
 
     def summary(self) -> str:
@@ -291,9 +369,10 @@ class Watcher:
         held = (f"; {self.evicted_spans} spans dropped from the state (--watch-window, --watch-max-spans): "
                 "the live answers covered the recent spans only" if self.evicted_spans else "")
         return (f"jitrace collect --watch: {len(self.lines)} denials attributed, {self.corrections} corrections, "
-                f"{self.ticks} ticks over {self.spans} spans{held}")
+                f"{self.ticks} ticks and {self._clock_runs} clock model runs over {self.spans} spans{held}")
 
     def close(self) -> None:
+        self._clock.close()
         self.con.close()
 
 
