@@ -180,32 +180,32 @@ def _throughput(watch: bool, workers: int, seconds: float, payload: bytes) -> tu
 def run(quick: bool) -> str:
     payload = template()
     seconds = 3.0 if quick else 20.0
-    rate = RATE / 10 if quick else RATE
-    lag = _lag(2, seconds, rate, payload)
+    rates = (RATE / 10,) if quick else (RATE, RATE / 4)  # the target, and a rate this machine sustains with room
+    lags = [(rate, _lag(2, seconds, rate, payload)) for rate in rates]
     tp_seconds = 2.0 if quick else 8.0
-    rows = []
-    for watch in (False, True):
-        rate_s, per_cpu = _throughput(watch, 2, tp_seconds, payload)
-        rows.append((watch, rate_s, per_cpu))
+    rows = [(watch, *_throughput(watch, 2, tp_seconds, payload)) for watch in (False, True)]
     base = rows[0][1]
     table = ["| receiver | spans/s acknowledged | vs without --watch | spans per receiver CPU-second |",
              "|---|---:|---:|---:|"]
     for watch, rate_s, per_cpu in rows:
         table.append(f"| `collect --workers 2{' --watch' if watch else ''}` | {rate_s:,.0f} | "
                      f"{rate_s / base:.0%} | {per_cpu:,.0f} |")
-    verdict = "meets" if lag["p99"] <= 2.0 else "misses"
+    lag_rows = ["| offered spans/s | achieved spans/s | denial lines read | denials sent | lag p50 | lag p99 | "
+                "p99, second half | max |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for rate, lag in lags:
+        verdict = "meets" if lag["p99"] <= 2.0 else "misses"
+        lag_rows.append(f"| {rate:,.0f} | {lag['rate']:,.0f} | {lag['lines']:,} | {lag['expected']:,} | "
+                        f"{lag['p50']:.2f} s | {lag['p99']:.2f} s ({verdict} 2 s) | {lag['late_p99']:.2f} s | "
+                        f"{lag['max']:.2f} s |")
+    summaries = "\n".join(f"- at {rate:,.0f} spans/s offered: {lag['summary']}" for rate, lag in lags)
     return (
         f"Requests of {2 * CALLS} spans ({CALLS} client/server pairs on two hosts, one call in {DENIED_EVERY} "
         f"denied), each with trace ids of its own, sent over OTLP/gRPC by 4 exporter threads in the bench process to "
         f"`jitrace collect --workers 2 --watch` on the same {os.cpu_count()}-core machine (exporters, receivers and "
         "the watch share the cores). Lag: from a request's acknowledgement to the bench reading its denial's line "
-        f"on the receiver's stdout, at {rate:,.0f} spans/s offered for {seconds:.0f} s.\n\n"
-        "| offered spans/s | achieved spans/s | denial lines | expected | lag p50 | lag p99 | p99, second half | "
-        "max |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-        f"| {rate:,.0f} | {lag['rate']:,.0f} | {lag['lines']:,} | {lag['expected']:,} | {lag['p50']:.2f} s | "
-        f"{lag['p99']:.2f} s ({verdict} 2 s) | {lag['late_p99']:.2f} s | {lag['max']:.2f} s |\n\n"
-        f"{lag['summary']}\n\n"
+        f"on the receiver's stdout, {seconds:.0f} s at each offered rate (the achieved rate is what the receivers "
+        "acknowledged; a denial whose line came more than 3 s after the last request is not read).\n\n"
+        + "\n".join(lag_rows) + "\n\n" + summaries + "\n\n"
         f"Throughput, the same requests as fast as acknowledged ({tp_seconds:.0f} s each, one after the other):\n\n"
         + "\n".join(table)
     )
-

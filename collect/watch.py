@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import TextIO
 
 from jitrace.analyzer import schema
-from jitrace.analyzer.outputs.report import printable
 from jitrace.analyzer.steps import offsets, session, spans_view
 from jitrace.collect._writer import OnCommit  # what the writer calls for each durable file; re-exported
 from jitrace.collect.metrics import Metrics
@@ -72,9 +71,15 @@ class Line:
         return self.answer[ANSWER.index(name)]
 
 
+# what json.dumps leaves as it is but must not reach a terminal (DEL, C1 controls, bidirectional overrides): written
+# as JSON escapes, so that the value still parses back to what the wire said
+_JSON_UNSAFE = {c: f"\\u{c:04x}" for c in (0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F),
+                                             *range(0x2066, 0x206A))}
+
+
 def _value(value: object) -> str:
     text = "" if value is None else (f"{value:.2f}" if isinstance(value, float) else str(value))
-    return text if _BARE.fullmatch(text) else printable(json.dumps(text, ensure_ascii=False))
+    return text if _BARE.fullmatch(text) else json.dumps(text, ensure_ascii=False).translate(_JSON_UNSAFE)
 
 
 def format_line(kind: str, line: Line, was: Line | None = None) -> str:
