@@ -1,26 +1,29 @@
 """``jitrace collect --watch``: each denial attributed as its spans are acknowledged, by the batch pipeline itself.
 
 The receiver's writer announces every file once it is durable (``_writer.OnCommit``; a ``--workers`` child through
-its stdout pipe). A watch thread loads the announced files into a rolling in-memory DuckDB state, the way ``jitrace
-analyze`` loads them (the same span facts, ``queries/span_facts.sql``; one row per span: a later copy of a span
-already held is dropped), then runs the same steps (``queries/steps.toml``: pairing, issuance spans, the clock
-model, the policy versions allowed nearby, the log lines) over the whole state, and prints a line for each denial
-whose answer is new, and a correction line for one whose answer changed (its client span came after its server's,
-or the clock model moved). Re-running the batch pipeline instead of re-implementing its rules in Python is what
-makes the live answer the batch answer: once nothing new has arrived for a tick, the state's ``attributions`` is
-what ``jitrace analyze`` gives on the same spans, as long as the state holds all of them.
+its stdout pipe). The watch loads the announced files into a rolling in-memory DuckDB state the way ``jitrace
+analyze`` loads them (the span facts of ``queries/span_facts.sql``; one row per span: a later copy of a span already
+held is dropped) and runs the same steps (``queries/steps.toml``) over it: re-running the batch pipeline instead of
+re-implementing its rules in Python is what makes the live answer the batch answer.
+
+Two threads, each at a lower CPU priority than the receiving (``NICE``): the clock model's steps run over the whole
+state on a connection of their own (schema ``clock``), again after spans arrived but at most a fifth of the time;
+a tick runs the denials' steps over the focus (``_focus``: every span those steps read) with the latest clock model,
+and prints a line for each denial whose answer is new and a correction line for one whose answer changed (its
+client span came after its server's, the clock model moved). Once nothing has arrived since the clock model's last
+run and a tick followed it, the state's ``attributions`` is what ``jitrace analyze`` gives on the same spans, as
+long as the state holds all of them; ``stop`` runs both once more over everything.
 
 The state is bounded: spans and logs that arrived more than ``window_s`` ago, and the oldest arrivals past
-``max_spans`` spans, are dropped (``evicted_spans`` counts them; past the first drop the clock model and the pairing
-see only what is left, and equality with the batch run is no longer promised). Only the columns the steps read are
-kept (the span facts; attributes, resource and events are dropped once their facts are computed).
-A tick runs at most every ``interval_s`` and only after new spans or logs arrived; it takes longer as the state
-grows, and announcements wait meanwhile (the lag, from a file's acknowledgement to its denial's line, shows it).
+``max_spans`` spans, are dropped (``evicted_spans`` counts them; past the first drop, the clock model and the
+pairing see only what is left, and equality with the batch run is no longer promised). Only the columns the steps
+read are kept (attributes, resource and events are dropped once their facts are computed).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
 import sys
@@ -45,6 +48,7 @@ DEFAULT_WINDOW_S = 900.0  # seconds of arrivals kept (the clock model's --window
 DEFAULT_MAX_SPANS = 1_000_000
 DEFAULT_INTERVAL_S = 0.25
 CLOCK_INTERVAL_S = 1.0  # seconds, at least, between two runs of the clock model
+NICE = 10  # how much lower than the receivers' the watch threads' CPU priority is
 # what the watch prints of a denial: a change to one of these is a correction line
 ANSWER = ("service", "method", "principal", "cause", "rule", "confidence", "fix")
 _COLUMNS = ("trace_id", "span_id", "server_span_id", "client_span_id", "time", *ANSWER)
@@ -105,6 +109,8 @@ class Watcher:
         self.out = out if out is not None else sys.stdout
         self.metrics = metrics or Metrics()
         self.con = session.connect(":memory:", define_view=False)
+        # DuckDB works in the watch's own two threads only (no pool of its own), which yield to the receivers
+        self.con.execute("SET threads = 1")
         session.load_log_patterns(self.con, log_patterns)
         columns = ", ".join([*schema.SPANS.names, *spans_view.fact_columns(self.con)])
         # the focus: what the denials' steps read (see _focus); the clock model's steps read the whole state
@@ -163,6 +169,7 @@ class Watcher:
     def _guarded(self, target: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
             try:
+                _yield_cpu()
                 target()
             except BaseException as exc:  # raised by stop(); the receiver goes on acknowledging meanwhile
                 print(f"jitrace collect --watch: the watch stopped: {type(exc).__name__}: {exc}", file=sys.stderr,
@@ -209,7 +216,7 @@ class Watcher:
             self._stop.wait(max(CLOCK_INTERVAL_S, 4 * (time.monotonic() - began)))
 
     def _take(self, timeout: float) -> bool:
-        """Load every announced file (waiting up to ``timeout`` for the first); whether any was loaded."""
+        """Load every announced file (waiting up to ``timeout`` for the first); whether a tick is due (``load``)."""
         items = []
         try:
             items.append(self._queue.get(timeout=timeout) if timeout else self._queue.get_nowait())
@@ -219,12 +226,14 @@ class Watcher:
             pass
         if not items:
             return False
-        self.load(items)
-        return True
+        return self.load(items)
 
-    def load(self, items: list[tuple[str, str, int, float]]) -> None:
+    def load(self, items: list[tuple[str, str, int, float]]) -> bool:
         """Add announced files to the state (a file compaction already removed is skipped), then drop what the
-        bounds leave out."""
+        bounds leave out; returns whether a tick could change an answer (spans of a denied call's trace, issuance
+        spans, allowed decisions under a policy version, log records): healthy traffic costs no tick, only the
+        clock model's runs."""
+        relevant = False
         for kind in ("spans", "logs"):
             paths = [p for k, p, _, _ in items if k == kind and Path(p).exists()]
             if not paths:
@@ -247,9 +256,15 @@ class Watcher:
                     "SEMI JOIN watch_batch USING (trace_id)) AS h "
                     "ON h.trace_id = b.trace_id AND h.span_id = b.span_id AND h.kind = b.kind").fetchone()[0]
                 self._held += added
+                # a span the focus would hold (_focus): only then can an answer change before the next clock model
+                relevant |= self.con.execute(
+                    "SELECT EXISTS (FROM watch_batch WHERE denied OR name = 'jit.issue' "
+                    "OR (kind = 'SERVER' AND jit_policy_decision = 'allow' AND jit_policy_version IS NOT NULL) "
+                    f"OR trace_id IN (SELECT trace_id FROM {FOCUS}))").fetchone()[0]
             else:
                 self.con.execute(f"INSERT INTO logs BY NAME SELECT {schema.columns_with_source(schema.LOGS, False)} "
                                  f"FROM read_parquet({files}, filename = true)")
+                relevant = True
         for kind, path, rows, acked in items:
             self._acked[path] = acked
             self._arrivals.append((acked, path, kind, rows))
@@ -258,6 +273,7 @@ class Watcher:
                 self.metrics.spans(rows)
         self._evict()
         self._clock_due.set()
+        return relevant
 
     def _evict(self) -> None:
         cutoff = time.time() - self.window_s
@@ -379,6 +395,17 @@ class Watcher:
     def close(self) -> None:
         self._clock.close()
         self.con.close()
+
+
+def _yield_cpu() -> None:
+    """Lower the calling thread's CPU priority (Linux schedules threads one by one: the receiving threads keep
+    theirs). Under CPU saturation the acknowledgements come first and the watch's lag grows."""
+    if sys.platform == "linux":
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + NICE))
+        except OSError:
+            pass
 
 
 def _key(line: Line) -> tuple[str, str, str]:
