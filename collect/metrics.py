@@ -62,8 +62,12 @@ class Metrics:
 
         readers = []
         if self.prometheus_addr is not None:
-            from opentelemetry.exporter.prometheus import PrometheusMetricReader
-            from prometheus_client import CollectorRegistry, start_http_server
+            try:
+                from opentelemetry.exporter.prometheus import PrometheusMetricReader
+                from prometheus_client import CollectorRegistry, start_http_server
+            except ImportError:
+                raise UserError("--metrics needs opentelemetry-exporter-prometheus, which is not installed: "
+                                "pip install 'jitrace[analyzer]'") from None
 
             host, _, port = self.prometheus_addr.rpartition(":")
             registry = CollectorRegistry()  # this receiver's own, not prometheus_client's global one
