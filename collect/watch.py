@@ -132,7 +132,7 @@ class Watcher:
         self.lines: dict[tuple[str, str], Line] = {}  # call (trace id, first span id seen) -> its last line
         self._calls: dict[tuple[str, str], tuple[str, str]] = {}  # (trace id, span id) -> call
         self.lags: deque[float] = deque(maxlen=1_000_000)
-        self.ticks = self.corrections = self.evicted_spans = self.spans = 0
+        self.ticks = self.corrections = self.evicted_spans = self.spans = self.missed_files = 0
         self.tick_seconds: deque[float] = deque(maxlen=10_000)
         self.clock_seconds: deque[float] = deque(maxlen=10_000)
         self._stop = threading.Event()
@@ -234,8 +234,10 @@ class Watcher:
         spans, allowed decisions under a policy version, log records): healthy traffic costs no tick, only the
         clock model's runs."""
         relevant = False
+        gone = {p for _, p, _, _ in items if not Path(p).exists()}  # compacted before the watch came to them
+        self.missed_files += len(gone)
         for kind in ("spans", "logs"):
-            paths = [p for k, p, _, _ in items if k == kind and Path(p).exists()]
+            paths = [p for k, p, _, _ in items if k == kind and p not in gone]
             if not paths:
                 continue
             files = spans_view.sql_list(spans_view.exact_list(paths))
@@ -389,6 +391,9 @@ class Watcher:
         """The stop line: what was watched, and whether the state held every span."""
         held = (f"; {self.evicted_spans} spans dropped from the state (--watch-window, --watch-max-spans): "
                 "the live answers covered the recent spans only" if self.evicted_spans else "")
+        if self.missed_files:
+            held += (f"; {self.missed_files} files were compacted before the watch read them (--compact-after): "
+                     "their spans are not in the live answers")
         return (f"jitrace collect --watch: {len(self.lines)} denials attributed, {self.corrections} corrections, "
                 f"{self.ticks} ticks and {self._clock_runs} clock model runs over {self.spans} spans{held}")
 

@@ -213,3 +213,13 @@ def test_the_prometheus_endpoint_serves_the_counts(tmp_path):
     assert re.search(r'jitrace_clock_offset_seconds\{[^}]*domain="server-host"[^}]*\} 4\.0', text)
     assert re.search(r"jitrace_spans_received_total\{[^}]*\} 7\.0", text)
     assert re.search(r"jitrace_denial_corrections_total\{[^}]*\} 1\.0", text)
+
+
+def test_a_file_compacted_before_the_watch_read_it_is_said(tmp_path):
+    watcher = Watcher(out=io.StringIO())
+    try:
+        watcher.announce("spans", tmp_path / "gone.parquet", 10, 0.0)
+        watcher._take(timeout=0)  # noqa: SLF001
+        assert "1 files were compacted before the watch read them" in watcher.summary()
+    finally:
+        watcher.close()
