@@ -6,7 +6,8 @@ analyze`` loads them (the span facts of ``queries/span_facts.sql``; one row per 
 held is dropped) and runs the same steps (``queries/steps.toml``) over it: re-running the batch pipeline instead of
 re-implementing its rules in Python is what makes the live answer the batch answer.
 
-Two threads, each at a lower CPU priority than the receiving (``NICE``): the clock model's steps run over the whole
+Three threads, each at a lower CPU priority than the receiving (``NICE``): one loads the announced files; the
+clock model's steps run over the whole
 state on a connection of their own (schema ``clock``), again after spans arrived but at most a fifth of the time;
 a tick runs the denials' steps over the focus (``_focus``: every span those steps read) with the latest clock model,
 and prints a line for each denial whose answer is new and a correction line for one whose answer changed (its
@@ -99,7 +100,8 @@ def format_line(kind: str, line: Line, was: Line | None = None) -> str:
 
 
 class Watcher:
-    """The rolling state and its threads: ``announce`` files (thread-safe), ``start``, ``stop`` (a last tick)."""
+    """The rolling state and its threads (loading, ticks, the clock model): ``announce`` files (thread-safe),
+    ``start``, ``stop`` (a last clock model and tick)."""
 
     def __init__(self, *, settings: dict[str, float] | None = None, window_s: float = DEFAULT_WINDOW_S,
                  max_spans: int = DEFAULT_MAX_SPANS, interval_s: float = DEFAULT_INTERVAL_S,
@@ -117,6 +119,7 @@ class Watcher:
         self.con.execute(f"CREATE TABLE {FOCUS} AS SELECT {columns} FROM {spans_view.FACTS_TABLE} LIMIT 0")
         self.con.execute(f"CREATE VIEW spans AS SELECT {columns} FROM {FOCUS}")
         offsets.store(self.con, [])  # no clock model yet: every offset unknown
+        self._loader = self.con.cursor()  # the loading thread's connection
         self._clock = self.con.cursor()  # the clock model's connection: its steps' objects in schema `clock`
         self._clock.execute("CREATE SCHEMA clock")
         self._clock.execute("SET search_path = 'clock,main'")
@@ -124,6 +127,7 @@ class Watcher:
         self._clock_lock = threading.Lock()  # held while clock.clock_offsets is written or copied
         self._clock_due = threading.Event()  # new spans since the clock model's last run
         self._clock_ready = False  # a run finished that the denials have not used yet
+        self._tick_due = threading.Event()  # spans or logs a tick may change an answer with, or a new clock model
         self._clock_runs = 0
         self._queue: queue.SimpleQueue[tuple[str, str, int, float]] = queue.SimpleQueue()
         self._arrivals: deque[tuple[float, str, str, int]] = deque()  # (acked, path, kind, rows), oldest first
@@ -161,7 +165,8 @@ class Watcher:
     # -- the threads -------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        for target, name in ((self._run, "jitrace-watch"), (self._run_clock, "jitrace-watch-clock")):
+        for target, name in ((self._run_loader, "jitrace-watch-load"), (self._run, "jitrace-watch"),
+                             (self._run_clock, "jitrace-watch-clock")):
             thread = threading.Thread(target=self._guarded(target), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -177,6 +182,7 @@ class Watcher:
                 self._errors.append(exc)
                 self._stop.set()
                 self._clock_due.set()
+                self._tick_due.set()
         return run
 
     def stop(self) -> None:
@@ -184,6 +190,7 @@ class Watcher:
         the threads (an error of theirs is raised here)."""
         self._stop.set()
         self._clock_due.set()
+        self._tick_due.set()
         for thread in self._threads:
             thread.join()
         self._threads = []
@@ -193,14 +200,23 @@ class Watcher:
         self.clock_model()
         self.tick()
 
-    def _run(self) -> None:
-        pending = False
-        last = 0.0
+    def _run_loader(self) -> None:
+        """Load what is announced as it comes, beside the ticks (a tick then waits for no load)."""
         while not self._stop.is_set():
-            pending |= self._take(timeout=self.interval_s)
-            if (pending or self._clock_ready) and time.monotonic() - last >= self.interval_s:
-                self.tick()
-                pending, last = False, time.monotonic()
+            if self._take(timeout=self.interval_s):
+                self._tick_due.set()
+
+    def _run(self) -> None:
+        """A tick whenever one is due, at most every ``interval_s``."""
+        last = 0.0
+        while True:
+            self._tick_due.wait()
+            if self._stop.is_set():
+                return
+            self._stop.wait(max(0.0, last + self.interval_s - time.monotonic()))
+            self._tick_due.clear()
+            self.tick()
+            last = time.monotonic()
 
     def _run_clock(self) -> None:
         """The clock model over the whole state, again whenever spans arrived since its last run (it takes longer
@@ -248,24 +264,25 @@ class Watcher:
                          "WHERE kind IN ('CLIENT', 'SERVER') OR name = 'jit.issue' "
                          "QUALIFY row_number() OVER (PARTITION BY trace_id, span_id, kind ORDER BY filename) = 1)")
                 dropped = ", ".join(f"NULL::VARCHAR AS {n}" for n in _DROPPED)
-                self.con.execute(f"CREATE OR REPLACE TEMP TABLE watch_batch AS "
+                self._loader.execute(f"CREATE OR REPLACE TEMP TABLE watch_batch AS "
                                  f"SELECT f.* REPLACE ({dropped}) FROM ({spans_view.facts_sql(fresh)}) AS f")
                 # a span held already is dropped: looked up among the state's spans of the batch's traces (a hash
                 # of the batch, not of the whole state)
-                added = self.con.execute(
+                added = self._loader.execute(
                     f"INSERT INTO {spans_view.FACTS_TABLE} BY NAME FROM watch_batch AS b ANTI JOIN ("
                     f"SELECT trace_id, span_id, kind FROM {spans_view.FACTS_TABLE} "
                     "SEMI JOIN watch_batch USING (trace_id)) AS h "
                     "ON h.trace_id = b.trace_id AND h.span_id = b.span_id AND h.kind = b.kind").fetchone()[0]
                 self._held += added
                 # a span the focus would hold (_focus): only then can an answer change before the next clock model
-                relevant |= self.con.execute(
+                relevant |= self._loader.execute(
                     "SELECT EXISTS (FROM watch_batch WHERE denied OR name = 'jit.issue' "
                     "OR (kind = 'SERVER' AND jit_policy_decision = 'allow' AND jit_policy_version IS NOT NULL) "
                     f"OR trace_id IN (SELECT trace_id FROM {FOCUS}))").fetchone()[0]
             else:
-                self.con.execute(f"INSERT INTO logs BY NAME SELECT {schema.columns_with_source(schema.LOGS, False)} "
-                                 f"FROM read_parquet({files}, filename = true)")
+                columns = schema.columns_with_source(schema.LOGS, False)
+                self._loader.execute(f"INSERT INTO logs BY NAME SELECT {columns} "
+                                     f"FROM read_parquet({files}, filename = true)")
                 relevant = True
         for kind, path, rows, acked in items:
             self._acked[path] = acked
@@ -289,9 +306,9 @@ class Watcher:
         if not gone:
             return
         before = self._held
-        self.con.execute(f"DELETE FROM {spans_view.FACTS_TABLE} WHERE list_contains(?, source)", [gone])
-        self.con.execute("DELETE FROM logs WHERE list_contains(?, source)", [gone])
-        self._held = self.con.execute(f"SELECT count(*) FROM {spans_view.FACTS_TABLE}").fetchone()[0]
+        self._loader.execute(f"DELETE FROM {spans_view.FACTS_TABLE} WHERE list_contains(?, source)", [gone])
+        self._loader.execute("DELETE FROM logs WHERE list_contains(?, source)", [gone])
+        self._held = self._loader.execute(f"SELECT count(*) FROM {spans_view.FACTS_TABLE}").fetchone()[0]
         self.evicted_spans += before - self._held
         for path in gone:
             self._acked.pop(path, None)
@@ -305,6 +322,7 @@ class Watcher:
         with self._clock_lock:
             session.run_queries(self._clock, settings=self.settings, log_patterns=None, only=CLOCK_STEPS[-1:])
             self._clock_ready = True
+        self._tick_due.set()
         self._clock_runs += 1
         self.clock_seconds.append(time.perf_counter() - started)
 
@@ -330,9 +348,9 @@ class Watcher:
             WHERE kind = 'SERVER' AND jit_policy_decision = 'allow' AND jit_policy_version IS NOT NULL
               AND jit_token_sub IN (FROM principals) AND trace_id NOT IN (FROM traces)""")
         with self._clock_lock:
-            self._clock_ready = False
-            if self._clock_runs:
+            if self._clock_ready:
                 self.con.execute("CREATE OR REPLACE TABLE main.clock_offsets AS FROM clock.clock_offsets")
+                self._clock_ready = False
 
     def tick(self) -> None:
         """Run the denials' steps over the focus; print each new or changed denial; update the metrics."""
@@ -398,6 +416,7 @@ class Watcher:
                 f"{self.ticks} ticks and {self._clock_runs} clock model runs over {self.spans} spans{held}")
 
     def close(self) -> None:
+        self._loader.close()
         self._clock.close()
         self.con.close()
 
