@@ -412,8 +412,11 @@ class Watcher:
         if self.missed_files:
             held += (f"; {self.missed_files} files were compacted before the watch read them (--compact-after): "
                      "their spans are not in the live answers")
+        def median(values: deque[float]) -> str:
+            return f"{sorted(values)[len(values) // 2]:.2f} s" if values else "-"
         return (f"jitrace collect --watch: {len(self.lines)} denials attributed, {self.corrections} corrections, "
-                f"{self.ticks} ticks and {self._clock_runs} clock model runs over {self.spans} spans{held}")
+                f"{self.ticks} ticks (median {median(self.tick_seconds)}) and {self._clock_runs} clock model runs "
+                f"(median {median(self.clock_seconds)}) over {self.spans} spans{held}")
 
     def close(self) -> None:
         self._loader.close()
