@@ -238,7 +238,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-interval", default=10.0, metavar="SECONDS",
                         help="seconds between two OTLP metrics exports (default 10; the last values at the stop)")
     parser.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)  # internal: parent's pid
-    parser.add_argument("--announce", action="store_true", help=argparse.SUPPRESS)  # internal: a watched worker
+    parser.add_argument("--announce", type=int, default=None, help=argparse.SUPPRESS)  # internal: the watch's pipe
+    parser.add_argument("--watch-process", type=int, default=None, help=argparse.SUPPRESS)  # internal: be the watch
 
 
 def _addr(value: str, flag: str) -> str | None:
@@ -301,6 +302,10 @@ def run(args: argparse.Namespace) -> int:
     _check_numbers(args)
     if args.compact_only:
         return _compact_only(Path(args.out))
+    if args.watch_process is not None:
+        from jitrace.collect import watch
+
+        return watch.serve(args)
     from jitrace.collect import _access
 
     access = _access.load(args.tls_cert, args.tls_key, args.auth_token_file)
@@ -322,25 +327,23 @@ def run(args: argparse.Namespace) -> int:
             warning = _access.exposure_warning(flag, addr, access)
             if warning:
                 print(warning, file=sys.stderr, flush=True)
-    watcher = metrics = None
-    if child and args.announce:  # the parent's watch reads this worker's files too: told of each on the pipe
+    watching = None
+    if child and args.announce is not None:  # the watch process is told of each file on its pipe
         from jitrace.collect.watch import announcer
 
-        receiver.writer.on_commit = announcer(sys.stdout)
+        receiver.writer.on_commit = announcer(args.announce)
     elif args.watch:
-        from jitrace.collect.metrics import Metrics
-        from jitrace.collect.watch import Watcher
+        from jitrace.collect import watch
 
-        metrics = Metrics(args.metrics, args.metrics_otlp, interval_s=args.metrics_interval)
-        metrics.start()
-        watcher = Watcher(window_s=args.watch_window, max_spans=args.watch_max_spans, metrics=metrics)
-        receiver.writer.on_commit = watcher.announce
-        watcher.start()
+        watching = watch.start_process(args)
+        receiver.writer.on_commit = watch.announcer(watching.fd)
+        args.announce = watching.fd  # the workers write to the same pipe
     stop = StopSignals()
     try:
         grpc_port, http_port = receiver.start()
     except UserError:
-        _stop_watch(watcher, metrics)
+        if watching is not None:
+            watching.stop()
         raise
     host = lambda a: a.rpartition(":")[0] if a else None  # noqa: E731
     grpc_at = f"{host(receiver.grpc_addr)}:{grpc_port}" if grpc_port else None
@@ -348,17 +351,16 @@ def run(args: argparse.Namespace) -> int:
     if child:
         print("ready", flush=True)  # to the parent's pipe: this process is serving (see _spawn_workers)
     children = [] if child else _spawn_workers(args, grpc_at, http_at)
-    readers = [watcher.reader(proc.stdout) for proc in children] if watcher is not None else []
     compactor = None
     if not child and args.compact_after > 0:  # one compactor per folder: the parent's
         from jitrace.collect.compact import Compactor
 
         compactor = Compactor(receiver.out, args.compact_after)
     if not child:
-        served = (f"; metrics at http://{host(args.metrics)}:{metrics.prometheus_port}/metrics"
-                  if metrics is not None and metrics.prometheus_port else "")
+        served = (f"; metrics at http://{host(args.metrics)}:{watching.prometheus_port}/metrics"
+                  if watching is not None and watching.prometheus_port else "")
         print(f"jitrace collect: listening grpc={grpc_at or 'off'} http={http_at or 'off'}, writing {args.out}"
-              + (f" ({args.workers} processes)" if children else "") + (", watching" if watcher else "") + served,
+              + (f" ({args.workers} processes)" if children else "") + (", watching" if watching else "") + served,
               file=sys.stderr, flush=True)
     ticks = 0
     every = max(1, round(min(10.0, args.compact_after) / 0.5))  # look for idle hours every 10 s, or sooner
@@ -378,9 +380,8 @@ def run(args: argparse.Namespace) -> int:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        for reader in readers:  # the workers' last announcements
-            reader.join(5)
-        _stop_watch(watcher, metrics)  # a last tick over every acknowledged batch, then the last metrics
+        if watching is not None:  # every receiver has stopped: a last tick over every acknowledged batch
+            watching.stop()
     if compactor is not None:
         compactor.run(everything=True)
     if not child:
@@ -392,17 +393,6 @@ def run(args: argparse.Namespace) -> int:
         if compactor is not None and compactor.files:
             print(compactor.summary(), file=sys.stderr, flush=True)
     return 0
-
-
-def _stop_watch(watcher, metrics) -> None:
-    try:
-        if watcher is not None:
-            watcher.stop()
-            print(watcher.summary(), file=sys.stderr, flush=True)
-            watcher.close()
-    finally:
-        if metrics is not None:
-            metrics.shutdown()
 
 
 def _compact_only(out: Path) -> int:
@@ -434,14 +424,13 @@ def _spawn_workers(args: argparse.Namespace, grpc_at: str | None, http_at: str |
             *(["--max-in-flight", str(args.max_in_flight)] if args.max_in_flight is not None else []),
             *(["--tls-cert", args.tls_cert, "--tls-key", args.tls_key] if args.tls_cert else []),
             *(["--auth-token-file", args.auth_token_file] if args.auth_token_file else []),
-            *(["--announce"] if args.watch else []),
-        ], stdout=subprocess.PIPE))
+            *(["--announce", str(args.announce)] if args.announce is not None else []),
+        ], stdout=subprocess.PIPE, pass_fds=() if args.announce is None else (args.announce,)))
     deadline = time.monotonic() + WORKER_START_S
     for proc in procs:
         ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
         line = proc.stdout.readline() if ready else b""
-        if not args.watch:  # with --watch the pipe goes on: the worker announces its files on it
-            proc.stdout.close()
+        proc.stdout.close()
         if line.strip() != b"ready":
             for p in procs:
                 p.kill()

@@ -1,19 +1,21 @@
 """``jitrace collect --watch``: each denial attributed as its spans are acknowledged, by the batch pipeline itself.
 
-The receiver's writer announces every file once it is durable (``_writer.OnCommit``; a ``--workers`` child through
-its stdout pipe). The watch loads the announced files into a rolling in-memory DuckDB state the way ``jitrace
-analyze`` loads them (the span facts of ``queries/span_facts.sql``; one row per span: a later copy of a span already
-held is dropped) and runs the same steps (``queries/steps.toml``) over it: re-running the batch pipeline instead of
-re-implementing its rules in Python is what makes the live answer the batch answer.
+The receivers' writers announce every file once it is durable (``_writer.OnCommit``), one line each on the pipe of
+the watch process, which ``jitrace collect --watch`` starts (``start_process``; ``serve`` is its main): the watch's
+DuckDB work and Python never hold up a receiver (no shared GIL; a lower CPU priority, ``NICE``). The process loads
+the announced files into a rolling in-memory DuckDB state the way ``jitrace analyze`` loads them (the span facts of
+``queries/span_facts.sql``; one row per span: a later copy of a span already held is dropped) and runs the same
+steps (``queries/steps.toml``) over it: re-running the batch pipeline instead of re-implementing its rules in Python
+is what makes the live answer the batch answer. ``Watcher`` is the state and its threads; ``jitrace demo --watch``
+uses one in its own process.
 
-Three threads, each at a lower CPU priority than the receiving (``NICE``): one loads the announced files; the
-clock model's steps run over the whole
-state on a connection of their own (schema ``clock``), again after spans arrived but at most a fifth of the time;
-a tick runs the denials' steps over the focus (``_focus``: every span those steps read) with the latest clock model,
-and prints a line for each denial whose answer is new and a correction line for one whose answer changed (its
-client span came after its server's, the clock model moved). Once nothing has arrived since the clock model's last
-run and a tick followed it, the state's ``attributions`` is what ``jitrace analyze`` gives on the same spans, as
-long as the state holds all of them; ``stop`` runs both once more over everything.
+Three threads: one loads the announced files; the clock model's steps run over the whole state on a connection of
+their own (schema ``clock``), again after spans arrived but at most a fifth of the time; a tick runs the denials'
+steps over the focus (``_focus``: every span those steps read) with the latest clock model, and prints a line for
+each denial whose answer is new and a correction line for one whose answer changed (its client span came after its
+server's, the clock model moved). Once nothing has arrived since the clock model's last run and a tick followed it,
+the state's ``attributions`` is what ``jitrace analyze`` gives on the same spans, as long as the state holds all of
+them; ``stop`` runs both once more over everything.
 
 The state is bounded: spans and logs that arrived more than ``window_s`` ago, and the oldest arrivals past
 ``max_spans`` spans, are dropped (``evicted_spans`` counts them; past the first drop, the clock model and the
@@ -23,10 +25,13 @@ read are kept (attributes, resource and events are dropped once their facts are 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import re
+import select
+import subprocess
 import sys
 import threading
 import time
@@ -37,6 +42,7 @@ from pathlib import Path
 from typing import TextIO
 
 from jitrace.analyzer import schema
+from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.steps import offsets, session, spans_view
 from jitrace.collect._writer import OnCommit  # what the writer calls for each durable file; re-exported
 from jitrace.collect.metrics import Metrics
@@ -49,7 +55,7 @@ DEFAULT_WINDOW_S = 900.0  # seconds of arrivals kept (the clock model's --window
 DEFAULT_MAX_SPANS = 1_000_000
 DEFAULT_INTERVAL_S = 0.25
 CLOCK_INTERVAL_S = 1.0  # seconds, at least, between two runs of the clock model
-NICE = 10  # how much lower than the receivers' the watch threads' CPU priority is
+NICE = 10  # how much lower than the receivers' the watch process's CPU priority is
 # what the watch prints of a denial: a change to one of these is a correction line
 ANSWER = ("service", "method", "principal", "cause", "rule", "confidence", "fix")
 _COLUMNS = ("trace_id", "span_id", "server_span_id", "client_span_id", "time", *ANSWER)
@@ -111,8 +117,6 @@ class Watcher:
         self.out = out if out is not None else sys.stdout
         self.metrics = metrics or Metrics()
         self.con = session.connect(":memory:", define_view=False)
-        # DuckDB works in the watch's own two threads only (no pool of its own), which yield to the receivers
-        self.con.execute("SET threads = 1")
         session.load_log_patterns(self.con, log_patterns)
         columns = ", ".join([*schema.SPANS.names, *spans_view.fact_columns(self.con)])
         # the focus: what the denials' steps read (see _focus); the clock model's steps read the whole state
@@ -150,18 +154,6 @@ class Watcher:
         if kind in ("spans", "logs"):
             self._queue.put((kind, str(path), rows, acked))
 
-    def reader(self, stream) -> threading.Thread:
-        """A thread announcing the files a ``--workers`` child writes on ``stream`` (its stdout), as
-        ``announcement`` lines."""
-        def read() -> None:
-            for raw in stream:
-                parsed = parse_announcement(raw.decode() if isinstance(raw, bytes) else raw)
-                if parsed is not None:
-                    self.announce(*parsed)
-        thread = threading.Thread(target=read, name="jitrace-watch-reader", daemon=True)
-        thread.start()
-        return thread
-
     # -- the threads -------------------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -174,7 +166,6 @@ class Watcher:
     def _guarded(self, target: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
             try:
-                _yield_cpu()
                 target()
             except BaseException as exc:  # raised by stop(); the receiver goes on acknowledging meanwhile
                 print(f"jitrace collect --watch: the watch stopped: {type(exc).__name__}: {exc}", file=sys.stderr,
@@ -424,28 +415,18 @@ class Watcher:
         self.con.close()
 
 
-def _yield_cpu() -> None:
-    """Lower the calling thread's CPU priority (Linux schedules threads one by one: the receiving threads keep
-    theirs). Under CPU saturation the acknowledgements come first and the watch's lag grows."""
-    if sys.platform == "linux":
-        try:
-            tid = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + NICE))
-        except OSError:
-            pass
-
-
 def _key(line: Line) -> tuple[str, str, str]:
     return (str(line.field("cause")), str(line.field("service")), str(line.field("method")))
 
 
-def announcement(kind: str, path: Path, rows: int, acked: float) -> str:
-    """The line a ``--workers`` child writes on its stdout for each durable file (read by ``Watcher.reader``)."""
-    return f"file\t{kind}\t{rows}\t{acked!r}\t{path}\n"
+def announcement(kind: str, path: Path, rows: int, acked: float) -> bytes:
+    """The line a receiver process writes on the watch process's pipe for each durable file (one ``write``, shorter
+    than PIPE_BUF for any sane path: the lines of several receivers never interleave)."""
+    return f"file\t{kind}\t{rows}\t{acked!r}\t{path}\n".encode(errors="surrogateescape")
 
 
-def parse_announcement(line: str) -> tuple[str, str, int, float] | None:
-    parts = line.rstrip("\n").split("\t", 4)
+def parse_announcement(line: bytes) -> tuple[str, str, int, float] | None:
+    parts = line.decode(errors="surrogateescape").rstrip("\n").split("\t", 4)
     if len(parts) != 5 or parts[0] != "file":
         return None
     try:
@@ -454,15 +435,97 @@ def parse_announcement(line: str) -> tuple[str, str, int, float] | None:
         return None
 
 
-def announcer(stream: TextIO) -> Callable[[str, Path, int, float], None]:
-    """The writer's ``on_commit`` in a ``--workers`` child: one announcement line per file on ``stream``."""
-    lock = threading.Lock()
-
+def announcer(fd: int) -> OnCommit:
+    """A receiver's ``on_commit`` under ``--watch``: one announcement line per file on the watch process's pipe."""
     def say(kind: str, path: Path, rows: int, acked: float) -> None:
-        with lock:
-            try:
-                stream.write(announcement(kind, path, rows, acked))
-                stream.flush()
-            except (OSError, ValueError):  # the parent is gone: the batch is durable all the same
-                pass
+        # the watch gone (it said why on stderr), the batch is durable all the same
+        with contextlib.suppress(OSError):
+            os.write(fd, announcement(kind, path, rows, acked))
     return say
+
+
+# -- the watch process: `jitrace collect --watch` starts it, the receivers announce their files to it ----------------
+
+WATCH_START_S = 60.0
+
+
+class WatchProcess:
+    """The parent's handle on the watch process: ``fd`` (the announcements' pipe), ``prometheus_port``, ``stop``."""
+
+    def __init__(self, proc: subprocess.Popen, fd: int, prometheus_port: int | None) -> None:
+        self.proc, self.fd, self.prometheus_port = proc, fd, prometheus_port
+
+    def stop(self, timeout_s: float = 600.0) -> None:
+        """Close the pipe (every receiver has stopped writing to it): the watch loads the rest, runs its last clock
+        model and tick, says its stop line and exits."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_process(args) -> WatchProcess:
+    """Start the watch in a process of its own (its DuckDB work and its Python never hold up a receiver's: no shared
+    GIL, and a lower CPU priority), reading announcements on a pipe, its lines on this process's stdout. Returns
+    once it serves its metrics; a metrics address it cannot take is a UserError here."""
+    read_fd, write_fd = os.pipe()
+    ready_r, ready_w = os.pipe()
+    command = [sys.executable, "-m", "jitrace.analyzer.cli", "collect", "--out", str(args.out),
+               "--watch", "--watch-process", str(ready_w), "--watch-window", repr(args.watch_window),
+               "--watch-max-spans", str(args.watch_max_spans), "--metrics-interval", repr(args.metrics_interval),
+               *(["--metrics", args.metrics] if args.metrics else []),
+               *(["--metrics-otlp", args.metrics_otlp] if args.metrics_otlp else [])]
+    try:
+        proc = subprocess.Popen(command, stdin=read_fd, pass_fds=(ready_w,))
+    finally:
+        os.close(read_fd)
+        os.close(ready_w)
+    with os.fdopen(ready_r, "rb") as ready:
+        line = ready.readline().decode().strip() if select.select([ready], [], [], WATCH_START_S)[0] else ""
+    what, _, rest = line.partition(" ")
+    if what != "ready":
+        os.close(write_fd)
+        proc.kill()
+        proc.wait()
+        raise UserError(rest if what == "error" else
+                        f"--watch: the watch process did not start within {WATCH_START_S:.0f} s")
+    port = int(rest)
+    return WatchProcess(proc, write_fd, port or None)
+
+
+def serve(args) -> int:
+    """The watch process (``jitrace collect --watch-process FD``, started by ``start_process``): announcements on
+    stdin until it closes, the lines on stdout, the stop line on stderr."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole group: the parent closes the pipe
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if sys.platform == "linux":
+        os.nice(NICE)  # the receivers come first: under saturation the lag grows, not the exporters' wait
+    ready = os.fdopen(args.watch_process, "w")
+    metrics = Metrics(args.metrics, args.metrics_otlp, interval_s=args.metrics_interval)
+    try:
+        port = metrics.start()
+    except UserError as exc:
+        ready.write(f"error {exc}\n")
+        ready.close()
+        return 2
+    watcher = Watcher(window_s=args.watch_window, max_spans=args.watch_max_spans, metrics=metrics)
+    try:
+        watcher.start()
+        ready.write(f"ready {port or 0}\n")
+        ready.close()
+        for line in sys.stdin.buffer:
+            parsed = parse_announcement(line)
+            if parsed is not None:
+                watcher.announce(*parsed)
+        watcher.stop()
+        print(watcher.summary(), file=sys.stderr, flush=True)
+    finally:
+        watcher.close()
+        metrics.shutdown()
+    return 0

@@ -164,6 +164,17 @@ def test_metric_options_need_the_watch_and_a_valid_endpoint(tmp_path):
         assert len(run.stderr.strip().splitlines()) == 1 and says in run.stderr and "Traceback" not in run.stderr
 
 
+def test_a_metrics_address_in_use_is_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        run = _collect("--out", str(tmp_path / "o"), "--watch", "--metrics", f"127.0.0.1:{taken.getsockname()[1]}")
+    assert run.returncode == 2, run.stderr
+    assert "--metrics" in run.stderr and "cannot listen" in run.stderr and "Traceback" not in run.stderr
+
+
 def _metrics_request(value: int) -> ExportMetricsServiceRequest:
     req = ExportMetricsServiceRequest()
     sm = req.resource_metrics.add().scope_metrics.add()
