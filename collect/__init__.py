@@ -329,14 +329,14 @@ def run(args: argparse.Namespace) -> int:
                 print(warning, file=sys.stderr, flush=True)
     watching = None
     if child and args.announce is not None:  # the watch process is told of each file on its pipe
-        from jitrace.collect.watch import announcer
+        from jitrace.collect._announce import announcer
 
         receiver.writer.on_commit = announcer(args.announce)
     elif args.watch:
-        from jitrace.collect import watch
+        from jitrace.collect import _announce
 
-        watching = watch.start_process(args)
-        receiver.writer.on_commit = watch.announcer(watching.fd)
+        watching = _announce.start_process(args)
+        receiver.writer.on_commit = _announce.announcer(watching.fd)
         args.announce = watching.fd  # the workers write to the same pipe
     stop = StopSignals()
     try:

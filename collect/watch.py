@@ -25,13 +25,10 @@ read are kept (attributes, resource and events are dropped once their facts are 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue
 import re
-import select
-import subprocess
 import sys
 import threading
 import time
@@ -44,6 +41,7 @@ from typing import TextIO
 from jitrace.analyzer import schema
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.steps import offsets, session, spans_view
+from jitrace.collect._announce import NICE, parse_announcement
 from jitrace.collect._writer import OnCommit  # what the writer calls for each durable file; re-exported
 from jitrace.collect.metrics import Metrics
 
@@ -55,7 +53,6 @@ DEFAULT_WINDOW_S = 900.0  # seconds of arrivals kept (the clock model's --window
 DEFAULT_MAX_SPANS = 1_000_000
 DEFAULT_INTERVAL_S = 0.25
 CLOCK_INTERVAL_S = 1.0  # seconds, at least, between two runs of the clock model
-NICE = 10  # how much lower than the receivers' the watch process's CPU priority is
 # what the watch prints of a denial: a change to one of these is a correction line
 ANSWER = ("service", "method", "principal", "cause", "rule", "confidence", "fix")
 _COLUMNS = ("trace_id", "span_id", "server_span_id", "client_span_id", "time", *ANSWER)
@@ -417,84 +414,6 @@ class Watcher:
 
 def _key(line: Line) -> tuple[str, str, str]:
     return (str(line.field("cause")), str(line.field("service")), str(line.field("method")))
-
-
-def announcement(kind: str, path: Path, rows: int, acked: float) -> bytes:
-    """The line a receiver process writes on the watch process's pipe for each durable file (one ``write``, shorter
-    than PIPE_BUF for any sane path: the lines of several receivers never interleave)."""
-    return f"file\t{kind}\t{rows}\t{acked!r}\t{path}\n".encode(errors="surrogateescape")
-
-
-def parse_announcement(line: bytes) -> tuple[str, str, int, float] | None:
-    parts = line.decode(errors="surrogateescape").rstrip("\n").split("\t", 4)
-    if len(parts) != 5 or parts[0] != "file":
-        return None
-    try:
-        return parts[1], parts[4], int(parts[2]), float(parts[3])
-    except ValueError:
-        return None
-
-
-def announcer(fd: int) -> OnCommit:
-    """A receiver's ``on_commit`` under ``--watch``: one announcement line per file on the watch process's pipe."""
-    def say(kind: str, path: Path, rows: int, acked: float) -> None:
-        # the watch gone (it said why on stderr), the batch is durable all the same
-        with contextlib.suppress(OSError):
-            os.write(fd, announcement(kind, path, rows, acked))
-    return say
-
-
-# -- the watch process: `jitrace collect --watch` starts it, the receivers announce their files to it ----------------
-
-WATCH_START_S = 60.0
-
-
-class WatchProcess:
-    """The parent's handle on the watch process: ``fd`` (the announcements' pipe), ``prometheus_port``, ``stop``."""
-
-    def __init__(self, proc: subprocess.Popen, fd: int, prometheus_port: int | None) -> None:
-        self.proc, self.fd, self.prometheus_port = proc, fd, prometheus_port
-
-    def stop(self, timeout_s: float = 600.0) -> None:
-        """Close the pipe (every receiver has stopped writing to it): the watch loads the rest, runs its last clock
-        model and tick, says its stop line and exits."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def start_process(args) -> WatchProcess:
-    """Start the watch in a process of its own (its DuckDB work and its Python never hold up a receiver's: no shared
-    GIL, and a lower CPU priority), reading announcements on a pipe, its lines on this process's stdout. Returns
-    once it serves its metrics; a metrics address it cannot take is a UserError here."""
-    read_fd, write_fd = os.pipe()
-    ready_r, ready_w = os.pipe()
-    command = [sys.executable, "-m", "jitrace.analyzer.cli", "collect", "--out", str(args.out),
-               "--watch", "--watch-process", str(ready_w), "--watch-window", repr(args.watch_window),
-               "--watch-max-spans", str(args.watch_max_spans), "--metrics-interval", repr(args.metrics_interval),
-               *(["--metrics", args.metrics] if args.metrics else []),
-               *(["--metrics-otlp", args.metrics_otlp] if args.metrics_otlp else [])]
-    try:
-        proc = subprocess.Popen(command, stdin=read_fd, pass_fds=(ready_w,))
-    finally:
-        os.close(read_fd)
-        os.close(ready_w)
-    with os.fdopen(ready_r, "rb") as ready:
-        line = ready.readline().decode().strip() if select.select([ready], [], [], WATCH_START_S)[0] else ""
-    what, _, rest = line.partition(" ")
-    if what != "ready":
-        os.close(write_fd)
-        proc.kill()
-        proc.wait()
-        raise UserError(rest if what == "error" else
-                        f"--watch: the watch process did not start within {WATCH_START_S:.0f} s")
-    port = int(rest)
-    return WatchProcess(proc, write_fd, port or None)
 
 
 def serve(args) -> int:
