@@ -199,10 +199,10 @@ class Watcher:
         last = 0.0
         while True:
             self._tick_due.wait()
-            if self._stop.is_set():
-                return
             self._stop.wait(max(0.0, last + self.interval_s - time.monotonic()))
             self._tick_due.clear()
+            if self._stop.is_set():  # after the clear: stop() sets _stop before _tick_due, so none is lost
+                return
             self.tick()
             last = time.monotonic()
 
@@ -211,9 +211,9 @@ class Watcher:
         than a tick: the denials meanwhile use the last model, and a change it brings is a correction)."""
         while True:
             self._clock_due.wait()
-            if self._stop.is_set():
-                return
             self._clock_due.clear()
+            if self._stop.is_set():  # after the clear, as in _run
+                return
             began = time.monotonic()
             self.clock_model()
             # at most a fifth of a core, and not more often than CLOCK_INTERVAL_S: the receivers come first
