@@ -178,6 +178,7 @@ def _throughput(watch: bool, workers: int, seconds: float, payload: bytes) -> tu
 
 
 def run(quick: bool) -> str:
+    load_before = os.getloadavg()[0]
     payload = template()
     seconds = 3.0 if quick else 20.0
     rates = (RATE / 10,) if quick else (RATE, RATE / 4)  # the target, and a rate this machine sustains with room
@@ -210,7 +211,9 @@ def run(quick: bool) -> str:
         f"`jitrace collect --workers 2 --watch` on the same {os.cpu_count()}-core machine (exporters, receivers and "
         "the watch share the cores). Lag: from a request's acknowledgement to the bench reading its denial's line "
         f"on the receiver's stdout, {seconds:.0f} s at each offered rate (the achieved rate is what the receivers "
-        "acknowledged; a denial whose line came more than 3 s after the last request is not read).\n\n"
+        "acknowledged; a denial whose line came more than 3 s after the last request is not read). The machine's "
+        f"load average was {load_before:.1f} when the section began and {os.getloadavg()[0]:.1f} when it ended: "
+        "every figure here depends on what else runs.\n\n"
         + "\n".join(lag_rows) + "\n\n" + summaries + "\n\n"
         f"Throughput, the same requests as fast as acknowledged ({tp_seconds:.0f} s a run, {rounds} rounds of a run "
         "without and a run with --watch, one after the other):\n\n"
