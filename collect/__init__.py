@@ -12,6 +12,10 @@ Converting OTLP to rows is Python work under one GIL; ``--workers N`` runs N rec
 
 Peers may be hostile: connections, calls, bytes in flight and read time are bounded (``_http``, ``_grpc``), and
 ``--tls-cert``/``--tls-key`` and ``--auth-token-file`` decide who may send (``_access``).
+
+OTLP metrics requests are stored as they came (``OUT/metrics/``, OTLP JSON), for a second receiver of a first one's
+``--metrics-otlp``. ``--watch`` starts a watch process told of every durable file (``_announce``, ``watch``): the
+denials attributed live, and metrics to alert on (``metrics``).
 """
 
 from __future__ import annotations
