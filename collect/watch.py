@@ -253,7 +253,7 @@ class Watcher:
                          "QUALIFY row_number() OVER (PARTITION BY trace_id, span_id, kind ORDER BY filename) = 1)")
                 dropped = ", ".join(f"NULL::VARCHAR AS {n}" for n in _DROPPED)
                 self._loader.execute(f"CREATE OR REPLACE TEMP TABLE watch_batch AS "
-                                 f"SELECT f.* REPLACE ({dropped}) FROM ({spans_view.facts_sql(fresh)}) AS f")
+                                     f"SELECT f.* REPLACE ({dropped}) FROM ({spans_view.facts_sql(fresh)}) AS f")
                 # a span held already is dropped: looked up among the state's spans of the batch's traces (a hash
                 # of the batch, not of the whole state)
                 added = self._loader.execute(
