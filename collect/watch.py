@@ -137,7 +137,7 @@ class Watcher:
         self.lines: dict[tuple[str, str], Line] = {}  # call (trace id, first span id seen) -> its last line
         self._calls: dict[tuple[str, str], tuple[str, str]] = {}  # (trace id, span id) -> call
         self.lags: deque[float] = deque(maxlen=1_000_000)
-        self.ticks = self.corrections = self.evicted_spans = self.spans = self.missed_files = 0
+        self.ticks = self.denials = self.corrections = self.evicted_spans = self.spans = self.missed_files = 0
         self.tick_seconds: deque[float] = deque(maxlen=10_000)
         self.clock_seconds: deque[float] = deque(maxlen=10_000)
         self._stop = threading.Event()
@@ -368,6 +368,7 @@ class Watcher:
                 self.lags.append(now - acked)
                 self.metrics.lag(now - acked)
                 self.metrics.denial(_key(line))
+                self.denials += 1
                 printed.append(format_line("denial", line))
             elif before.answer != answer:
                 self.corrections += 1
@@ -402,7 +403,7 @@ class Watcher:
                      "their spans are not in the live answers")
         def median(values: deque[float]) -> str:
             return f"{sorted(values)[len(values) // 2]:.2f} s" if values else "-"
-        return (f"jitrace collect --watch: {len(self.lines)} denials attributed, {self.corrections} corrections, "
+        return (f"jitrace collect --watch: {self.denials} denials attributed, {self.corrections} corrections, "
                 f"{self.ticks} ticks (median {median(self.tick_seconds)}) and {self._clock_runs} clock model runs "
                 f"(median {median(self.clock_seconds)}) over {self.spans} spans{held}")
 
