@@ -52,6 +52,7 @@ __all__ = ["DEFAULT_INTERVAL_S", "DEFAULT_MAX_SPANS", "DEFAULT_WINDOW_S", "Line"
 DEFAULT_WINDOW_S = 900.0  # seconds of arrivals kept (the clock model's --window is 300 s)
 DEFAULT_MAX_SPANS = 1_000_000
 DEFAULT_INTERVAL_S = 0.25
+HARD_BOUND = 2  # past this many times max_spans, spans no tick has seen yet are dropped too
 CLOCK_INTERVAL_S = 1.0  # seconds, at least, between two runs of the clock model
 # what the watch prints of a denial: a change to one of these is a correction line
 ANSWER = ("service", "method", "principal", "cause", "rule", "confidence", "fix")
@@ -131,13 +132,17 @@ class Watcher:
         self._tick_due = threading.Event()  # spans or logs a tick may change an answer with, or a new clock model
         self._clock_runs = 0
         self._queue: queue.SimpleQueue[tuple[str, str, int, float]] = queue.SimpleQueue()
-        self._arrivals: deque[tuple[float, str, str, int]] = deque()  # (acked, path, kind, rows), oldest first
+        # (acked, path, kind, rows, order loaded), oldest first
+        self._arrivals: deque[tuple[float, str, str, int, int]] = deque()
+        self._loaded = 0  # files loaded so far
+        self._ticked = 0  # files loaded before the last finished tick began: a tick has seen them
         self._acked: dict[str, float] = {}  # path -> when its batches were acknowledged
         self._held = 0  # spans in the state
         self.lines: dict[tuple[str, str], Line] = {}  # call (trace id, first span id seen) -> its last line
         self._calls: dict[tuple[str, str], tuple[str, str]] = {}  # (trace id, span id) -> call
         self.lags: deque[float] = deque(maxlen=1_000_000)
         self.ticks = self.denials = self.corrections = self.evicted_spans = self.spans = self.missed_files = 0
+        self.unseen_spans = 0  # dropped past the hard bound before a tick saw them
         self.tick_seconds: deque[float] = deque(maxlen=10_000)
         self.clock_seconds: deque[float] = deque(maxlen=10_000)
         self._stop = threading.Event()
@@ -274,7 +279,8 @@ class Watcher:
                 relevant = True
         for kind, path, rows, acked in items:
             self._acked[path] = acked
-            self._arrivals.append((acked, path, kind, rows))
+            self._loaded += 1
+            self._arrivals.append((acked, path, kind, rows, self._loaded))
             if kind == "spans":
                 self.spans += rows
                 self.metrics.spans(rows)
@@ -283,11 +289,18 @@ class Watcher:
         return relevant
 
     def _evict(self) -> None:
+        """Drop the oldest arrivals past the window or the span bound, once a tick has seen them (a denial is
+        printed before its spans can go); past HARD_BOUND times the bound, unseen ones too (counted)."""
         cutoff = time.time() - self.window_s
         gone: list[str] = []
         spans_left = self._held
         while self._arrivals and (self._arrivals[0][0] < cutoff or spans_left > self.max_spans):
-            _, path, kind, rows = self._arrivals.popleft()
+            _, path, kind, rows, order = self._arrivals[0]
+            if order > self._ticked and spans_left <= HARD_BOUND * self.max_spans:
+                break
+            self._arrivals.popleft()
+            if order > self._ticked and kind == "spans":
+                self.unseen_spans += rows
             gone.append(path)
             if kind == "spans":
                 spans_left -= rows
@@ -343,6 +356,7 @@ class Watcher:
     def tick(self) -> None:
         """Run the denials' steps over the focus; print each new or changed denial; update the metrics."""
         started = time.perf_counter()
+        loaded_before = self._loaded
         self._focus()
         session.run_queries(self.con, settings=self.settings, log_patterns=None, only=DENIAL_STEPS)
         rows = self.con.execute(
@@ -388,6 +402,7 @@ class Watcher:
             self.out.write("\n".join(printed) + "\n")
             self.out.flush()
         self.ticks += 1
+        self._ticked = loaded_before
         self.tick_seconds.append(time.perf_counter() - started)
 
     def attributions(self, columns: str = "*"):
@@ -398,6 +413,9 @@ class Watcher:
         """The stop line: what was watched, and whether the state held every span."""
         held = (f"; {self.evicted_spans} spans dropped from the state (--watch-window, --watch-max-spans): "
                 "the live answers covered the recent spans only" if self.evicted_spans else "")
+        if self.unseen_spans:
+            held += (f"; {self.unseen_spans} of them before a tick saw them (the watch was behind by more than "
+                     f"{HARD_BOUND}x --watch-max-spans): their denials may not have been printed")
         if self.missed_files:
             held += (f"; {self.missed_files} files were compacted before the watch read them (--compact-after): "
                      "their spans are not in the live answers")

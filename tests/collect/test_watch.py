@@ -132,6 +132,24 @@ def test_the_state_is_bounded_and_says_so(tmp_path):
         held = watcher.con.execute("SELECT count(*) FROM span_fact_rows").fetchone()[0]
         assert held <= 10 + 4 and watcher.evicted_spans > 0
         assert "dropped from the state" in watcher.summary()
+        assert watcher.unseen_spans == 0  # a tick saw every span before it went
+    finally:
+        watcher.close()
+
+
+def test_spans_no_tick_saw_are_kept_up_to_twice_the_bound_then_counted(tmp_path):
+    world = _world()
+    rows = world.tuples()
+    watcher = Watcher(out=io.StringIO(), max_spans=10)
+    try:
+        receiver = Receiver(tmp_path / "collected", grpc_addr=None, http_addr=None)
+        receiver.writer.on_commit = watcher.announce
+        for i in range(0, len(rows), 4):  # loaded, never ticked: a watch far behind
+            receiver.writer.write("spans", rows[i:i + 4])
+            watcher._take(timeout=0)  # noqa: SLF001
+        held = watcher.con.execute("SELECT count(*) FROM span_fact_rows").fetchone()[0]
+        assert 10 < held <= 2 * 10 + 4
+        assert watcher.unseen_spans > 0 and "before a tick saw them" in watcher.summary()
     finally:
         watcher.close()
 
