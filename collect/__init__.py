@@ -12,6 +12,10 @@ Converting OTLP to rows is Python work under one GIL; ``--workers N`` runs N rec
 
 Peers may be hostile: connections, calls, bytes in flight and read time are bounded (``_http``, ``_grpc``), and
 ``--tls-cert``/``--tls-key`` and ``--auth-token-file`` decide who may send (``_access``).
+
+OTLP metrics requests are stored as they came (``OUT/metrics/``, OTLP JSON), for a second receiver of a first one's
+``--metrics-otlp``. ``--watch`` starts a watch process told of every durable file (``_announce``, ``watch``): the
+denials attributed live, and metrics to alert on (``metrics``).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ DEFAULT_HTTP = "127.0.0.1:4318"
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024  # per request, after decompression
 DEFAULT_MAX_CONCURRENT = 64  # HTTP connections open, gRPC calls in progress
 DEFAULT_READ_TIMEOUT = 10.0  # seconds for an HTTP request to arrive whole (the Collector's confighttp's order)
+DEFAULT_WATCH_WINDOW_S = 900.0  # --watch: seconds of arrivals the state keeps (watch.py)
+DEFAULT_WATCH_MAX_SPANS = 1_000_000
 
 
 class Receiver:
@@ -59,7 +65,8 @@ class Receiver:
         self.max_concurrent, self.read_timeout, self.access = max_concurrent, read_timeout, access or Access()
         self.writer = Writer(self.out)
         self.budget = Budget(in_flight_bytes or max(DEFAULT_IN_FLIGHT_BYTES, 4 * max_bytes))
-        self.stats = {"spans": 0, "logs": 0, "rejected": 0, "requests": 0}  # refused for capacity: budget.refused
+        # refused for capacity: budget.refused
+        self.stats = {"spans": 0, "logs": 0, "metric_points": 0, "rejected": 0, "requests": 0}
         self.http_counters = Counters()  # HTTP connections lost, timed out, over the cap, unauthenticated
         self.grpc_unauthenticated = 0
         self._stats_lock = threading.Lock()
@@ -133,6 +140,8 @@ class Receiver:
         from jitrace.analyzer.rows import Rows
 
         rows = Rows()
+        if kind == "metrics":
+            return self._ingest_metrics(body, encoding)
         if encoding == "json":
             obj = json.loads(body)
             if not isinstance(obj, dict):
@@ -156,6 +165,29 @@ class Receiver:
             self.stats["rejected"] += rows.bad
             self.stats["requests"] += 1
         return rows.bad, "; ".join(rows.problems[:3])
+
+    def _ingest_metrics(self, body: bytes, encoding: str) -> tuple[int, str]:
+        """An OTLP metrics request is stored as it came, as one line of OTLP JSON (the Collector's file exporter's
+        format; ``jitrace analyze`` skips and counts such requests), and its data points are counted."""
+        from google.protobuf import json_format
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+        from jitrace.analyzer import redact
+
+        if encoding == "json":
+            request = json_format.Parse(body, ExportMetricsServiceRequest(), ignore_unknown_fields=True)
+        else:
+            request = ExportMetricsServiceRequest.FromString(body)
+        points = sum(len(getattr(m, m.WhichOneof("data")).data_points) if m.WhichOneof("data") else 0
+                     for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics)
+        if not request.resource_metrics:
+            return 0, ""
+        text = json_format.MessageToJson(request, indent=None, use_integers_for_enums=True)
+        self.writer.write_file("metrics", (redact.redact(text) + "\n").encode(), ".json")
+        with self._stats_lock:
+            self.stats["metric_points"] += points
+            self.stats["requests"] += 1
+        return 0, ""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -191,7 +223,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compact-only", action="store_true",
                         help="do not listen: compact every hour folder already in --out (written by an earlier or "
                              "a running collect) and exit")
+    parser.add_argument("--watch", action="store_true",
+                        help="attribute each denial as its spans are acknowledged, with analyze's rules and clock "
+                             "model, and print a line per denial (and a correction line when a later span changes "
+                             "the answer) on stdout")
+    parser.add_argument("--watch-window", default=DEFAULT_WATCH_WINDOW_S, metavar="SECONDS",
+                        help="--watch keeps the spans and logs that arrived within this many seconds "
+                             f"(default {DEFAULT_WATCH_WINDOW_S:g})")
+    parser.add_argument("--watch-max-spans", default=DEFAULT_WATCH_MAX_SPANS, metavar="N",
+                        help="--watch keeps at most about this many spans, the latest arrivals "
+                             f"(default {DEFAULT_WATCH_MAX_SPANS:,})")
+    parser.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                        help="with --watch: serve the watch's metrics for Prometheus at http://HOST:PORT/metrics "
+                             "(port 0 picks one)")
+    parser.add_argument("--metrics-otlp", default=None, metavar="URL",
+                        help="with --watch: push the watch's metrics as OTLP to URL: http://HOST:4317 (gRPC) or "
+                             "http://HOST:4318/v1/metrics (HTTP)")
+    parser.add_argument("--metrics-interval", default=10.0, metavar="SECONDS",
+                        help="seconds between two OTLP metrics exports (default 10; the last values at the stop)")
     parser.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)  # internal: parent's pid
+    parser.add_argument("--announce", type=int, default=None, help=argparse.SUPPRESS)  # internal: the watch's pipe
+    parser.add_argument("--watch-process", type=int, default=None, help=argparse.SUPPRESS)  # internal: be the watch
 
 
 def _addr(value: str, flag: str) -> str | None:
@@ -231,6 +283,17 @@ def _check_numbers(args: argparse.Namespace) -> None:
     args.read_timeout = _number(args.read_timeout, "--read-timeout", whole=False)
     args.workers = _number(args.workers, "--workers", whole=True, most=64)
     args.compact_after = _number(args.compact_after, "--compact-after", whole=False, zero=True)
+    args.watch_window = _number(args.watch_window, "--watch-window", whole=False)
+    args.watch_max_spans = _number(args.watch_max_spans, "--watch-max-spans", whole=True)
+    args.metrics_interval = _number(args.metrics_interval, "--metrics-interval", whole=False)
+    if (args.metrics is not None or args.metrics_otlp is not None) and not args.watch:
+        raise UserError("--metrics and --metrics-otlp publish the watch's figures: add --watch")
+    if args.metrics is not None:
+        _addr(args.metrics, "--metrics")
+    if args.metrics_otlp is not None:
+        from jitrace.collect.metrics import check_otlp_url
+
+        check_otlp_url(args.metrics_otlp)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -243,6 +306,10 @@ def run(args: argparse.Namespace) -> int:
     _check_numbers(args)
     if args.compact_only:
         return _compact_only(Path(args.out))
+    if args.watch_process is not None:
+        from jitrace.collect import watch
+
+        return watch.serve(args)
     from jitrace.collect import _access
 
     access = _access.load(args.tls_cert, args.tls_key, args.auth_token_file)
@@ -264,8 +331,24 @@ def run(args: argparse.Namespace) -> int:
             warning = _access.exposure_warning(flag, addr, access)
             if warning:
                 print(warning, file=sys.stderr, flush=True)
+    watching = None
+    if child and args.announce is not None:  # the watch process is told of each file on its pipe
+        from jitrace.collect._announce import announcer
+
+        receiver.writer.on_commit = announcer(args.announce)
+    elif args.watch:
+        from jitrace.collect import _announce
+
+        watching = _announce.start_process(args)
+        receiver.writer.on_commit = _announce.announcer(watching.fd)
+        args.announce = watching.fd  # the workers write to the same pipe
     stop = StopSignals()
-    grpc_port, http_port = receiver.start()
+    try:
+        grpc_port, http_port = receiver.start()
+    except UserError:
+        if watching is not None:
+            watching.stop()
+        raise
     host = lambda a: a.rpartition(":")[0] if a else None  # noqa: E731
     grpc_at = f"{host(receiver.grpc_addr)}:{grpc_port}" if grpc_port else None
     http_at = f"{host(receiver.http_addr)}:{http_port}" if http_port else None
@@ -278,8 +361,11 @@ def run(args: argparse.Namespace) -> int:
 
         compactor = Compactor(receiver.out, args.compact_after)
     if not child:
+        served = (f"; metrics at http://{host(args.metrics)}:{watching.prometheus_port}/metrics"
+                  if watching is not None and watching.prometheus_port else "")
         print(f"jitrace collect: listening grpc={grpc_at or 'off'} http={http_at or 'off'}, writing {args.out}"
-              + (f" ({args.workers} processes)" if children else ""), file=sys.stderr, flush=True)
+              + (f" ({args.workers} processes)" if children else "") + (", watching" if watching else "") + served,
+              file=sys.stderr, flush=True)
     ticks = 0
     every = max(1, round(min(10.0, args.compact_after) / 0.5))  # look for idle hours every 10 s, or sooner
     try:
@@ -298,6 +384,8 @@ def run(args: argparse.Namespace) -> int:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if watching is not None:  # every receiver has stopped: a last tick over every acknowledged batch
+            watching.stop()
     if compactor is not None:
         compactor.run(everything=True)
     if not child:
@@ -340,7 +428,8 @@ def _spawn_workers(args: argparse.Namespace, grpc_at: str | None, http_at: str |
             *(["--max-in-flight", str(args.max_in_flight)] if args.max_in_flight is not None else []),
             *(["--tls-cert", args.tls_cert, "--tls-key", args.tls_key] if args.tls_cert else []),
             *(["--auth-token-file", args.auth_token_file] if args.auth_token_file else []),
-        ], stdout=subprocess.PIPE))
+            *(["--announce", str(args.announce)] if args.announce is not None else []),
+        ], stdout=subprocess.PIPE, pass_fds=() if args.announce is None else (args.announce,)))
     deadline = time.monotonic() + WORKER_START_S
     for proc in procs:
         ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))

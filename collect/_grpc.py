@@ -1,4 +1,4 @@
-"""OTLP/gRPC: ``TraceService/Export`` and ``LogsService/Export`` on a plain gRPC server.
+"""OTLP/gRPC: ``TraceService/Export``, ``LogsService/Export`` and ``MetricsService/Export`` on a plain gRPC server.
 
 The server is built with ``grpc._server.create_server`` rather than ``grpc.server``: OpenTelemetry's (and jitrace's)
 gRPC instrumentation replace ``grpc.server`` to add their interceptors, and a receiver in an instrumented process must
@@ -19,6 +19,7 @@ from concurrent import futures
 import grpc
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from jitrace.collect._access import Access
@@ -26,6 +27,7 @@ from jitrace.collect._budget import RETRY_AFTER_S, Busy
 
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 
 # (kind, request bytes) -> (records rejected, error message); raises ValueError for a payload that is not OTLP
 Ingest = Callable[[str, bytes, str], tuple[int, str]]
@@ -83,6 +85,9 @@ def create_server(addr: str, ingest: Ingest, max_bytes: int, workers: int = 8, r
         grpc.method_handlers_generic_handler(LOGS_SERVICE, {"Export": _handler(
             "logs", ingest, logs_service_pb2.ExportLogsServiceResponse,
             logs_service_pb2.ExportLogsPartialSuccess, "rejected_log_records", access, refused)}),
+        grpc.method_handlers_generic_handler(METRICS_SERVICE, {"Export": _handler(
+            "metrics", ingest, metrics_service_pb2.ExportMetricsServiceResponse,
+            metrics_service_pb2.ExportMetricsPartialSuccess, "rejected_data_points", access, refused)}),
     )
     # SO_REUSEPORT only when asked (``jitrace collect --workers``): otherwise two receivers could silently split
     # one port between them

@@ -1,4 +1,4 @@
-"""OTLP/HTTP: ``POST /v1/traces`` and ``/v1/logs``, protobuf or JSON bodies, optionally gzip-compressed.
+"""OTLP/HTTP: ``POST /v1/traces``, ``/v1/logs`` and ``/v1/metrics``, protobuf or JSON bodies, optionally gzipped.
 
 Errors follow the OTLP/HTTP spec: 400 for a body that is not an export request, 413 for one over the limit (checked
 on the announced length and again while inflating gzip, so a small bomb cannot grow past it), 415 for an unknown
@@ -32,7 +32,7 @@ from jitrace.collect._access import Access
 from jitrace.collect._budget import RETRY_AFTER_S, Budget, Busy
 from jitrace.collect._grpc import Ingest
 
-PATHS = {"/v1/traces": "traces", "/v1/logs": "logs"}
+PATHS = {"/v1/traces": "traces", "/v1/logs": "logs", "/v1/metrics": "metrics"}
 _PROTOBUF = "application/x-protobuf"
 _JSON = "application/json"
 _GRPC_CODE = {400: 3, 401: 16, 404: 5, 413: 8, 415: 3, 411: 3, 429: 8, 503: 14}  # HTTP status -> google.rpc.Code
@@ -187,7 +187,7 @@ def make_handler(ingest: Ingest, limits: Limits, counters: Counters) -> type[Bas
                 return self._error(400, f"not an OTLP {kind} export request: {str(exc)[:200]}", as_json)
             finally:
                 budget.release(inflated)
-            field = "rejectedSpans" if kind == "traces" else "rejectedLogRecords"
+            field = {"traces": "rejectedSpans", "logs": "rejectedLogRecords"}.get(kind, "rejectedDataPoints")
             if as_json:
                 resp = {"partialSuccess": {field: rejected, "errorMessage": message}} if rejected else {}
                 return self._reply(200, json.dumps(resp).encode(), _JSON)
@@ -207,6 +207,11 @@ def _partial(kind: str, rejected: int, message: str) -> bytes:
 
         return m.ExportTraceServiceResponse(partial_success=m.ExportTracePartialSuccess(
             rejected_spans=rejected, error_message=message)).SerializeToString()
+    if kind == "metrics":
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as mm
+
+        return mm.ExportMetricsServiceResponse(partial_success=mm.ExportMetricsPartialSuccess(
+            rejected_data_points=rejected, error_message=message)).SerializeToString()
     from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as m
 
     return m.ExportLogsServiceResponse(partial_success=m.ExportLogsPartialSuccess(

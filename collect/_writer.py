@@ -12,6 +12,10 @@ thousand folders and fsync a thousand files. The analyzer reads times from the r
 
 These small files hold the normalized columns only (the cheapest write, on the acknowledgment path); ``_compact``
 later merges each hour's files into one that also holds the typed span facts.
+
+``on_commit`` (``jitrace collect --watch``) is told of each file once it is durable, just before its batches are
+acknowledged: the watch reads the acknowledged files, in whichever receiver process wrote them. OTLP metrics are not
+rows: ``write_file`` stores a request as it is, one durable file each (no group commit: they are few).
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
+import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -44,9 +50,15 @@ class _Item:
         self.kind, self.rows, self.done, self.error = kind, rows, False, None
 
 
+# (kind, file, rows in it, Unix time it became durable): called for every file of a commit before its batches are
+# acknowledged
+OnCommit = Callable[[str, Path, int, float], None]
+
+
 class Writer:
-    def __init__(self, out_dir: str | os.PathLike) -> None:
+    def __init__(self, out_dir: str | os.PathLike, on_commit: OnCommit | None = None) -> None:
         self.out = Path(out_dir)
+        self.on_commit = on_commit
         self._cv = threading.Condition()
         self._pending: list[_Item] = []
         self._busy = False
@@ -56,7 +68,7 @@ class Writer:
         """Delete ``*.tmp`` files a killed receiver left: their batches were never acknowledged. (A compaction's
         unfinished file is ``compact.finish``'s to remove: a compaction may be running in another process.)"""
         n = 0
-        for kind in _SCHEMAS:
+        for kind in (*_SCHEMAS, "metrics"):
             for tmp in (self.out / kind).rglob(f"*{TMP_SUFFIX}") if (self.out / kind).is_dir() else ():
                 if not tmp.name.startswith(compact.PREFIX):  # a compaction's: maybe another process's
                     tmp.unlink(missing_ok=True)
@@ -96,6 +108,7 @@ class Writer:
             groups[item.kind].extend(item.rows)
         hour = f"hour={dt.datetime.now(dt.UTC):%Y-%m-%dT%H}"
         dirs = set()
+        written = []
         for kind, rows in groups.items():  # one file per table: whatever times the records carry
             folder = self.out / kind / hour
             folder.mkdir(parents=True, exist_ok=True)
@@ -109,6 +122,25 @@ class Writer:
                 os.fsync(f.fileno())
             os.rename(tmp, final)
             dirs.add(folder)
+            written.append((kind, final, len(rows)))
             self.files += 1
         for folder in dirs:  # the rename itself must survive a crash
             fsync_path(folder)
+        if self.on_commit is not None:
+            now = time.time()
+            for kind, final, n in written:
+                self.on_commit(kind, final, n, now)
+
+    def write_file(self, kind: str, data: bytes, suffix: str) -> Path:
+        """Store ``data`` durably as a file of its own under ``kind``/hour=.../ (OTLP metrics requests)."""
+        folder = self.out / kind / f"hour={dt.datetime.now(dt.UTC):%Y-%m-%dT%H}"
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"{uuid.uuid4().hex}{suffix}"
+        tmp = final.with_name(final.name + TMP_SUFFIX)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, final)
+        fsync_path(folder)
+        return final

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jitrace.analyzer.errors import UserError
 from jitrace.collect import Receiver
 from jitrace.collect.compact import Compactor
+from jitrace.collect.watch import OnCommit
 from jitrace.lab import jitlab_pb2, jitlab_pb2_grpc, scenarios
 from jitrace.lab.scenarios import Call, Scenario
 
@@ -226,8 +227,13 @@ def _prepare(out: Path) -> None:
 
 
 def run(scenario: str, out_dir: str | Path, *, calls: int = 8, seed: int = 7, drift: str = "server",
-        workers: int = 16, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run ``scenario`` into ``out_dir``; returns params.json's content (with the outcome counts)."""
+        workers: int = 16, log: Callable[[str], None] = print, on_commit: OnCommit | None = None,
+        receiver_ports: tuple[int, int | None] | None = None) -> dict[str, Any]:
+    """Run ``scenario`` into ``out_dir``; returns params.json's content (with the outcome counts).
+
+    ``on_commit``: told of each file the lab's receiver writes, once durable (a watch: ``jitrace demo --watch``).
+    ``receiver_ports``: the services export to a receiver already running on these OTLP/gRPC and OTLP/HTTP ports
+    (a ``jitrace collect`` of the caller's), which then holds the spans and logs; the lab starts none."""
     try:
         s = scenarios.build(scenario, calls=calls, seed=seed, drift=drift)
     except ValueError as err:
@@ -237,8 +243,13 @@ def run(scenario: str, out_dir: str | Path, *, calls: int = 8, seed: int = 7, dr
     run_dir = out / "lab-run"
     run_dir.mkdir(exist_ok=True)
     began = time.monotonic()
-    receiver = Receiver(out, grpc_addr="127.0.0.1:0", http_addr="127.0.0.1:0")
-    grpc_port, http_port = receiver.start()
+    receiver = None
+    if receiver_ports is None:
+        receiver = Receiver(out, grpc_addr="127.0.0.1:0", http_addr="127.0.0.1:0")
+        receiver.writer.on_commit = on_commit
+        grpc_port, http_port = receiver.start()
+    else:
+        grpc_port, http_port = receiver_ports
     try:
         mesh = Mesh(run_dir, grpc_port, log, otlp_http_port=http_port)
         try:
@@ -249,10 +260,12 @@ def run(scenario: str, out_dir: str | Path, *, calls: int = 8, seed: int = 7, dr
         finally:
             mesh.close()  # the services flush their spans and logs on SIGTERM
     finally:
-        receiver.stop()
+        if receiver is not None:
+            receiver.stop()
         for key in run_dir.glob("*.key"):  # the signing keys lived for this run only
             key.unlink()
-    Compactor(out).run(everything=True)  # as `jitrace collect` leaves its folder at a clean stop
+    if receiver is not None:
+        Compactor(out).run(everything=True)  # as `jitrace collect` leaves its folder at a clean stop
     for row in rows:
         row["scenario"] = scenario
     denied = [r for r in rows if r["code"] in DENIALS]

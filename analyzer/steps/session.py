@@ -12,7 +12,7 @@ import csv
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import TypeVar
@@ -245,10 +245,11 @@ def run_queries(
     settings: dict[str, float] | None = None,
     progress: Callable[[str, float], None] | None = None,
     log_patterns: list[str] | tuple[str, ...] | None = (),
+    only: Collection[str] | None = None,
 ) -> dict[str, float]:
-    """Run every step; returns seconds per step. ``settings`` sets the SQL variables (e.g. jitrace_leeway_s);
-    ``log_patterns`` are the users' pattern files, tried before the built-in ones (None: ``load_log_patterns`` has
-    already run on ``con``)."""
+    """Run every step (``only``: those named, in the pipeline's order); returns seconds per step. ``settings`` sets
+    the SQL variables (e.g. jitrace_leeway_s); ``log_patterns`` are the users' pattern files, tried before the
+    built-in ones (None: ``load_log_patterns`` has already run on ``con``)."""
     if log_patterns is not None:
         load_log_patterns(con, log_patterns)
     for name, value in (settings or {}).items():
@@ -260,6 +261,8 @@ def run_queries(
     con.execute(pipeline.macros())
     pipeline.load_seeds(con)
     for step in pipeline.steps():
+        if only is not None and step.name not in only:
+            continue
         started = time.perf_counter()
         if step.compression is not None:
             con.execute("SET force_compression = ?", [step.compression])

@@ -146,7 +146,7 @@ def test_http_errors_then_keeps_serving(receiver, body, headers, status):
     assert _post(port, "/v1/traces", req.SerializeToString(), {"Content-Type": "application/x-protobuf"})[0] == 200
     assert _post(port, "/v1/logs", otlp_requests.logs(2).SerializeToString(),
                  {"Content-Type": "application/x-protobuf"})[0] == 200
-    assert _post(port, "/v1/metrics", b"", {"Content-Type": "application/x-protobuf"})[0] == 404
+    assert _post(port, "/v1/profiles", b"", {"Content-Type": "application/x-protobuf"})[0] == 404
     assert _stored(r) == (3, 2)
 
 

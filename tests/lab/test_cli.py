@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import select
 import subprocess
 import sys
@@ -73,6 +74,17 @@ def test_jitrace_demo_runs_the_pipeline_and_says_where_the_report_is(tmp_path):
     assert summary["denials"] == 10, result.stdout[-4000:]  # one per cause
     for name in ("attributions.parquet", "attributions.csv", "clock_offsets.parquet", "jitrace.duckdb"):
         assert (out / name).is_file()
+    assert not processes_mentioning(str(out))
+
+
+@pytest.mark.slow
+def test_jitrace_demo_watch_prints_each_denial_live_and_checks_it_against_the_batch_run(tmp_path):
+    out = tmp_path / "demo"
+    result = _jitrace("demo", "--out", str(out), "--calls", "1", "--watch")
+    assert result.returncode == 0, result.stderr
+    live = [line for line in result.stdout.splitlines() if re.match(r"\S+Z denial +trace=", line)]
+    assert len(live) == 10 and all(" trace=" in line and " cause=" in line for line in live)
+    assert "the live answers equal the batch run's" in result.stdout
     assert not processes_mentioning(str(out))
 
 

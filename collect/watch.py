@@ -1,0 +1,469 @@
+"""``jitrace collect --watch``: each denial attributed as its spans are acknowledged, by the batch pipeline itself.
+
+The receivers' writers announce every file once it is durable (``_writer.OnCommit``), one line each on the pipe of
+the watch process, which ``jitrace collect --watch`` starts (``start_process``; ``serve`` is its main): the watch's
+DuckDB work and Python never hold up a receiver (no shared GIL; a lower CPU priority, ``NICE``). The process loads
+the announced files into a rolling in-memory DuckDB state the way ``jitrace analyze`` loads them (the span facts of
+``queries/span_facts.sql``; one row per span: a later copy of a span already held is dropped) and runs the same
+steps (``queries/steps.toml``) over it: re-running the batch pipeline instead of re-implementing its rules in Python
+is what makes the live answer the batch answer. ``Watcher`` is the state and its threads; ``jitrace demo --watch``
+uses one in its own process.
+
+Three threads: one loads the announced files; the clock model's steps run over the whole state on a connection of
+their own (schema ``clock``), again after spans arrived but at most a fifth of the time; a tick runs the denials'
+steps over the focus (``_focus``: every span those steps read) with the latest clock model, and prints a line for
+each denial whose answer is new and a correction line for one whose answer changed (its client span came after its
+server's, the clock model moved). Once nothing has arrived since the clock model's last run and a tick followed it,
+the state's ``attributions`` is what ``jitrace analyze`` gives on the same spans, as long as the state holds all of
+them; ``stop`` runs both once more over everything.
+
+The state is bounded: spans and logs that arrived more than ``window_s`` ago, and the oldest arrivals past
+``max_spans`` spans, are dropped (``evicted_spans`` counts them; past the first drop, the clock model and the
+pairing see only what is left, and equality with the batch run is no longer promised). Only the columns the steps
+read are kept (attributes, resource and events are dropped once their facts are computed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from jitrace.analyzer import schema
+from jitrace.analyzer.errors import UserError
+from jitrace.analyzer.steps import offsets, session, spans_view
+from jitrace.collect._announce import NICE, parse_announcement
+from jitrace.collect._writer import OnCommit  # what the writer calls for each durable file; re-exported
+from jitrace.collect.metrics import Metrics
+
+__all__ = ["DEFAULT_INTERVAL_S", "DEFAULT_MAX_SPANS", "DEFAULT_WINDOW_S", "Line", "OnCommit", "Watcher",
+           "format_line"]
+
+
+DEFAULT_WINDOW_S = 900.0  # seconds of arrivals kept (the clock model's --window is 300 s)
+DEFAULT_MAX_SPANS = 1_000_000
+DEFAULT_INTERVAL_S = 0.25
+HARD_BOUND = 2  # past this many times max_spans, spans no tick has seen yet are dropped too
+CLOCK_INTERVAL_S = 1.0  # seconds, at least, between two runs of the clock model
+# what the watch prints of a denial: a change to one of these is a correction line
+ANSWER = ("service", "method", "principal", "cause", "rule", "confidence", "fix")
+_COLUMNS = ("trace_id", "span_id", "server_span_id", "client_span_id", "time", *ANSWER)
+# the span columns no step reads once the facts are computed (rpc_spans drops them): not kept in the state
+_DROPPED = ("status_message", "resource", "attributes", "events", "links", "scope")
+FOCUS = "watch_focus"  # the spans the denials' steps read (Watcher._focus)
+# the pipeline's steps (queries/steps.toml) as the watch runs them: the clock model's over the whole state, the
+# denials' over the focus (the summaries, cause_summary and top_offenders, are not the watch's)
+CLOCK_STEPS = ("rpc_spans", "pairs_matched", "pairs", "clock_samples", "clock_edges", "clock_offsets")
+DENIAL_STEPS = ("rpc_spans", "pairs_matched", "pairs", "denied_calls", "denials", "denial_logs", "attributions")
+_BARE = re.compile(r"[A-Za-z0-9._:/@+-]+")
+
+
+@dataclass
+class Line:
+    """A denial as the watch last printed it."""
+    trace_id: str
+    span_id: str
+    time: object
+    answer: tuple
+    printed_at: float
+
+    def field(self, name: str) -> object:
+        return self.answer[ANSWER.index(name)]
+
+
+# what json.dumps leaves as it is but must not reach a terminal (DEL, C1 controls, bidirectional overrides): written
+# as JSON escapes, so that the value still parses back to what the wire said
+_JSON_UNSAFE = {c: f"\\u{c:04x}" for c in (0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F),
+                                             *range(0x2066, 0x206A))}
+
+
+def _value(value: object) -> str:
+    text = "" if value is None else (f"{value:.2f}" if isinstance(value, float) else str(value))
+    return text if _BARE.fullmatch(text) else json.dumps(text, ensure_ascii=False).translate(_JSON_UNSAFE)
+
+
+def format_line(kind: str, line: Line, was: Line | None = None) -> str:
+    """One printed line: ``denial`` or ``correction``, then the time (UTC, the reference clock), the trace id and the
+    answer as ``key=value`` (a value with a space, quote or control character is a JSON string, escaped)."""
+    stamp = line.time.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" if hasattr(line.time, "strftime") else "-"
+    fields = [f"{name}={_value(line.field(name))}" for name in ("service", "method", "principal", "cause",
+                                                               "confidence")]
+    if was is not None and was.field("cause") != line.field("cause"):
+        fields.append(f"was={_value(was.field('cause'))}")
+    fields.append(f"fix={_value(line.field('fix'))}")
+    return f"{stamp} {kind:<10} trace={_value(line.trace_id)} " + " ".join(fields)
+
+
+class Watcher:
+    """The rolling state and its threads (loading, ticks, the clock model): ``announce`` files (thread-safe),
+    ``start``, ``stop`` (a last clock model and tick)."""
+
+    def __init__(self, *, settings: dict[str, float] | None = None, window_s: float = DEFAULT_WINDOW_S,
+                 max_spans: int = DEFAULT_MAX_SPANS, interval_s: float = DEFAULT_INTERVAL_S,
+                 out: TextIO | None = None, metrics: Metrics | None = None,
+                 log_patterns: list[str] | tuple[str, ...] = ()) -> None:
+        self.settings, self.window_s, self.max_spans, self.interval_s = settings or {}, window_s, max_spans, interval_s
+        self.out = out if out is not None else sys.stdout
+        self.metrics = metrics or Metrics()
+        self.con = session.connect(":memory:", define_view=False)
+        session.load_log_patterns(self.con, log_patterns)
+        columns = ", ".join([*schema.SPANS.names, *spans_view.fact_columns(self.con)])
+        # the focus: what the denials' steps read (see _focus); the clock model's steps read the whole state
+        self.con.execute(f"CREATE TABLE {FOCUS} AS SELECT {columns} FROM {spans_view.FACTS_TABLE} LIMIT 0")
+        self.con.execute(f"CREATE VIEW spans AS SELECT {columns} FROM {FOCUS}")
+        offsets.store(self.con, [])  # no clock model yet: every offset unknown
+        self._loader = self.con.cursor()  # the loading thread's connection
+        self._clock = self.con.cursor()  # the clock model's connection: its steps' objects in schema `clock`
+        self._clock.execute("CREATE SCHEMA clock")
+        self._clock.execute("SET search_path = 'clock,main'")
+        self._clock.execute(f"CREATE VIEW clock.spans AS SELECT {columns} FROM main.{spans_view.FACTS_TABLE}")
+        self._clock_lock = threading.Lock()  # held while clock.clock_offsets is written or copied
+        self._clock_due = threading.Event()  # new spans since the clock model's last run
+        self._clock_ready = False  # a run finished that the denials have not used yet
+        self._tick_due = threading.Event()  # spans or logs a tick may change an answer with, or a new clock model
+        self._clock_runs = 0
+        self._queue: queue.SimpleQueue[tuple[str, str, int, float]] = queue.SimpleQueue()
+        # (acked, path, kind, rows, order loaded), oldest first
+        self._arrivals: deque[tuple[float, str, str, int, int]] = deque()
+        self._loaded = 0  # files loaded so far
+        self._ticked = 0  # files loaded before the last finished tick began: a tick has seen them
+        self._acked: dict[str, float] = {}  # path -> when its batches were acknowledged
+        self._held = 0  # spans in the state
+        self.lines: dict[tuple[str, str], Line] = {}  # call (trace id, first span id seen) -> its last line
+        self._calls: dict[tuple[str, str], tuple[str, str]] = {}  # (trace id, span id) -> call
+        self.lags: deque[float] = deque(maxlen=1_000_000)
+        self.ticks = self.denials = self.corrections = self.evicted_spans = self.spans = self.missed_files = 0
+        self.unseen_spans = 0  # dropped past the hard bound before a tick saw them
+        self.tick_seconds: deque[float] = deque(maxlen=10_000)
+        self.clock_seconds: deque[float] = deque(maxlen=10_000)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+
+    # -- input -------------------------------------------------------------------------------------------------
+
+    def announce(self, kind: str, path: Path | str, rows: int, acked: float) -> None:
+        """A durable file of ``kind`` (spans or logs) holding ``rows`` records, acknowledged at ``acked`` (Unix s)."""
+        if kind in ("spans", "logs"):
+            self._queue.put((kind, str(path), rows, acked))
+
+    # -- the threads -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for target, name in ((self._run_loader, "jitrace-watch-load"), (self._run, "jitrace-watch"),
+                             (self._run_clock, "jitrace-watch-clock")):
+            thread = threading.Thread(target=self._guarded(target), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _guarded(self, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:  # raised by stop(); the receiver goes on acknowledging meanwhile
+                print(f"jitrace collect --watch: the watch stopped: {type(exc).__name__}: {exc}", file=sys.stderr,
+                      flush=True)
+                self._errors.append(exc)
+                self._stop.set()
+                self._clock_due.set()
+                self._tick_due.set()
+        return run
+
+    def stop(self) -> None:
+        """Load what was announced, run the clock model and the denials' steps once more over everything, and end
+        the threads (an error of theirs is raised here)."""
+        self._stop.set()
+        self._clock_due.set()
+        self._tick_due.set()
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+        if self._errors:
+            raise self._errors[0]
+        self._take(timeout=0)
+        self.clock_model()
+        self.tick()
+
+    def _run_loader(self) -> None:
+        """Load what is announced as it comes, beside the ticks (a tick then waits for no load)."""
+        while not self._stop.is_set():
+            if self._take(timeout=self.interval_s):
+                self._tick_due.set()
+
+    def _run(self) -> None:
+        """A tick whenever one is due, at most every ``interval_s``."""
+        last = 0.0
+        while True:
+            self._tick_due.wait()
+            self._stop.wait(max(0.0, last + self.interval_s - time.monotonic()))
+            self._tick_due.clear()
+            if self._stop.is_set():  # after the clear: stop() sets _stop before _tick_due, so none is lost
+                return
+            self.tick()
+            last = time.monotonic()
+
+    def _run_clock(self) -> None:
+        """The clock model over the whole state, again whenever spans arrived since its last run (it takes longer
+        than a tick: the denials meanwhile use the last model, and a change it brings is a correction)."""
+        while True:
+            self._clock_due.wait()
+            self._clock_due.clear()
+            if self._stop.is_set():  # after the clear, as in _run
+                return
+            began = time.monotonic()
+            self.clock_model()
+            # at most a fifth of a core, and not more often than CLOCK_INTERVAL_S: the receivers come first
+            self._stop.wait(max(CLOCK_INTERVAL_S, 4 * (time.monotonic() - began)))
+
+    def _take(self, timeout: float) -> bool:
+        """Load every announced file (waiting up to ``timeout`` for the first); whether a tick is due (``load``)."""
+        items = []
+        try:
+            items.append(self._queue.get(timeout=timeout) if timeout else self._queue.get_nowait())
+            while True:
+                items.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        if not items:
+            return False
+        return self.load(items)
+
+    def load(self, items: list[tuple[str, str, int, float]]) -> bool:
+        """Add announced files to the state (a file compaction already removed is skipped), then drop what the
+        bounds leave out; returns whether a tick could change an answer (spans of a denied call's trace, issuance
+        spans, allowed decisions under a policy version, log records): healthy traffic costs no tick, only the
+        clock model's runs."""
+        relevant = False
+        gone = {p for _, p, _, _ in items if not Path(p).exists()}  # compacted before the watch came to them
+        self.missed_files += len(gone)
+        for kind in ("spans", "logs"):
+            paths = [p for k, p, _, _ in items if k == kind and p not in gone]
+            if not paths:
+                continue
+            files = spans_view.sql_list(spans_view.exact_list(paths))
+            if kind == "spans":
+                base = schema.columns_with_source(schema.SPANS, False)
+                # the rpc_spans step keeps CLIENT and SERVER spans and the issuance spans: the rest is not held
+                fresh = (f"(SELECT {base} FROM read_parquet({files}, filename = true) "
+                         "WHERE kind IN ('CLIENT', 'SERVER') OR name = 'jit.issue' "
+                         "QUALIFY row_number() OVER (PARTITION BY trace_id, span_id, kind ORDER BY filename) = 1)")
+                dropped = ", ".join(f"NULL::VARCHAR AS {n}" for n in _DROPPED)
+                self._loader.execute(f"CREATE OR REPLACE TEMP TABLE watch_batch AS "
+                                     f"SELECT f.* REPLACE ({dropped}) FROM ({spans_view.facts_sql(fresh)}) AS f")
+                # a span held already is dropped: looked up among the state's spans of the batch's traces (a hash
+                # of the batch, not of the whole state)
+                added = self._loader.execute(
+                    f"INSERT INTO {spans_view.FACTS_TABLE} BY NAME FROM watch_batch AS b ANTI JOIN ("
+                    f"SELECT trace_id, span_id, kind FROM {spans_view.FACTS_TABLE} "
+                    "SEMI JOIN watch_batch USING (trace_id)) AS h "
+                    "ON h.trace_id = b.trace_id AND h.span_id = b.span_id AND h.kind = b.kind").fetchone()[0]
+                self._held += added
+                # a span the focus would hold (_focus): only then can an answer change before the next clock model
+                relevant |= self._loader.execute(
+                    "SELECT EXISTS (FROM watch_batch WHERE denied OR name = 'jit.issue' "
+                    "OR (kind = 'SERVER' AND jit_policy_decision = 'allow' AND jit_policy_version IS NOT NULL) "
+                    f"OR trace_id IN (SELECT trace_id FROM {FOCUS}))").fetchone()[0]
+            else:
+                columns = schema.columns_with_source(schema.LOGS, False)
+                self._loader.execute(f"INSERT INTO logs BY NAME SELECT {columns} "
+                                     f"FROM read_parquet({files}, filename = true)")
+                relevant = True
+        for kind, path, rows, acked in items:
+            self._acked[path] = acked
+            self._loaded += 1
+            self._arrivals.append((acked, path, kind, rows, self._loaded))
+            if kind == "spans":
+                self.spans += rows
+                self.metrics.spans(rows)
+        self._evict()
+        self._clock_due.set()
+        return relevant
+
+    def _evict(self) -> None:
+        """Drop the oldest arrivals past the window or the span bound, once a tick has seen them (a denial is
+        printed before its spans can go); past HARD_BOUND times the bound, unseen ones too (counted)."""
+        cutoff = time.time() - self.window_s
+        gone: list[str] = []
+        spans_left = self._held
+        while self._arrivals and (self._arrivals[0][0] < cutoff or spans_left > self.max_spans):
+            _, path, kind, rows, order = self._arrivals[0]
+            if order > self._ticked and spans_left <= HARD_BOUND * self.max_spans:
+                break
+            self._arrivals.popleft()
+            if order > self._ticked and kind == "spans":
+                self.unseen_spans += rows
+            gone.append(path)
+            if kind == "spans":
+                spans_left -= rows
+        if not gone:
+            return
+        before = self._held
+        self._loader.execute(f"DELETE FROM {spans_view.FACTS_TABLE} WHERE list_contains(?, source)", [gone])
+        self._loader.execute("DELETE FROM logs WHERE list_contains(?, source)", [gone])
+        self._held = self._loader.execute(f"SELECT count(*) FROM {spans_view.FACTS_TABLE}").fetchone()[0]
+        self.evicted_spans += before - self._held
+        for path in gone:
+            self._acked.pop(path, None)
+
+    # -- the clock model and a tick ----------------------------------------------------------------------------
+
+    def clock_model(self) -> None:
+        """The pipeline's clock steps over the whole state, on the clock connection (schema ``clock``)."""
+        started = time.perf_counter()
+        session.run_queries(self._clock, settings=self.settings, log_patterns=None, only=CLOCK_STEPS[:-1])
+        with self._clock_lock:
+            session.run_queries(self._clock, settings=self.settings, log_patterns=None, only=CLOCK_STEPS[-1:])
+            self._clock_ready = True
+        self._tick_due.set()
+        self._clock_runs += 1
+        self.clock_seconds.append(time.perf_counter() - started)
+
+    def _focus(self) -> None:
+        """What the denials' steps read, from the state: every span of a trace holding a denied span (both ends of
+        a denied call are in its trace), every issuance span (tied by token id), and the allowed decisions under a
+        policy version of the denied calls' principals (policy_version_skew). The clock model's offsets are the
+        last run's."""
+        facts = spans_view.FACTS_TABLE
+        self.con.execute(f"""CREATE OR REPLACE TABLE {FOCUS} AS
+            WITH traces AS (SELECT DISTINCT trace_id FROM {facts} WHERE denied),
+            denied AS (SELECT * FROM {facts} WHERE trace_id IN (FROM traces)),
+            issues AS (SELECT * FROM {facts} WHERE name = 'jit.issue' AND trace_id NOT IN (FROM traces)),
+            principals AS (
+                SELECT jit_token_sub FROM denied
+                UNION SELECT jit_token_sub FROM {facts}
+                WHERE name = 'jit.issue' AND jit_token_id IN (SELECT jit_token_id FROM denied)
+            )
+            FROM denied
+            UNION ALL FROM issues
+            UNION ALL
+            FROM {facts}
+            WHERE kind = 'SERVER' AND jit_policy_decision = 'allow' AND jit_policy_version IS NOT NULL
+              AND jit_token_sub IN (FROM principals) AND trace_id NOT IN (FROM traces)""")
+        with self._clock_lock:
+            if self._clock_ready:
+                self.con.execute("CREATE OR REPLACE TABLE main.clock_offsets AS FROM clock.clock_offsets")
+                self._clock_ready = False
+
+    def tick(self) -> None:
+        """Run the denials' steps over the focus; print each new or changed denial; update the metrics."""
+        started = time.perf_counter()
+        loaded_before = self._loaded
+        self._focus()
+        session.run_queries(self.con, settings=self.settings, log_patterns=None, only=DENIAL_STEPS)
+        rows = self.con.execute(
+            f"SELECT {', '.join('a.' + c for c in _COLUMNS)}, coalesce(s.source, c.source), c.source "
+            f"FROM attributions AS a "
+            f"LEFT JOIN {FOCUS} AS s ON s.trace_id = a.trace_id AND s.span_id = a.server_span_id AND s.kind = 'SERVER' "
+            f"LEFT JOIN {FOCUS} AS c ON c.trace_id = a.trace_id AND c.span_id = a.client_span_id AND c.kind = 'CLIENT' "
+            "ORDER BY a.time, a.trace_id, a.span_id").fetchall()
+        now = time.time()
+        printed = []
+        seen = set()
+        for trace_id, span_id, server_id, client_id, when, *rest in rows:
+            answer, sources = tuple(rest[:len(ANSWER)]), rest[len(ANSWER):]
+            ids = [(trace_id, i) for i in (server_id, client_id) if i is not None]
+            call = next((self._calls[k] for k in ids if k in self._calls), (trace_id, span_id))
+            for k in ids:
+                self._calls[k] = call
+            seen.add(call)
+            line = Line(trace_id, span_id, when, answer, now)
+            before = self.lines.get(call)
+            if before is None:
+                acked = max((self._acked.get(s, now) for s in sources if s is not None), default=now)
+                self.lags.append(now - acked)
+                self.metrics.lag(now - acked)
+                self.metrics.denial(_key(line))
+                self.denials += 1
+                printed.append(format_line("denial", line))
+            elif before.answer != answer:
+                self.corrections += 1
+                self.metrics.denial(_key(line), _key(before))
+                printed.append(format_line("correction", line, before))
+            else:
+                line.printed_at = before.printed_at
+            self.lines[call] = line
+        for call in [c for c in self.lines if c not in seen]:  # evicted with its spans
+            del self.lines[call]
+        if len(self._calls) > 2 * len(self.lines) + 1024:
+            self._calls = {k: c for k, c in self._calls.items() if c in self.lines}
+        self.metrics.set_offsets(self.con.execute(
+            "SELECT domain, arg_max(offset_s, window_end), arg_max(lower_s, window_end), "
+            "arg_max(upper_s, window_end) FROM clock_offsets GROUP BY domain").fetchall())
+        if printed:
+            self.out.write("\n".join(printed) + "\n")
+            self.out.flush()
+        self.ticks += 1
+        self._ticked = loaded_before
+        self.tick_seconds.append(time.perf_counter() - started)
+
+    def attributions(self, columns: str = "*"):
+        """The state's attributions as the last tick left them (rows of ``columns``)."""
+        return self.con.execute(f"SELECT {columns} FROM attributions").fetchall()
+
+    def summary(self) -> str:
+        """The stop line: what was watched, and whether the state held every span."""
+        held = (f"; {self.evicted_spans} spans dropped from the state (--watch-window, --watch-max-spans): "
+                "the live answers covered the recent spans only" if self.evicted_spans else "")
+        if self.unseen_spans:
+            held += (f"; {self.unseen_spans} of them before a tick saw them (the watch was behind by more than "
+                     f"{HARD_BOUND}x --watch-max-spans): their denials may not have been printed")
+        if self.missed_files:
+            held += (f"; {self.missed_files} files were compacted before the watch read them (--compact-after): "
+                     "their spans are not in the live answers")
+        def median(values: deque[float]) -> str:
+            return f"{sorted(values)[len(values) // 2]:.2f} s" if values else "-"
+        return (f"jitrace collect --watch: {self.denials} denials attributed, {self.corrections} corrections, "
+                f"{self.ticks} ticks (median {median(self.tick_seconds)}) and {self._clock_runs} clock model runs "
+                f"(median {median(self.clock_seconds)}) over {self.spans} spans{held}")
+
+    def close(self) -> None:
+        self._loader.close()
+        self._clock.close()
+        self.con.close()
+
+
+def _key(line: Line) -> tuple[str, str, str]:
+    return (str(line.field("cause")), str(line.field("service")), str(line.field("method")))
+
+
+def serve(args) -> int:
+    """The watch process (``jitrace collect --watch-process FD``, started by ``start_process``): announcements on
+    stdin until it closes, the lines on stdout, the stop line on stderr."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole group: the parent closes the pipe
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if sys.platform == "linux":
+        os.nice(NICE)  # the receivers come first: under saturation the lag grows, not the exporters' wait
+    ready = os.fdopen(args.watch_process, "w")
+    metrics = Metrics(args.metrics, args.metrics_otlp, interval_s=args.metrics_interval)
+    try:
+        port = metrics.start()
+    except UserError as exc:
+        ready.write(f"error {exc}\n")
+        ready.close()
+        return 2
+    watcher = Watcher(window_s=args.watch_window, max_spans=args.watch_max_spans, metrics=metrics)
+    try:
+        watcher.start()
+        ready.write(f"ready {port or 0}\n")
+        ready.close()
+        for line in sys.stdin.buffer:
+            parsed = parse_announcement(line)
+            if parsed is not None:
+                watcher.announce(*parsed)
+        watcher.stop()
+        print(watcher.summary(), file=sys.stderr, flush=True)
+    finally:
+        watcher.close()
+        metrics.shutdown()
+    return 0

@@ -1,0 +1,254 @@
+"""The watch (collect/watch.py) on generated worlds: whatever the order and batching in which the spans arrive, once
+they have all arrived its attributions are analyze's, and a span that changes an answer prints a correction. Also its
+lines, its options, and the OTLP metrics the receiver now takes."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import grpc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric, NumberDataPoint, Sum
+from spanfactory import T0, Token, World
+
+from jitrace.analyzer import analyze
+from jitrace.analyzer.outputs.report import printable
+from jitrace.collect import Receiver
+from jitrace.collect.metrics import Metrics
+from jitrace.collect.watch import ANSWER, Line, Watcher, format_line
+
+JITRACE = Path(sys.executable).parent / "jitrace"
+COLUMNS = "trace_id, span_id, time, cause, rule, confidence, evidence, fix, principal, service, method"
+
+
+def _world() -> World:
+    """Healthy calls and one denial of several causes, two hosts with skewed clocks."""
+    world = World(offsets={"server-host": 4.0, "client-host": -0.5})
+    good = Token(exp=T0 + 600)
+    world.issue(good, T0)
+    for i in range(6):
+        world.call(T0 + 1 + i, good)
+    expired = Token(iat=T0 - 600, exp=T0 - 300)
+    world.issue(expired, T0 - 600)
+    world.call(T0 + 10, expired)  # token_expired
+    world.call(T0 + 11, None)  # token_missing
+    short = Token(exp=T0 + 12.5)
+    world.issue(short, T0 + 2)
+    world.call(T0 + 12, short)  # the server's skewed clock finds it expired: clock_drift
+    world.call(T0 + 13, good, required="orders.delete", granted=["orders.read"])  # policy_mismatch
+    return world
+
+
+def _batch(world: World, tmp_path: Path) -> list[tuple]:
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    world.write_parquet(folder / "spans.parquet")
+    analyze.analyze([str(folder)], tmp_path / "report", quiet=True)
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "report" / "jitrace.duckdb"), read_only=True) as con:
+        return sorted(con.execute(f"SELECT {COLUMNS} FROM attributions").fetchall())
+
+
+def _feed(watcher: Watcher, out: Path, batches: list[list[tuple]]) -> None:
+    """Each batch through the receiver's writer, announced to the watch, a tick after each."""
+    receiver = Receiver(out, grpc_addr=None, http_addr=None)
+    receiver.writer.on_commit = watcher.announce
+    for rows in batches:
+        receiver.writer.write("spans", rows)
+        watcher._take(timeout=0)  # noqa: SLF001 - the thread's step, run here in order
+        watcher.clock_model()
+        watcher.tick()
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_arrival_order_ends_equal_to_the_batch_run(tmp_path_factory, data):
+    tmp_path = tmp_path_factory.mktemp("watch")
+    world = _world()
+    expected = _batch(world, tmp_path)
+    rows = data.draw(st.permutations(world.tuples()))
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(rows) - 1), max_size=5)))
+    batches = [rows[a:b] for a, b in zip([0, *cuts], [*cuts, len(rows)], strict=True)]
+    out = io.StringIO()
+    watcher = Watcher(out=out)
+    try:
+        _feed(watcher, tmp_path / "collected", batches)
+        assert sorted(watcher.attributions(COLUMNS)) == expected
+        # the last line of each denial is its batch answer
+        last = {}
+        for line in out.getvalue().splitlines():
+            last[re.search(r"trace=(\S+)", line).group(1)] = line
+        assert len(last) == len(expected)
+        for trace_id, _, _, cause, _, confidence, _, _, _, _, _ in expected:
+            assert f"cause={cause} " in last[trace_id] and f"confidence={confidence:.2f} " in last[trace_id]
+    finally:
+        watcher.close()
+
+
+def test_a_client_span_after_its_server_span_prints_a_correction(tmp_path):
+    world = _world()
+    expected = _batch(world, tmp_path)
+    rows = world.tuples()
+    clients = [r for r in rows if r[4] == "CLIENT"]
+    out = io.StringIO()
+    watcher = Watcher(out=out)
+    try:
+        _feed(watcher, tmp_path / "collected", [[r for r in rows if r[4] != "CLIENT"], clients])
+        first, later = out.getvalue().split("\n", 1)[0], out.getvalue()
+        assert " denial " in first
+        assert " correction " in later  # the client's side changed an answer (at least its confidence)
+        assert sorted(watcher.attributions(COLUMNS)) == expected
+        assert watcher.corrections >= 1 and "corrections" in watcher.summary()
+    finally:
+        watcher.close()
+
+
+def test_a_span_seen_twice_is_one_row(tmp_path):
+    world = _world()
+    watcher = Watcher(out=io.StringIO())
+    try:
+        _feed(watcher, tmp_path / "collected", [world.tuples(), world.tuples()[:5]])
+        held = watcher.con.execute("SELECT count(*) FROM span_fact_rows").fetchone()[0]
+        assert held == sum(1 for r in world.tuples() if r[4] in ("CLIENT", "SERVER") or r[3] == "jit.issue")
+    finally:
+        watcher.close()
+
+
+def test_the_state_is_bounded_and_says_so(tmp_path):
+    world = _world()
+    rows = world.tuples()
+    watcher = Watcher(out=io.StringIO(), max_spans=10)
+    try:
+        _feed(watcher, tmp_path / "collected", [rows[i:i + 4] for i in range(0, len(rows), 4)])
+        held = watcher.con.execute("SELECT count(*) FROM span_fact_rows").fetchone()[0]
+        assert held <= 10 + 4 and watcher.evicted_spans > 0
+        assert "dropped from the state" in watcher.summary()
+        assert watcher.unseen_spans == 0  # a tick saw every span before it went
+    finally:
+        watcher.close()
+
+
+def test_spans_no_tick_saw_are_kept_up_to_twice_the_bound_then_counted(tmp_path):
+    world = _world()
+    rows = world.tuples()
+    watcher = Watcher(out=io.StringIO(), max_spans=10)
+    try:
+        receiver = Receiver(tmp_path / "collected", grpc_addr=None, http_addr=None)
+        receiver.writer.on_commit = watcher.announce
+        for i in range(0, len(rows), 4):  # loaded, never ticked: a watch far behind
+            receiver.writer.write("spans", rows[i:i + 4])
+            watcher._take(timeout=0)  # noqa: SLF001
+        held = watcher.con.execute("SELECT count(*) FROM span_fact_rows").fetchone()[0]
+        assert 10 < held <= 2 * 10 + 4
+        assert watcher.unseen_spans > 0 and "before a tick saw them" in watcher.summary()
+    finally:
+        watcher.close()
+
+
+@given(st.text(max_size=40), st.text(max_size=40))
+def test_a_line_is_one_line_and_gives_back_what_the_wire_said(service, principal):
+    line = Line("ab" * 16, "cd" * 8, None, (service, "Get", principal, "token_expired", "rule", 0.9, "refresh"), 0.0)
+    text = format_line("denial", line)
+    assert "\n" not in text and printable(text) == text  # nothing acts on the terminal
+    fields = dict(re.findall(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)', text.split(" trace=", 1)[1]))
+    for name, value in (("service", service), ("principal", principal)):
+        raw = fields[name]
+        assert (json.loads(raw) if raw.startswith('"') else raw) == value
+    assert ANSWER[0] == "service"
+
+
+def _collect(*options: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(JITRACE), "collect", "--grpc", "127.0.0.1:0", "--http", "off", *options],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_metric_options_need_the_watch_and_a_valid_endpoint(tmp_path):
+    for options, says in ((["--metrics", "127.0.0.1:0"], "add --watch"),
+                          (["--watch", "--metrics-otlp", "ftp://x:1"], "--metrics-otlp"),
+                          (["--watch", "--metrics-otlp", "http://x:1/v1/traces"], "/v1/metrics"),
+                          (["--watch", "--watch-max-spans", "0"], "--watch-max-spans"),
+                          (["--watch", "--metrics", "nowhere"], "HOST:PORT")):
+        run = _collect("--out", str(tmp_path / "o"), *options)
+        assert run.returncode == 2, (options, run.stderr)
+        assert len(run.stderr.strip().splitlines()) == 1 and says in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_metrics_address_in_use_is_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        run = _collect("--out", str(tmp_path / "o"), "--watch", "--metrics", f"127.0.0.1:{taken.getsockname()[1]}")
+    assert run.returncode == 2, run.stderr
+    assert "--metrics" in run.stderr and "cannot listen" in run.stderr and "Traceback" not in run.stderr
+
+
+def _metrics_request(value: int) -> ExportMetricsServiceRequest:
+    req = ExportMetricsServiceRequest()
+    sm = req.resource_metrics.add().scope_metrics.add()
+    sm.metrics.append(Metric(name="orders", sum=Sum(data_points=[NumberDataPoint(as_int=value)], is_monotonic=True,
+                                                     aggregation_temporality=2)))
+    return req
+
+
+def test_otlp_metrics_are_stored_as_they_came_and_analyze_skips_them(tmp_path):
+    out = tmp_path / "collected"
+    receiver = Receiver(out, grpc_addr="127.0.0.1:0", http_addr="127.0.0.1:0")
+    grpc_port, http_port = receiver.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            export = channel.unary_unary("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export")
+            assert export(_metrics_request(3).SerializeToString(), timeout=10) == b""
+        http = urllib.request.Request(f"http://127.0.0.1:{http_port}/v1/metrics",
+                                      data=_metrics_request(5).SerializeToString(),
+                                      headers={"Content-Type": "application/x-protobuf"})
+        assert urllib.request.urlopen(http, timeout=10).status == 200
+        assert receiver.stats["metric_points"] == 2
+    finally:
+        receiver.stop()
+    stored = sorted(json.loads(p.read_text())["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["sum"]
+                    ["dataPoints"][0]["asInt"] for p in (out / "metrics").rglob("*.json"))
+    assert stored == ["3", "5"]
+    world = _world()
+    world.write_parquet(tmp_path / "spans.parquet")
+    summary = analyze.analyze([str(out), str(tmp_path / "spans.parquet")], tmp_path / "report", quiet=True)
+    assert summary["skipped_requests"] == 2 and summary["bad_records"] == 0
+
+
+def test_the_prometheus_endpoint_serves_the_counts(tmp_path):
+    metrics = Metrics("127.0.0.1:0")
+    port = metrics.start()
+    try:
+        metrics.denial(("clock_drift", "shop.Orders", "Get"))
+        metrics.denial(("token_expired", "shop.Orders", "Get"))
+        metrics.denial(("clock_drift", "shop.Orders", "Get"), was=("token_expired", "shop.Orders", "Get"))
+        metrics.set_offsets([("server-host", 4.0, 3.9, 4.1)])
+        metrics.spans(7)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    finally:
+        metrics.shutdown()
+    assert re.search(r'jitrace_denials_total\{[^}]*cause="clock_drift"[^}]*\} 2\.0', text)
+    assert re.search(r'jitrace_denials_total\{[^}]*cause="token_expired"[^}]*\} 0\.0', text)
+    assert re.search(r'jitrace_clock_offset_seconds\{[^}]*domain="server-host"[^}]*\} 4\.0', text)
+    assert re.search(r"jitrace_spans_received_total\{[^}]*\} 7\.0", text)
+    assert re.search(r"jitrace_denial_corrections_total\{[^}]*\} 1\.0", text)
+
+
+def test_a_file_compacted_before_the_watch_read_it_is_said(tmp_path):
+    watcher = Watcher(out=io.StringIO())
+    try:
+        watcher.announce("spans", tmp_path / "gone.parquet", 10, 0.0)
+        watcher._take(timeout=0)  # noqa: SLF001
+        assert "1 files were compacted before the watch read them" in watcher.summary()
+    finally:
+        watcher.close()
