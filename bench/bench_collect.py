@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import http.client
 import os
-import re
-import select
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import grpc
+
+from tests.processes import start_collect
 
 TITLE = "Receiver: spans/s acknowledged by jitrace collect"
 TARGET = 100_000
@@ -81,16 +80,8 @@ def _logs(n: int) -> bytes:
 
 
 def _start(out: Path, workers: int) -> tuple[subprocess.Popen, int, int]:
-    jitrace = Path(sys.executable).parent / "jitrace"
-    proc = subprocess.Popen([str(jitrace), "collect", "--out", str(out), "--grpc", "127.0.0.1:0",
-                             "--http", "127.0.0.1:0", "--workers", str(workers)], stderr=subprocess.PIPE, text=True)
-    ready, _, _ = select.select([proc.stderr], [], [], 60)
-    line = proc.stderr.readline() if ready else ""
-    m = re.search(r"grpc=[\d.]+:(\d+) http=[\d.]+:(\d+)", line)
-    if m is None:
-        proc.kill()
-        raise RuntimeError(f"jitrace collect did not start: {line!r}")
-    return proc, int(m.group(1)), int(m.group(2))
+    proc, grpc_port, http_port, _ = start_collect(out, "--workers", str(workers), stdout=None)
+    return proc, grpc_port, http_port
 
 
 def _cpu_seconds(pid: int) -> float:

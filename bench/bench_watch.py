@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 from bench.bench_collect import TRACES, _drive, _grpc_sender, _kv, _receiver_cpu
+from tests.processes import start_collect
 
 TITLE = "Live: attribution lag and receiver throughput with jitrace collect --watch"
 RATE = 100_000  # spans/s offered for the lag
@@ -66,16 +65,8 @@ def template() -> bytes:
 
 
 def _start(out: Path, *options: str) -> tuple[subprocess.Popen, int]:
-    jitrace = Path(sys.executable).parent / "jitrace"
-    proc = subprocess.Popen([str(jitrace), "collect", "--out", str(out), "--grpc", "127.0.0.1:0", "--http", "off",
-                             *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    ready, _, _ = select.select([proc.stderr], [], [], 60)
-    line = proc.stderr.readline().decode() if ready else ""
-    m = re.search(r"grpc=[\d.]+:(\d+)", line)
-    if m is None:
-        proc.kill()
-        raise RuntimeError(f"jitrace collect did not start: {line!r}")
-    return proc, int(m.group(1))
+    proc, grpc_port, _, _ = start_collect(out, "--http", "off", *options, stdout=subprocess.PIPE, text=False)
+    return proc, grpc_port
 
 
 def _stop(proc: subprocess.Popen) -> str:

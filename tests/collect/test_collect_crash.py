@@ -7,31 +7,22 @@ import re
 import select
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import duckdb
 import grpc
 import otlp_requests
-from processes import processes_mentioning
+from processes import JITRACE, processes_mentioning, start_collect
 
 from jitrace.analyzer.load import load_into
 
-JITRACE = Path(sys.executable).parent / "jitrace"
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
 def _start(out: Path, *options: str) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([str(JITRACE), "collect", "--out", str(out), "--grpc", "127.0.0.1:0", "--http", "off",
-                             *options], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    ready, _, _ = select.select([proc.stderr], [], [], 60)
-    line = proc.stderr.readline() if ready else ""
-    m = re.search(r"grpc=127\.0\.0\.1:(\d+)", line)
-    if m is None:
-        proc.kill()
-        raise AssertionError(f"jitrace collect did not start: {line!r}")
-    return proc, int(m.group(1))
+    proc, grpc_port, _, _ = start_collect(out, "--http", "off", *options)
+    return proc, grpc_port
 
 
 class Sender(threading.Thread):
@@ -130,13 +121,9 @@ def _wait_gone(text: str, seconds: float = 20) -> bool:
 
 def test_workers_share_the_port_and_stop_with_their_parent(tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.Popen([str(JITRACE), "collect", "--out", str(out), "--grpc", "127.0.0.1:0", "--http", "off",
-                             "--workers", "2"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    proc, port, _, line = start_collect(out, "--http", "off", "--workers", "2")
     try:
-        ready, _, _ = select.select([proc.stderr], [], [], 60)
-        line = proc.stderr.readline() if ready else ""
         assert "(2 processes)" in line, line
-        port = int(re.search(r"grpc=127\.0\.0\.1:(\d+)", line).group(1))
         assert len(processes_mentioning(str(out))) == 2
         acked: set[str] = set()
         # separate connections, as separate exporters have, opened as soon as the port is announced: the kernel

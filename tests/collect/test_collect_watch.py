@@ -6,37 +6,23 @@ from __future__ import annotations
 
 import json
 import re
-import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from collections import Counter
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from processes import JITRACE, start_collect
 from prometheus_client.parser import text_string_to_metric_families
 
 from jitrace.lab import runner
 
-JITRACE = Path(sys.executable).parent / "jitrace"
 LINE = re.compile(r"^(\S+) (denial|correction) +trace=(\S+) (.*)$")
 FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
 
-
-def _start(out: Path, *options: str) -> tuple[subprocess.Popen, int, int, str]:
-    proc = subprocess.Popen([str(JITRACE), "collect", "--out", str(out), "--grpc", "127.0.0.1:0", "--http",
-                             "127.0.0.1:0", *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ready, _, _ = select.select([proc.stderr], [], [], 120)
-    line = proc.stderr.readline() if ready else ""
-    m = re.search(r"grpc=[\d.]+:(\d+) http=[\d.]+:(\d+)", line)
-    if m is None:
-        proc.kill()
-        raise AssertionError(f"jitrace collect did not start: {line!r} {proc.stderr.read()}")
-    return proc, int(m.group(1)), int(m.group(2)), line
 
 
 def _parse(line: str) -> dict:
@@ -59,7 +45,7 @@ def _scrape(port: int) -> dict[tuple[str, str, str], float]:
 @pytest.fixture
 def sink(tmp_path):
     """A second ``jitrace collect``: receives the watch's OTLP metrics."""
-    proc, grpc_port, _, _ = _start(tmp_path / "sink")
+    proc, grpc_port, _, _ = start_collect(tmp_path / "sink")
     yield proc, grpc_port
     if proc.poll() is None:
         proc.kill()
@@ -69,9 +55,10 @@ def sink(tmp_path):
 @pytest.mark.slow
 def test_watch_streams_the_mixed_lab_and_equals_the_batch_run(tmp_path, sink):
     sink, sink_grpc = sink
-    watch, grpc_port, http_port, ready_line = _start(
+    watch, grpc_port, http_port, ready_line = start_collect(
         tmp_path / "collected", "--workers", "2", "--watch", "--metrics", "127.0.0.1:0",
-        "--metrics-otlp", f"http://127.0.0.1:{sink_grpc}", "--metrics-interval", "1")
+        "--metrics-otlp", f"http://127.0.0.1:{sink_grpc}", "--metrics-interval", "1", stdout=subprocess.PIPE,
+        timeout=120)
     try:
         metrics_port = int(re.search(r"metrics at http://[\d.]+:(\d+)/metrics", ready_line).group(1))
         lines: list[str] = []
