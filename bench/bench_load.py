@@ -16,6 +16,8 @@ from pathlib import Path
 
 import duckdb
 
+from tests.spanfactory import otlp_value as any_value  # the tests' OTLP AnyValue builder
+
 TITLE = "Loaders: spans/s per input format"
 T0 = 1_700_000_000_000_000_000
 TARGETS = {"jitrace Parquet, every column read once": 5_000_000, "OTLP JSON lines": 300_000}
@@ -36,18 +38,6 @@ def _spans(n: int) -> list[dict]:
                       "jit.token.present": True, "jit.policy.granted": ["orders.read", "orders.write"]},
         })
     return out
-
-
-def any_value(v) -> dict:
-    if isinstance(v, bool):
-        return {"boolValue": v}
-    if isinstance(v, int):
-        return {"intValue": str(v)}
-    if isinstance(v, float):
-        return {"doubleValue": v}
-    if isinstance(v, list):
-        return {"arrayValue": {"values": [any_value(x) for x in v]}}
-    return {"stringValue": v}
 
 
 def _otlp_lines(spans: list[dict], path: Path, batch: int = 512) -> None:

@@ -16,22 +16,15 @@ import textwrap
 import time
 from pathlib import Path
 
+from jitrace import lab
+
 TITLE = "Replay: recorded decisions under a candidate policy"
 
 USERS = 1000  # principals; each holds one role
 OBJECTS = ("inventory", "orders", "billing", "reports", "audit")
 ROLES = ("viewer", "editor", "admin")
-MODEL = """[request_definition]
-r = sub, obj, act
-[policy_definition]
-p = sub, obj, act
-[role_definition]
-g = _, _
-[policy_effect]
-e = some(where (p.eft == allow))
-[matchers]
-m = g(r.sub, p.sub) && r.obj == p.obj && r.act == p.act
-"""
+# the lab's role-based model (a JIT grant binds a subject to a role)
+MODEL = (Path(lab.__file__).parent / "policies" / "model.conf").read_text()
 
 
 def _policy(candidate: bool) -> str:

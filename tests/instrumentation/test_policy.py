@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
 
+from jitrace import lab
 from jitrace.analyzer.redact import redact
 from jitrace.instrumentation import _call_state, _policy, _server, _server_call, _settings, _token
 from jitrace.instrumentation import contract as c
@@ -24,18 +25,8 @@ from jitrace.instrumentation._policy import record_policy_decision
 from jitrace.instrumentation._safety import failure_counts
 from jitrace.instrumentation._settings import Settings
 
-MODEL = """
-[request_definition]
-r = sub, obj, act
-[policy_definition]
-p = sub, obj, act
-[role_definition]
-g = _, _
-[policy_effect]
-e = some(where (p.eft == allow))
-[matchers]
-m = g(r.sub, p.sub) && r.obj == p.obj && r.act == p.act
-"""
+# the lab's role-based model (a JIT grant binds a subject to a role)
+MODEL = (Path(lab.__file__).parent / "policies" / "model.conf").read_text()
 POLICY = """p, viewer, orders, read
 p, editor, orders, read
 p, editor, orders, write
