@@ -1,1 +1,20 @@
 """Benchmarks behind ``make bench``: each ``bench/bench_*.py`` measures one thing, side by side in one run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def generate_apart(module: str, data: Path, n: int) -> float:
+    """``bench.<module>.generate(data, n)`` in a child process, and the seconds it took: the generator's memory must
+    not count as the measured children's (Linux keeps a process's peak RSS across fork and exec)."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                    f"from bench.{module} import generate; generate(Path(sys.argv[1]), int(sys.argv[2]))",
+                    str(data), str(n)], check=True, cwd=ROOT, stdout=sys.stderr)
+    return time.perf_counter() - started

@@ -12,8 +12,9 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
+
+from bench import generate_apart
 
 TITLE = "Analyzer: jitrace analyze end to end"
 
@@ -138,13 +139,7 @@ def run(quick: bool) -> str:
     with tempfile.TemporaryDirectory(prefix="jitrace-bench-") as tmp:
         for n in sizes:
             data = Path(tmp) / f"data-{n}"
-            t0 = time.perf_counter()
-            # in a child: the generator's memory must not count as the measured children's (Linux keeps a
-            # process's peak RSS across fork and exec)
-            subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
-                            "from bench.bench_analyze import generate; generate(Path(sys.argv[1]), int(sys.argv[2]))",
-                            str(data), str(n)], check=True, cwd=Path(__file__).resolve().parent.parent)
-            gen_s = time.perf_counter() - t0
+            gen_s = generate_apart("bench_analyze", data, n)
             print(f"generated {n} spans in {gen_s:.1f} s", file=sys.stderr, flush=True)
             pairs = []
             for _ in range(rounds):

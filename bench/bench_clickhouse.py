@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench import generate_apart
+
 TITLE = "Analyzer on ClickHouse: chdb against DuckDB"
 
 SINCE, UNTIL = "2025-10-09T00:00:00Z", "2025-10-10T00:00:00Z"  # the generated spans start 2025-10-09 08:53 UTC
@@ -95,9 +97,7 @@ def run(quick: bool) -> str:
     with tempfile.TemporaryDirectory(prefix="jitrace-bench-ch-") as tmp:
         for n in sizes:
             data = Path(tmp) / f"data-{n}"
-            subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
-                            "from bench.bench_analyze import generate; generate(Path(sys.argv[1]), int(sys.argv[2]))",
-                            str(data), str(n)], check=True, cwd=root)
+            generate_apart("bench_analyze", data, n)
             folder = Path(tmp) / f"chdb-{n}"
             folder.mkdir()
             loaded = subprocess.run([sys.executable, "-c", LOADER, str(folder), str(data / "spans" / "*" / "*.parquet"),

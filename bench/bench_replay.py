@@ -13,9 +13,9 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
+from bench import generate_apart
 from jitrace import lab
 
 TITLE = "Replay: recorded decisions under a candidate policy"
@@ -136,11 +136,8 @@ def run(quick: bool) -> str:
     with tempfile.TemporaryDirectory(prefix="jitrace-bench-replay-") as tmp:
         for n in sizes:
             data = Path(tmp) / f"data-{n}"
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
-                            "from bench.bench_replay import generate; generate(Path(sys.argv[1]), int(sys.argv[2]))",
-                            str(data), str(n)], check=True, cwd=Path(__file__).resolve().parent.parent)
-            print(f"generated {n} decisions in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+            gen_s = generate_apart("bench_replay", data, n)
+            print(f"generated {n} decisions in {gen_s:.1f} s", file=sys.stderr, flush=True)
             runs = []
             for r in range(rounds):
                 runs.append(_child(data, Path(tmp) / f"out-{n}-{r}", "v2.csv"))

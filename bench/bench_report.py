@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import generate_apart
+
 TITLE = "Report: 100k denials in headless Chromium"
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,9 +39,7 @@ def _pipeline_report(tmp: Path, spans: int) -> tuple[Path, float]:
     """bench_analyze's generated spans (4% denials) through `jitrace analyze --trace-url` in a child process: the
     output folder, and the seconds the denials table of its report takes to build (``_write_seconds``)."""
     data = tmp / "spans"
-    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
-                    "from bench.bench_analyze import generate; generate(Path(sys.argv[1]), int(sys.argv[2]))",
-                    str(data), str(spans)], check=True, cwd=ROOT, capture_output=True)
+    generate_apart("bench_analyze", data, spans)
     out = tmp / "out"
     run = subprocess.run([sys.executable, "-m", "jitrace.analyzer.cli", "analyze", str(data), "--out", str(out),
                           "--quiet", "--trace-url", TEMPLATE], capture_output=True, text=True, cwd=ROOT)
