@@ -15,6 +15,7 @@ The module is optional (setup.py): where it was not built, ``AVAILABLE`` is Fals
 from __future__ import annotations
 
 import contextlib
+import json
 import mmap
 import os
 import re
@@ -88,12 +89,13 @@ def _insert(con: duckdb.DuckDBPyConnection, path: Path, table: str, data: bytes 
         records = 0
         try:
             for parsed, refused in _parsed(data, prefix):
-                if refused is not None and kind is None:
+                if refused is not None and kind is None and (refused[1] == len(data) or not first_line_json(data)):
                     # the first line is not a record the C reader read: whether the file is JSON lines at all, a
-                    # whole document or no JSON, is the Python reader's to say, for the whole file
+                    # whole document or no JSON, is the Python reader's to say, for the whole file (unless line 1
+                    # is JSON: then the Python reader reads the file as lines, and this range alone is its)
                     cur.execute("ROLLBACK")
                     return None
-                if refused is not None:  # line 1 is an OTLP object: the Python reader reads this range of lines
+                if refused is not None:  # line 1 is JSON: the Python reader reads this range of lines
                     start, end, first_line = refused
                     text = bytes(data[start:end]).decode("utf-8", errors="replace")
                     kind = _formats.read_lines(path, text, loaded.rows, first_line=first_line, kind=kind)
@@ -202,6 +204,22 @@ def spans_lines(data: bytes | mmap.mmap) -> bool:
     end = data.find(b"\n", first.start())
     return (end >= 0 and data.find(SPANS_KEY, first.start(), end) >= 0
             and NOT_BLANK.search(data, end) is not None)
+
+
+def first_line_json(data: bytes | mmap.mmap) -> bool:
+    """Whether the first non-blank line (after a byte order mark) is a JSON object or array by itself: then the
+    Python reader reads the file as JSON lines (the whole text is "Extra data" to json.loads: spans_lines saw another
+    non-blank line), and a range of it can be read apart from the rest, line 1's included."""
+    start = len(_files.BOM) if data[:len(_files.BOM)] == _files.BOM else 0
+    first = NOT_BLANK.search(data, start)
+    if first is None:
+        return False
+    end = data.find(b"\n", first.start())
+    line = bytes(data[start:len(data) if end < 0 else end]).decode("utf-8", errors="replace")
+    try:
+        return isinstance(json.loads(line), (dict, list))
+    except (ValueError, RecursionError):
+        return False
 
 
 def in_transaction(con: duckdb.DuckDBPyConnection) -> bool:

@@ -387,6 +387,32 @@ def test_an_odd_record_costs_its_range_not_the_file(tmp_path, monkeypatch):
     assert fast.report.problems == [f"{path}:301#0: spanId: 'xyz' is neither hex nor base64"]
 
 
+@pytest.mark.parametrize("first", ["a bad id", "metrics beside the spans", "a byte order mark and a bad id"])
+def test_an_odd_record_on_line_1_costs_its_range_not_the_file(tmp_path, monkeypatch, first):
+    # line 1 is JSON: the Python reader reads the file as lines too, so line 1's range can be its alone (the bench
+    # world's all-zero trace id on line 1 sent a 1.2 GB file to the Python reader whole)
+    monkeypatch.setattr(_otlp_json_native, "RANGE_BYTES", 1 << 12)
+    lines = [_line(GOOD_SPAN | {"spanId": f"{n + 1:016x}", "name": f"line {n + 1}"}) for n in range(600)]
+    lines[0] = (_line(GOOD_SPAN | {"traceId": "0" * 32}) if first != "metrics beside the spans" else
+                json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [GOOD_SPAN]}]}], "resourceMetrics": []}))
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(("\ufeff" if "byte order" in first else "").encode() + ("\n".join(lines) + "\n").encode())
+    fast, _ = _both([path])
+    assert fast.fast_files == [path] and fast.python_ranges == 1
+    assert fast.report.spans == 599 + (first == "metrics beside the spans")
+    assert fast.report.bad_records == (first != "metrics beside the spans")
+
+
+def test_line_1_that_is_no_json_by_itself_leaves_the_file_to_python(tmp_path, monkeypatch):
+    # a pretty-printed document whose first line names resourceSpans: one document to the Python reader, never lines
+    monkeypatch.setattr(_otlp_json_native, "RANGE_BYTES", 1 << 12)
+    spans = [GOOD_SPAN | {"spanId": f"{n + 1:016x}"} for n in range(300)]
+    path = tmp_path / "export.json"
+    path.write_text('{"resourceSpans":\n' + json.dumps([{"scopeSpans": [{"spans": spans}]}], indent=1) + "}\n")
+    fast, _ = _both([path])
+    assert fast.fast_files == [] and fast.report.spans == 300
+
+
 def test_inside_a_callers_transaction_the_python_reader_loads(tmp_path):
     path = _write(tmp_path, [_line(GOOD_SPAN), _line(GOOD_SPAN | {"spanId": "0000000000000002"})])
     con = duckdb.connect()
