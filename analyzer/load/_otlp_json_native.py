@@ -7,7 +7,8 @@ releases the GIL), and inserted in one transaction. A range holding something th
 (a bad record, a logs request, an odd spelling) raises ``Refused``, and the Python reader reads that range alone,
 numbering its lines as it numbers the whole file's: one odd record costs its range, not the whole file. Its logs,
 bad records and skipped requests go back to the caller (``Loaded.rows``). A file that is not for this path (one
-line, another format) is left whole to the Python reader: ``insert`` returns None.
+line, another format) is left whole to the Python reader: ``insert`` returns None. The C reader also gives the
+values span_facts.sql reads, typed: its spans are stored with their facts at once (``_Facts``).
 
 The module is optional (setup.py): where it was not built, ``AVAILABLE`` is False and the Python reader serves.
 """
@@ -33,7 +34,7 @@ from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files, _formats
 from jitrace.analyzer.rows import Rows
 from jitrace.analyzer.rows import table as rows_table
-from jitrace.analyzer.steps import database
+from jitrace.analyzer.steps import database, spans_view
 
 try:
     from jitrace.analyzer.load import _otlp_native
@@ -59,11 +60,13 @@ class Loaded:
     spans: int  # spans inserted, by either reader
     rows: Rows  # what the Python reader read of the refused ranges but their spans: logs, bad records, skipped
     python_ranges: int = 0  # how many ranges the C reader refused
+    without_facts: int = 0  # spans the C reader read whose facts it left to span_facts.sql (into span_rows)
 
 
-def insert(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> Loaded | None:
-    """Insert the spans of ``path`` into ``table``; what was read, or None when the file is not one this path reads
-    (nothing inserted: the caller reads it with the Python reader)."""
+def insert(con: duckdb.DuckDBPyConnection, path: Path) -> Loaded | None:
+    """Insert the spans of ``path``: with their facts into ``span_fact_rows`` (denied spans last, together), or, the
+    few whose facts are left to span_facts.sql, into ``span_rows`` (spans_view.py); what was read, or None when the
+    file is not one this path reads (nothing inserted: the caller reads it with the Python reader)."""
     if _otlp_native is None:
         return None
     try:
@@ -74,21 +77,22 @@ def insert(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> Loaded | N
         with contents(path) as data:
             if not spans_lines(data):
                 return None  # another format, logs, or one line (a whole JSON document to _formats)
-            return _insert(con, path, table, data)
+            return _insert(con, path, data)
     except (OSError, ValueError, UserError):  # ValueError: Refused, an unencodable path, an empty file mapped
         return None
 
 
-def _insert(con: duckdb.DuckDBPyConnection, path: Path, table: str, data: bytes | mmap.mmap) -> Loaded | None:
+def _insert(con: duckdb.DuckDBPyConnection, path: Path, data: bytes | mmap.mmap) -> Loaded | None:
     prefix = f"{path}:".encode()  # the Python reader's source: path:LINE
     cur = database.cursor(con)  # a connection of its own: the rollback below touches nothing of the caller's
     loaded = Loaded(0, Rows())
+    facts = _Facts(con)
     kind = None  # what the file holds, as the Python reader decides it: from the first line that parses
     try:
         cur.execute("BEGIN TRANSACTION")
         records = 0
         try:
-            for parsed, refused in _parsed(data, prefix):
+            for parsed, refused in _parsed(data, prefix, facts.spec):
                 if refused is not None and kind is None and (refused[1] == len(data) or not first_line_json(data)):
                     # the first line is not a record the C reader read: whether the file is JSON lines at all, a
                     # whole document or no JSON, is the Python reader's to say, for the whole file (unless line 1
@@ -101,20 +105,19 @@ def _insert(con: duckdb.DuckDBPyConnection, path: Path, table: str, data: bytes 
                     kind = _formats.read_lines(path, text, loaded.rows, first_line=first_line, kind=kind)
                     loaded.python_ranges += 1
                     records += 2  # a range of this path is never the file's only line (spans_lines)
-                    got_spans, batch = len(loaded.rows.spans), rows_table(loaded.rows.spans, schema.SPANS)
+                    got_spans = len(loaded.rows.spans)
+                    if got_spans:
+                        _insert_batch(cur, spans_view.ROWS_TABLE, rows_table(loaded.rows.spans, schema.SPANS))
                     loaded.rows.spans = []
                 else:
-                    got_records, got_spans, columns = parsed
+                    got_records, got_spans, columns, fact_columns, inexact = parsed
                     records += got_records
                     kind = kind or ("otlp" if got_records else None)
-                    batch = _table(got_spans, columns) if got_spans else None
+                    if got_spans:
+                        facts.insert(cur, _table(got_spans, columns), fact_columns, inexact)
+                        loaded.without_facts += inexact[1]
                 loaded.spans += got_spans
-                if got_spans:
-                    cur.register(_BATCH, batch)
-                    try:
-                        cur.execute(f"INSERT INTO {table} SELECT * FROM {_BATCH}")
-                    finally:
-                        cur.unregister(_BATCH)
+            facts.finish(cur)
         except BaseException:
             cur.execute("ROLLBACK")
             raise
@@ -129,7 +132,99 @@ def _insert(con: duckdb.DuckDBPyConnection, path: Path, table: str, data: bytes 
         cur.close()
 
 
-def _parsed(data: bytes | mmap.mmap, prefix: bytes):
+def _insert_batch(cur: duckdb.DuckDBPyConnection, table: str, batch: pa.Table, query: str = "SELECT * FROM {}",
+                  ) -> None:
+    cur.register(_BATCH, batch)
+    try:
+        cur.execute(f"INSERT INTO {table} BY NAME {query.format(_BATCH)}")
+    finally:
+        cur.unregister(_BATCH)
+
+
+class _Facts:
+    """The facts' inputs the C reader gives (spans_view.fact_inputs), and where its spans go: span_facts.sql runs
+    over those typed columns, and the rows go into ``span_fact_rows`` as they come but the denied ones, which wait in a
+    table of their own and follow the rest at the end (together in a few row groups, which the steps' filters on
+    ``denied`` read alone; without them, every row group holds a few). A span whose facts the C reader does not give
+    (inexact) goes into ``span_rows``, for span_facts.sql over its JSON."""
+
+    STAGING = "jitrace_denied_staging"
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.inputs = spans_view.fact_inputs(con)
+        self.spec = (_keys(self.inputs.resource), _keys(self.inputs.attributes))
+        self.facts = spans_view.facts_of_inputs_sql(f"(SELECT *, NULL::{self.inputs.checks} AS checks FROM {{}})")
+        self.staging = False
+
+    def insert(self, cur: duckdb.DuckDBPyConnection, spans: pa.Table, columns: list, inexact: tuple) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        rows = spans.num_rows
+        n = len(self.inputs.resource)
+        r = _struct(self.inputs.resource, rows, columns[:n])
+        a = _struct(self.inputs.attributes, rows, columns[n:])
+        batch = spans.append_column("r", r).append_column("a", a)
+        bitmap, count = inexact
+        if count:
+            mask = pa.Array.from_buffers(pa.bool_(), rows, [None, pa.py_buffer(bitmap)])
+            _insert_batch(cur, spans_view.ROWS_TABLE, spans.filter(mask))
+            if count == rows:
+                return
+            batch = batch.filter(pc.invert(mask))
+        if not self.staging:
+            cur.execute(f"CREATE TABLE {self.STAGING} AS FROM {spans_view.FACTS_TABLE} LIMIT 0")
+            self.staging = True
+        _insert_batch(cur, spans_view.FACTS_TABLE, batch, f"SELECT * FROM ({self.facts}) WHERE NOT denied")
+        _insert_batch(cur, self.STAGING, batch, f"SELECT * FROM ({self.facts}) WHERE denied")
+
+    def finish(self, cur: duckdb.DuckDBPyConnection) -> None:
+        if self.staging:
+            cur.execute(f"INSERT INTO {spans_view.FACTS_TABLE} SELECT * FROM {self.STAGING}")
+            cur.execute(f"DROP TABLE {self.STAGING}")
+
+
+_TYPE_CODES = {"string": 0, "double": 1, "int64": 2}  # the C reader's codes; 3: a list of strings
+
+
+def _keys(struct: pa.StructType) -> tuple[tuple[bytes, int], ...]:
+    """(key as the JSON text spells it, type code) of each field of ``struct``, for ``_otlp_native.parse``."""
+    import pyarrow as pa
+
+    out = []
+    for field in struct:
+        kind = field.type
+        code = 3 if pa.types.is_list(kind) and pa.types.is_string(kind.value_type) else _TYPE_CODES.get(str(kind))
+        if code is None:
+            raise TypeError(f"span_fact_inputs.sql: {field.name}: {kind} is not a type the C reader gives")
+        out.append((json.dumps(field.name, ensure_ascii=False).encode(), code))
+    return tuple(out)
+
+
+def _struct(struct: pa.StructType, rows: int, columns: list) -> pa.StructArray:
+    """The C reader's fact columns as a struct array of ``struct`` (no copy)."""
+    import pyarrow as pa
+
+    arrays = []
+    for field, (validity, nulls, offsets, values) in zip(struct, columns, strict=True):
+        kind = field.type
+        valid = None if validity is None else pa.py_buffer(validity)
+        if pa.types.is_list(kind):
+            child_offsets, child_values = values
+            children = memoryview(offsets).cast("i")[-1] if rows else 0
+            child = pa.Array.from_buffers(kind.value_type, children,
+                                          [None, pa.py_buffer(child_offsets), pa.py_buffer(child_values)])
+            arrays.append(pa.Array.from_buffers(kind, rows, [valid, pa.py_buffer(offsets)], null_count=nulls,
+                                                children=[child]))
+        elif offsets is None:
+            arrays.append(pa.Array.from_buffers(kind, rows, [valid, pa.py_buffer(values)], null_count=nulls))
+        else:
+            arrays.append(pa.Array.from_buffers(kind, rows, [valid, pa.py_buffer(offsets), pa.py_buffer(values)],
+                                                null_count=nulls))
+    return pa.StructArray.from_arrays(arrays, fields=list(struct))
+
+
+def _parsed(data: bytes | mmap.mmap, prefix: bytes, spec: tuple):
     """``_otlp_native.parse`` of each range of lines, in file order, ``WORKERS`` ranges read at once: (its result,
     None), or (None, (start, end, first line)) for a range it refused."""
     with ThreadPoolExecutor(WORKERS, thread_name_prefix="jitrace-otlp-native") as pool:
@@ -144,7 +239,7 @@ def _parsed(data: bytes | mmap.mmap, prefix: bytes):
 
         try:
             for where in _ranges(data):
-                pending.append((pool.submit(_otlp_native.parse, data, *where, prefix), where))
+                pending.append((pool.submit(_otlp_native.parse, data, *where, prefix, spec), where))
                 if len(pending) > WORKERS:
                     future, where_done = pending.popleft()
                     yield result(future, where_done)

@@ -25,7 +25,7 @@ from jitrace.analyzer import schema
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files, _otlp_json_native, _text
 
-ROWS = f"SELECT {', '.join(schema.SPANS.names)} FROM span_fact_rows"  # loaded rows, stored with their facts
+ROWS = "SELECT * FROM span_fact_rows"  # loaded rows, stored with their facts (the facts compared too)
 JSON_COLUMNS = (10, 11, 12, 13)  # resource, attributes, events, links: compared as parsed JSON, types included
 
 
@@ -57,15 +57,17 @@ class _Load:
     def __init__(self, paths, *, fast: bool, strict: bool = False):
         self.fast_files = []
         self.python_ranges = 0  # ranges of those files the C reader left to the Python reader
+        self.without_facts = 0  # spans the C reader read whose facts it left to span_facts.sql
         con = duckdb.connect()
         module = _otlp_json_native
         real_insert = module.insert
 
-        def spy(con, path, table):
-            loaded = real_insert(con, path, table)
+        def spy(con, path):
+            loaded = real_insert(con, path)
             if loaded is not None:
                 self.fast_files.append(path)
                 self.python_ranges += loaded.python_ranges
+                self.without_facts += loaded.without_facts
             return loaded
 
         _text.FAST_PATH, module.insert = fast, spy
@@ -112,8 +114,11 @@ TIMES = st.integers(0, 2**63 - 1)
 TOKEN = jwt.encode({"sub": "bob", "exp": 1}, "load-fast-path-test-key-32-bytes!", algorithm="HS256")  # at run time
 TEXT = st.one_of(st.text(max_size=12), st.sampled_from(["", "grpc", "é\"\\/\n\t\x00\x1f\u2028😀", f"Bearer {TOKEN}",
                                                        "nullable", "a, null", "x:inf", "{}", "}},{"]))
-KEYS = st.one_of(st.text(max_size=8), st.sampled_from(["service.name", "rpc.grpc.status_code", "jit.token.ttl_s",
-                                                       "host.name", "key", "value", "stringValue"]))
+KEYS = st.one_of(st.text(max_size=8), st.sampled_from([
+    "service.name", "rpc.grpc.status_code", "jit.token.ttl_s", "host.name", "key", "value", "stringValue",
+    # the facts' inputs of every type the C reader gives (VARCHAR, DOUBLE, BIGINT, VARCHAR[]): any value may come
+    "jit.token.present", "jit.token.id", "jit.clock.sent_ns", "jit.policy.granted", "jit.policy.request",
+    "host.ip", "rpc.response.status_code", "jit.token.check"]))
 DOUBLES = st.one_of(st.floats(allow_nan=False, allow_infinity=False),
                     st.sampled_from([0.0, -0.0, 1.0, 5.0, 1e16, 1e22, 1.5e-7, 5e-324, 123456789.125, -1.5]))
 
@@ -418,7 +423,7 @@ def test_inside_a_callers_transaction_the_python_reader_loads(tmp_path):
     con = duckdb.connect()
     load.load_into(con, [])  # the tables
     con.execute("BEGIN TRANSACTION")
-    assert _otlp_json_native.insert(con, path, "span_rows") is None
+    assert _otlp_json_native.insert(con, path) is None
     report = load.load_into(con, [str(path)])
     con.execute("COMMIT")
     assert report.spans == 2 and con.execute("SELECT count(*) FROM spans").fetchone() == (2,)
@@ -542,5 +547,50 @@ def test_the_fast_path_loads_into_a_runs_database_file(tmp_path):
     path = _write(tmp_path, [_line(GOOD_SPAN), _line(GOOD_SPAN | {"spanId": "0000000000000002"})])
     con = session.connect(tmp_path / "jitrace.duckdb")
     load.load_into(con, [])  # the tables
-    assert _otlp_json_native.insert(con, path, "span_rows").spans == 2
-    assert con.execute("SELECT count(*) FROM span_rows").fetchone() == (2,)
+    assert _otlp_json_native.insert(con, path).spans == 2
+    assert con.execute("SELECT count(*) FROM span_fact_rows").fetchone() == (2,)
+
+
+# ------------------------------------------------------------------------------------------------ the facts' inputs
+
+def _kv(key, value):
+    return {"key": key, "value": value}
+
+
+FACT_SPAN = GOOD_SPAN | {"attributes": [
+    _kv("rpc.grpc.status_code", {"intValue": "7"}), _kv("jit.token.present", {"boolValue": True}),
+    _kv("jit.token.id", {"stringValue": "tok-1"}), _kv("jit.token.ttl_s", {"doubleValue": -0.5}),
+    _kv("jit.token.exp", {"intValue": 1760003600}), _kv("jit.clock.sent_ns", {"intValue": "1760000000000000001"}),
+    _kv("jit.policy.granted", {"arrayValue": {"values": [{"stringValue": "orders.list"}, {"stringValue": "é"}]}}),
+    _kv("jit.policy.request", {"arrayValue": {}}), _kv("jit.denial.reason", {}), _kv("other", {"doubleValue": 1.5})]}
+ODD_FACTS = {  # a value from_json reads otherwise than the C reader would, or a span that must go through SQL
+    "a bearer token": _kv("note", {"stringValue": f"Bearer {TOKEN}"}),
+    "a double where text is read": _kv("jit.token.id", {"doubleValue": 1e16}),
+    "text where a double is read": _kv("jit.token.ttl_s", {"stringValue": "3.5"}),
+    "a double where an integer is read": _kv("jit.clock.sent_ns", {"doubleValue": 1.5}),
+    "a list of numbers": _kv("jit.policy.granted", {"arrayValue": {"values": [{"intValue": 1}]}}),
+    "a list with a null": _kv("jit.policy.granted", {"arrayValue": {"values": [{}]}}),
+    "a NUL in text": _kv("jit.token.sub", {"stringValue": "a\x00b"}),
+    "a kvlist": _kv("jit.token.aud", {"kvlistValue": {"values": [_kv("a", {"intValue": 1})]}}),
+}
+
+
+def test_the_c_reader_gives_the_facts_of_ordinary_spans_and_leaves_odd_ones_to_sql(tmp_path):
+    # the typed columns the C reader gives for span_facts.sql hold what from_json reads: every fact compared with the
+    # Python reader's load (whose facts come from the JSON text); a value it cannot give exactly sends the span
+    # through span_facts.sql, as does a token in any text (redacted first) and a token check among the events
+    lines = [_line(FACT_SPAN | {"spanId": f"{n + 1:016x}"}, resource={"resource": {"attributes": [
+        _kv("service.name", {"stringValue": "svc"}), _kv("host.name", {"intValue": 5})]}}) for n in range(4)]
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    fast, _ = _both([path])
+    assert fast.fast_files == [path] and fast.without_facts == 0
+    odd = [FACT_SPAN | {"spanId": f"{n + 1:016x}", "attributes": [
+        *(kv for kv in FACT_SPAN["attributes"] if kv["key"] != value["key"]), value]}
+        for n, value in enumerate(ODD_FACTS.values())]
+    odd.append(GOOD_SPAN | {"spanId": "00000000000000ff", "events": [{"name": "jit.token.check", "attributes": [
+        _kv("jit.token.verdict", {"stringValue": "expired"})]}]})
+    path.write_text("\n".join([*lines, _line(*odd)]) + "\n")
+    fast, _ = _both([path])
+    assert fast.fast_files == [path] and fast.without_facts == len(odd)
+    assert TOKEN not in repr(fast.rows)
