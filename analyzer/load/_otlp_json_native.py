@@ -8,7 +8,7 @@ releases the GIL), and inserted in one transaction. A range holding something th
 numbering its lines as it numbers the whole file's: one odd record costs its range, not the whole file. Its logs,
 bad records and skipped requests go back to the caller (``Loaded.rows``). A file that is not for this path (one
 line, another format) is left whole to the Python reader: ``insert`` returns None. The C reader also gives the
-values span_facts.sql reads, typed: its spans are stored with their facts at once (``_Facts``).
+values span_facts.sql reads, typed: its spans are stored with their facts at once (``_Reading``).
 
 The module is optional (setup.py): where it was not built, ``AVAILABLE`` is False and the Python reader serves.
 """
@@ -83,105 +83,148 @@ def insert(con: duckdb.DuckDBPyConnection, path: Path) -> Loaded | None:
 
 
 def _insert(con: duckdb.DuckDBPyConnection, path: Path, data: bytes | mmap.mmap) -> Loaded | None:
-    prefix = f"{path}:".encode()  # the Python reader's source: path:LINE
     cur = database.cursor(con)  # a connection of its own: the rollback below touches nothing of the caller's
-    loaded = Loaded(0, Rows())
-    facts = _Facts(con)
-    kind = None  # what the file holds, as the Python reader decides it: from the first line that parses
+    reading = None
     try:
+        cur.execute("SET enable_progress_bar = false")  # one statement reads the whole file: no bar on the terminal
         cur.execute("BEGIN TRANSACTION")
-        records = 0
         try:
-            for parsed, refused in _parsed(data, prefix, facts.spec):
-                if refused is not None and kind is None and (refused[1] == len(data) or not first_line_json(data)):
-                    # the first line is not a record the C reader read: whether the file is JSON lines at all, a
-                    # whole document or no JSON, is the Python reader's to say, for the whole file (unless line 1
-                    # is JSON: then the Python reader reads the file as lines, and this range alone is its)
+            reading = _Reading(con, path, data)
+            while not reading.done:
+                # one statement inserts the spans of many ranges, streamed as they are read (the C reader's threads
+                # read on while DuckDB inserts); it ends when the file does, or to store what waits for span_rows
+                cur.register(_BATCH, reading.batches())
+                try:
+                    cur.execute(f"INSERT INTO {spans_view.FACTS_TABLE} BY NAME "
+                                f"SELECT * FROM ({reading.facts.format(_BATCH)})")
+                finally:
+                    cur.unregister(_BATCH)
+                if reading.failed is not None:
+                    raise reading.failed
+                if reading.declined:
                     cur.execute("ROLLBACK")
                     return None
-                if refused is not None:  # line 1 is JSON: the Python reader reads this range of lines
-                    start, end, first_line = refused
-                    text = bytes(data[start:end]).decode("utf-8", errors="replace")
-                    kind = _formats.read_lines(path, text, loaded.rows, first_line=first_line, kind=kind)
-                    loaded.python_ranges += 1
-                    records += 2  # a range of this path is never the file's only line (spans_lines)
-                    got_spans = len(loaded.rows.spans)
-                    if got_spans:
-                        _insert_batch(cur, spans_view.ROWS_TABLE, rows_table(loaded.rows.spans, schema.SPANS))
-                    loaded.rows.spans = []
-                else:
-                    got_records, got_spans, columns, fact_columns, inexact = parsed
-                    records += got_records
-                    kind = kind or ("otlp" if got_records else None)
-                    if got_spans:
-                        facts.insert(cur, _table(got_spans, columns), fact_columns, inexact)
-                        loaded.without_facts += inexact[1]
-                loaded.spans += got_spans
-            facts.finish(cur)
+                for batch in reading.take_waiting():
+                    _insert_batch(cur, spans_view.ROWS_TABLE, batch)
         except BaseException:
             cur.execute("ROLLBACK")
             raise
-        if records < 2:  # one line is a whole JSON document to _formats (records numbered path#N)
+        if reading.records < 2:  # one line is a whole JSON document to _formats (records numbered path#N)
             cur.execute("ROLLBACK")
             return None
         cur.execute("COMMIT")
-        return loaded
+        return reading.loaded
     except duckdb.Error:
         return None
     finally:
+        if reading is not None:
+            reading.results.close()  # the readers' threads stop (their work not started yet is dropped)
         cur.close()
 
 
-def _insert_batch(cur: duckdb.DuckDBPyConnection, table: str, batch: pa.Table, query: str = "SELECT * FROM {}",
-                  ) -> None:
+def _insert_batch(cur: duckdb.DuckDBPyConnection, table: str, batch: pa.Table) -> None:
     cur.register(_BATCH, batch)
     try:
-        cur.execute(f"INSERT INTO {table} BY NAME {query.format(_BATCH)}")
+        cur.execute(f"INSERT INTO {table} SELECT * FROM {_BATCH}")
     finally:
         cur.unregister(_BATCH)
 
 
-class _Facts:
-    """The facts' inputs the C reader gives (spans_view.fact_inputs), and where its spans go: span_facts.sql runs
-    over those typed columns, and the rows go into ``span_fact_rows`` as they come but the denied ones, which wait in a
-    table of their own and follow the rest at the end (together in a few row groups, which the steps' filters on
-    ``denied`` read alone; without them, every row group holds a few). A span whose facts the C reader does not give
-    (inexact) goes into ``span_rows``, for span_facts.sql over its JSON."""
+class _Reading:
+    """One file through the C reader, as a stream of Arrow batches for one INSERT statement at a time: the spans
+    the C reader read with the values span_facts.sql reads (spans_view.fact_inputs: ``r`` and ``a``, typed), over
+    which ``facts`` computes the facts. What goes to ``span_rows`` instead (the spans of a range the Python reader
+    read, and spans whose facts are left to span_facts.sql over their JSON: see _otlp_native.c) waits, up to
+    WAITING_ROWS, and is stored between statements (``take_waiting``)."""
 
-    STAGING = "jitrace_denied_staging"
+    WAITING_ROWS = 200_000
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, data: bytes | mmap.mmap) -> None:
+        import pyarrow as pa
+
+        self.path, self.data = path, data
         self.inputs = spans_view.fact_inputs(con)
-        self.spec = (_keys(self.inputs.resource), _keys(self.inputs.attributes))
+        spec = (_keys(self.inputs.resource), _keys(self.inputs.attributes))
         self.facts = spans_view.facts_of_inputs_sql(f"(SELECT *, NULL::{self.inputs.checks} AS checks FROM {{}})")
-        self.staging = False
+        self.schema = schema.arrow(schema.SPANS).append(pa.field("r", self.inputs.resource)).append(
+            pa.field("a", self.inputs.attributes))
+        self.results = _parsed(data, f"{path}:".encode(), spec)  # the Python reader's source: path:LINE
+        self.loaded = Loaded(0, Rows())
+        self.kind: str | None = None  # what the file holds, as the Python reader decides it: from the first record
+        self.records = 0
+        self.waiting: list[pa.Table] = []
+        self.waiting_rows = 0
+        self.done = self.declined = False
+        self.failed: BaseException | None = None  # raised inside the stream: re-raised after the statement
 
-    def insert(self, cur: duckdb.DuckDBPyConnection, spans: pa.Table, columns: list, inexact: tuple) -> None:
+    def batches(self) -> pa.RecordBatchReader:
+        import pyarrow as pa
+
+        return pa.RecordBatchReader.from_batches(self.schema, self._batches())
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        try:
+            while self.waiting_rows < self.WAITING_ROWS:
+                result = next(self.results, None)
+                if result is None:
+                    self.done = True
+                    return
+                table = self._read(*result)
+                if table is not None:
+                    yield from table.to_batches()
+        except BaseException as exc:  # DuckDB would report it as its own error: kept, and the stream ends
+            self.failed, self.done = exc, True
+        if self.declined:
+            self.done = True
+
+    def _read(self, parsed: tuple | None, refused: tuple[int, int, int] | None) -> pa.Table | None:
+        data = self.data
+        if refused is not None and self.kind is None and (refused[1] == len(data) or not first_line_json(data)):
+            # the first line is not a record the C reader read: whether the file is JSON lines at all, a whole
+            # document or no JSON, is the Python reader's to say, for the whole file (unless line 1 is JSON: then
+            # the Python reader reads the file as lines, and this range alone is its)
+            self.declined = True
+            self.results.close()
+            return None
+        loaded = self.loaded
+        if refused is not None:  # line 1 is JSON: the Python reader reads this range of lines
+            start, end, first_line = refused
+            text = bytes(data[start:end]).decode("utf-8", errors="replace")
+            self.kind = _formats.read_lines(self.path, text, loaded.rows, first_line=first_line, kind=self.kind)
+            loaded.python_ranges += 1
+            self.records += 2  # a range of this path is never the file's only line (spans_lines)
+            loaded.spans += len(loaded.rows.spans)
+            self._wait(rows_table(loaded.rows.spans, schema.SPANS))
+            loaded.rows.spans = []
+            return None
+        records, spans, columns, fact_columns, (bitmap, inexact) = parsed
+        self.records += records
+        self.kind = self.kind or ("otlp" if records else None)
+        loaded.spans += spans
+        if not spans:
+            return None
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        rows = spans.num_rows
+        table = _table(spans, columns)
         n = len(self.inputs.resource)
-        r = _struct(self.inputs.resource, rows, columns[:n])
-        a = _struct(self.inputs.attributes, rows, columns[n:])
-        batch = spans.append_column("r", r).append_column("a", a)
-        bitmap, count = inexact
-        if count:
-            mask = pa.Array.from_buffers(pa.bool_(), rows, [None, pa.py_buffer(bitmap)])
-            _insert_batch(cur, spans_view.ROWS_TABLE, spans.filter(mask))
-            if count == rows:
-                return
+        batch = table.append_column("r", _struct(self.inputs.resource, spans, fact_columns[:n])).append_column(
+            "a", _struct(self.inputs.attributes, spans, fact_columns[n:]))
+        if inexact:
+            loaded.without_facts += inexact
+            mask = pa.Array.from_buffers(pa.bool_(), spans, [None, pa.py_buffer(bitmap)])
+            self._wait(table.filter(mask))
             batch = batch.filter(pc.invert(mask))
-        if not self.staging:
-            cur.execute(f"CREATE TABLE {self.STAGING} AS FROM {spans_view.FACTS_TABLE} LIMIT 0")
-            self.staging = True
-        _insert_batch(cur, spans_view.FACTS_TABLE, batch, f"SELECT * FROM ({self.facts}) WHERE NOT denied")
-        _insert_batch(cur, self.STAGING, batch, f"SELECT * FROM ({self.facts}) WHERE denied")
+        return batch
 
-    def finish(self, cur: duckdb.DuckDBPyConnection) -> None:
-        if self.staging:
-            cur.execute(f"INSERT INTO {spans_view.FACTS_TABLE} SELECT * FROM {self.STAGING}")
-            cur.execute(f"DROP TABLE {self.STAGING}")
+    def _wait(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self.waiting.append(table)
+            self.waiting_rows += table.num_rows
+
+    def take_waiting(self) -> list[pa.Table]:
+        waiting, self.waiting, self.waiting_rows = self.waiting, [], 0
+        return waiting
 
 
 _TYPE_CODES = {"string": 0, "double": 1, "int64": 2}  # the C reader's codes; 3: a list of strings
