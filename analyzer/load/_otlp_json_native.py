@@ -3,9 +3,9 @@
 The Collector's file exporter writes one ``{"resourceSpans": [...]}`` export request per line. The C reader is the
 one fast path beside the Python reader (``_otlp_json``); BENCHMARKS.md holds it against msgspec. It gives exactly
 the rows the Python reader gives: the file is cut into ranges of whole lines, read on a thread each (the C code
-releases the GIL), and inserted in one transaction. A range holding something the C reader might read otherwise
-(a bad record, a logs request, an odd spelling) raises ``Refused``, and the Python reader reads that range alone,
-numbering its lines as it numbers the whole file's: one odd record costs its range, not the whole file. Its logs,
+releases the GIL), and inserted in one transaction. A line holding something the C reader might read otherwise
+(a bad record, a logs request, an odd spelling) raises ``Refused``, and the Python reader reads that line alone,
+numbered as in the whole file, the C reader the lines around it: one odd record costs its line, not the file. Its logs,
 bad records and skipped requests go back to the caller (``Loaded.rows``). A file that is not for this path (one
 line, another format) is left whole to the Python reader: ``insert`` returns None. The C reader also gives the
 values span_facts.sql reads, typed: its spans are stored with their facts at once (``_Reading``).
@@ -59,7 +59,7 @@ _DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 class Loaded:
     spans: int  # spans inserted, by either reader
     rows: Rows  # what the Python reader read of the refused ranges but their spans: logs, bad records, skipped
-    python_ranges: int = 0  # how many ranges the C reader refused
+    python_ranges: int = 0  # how many pieces (a line, or lines) the C reader left to the Python reader
     without_facts: int = 0  # spans the C reader read whose facts it left to span_facts.sql (into span_rows)
 
 
@@ -269,31 +269,55 @@ def _struct(struct: pa.StructType, rows: int, columns: list) -> pa.StructArray:
 
 def _parsed(data: bytes | mmap.mmap, prefix: bytes, spec: tuple):
     """``_otlp_native.parse`` of each range of lines, in file order, ``WORKERS`` ranges read at once: (its result,
-    None), or (None, (start, end, first line)) for a range it refused."""
+    None), or (None, (start, end, first line)) for lines it refused: a range it refused is read again around the
+    line it refused (``_around``), so that the Python reader reads that line alone."""
     with ThreadPoolExecutor(WORKERS, thread_name_prefix="jitrace-otlp-native") as pool:
         pending: deque[tuple[Future, tuple[int, int, int]]] = deque()
         release = Release(data)
 
-        def result(future: Future, where: tuple[int, int, int]):
+        def results(future: Future, where: tuple[int, int, int]):
             try:
-                return future.result(), None
-            except _otlp_native.Refused:
-                return None, where
+                yield future.result(), None
+            except _otlp_native.Refused as refused:
+                yield from _around(data, where, refused, prefix, spec)
 
         try:
             for where in _ranges(data):
                 pending.append((pool.submit(_otlp_native.parse, data, *where, prefix, spec), where))
                 if len(pending) > WORKERS:
                     future, where_done = pending.popleft()
-                    yield result(future, where_done)
+                    yield from results(future, where_done)
                     release.upto(where_done[1])
             while pending:
                 future, where_done = pending.popleft()
-                yield result(future, where_done)
+                yield from results(future, where_done)
                 release.upto(where_done[1])
         finally:
             for future, _ in pending:
                 future.cancel()
+
+
+def _around(data: bytes | mmap.mmap, where: tuple[int, int, int], refused: Exception, prefix: bytes, spec: tuple):
+    """A range the C reader refused, as pieces in order: the lines before the line it refused (read again by the C
+    reader, which read them without a refusal), that line for the Python reader (None, (start, end, its number)),
+    and the lines after (read again, a refusal there split alike)."""
+    start, end, first_line = where
+    while True:
+        _, line, line_from, line_to = refused.args
+        if not start <= line_from < line_to <= end:  # no line to blame (memory): the rest is the Python reader's
+            yield None, (start, end, first_line)
+            return
+        if line_from > start:
+            yield _otlp_native.parse(data, start, line_from, first_line, prefix, spec), None
+        yield None, (line_from, line_to, line)
+        start, first_line = line_to, line + 1
+        if start >= end:
+            return
+        try:
+            yield _otlp_native.parse(data, start, end, first_line, prefix, spec), None
+            return
+        except _otlp_native.Refused as again:
+            refused = again
 
 
 def _ranges(data: bytes | mmap.mmap):

@@ -87,6 +87,7 @@ typedef struct {
     jmp_buf fail;
     const char *why;          /* the refusal's reason */
     long long line;           /* the current line's number */
+    Py_ssize_t line_from, line_to;  /* the current line's bytes in the data, its newline included */
     PyThreadState *ts;        /* the thread state while the GIL is released */
     Column col[NCOLS];
     Py_ssize_t rows;
@@ -1417,6 +1418,8 @@ static long long read_lines(Parser *P, const u8 *data, Py_ssize_t start, Py_ssiz
     while (q < e) {
         const u8 *nl = memchr(q, '\n', (size_t)(e - q));
         const u8 *line_end = nl ? nl : e;
+        P->line_from = q - data;
+        P->line_to = (nl ? nl + 1 : e) - data;
         P->p = q;
         P->end = line_end;
         ws(P);
@@ -1480,7 +1483,8 @@ PyDoc_STRVAR(parse_doc,
 "2 BIGINT, 3 VARCHAR[]), asks for a column per key as from_json types it: (validity, nulls, offsets, data) for\n"
 "VARCHAR, (validity, nulls, None, data) for numbers, (validity, nulls, offsets, (string offsets, string data)) for\n"
 "VARCHAR[]; `inexact` is (bitmap, count) of the spans whose facts these columns do not give (None without facts).\n"
-"Raises Refused when the Python reader might read any of the lines otherwise.");
+"Raises Refused when the Python reader might read any of the lines otherwise: its args are (why, the line's number,\n"
+"the line's start and end in `data`, its newline included); the lines before it were read without a refusal.");
 
 /* The fact keys of `facts` (see parse_doc) into P; 0 with an exception set when they are not as described. The key
  * texts stay owned by `facts`, which the caller holds for the call. */
@@ -1568,7 +1572,14 @@ static PyObject *parse(PyObject *self, PyObject *args) {
     long long records = read_lines(P, view.buf, start, end, first_line);
     PyEval_RestoreThread(P->ts);
     if (records < 0) {
-        PyErr_Format(Refused, "line %lld: %s", P->line, P->why);
+        PyObject *why = PyUnicode_FromFormat("line %lld: %s", P->line, P->why);
+        if (why) {
+            PyObject *args = Py_BuildValue("(NLnn)", why, P->line, P->line_from, P->line_to);
+            if (args) {
+                PyErr_SetObject(Refused, args);
+                Py_DECREF(args);
+            }
+        }
         goto done;
     }
     PyObject *columns = PyList_New(NCOLS + P->nfacts);
