@@ -612,8 +612,67 @@ static inline void once(Parser *P, unsigned *seen, unsigned bit) {
 
 /* ------------------------------------------------------------------------------------------------ OTLP values */
 
+/* A JSON number whose text is already Python's repr of the double it stands for, read without the GIL: a plain
+ * decimal ("-12.5", "0.002", "3600.0"; or an integer "5", whose repr is "5.0") of at most 15 significant digits,
+ * no trailing zero after the point but a lone ".0", at most three zeros after "0." (repr writes smaller numbers
+ * with an exponent). At most 15 digits: no other decimal as short stands for the same double, so the text is the
+ * shortest, which repr writes; and the digits as an integer and the power of ten are exact doubles, so one
+ * division gives the correctly rounded value, as float() does. 1 with the double in *d and the repr in `out`; 0
+ * for any other text (Python's own functions then read it). */
+static int short_double(Parser *P, Num n, Buf *out, double *d) {
+    const u8 *q = n.s, *e = n.s + n.n;
+    int negative = q < e && *q == '-';
+    q += negative;
+    const u8 *point = memchr(q, '.', (size_t)(e - q));
+    if (!n.integer && !point)
+        return 0;  /* an exponent */
+    uint64_t digits = 0;
+    int significant = 0, after = 0, leading_fraction_zeros = 0;
+    for (const u8 *c = q; c < e; c++) {
+        if (*c == '.')
+            continue;
+        if (*c < '0' || *c > '9')
+            return 0;
+        if (significant || *c != '0')
+            significant++;
+        else if (point && c > point)
+            leading_fraction_zeros++;
+        if (significant > 15)
+            return 0;
+        digits = digits * 10 + (uint64_t)(*c - '0');
+        after += point && c > point;
+    }
+    if (point) {
+        if (e[-1] == '0' && !(e - point == 2))  /* a trailing zero, but for a lone ".0" */
+            return 0;
+        if (point - q == 1 && *q == '0' && digits && leading_fraction_zeros > 3)
+            return 0;  /* below 1e-4: repr writes an exponent */
+    }
+    static const double TENS[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+                                  1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19};
+    if (after >= (int)(sizeof TENS / sizeof *TENS))
+        return 0;
+    *d = (double)digits / TENS[after];
+    if (negative && !(n.integer && digits == 0))  /* an integer literal is an int to json: -0 is 0.0 */
+        *d = -*d;
+    if (n.integer) {
+        if (n.n == 2 && negative && digits == 0) {
+            PUTS(P, out, "0.0");
+        } else {
+            put(P, out, n.s, n.n);
+            PUTS(P, out, ".0");
+        }
+    } else {
+        put(P, out, n.s, n.n);
+    }
+    return 1;
+}
+
 static double double_value(Parser *P, Buf *out) {
     Num n = number(P);
+    double quick;
+    if (short_double(P, n, out, &quick))
+        return quick;
     char tmp[40], repr[40];
     if (n.n >= sizeof tmp)
         refuse(P, "a long number");

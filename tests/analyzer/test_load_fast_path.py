@@ -620,3 +620,24 @@ def test_a_credential_anywhere_in_a_span_is_redacted_before_its_facts(tmp_path, 
     fast, _ = _both([path])
     assert fast.fast_files == [path] and fast.without_facts == len(spans)
     assert "[REDACTED]" in repr(fast.rows)
+
+
+DOUBLE_SPELLINGS = ["12.50", "0.00001", "0.0001", "0.00012", "1e2", "1.5E+3", "-0", "0", "0.0", "-0.0", "100", "-7",
+                    "1234567890.12345", "123456789012345", "1234567890123456", "0.1000", "9007199254740993",
+                    "0.30000000000000004", "0.1", "3600.0", "-3599.998", "5e-324", "1.7976931348623157e308",
+                    "999999999999999.9", "0.000999", "10.0", "1.05"]
+
+
+@pytest.mark.parametrize("text", DOUBLE_SPELLINGS)
+def test_doubles_in_any_spelling_are_read_as_python_reads_them(tmp_path, text):
+    # the C reader writes a double's text as it stands when that is Python's repr, else asks Python for it: the
+    # attribute's JSON text and the fact (jit.token.ttl_s) are the Python reader's either way
+    lines = []
+    for n in range(2):
+        span = GOOD_SPAN | {"spanId": f"{n + 1:016x}", "attributes": [
+            _kv("jit.token.ttl_s", {"doubleValue": "TEXT"}), _kv("d", {"doubleValue": "TEXT"})]}
+        lines.append(_line(span).replace('"TEXT"', text))
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    fast, _ = _both([path])
+    assert fast.fast_files == [path] and fast.python_ranges == 0
