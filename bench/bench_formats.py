@@ -3,7 +3,7 @@ Collector's OTLP JSON lines, OTLP protobuf, a Jaeger download and a Zipkin list,
 same spans; spans/s, CPU time, bytes/span, peak memory, the load's and the steps' shares, and whether the
 attributions are byte-identical. Each run is a child process of its own, in one run of this section. Then peak
 memory on ten times as many spans of Collector JSON lines, written as a stream (copies of the file with other
-trace ids) and deleted after.
+trace and span ids) and deleted after.
 
 The world is bench_analyze's (client/server pairs, an issuance span per 100 calls, 4% denials, skewed clocks);
 hosts are named by address (a Zipkin endpoint carries no host name) and times are whole microseconds.
@@ -174,15 +174,16 @@ def _analyze(path: Path, out: Path) -> dict:
 
 
 def write_copies(json_lines: Path, out: Path, copies: int) -> Path:
-    """``copies`` copies of a JSON-lines file of the bench world, one after the other, each with other trace ids
-    (the ids' first hex digit is the copy's number: the world's ids start with zeros): written as a stream, a line
+    """``copies`` copies of a JSON-lines file of the bench world, one after the other, each with other trace and span
+    ids (an id's first hex digit is the copy's number: the world's ids start with zeros): written as a stream, a line
     at a time."""
     with open(out, "wb") as f:
         for copy in range(copies):
-            new = f'"traceId":"{copy:x}'.encode()
             with open(json_lines, "rb") as lines:
                 for line in lines:
-                    f.write(line.replace(b'"traceId":"0', new) if copy else line)
+                    for key in (b"traceId", b"spanId", b"parentSpanId"):
+                        line = line.replace(b'"%s":"0' % key, b'"%s":"%x' % (key, copy)) if copy else line
+                    f.write(line)
     return out
 
 
@@ -230,10 +231,10 @@ def run(quick: bool) -> str:
     return textwrap.dedent(f"""
         {spans:,} spans of bench_analyze's world in every format (hosts named by address, times in whole
         microseconds: what Jaeger and Zipkin carry), each analyzed end to end in a child process; the last row is
-        {COPIES} copies of the JSON lines with other trace ids, written as a stream ({COPIES}x the spans; the same
-        hosts and times). "CPU s" is the child's user and system time (the machine is shared: wall time depends on
-        what else runs); "load" ends when the loader is done (every span stored with its facts); "steps" runs from
-        there to the report. Targets for Collector JSON lines: {TARGET_SPANS_S:,} spans/s end to end, steps at most
-        half the load, peak memory at most 2 GB at 10M spans.
+        {COPIES} copies of the JSON lines with other trace and span ids, written as a stream ({COPIES}x the spans;
+        the same hosts and times). "CPU s" is the child's user and system time (the machine is shared: wall time
+        depends on what else runs); "load" ends when the loader is done (every span stored with its facts); "steps"
+        runs from there to the report. Targets for Collector JSON lines: {TARGET_SPANS_S:,} spans/s end to end,
+        steps at most half the load, peak memory at most 2 GB at 10M spans.
 
         """).lstrip() + "\n".join(lines) + "\n\n" + "; ".join(verdicts) + "."
