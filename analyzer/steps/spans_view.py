@@ -6,7 +6,9 @@ file costs more than analyzing them, and the analyzer reads the facts straight f
 JSON. Records of every other input (OTLP JSON, Jaeger, Zipkin, ..., and Parquet without the facts, such as the
 receiver's small files that compaction later deletes) are inserted into the table ``span_rows``; once loaded,
 ``define`` moves them into ``span_fact_rows`` with their facts computed once, denied spans first, as compaction
-writes its files: every step then reads typed columns instead of parsing JSON again. The view is the union of both.
+writes its files: every step then reads typed columns instead of parsing JSON again. The C reader of OTLP JSON
+lines inserts into ``span_fact_rows`` itself, with the values span_facts.sql reads typed as it parses them
+(``fact_inputs``). The view is the union of both.
 
 The files read are listed in the table ``span_files`` (absolute paths): jitrace.duckdb keeps the view, so notebooks
 see the spans as long as the input files stay where they were.
