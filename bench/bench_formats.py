@@ -38,8 +38,12 @@ from jitrace.analyzer.analyze import analyze
 started = time.perf_counter()
 summary = analyze([sys.argv[1]], sys.argv[2], quiet=False)
 usage = resource.getrusage(resource.RUSAGE_SELF)
+# this process's own peak (VmHWM): ru_maxrss keeps the parent's peak across fork and exec, and the parent held the
+# formats it wrote
+with open("/proc/self/status") as status:
+    peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 result = {"seconds": time.perf_counter() - started, "spans": summary["spans"], "denials": summary["denials"],
-          "bad_records": summary["bad_records"], "peak_rss_mb": usage.ru_maxrss / 1024,
+          "bad_records": summary["bad_records"], "peak_rss_mb": peak_kb / 1024,
           "cpu_s": usage.ru_utime + usage.ru_stime}
 print(json.dumps(result))
 """
