@@ -1,7 +1,9 @@
 """`jitrace analyze` end to end on the files users already have (issue 23): the bench's world written as the
 Collector's OTLP JSON lines, OTLP protobuf, a Jaeger download and a Zipkin list, beside the compacted Parquet of the
-same spans; spans/s, bytes/span, peak memory, the load's and the steps' shares, and whether the attributions are
-byte-identical. Each run is a child process of its own, in one run of this section.
+same spans; spans/s, CPU time, bytes/span, peak memory, the load's and the steps' shares, and whether the
+attributions are byte-identical. Each run is a child process of its own, in one run of this section. Then peak
+memory on ten times as many spans of Collector JSON lines, written as a stream (copies of the file with other
+trace and span ids) and deleted after.
 
 The world is bench_analyze's (client/server pairs, an issuance span per 100 calls, 4% denials, skewed clocks);
 hosts are named by address (a Zipkin endpoint carries no host name) and times are whole microseconds.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import shutil
 import struct
 import subprocess
 import sys
@@ -25,6 +28,8 @@ from bench.bench_load import jaeger_tag as _tag
 
 TITLE = "Analyzer: each input format end to end"
 TARGET_SPANS_S = 300_000  # Collector JSON lines, end to end (issue 23)
+TARGET_PEAK_MB = 2048  # Collector JSON lines at 10M spans
+COPIES = 10  # the big file: this many copies of the JSON lines
 KINDS = {"CLIENT": 3, "SERVER": 2, "INTERNAL": 1}
 
 CHILD = r"""
@@ -32,9 +37,14 @@ import json, resource, sys, time
 from jitrace.analyzer.analyze import analyze
 started = time.perf_counter()
 summary = analyze([sys.argv[1]], sys.argv[2], quiet=False)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+usage = resource.getrusage(resource.RUSAGE_SELF)
+# this process's own peak (VmHWM): ru_maxrss keeps the parent's peak across fork and exec, and the parent held the
+# formats it wrote
+with open("/proc/self/status") as status:
+    peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 result = {"seconds": time.perf_counter() - started, "spans": summary["spans"], "denials": summary["denials"],
-          "bad_records": summary["bad_records"], "peak_rss_mb": peak}
+          "bad_records": summary["bad_records"], "peak_rss_mb": peak_kb / 1024,
+          "cpu_s": usage.ru_utime + usage.ru_stime}
 print(json.dumps(result))
 """
 
@@ -167,30 +177,68 @@ def _analyze(path: Path, out: Path) -> dict:
     return result
 
 
+def write_copies(json_lines: Path, out: Path, copies: int) -> Path:
+    """``copies`` copies of a JSON-lines file of the bench world, one after the other, each with other trace and span
+    ids (an id's first hex digit is the copy's number: the world's ids start with zeros): written as a stream, a line
+    at a time."""
+    with open(out, "wb") as f:
+        for copy in range(copies):
+            with open(json_lines, "rb") as lines:
+                for line in lines:
+                    for key in (b"traceId", b"spanId", b"parentSpanId"):
+                        line = line.replace(b'"%s":"0' % key, b'"%s":"%x' % (key, copy)) if copy else line
+                    f.write(line)
+    return out
+
+
+def _row(name: str, result: dict, size: int, same: str) -> str:
+    return (f"| {name} | {result['spans']:,} | {size / result['spans']:,.0f} | {result['seconds']:.2f} | "
+            f"{result['spans'] / result['seconds']:,.0f} | {result['cpu_s']:.1f} | {result['load_s']:.2f} | "
+            f"{result['steps_s']:.2f} | {result['peak_rss_mb']:,.0f} | {same} |")
+
+
 def run(quick: bool) -> str:
     spans = 20_000 if quick else 1_000_000
+    json_name = "OTLP JSON lines (Collector file exporter)"
     with tempfile.TemporaryDirectory(prefix="jitrace-bench-formats-") as tmp:
         d = Path(tmp)
         world = generate(d / "world", spans)
         paths = write_formats(world / "spans", d / "in")
-        paths["Compacted Parquet (jitrace collect)"] = _compacted(
-            paths["OTLP JSON lines (Collector file exporter)"], d / "in")
-        lines = ["| input | spans | bytes/span | end to end s | spans/s | load s | steps after loading s | "
-                 "peak RSS MB | attributions.csv |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        paths["Compacted Parquet (jitrace collect)"] = _compacted(paths[json_name], d / "in")
+        lines = ["| input | spans | bytes/span | end to end s | spans/s | CPU s | load s | steps after loading s | "
+                 "peak RSS MB | attributions.csv |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         reference = None
+        verdicts = []
         for name, path in paths.items():
             result = _analyze(path, d / "out" / name.split()[0])
             size = sum(p.stat().st_size for p in ([path] if path.is_file() else path.rglob("*.parquet")))
             csv = (d / "out" / name.split()[0] / "attributions.csv").read_bytes()
             reference = reference or csv
             same = "the reference" if csv is reference else "identical" if csv == reference else "DIFFERS"
-            lines.append(f"| {name} | {result['spans']:,} | {size / result['spans']:,.0f} | {result['seconds']:.2f} | "
-                         f"{result['spans'] / result['seconds']:,.0f} | {result['load_s']:.2f} | "
-                         f"{result['steps_s']:.2f} | {result['peak_rss_mb']:,.0f} | {same} |")
+            lines.append(_row(name, result, size, same))
+            if name == json_name:
+                rate = result["spans"] / result["seconds"]
+                half = result["steps_s"] <= result["load_s"] / 2
+                verdicts += [f"{TARGET_SPANS_S:,} spans/s {'met' if rate >= TARGET_SPANS_S else 'NOT met'} "
+                             f"({rate:,.0f})",
+                             f"steps at most half the load {'met' if half else 'NOT met'} "
+                             f"({result['steps_s']:.2f} s against {result['load_s']:.2f} s)"]
+        big = d / "big.jsonl"
+        write_copies(paths[json_name], big, COPIES)
+        for path in [*paths.values(), world]:  # only the big file and its output on disk while it runs
+            shutil.rmtree(path.parent if path.is_file() else path, ignore_errors=True)
+        result = _analyze(big, d / "out" / "big")
+        lines.append(_row(f"{json_name}, {COPIES} copies", result, big.stat().st_size, "(other traces)"))
+        verdicts.append(f"peak memory at {result['spans']:,} spans of Collector JSON at most 2 GB "
+                        f"{'met' if result['peak_rss_mb'] <= TARGET_PEAK_MB else 'NOT met'} "
+                        f"({result['peak_rss_mb']:,.0f} MB)")
     return textwrap.dedent(f"""
         {spans:,} spans of bench_analyze's world in every format (hosts named by address, times in whole
-        microseconds: what Jaeger and Zipkin carry), each analyzed end to end in a child process. "load" ends when
-        the loader is done (the facts of copied rows stored once, denied first); "steps" runs from there to the
-        report. Target for Collector JSON lines: {TARGET_SPANS_S:,} spans/s end to end, steps at most half the load.
+        microseconds: what Jaeger and Zipkin carry), each analyzed end to end in a child process; the last row is
+        {COPIES} copies of the JSON lines with other trace and span ids, written as a stream ({COPIES}x the spans;
+        the same hosts and times). "CPU s" is the child's user and system time (the machine is shared: wall time
+        depends on what else runs); "load" ends when the loader is done (every span stored with its facts); "steps"
+        runs from there to the report. Targets for Collector JSON lines: {TARGET_SPANS_S:,} spans/s end to end,
+        steps at most half the load, peak memory at most 2 GB at 10M spans.
 
-        """).lstrip() + "\n".join(lines)
+        """).lstrip() + "\n".join(lines) + "\n\n" + "; ".join(verdicts) + "."

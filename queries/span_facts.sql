@@ -1,11 +1,12 @@
--- span_facts: reads a relation in the spans schema (analyzer/schema.py), written `{spans}` below; produces the same
--- rows with the typed columns every step needs added (the "facts"). Not a numbered step: it is the one rule that
--- turns a span's JSON into columns, and it runs where the JSON is read once. `jitrace collect` compacts its files
+-- span_facts: reads a relation in the spans schema with the parsed values of span_fact_inputs.sql (`r`, `a`,
+-- `checks`), written `{inputs}` below; produces the spans' rows with the typed columns every step needs added (the
+-- "facts"). Not a numbered step: it is the one rule that turns a span's attributes into columns, and it runs where
+-- the spans are read once. `jitrace collect` compacts its files
 -- through it (collect/compact.py), so the analyzer reads those columns straight from the files; for any
 -- other input (OTLP JSON, Jaeger, Zipkin, Parquet without them) the `spans` view applies it when read
 -- (analyzer/steps/spans_view.py).
 -- Each attribute becomes the column named by instrumentation/contract.py's column(): jit.token.ttl_s ->
--- jit_token_ttl_s. from_json gets an explicit schema: DuckDB's auto-detection is unsafe on mixed inputs.
+-- jit_token_ttl_s.
 -- The clock domain is the host the span's clock belongs to: host.id > host.name (Jaeger's process tag `hostname`) >
 -- the host's address (host.ip, which the Zipkin loader fills from localEndpoint ipv4/ipv6, or Jaeger's tag `ip`; of
 -- an address list, the first) > service.instance.id > service.name.
@@ -83,33 +84,5 @@ FROM (SELECT
          WHEN a."census.status_code" IS NOT NULL THEN 'census.status_code'
          WHEN a."opencensus.status_code" IS NOT NULL THEN 'opencensus.status_code'
          WHEN a."status.code" IS NOT NULL THEN 'status.code' END AS status_attribute
-FROM (
-    SELECT
-        *,
-        from_json(resource, '{"host.id": "VARCHAR", "host.name": "VARCHAR", "hostname": "VARCHAR", "host.ip": "VARCHAR",
-                              "ip": "VARCHAR", "service.instance.id": "VARCHAR", "service.name": "VARCHAR"}') AS r,
-        from_json(attributes, '{
-            "rpc.system": "VARCHAR", "rpc.service": "VARCHAR", "rpc.method": "VARCHAR",
-            "rpc.grpc.status_code": "VARCHAR", "rpc.response.status_code": "VARCHAR", "grpc.status_code": "VARCHAR",
-            "census.status_code": "VARCHAR", "opencensus.status_code": "VARCHAR", "status.code": "VARCHAR",
-            "jit.token.present": "VARCHAR", "jit.token.id": "VARCHAR", "jit.token.sub": "VARCHAR",
-            "jit.token.iss": "VARCHAR", "jit.token.aud": "VARCHAR", "jit.token.iat": "DOUBLE",
-            "jit.token.nbf": "DOUBLE", "jit.token.exp": "DOUBLE", "jit.token.age_s": "DOUBLE",
-            "jit.token.ttl_s": "DOUBLE", "jit.token.verdict": "VARCHAR", "jit.token.refreshed": "VARCHAR",
-            "jit.grant.id": "VARCHAR", "jit.grant.start": "DOUBLE", "jit.grant.end": "DOUBLE",
-            "jit.policy.decision": "VARCHAR", "jit.policy.engine": "VARCHAR", "jit.policy.id": "VARCHAR",
-            "jit.policy.version": "VARCHAR", "jit.policy.rule": "VARCHAR", "jit.policy.required": "VARCHAR",
-            "jit.policy.granted": "VARCHAR[]", "jit.policy.eval_s": "DOUBLE",
-            "jit.policy.request": "VARCHAR[]",
-            "jit.auth.wait_s": "DOUBLE",
-            "jit.clock.sent_ns": "BIGINT", "jit.clock.peer_sent_ns": "BIGINT", "jit.clock.received_ns": "BIGINT",
-            "jit.clock.offset_s": "DOUBLE", "jit.clock.delay_s": "DOUBLE",
-            "jit.denial.reason": "VARCHAR"
-        }') AS a,
-        CASE WHEN contains(events, 'jit.token.check') THEN list_filter(
-            from_json(events, '[{"name": "VARCHAR", "time_ns": "BIGINT",
-                                 "attributes": {"jit.token.verdict": "VARCHAR", "jit.token.ttl_s": "DOUBLE"}}]'),
-            LAMBDA e: e.name = 'jit.token.check') END AS checks
-    FROM {spans}
-) AS parsed
+FROM {inputs}
 ) AS with_status

@@ -12,7 +12,11 @@
  * module's caller reads ranges of one file on several threads.
  *
  * Output per range: the number of spans and, per column of schema.SPANS, Arrow buffers as bytes: a string column
- * (validity bitmap or None, null count, int32 offsets, UTF-8 data), an int64 column (None, 0, values).
+ * (validity bitmap or None, null count, int32 offsets, UTF-8 data), an int64 column (None, 0, values). Asked for
+ * them (queries/span_fact_inputs.sql's keys and types, from analyzer/steps/spans_view.py), it also gives the values
+ * span_facts.sql reads, typed as DuckDB's from_json gives them, so the facts are computed without parsing the JSON
+ * text again; a span whose values it might give otherwise (a double read as text, a string read as a number, ...),
+ * whose text may hold a credential (redacted first) or whose events hold a token check is marked for span_facts.sql.
  *
  * JSON text written here is what Python's json encoder writes with ensure_ascii=False and compact separators
  * (_rows.to_json): '"' '\' and the control characters escaped (\n \r \t \b \f, else \u00XX in lower-case hex),
@@ -46,10 +50,44 @@ typedef struct {
 } Column;
 
 typedef struct {
+    const u8 *s;   /* the string's content, between the quotes, as written */
+    size_t n;
+    int escaped;   /* holds a backslash */
+} Str;
+
+/* The facts' inputs (spans_view.fact_inputs: the resource and attribute values span_facts.sql reads, typed as its
+ * from_json gives them): a column each, per span, when parse() is given their keys. */
+enum { F_TEXT, F_DOUBLE, F_INT, F_TEXTS };  /* VARCHAR, DOUBLE, BIGINT, VARCHAR[] */
+enum { V_NONE, V_NULL, V_STR, V_INT, V_DBL, V_BOOL, V_ARR, V_OTHER };  /* what an attribute's value was */
+#define MAX_FACTS 128
+
+typedef struct {
+    int kind;
+    Str s;
+    long long i;
+    double d;
+    const u8 *at;  /* an arrayValue's object, read again for a VARCHAR[] */
+} Val;
+
+typedef struct {
+    const char *key;  /* the key as the JSON text writes it, quotes included */
+    size_t n;
+    int type;
+} FactKey;
+
+typedef struct {
+    Column c;
+    Buf child_data, child_offsets;  /* a VARCHAR[]'s strings */
+    int32_t children;
+    int type;
+} FactColumn;
+
+typedef struct {
     const u8 *p, *end;        /* the cursor, within the current line */
     jmp_buf fail;
     const char *why;          /* the refusal's reason */
     long long line;           /* the current line's number */
+    Py_ssize_t line_from, line_to;  /* the current line's bytes in the data, its newline included */
     PyThreadState *ts;        /* the thread state while the GIL is released */
     Column col[NCOLS];
     Py_ssize_t rows;
@@ -57,6 +95,15 @@ typedef struct {
     int has_service, has_scope;
     const char *prefix;       /* "path:" of the source column */
     size_t prefix_len;
+    /* the facts' inputs: resource keys [0, nres), then attribute keys [nres, nfacts) */
+    FactKey fkeys[MAX_FACTS];
+    int nres, nfacts;
+    Val vals[MAX_FACTS];          /* this resource's and this span's values of them */
+    FactColumn fcol[MAX_FACTS];
+    Buf child_ends;               /* scratch of fact_texts */
+    Buf inexact;                  /* a bit per span: its facts are left to span_facts.sql (see fact_columns_row) */
+    Py_ssize_t inexacts;
+    int resource_hinted;          /* the resource's text may hold a credential */
 } Parser;
 
 static PyObject *Refused;
@@ -116,8 +163,7 @@ static void put_int(Parser *P, Buf *b, long long v) {
     put(P, b, tmp, decimal(tmp, v));
 }
 
-static void column_row(Parser *P, int c, const void *s, size_t n, int valid) {
-    Column *col = &P->col[c];
+static void column_put(Parser *P, Column *col, const void *s, size_t n, int valid) {
     Py_ssize_t row = P->rows;
     if ((row & 7) == 0) {
         buf_reserve(P, &col->valid, 1);
@@ -133,6 +179,10 @@ static void column_row(Parser *P, int c, const void *s, size_t n, int valid) {
         refuse(P, "a column past 2 GB");
     int32_t end = (int32_t)col->data.n;
     put(P, &col->offsets, &end, sizeof end);
+}
+
+static void column_row(Parser *P, int c, const void *s, size_t n, int valid) {
+    column_put(P, &P->col[c], s, n, valid);
 }
 
 static void column_int(Parser *P, int c, long long v) {
@@ -181,12 +231,6 @@ static inline int empty(Parser *P, u8 close) {
     }
     return 0;
 }
-
-typedef struct {
-    const u8 *s;   /* the string's content, between the quotes, as written */
-    size_t n;
-    int escaped;   /* holds a backslash */
-} Str;
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define LITTLE_ENDIAN_SWAR 1  /* the first flagged byte is the lowest bit set */
@@ -568,8 +612,67 @@ static inline void once(Parser *P, unsigned *seen, unsigned bit) {
 
 /* ------------------------------------------------------------------------------------------------ OTLP values */
 
-static void double_value(Parser *P, Buf *out) {
+/* A JSON number whose text is already Python's repr of the double it stands for, read without the GIL: a plain
+ * decimal ("-12.5", "0.002", "3600.0"; or an integer "5", whose repr is "5.0") of at most 15 significant digits,
+ * no trailing zero after the point but a lone ".0", at most three zeros after "0." (repr writes smaller numbers
+ * with an exponent). At most 15 digits: no other decimal as short stands for the same double, so the text is the
+ * shortest, which repr writes; and the digits as an integer and the power of ten are exact doubles, so one
+ * division gives the correctly rounded value, as float() does. 1 with the double in *d and the repr in `out`; 0
+ * for any other text (Python's own functions then read it). */
+static int short_double(Parser *P, Num n, Buf *out, double *d) {
+    const u8 *q = n.s, *e = n.s + n.n;
+    int negative = q < e && *q == '-';
+    q += negative;
+    const u8 *point = memchr(q, '.', (size_t)(e - q));
+    if (!n.integer && !point)
+        return 0;  /* an exponent */
+    uint64_t digits = 0;
+    int significant = 0, after = 0, leading_fraction_zeros = 0;
+    for (const u8 *c = q; c < e; c++) {
+        if (*c == '.')
+            continue;
+        if (*c < '0' || *c > '9')
+            return 0;
+        if (significant || *c != '0')
+            significant++;
+        else if (point && c > point)
+            leading_fraction_zeros++;
+        if (significant > 15)
+            return 0;
+        digits = digits * 10 + (uint64_t)(*c - '0');
+        after += point && c > point;
+    }
+    if (point) {
+        if (e[-1] == '0' && !(e - point == 2))  /* a trailing zero, but for a lone ".0" */
+            return 0;
+        if (point - q == 1 && *q == '0' && digits && leading_fraction_zeros > 3)
+            return 0;  /* below 1e-4: repr writes an exponent */
+    }
+    static const double TENS[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+                                  1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19};
+    if (after >= (int)(sizeof TENS / sizeof *TENS))
+        return 0;
+    *d = (double)digits / TENS[after];
+    if (negative && !(n.integer && digits == 0))  /* an integer literal is an int to json: -0 is 0.0 */
+        *d = -*d;
+    if (n.integer) {
+        if (n.n == 2 && negative && digits == 0) {
+            PUTS(P, out, "0.0");
+        } else {
+            put(P, out, n.s, n.n);
+            PUTS(P, out, ".0");
+        }
+    } else {
+        put(P, out, n.s, n.n);
+    }
+    return 1;
+}
+
+static double double_value(Parser *P, Buf *out) {
     Num n = number(P);
+    double quick;
+    if (short_double(P, n, out, &quick))
+        return quick;
     char tmp[40], repr[40];
     if (n.n >= sizeof tmp)
         refuse(P, "a long number");
@@ -596,6 +699,7 @@ static void double_value(Parser *P, Buf *out) {
     if (!text || len >= sizeof repr)
         refuse(P, "a double Python reads otherwise");
     put(P, out, repr, len);
+    return d;
 }
 
 /* A JSON list at the cursor -> a JSON array in `out`, `each` reading one element (at nesting `depth`) and writing
@@ -615,22 +719,27 @@ static void json_list(Parser *P, Buf *out, int depth, void (*each)(Parser *, Buf
     putc_(P, out, ']');
 }
 
-static void any_value(Parser *P, Buf *out, int depth, Str *str);
+static void any_value(Parser *P, Buf *out, int depth, Str *str, Val *v);
 
 static void array_element(Parser *P, Buf *out, int depth) {
-    any_value(P, out, depth, NULL);
+    any_value(P, out, depth, NULL, NULL);
 }
 
-static void key_values(Parser *P, Buf *out, int depth, int find_service);
+static void key_values(Parser *P, Buf *out, int depth, int find_service, int facts_from, int facts_to);
 
 /* An AnyValue object -> its JSON text (_otlp_json.any_value): exactly one known field, or none (null). Sets
- * `*str` when the value is a stringValue (the resource's service.name). */
-static void any_value(Parser *P, Buf *out, int depth, Str *str) {
+ * `*str` when the value is a stringValue (the resource's service.name), and `*v` (when given) to what it was. */
+static void any_value(Parser *P, Buf *out, int depth, Str *str, Val *v) {
+    Val scratch;
+    if (!v)
+        v = &scratch;
+    v->kind = V_OTHER;
     if (depth > MAX_DEPTH)
         refuse(P, "nesting too deep");
     expect(P, '{');
     if (empty(P, '}')) {
         PUTS(P, out, "null");
+        v->kind = V_NULL;
         return;
     }
     Name k = member(P);
@@ -639,22 +748,36 @@ static void any_value(Parser *P, Buf *out, int depth, Str *str) {
         put_json_string(P, out, s);
         if (str)
             *str = s;
+        v->kind = V_STR;
+        v->s = s;
     } else if (is(k, "intValue")) {
-        put_int(P, out, otlp_int(P));
+        v->kind = V_INT;
+        v->i = otlp_int(P);
+        put_int(P, out, v->i);
     } else if (is(k, "doubleValue")) {
-        double_value(P, out);
+        v->kind = V_DBL;
+        v->d = double_value(P, out);
     } else if (is(k, "boolValue")) {
         ws(P);
-        if (literal(P, "true"))
+        v->kind = V_BOOL;
+        if (literal(P, "true")) {
             PUTS(P, out, "true");
-        else if (literal(P, "false"))
+            v->i = 1;
+        } else if (literal(P, "false")) {
             PUTS(P, out, "false");
-        else
+            v->i = 0;
+        } else {
             refuse(P, "boolValue: not a boolean");
+        }
     } else if (is(k, "bytesValue")) {
         put_json_string(P, out, string_(P, 0));  /* the base64 text, as the JSON mapping has it */
     } else if (is(k, "arrayValue") || is(k, "kvlistValue")) {
         int array = is(k, "arrayValue");
+        ws(P);
+        if (array) {
+            v->kind = V_ARR;
+            v->at = P->p;
+        }
         expect(P, '{');
         if (empty(P, '}')) {
             put(P, out, array ? "[]" : "{}", 2);
@@ -665,7 +788,7 @@ static void any_value(Parser *P, Buf *out, int depth, Str *str) {
             if (array) {
                 json_list(P, out, depth + 1, array_element);
             } else {
-                key_values(P, out, depth + 1, 0);
+                key_values(P, out, depth + 1, 0, 0, 0);
             }
             expect(P, '}');
         }
@@ -683,8 +806,8 @@ typedef struct {
 
 /* A KeyValue list -> its JSON object (_otlp_json.key_values). Keys must be distinct: Python makes a dict (a
  * repeated key keeps its place, the last value wins). With `find_service`, the string value of service.name is
- * kept in P->service. */
-static void key_values(Parser *P, Buf *out, int depth, int find_service) {
+ * kept in P->service. The values of the fact keys [facts_from, facts_to) are kept in P->vals. */
+static void key_values(Parser *P, Buf *out, int depth, int find_service, int facts_from, int facts_to) {
     Key keys[MAX_KEYS];
     int nkeys = 0;
     expect(P, '[');
@@ -703,6 +826,7 @@ static void key_values(Parser *P, Buf *out, int depth, int find_service) {
         size_t at = 0, n = 0;
         unsigned seen = 0;
         int wrote_value = 0;
+        Val *slot = NULL;
         EACH_MEMBER(P, m) {
             if (is(m, "key")) {
                 once(P, &seen, 1);
@@ -716,18 +840,23 @@ static void key_values(Parser *P, Buf *out, int depth, int find_service) {
                     if (keys[i].n == n && memcmp(out->p + keys[i].at, out->p + at, n) == 0)
                         refuse(P, "a repeated attribute key");
                 keys[nkeys++] = (Key){at, n};
+                for (int f = facts_from; f < facts_to; f++)
+                    if (P->fkeys[f].n == n && memcmp(P->fkeys[f].key, out->p + at, n) == 0) {
+                        slot = &P->vals[f];
+                        break;
+                    }
                 putc_(P, out, ':');
                 if (value_at) {
                     const u8 *resume = P->p;
                     P->p = value_at;
-                    any_value(P, out, depth + 1, &str);
+                    any_value(P, out, depth + 1, &str, slot);
                     P->p = resume;
                     wrote_value = 1;
                 }
             } else if (is(m, "value")) {
                 once(P, &seen, 2);
                 if (seen & 1) {
-                    any_value(P, out, depth + 1, &str);
+                    any_value(P, out, depth + 1, &str, slot);
                     wrote_value = 1;
                 } else {
                     value_at = pass_over(P, depth + 1);
@@ -738,8 +867,11 @@ static void key_values(Parser *P, Buf *out, int depth, int find_service) {
         }
         if (!(seen & 1))
             refuse(P, "an attribute without a key");
-        if (!wrote_value)
+        if (!wrote_value) {
             PUTS(P, out, "null");  /* kv.get("value", {}): no value is null */
+            if (slot)
+                slot->kind = V_NULL;
+        }
         if (find_service && str.s && n == sizeof("\"service.name\"") - 1 &&
             memcmp(out->p + at, "\"service.name\"", n) == 0) {
             P->service.n = 0;
@@ -869,7 +1001,7 @@ static void read_at(Parser *P, const u8 *at, void (*read)(Parser *, Buf *), Buf 
 }
 
 static void attributes_list(Parser *P, Buf *out) {
-    key_values(P, out, 1, 0);
+    key_values(P, out, 1, 0, 0, 0);
 }
 
 /* An event's or a link's attributes, passed over at `at` (NULL: none): the object, written last. */
@@ -934,6 +1066,165 @@ static void span_link(Parser *P, Buf *out, int depth) {
     put_attributes_at(P, out, attrs_at);
 }
 
+/* ------------------------------------------------------------------------------------------------ facts' inputs */
+
+static inline u8 lower(u8 c) { return (c >= 'A' && c <= 'Z') ? (u8)(c | 0x20) : c; }
+
+/* Whether `s` may hold a credential: "eyj", "bearer" or "basic" in any ASCII case (analyzer/redact.py's hints, as
+ * its SQL test reads them). A span with one is redacted and gets its facts in SQL, after the redaction. */
+static int hinted(const char *text, size_t n) {
+    const u8 *s = (const u8 *)text;
+    for (size_t i = 0; i < n; i++) {
+        /* eight bytes at a time while none is a 'y', a 'b' (any case) or 0xC4: the few found are looked at closer */
+        while (LITTLE_ENDIAN_SWAR && n - i >= 8) {
+            uint64_t x, folded;
+            memcpy(&x, s + i, 8);
+            folded = x | (ONES * 0x20);
+            uint64_t found = has_zero(folded ^ (ONES * 'y')) | has_zero(folded ^ (ONES * 'b')) |
+                             has_zero(x ^ (ONES * 0xC4));
+            if (found) {
+                i += __builtin_ctzll(found) >> 3;
+                break;
+            }
+            i += 8;
+        }
+        if (i >= n)
+            break;
+        u8 c = s[i] | 0x20;
+        if (s[i] == 0xC4 && i + 1 < n && s[i + 1] == 0xB0)
+            return 1;  /* U+0130, which DuckDB's ILIKE lowers to 'i' */
+        if (c == 'y' && i >= 1 && i + 1 < n && lower(s[i - 1]) == 'e' && lower(s[i + 1]) == 'j')
+            return 1;
+        if (c == 'b' && i + 4 < n) {
+            if (i + 5 < n && lower(s[i + 1]) == 'e' && lower(s[i + 2]) == 'a' && lower(s[i + 3]) == 'r' &&
+                lower(s[i + 4]) == 'e' && lower(s[i + 5]) == 'r')
+                return 1;
+            if (lower(s[i + 1]) == 'a' && lower(s[i + 2]) == 's' && lower(s[i + 3]) == 'i' && lower(s[i + 4]) == 'c')
+                return 1;
+        }
+    }
+    return 0;
+}
+
+static void fact_bit(Parser *P, Buf *bits, int on) {
+    Py_ssize_t row = P->rows;
+    if ((row & 7) == 0) {
+        buf_reserve(P, bits, 1);
+        bits->p[bits->n++] = 0;
+    }
+    if (on)
+        bits->p[row >> 3] |= (char)(1 << (row & 7));
+}
+
+/* A VARCHAR[] from an arrayValue of stringValues (from_json's list); 0 when it holds anything else. */
+static int fact_texts(Parser *P, FactColumn *f, const u8 *at) {
+    const u8 *resume = P->p;
+    int ok = 1;
+    size_t mark = P->text.n;
+    int32_t count = 0;
+    P->p = at;
+    expect(P, '{');
+    if (!empty(P, '}')) {
+        member(P);  /* "values" (checked when first read) */
+        expect(P, '[');
+        if (!empty(P, ']')) {
+            do {
+                expect(P, '{');
+                if (empty(P, '}') || !is(member(P), "stringValue")) {
+                    ok = 0;
+                    break;
+                }
+                size_t from = P->text.n;
+                put_text(P, &P->text, string_(P, 0));
+                if (memchr(P->text.p + from, 0, P->text.n - from)) {
+                    ok = 0;
+                    break;
+                }
+                int32_t end = (int32_t)(P->text.n - mark);
+                put(P, &P->child_ends, &end, sizeof end);
+                count++;
+                expect(P, '}');
+            } while (more(P, ']'));
+        }
+    }
+    P->p = resume;
+    if (ok) {
+        const int32_t *ends = (const int32_t *)P->child_ends.p;
+        for (int32_t i = 0; i < count; i++) {
+            int32_t start = i ? ends[i - 1] : 0;
+            put(P, &f->child_data, P->text.p + mark + start, (size_t)(ends[i] - start));
+            if (f->child_data.n > INT32_MAX)
+                refuse(P, "a column past 2 GB");
+            int32_t end = (int32_t)f->child_data.n;
+            put(P, &f->child_offsets, &end, sizeof end);
+        }
+        f->children += count;
+    }
+    P->child_ends.n = 0;
+    P->text.n = mark;
+    return ok;
+}
+
+/* This span's row of every fact column. A value from_json would read otherwise than this code (a double as text, a
+ * string as a number, an array of anything but strings, a NUL in a string, ...) leaves the span's facts to
+ * span_facts.sql: the row is marked inexact, and its fact columns hold NULL. */
+static int fact_columns_row(Parser *P) {
+    int exact = 1;
+    for (int i = 0; i < P->nfacts; i++) {
+        FactColumn *f = &P->fcol[i];
+        Val *v = &P->vals[i];
+        int valid = 0;
+        if (f->type == F_TEXT) {
+            size_t mark = P->text.n;
+            char number[24];
+            const char *t = NULL;
+            size_t n = 0;
+            if (v->kind == V_STR) {
+                put_text(P, &P->text, v->s);
+                t = P->text.p + mark;
+                n = P->text.n - mark;
+                valid = !memchr(t, 0, n);
+            } else if (v->kind == V_INT) {
+                n = decimal(number, v->i);
+                t = number;
+                valid = 1;
+            } else if (v->kind == V_BOOL) {
+                t = v->i ? "true" : "false";
+                n = strlen(t);
+                valid = 1;
+            }
+            exact &= valid || v->kind == V_NONE || v->kind == V_NULL;
+            column_put(P, &f->c, t, valid ? n : 0, valid);
+            P->text.n = mark;
+        } else if (f->type == F_TEXTS) {
+            valid = v->kind == V_ARR && fact_texts(P, f, v->at);
+            exact &= valid || v->kind == V_NONE || v->kind == V_NULL;
+            fact_bit(P, &f->c.valid, valid);
+            f->c.nulls += !valid;
+            int32_t end = f->children;
+            put(P, &f->c.offsets, &end, sizeof end);
+        } else {
+            double d = 0;
+            long long x = 0;
+            if (f->type == F_DOUBLE && (v->kind == V_DBL || v->kind == V_INT)) {
+                d = v->kind == V_DBL ? v->d : (double)v->i;
+                valid = 1;
+            } else if (f->type == F_INT && v->kind == V_INT) {
+                x = v->i;
+                valid = 1;
+            }
+            exact &= valid || v->kind == V_NONE || v->kind == V_NULL;
+            fact_bit(P, &f->c.valid, valid);
+            f->c.nulls += !valid;
+            if (f->type == F_DOUBLE)
+                put(P, &f->c.data, &d, sizeof d);
+            else
+                put(P, &f->c.data, &x, sizeof x);
+        }
+    }
+    return exact;
+}
+
 /* One span -> one row of every column. */
 static void span(Parser *P) {
     char trace[32], span_id[16], parent[16];
@@ -942,6 +1233,8 @@ static void span(Parser *P) {
     Str name = {(const u8 *)"", 0, 0}, message = {0};
     unsigned seen = 0;
     P->attrs.n = P->events.n = P->links.n = 0;
+    for (int f = P->nres; f < P->nfacts; f++)
+        P->vals[f].kind = V_NONE;
     EACH_MEMBER(P, m) {
         if (own_ids(P, m, &seen, trace, span_id)) {
             /* read */
@@ -976,7 +1269,7 @@ static void span(Parser *P) {
             }
         } else if (is(m, "attributes")) {
             once(P, &seen, 256);
-            key_values(P, &P->attrs, 0, 0);
+            key_values(P, &P->attrs, 0, 0, P->nres, P->nfacts);
         } else if (is(m, "events")) {
             once(P, &seen, 512);
             json_list(P, &P->events, 0, span_event);
@@ -1015,6 +1308,25 @@ static void span(Parser *P) {
     memcpy(P->text.p + mark, P->prefix, P->prefix_len);
     memcpy(P->text.p + mark + P->prefix_len, number, (size_t)digits);
     column_row(P, C_SOURCE, P->text.p + mark, P->prefix_len + (size_t)digits, 1);
+    if (P->nfacts) {
+        /* a span that may hold a credential, or a token check among its events (the stream checks), gets its
+         * facts from span_facts.sql (after the redaction, and with the checks) */
+        int exact = fact_columns_row(P) && !P->resource_hinted;
+        size_t name_n = 0;
+        exact = exact && !((seen & 256) && hinted(P->attrs.p, P->attrs.n)) &&
+                !((seen & 512) && (hinted(P->events.p, P->events.n) ||
+                                   memmem(P->events.p, P->events.n, "jit.token.check", 15))) &&
+                !((seen & 1024) && hinted(P->links.p, P->links.n));
+        if (exact) {
+            put_text(P, &P->text, name);
+            put_text(P, &P->text, message);
+            name_n = P->text.n - mark;
+            exact = !hinted(P->text.p + mark, name_n);
+            P->text.n = mark;
+        }
+        fact_bit(P, &P->inexact, !exact);
+        P->inexacts += !exact;
+    }
     P->rows++;
 }
 
@@ -1080,7 +1392,8 @@ static void resource(Parser *P) {
         if (is(m, "attributes")) {
             once(P, &seen, 1);
             P->resource.n = 0;
-            key_values(P, &P->resource, 0, 1);
+            key_values(P, &P->resource, 0, 1, 0, P->nres);
+            P->resource_hinted = hinted(P->resource.p, P->resource.n);
         } else {
             unknown(P, m);
         }
@@ -1098,6 +1411,9 @@ static void resource_spans(Parser *P) {
     PUTS(P, &P->resource, "{}");
     P->has_service = 0;
     P->service.n = 0;
+    P->resource_hinted = 0;
+    for (int f = 0; f < P->nres; f++)
+        P->vals[f].kind = V_NONE;
     headed_list(P, "resource", resource, "scopeSpans", scope_spans, "instrumentationLibrarySpans");
 }
 
@@ -1129,7 +1445,14 @@ static void parser_free(Parser *P) {
         free(P->col[c].offsets.p);
         free(P->col[c].valid.p);
     }
-    Buf *bufs[] = {&P->resource, &P->service, &P->scope, &P->attrs, &P->events, &P->links, &P->text, &P->member_name};
+    for (int f = 0; f < P->nfacts; f++) {
+        FactColumn *c = &P->fcol[f];
+        Buf *own[] = {&c->c.data, &c->c.offsets, &c->c.valid, &c->child_data, &c->child_offsets};
+        for (size_t i = 0; i < sizeof own / sizeof *own; i++)
+            free(own[i]->p);
+    }
+    Buf *bufs[] = {&P->resource, &P->service, &P->scope, &P->attrs, &P->events, &P->links, &P->text, &P->member_name,
+                   &P->child_ends, &P->inexact};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         free(bufs[i]->p);
 }
@@ -1143,11 +1466,19 @@ static long long read_lines(Parser *P, const u8 *data, Py_ssize_t start, Py_ssiz
     for (int c = 0; c < NCOLS; c++)
         if (!IS_INT_COLUMN(c))
             put(P, &P->col[c].offsets, &zero, sizeof zero);
+    for (int f = 0; f < P->nfacts; f++) {
+        if (P->fcol[f].type == F_TEXT || P->fcol[f].type == F_TEXTS)
+            put(P, &P->fcol[f].c.offsets, &zero, sizeof zero);
+        if (P->fcol[f].type == F_TEXTS)
+            put(P, &P->fcol[f].child_offsets, &zero, sizeof zero);
+    }
     const u8 *q = data + start, *e = data + end;
     P->line = first_line;
     while (q < e) {
         const u8 *nl = memchr(q, '\n', (size_t)(e - q));
         const u8 *line_end = nl ? nl : e;
+        P->line_from = q - data;
+        P->line_to = (nl ? nl + 1 : e) - data;
         P->p = q;
         P->end = line_end;
         ws(P);
@@ -1202,18 +1533,82 @@ static PyObject *block_of(Buf *b) {
 }
 
 PyDoc_STRVAR(parse_doc,
-"parse(data, start, end, first_line, prefix) -> (records, spans, columns)\n\n"
+"parse(data, start, end, first_line, prefix, facts=None) -> (records, spans, columns, fact_columns, inexact)\n\n"
 "The spans of lines [start, end) of `data` (a buffer: bytes or mmap), the first numbered `first_line`; a span's\n"
 "source is `prefix` (bytes: 'path:') and its line number. `columns` holds, per column of schema.SPANS, Arrow\n"
 "buffers: (validity bitmap or None, null count, int32 offsets, data) for text, (None, 0, None, int64 values) for\n"
 "times; each buffer a Block (the buffer protocol, no copy).\n"
-"Raises Refused when the Python reader might read any of the lines otherwise.");
+"`facts`, (resource keys, attribute keys), each a sequence of (key as JSON text, type: 0 VARCHAR, 1 DOUBLE,\n"
+"2 BIGINT, 3 VARCHAR[]), asks for a column per key as from_json types it: (validity, nulls, offsets, data) for\n"
+"VARCHAR, (validity, nulls, None, data) for numbers, (validity, nulls, offsets, (string offsets, string data)) for\n"
+"VARCHAR[]; `inexact` is (bitmap, count) of the spans whose facts these columns do not give (None without facts).\n"
+"Raises Refused when the Python reader might read any of the lines otherwise: its args are (why, the line's number,\n"
+"the line's start and end in `data`, its newline included); the lines before it were read without a refusal.");
+
+/* The fact keys of `facts` (see parse_doc) into P; 0 with an exception set when they are not as described. The key
+ * texts stay owned by `facts`, which the caller holds for the call. */
+static int fact_keys(Parser *P, PyObject *facts) {
+    if (facts == Py_None)
+        return 1;
+    if (!PyTuple_Check(facts) || PyTuple_GET_SIZE(facts) != 2) {
+        PyErr_SetString(PyExc_TypeError, "parse: facts is (resource keys, attribute keys)");
+        return 0;
+    }
+    for (int part = 0; part < 2; part++) {
+        PyObject *keys = PyTuple_GET_ITEM(facts, part);
+        if (!PyTuple_Check(keys)) {
+            PyErr_SetString(PyExc_TypeError, "parse: fact keys must be a tuple");
+            return 0;
+        }
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(keys); i++) {
+            PyObject *key;
+            int type;
+            char *text;
+            Py_ssize_t n;
+            if (P->nfacts == MAX_FACTS) {
+                PyErr_SetString(PyExc_ValueError, "parse: too many fact keys");
+                return 0;
+            }
+            if (!PyArg_ParseTuple(PyTuple_GET_ITEM(keys, i), "Si", &key, &type) ||
+                PyBytes_AsStringAndSize(key, &text, &n) < 0)
+                return 0;
+            if (type < F_TEXT || type > F_TEXTS) {
+                PyErr_SetString(PyExc_ValueError, "parse: unknown fact type");
+                return 0;
+            }
+            P->fkeys[P->nfacts] = (FactKey){text, (size_t)n, type};
+            P->fcol[P->nfacts].type = type;
+            P->nfacts++;
+        }
+        if (part == 0)
+            P->nres = P->nfacts;
+    }
+    return 1;
+}
+
+static PyObject *bitmap_of(Buf *valid, Py_ssize_t nulls) {
+    if (nulls)
+        return block_of(valid);
+    Py_RETURN_NONE;
+}
+
+static PyObject *fact_column_of(FactColumn *f) {
+    Column *c = &f->c;
+    if (f->type == F_TEXT)
+        return Py_BuildValue("(NnNN)", bitmap_of(&c->valid, c->nulls), c->nulls, block_of(&c->offsets),
+                             block_of(&c->data));
+    if (f->type == F_TEXTS)
+        return Py_BuildValue("(NnN(NN))", bitmap_of(&c->valid, c->nulls), c->nulls, block_of(&c->offsets),
+                             block_of(&f->child_offsets), block_of(&f->child_data));
+    return Py_BuildValue("(NnON)", bitmap_of(&c->valid, c->nulls), c->nulls, Py_None, block_of(&c->data));
+}
 
 static PyObject *parse(PyObject *self, PyObject *args) {
     Py_buffer view, prefix;
     Py_ssize_t start, end;
     long long first_line;
-    if (!PyArg_ParseTuple(args, "y*nnLy*", &view, &start, &end, &first_line, &prefix))
+    PyObject *facts = Py_None;
+    if (!PyArg_ParseTuple(args, "y*nnLy*|O", &view, &start, &end, &first_line, &prefix, &facts))
         return NULL;
     if (start < 0 || end > view.len || start > end) {
         PyBuffer_Release(&view);
@@ -1227,36 +1622,62 @@ static PyObject *parse(PyObject *self, PyObject *args) {
         PyBuffer_Release(&prefix);
         return PyErr_NoMemory();
     }
+    PyObject *out = NULL;
+    if (!fact_keys(P, facts))
+        goto done;
     P->prefix = prefix.buf;
     P->prefix_len = (size_t)prefix.len;
     P->ts = PyEval_SaveThread();
     long long records = read_lines(P, view.buf, start, end, first_line);
     PyEval_RestoreThread(P->ts);
-    PyObject *out = NULL;
     if (records < 0) {
-        PyErr_Format(Refused, "line %lld: %s", P->line, P->why);
-    } else {
-        PyObject *columns = PyList_New(NCOLS);
-        for (int c = 0; columns && c < NCOLS; c++) {
-            Column *col = &P->col[c];
-            PyObject *item;
-            if (IS_INT_COLUMN(c))
-                item = Py_BuildValue("(OnON)", Py_None, (Py_ssize_t)0, Py_None, block_of(&col->data));
-            else if (col->nulls)
-                item = Py_BuildValue("(NnNN)", block_of(&col->valid), col->nulls, block_of(&col->offsets),
-                                     block_of(&col->data));
-            else
-                item = Py_BuildValue("(OnNN)", Py_None, (Py_ssize_t)0, block_of(&col->offsets),
-                                     block_of(&col->data));
-            if (!item) {
-                Py_CLEAR(columns);
-                break;
+        PyObject *why = PyUnicode_FromFormat("line %lld: %s", P->line, P->why);
+        if (why) {
+            PyObject *args = Py_BuildValue("(NLnn)", why, P->line, P->line_from, P->line_to);
+            if (args) {
+                PyErr_SetObject(Refused, args);
+                Py_DECREF(args);
             }
-            PyList_SET_ITEM(columns, c, item);
         }
-        if (columns)
-            out = Py_BuildValue("(LnN)", records, P->rows, columns);
+        goto done;
     }
+    PyObject *columns = PyList_New(NCOLS + P->nfacts);
+    for (int c = 0; columns && c < NCOLS + P->nfacts; c++) {
+        PyObject *item;
+        if (c >= NCOLS) {
+            item = fact_column_of(&P->fcol[c - NCOLS]);
+        } else if (IS_INT_COLUMN(c)) {
+            item = Py_BuildValue("(OnON)", Py_None, (Py_ssize_t)0, Py_None, block_of(&P->col[c].data));
+        } else {
+            Column *col = &P->col[c];
+            item = Py_BuildValue("(NnNN)", bitmap_of(&col->valid, col->nulls), col->nulls, block_of(&col->offsets),
+                                 block_of(&col->data));
+        }
+        if (!item) {
+            Py_CLEAR(columns);
+            break;
+        }
+        PyList_SET_ITEM(columns, c, item);
+    }
+    if (columns) {
+        PyObject *facts_out = PyList_GetSlice(columns, NCOLS, NCOLS + P->nfacts);
+        PyObject *span_columns = PyList_GetSlice(columns, 0, NCOLS);
+        Py_DECREF(columns);
+        if (facts_out && span_columns) {
+            if (facts == Py_None)
+                out = Py_BuildValue("(LnNOO)", records, P->rows, span_columns, Py_None, Py_None);
+            else
+                out = Py_BuildValue("(LnNN(Nn))", records, P->rows, span_columns, facts_out,
+                                    bitmap_of(&P->inexact, P->inexacts), P->inexacts);
+            span_columns = NULL;
+            if (facts == Py_None)
+                Py_DECREF(facts_out);
+            facts_out = NULL;
+        }
+        Py_XDECREF(facts_out);
+        Py_XDECREF(span_columns);
+    }
+done:
     parser_free(P);
     free(P);
     PyBuffer_Release(&view);

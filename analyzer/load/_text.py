@@ -53,7 +53,7 @@ def _load_fast(con: duckdb.DuckDBPyConnection, path: Path, strict: bool, report:
     Python reader bring their logs, bad records and skipped requests back here."""
     if not FAST_PATH:
         return False
-    loaded = _otlp_json_native.insert(con, path, spans_view.ROWS_TABLE)
+    loaded = _otlp_json_native.insert(con, path)
     if loaded is None:
         return False
     report.spans += loaded.spans

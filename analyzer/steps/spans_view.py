@@ -6,7 +6,9 @@ file costs more than analyzing them, and the analyzer reads the facts straight f
 JSON. Records of every other input (OTLP JSON, Jaeger, Zipkin, ..., and Parquet without the facts, such as the
 receiver's small files that compaction later deletes) are inserted into the table ``span_rows``; once loaded,
 ``define`` moves them into ``span_fact_rows`` with their facts computed once, denied spans first, as compaction
-writes its files: every step then reads typed columns instead of parsing JSON again. The view is the union of both.
+writes its files: every step then reads typed columns instead of parsing JSON again. The C reader of OTLP JSON
+lines inserts into ``span_fact_rows`` itself, with the values span_facts.sql reads typed as it parses them
+(``fact_inputs``). The view is the union of both.
 
 The files read are listed in the table ``span_files`` (absolute paths): jitrace.duckdb keeps the view, so notebooks
 see the spans as long as the input files stay where they were.
@@ -15,13 +17,18 @@ see the spans as long as the input files stay where they were.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
 from jitrace.analyzer import schema
 from jitrace.analyzer.errors import UserError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 ROWS_TABLE = "span_rows"  # loaded rows, in the spans schema, until define() stores them with their facts
 FACTS_TABLE = "span_fact_rows"  # loaded rows with their facts: what the view reads of them
@@ -29,13 +36,46 @@ FILES_TABLE = "span_files"
 
 
 @functools.cache
-def _facts_text() -> str:
-    return (resources.files("jitrace.queries") / "span_facts.sql").read_text()
+def _query(name: str) -> str:
+    """A query of queries/, its header comment left out (it names the placeholders the query is filled in at)."""
+    lines = (resources.files("jitrace.queries") / name).read_text().splitlines()
+    return "\n".join(line for line in lines if not line.startswith("--"))
 
 
 def facts_sql(relation: str) -> str:
-    """span_facts.sql reading ``relation`` (a table name or a parenthesized query in the spans schema)."""
-    return _facts_text().replace("{spans}", relation)
+    """span_facts.sql reading ``relation`` (a table name or a parenthesized query in the spans schema) through
+    span_fact_inputs.sql."""
+    return facts_of_inputs_sql("(" + _query("span_fact_inputs.sql").replace("{spans}", relation) + ")")
+
+
+def facts_of_inputs_sql(relation: str) -> str:
+    """span_facts.sql reading ``relation``: the spans schema plus span_fact_inputs.sql's columns (``r``, ``a``,
+    ``checks``), such as the C reader gives them (``fact_inputs``)."""
+    return _query("span_facts.sql").replace("{inputs}", relation)
+
+
+@dataclass(frozen=True)
+class FactInputs:
+    """span_fact_inputs.sql's parsed values as Arrow types: what a reader that parses the JSON itself gives for
+    span_facts.sql (the C reader of OTLP JSON lines), so that the facts' inputs have one definition."""
+
+    resource: pa.StructType  # r: the resource attributes read
+    attributes: pa.StructType  # a: the span attributes read
+    checks: str  # the DuckDB type of `checks` (a reader that gives none casts NULL to it)
+
+
+_fact_inputs: list[FactInputs] = []
+
+
+def fact_inputs(con: duckdb.DuckDBPyConnection) -> FactInputs:
+    """span_fact_inputs.sql's ``r`` and ``a`` (Arrow struct types) and the type of ``checks``. Worked out once per
+    process, on ``con``."""
+    if not _fact_inputs:
+        query = f"SELECT r, a, checks FROM ({_query('span_fact_inputs.sql').replace('{spans}', _empty_spans())})"
+        arrow = con.sql(query).to_arrow_table().schema
+        checks = con.execute(f"DESCRIBE {query}").fetchall()[2][1]
+        _fact_inputs.append(FactInputs(arrow.field("r").type, arrow.field("a").type, checks))
+    return _fact_inputs[0]
 
 
 # COPY options of a file of facts (collect's compaction; the benchmarks' files "as collect writes them"). Row groups

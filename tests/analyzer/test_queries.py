@@ -22,7 +22,8 @@ def _step(name: str) -> pipeline.Step:
 def sql_text() -> str:
     """Every step, the macros and the span facts rule they read through (queries/span_facts.sql)."""
     folder = session.resources.files("jitrace.queries")
-    return "\n".join([(folder / "span_facts.sql").read_text(), pipeline.macros(),
+    return "\n".join([(folder / "span_facts.sql").read_text(), (folder / "span_fact_inputs.sql").read_text(),
+                      pipeline.macros(),
                       *(step.query() for step in pipeline.steps() if step.sql)])
 
 
