@@ -18,6 +18,8 @@ from pathlib import Path
 
 import grpc
 
+from tests import otlp_requests
+from tests.otlp_requests import kv as _kv
 from tests.processes import start_collect
 
 TITLE = "Receiver: spans/s acknowledged by jitrace collect"
@@ -27,20 +29,6 @@ T0 = 1_700_000_000_000_000_000
 TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 LOGS = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 
-
-def _kv(key, value):
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
-
-    if isinstance(value, bool):
-        return KeyValue(key=key, value=AnyValue(bool_value=value))
-    if isinstance(value, int):
-        return KeyValue(key=key, value=AnyValue(int_value=value))
-    if isinstance(value, float):
-        return KeyValue(key=key, value=AnyValue(double_value=value))
-    if isinstance(value, list):
-        return KeyValue(key=key, value=AnyValue(array_value=ArrayValue(values=[AnyValue(string_value=v)
-                                                                                  for v in value])))
-    return KeyValue(key=key, value=AnyValue(string_value=value))
 
 
 def _traces(n: int) -> bytes:
@@ -63,20 +51,7 @@ def _traces(n: int) -> bytes:
 
 
 def _logs(n: int) -> bytes:
-    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
-
-    req = ExportLogsServiceRequest()
-    rl = req.resource_logs.add()
-    rl.resource.attributes.append(_kv("service.name", "orders"))
-    sl = rl.scope_logs.add()
-    for i in range(n):
-        sl.log_records.append(LogRecord(time_unix_nano=T0 + i, severity_number=13, severity_text="WARNING",
-                                        body=AnyValue(string_value=f"token expired for call {i}"),
-                                        trace_id=os.urandom(16), span_id=os.urandom(8),
-                                        attributes=[_kv("code.function", "check")]))
-    return req.SerializeToString()
+    return otlp_requests.logs(n).SerializeToString()
 
 
 def _start(out: Path, workers: int) -> tuple[subprocess.Popen, int, int]:

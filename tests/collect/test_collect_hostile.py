@@ -75,7 +75,7 @@ def test_attribute_json_from_cached_fragments_equals_the_plain_conversion(pairs)
     from jitrace.analyzer.otlp import from_protobuf
     from jitrace.analyzer.rows import to_json
 
-    span = Span(attributes=[otlp_requests._kv(k, v) for k, v in pairs])
+    span = Span(attributes=[otlp_requests.kv(k, v) for k, v in pairs])
     req = ExportTraceServiceRequest()
     req.resource_spans.add().scope_spans.add().spans.append(span)
     raw = from_protobuf.parse_traces(req.SerializeToString()).resource_spans[0].scope_spans[0].spans[0].attributes
