@@ -4,12 +4,12 @@ What a real server adds (its own HTTP front, authentication, a cluster) needs JI
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 
 import pytest
 from chdb_http import serving
 from test_clickhouse_server import (  # noqa: F401  (collected here, with this module's `server`)
+    scratch_database,
     test_a_server_gives_duckdbs_tables,
     test_analyze_a_servers_table_from_the_command_line,
 )
@@ -27,16 +27,7 @@ def http_url(chdb_installed, tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(http_url) -> Iterator[tuple]:
-    from jitrace.analyzer.engines.clickhouse import HttpEngine, parse_url
-
-    source = parse_url(http_url + "/default")
-    engine = HttpEngine(source)
-    database = f"jitrace_test_{secrets.token_hex(4)}"
-    try:
-        yield engine, source, database
-    finally:
-        engine.run(f"DROP DATABASE IF EXISTS `{database}`")
-        engine.close()
+    yield from scratch_database(http_url + "/default")
 
 
 def test_a_missing_table_on_a_server_is_one_line(http_url, tmp_path, capsys):

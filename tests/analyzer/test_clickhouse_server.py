@@ -24,9 +24,14 @@ def server() -> Iterator[tuple]:
     if not URL:
         pytest.skip("JITRACE_CLICKHOUSE_URL is not set (e.g. clickhouse://default@localhost:8123/): "
                     "no ClickHouse server to test against")
+    yield from scratch_database(URL)
+
+
+def scratch_database(url: str) -> Iterator[tuple]:
+    """An engine on the server at ``url``, its source and the name of a scratch database, dropped afterwards."""
     from jitrace.analyzer.engines.clickhouse import HttpEngine, parse_url
 
-    source = parse_url(URL)
+    source = parse_url(url)
     engine = HttpEngine(source)
     database = f"jitrace_test_{secrets.token_hex(4)}"
     try:
