@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from google.protobuf.json_format import MessageToJson
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from otlp_requests import kv as _kv
 
 from jitrace.analyzer.schema import SPANS, arrow
 from jitrace.instrumentation import contract as c
@@ -60,15 +60,6 @@ class Decision:
             attrs[c.POLICY_REQUEST] = list(self.request)
         return attrs
 
-
-def _kv(key: str, value: object) -> KeyValue:
-    if isinstance(value, bool):
-        return KeyValue(key=key, value=AnyValue(bool_value=value))
-    if isinstance(value, int):
-        return KeyValue(key=key, value=AnyValue(int_value=value))
-    if isinstance(value, list):
-        return KeyValue(key=key, value=AnyValue(array_value=ArrayValue(values=[_kv("", v).value for v in value])))
-    return KeyValue(key=key, value=AnyValue(string_value=str(value)))
 
 
 def _request(decisions: list[Decision]) -> ExportTraceServiceRequest:
