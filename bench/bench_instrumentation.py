@@ -64,13 +64,8 @@ WORKER = textwrap.dedent('''
             from jitrace.instrumentation import _settings
             _settings.configure(_settings.Settings(clock_stamp_interval_s=0.0))
     import grpc, jwt
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public = key.public_key()
-    now = int(time.time())
-    token = jwt.encode({"sub": "alice", "iss": "jit-issuer", "aud": "bench", "iat": now, "nbf": now,
-                        "exp": now + 3600, "jti": "bench-1", "grant_id": "g-1", "grant_start": now - 60,
-                        "grant_end": now + 3600}, key, algorithm="RS256")
+    from bench.jwt_token import bench_token
+    token, public = bench_token(3600)
 
     def unary(request, context):
         auth = dict(context.invocation_metadata()).get("authorization", "")

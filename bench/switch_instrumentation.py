@@ -40,6 +40,8 @@ from typing import Any
 
 import grpc
 
+from bench.jwt_token import bench_token
+
 
 @dataclass(frozen=True)
 class Config:
@@ -126,7 +128,6 @@ class Rig:
     def __init__(self, base: bool = False) -> None:
         import grpc
         import jwt
-        from cryptography.hazmat.primitives.asymmetric import rsa
         from opentelemetry import trace
         from opentelemetry.instrumentation.grpc import client_interceptor, server_interceptor
         from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
@@ -143,12 +144,7 @@ class Rig:
         self.impls = {"new": _Impl("jitrace.instrumentation")}
         if base:
             self.impls["base"] = _Impl("jitrace_base")
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        public = key.public_key()
-        now = int(time.time())
-        token = jwt.encode({"sub": "alice", "iss": "jit-issuer", "aud": "bench", "iat": now, "nbf": now,
-                            "exp": now + 7200, "jti": "bench-1", "grant_id": "g-1", "grant_start": now - 60,
-                            "grant_end": now + 7200}, key, algorithm="RS256")
+        token, public = bench_token(7200)
         self.metadata = (("authorization", "Bearer " + token),)
 
         def unary(request: bytes, context: Any) -> bytes:
