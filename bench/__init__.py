@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -18,3 +19,13 @@ def generate_apart(module: str, data: Path, n: int) -> float:
                     f"from bench.{module} import generate; generate(Path(sys.argv[1]), int(sys.argv[2]))",
                     str(data), str(n)], check=True, cwd=ROOT, stdout=sys.stderr)
     return time.perf_counter() - started
+
+
+def run_child(script: str, *args: str, what: str, timeout: float = 7200) -> dict:
+    """``script`` in a child Python (from the repository's root) with ``args``; its result is the JSON object on its
+    last line of stdout. A failed child raises with the end of its stderr, named ``what``."""
+    run = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=timeout,
+                         cwd=ROOT)
+    if run.returncode != 0:
+        raise RuntimeError(f"{what} child failed: {run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])

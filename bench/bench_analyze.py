@@ -6,15 +6,13 @@ Targets (2-core machine): >= 1M spans/s, <= 3x the bare scan-and-join, <= 2 GB p
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
 from pathlib import Path
 
-from bench import generate_apart
+from bench import generate_apart, run_child
 
 TITLE = "Analyzer: jitrace analyze end to end"
 
@@ -121,11 +119,7 @@ print(json.dumps(result))
 
 
 def _child(mode: str, data: Path, out: Path) -> dict:
-    run = subprocess.run([sys.executable, "-c", CHILD, mode, str(data), str(out)], capture_output=True, text=True,
-                         timeout=3600)
-    if run.returncode != 0:
-        raise RuntimeError(f"{mode} child failed: {run.stderr[-3000:]}")
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return run_child(CHILD, mode, str(data), str(out), what=mode, timeout=3600)
 
 
 ROUNDS = 3  # bare and analyze, side by side, this many times per size: the medians, so one noisy run does not decide

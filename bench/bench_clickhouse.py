@@ -10,7 +10,6 @@ other work the wall times vary with the load; the CPU times much less.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -18,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import generate_apart
+from bench import generate_apart, run_child
 
 TITLE = "Analyzer on ClickHouse: chdb against DuckDB"
 
@@ -83,11 +82,7 @@ engine.close()
 
 
 def _child(mode: str, data: str, out: Path) -> dict:
-    run = subprocess.run([sys.executable, "-c", CHILD, mode, data, str(out), SINCE, UNTIL], capture_output=True,
-                         text=True, timeout=7200)
-    if run.returncode != 0:
-        raise RuntimeError(f"{mode} child failed: {run.stderr[-3000:]}")
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return run_child(CHILD, mode, data, str(out), SINCE, UNTIL, what=mode)
 
 
 def run(quick: bool) -> str:

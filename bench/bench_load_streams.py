@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from bench import run_child
 
 TITLE = "Loaders: Zipkin and Jaeger documents at 1M spans, peak memory"
 T0_US = 1_700_000_000_000_000
@@ -81,9 +81,7 @@ def _jaeger(n: int, path: Path) -> None:
 
 
 def _child(paths: list[Path]) -> dict:
-    out = subprocess.run([sys.executable, "-c", _CHILD, *map(str, paths)], capture_output=True, text=True,
-                         check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(_CHILD, *map(str, paths), what="loader")
 
 
 def run(quick: bool) -> str:

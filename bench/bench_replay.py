@@ -7,15 +7,13 @@ model with a policy that drops one rule and adds another, so both kinds of flip 
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
 from pathlib import Path
 
-from bench import generate_apart
+from bench import generate_apart, run_child
 from jitrace import lab
 
 TITLE = "Replay: recorded decisions under a candidate policy"
@@ -119,11 +117,7 @@ print(json.dumps({"decisions": s["decisions"], "replayed": s["replayed"], "disti
 
 
 def _child(data: Path, out: Path, policy: str) -> dict:
-    run = subprocess.run([sys.executable, "-c", CHILD, str(data), str(out), policy], capture_output=True, text=True,
-                         timeout=3600, cwd=Path(__file__).resolve().parent.parent)
-    if run.returncode != 0:
-        raise RuntimeError(f"replay child failed: {run.stderr[-3000:]}")
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return run_child(CHILD, str(data), str(out), policy, what="replay", timeout=3600)
 
 
 ROUNDS = 3
