@@ -396,7 +396,7 @@ def test_an_odd_record_costs_its_line_not_the_file(tmp_path, monkeypatch):
 @pytest.mark.parametrize("first", ["a bad id", "metrics beside the spans", "a byte order mark and a bad id"])
 def test_an_odd_record_on_line_1_costs_its_line_not_the_file(tmp_path, monkeypatch, first):
     # line 1 is JSON: the Python reader reads the file as lines too, so line 1 can be its alone (the bench
-    # world's all-zero trace id on line 1 sent a 1.2 GB file to the Python reader whole)
+    # world's all-zero trace id on line 1 sent the whole file to the Python reader)
     monkeypatch.setattr(_otlp_json_native, "RANGE_BYTES", 1 << 12)
     lines = [_line(GOOD_SPAN | {"spanId": f"{n + 1:016x}", "name": f"line {n + 1}"}) for n in range(600)]
     lines[0] = (_line(GOOD_SPAN | {"traceId": "0" * 32}) if first != "metrics beside the spans" else
