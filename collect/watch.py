@@ -13,9 +13,12 @@ Three threads: one loads the announced files; the clock model's steps run over t
 their own (schema ``clock``), again after spans arrived but at most a fifth of the time; a tick runs the denials'
 steps over the focus (``_focus``: every span those steps read) with the latest clock model, and prints a line for
 each denial whose answer is new and a correction line for one whose answer changed (its client span came after its
-server's, the clock model moved). Once nothing has arrived since the clock model's last run and a tick followed it,
-the state's ``attributions`` is what ``jitrace analyze`` gives on the same spans, as long as the state holds all of
-them; ``stop`` runs both once more over everything.
+server's, the clock model moved). A tick attributes anew only the denied traces whose answer may have changed since
+the last (``_mark_spans``: a span of theirs, an issuance span of their token, an allowed decision of their principal;
+log records), and every denied trace after a new clock model: its cost follows what arrived, not the state's size.
+Once nothing has arrived since the clock model's last run and a tick followed it, the watch's ``attributions`` are
+what ``jitrace analyze`` gives on the same spans, as long as the state holds all of them; ``stop`` runs both once
+more over everything.
 
 The state is bounded: spans and logs that arrived more than ``window_s`` ago, and the oldest arrivals past
 ``max_spans`` spans, are dropped (``evicted_spans`` counts them; past the first drop, the clock model and the
@@ -60,10 +63,14 @@ _COLUMNS = ("trace_id", "span_id", "server_span_id", "client_span_id", "time", *
 # the span columns no step reads once the facts are computed (rpc_spans drops them): not kept in the state
 _DROPPED = ("status_message", "resource", "attributes", "events", "links", "scope")
 FOCUS = "watch_focus"  # the spans the denials' steps read (Watcher._focus)
+DENIED_TRACES = "watch_denied_traces"  # every trace of the state that holds a denied span
+TICK_TRACES = "watch_tick_traces"  # the traces a tick attributes anew (Watcher._take_traces)
+LIVE = "watch_attributions"  # every denial's attribution as the ticks left it
 # the pipeline's steps (queries/steps.toml) as the watch runs them: the clock model's over the whole state, the
 # denials' over the focus (the summaries, cause_summary and top_offenders, are not the watch's)
 CLOCK_STEPS = ("rpc_spans", "pairs_matched", "pairs", "clock_samples", "clock_edges", "clock_offsets")
 DENIAL_STEPS = ("rpc_spans", "pairs_matched", "pairs", "denied_calls", "denials", "denial_logs", "attributions")
+_KEY = "hash(f.trace_id, f.span_id, f.kind)"  # a span's identity in one number, to find copies cheaply
 _BARE = re.compile(r"[A-Za-z0-9._:/@+-]+")
 
 
@@ -120,6 +127,8 @@ class Watcher:
         # the focus: what the denials' steps read (see _focus); the clock model's steps read the whole state
         self.con.execute(f"CREATE TABLE {FOCUS} AS SELECT {columns} FROM {spans_view.FACTS_TABLE} LIMIT 0")
         self.con.execute(f"CREATE VIEW spans AS SELECT {columns} FROM {FOCUS}")
+        self.con.execute(f"ALTER TABLE {spans_view.FACTS_TABLE} ADD COLUMN watch_key UBIGINT")  # _KEY: Watcher.load
+        self.con.execute(f"CREATE TABLE {DENIED_TRACES} (trace_id VARCHAR)")
         offsets.store(self.con, [])  # no clock model yet: every offset unknown
         self._loader = self.con.cursor()  # the loading thread's connection
         self._clock = self.con.cursor()  # the clock model's connection: its steps' objects in schema `clock`
@@ -139,6 +148,13 @@ class Watcher:
         self._acked: dict[str, float] = {}  # path -> when its batches were acknowledged
         self._held = 0  # spans in the state
         self.lines: dict[tuple[str, str], Line] = {}  # call (trace id, first span id seen) -> its last line
+        self._trace_calls: dict[str, set[tuple[str, str]]] = {}  # trace id -> its calls in self.lines
+        # what the next tick attributes anew: the denied traces whose answer may have changed since the last (a
+        # span of theirs, an issuance span of their token, an allowed decision of their principal, a log record
+        # arrived or left), or every denied trace (a new clock model, a log record without a trace id)
+        self._changes = threading.Lock()
+        self._dirty: set[str] = set()
+        self._all_due = True
         self._calls: dict[tuple[str, str], tuple[str, str]] = {}  # (trace id, span id) -> call
         self.lags: deque[float] = deque(maxlen=1_000_000)
         self.ticks = self.denials = self.corrections = self.evicted_spans = self.spans = self.missed_files = 0
@@ -191,7 +207,7 @@ class Watcher:
             raise self._errors[0]
         self._take(timeout=0)
         self.clock_model()
-        self.tick()
+        self.tick(everything=True)
 
     def _run_loader(self) -> None:
         """Load what is announced as it comes, beside the ticks (a tick then waits for no load)."""
@@ -254,29 +270,31 @@ class Watcher:
                 base = schema.columns_with_source(schema.SPANS, False)
                 # the rpc_spans step keeps CLIENT and SERVER spans and the issuance spans: the rest is not held
                 fresh = (f"(SELECT {base} FROM read_parquet({files}, filename = true) "
-                         "WHERE kind IN ('CLIENT', 'SERVER') OR name = 'jit.issue' "
-                         "QUALIFY row_number() OVER (PARTITION BY trace_id, span_id, kind ORDER BY filename) = 1)")
+                         "WHERE kind IN ('CLIENT', 'SERVER') OR name = 'jit.issue')")
                 dropped = ", ".join(f"NULL::VARCHAR AS {n}" for n in _DROPPED)
                 self._loader.execute(f"CREATE OR REPLACE TEMP TABLE watch_batch AS "
-                                     f"SELECT f.* REPLACE ({dropped}) FROM ({spans_view.facts_sql(fresh)}) AS f")
-                # a span held already is dropped: looked up among the state's spans of the batch's traces (a hash
-                # of the batch, not of the whole state)
+                                     f"SELECT f.* REPLACE ({dropped}), {_KEY} AS watch_key "
+                                     f"FROM ({spans_view.facts_sql(fresh)}) AS f")
+                # a span twice in the batch: its first file's copy kept. Distinct keys mean distinct spans, so the
+                # sort by ids runs only when two keys are equal (a span seen twice, or a hash collision)
+                if self._loader.execute("SELECT count(*) > count(DISTINCT watch_key) FROM watch_batch").fetchone()[0]:
+                    self._loader.execute("CREATE OR REPLACE TEMP TABLE watch_batch AS FROM watch_batch QUALIFY "
+                                         "row_number() OVER (PARTITION BY trace_id, span_id, kind ORDER BY source) = 1")
+                # a span held already is dropped: the state's spans whose key is one of the batch's (a hash of the
+                # batch, probed by the state's keys), then compared by their ids
                 added = self._loader.execute(
                     f"INSERT INTO {spans_view.FACTS_TABLE} BY NAME FROM watch_batch AS b ANTI JOIN ("
                     f"SELECT trace_id, span_id, kind FROM {spans_view.FACTS_TABLE} "
-                    "SEMI JOIN watch_batch USING (trace_id)) AS h "
+                    "SEMI JOIN watch_batch USING (watch_key)) AS h "
                     "ON h.trace_id = b.trace_id AND h.span_id = b.span_id AND h.kind = b.kind").fetchone()[0]
                 self._held += added
-                # a span the focus would hold (_focus): only then can an answer change before the next clock model
-                relevant |= self._loader.execute(
-                    "SELECT EXISTS (FROM watch_batch WHERE denied OR name = 'jit.issue' "
-                    "OR (kind = 'SERVER' AND jit_policy_decision = 'allow' AND jit_policy_version IS NOT NULL) "
-                    f"OR trace_id IN (SELECT trace_id FROM {FOCUS}))").fetchone()[0]
+                relevant |= self._mark_spans()
             else:
                 columns = schema.columns_with_source(schema.LOGS, False)
-                self._loader.execute(f"INSERT INTO logs BY NAME SELECT {columns} "
+                self._loader.execute(f"CREATE OR REPLACE TEMP TABLE watch_log_batch AS SELECT {columns} "
                                      f"FROM read_parquet({files}, filename = true)")
-                relevant = True
+                self._loader.execute("INSERT INTO logs BY NAME FROM watch_log_batch")
+                relevant |= self._mark_logs("watch_log_batch")
         for kind, path, rows, acked in items:
             self._acked[path] = acked
             self._loaded += 1
@@ -287,6 +305,43 @@ class Watcher:
         self._evict()
         self._clock_due.set()
         return relevant
+
+    def _mark(self, traces: list[str], everything: bool = False) -> bool:
+        """Note what the next tick attributes anew; whether there is anything."""
+        with self._changes:
+            self._dirty.update(traces)
+            self._all_due |= everything
+        return bool(traces) or everything
+
+    def _mark_spans(self) -> bool:
+        """After a batch of spans (``watch_batch``): the denied traces whose answer it may change. A denial's answer
+        reads its own trace's spans, the issuance spans of its token and the allowed decisions of its principal under
+        a policy version (denials.sql); a tick attributes those traces anew, no others."""
+        facts = spans_view.FACTS_TABLE
+        self._loader.execute(f"INSERT INTO {DENIED_TRACES} SELECT DISTINCT trace_id FROM watch_batch "
+                             f"WHERE denied AND trace_id NOT IN (SELECT trace_id FROM {DENIED_TRACES})")
+        traces = [t for (t,) in self._loader.execute(
+            f"SELECT DISTINCT trace_id FROM watch_batch SEMI JOIN {DENIED_TRACES} USING (trace_id)").fetchall()]
+        tokens, principals = self._loader.execute(
+            "SELECT list(DISTINCT jit_token_id) FILTER (name = 'jit.issue' AND jit_token_id IS NOT NULL), "
+            "list(DISTINCT jit_token_sub) FILTER (kind = 'SERVER' AND jit_policy_decision = 'allow' "
+            "AND jit_policy_version IS NOT NULL AND jit_token_sub IS NOT NULL) FROM watch_batch").fetchone()
+        if tokens or principals:
+            traces += [t for (t,) in self._loader.execute(
+                f"SELECT DISTINCT f.trace_id FROM {facts} AS f SEMI JOIN {DENIED_TRACES} USING (trace_id) "
+                "WHERE list_contains($tokens, f.jit_token_id) OR list_contains($principals, f.jit_token_sub) "
+                f"OR f.jit_token_id IN (SELECT jit_token_id FROM {facts} "
+                "WHERE name = 'jit.issue' AND list_contains($principals, jit_token_sub))",
+                {"tokens": tokens or [], "principals": principals or []}).fetchall()]
+        return self._mark(traces)
+
+    def _mark_logs(self, relation: str) -> bool:
+        """Log records arrived or left (``relation``): the denied traces they name; one without a trace id is matched
+        by service and time (denial_logs.sql), so every denied trace."""
+        traces, untraced = self._loader.execute(
+            f"SELECT list(DISTINCT l.trace_id) FILTER (d.trace_id IS NOT NULL), bool_or(l.trace_id IS NULL) "
+            f"FROM {relation} AS l LEFT JOIN {DENIED_TRACES} AS d USING (trace_id)").fetchone()
+        return self._mark(traces or [], bool(untraced))
 
     def _evict(self) -> None:
         """Drop the oldest arrivals past the window or the span bound, once a tick has seen them (a denial is
@@ -307,8 +362,18 @@ class Watcher:
         if not gone:
             return
         before = self._held
-        self._loader.execute(f"DELETE FROM {spans_view.FACTS_TABLE} WHERE list_contains(?, source)", [gone])
+        facts = spans_view.FACTS_TABLE
+        # the denied traces that lose spans or log records change answers (or lose their denials)
+        self._mark([t for (t,) in self._loader.execute(
+            f"SELECT DISTINCT trace_id FROM {facts} SEMI JOIN {DENIED_TRACES} USING (trace_id) "
+            "WHERE list_contains(?, source)", [gone]).fetchall()])
+        self._loader.execute("CREATE OR REPLACE TEMP TABLE watch_log_batch AS "
+                             "FROM logs WHERE list_contains(?, source)", [gone])
+        self._mark_logs("watch_log_batch")
+        self._loader.execute(f"DELETE FROM {facts} WHERE list_contains(?, source)", [gone])
         self._loader.execute("DELETE FROM logs WHERE list_contains(?, source)", [gone])
+        self._loader.execute(f"DELETE FROM {DENIED_TRACES} "
+                             f"WHERE trace_id NOT IN (SELECT trace_id FROM {facts} WHERE denied)")
         self._held = self._loader.execute(f"SELECT count(*) FROM {spans_view.FACTS_TABLE}").fetchone()[0]
         self.evicted_spans += before - self._held
         for path in gone:
@@ -327,44 +392,66 @@ class Watcher:
         self._clock_runs += 1
         self.clock_seconds.append(time.perf_counter() - started)
 
+    def _take_traces(self) -> bool:
+        """Fill TICK_TRACES with the traces this tick attributes anew (and take the latest clock model when a run
+        finished since the last tick: then every denied trace); whether that is every denied trace."""
+        with self._clock_lock:
+            new_clock, self._clock_ready = self._clock_ready, False
+            if new_clock:
+                self.con.execute("CREATE OR REPLACE TABLE main.clock_offsets AS FROM clock.clock_offsets")
+        with self._changes:
+            everything, dirty = self._all_due or new_clock, list(self._dirty)
+            self._all_due, self._dirty = False, set()
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {TICK_TRACES} AS SELECT DISTINCT unnest(?::VARCHAR[]) "
+                         f"AS trace_id{f' UNION SELECT trace_id FROM {DENIED_TRACES}' if everything else ''}",
+                         [dirty])
+        return everything
+
     def _focus(self) -> None:
-        """What the denials' steps read, from the state: every span of a trace holding a denied span (both ends of
-        a denied call are in its trace), every issuance span (tied by token id), and the allowed decisions under a
-        policy version of the denied calls' principals (policy_version_skew). The clock model's offsets are the
-        last run's."""
+        """What the denials' steps read for the traces of TICK_TRACES, from the state: every span of those traces
+        (both ends of a denied call are in its trace), the issuance spans of their tokens, and the allowed decisions
+        under a policy version of their principals (policy_version_skew). The clock model's offsets are the last
+        run's."""
         facts = spans_view.FACTS_TABLE
         self.con.execute(f"""CREATE OR REPLACE TABLE {FOCUS} AS
-            WITH traces AS (SELECT DISTINCT trace_id FROM {facts} WHERE denied),
+            WITH traces AS (FROM {TICK_TRACES}),
             denied AS (SELECT * FROM {facts} WHERE trace_id IN (FROM traces)),
-            issues AS (SELECT * FROM {facts} WHERE name = 'jit.issue' AND trace_id NOT IN (FROM traces)),
-            principals AS (
-                SELECT jit_token_sub FROM denied
-                UNION SELECT jit_token_sub FROM {facts}
+            issues AS (
+                SELECT * FROM {facts}
                 WHERE name = 'jit.issue' AND jit_token_id IN (SELECT jit_token_id FROM denied)
-            )
+                  AND trace_id NOT IN (FROM traces)
+            ),
+            principals AS (SELECT jit_token_sub FROM denied UNION SELECT jit_token_sub FROM issues)
             FROM denied
             UNION ALL FROM issues
             UNION ALL
             FROM {facts}
             WHERE kind = 'SERVER' AND jit_policy_decision = 'allow' AND jit_policy_version IS NOT NULL
               AND jit_token_sub IN (FROM principals) AND trace_id NOT IN (FROM traces)""")
-        with self._clock_lock:
-            if self._clock_ready:
-                self.con.execute("CREATE OR REPLACE TABLE main.clock_offsets AS FROM clock.clock_offsets")
-                self._clock_ready = False
 
-    def tick(self) -> None:
-        """Run the denials' steps over the focus; print each new or changed denial; update the metrics."""
+    def tick(self, everything: bool = False) -> None:
+        """Run the denials' steps for the traces whose answer may have changed (``everything``: every denied
+        trace); print each new or changed denial; update the metrics."""
         started = time.perf_counter()
         loaded_before = self._loaded
+        with self._changes:
+            self._all_due |= everything
+        everything = self._take_traces()
         self._focus()
         session.run_queries(self.con, settings=self.settings, log_patterns=None, only=DENIAL_STEPS)
+        mine = f"trace_id IN (FROM {TICK_TRACES})"  # a span of another trace may enter the focus (_focus)
+        if everything:
+            self.con.execute(f"CREATE OR REPLACE TABLE {LIVE} AS FROM attributions WHERE {mine}")
+        else:
+            self.con.execute(f"DELETE FROM {LIVE} WHERE {mine}")
+            self.con.execute(f"INSERT INTO {LIVE} BY NAME FROM attributions WHERE {mine}")
         rows = self.con.execute(
             f"SELECT {', '.join('a.' + c for c in _COLUMNS)}, coalesce(s.source, c.source), c.source "
             f"FROM attributions AS a "
             f"LEFT JOIN {FOCUS} AS s ON s.trace_id = a.trace_id AND s.span_id = a.server_span_id AND s.kind = 'SERVER' "
             f"LEFT JOIN {FOCUS} AS c ON c.trace_id = a.trace_id AND c.span_id = a.client_span_id AND c.kind = 'CLIENT' "
-            "ORDER BY a.time, a.trace_id, a.span_id").fetchall()
+            f"WHERE a.{mine} ORDER BY a.time, a.trace_id, a.span_id").fetchall()
+        ticked = {t for (t,) in self.con.execute(f"FROM {TICK_TRACES}").fetchall()}
         now = time.time()
         printed = []
         seen = set()
@@ -391,8 +478,15 @@ class Watcher:
             else:
                 line.printed_at = before.printed_at
             self.lines[call] = line
-        for call in [c for c in self.lines if c not in seen]:  # evicted with its spans
-            del self.lines[call]
+            self._trace_calls.setdefault(trace_id, set()).add(call)
+        # the calls of these traces no tick row holds any more: evicted with their spans
+        for trace_id in list(self._trace_calls) if everything else ticked:
+            calls = self._trace_calls.get(trace_id, set())
+            for call in [c for c in calls if c not in seen]:
+                calls.discard(call)
+                del self.lines[call]
+            if not calls:
+                self._trace_calls.pop(trace_id, None)
         if len(self._calls) > 2 * len(self.lines) + 1024:
             self._calls = {k: c for k, c in self._calls.items() if c in self.lines}
         self.metrics.set_offsets(self.con.execute(
@@ -407,7 +501,9 @@ class Watcher:
 
     def attributions(self, columns: str = "*"):
         """The state's attributions as the last tick left them (rows of ``columns``)."""
-        return self.con.execute(f"SELECT {columns} FROM attributions").fetchall()
+        if not self.con.execute(f"SELECT count(*) FROM duckdb_tables() WHERE table_name = '{LIVE}'").fetchone()[0]:
+            return []  # no tick yet
+        return self.con.execute(f"SELECT {columns} FROM {LIVE}").fetchall()
 
     def summary(self) -> str:
         """The stop line: what was watched, and whether the state held every span."""

@@ -21,6 +21,7 @@ from spanfactory import T0, Token, World
 
 from jitrace.analyzer import analyze
 from jitrace.analyzer.outputs.report import printable
+from jitrace.analyzer.schema import SPANS
 from jitrace.collect import Receiver
 from jitrace.collect.metrics import Metrics
 from jitrace.collect.watch import ANSWER, Line, Watcher, format_line
@@ -92,6 +93,64 @@ def test_any_arrival_order_ends_equal_to_the_batch_run(tmp_path_factory, data):
             assert f"cause={cause} " in last[trace_id] and f"confidence={confidence:.2f} " in last[trace_id]
     finally:
         watcher.close()
+
+
+def _skewed_world() -> World:
+    world = _world()
+    token = Token(exp=T0 + 600)
+    world.issue(token, T0 + 3)
+    world.call(T0 + 14, token, policy_version="v2", policy_decision="deny")  # v1 allowed meanwhile: version skew
+    return world
+
+
+def _partial_ticks_agree(tmp_path: Path, batches: list[list[tuple]]) -> str:
+    """Feed ``batches`` with the clock model run after the first only, a tick after each; a tick over every denial
+    then gives the same rows and prints nothing. Returns what the ticks printed."""
+    out = io.StringIO()
+    watcher = Watcher(out=out)
+    try:
+        receiver = Receiver(tmp_path / "collected", grpc_addr=None, http_addr=None)
+        receiver.writer.on_commit = watcher.announce
+        for i, batch in enumerate(batches):
+            receiver.writer.write("spans", batch)
+            watcher._take(timeout=0)  # noqa: SLF001 - the thread's step, run here in order
+            if i == 0:
+                watcher.clock_model()  # a model from the first batch only: the later ticks are partial
+            watcher.tick()
+        partial = sorted(watcher.attributions(COLUMNS))
+        printed = out.getvalue()
+        watcher.tick(everything=True)
+        assert sorted(watcher.attributions(COLUMNS)) == partial
+        assert out.getvalue() == printed
+        assert len(partial) == 5 and "policy_version_skew" in {row[3] for row in partial}
+        return printed
+    finally:
+        watcher.close()
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_tick_between_clock_models_attributes_only_what_changed_and_agrees(tmp_path_factory, data):
+    """Between two runs of the clock model a tick attributes only the denied traces a new span, issuance span or
+    allowed decision may change: whatever the order and batching, its rows are the rows a tick over every denial
+    gives."""
+    rows = data.draw(st.permutations(_skewed_world().tuples()))
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(rows) - 1), min_size=1, max_size=6)))
+    _partial_ticks_agree(tmp_path_factory.mktemp("watch"),
+                         [rows[a:b] for a, b in zip([0, *cuts], [*cuts, len(rows)], strict=True)])
+
+
+def test_issuance_spans_and_allowed_decisions_after_their_denials_change_them(tmp_path):
+    """The denials first; the issuance spans of their tokens and the allowed decisions of their principal later:
+    those denials are attributed again (corrections), though no span of their own trace arrived."""
+    names = SPANS.names
+    rows = _skewed_world().tuples()
+    allowed = '"jit.policy.decision": "allow"'
+    later = [r for r in rows if r[names.index("name")] == "jit.issue" or (
+        r[names.index("kind")] == "SERVER" and allowed in (r[names.index("attributes")] or ""))]
+    first = [r for r in rows if r not in later]
+    printed = _partial_ticks_agree(tmp_path, [first, later])
+    assert " correction " in printed and "cause=policy_version_skew" in printed.split(" correction ", 1)[1]
 
 
 def test_a_client_span_after_its_server_span_prints_a_correction(tmp_path):
