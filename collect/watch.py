@@ -57,6 +57,7 @@ DEFAULT_MAX_SPANS = 1_000_000
 DEFAULT_INTERVAL_S = 0.25
 HARD_BOUND = 2  # past this many times max_spans, spans no tick has seen yet are dropped too
 CLOCK_INTERVAL_S = 1.0  # seconds, at least, between two runs of the clock model
+FULL_INTERVAL_S = 5.0  # seconds, at least, between two ticks over every denial for a new clock model
 # what the watch prints of a denial: a change to one of these is a correction line
 ANSWER = ("service", "method", "principal", "cause", "rule", "confidence", "fix")
 _COLUMNS = ("trace_id", "span_id", "server_span_id", "client_span_id", "time", *ANSWER)
@@ -116,12 +117,16 @@ class Watcher:
 
     def __init__(self, *, settings: dict[str, float] | None = None, window_s: float = DEFAULT_WINDOW_S,
                  max_spans: int = DEFAULT_MAX_SPANS, interval_s: float = DEFAULT_INTERVAL_S,
-                 out: TextIO | None = None, metrics: Metrics | None = None,
+                 full_interval_s: float = FULL_INTERVAL_S, out: TextIO | None = None, metrics: Metrics | None = None,
                  log_patterns: list[str] | tuple[str, ...] = ()) -> None:
         self.settings, self.window_s, self.max_spans, self.interval_s = settings or {}, window_s, max_spans, interval_s
+        self.full_interval_s = full_interval_s
         self.out = out if out is not None else sys.stdout
         self.metrics = metrics or Metrics()
         self.con = session.connect(":memory:", define_view=False)
+        # one DuckDB thread: the watch's queries are many and small, and a second thread costs more CPU than it
+        # saves time on them, CPU the receivers need
+        self.con.execute("SET threads = 1")
         session.load_log_patterns(self.con, log_patterns)
         columns = ", ".join([*schema.SPANS.names, *spans_view.fact_columns(self.con)])
         # the focus: what the denials' steps read (see _focus); the clock model's steps read the whole state
@@ -155,6 +160,8 @@ class Watcher:
         self._changes = threading.Lock()
         self._dirty: set[str] = set()
         self._all_due = True
+        self._stale = False  # a clock model not yet applied to every denial
+        self._last_full = float("-inf")  # when a tick last attributed every denial (monotonic)
         self._calls: dict[tuple[str, str], tuple[str, str]] = {}  # (trace id, span id) -> call
         self.lags: deque[float] = deque(maxlen=1_000_000)
         self.ticks = self.denials = self.corrections = self.evicted_spans = self.spans = self.missed_files = 0
@@ -210,22 +217,35 @@ class Watcher:
         self.tick(everything=True)
 
     def _run_loader(self) -> None:
-        """Load what is announced as it comes, beside the ticks (a tick then waits for no load)."""
+        """Load what is announced as it comes, beside the ticks (a tick then waits for no load), at most once every
+        ``interval_s``: a load's fixed cost (planning its queries) is then paid once for all that came meanwhile."""
         while not self._stop.is_set():
+            began = time.monotonic()
             if self._take(timeout=self.interval_s):
                 self._tick_due.set()
+            self._stop.wait(max(0.0, began + self.interval_s - time.monotonic()))
 
     def _run(self) -> None:
-        """A tick whenever one is due, at most every ``interval_s``."""
+        """A tick whenever one is due (or a tick over every denial once ``full_interval_s`` allows it), at most
+        every ``interval_s`` and at most a third of the time: a tick's fixed cost (DuckDB planning the denials'
+        steps) is then paid once for all that came meanwhile."""
         last = 0.0
         while True:
-            self._tick_due.wait()
-            self._stop.wait(max(0.0, last + self.interval_s - time.monotonic()))
+            self._tick_due.wait(self._full_wait())
+            took = self.tick_seconds[-1] if self.tick_seconds else 0.0
+            self._stop.wait(max(0.0, last + max(self.interval_s, 2 * took) - time.monotonic()))
             self._tick_due.clear()
             if self._stop.is_set():  # after the clear: stop() sets _stop before _tick_due, so none is lost
                 return
             self.tick()
             last = time.monotonic()
+
+    def _full_wait(self) -> float | None:
+        """Seconds until a clock model the denials have not all used may be applied to every denial (None: none)."""
+        with self._changes:
+            if not self._stale:
+                return None
+            return max(0.0, self._last_full + self.full_interval_s - time.monotonic())
 
     def _run_clock(self) -> None:
         """The clock model over the whole state, again whenever spans arrived since its last run (it takes longer
@@ -400,8 +420,14 @@ class Watcher:
             if new_clock:
                 self.con.execute("CREATE OR REPLACE TABLE main.clock_offsets AS FROM clock.clock_offsets")
         with self._changes:
-            everything, dirty = self._all_due or new_clock, list(self._dirty)
+            # a new clock model: every denial attributed anew, at most every full_interval_s (meanwhile the traces
+            # that changed use it)
+            self._stale |= new_clock
+            due = self._stale and time.monotonic() >= self._last_full + self.full_interval_s
+            everything, dirty = self._all_due or due, list(self._dirty)
             self._all_due, self._dirty = False, set()
+            if everything:
+                self._stale, self._last_full = False, time.monotonic()
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {TICK_TRACES} AS SELECT DISTINCT unnest(?::VARCHAR[]) "
                          f"AS trace_id{f' UNION SELECT trace_id FROM {DENIED_TRACES}' if everything else ''}",
                          [dirty])

@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def test_any_arrival_order_ends_equal_to_the_batch_run(tmp_path_factory, data):
     cuts = sorted(data.draw(st.sets(st.integers(1, len(rows) - 1), max_size=5)))
     batches = [rows[a:b] for a, b in zip([0, *cuts], [*cuts, len(rows)], strict=True)]
     out = io.StringIO()
-    watcher = Watcher(out=out)
+    watcher = Watcher(out=out, full_interval_s=0)  # every clock model applied at once: equal after each batch
     try:
         _feed(watcher, tmp_path / "collected", batches)
         assert sorted(watcher.attributions(COLUMNS)) == expected
@@ -107,7 +108,7 @@ def _partial_ticks_agree(tmp_path: Path, batches: list[list[tuple]]) -> str:
     """Feed ``batches`` with the clock model run after the first only, a tick after each; a tick over every denial
     then gives the same rows and prints nothing. Returns what the ticks printed."""
     out = io.StringIO()
-    watcher = Watcher(out=out)
+    watcher = Watcher(out=out, full_interval_s=0)
     try:
         receiver = Receiver(tmp_path / "collected", grpc_addr=None, http_addr=None)
         receiver.writer.on_commit = watcher.announce
@@ -125,6 +126,43 @@ def _partial_ticks_agree(tmp_path: Path, batches: list[list[tuple]]) -> str:
         assert len(partial) == 5 and "policy_version_skew" in {row[3] for row in partial}
         return printed
     finally:
+        watcher.close()
+
+
+def test_on_its_threads_the_watch_applies_the_last_clock_model_to_every_denial_once_quiet(tmp_path):
+    """Ticks over every denial for a new clock model come at most every full_interval_s; the last one still comes
+    when nothing more arrives, so the answers end equal to the batch run without a stop."""
+    world = _world()
+    expected = _batch(world, tmp_path)
+    # the denied calls first, answered without a clock model; the healthy calls' pairs after, soon enough that the
+    # clock model they give comes within full_interval_s of the first tick: only the wait for it corrects the answers
+    trace, attributes = SPANS.names.index("trace_id"), SPANS.names.index("attributes")
+    denied = {r[trace] for r in world.tuples()
+              if any(f'"rpc.grpc.status_code": {code}' in (r[attributes] or "") for code in (7, 16))}
+    rows = sorted(world.tuples(), key=lambda r: r[trace] not in denied)
+    out = io.StringIO()
+    watcher = Watcher(out=out, interval_s=0.05, full_interval_s=4.0)
+
+    def answered() -> bool:  # the last line of each denial is its batch answer
+        last = {re.search(r"trace=(\S+)", line).group(1): line for line in out.getvalue().splitlines()}
+        return len(last) == len(expected) and all(
+            f"cause={cause} " in last[trace_id] and f"confidence={confidence:.2f} " in last[trace_id]
+            for trace_id, _, _, cause, _, confidence, *_ in expected)
+    try:
+        receiver = Receiver(tmp_path / "collected", grpc_addr=None, http_addr=None)
+        receiver.writer.on_commit = watcher.announce
+        watcher.start()
+        first = len([r for r in rows if r[trace] in denied])
+        receiver.writer.write("spans", rows[:first])
+        time.sleep(0.5)
+        for i in range(first, len(rows), 4):
+            receiver.writer.write("spans", rows[i:i + 4])
+        deadline = time.monotonic() + 30
+        while not answered() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert answered()
+    finally:
+        watcher.stop()
         watcher.close()
 
 
