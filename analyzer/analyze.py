@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import threading
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 
-from jitrace.analyzer import engines, errors, outputs
+from jitrace.analyzer import engines, errors, outputs, rule_options
 from jitrace.analyzer.load import load_into
 from jitrace.analyzer.outputs import report, trace_links
 from jitrace.analyzer.steps import session
@@ -44,16 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true", help="any unreadable record is an error")
     parser.add_argument("--follow-symlinks", action="store_true",
                         help="read files a symbolic link inside an input folder leads to (default: skipped)")
-    parser.add_argument("--leeway", type=seconds(zero=True), default=None, metavar="SECONDS",
-                        help="the verifiers' clock leeway (default 0 s, PyJWT's default)")
-    parser.add_argument("--window", type=seconds(zero=False), default=None, metavar="SECONDS",
-                        help="time window of a clock-offset estimate (default 300 s)")
-    parser.add_argument("--log-window", type=seconds(zero=True), default=None, metavar="SECONDS",
-                        help="a log record without trace ids joins a denial of its service within this many "
-                             "seconds of the call's start (default 2 s)")
-    parser.add_argument("--log-patterns", action="append", default=[], metavar="FILE",
-                        help="a CSV of log patterns (name,pattern,cause,confidence,description) tried before the "
-                             "built-in queries/seeds/log_patterns.csv; repeatable")
+    rule_options.add(parser)
     parser.add_argument("--allow-empty", action="store_true",
                         help=f"inputs holding no span are not an error (exit {errors.USAGE} without it)")
     parser.add_argument("--trace-url", default=None, metavar="TEMPLATE",
@@ -64,20 +54,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "started at or after TIME (ISO 8601, UTC unless it says, or Unix seconds)")
     parser.add_argument("--until", metavar="TIME", help="with a ClickHouse input (required there): the spans that "
                         "started before TIME")
-
-
-def seconds(*, zero: bool) -> Callable[[str], float]:
-    """An argparse type: a finite number of seconds, positive (or also zero); nan, inf and negatives are one line."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number of seconds above 0"
-                                             + (" or 0" if zero else ""))
-        return value
-    return parse
 
 
 def parse_fail_on(text: str | Iterable[str]) -> tuple[str, ...]:
@@ -93,9 +69,7 @@ def parse_fail_on(text: str | Iterable[str]) -> tuple[str, ...]:
 def run(args: argparse.Namespace) -> int:
     fail_on = parse_fail_on(args.fail_on)
     trace_url = trace_links.from_settings(args.trace_url)  # a bad template fails before the load, naming its source
-    pairs = (("jitrace_leeway_s", args.leeway), ("jitrace_window_s", args.window),
-             ("jitrace_log_window_s", args.log_window))
-    settings = {k: v for k, v in pairs if v is not None}
+    settings = rule_options.settings(args)
     if any(engines.is_url(i) for i in args.inputs):
         from jitrace.analyzer.engines import run as on_clickhouse
 

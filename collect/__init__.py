@@ -32,6 +32,7 @@ import threading
 import time
 from pathlib import Path
 
+from jitrace.analyzer import rule_options
 from jitrace.analyzer.errors import UserError
 from jitrace.collect._access import Access
 from jitrace.collect.stop_signals import StopSignals
@@ -233,6 +234,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--watch-max-spans", default=DEFAULT_WATCH_MAX_SPANS, metavar="N",
                         help="--watch keeps at most about this many spans, the latest arrivals "
                              f"(default {DEFAULT_WATCH_MAX_SPANS:,})")
+    rule_options.add(parser, note="; with --watch, as jitrace analyze takes it")
     parser.add_argument("--metrics", default=None, metavar="HOST:PORT",
                         help="with --watch: serve the watch's metrics for Prometheus at http://HOST:PORT/metrics "
                              "(port 0 picks one)")
@@ -288,6 +290,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
     args.metrics_interval = _number(args.metrics_interval, "--metrics-interval", whole=False)
     if (args.metrics is not None or args.metrics_otlp is not None) and not args.watch:
         raise UserError("--metrics and --metrics-otlp publish the watch's figures: add --watch")
+    if rule_options.command_line(args) and not args.watch:
+        raise UserError("--leeway, --window, --log-window and --log-patterns set the watch's rules: add --watch")
     if args.metrics is not None:
         _addr(args.metrics, "--metrics")
     if args.metrics_otlp is not None:

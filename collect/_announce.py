@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from jitrace.analyzer import rule_options
 from jitrace.analyzer.errors import UserError
 from jitrace.collect._writer import OnCommit
 
@@ -81,6 +82,7 @@ def start_process(args) -> WatchProcess:
     command = [sys.executable, "-m", "jitrace.analyzer.cli", "collect", "--out", str(args.out),
                "--watch", "--watch-process", str(ready_w), "--watch-window", repr(args.watch_window),
                "--watch-max-spans", str(args.watch_max_spans), "--metrics-interval", repr(args.metrics_interval),
+               *rule_options.command_line(args),
                *(["--metrics", args.metrics] if args.metrics else []),
                *(["--metrics-otlp", args.metrics_otlp] if args.metrics_otlp else [])]
     try:

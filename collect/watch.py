@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from jitrace.analyzer import schema
+from jitrace.analyzer import rule_options, schema
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.steps import offsets, session, spans_view
 from jitrace.collect._announce import NICE, parse_announcement
@@ -574,7 +574,14 @@ def serve(args) -> int:
         ready.write(f"error {exc}\n")
         ready.close()
         return 2
-    watcher = Watcher(window_s=args.watch_window, max_spans=args.watch_max_spans, metrics=metrics)
+    try:
+        watcher = Watcher(window_s=args.watch_window, max_spans=args.watch_max_spans, metrics=metrics,
+                          settings=rule_options.settings(args), log_patterns=args.log_patterns)
+    except UserError as exc:  # a --log-patterns file it cannot use
+        ready.write(f"error {exc}\n")
+        ready.close()
+        metrics.shutdown()
+        return 2
     try:
         watcher.start()
         ready.write(f"ready {port or 0}\n")

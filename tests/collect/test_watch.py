@@ -49,14 +49,15 @@ def _world() -> World:
     return world
 
 
-def _batch(world: World, tmp_path: Path) -> list[tuple]:
+def _batch(world: World, tmp_path: Path, settings: dict[str, float] | None = None) -> list[tuple]:
     folder = tmp_path / "batch"
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     world.write_parquet(folder / "spans.parquet")
-    analyze.analyze([str(folder)], tmp_path / "report", quiet=True)
+    report = tmp_path / f"report-{len(settings or {})}"
+    analyze.analyze([str(folder)], report, quiet=True, settings=settings)
     import duckdb
 
-    with duckdb.connect(str(tmp_path / "report" / "jitrace.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(report / "jitrace.duckdb"), read_only=True) as con:
         return sorted(con.execute(f"SELECT {COLUMNS} FROM attributions").fetchall())
 
 
@@ -189,6 +190,43 @@ def test_issuance_spans_and_allowed_decisions_after_their_denials_change_them(tm
     first = [r for r in rows if r not in later]
     printed = _partial_ticks_agree(tmp_path, [first, later])
     assert " correction " in printed and "cause=policy_version_skew" in printed.split(" correction ", 1)[1]
+
+
+def test_the_watch_takes_analyzes_settings(tmp_path):
+    """With a leeway (as `jitrace collect --watch --leeway` passes it) the watch answers as `analyze --leeway` does,
+    and the setting changes the answer (else this would show nothing)."""
+    world = _world()
+    plain, lenient = _batch(world, tmp_path), _batch(world, tmp_path, {"jitrace_leeway_s": 60.0})
+    assert plain != lenient
+    watcher = Watcher(out=io.StringIO(), settings={"jitrace_leeway_s": 60.0})
+    try:
+        _feed(watcher, tmp_path / "collected", [world.tuples()])
+        assert sorted(watcher.attributions(COLUMNS)) == lenient
+    finally:
+        watcher.close()
+
+
+def test_rule_options_reach_the_watch_process_and_need_watch(tmp_path):
+    import argparse
+
+    from jitrace import collect
+    from jitrace.analyzer import rule_options
+
+    parser = argparse.ArgumentParser()
+    collect.configure(parser)
+    given = parser.parse_args(["--out", "x", "--watch", "--leeway", "2.5", "--window", "60",
+                               "--log-patterns", "a b.csv", "--log-patterns", "c.csv"])
+    again = parser.parse_args(["--out", "x", *rule_options.command_line(given)])  # as the watch process reads them
+    assert rule_options.settings(again) == {"jitrace_leeway_s": 2.5, "jitrace_window_s": 60.0}
+    assert again.log_patterns == ["a b.csv", "c.csv"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("not,a,pattern,file\n")
+    common = [str(JITRACE), "collect", "--out", str(tmp_path / "out"), "--grpc", "127.0.0.1:0", "--http", "off"]
+    alone = subprocess.run([*common, "--leeway", "5"], capture_output=True, text=True, timeout=60)
+    assert alone.returncode == 2 and "add --watch" in alone.stderr and "Traceback" not in alone.stderr
+    refused = subprocess.run([*common, "--watch", "--log-patterns", str(bad)], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 2 and "bad.csv" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_a_client_span_after_its_server_span_prints_a_correction(tmp_path):
