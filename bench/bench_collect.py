@@ -66,16 +66,25 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _receiver_cpu(proc: subprocess.Popen) -> float:
-    """CPU seconds used so far by ``jitrace collect`` and its worker processes."""
-    total = _cpu_seconds(proc.pid)
+    """CPU seconds used so far by ``jitrace collect`` and its worker processes (a watch process included)."""
+    return sum(cpu_split(proc))
+
+
+def cpu_split(proc: subprocess.Popen) -> tuple[float, float]:
+    """CPU seconds used so far by ``jitrace collect``'s receivers (it and its workers) and by its watch process."""
+    receivers, watch = _cpu_seconds(proc.pid), 0.0
     for child in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = child.read_text().rpartition(")")[2].split()
             if int(fields[1]) == proc.pid:  # ppid
-                total += _cpu_seconds(int(child.parent.name))
+                seconds = _cpu_seconds(int(child.parent.name))
+                if b"--watch-process" in (child.parent / "cmdline").read_bytes():
+                    watch += seconds
+                else:
+                    receivers += seconds
         except (OSError, ValueError, IndexError):
             continue
-    return total
+    return receivers, watch
 
 
 def _drive(send, payload: bytes, records: int, exporters: int, seconds: float) -> tuple[int, float]:

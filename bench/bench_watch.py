@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.bench_collect import TRACES, _drive, _grpc_sender, _kv, _receiver_cpu
+from bench.bench_collect import TRACES, _drive, _grpc_sender, _kv, _receiver_cpu, cpu_split
 from tests.processes import start_collect
 
 TITLE = "Live: attribution lag and receiver throughput with jitrace collect --watch"
@@ -131,10 +131,12 @@ def _lag(workers: int, seconds: float, rate: float, payload: bytes) -> dict:
         proc, port = _start(Path(tmp) / "out", "--workers", str(workers), "--watch")
         try:
             lines = _Lines(proc.stdout)
+            cpu_before = cpu_split(proc)  # after the start: imports and start-up not counted
             started = time.perf_counter()
             acked, spans = _paced(port, payload, 4, seconds, rate)
             sent_s = time.perf_counter() - started
             time.sleep(3)  # the last requests' lines
+            cpu = [after - before for after, before in zip(cpu_split(proc), cpu_before, strict=True)]
         finally:
             err = _stop(proc)
         lines.thread.join(10)
@@ -145,7 +147,8 @@ def _lag(workers: int, seconds: float, rate: float, payload: bytes) -> dict:
     expected = len(acked) * (CALLS // DENIED_EVERY)
     return {"spans": spans, "rate": spans / sent_s, "lines": len(lags), "expected": expected,
             "p50": _percentile(lags, 0.5), "p99": _percentile(lags, 0.99), "max": max(lags, default=float("nan")),
-            "late_p99": _percentile(late, 0.99), "summary": next((x for x in err.splitlines() if "--watch:" in x), "")}
+            "late_p99": _percentile(late, 0.99), "summary": next((x for x in err.splitlines() if "--watch:" in x), ""),
+            "receivers_cpu": cpu[0], "watch_cpu": cpu[1]}
 
 
 def _throughput(watch: bool, workers: int, seconds: float, payload: bytes) -> tuple[float, float]:
@@ -189,12 +192,14 @@ def run(quick: bool) -> str:
         table.append(f"| `collect --workers 2{' --watch' if watch else ''}` | {rate_s:,.0f} | {rate_s / base:.0%} | "
                      f"{', '.join(f'{r:,.0f}' for r, _ in runs[watch])} | {per_cpu:,.0f} |")
     lag_rows = ["| offered spans/s | achieved spans/s | denial lines read | denials sent | lag p50 | lag p99 | "
-                "p99, second half | max |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "p99, second half | max | receivers' CPU s | watch's CPU s | watch's CPU s per 100k spans |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for rate, lag in lags:
         verdict = "meets" if lag["p99"] <= 2.0 else "misses"
         lag_rows.append(f"| {rate:,.0f} | {lag['rate']:,.0f} | {lag['lines']:,} | {lag['expected']:,} | "
                         f"{lag['p50']:.2f} s | {lag['p99']:.2f} s ({verdict} 2 s) | {lag['late_p99']:.2f} s | "
-                        f"{lag['max']:.2f} s |")
+                        f"{lag['max']:.2f} s | {lag['receivers_cpu']:.1f} | {lag['watch_cpu']:.1f} | "
+                        f"{lag['watch_cpu'] / max(lag['spans'], 1) * 1e5:.2f} |")
     summaries = "\n".join(f"- at {rate:,.0f} spans/s offered: {lag['summary']}" for rate, lag in lags)
     return (
         f"Requests of {2 * CALLS} spans ({CALLS} client/server pairs on two hosts, one call in {DENIED_EVERY} "
@@ -202,7 +207,9 @@ def run(quick: bool) -> str:
         f"`jitrace collect --workers 2 --watch` on the same {os.cpu_count()}-core machine (exporters, receivers and "
         "the watch share the cores). Lag: from a request's acknowledgement to the bench reading its denial's line "
         f"on the receiver's stdout, {seconds:.0f} s at each offered rate (the achieved rate is what the receivers "
-        "acknowledged; a denial whose line came more than 3 s after the last request is not read). The machine's "
+        "acknowledged; a denial whose line came more than 3 s after the last request is not read). CPU: user and "
+        "system time from the first request to the end of the run (start-up not counted), of the receiver "
+        "processes and of the watch process: less at the mercy of the machine's load than the lag. The machine's "
         f"load average was {load_before:.1f} when the section began and {os.getloadavg()[0]:.1f} when it ended: "
         "every figure here depends on what else runs.\n\n"
         + "\n".join(lag_rows) + "\n\n" + summaries + "\n\n"
