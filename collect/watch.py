@@ -57,6 +57,7 @@ DEFAULT_MAX_SPANS = 1_000_000
 DEFAULT_INTERVAL_S = 0.25
 HARD_BOUND = 2  # past this many times max_spans, spans no tick has seen yet are dropped too
 CLOCK_INTERVAL_S = 1.0  # seconds, at least, between two runs of the clock model
+TICK_SHARE = 3  # after a tick, a wait of at least this many times its duration: ticks a quarter of the time at most
 FULL_INTERVAL_S = 5.0  # seconds, at least, between two ticks over every denial for a new clock model
 # what the watch prints of a denial: a change to one of these is a correction line
 ANSWER = ("service", "method", "principal", "cause", "rule", "confidence", "fix")
@@ -127,7 +128,7 @@ class Watcher:
         # one DuckDB thread: the watch's queries are many and small, and a second thread costs more CPU than it
         # saves time on them, CPU the receivers need
         self.con.execute("SET threads = 1")
-        session.load_log_patterns(self.con, log_patterns)
+        session.prepare(self.con, settings=self.settings, log_patterns=log_patterns)  # once: the ticks are many
         columns = ", ".join([*schema.SPANS.names, *spans_view.fact_columns(self.con)])
         # the focus: what the denials' steps read (see _focus); the clock model's steps read the whole state
         self.con.execute(f"CREATE TABLE {FOCUS} AS SELECT {columns} FROM {spans_view.FACTS_TABLE} LIMIT 0")
@@ -139,6 +140,7 @@ class Watcher:
         self._clock = self.con.cursor()  # the clock model's connection: its steps' objects in schema `clock`
         self._clock.execute("CREATE SCHEMA clock")
         self._clock.execute("SET search_path = 'clock,main'")
+        session.prepare(self._clock, settings=self.settings, log_patterns=None)
         self._clock.execute(f"CREATE VIEW clock.spans AS SELECT {columns} FROM main.{spans_view.FACTS_TABLE}")
         self._clock_lock = threading.Lock()  # held while clock.clock_offsets is written or copied
         self._clock_due = threading.Event()  # new spans since the clock model's last run
@@ -227,13 +229,13 @@ class Watcher:
 
     def _run(self) -> None:
         """A tick whenever one is due (or a tick over every denial once ``full_interval_s`` allows it), at most
-        every ``interval_s`` and at most a third of the time: a tick's fixed cost (DuckDB planning the denials'
-        steps) is then paid once for all that came meanwhile."""
+        every ``interval_s`` and at most a quarter of the time (TICK_SHARE): a tick's fixed cost (DuckDB planning
+        the denials' steps) is then paid once for all that came meanwhile."""
         last = 0.0
         while True:
             self._tick_due.wait(self._full_wait())
             took = self.tick_seconds[-1] if self.tick_seconds else 0.0
-            self._stop.wait(max(0.0, last + max(self.interval_s, 2 * took) - time.monotonic()))
+            self._stop.wait(max(0.0, last + max(self.interval_s, TICK_SHARE * took) - time.monotonic()))
             self._tick_due.clear()
             if self._stop.is_set():  # after the clear: stop() sets _stop before _tick_due, so none is lost
                 return
@@ -404,9 +406,9 @@ class Watcher:
     def clock_model(self) -> None:
         """The pipeline's clock steps over the whole state, on the clock connection (schema ``clock``)."""
         started = time.perf_counter()
-        session.run_queries(self._clock, settings=self.settings, log_patterns=None, only=CLOCK_STEPS[:-1])
+        session.run_queries(self._clock, only=CLOCK_STEPS[:-1], ready=True)
         with self._clock_lock:
-            session.run_queries(self._clock, settings=self.settings, log_patterns=None, only=CLOCK_STEPS[-1:])
+            session.run_queries(self._clock, only=CLOCK_STEPS[-1:], ready=True)
             self._clock_ready = True
         self._tick_due.set()
         self._clock_runs += 1
@@ -464,7 +466,7 @@ class Watcher:
             self._all_due |= everything
         everything = self._take_traces()
         self._focus()
-        session.run_queries(self.con, settings=self.settings, log_patterns=None, only=DENIAL_STEPS)
+        session.run_queries(self.con, only=DENIAL_STEPS, ready=True)
         mine = f"trace_id IN (FROM {TICK_TRACES})"  # a span of another trace may enter the focus (_focus)
         if everything:
             self.con.execute(f"CREATE OR REPLACE TABLE {LIVE} AS FROM attributions WHERE {mine}")

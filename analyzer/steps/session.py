@@ -239,6 +239,20 @@ def reading_inputs(found_by: str) -> Iterator[None]:
         raise
 
 
+def prepare(con: duckdb.DuckDBPyConnection, *, settings: dict[str, float] | None = None,
+            log_patterns: list[str] | tuple[str, ...] | None = ()) -> None:
+    """What the steps need on ``con`` besides their inputs: the settings' SQL variables, the log patterns (None:
+    loaded already), the macros and the seeds."""
+    if log_patterns is not None:
+        load_log_patterns(con, log_patterns)
+    for name, value in (settings or {}).items():
+        if name not in VARIABLES:
+            raise ValueError(f"unknown analyzer setting {name!r}")
+        con.execute(f"SET VARIABLE {name} = {float(value)!r}")
+    con.execute(pipeline.macros())
+    pipeline.load_seeds(con)
+
+
 def run_queries(
     con: duckdb.DuckDBPyConnection,
     *,
@@ -246,20 +260,16 @@ def run_queries(
     progress: Callable[[str, float], None] | None = None,
     log_patterns: list[str] | tuple[str, ...] | None = (),
     only: Collection[str] | None = None,
+    ready: bool = False,
 ) -> dict[str, float]:
     """Run every step (``only``: those named, in the pipeline's order); returns seconds per step. ``settings`` sets
     the SQL variables (e.g. jitrace_leeway_s); ``log_patterns`` are the users' pattern files, tried before the
-    built-in ones (None: ``load_log_patterns`` has already run on ``con``)."""
-    if log_patterns is not None:
-        load_log_patterns(con, log_patterns)
-    for name, value in (settings or {}).items():
-        if name not in VARIABLES:
-            raise ValueError(f"unknown analyzer setting {name!r}")
-        con.execute(f"SET VARIABLE {name} = {float(value)!r}")
+    built-in ones (None: ``load_log_patterns`` has already run on ``con``). ``ready``: ``prepare`` has run on ``con``
+    (a caller that runs steps again and again: the watch), so settings and patterns are not read again."""
+    if not ready:
+        prepare(con, settings=settings, log_patterns=log_patterns)
     timings: dict[str, float] = {}
-    temp_ok = _temp_tables_fit(con)
-    con.execute(pipeline.macros())
-    pipeline.load_seeds(con)
+    temp_ok = ready or _temp_tables_fit(con)
     for step in pipeline.steps():
         if only is not None and step.name not in only:
             continue
