@@ -175,7 +175,7 @@ def run(quick: bool) -> str:
     load_before = os.getloadavg()[0]
     payload = template()
     seconds = 3.0 if quick else 20.0
-    rates = (RATE / 10,) if quick else (RATE, RATE / 4)  # the target, and a rate this machine sustains with room
+    rates = (RATE / 10,) if quick else (RATE, RATE / 2, RATE / 4)  # the target, and rates below it
     lags = [(rate, _lag(2, seconds, rate, payload)) for rate in rates]
     tp_seconds = 2.0 if quick else 6.0
     rounds = 1 if quick else 3  # interleaved: the machine's load changes from one minute to the next
