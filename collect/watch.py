@@ -443,7 +443,10 @@ class Watcher:
         facts = spans_view.FACTS_TABLE
         self.con.execute(f"""CREATE OR REPLACE TABLE {FOCUS} AS
             WITH traces AS (FROM {TICK_TRACES}),
-            denied AS (SELECT * FROM {facts} WHERE trace_id IN (FROM traces)),
+            -- by rowid: a semi join on the traces would read every column of every span, this reads their ids
+            denied AS (
+                SELECT * FROM {facts} WHERE rowid IN (SELECT rowid FROM {facts} WHERE trace_id IN (FROM traces))
+            ),
             issues AS (
                 SELECT * FROM {facts}
                 WHERE name = 'jit.issue' AND jit_token_id IN (SELECT jit_token_id FROM denied)
