@@ -163,6 +163,7 @@ class Watcher:
         self._dirty: set[str] = set()
         self._all_due = True
         self._stale = False  # a clock model not yet applied to every denial
+        self._logless = False  # the denial_logs table is there and empty: with no log record held, no need to run it
         self._last_full = float("-inf")  # when a tick last attributed every denial (monotonic)
         self._calls: dict[tuple[str, str], tuple[str, str]] = {}  # (trace id, span id) -> call
         self.lags: deque[float] = deque(maxlen=1_000_000)
@@ -469,7 +470,12 @@ class Watcher:
             self._all_due |= everything
         everything = self._take_traces()
         self._focus()
-        session.run_queries(self.con, only=DENIAL_STEPS, ready=True)
+        steps = DENIAL_STEPS
+        if self._logless and not self.con.execute("SELECT EXISTS (FROM logs)").fetchone()[0]:
+            steps = tuple(s for s in DENIAL_STEPS if s != "denial_logs")  # no log record: its table stays empty
+        session.run_queries(self.con, only=steps, ready=True)
+        if "denial_logs" in steps:
+            self._logless = not self.con.execute("SELECT EXISTS (FROM denial_logs)").fetchone()[0]
         mine = f"trace_id IN (FROM {TICK_TRACES})"  # a span of another trace may enter the focus (_focus)
         if everything:
             self.con.execute(f"CREATE OR REPLACE TABLE {LIVE} AS FROM attributions WHERE {mine}")

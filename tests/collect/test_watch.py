@@ -247,6 +247,43 @@ def test_a_client_span_after_its_server_span_prints_a_correction(tmp_path):
         watcher.close()
 
 
+def test_log_records_after_their_denials_correct_them_as_analyze_reads_them(tmp_path):
+    """Two denials only OpenTelemetry traced (no jit facts): unexplained, until log records come, one with the
+    denial's trace id and one without (joined by service and time); then the watch answers as analyze does on the
+    collected spans and logs."""
+    world = World()
+    token = Token(iat=T0, exp=T0 + 3600)
+    calls = [world.call(at, token, required="orders.write", server_instrumented=False, client_instrumented=False,
+                        reason=False) for at in (T0 + 10, T0 + 20)]
+    logs = [(round((T0 + 10) * 1e9), round((T0 + 10) * 1e9), calls[0]["trace_id"], None, 13, None,
+             "Signature has expired", "orders", None, None, None, None),
+            (round((T0 + 20) * 1e9), round((T0 + 20) * 1e9), None, None, 13, None,
+             "role support lacks orders.refund", "orders", None, None, None, None)]
+    out = io.StringIO()
+    watcher = Watcher(out=out, full_interval_s=0)
+    try:
+        receiver = Receiver(tmp_path / "collected", grpc_addr=None, http_addr=None)
+        receiver.writer.on_commit = watcher.announce
+        receiver.writer.write("spans", world.tuples())
+        watcher._take(timeout=0)  # noqa: SLF001 - the thread's step, run here in order
+        watcher.clock_model()
+        watcher.tick()
+        assert {row[0] for row in watcher.attributions("cause")} == {"unexplained"}
+        receiver.writer.write("logs", logs)
+        watcher._take(timeout=0)  # noqa: SLF001
+        watcher.tick()
+        analyze.analyze([str(tmp_path / "collected")], tmp_path / "report", quiet=True)
+        import duckdb
+
+        with duckdb.connect(str(tmp_path / "report" / "jitrace.duckdb"), read_only=True) as con:
+            expected = sorted(con.execute(f"SELECT {COLUMNS} FROM attributions").fetchall())
+        assert sorted(watcher.attributions(COLUMNS)) == expected
+        assert {row[3] for row in expected} == {"token_expired", "policy_mismatch"}
+        assert out.getvalue().count(" correction ") == 2
+    finally:
+        watcher.close()
+
+
 def test_a_span_seen_twice_is_one_row(tmp_path):
     world = _world()
     watcher = Watcher(out=io.StringIO())
