@@ -75,8 +75,23 @@ typedef struct {
 typedef struct {
     const char *key;  /* the key as the JSON text writes it, quotes included */
     size_t n;
+    uint64_t print;   /* fingerprint(key, n) */
     int type;
 } FactKey;
+
+/* A key's fingerprint: two keys of different fingerprints differ (equal ones are compared whole). Its length and
+ * its first and last eight bytes (the keys here are quoted: at least two bytes). */
+static inline uint64_t fingerprint(const void *key, size_t n) {
+    const unsigned char *k = key;
+    uint64_t head = 0, tail = 0;
+    if (n >= 8) {
+        memcpy(&head, k, 8);
+        memcpy(&tail, k + n - 8, 8);
+    } else {
+        memcpy(&head, k, n);
+    }
+    return (head * 0x9E3779B97F4A7C15ULL) ^ (tail * 0xC2B2AE3D27D4EB4FULL) ^ n;
+}
 
 typedef struct {
     Column c;
@@ -830,6 +845,7 @@ static void any_value(Parser *P, Buf *out, int depth, Str *str, Val *v) {
 
 typedef struct {
     size_t at, n;  /* the encoded key, in the output */
+    uint64_t print;
 } Key;
 
 /* A KeyValue list -> its JSON object (_otlp_json.key_values). Keys must be distinct: Python makes a dict (a
@@ -864,12 +880,14 @@ static void key_values(Parser *P, Buf *out, int depth, int find_service, int fac
                 at = out->n;
                 put_json_string(P, out, key);
                 n = out->n - at;
+                uint64_t print = fingerprint(out->p + at, n);
                 for (int i = 0; i < nkeys; i++)
-                    if (keys[i].n == n && memcmp(out->p + keys[i].at, out->p + at, n) == 0)
+                    if (keys[i].print == print && keys[i].n == n && memcmp(out->p + keys[i].at, out->p + at, n) == 0)
                         refuse(P, "a repeated attribute key");
-                keys[nkeys++] = (Key){at, n};
+                keys[nkeys++] = (Key){at, n, print};
                 for (int f = facts_from; f < facts_to; f++)
-                    if (P->fkeys[f].n == n && memcmp(P->fkeys[f].key, out->p + at, n) == 0) {
+                    if (P->fkeys[f].print == print && P->fkeys[f].n == n &&
+                        memcmp(P->fkeys[f].key, out->p + at, n) == 0) {
                         slot = &P->vals[f];
                         break;
                     }
@@ -1604,7 +1622,11 @@ static int fact_keys(Parser *P, PyObject *facts) {
                 PyErr_SetString(PyExc_ValueError, "parse: unknown fact type");
                 return 0;
             }
-            P->fkeys[P->nfacts] = (FactKey){text, (size_t)n, type};
+            if (n < 2) {
+                PyErr_SetString(PyExc_ValueError, "parse: a fact key is a quoted JSON string");
+                return 0;
+            }
+            P->fkeys[P->nfacts] = (FactKey){text, (size_t)n, fingerprint(text, (size_t)n), type};
             P->fcol[P->nfacts].type = type;
             P->nfacts++;
         }
