@@ -205,11 +205,11 @@ def count(con: duckdb.DuckDBPyConnection) -> int:
     """How many spans the view holds, from the files' footers and the table (counting the view itself would run
     span_facts.sql over every copied row of an older database)."""
     total = con.execute(f"SELECT (SELECT count(*) FROM {ROWS_TABLE}) + (SELECT count(*) FROM {FACTS_TABLE})"
-                        ).fetchone()[0]
+                        ).fetchall()[0][0]
     paths = [r[0] for r in con.execute(f"SELECT path FROM {FILES_TABLE}").fetchall()]
-    if paths:
+    if paths:  # fetchall: no result is left unfinished on ``con`` (a relation's reader may follow)
         total += con.execute(f"SELECT sum(num_rows) FROM parquet_file_metadata({sql_list(exact_list(paths))})"
-                             ).fetchone()[0]
+                             ).fetchall()[0][0]
     return int(total)
 
 
