@@ -151,11 +151,9 @@ def _one_row_per_span(con: duckdb.DuckDBPyConnection, report: LoadReport) -> Non
     from jitrace.analyzer.steps.session import reading_inputs
 
     with reading_inputs("the check for spans seen twice"):  # the first read of a compacted file's pages
-        total, distinct, untimed = con.execute(
-            "SELECT count(*), count(DISTINCT hash(span_id, kind)), "
-            "count(*) FILTER (WHERE start_ns IS NULL OR end_ns IS NULL) FROM spans").fetchone()
+        total, twice, untimed = _hashed_twice(con)
     report.spans_without_time = untimed
-    if distinct == total:
+    if not twice:
         return
     base = ", ".join(schema.SPANS.names)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE jitrace_one_copy AS
@@ -182,3 +180,42 @@ def _one_row_per_span(con: duckdb.DuckDBPyConnection, report: LoadReport) -> Non
     report.spans -= report.duplicate_spans
     report.spans_without_time = untimed  # counted as above, over the copies kept
     spans_view.define(con)
+
+
+# From this many spans the hashes are sorted (numpy) rather than counted distinct by DuckDB, whose hash table of every
+# span costs more than the sort, numpy's and pyarrow's imports included; below it, a run that has not imported them
+# (compacted files alone) does without them.
+SORT_FROM = 2_000_000
+
+
+def _sorts(spans: int) -> bool:
+    """Whether the check for spans seen twice sorts the hashes (else DuckDB counts them distinct)."""
+    import sys
+
+    return spans >= SORT_FROM or {"numpy", "pyarrow"} <= sys.modules.keys()
+
+
+def _hashed_twice(con: duckdb.DuckDBPyConnection) -> tuple[int, bool, int]:
+    """(spans, whether a hash of span id and kind is there twice, spans without a start or an end)."""
+    expected = spans_view.count(con)
+    if not _sorts(expected):
+        total, distinct, untimed = con.execute(
+            "SELECT count(*), count(DISTINCT hash(span_id, kind)), "
+            "count(*) FILTER (WHERE start_ns IS NULL OR end_ns IS NULL) FROM spans").fetchone()
+        return total, distinct != total, untimed
+    import numpy as np
+
+    hashes = np.empty(expected, dtype=np.uint64)
+    total = untimed = 0
+    reader = con.sql("SELECT hash(span_id, kind) AS h, start_ns IS NULL OR end_ns IS NULL AS untimed "
+                     "FROM spans").to_arrow_reader(1 << 20)
+    for batch in reader:
+        n = batch.num_rows
+        if total + n > len(hashes):  # more rows than the count said (it is exact): room made all the same
+            hashes = np.resize(hashes, max(2 * len(hashes), total + n))
+        hashes[total:total + n] = batch.column(0).to_numpy(zero_copy_only=False)
+        untimed += int(np.count_nonzero(batch.column(1).to_numpy(zero_copy_only=False)))
+        total += n
+    hashes = hashes[:total]
+    hashes.sort()
+    return total, bool(total > 1 and (hashes[1:] == hashes[:-1]).any()), untimed

@@ -20,10 +20,13 @@
  *
  * JSON text written here is what Python's json encoder writes with ensure_ascii=False and compact separators
  * (_rows.to_json): '"' '\' and the control characters escaped (\n \r \t \b \f, else \u00XX in lower-case hex),
- * everything else as is; doubles are Python's own repr (the GIL is taken back for the few doubles).
+ * everything else as is; doubles are Python's own repr: a short plain decimal is its own repr, a longer one is
+ * written as it came and checked against Python's repr once its range is read (the GIL taken once a range, not once
+ * a double: see double_value), the range read again asking Python for each double where one differs.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <locale.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdint.h>
@@ -72,8 +75,23 @@ typedef struct {
 typedef struct {
     const char *key;  /* the key as the JSON text writes it, quotes included */
     size_t n;
+    uint64_t print;   /* fingerprint(key, n) */
     int type;
 } FactKey;
+
+/* A key's fingerprint: two keys of different fingerprints differ (equal ones are compared whole). Its length and
+ * its first and last eight bytes (the keys here are quoted: at least two bytes). */
+static inline uint64_t fingerprint(const void *key, size_t n) {
+    const unsigned char *k = key;
+    uint64_t head = 0, tail = 0;
+    if (n >= 8) {
+        memcpy(&head, k, 8);
+        memcpy(&tail, k + n - 8, 8);
+    } else {
+        memcpy(&head, k, n);
+    }
+    return (head * 0x9E3779B97F4A7C15ULL) ^ (tail * 0xC2B2AE3D27D4EB4FULL) ^ n;
+}
 
 typedef struct {
     Column c;
@@ -104,7 +122,19 @@ typedef struct {
     Buf inexact;                  /* a bit per span: its facts are left to span_facts.sql (see fact_columns_row) */
     Py_ssize_t inexacts;
     int resource_hinted;          /* the resource's text may hold a credential */
+    int eager;                    /* doubles' repr taken from Python as they are read (see double_value) */
+    Buf pending;                  /* Pending doubles, checked against Python once the range is read */
 } Parser;
+
+/* A double whose text was written as it came and whose value was read by strtod, without the GIL: the range stands
+ * only if Python reads that text to the same double and writes it back as the same text (parse() checks). */
+typedef struct {
+    const u8 *s;
+    size_t n;
+    double d;
+} Pending;
+
+static locale_t C_NUMERIC;  /* strtod_l's locale: a point is the decimal point, whatever the process's locale */
 
 static PyObject *Refused;
 
@@ -678,6 +708,19 @@ static double double_value(Parser *P, Buf *out) {
         refuse(P, "a long number");
     memcpy(tmp, n.s, n.n);
     tmp[n.n] = 0;
+    if (!P->eager && !n.integer && C_NUMERIC) {
+        /* most writers write a double's shortest text, which is Python's repr too: the text is written as it came
+         * and the value read here; parse() asks Python about every such text once the range is read (one taking
+         * of the GIL for the range, not one per double), and reads the range again eagerly if any differs */
+        char *end = NULL;
+        double d = strtod_l(tmp, &end, C_NUMERIC);
+        if (end == tmp + n.n && isfinite(d)) {
+            Pending pending = {n.s, n.n, d};
+            put(P, &P->pending, &pending, sizeof pending);
+            put(P, out, n.s, n.n);
+            return d;
+        }
+    }
     /* float() and repr() are Python's own: the text is the Python reader's to the last digit */
     PyEval_RestoreThread(P->ts);
     char *end = NULL, *text = NULL;
@@ -802,6 +845,7 @@ static void any_value(Parser *P, Buf *out, int depth, Str *str, Val *v) {
 
 typedef struct {
     size_t at, n;  /* the encoded key, in the output */
+    uint64_t print;
 } Key;
 
 /* A KeyValue list -> its JSON object (_otlp_json.key_values). Keys must be distinct: Python makes a dict (a
@@ -836,12 +880,14 @@ static void key_values(Parser *P, Buf *out, int depth, int find_service, int fac
                 at = out->n;
                 put_json_string(P, out, key);
                 n = out->n - at;
+                uint64_t print = fingerprint(out->p + at, n);
                 for (int i = 0; i < nkeys; i++)
-                    if (keys[i].n == n && memcmp(out->p + keys[i].at, out->p + at, n) == 0)
+                    if (keys[i].print == print && keys[i].n == n && memcmp(out->p + keys[i].at, out->p + at, n) == 0)
                         refuse(P, "a repeated attribute key");
-                keys[nkeys++] = (Key){at, n};
+                keys[nkeys++] = (Key){at, n, print};
                 for (int f = facts_from; f < facts_to; f++)
-                    if (P->fkeys[f].n == n && memcmp(P->fkeys[f].key, out->p + at, n) == 0) {
+                    if (P->fkeys[f].print == print && P->fkeys[f].n == n &&
+                        memcmp(P->fkeys[f].key, out->p + at, n) == 0) {
                         slot = &P->vals[f];
                         break;
                     }
@@ -1452,7 +1498,7 @@ static void parser_free(Parser *P) {
             free(own[i]->p);
     }
     Buf *bufs[] = {&P->resource, &P->service, &P->scope, &P->attrs, &P->events, &P->links, &P->text, &P->member_name,
-                   &P->child_ends, &P->inexact};
+                   &P->child_ends, &P->inexact, &P->pending};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         free(bufs[i]->p);
 }
@@ -1576,7 +1622,11 @@ static int fact_keys(Parser *P, PyObject *facts) {
                 PyErr_SetString(PyExc_ValueError, "parse: unknown fact type");
                 return 0;
             }
-            P->fkeys[P->nfacts] = (FactKey){text, (size_t)n, type};
+            if (n < 2) {
+                PyErr_SetString(PyExc_ValueError, "parse: a fact key is a quoted JSON string");
+                return 0;
+            }
+            P->fkeys[P->nfacts] = (FactKey){text, (size_t)n, fingerprint(text, (size_t)n), type};
             P->fcol[P->nfacts].type = type;
             P->nfacts++;
         }
@@ -1601,6 +1651,26 @@ static PyObject *fact_column_of(FactColumn *f) {
         return Py_BuildValue("(NnN(NN))", bitmap_of(&c->valid, c->nulls), c->nulls, block_of(&c->offsets),
                              block_of(&f->child_offsets), block_of(&f->child_data));
     return Py_BuildValue("(NnON)", bitmap_of(&c->valid, c->nulls), c->nulls, Py_None, block_of(&c->data));
+}
+
+/* Whether Python writes every pending double back as the text it was read from (called with the GIL). Python's
+ * repr reads back as the double it writes: the same text is then also Python's float() of it, the double read
+ * here. */
+static int pending_hold(Parser *P) {
+    const Pending *each = (const Pending *)P->pending.p;
+    size_t count = P->pending.n / sizeof(Pending);
+    for (size_t i = 0; i < count; i++) {
+        char *text = PyOS_double_to_string(each[i].d, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        if (!text) {
+            PyErr_Clear();
+            return 0;
+        }
+        int same = strlen(text) == each[i].n && memcmp(text, each[i].s, each[i].n) == 0;
+        PyMem_Free(text);
+        if (!same)
+            return 0;
+    }
+    return 1;
 }
 
 static PyObject *parse(PyObject *self, PyObject *args) {
@@ -1630,6 +1700,19 @@ static PyObject *parse(PyObject *self, PyObject *args) {
     P->ts = PyEval_SaveThread();
     long long records = read_lines(P, view.buf, start, end, first_line);
     PyEval_RestoreThread(P->ts);
+    if (records >= 0 && !pending_hold(P)) {
+        /* a double written otherwise than Python writes it: the range is read again, asking Python as it goes */
+        parser_free(P);
+        memset(P, 0, sizeof *P);
+        if (!fact_keys(P, facts))
+            goto done;
+        P->prefix = prefix.buf;
+        P->prefix_len = (size_t)prefix.len;
+        P->eager = 1;
+        P->ts = PyEval_SaveThread();
+        records = read_lines(P, view.buf, start, end, first_line);
+        PyEval_RestoreThread(P->ts);
+    }
     if (records < 0) {
         PyObject *why = PyUnicode_FromFormat("line %lld: %s", P->line, P->why);
         if (why) {
@@ -1727,6 +1810,7 @@ PyMODINIT_FUNC PyInit__otlp_native(void) {
     PyObject *m = PyModule_Create(&module);
     if (!m)
         return NULL;
+    C_NUMERIC = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);  /* none: every double is read eagerly */
     Refused = PyErr_NewExceptionWithDoc("_otlp_native.Refused",
                                         "The lines hold something the Python reader might read otherwise.",
                                         PyExc_ValueError, NULL);

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 ROWS_TABLE = "span_rows"  # loaded rows, in the spans schema, until define() stores them with their facts
 FACTS_TABLE = "span_fact_rows"  # loaded rows with their facts: what the view reads of them
 FILES_TABLE = "span_files"
+# The JSON text of each span (unique per span, and no step reads it): stored in FACTS_TABLE with zstd, chosen up front.
+# DuckDB's choice among its string compressions analyzes each column segment every way first, and what it picks for
+# such text is both slower to write and bigger than zstd.
+JSON_TEXT_COLUMNS = ("resource", "attributes", "events", "links")
 
 
 @functools.cache
@@ -154,7 +158,8 @@ def ensure(con: duckdb.DuckDBPyConnection, *, view: bool = True) -> None:
     """Create ``span_rows``, ``span_files`` and (unless ``view`` is False: the caller defines it once it has added
     spans) the view if they are not there yet."""
     con.execute(schema.duckdb_ddl(ROWS_TABLE, schema.SPANS))
-    columns = [f"{name} {kind}" for name, kind in schema.SPANS] + [f"{n} {k}" for n, k in fact_types(con).items()]
+    columns = [f"{name} {kind}" + (" USING COMPRESSION zstd" if name in JSON_TEXT_COLUMNS else "")
+               for name, kind in schema.SPANS] + [f"{n} {k}" for n, k in fact_types(con).items()]
     con.execute(f"CREATE TABLE IF NOT EXISTS {FACTS_TABLE} ({', '.join(columns)})")
     con.execute(f"CREATE TABLE IF NOT EXISTS {FILES_TABLE} (path VARCHAR, has_source BOOLEAN)")
     if not view:
@@ -200,11 +205,11 @@ def count(con: duckdb.DuckDBPyConnection) -> int:
     """How many spans the view holds, from the files' footers and the table (counting the view itself would run
     span_facts.sql over every copied row of an older database)."""
     total = con.execute(f"SELECT (SELECT count(*) FROM {ROWS_TABLE}) + (SELECT count(*) FROM {FACTS_TABLE})"
-                        ).fetchone()[0]
+                        ).fetchall()[0][0]
     paths = [r[0] for r in con.execute(f"SELECT path FROM {FILES_TABLE}").fetchall()]
-    if paths:
+    if paths:  # fetchall: no result is left unfinished on ``con`` (a relation's reader may follow)
         total += con.execute(f"SELECT sum(num_rows) FROM parquet_file_metadata({sql_list(exact_list(paths))})"
-                             ).fetchone()[0]
+                             ).fetchall()[0][0]
     return int(total)
 
 
