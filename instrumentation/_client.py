@@ -32,6 +32,7 @@ from jitrace.instrumentation import _clock, _credentials, _safety, _settings, _s
 from jitrace.instrumentation import contract as c
 
 STATUS_DETAILS_KEY = _status_details.DETAILS_KEY
+_current_context, _SPAN_KEY, _SDK_SPANS = _span_attrs.current_context, _span_attrs.SPAN_KEY, _span_attrs.SDK_SPANS
 _finish_lock = threading.Lock()
 
 # When each target's next clock stamp is due (monotonic ns): one schedule per target for all its channels, so that
@@ -77,15 +78,19 @@ def begin(metadata: Metadata | None, credentials: object, method: str | bytes | 
     no client span to record on (then the call goes out untouched). ``channel_plugin``: the jitrace credentials the
     channel was made with, if any; ``target``: whose clock-stamp schedule the call follows (the channel's target).
     """
-    span = _span_attrs.current_span()
+    if isinstance(method, bytes):  # grpc.aio may hand the method over as bytes
+        method = method.decode("utf-8", "replace")
     # Only OpenTelemetry's client span of this very call (named after its method): anything else current here
     # (the caller's own span, when OpenTelemetry skips a call it filters out) is not ours to annotate.
-    if not span.is_recording() or getattr(span, "kind", None) is not SpanKind.CLIENT:
-        return None
-    if method is not None:
-        if isinstance(method, bytes):  # grpc.aio may hand the method over as bytes
-            method = method.decode("utf-8", "replace")
-        if getattr(span, "name", method) != method:
+    span = _current_context().get(_SPAN_KEY)
+    if type(span) in _SDK_SPANS:  # the SDK's span: its fields read, not its properties (see _span_attrs)
+        if span._end_time is not None or span._kind is not SpanKind.CLIENT or (  # noqa: SLF001
+                method is not None and span._name != method):  # noqa: SLF001
+            return None
+    else:
+        span = _span_attrs.current_span()
+        if not span.is_recording() or getattr(span, "kind", None) is not SpanKind.CLIENT or (
+                method is not None and getattr(span, "name", method) != method):
             return None
     now_ns = time.time_ns()  # when the call leaves: the stamp, and the token's age and ttl
     settings = _settings._current  # noqa: SLF001 - see _settings

@@ -25,6 +25,7 @@ from jitrace.instrumentation import _call_state, _patching, _safety, _span_attrs
 from jitrace.instrumentation import contract as c
 
 _METHODS = ("decode", "decode_complete")
+_SDK_SPANS = _span_attrs.SDK_SPANS  # spans whose fields are read directly (see _span_attrs)
 _inside: contextvars.ContextVar[bool] = contextvars.ContextVar("jitrace_jwt_decode", default=False)
 
 
@@ -55,7 +56,7 @@ def _record(state: _call_state.CallState, token: object, failure: BaseException 
             token = bytes(token).decode("latin-1") if isinstance(token, bytes | bytearray) else None
         number, wait = state.token_check(started_ns)
         span = state.span
-        if not span.is_recording():
+        if span._end_time is not None if type(span) in _SDK_SPANS else not span.is_recording():  # noqa: SLF001
             return
         # PyJWT read its clock somewhere between the two stamps. The ttl is taken at the stamp its verdict agrees
         # with: an expired token's at the end (ttl <= 0), any other at the start, so a check at the very instant of

@@ -21,6 +21,7 @@ from jitrace.instrumentation import contract as c
 from jitrace.instrumentation._settings import Settings
 
 Metadata = Sequence[tuple[str, str | bytes]]
+_current_context, _SPAN_KEY, _SDK_SPANS = _span_attrs.current_context, _span_attrs.SPAN_KEY, _span_attrs.SDK_SPANS
 _MAX_STAMP_CHARS = 24  # a nanosecond stamp has 19 digits; anything longer is not one
 _MAX_STAMP = 2**63 - 1  # span attributes are int64 on the wire (OTLP): a larger int would fail the whole export
 
@@ -55,9 +56,13 @@ class ServerCall(_call_state.CallState):
 
     @classmethod
     def begin(cls, metadata: Metadata | None, settings: Settings) -> ServerCall:
-        span: Span = _span_attrs.current_span()
         now_ns = time.time_ns()
-        start = getattr(span, "start_time", None)
+        span: Any = _current_context().get(_SPAN_KEY)
+        if type(span) in _SDK_SPANS:  # the SDK's span: its fields read, not its properties (see _span_attrs)
+            start, recording = span._start_time, span._end_time is None  # noqa: SLF001
+        else:
+            span = _span_attrs.current_span()
+            start, recording = getattr(span, "start_time", None), span.is_recording()
         arrival_ns = start if isinstance(start, int) and start > 0 else now_ns
         # one pass over the metadata for both values (the first of each); grpc hands servers lowercase keys
         key = settings.token_metadata_key
@@ -74,7 +79,7 @@ class ServerCall(_call_state.CallState):
         call.echo = call.peer_sent_ns is not None and settings.clock_stamps  # the client stamped: echo jit-clock
         call.first_check = None
         call._arrival_s = now_ns / 1e9
-        call._unwritten = span.is_recording()  # a sampled-out call still gets its echo, but no facts are worked out
+        call._unwritten = recording  # a sampled-out call still gets its echo, but no facts are worked out
         call._finished = False
         return call
 
