@@ -98,8 +98,17 @@ def begin(metadata: Metadata | None, credentials: object, method: str | bytes | 
     plugin = channel_plugin if credentials is None else _credentials.lookup(credentials) or channel_plugin
     static: Mapping[str, Any] | None = None  # a token's shared facts (written without a copy)
     if plugin is None:
-        static, attrs = _token.token_facts_split(_token.token_from_metadata(metadata, settings.token_metadata_key),
-                                                 now_ns / 1e9)
+        static, attrs = _token.ABSENT_FACTS, {}
+        key = settings.token_metadata_key
+        for k, v in metadata or ():
+            if k == key or k.lower() == key:  # the token's entry (the first; _token.metadata_value, inline)
+                _, static, iat, exp = _token.value_facts(v)
+                # its age and ttl as the call leaves (_token.aged, inline)
+                if iat is not None:
+                    attrs[c.TOKEN_AGE_S] = now_ns / 1e9 - iat
+                if exp is not None:
+                    attrs[c.TOKEN_TTL_S] = exp - now_ns / 1e9
+                break
     else:
         attrs = _credentials_facts(plugin, metadata, settings, now_ns)
     stamp = new_metadata = None

@@ -21,6 +21,7 @@ from jitrace.instrumentation import contract as c
 from jitrace.instrumentation._settings import Settings
 
 Metadata = Sequence[tuple[str, str | bytes]]
+_NO_TOKEN: _token.ValueFacts = (None, _token.ABSENT_FACTS, None, None)  # type: ignore[assignment]
 _current_context, _SPAN_KEY, _SDK_SPANS = _span_attrs.current_context, _span_attrs.SPAN_KEY, _span_attrs.SDK_SPANS
 _MAX_STAMP_CHARS = 24  # a nanosecond stamp has 19 digits; anything longer is not one
 _MAX_STAMP = 2**63 - 1  # span attributes are int64 on the wire (OTLP): a larger int would fail the whole export
@@ -51,7 +52,8 @@ class ServerCall(_call_state.CallState):
     so the order of the writes is the order of the facts.
     """
 
-    __slots__ = ("metadata", "echo", "peer_sent_ns", "first_check", "_arrival_s", "_unwritten", "_finished")
+    __slots__ = ("metadata", "echo", "peer_sent_ns", "first_check", "_arrival_s", "_unwritten", "_finished",
+                 "_token_facts")
     defers = True
 
     @classmethod
@@ -73,7 +75,9 @@ class ServerCall(_call_state.CallState):
                     token_raw = v
             elif k == c.METADATA_SENT_NS and sent_raw is None:
                 sent_raw = v
-        call = cls(span, arrival_ns, _token.bearer_token(token_raw) if token_raw is not None else None)
+        token, static, iat, exp = _token.value_facts(token_raw) if token_raw is not None else _NO_TOKEN
+        call = cls(span, arrival_ns, token, iat, exp)
+        call._token_facts = static  # the token's shared facts (age and ttl from token_iat and token_exp)
         call.metadata = metadata  # what the call arrived with, for the handler's context to hand out again
         call.peer_sent_ns = _stamp(sent_raw) if sent_raw is not None else None
         call.echo = call.peer_sent_ns is not None and settings.clock_stamps  # the client stamped: echo jit-clock
@@ -91,9 +95,13 @@ class ServerCall(_call_state.CallState):
         token = self.metadata_token
         if self._unwritten:  # the facts from arrival
             self._unwritten = False
-            # the token from metadata checked: its age and ttl at the check (else at arrival)
+            # the token from metadata checked: its age and ttl at the check (else at arrival; _token.aged, inline)
             at_s = check[1] if check is not None and check[2] else self._arrival_s
-            static, attrs = _token.token_facts_split(token, at_s)
+            static, attrs = self._token_facts, {}
+            if self.token_iat is not None:
+                attrs[c.TOKEN_AGE_S] = at_s - self.token_iat
+            if self.token_exp is not None:
+                attrs[c.TOKEN_TTL_S] = self.token_exp - at_s
             attrs[c.CLOCK_RECEIVED_NS] = self.arrival_ns
             if self.peer_sent_ns is not None:
                 attrs[c.CLOCK_PEER_SENT_NS] = self.peer_sent_ns
@@ -105,7 +113,7 @@ class ServerCall(_call_state.CallState):
             if attrs is None:
                 attrs = {}
                 if same:  # the arrival facts are on the span already: only the age and ttl at the check
-                    attrs.update(_token.token_facts_split(token, at_s)[1])
+                    attrs.update(_token.aged(self.token_iat, self.token_exp, at_s))
             if not same:  # another token than the metadata's: its facts over those
                 attrs.update(_token.token_facts(checked, at_s))
             attrs[c.TOKEN_VERDICT] = verdict
