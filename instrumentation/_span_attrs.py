@@ -90,6 +90,18 @@ def set_attributes(span: Any, attrs: Mapping[str, Any], *, clean: bool = False,
     finite float values (what jitrace builds from parsed and capped facts: :func:`._token.token_facts`, stamps,
     verdicts); the per-value check is then skipped unless the span has a value-length limit. ``base``: attributes
     written first (a token's shared facts, stored without being copied)."""
+    if clean and type(span) in SDK_SPANS:  # jitrace's own facts on the SDK's span (the per-call case): in short
+        bounded = span._attributes  # noqa: SLF001 - see the module docstring
+        if type(bounded) is BoundedAttributes and bounded.max_value_len is None and (
+                bounded.maxlen is None or len(bounded._dict) + len(attrs) + (len(base) if base else 0)  # noqa: SLF001
+                <= bounded.maxlen):
+            with span._lock:  # noqa: SLF001
+                if span._end_time is None and not bounded._immutable:  # noqa: SLF001
+                    with bounded._lock:  # noqa: SLF001
+                        if base:
+                            bounded._dict.update(base)  # noqa: SLF001
+                        bounded._dict.update(attrs)  # noqa: SLF001
+                    return
     if getattr(type(span), "set_attributes", None) is not _SDK_SET or not (attrs or base):
         _sdk_set(span, attrs, base)  # not the SDK's span (or one that overrides it): its own rules
         return

@@ -6,6 +6,7 @@ import string
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext
 
@@ -18,7 +19,11 @@ _values = st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(a
 
 def _pair(limits: SpanLimits):
     tracer = TracerProvider(span_limits=limits).get_tracer("test")
-    return tracer.start_span("sdk"), tracer.start_span("jitrace")
+    sdk, ours = tracer.start_span("sdk"), tracer.start_span("jitrace")
+    with trace.use_span(ours):  # its class known as the SDK's own, as on the per-call paths (SDK_SPANS)
+        assert _span_attrs.current_span() is ours
+    assert type(ours) in _span_attrs.SDK_SPANS
+    return sdk, ours
 
 
 def _same_as_the_sdk(first: dict, second: dict, max_attributes: int | None, max_length: int | None,
