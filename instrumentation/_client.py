@@ -299,9 +299,16 @@ class _UnaryResponse(_Multicallable):
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                  credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
-        pending, metadata = _start(metadata, credentials, self._method, self._plugin, self._target)
-        if pending is None:
+        try:  # _start, inline: the blocking unary call is the most common
+            started = begin(metadata, credentials, self._method, self._plugin, self._target)
+        except Exception:  # noqa: BLE001 - nothing of ours may fail a call
+            _safety.count("client_interceptor")
+            started = None
+        if started is None:
             return self._base(request, timeout, metadata, credentials, wait_for_ready, compression)
+        pending, new_metadata = started
+        if new_metadata is not None:
+            metadata = new_metadata
         if pending.sent_ns is None:
             # no clock stamp: a reply that succeeds has nothing to record, and a failure raises with its trailing
             # metadata, so grpc's plain call does (with_call would build a call object for nothing)

@@ -300,7 +300,14 @@ def wrap_sync(behavior: Callable[..., Any], response_streaming: bool,
         return stream
 
     def unary(request: Any, context: Any) -> Any:
-        call, token, ctx = start(context, wrap_context)
+        try:  # start(), inline: the unary call is the most common
+            settings = _settings._current  # noqa: SLF001 - see _settings
+            call = ServerCall.begin(context.invocation_metadata(), settings) if settings.enabled else None
+            if call is not None:
+                token, ctx = _activate(call), wrap_context(context, call)
+        except Exception:  # noqa: BLE001 - nothing of ours may fail a call
+            _safety.count("server_interceptor")
+            call = None
         if call is None:
             return behavior(request, context)
         try:
