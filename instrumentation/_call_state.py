@@ -57,12 +57,15 @@ class CallState:
     def token_check(self, started_ns: int) -> tuple[int, dict[str, float]]:
         """A token check started at ``started_ns``: its number in this call (1 for the first) and what
         :meth:`mark_check` returns, under one lock."""
-        with _lock:
+        _lock.acquire()  # rather than ``with``: the same, in fewer steps (this runs on every check)
+        try:
             self.checks += 1
             number = self.checks
             if self.first_check_ns is not None and self.first_check_ns <= started_ns:
                 return number, {}
             self.first_check_ns = started_ns
+        finally:
+            _lock.release()
         return number, {c.AUTH_WAIT_S: max(0.0, (started_ns - self.arrival_ns) / 1e9)}
 
     def flush(self) -> None:
