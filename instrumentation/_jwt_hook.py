@@ -48,7 +48,8 @@ def verdict_of(exc: BaseException | None) -> str:
 
 def _record(state: _call_state.CallState, token: object, failure: BaseException | None, started_ns: int,
             ended_ns: int) -> None:
-    """Record one check; never raises (a failure of jitrace's is counted)."""
+    """Record one check; never raises (a failure of jitrace's is counted). ``ended_ns``: when a failed check ended
+    (for a valid one, its start: the end is not used)."""
     # try/except rather than _safety.guarded: this runs on every verified call
     try:
         verdict = c.VERDICT_VALID if failure is None else verdict_of(failure)
@@ -120,7 +121,11 @@ def _decode(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dic
         failure = exc
         raise  # PyJWT's own exception, unchanged
     finally:
-        if failure is None or isinstance(failure, Exception):  # not an interrupt (KeyboardInterrupt...)
+        # not an interrupt (KeyboardInterrupt...); the clock read again only for a failure (only an expired
+        # verdict's ttl is taken at the end: see _record)
+        if failure is None:
+            _record(state, token, None, started_ns, started_ns)
+        elif isinstance(failure, Exception):
             _record(state, token, failure, started_ns, time.time_ns())
 
 
