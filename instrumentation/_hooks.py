@@ -100,7 +100,7 @@ def _with_interceptors(args: tuple, kwargs: dict, params: tuple[int, tuple[str, 
 def _with_handlers(args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
     """``grpc.server``'s arguments with its handlers wrapped, when its only interceptors are OpenTelemetry's (see
     the module's docstring); None when jitrace joins it with an interceptor instead."""
-    if _SERVER_CLASS is None:
+    if _SERVER_CLASS is None or not hasattr(_SERVER_CLASS, "add_generic_rpc_handlers"):
         return None
     try:
         keywords = _as_keywords(args, kwargs, _SERVER_HANDLER_PARAMS)
@@ -248,9 +248,11 @@ _CLIENT_PATCHES = (
 _SERVER_PATCHES = (
     (grpc, "server", _sync_server, False),
     (grpc.aio, "server", _aio_server, False),
-    *(((_SERVER_CLASS, "add_generic_rpc_handlers", _add_generic_rpc_handlers, False),
-       (_SERVER_CLASS, "add_registered_method_handlers", _add_registered_method_handlers, False))
-      if _SERVER_CLASS is not None else ()),
+    # the sync server's handler registrations (add_registered_method_handlers is grpc >= 1.62's)
+    *((_SERVER_CLASS, name, wrapper, False)
+      for name, wrapper in (("add_generic_rpc_handlers", _add_generic_rpc_handlers),
+                            ("add_registered_method_handlers", _add_registered_method_handlers))
+      if _SERVER_CLASS is not None and hasattr(_SERVER_CLASS, name)),
 )
 
 
