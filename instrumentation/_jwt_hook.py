@@ -114,19 +114,14 @@ def _decode(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dic
         return wrapped(*args, **kwargs)  # a peek without verification: no check
     token = args[0] if args else kwargs.get("jwt")
     started_ns = time.time_ns()
-    failure: BaseException | None = None
     try:
-        return wrapped(*args, **kwargs)
-    except BaseException as exc:
-        failure = exc
+        decoded = wrapped(*args, **kwargs)
+    except Exception as exc:  # not an interrupt (KeyboardInterrupt...): that goes on unrecorded
+        # the clock read again only for a failure: only an expired verdict's ttl is taken at the end (see _record)
+        _record(state, token, exc, started_ns, time.time_ns())
         raise  # PyJWT's own exception, unchanged
-    finally:
-        # not an interrupt (KeyboardInterrupt...); the clock read again only for a failure (only an expired
-        # verdict's ttl is taken at the end: see _record)
-        if failure is None:
-            _record(state, token, None, started_ns, started_ns)
-        elif isinstance(failure, Exception):
-            _record(state, token, failure, started_ns, time.time_ns())
+    _record(state, token, None, started_ns, started_ns)
+    return decoded
 
 
 def _decode_nested(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
