@@ -133,6 +133,7 @@ def test_value_facts_are_the_token_facts_of_the_value(monkeypatch):
         assert found == token and (iat, exp) == (1_000, 2_000)
         assert {**static, **_token.aged(iat, exp, 1_500)} == _token.token_facts(token, now_s=1_500)
         assert _token.value_facts(value)[1] is static  # kept
+        assert _token.value_facts(value[:1] + value[1:])[1] is static  # an equal value, a new object (servers')
     assert _token.value_facts("  ") == ("", _token.ABSENT_FACTS, None, None)
     oversized = "Bearer " + "x" * (8192 + 1)
     before = _safety.failure_counts().get("token_too_large", 0)
