@@ -211,10 +211,13 @@ def _add_generic_rpc_handlers(wrapped: Callable[..., Any], instance: Any, args: 
     if instance in _handler_servers and len(args) + len(kwargs) == 1:
         from jitrace.instrumentation import _server
 
-        if args:
-            args = (_server.wrap_generic_handlers(args[0]),)
-        elif "generic_rpc_handlers" in kwargs:
-            kwargs = {"generic_rpc_handlers": _server.wrap_generic_handlers(kwargs["generic_rpc_handlers"])}
+        try:
+            if args:
+                args = (_server.wrap_generic_handlers(args[0]),)
+            elif "generic_rpc_handlers" in kwargs:
+                kwargs = {"generic_rpc_handlers": _server.wrap_generic_handlers(kwargs["generic_rpc_handlers"])}
+        except Exception:  # noqa: BLE001 - not an iterable of handlers: grpc will say so, not us
+            _safety.count("hook")
     return wrapped(*args, **kwargs)
 
 

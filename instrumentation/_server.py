@@ -6,9 +6,9 @@ thread-pool thread, so jitrace does its work inside that invocation, where OpenT
 OpenTelemetry's, when the server has interceptors of the service's own (they then run inside jitrace's work, as
 placed); on a server whose only interceptors are OpenTelemetry's, the handlers themselves, wrapped when they are
 registered (:func:`wrap_generic_handlers`, :func:`wrap_method_handlers`), which adds no level to grpc's
-interceptor pipeline and, for grpc's own dictionary handlers and registered methods, no step at all per call. What
-it records and
-echoes is the shared core's (:mod:`._server_call`); what is sync is the handler's context, whose
+interceptor pipeline and, for grpc's own dictionary handlers and registered methods, no step at all per call.
+
+What it records and echoes is the shared core's (:mod:`._server_call`); what is sync is the handler's context, whose
 ``abort_with_status`` goes through ``abort`` so that OpenTelemetry records the code and jitrace's echo joins the
 status's metadata when the call unwinds. Everything jitrace does is guarded: its own failure is counted and the
 call goes on exactly as without it.

@@ -114,3 +114,15 @@ def test_a_generic_handler_that_fails_or_finds_nothing_is_served_as_grpc_would()
     odd = object()
     (wrapped,) = _server.wrap_generic_handlers([Odd(odd)])
     assert wrapped.service(None) is odd
+
+
+def test_registering_what_grpc_refuses_fails_as_it_would_without_jitrace(otel):
+    """Not an iterable of handlers, not a mapping of method handlers: grpc's own error, jitrace's counted."""
+    server = grpc.server(None)
+    try:
+        with pytest.raises(TypeError):
+            server.add_generic_rpc_handlers(42)
+        with pytest.raises((TypeError, AttributeError)):
+            server.add_registered_method_handlers(svc.SERVICE, 42)
+    finally:
+        server.stop(None)
