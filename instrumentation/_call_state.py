@@ -57,13 +57,17 @@ class CallState:
     def token_check(self, started_ns: int) -> tuple[int, dict[str, float]]:
         """A token check started at ``started_ns``: its number in this call (1 for the first) and what
         :meth:`mark_check` returns, under one lock."""
-        with _lock:
+        _lock.acquire()  # rather than ``with``: the same, in fewer steps (this runs on every check)
+        try:
             self.checks += 1
             number = self.checks
             if self.first_check_ns is not None and self.first_check_ns <= started_ns:
                 return number, {}
             self.first_check_ns = started_ns
-        return number, {c.AUTH_WAIT_S: max(0.0, (started_ns - self.arrival_ns) / 1e9)}
+        finally:
+            _lock.release()
+        wait_s = (started_ns - self.arrival_ns) / 1e9
+        return number, {c.AUTH_WAIT_S: wait_s if wait_s > 0.0 else 0.0}  # max(0.0, wait_s), without the call
 
     def flush(self) -> None:
         """Put on the span what is kept for it: nothing here (see the class's docstring)."""

@@ -32,6 +32,7 @@ from jitrace.instrumentation import _clock, _credentials, _safety, _settings, _s
 from jitrace.instrumentation import contract as c
 
 STATUS_DETAILS_KEY = _status_details.DETAILS_KEY
+_current_context, _SPAN_KEY, _SDK_SPANS = _span_attrs.current_context, _span_attrs.SPAN_KEY, _span_attrs.SDK_SPANS
 _finish_lock = threading.Lock()
 
 # When each target's next clock stamp is due (monotonic ns): one schedule per target for all its channels, so that
@@ -77,15 +78,19 @@ def begin(metadata: Metadata | None, credentials: object, method: str | bytes | 
     no client span to record on (then the call goes out untouched). ``channel_plugin``: the jitrace credentials the
     channel was made with, if any; ``target``: whose clock-stamp schedule the call follows (the channel's target).
     """
-    span = _span_attrs.current_span()
+    if isinstance(method, bytes):  # grpc.aio may hand the method over as bytes
+        method = method.decode("utf-8", "replace")
     # Only OpenTelemetry's client span of this very call (named after its method): anything else current here
     # (the caller's own span, when OpenTelemetry skips a call it filters out) is not ours to annotate.
-    if not span.is_recording() or getattr(span, "kind", None) is not SpanKind.CLIENT:
-        return None
-    if method is not None:
-        if isinstance(method, bytes):  # grpc.aio may hand the method over as bytes
-            method = method.decode("utf-8", "replace")
-        if getattr(span, "name", method) != method:
+    span = _current_context().get(_SPAN_KEY)
+    if type(span) in _SDK_SPANS:  # the SDK's span: its fields read, not its properties (see _span_attrs)
+        if span._end_time is not None or span._kind is not SpanKind.CLIENT or (  # noqa: SLF001
+                method is not None and span._name != method):  # noqa: SLF001
+            return None
+    else:
+        span = _span_attrs.current_span()
+        if not span.is_recording() or getattr(span, "kind", None) is not SpanKind.CLIENT or (
+                method is not None and getattr(span, "name", method) != method):
             return None
     now_ns = time.time_ns()  # when the call leaves: the stamp, and the token's age and ttl
     settings = _settings._current  # noqa: SLF001 - see _settings
@@ -93,8 +98,17 @@ def begin(metadata: Metadata | None, credentials: object, method: str | bytes | 
     plugin = channel_plugin if credentials is None else _credentials.lookup(credentials) or channel_plugin
     static: Mapping[str, Any] | None = None  # a token's shared facts (written without a copy)
     if plugin is None:
-        static, attrs = _token.token_facts_split(_token.token_from_metadata(metadata, settings.token_metadata_key),
-                                                 now_ns / 1e9)
+        static, attrs = _token.ABSENT_FACTS, {}
+        key = settings.token_metadata_key
+        for k, v in metadata or ():
+            if k == key or k.lower() == key:  # the token's entry (the first; _token.metadata_value, inline)
+                _, static, iat, exp = _token.value_facts(v)
+                # its age and ttl as the call leaves (_token.aged, inline)
+                if iat is not None:
+                    attrs[c.TOKEN_AGE_S] = now_ns / 1e9 - iat
+                if exp is not None:
+                    attrs[c.TOKEN_TTL_S] = exp - now_ns / 1e9
+                break
     else:
         attrs = _credentials_facts(plugin, metadata, settings, now_ns)
     stamp = new_metadata = None
@@ -285,9 +299,16 @@ class _UnaryResponse(_Multicallable):
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None,
                  credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
-        pending, metadata = _start(metadata, credentials, self._method, self._plugin, self._target)
-        if pending is None:
+        try:  # _start, inline: the blocking unary call is the most common
+            started = begin(metadata, credentials, self._method, self._plugin, self._target)
+        except Exception:  # noqa: BLE001 - nothing of ours may fail a call
+            _safety.count("client_interceptor")
+            started = None
+        if started is None:
             return self._base(request, timeout, metadata, credentials, wait_for_ready, compression)
+        pending, new_metadata = started
+        if new_metadata is not None:
+            metadata = new_metadata
         if pending.sent_ns is None:
             # no clock stamp: a reply that succeeds has nothing to record, and a failure raises with its trailing
             # metadata, so grpc's plain call does (with_call would build a call object for nothing)

@@ -25,6 +25,7 @@ from jitrace.instrumentation import _call_state, _patching, _safety, _span_attrs
 from jitrace.instrumentation import contract as c
 
 _METHODS = ("decode", "decode_complete")
+_SDK_SPANS = _span_attrs.SDK_SPANS  # spans whose fields are read directly (see _span_attrs)
 _inside: contextvars.ContextVar[bool] = contextvars.ContextVar("jitrace_jwt_decode", default=False)
 
 
@@ -47,7 +48,8 @@ def verdict_of(exc: BaseException | None) -> str:
 
 def _record(state: _call_state.CallState, token: object, failure: BaseException | None, started_ns: int,
             ended_ns: int) -> None:
-    """Record one check; never raises (a failure of jitrace's is counted)."""
+    """Record one check; never raises (a failure of jitrace's is counted). ``ended_ns``: when a failed check ended
+    (for a valid one, its start: the end is not used)."""
     # try/except rather than _safety.guarded: this runs on every verified call
     try:
         verdict = c.VERDICT_VALID if failure is None else verdict_of(failure)
@@ -55,7 +57,7 @@ def _record(state: _call_state.CallState, token: object, failure: BaseException 
             token = bytes(token).decode("latin-1") if isinstance(token, bytes | bytearray) else None
         number, wait = state.token_check(started_ns)
         span = state.span
-        if not span.is_recording():
+        if span._end_time is not None if type(span) in _SDK_SPANS else not span.is_recording():  # noqa: SLF001
             return
         # PyJWT read its clock somewhere between the two stamps. The ttl is taken at the stamp its verdict agrees
         # with: an expired token's at the end (ttl <= 0), any other at the start, so a check at the very instant of
@@ -112,15 +114,14 @@ def _decode(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dic
         return wrapped(*args, **kwargs)  # a peek without verification: no check
     token = args[0] if args else kwargs.get("jwt")
     started_ns = time.time_ns()
-    failure: BaseException | None = None
     try:
-        return wrapped(*args, **kwargs)
-    except BaseException as exc:
-        failure = exc
+        decoded = wrapped(*args, **kwargs)
+    except Exception as exc:  # not an interrupt (KeyboardInterrupt...): that goes on unrecorded
+        # the clock read again only for a failure: only an expired verdict's ttl is taken at the end (see _record)
+        _record(state, token, exc, started_ns, time.time_ns())
         raise  # PyJWT's own exception, unchanged
-    finally:
-        if failure is None or isinstance(failure, Exception):  # not an interrupt (KeyboardInterrupt...)
-            _record(state, token, failure, started_ns, time.time_ns())
+    _record(state, token, None, started_ns, started_ns)
+    return decoded
 
 
 def _decode_nested(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:

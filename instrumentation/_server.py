@@ -1,9 +1,14 @@
-"""The sync gRPC server interceptor: jit.* facts on OpenTelemetry's server span, clock stamps echoed to the client.
+"""The sync gRPC server: jit.* facts on OpenTelemetry's server span, clock stamps echoed to the client.
 
-It must sit right after OpenTelemetry's interceptor (the instrumentor places it there): OpenTelemetry starts its span
-when the handler is *invoked*, on a thread-pool thread, so jitrace wraps the handler's behaviour and does its work
-inside that invocation, where OpenTelemetry's span is current (docs/contract.md, Pitfalls). What it records and
-echoes is the shared core's (:mod:`._server_call`); what is sync is the handler's context, whose
+jitrace wraps each method handler's behaviour: OpenTelemetry starts its span when the handler is *invoked*, on a
+thread-pool thread, so jitrace does its work inside that invocation, where OpenTelemetry's span is current
+(docs/contract.md, Pitfalls). Two ways in, the same wrapped handler: an interceptor placed right after
+OpenTelemetry's, when the server has interceptors of the service's own (they then run inside jitrace's work, as
+placed); on a server whose only interceptors are OpenTelemetry's, the handlers themselves, wrapped when they are
+registered (:func:`wrap_generic_handlers`, :func:`wrap_method_handlers`), which adds no level to grpc's
+interceptor pipeline and, for grpc's own dictionary handlers and registered methods, no step at all per call.
+
+What it records and echoes is the shared core's (:mod:`._server_call`); what is sync is the handler's context, whose
 ``abort_with_status`` goes through ``abort`` so that OpenTelemetry records the code and jitrace's echo joins the
 status's metadata when the call unwinds. Everything jitrace does is guarded: its own failure is counted and the
 call goes on exactly as without it.
@@ -11,10 +16,16 @@ call goes on exactly as without it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
+
+try:  # grpc's own dictionary handler (grpc.method_handlers_generic_handler): rebuilt with its handlers wrapped
+    from grpc._utilities import DictionaryGenericHandler
+except ImportError:  # pragma: no cover - another grpc: every generic handler is wrapped as any other
+    DictionaryGenericHandler = None
 
 from jitrace.instrumentation import _safety, _server_call, _settings
 from jitrace.instrumentation._server_call import Forwarding, Metadata, ServerCall, wrap_handler, wrap_sync
@@ -91,6 +102,66 @@ class JitraceServerInterceptor(grpc.ServerInterceptor):
 
 
 _sync_wrapped = _server_call.handler_cache(_wrap_behavior)
+
+
+def _wrapped_handler(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
+    """``handler`` wrapped (built once per handler); an odd handler is served as it is (counted)."""
+    try:
+        return wrap_handler(handler, _wrap_behavior)
+    except Exception:  # noqa: BLE001
+        _safety.count("server_interceptor")
+        return handler
+
+
+class _GenericHandler(grpc.GenericRpcHandler):
+    """A service's generic handler whose method handlers come out wrapped; anything else is looked up on it."""
+
+    __slots__ = ("_handler",)
+
+    def __init__(self, handler: grpc.GenericRpcHandler) -> None:
+        self._handler = handler
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_handler":  # not set yet (a copy being made): not to be looked up on itself
+            raise AttributeError(name)
+        return getattr(self._handler, name)
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = self._handler.service(handler_call_details)
+        hit = _sync_wrapped.get(id(handler))  # the look-up of wrap_handler, inline: this runs on every call
+        if hit is not None and hit[0] is handler:
+            return hit[1]
+        return None if handler is None else _wrapped_handler(handler)
+
+
+def _wrap_generic(handler: Any) -> Any:
+    """grpc's dictionary handler (``method_handlers_generic_handler``): a copy holding the wrapped handlers, so a
+    call costs what it did; any other generic handler: a :class:`_GenericHandler` around it."""
+    if DictionaryGenericHandler is not None and type(handler) is DictionaryGenericHandler and \
+            type(getattr(handler, "_method_handlers", None)) is dict:
+        rebuilt = copy.copy(handler)
+        rebuilt._method_handlers = {method: _wrapped_handler(h)  # noqa: SLF001 - grpc's own class, checked
+                                    for method, h in handler._method_handlers.items()}  # noqa: SLF001
+        return rebuilt
+    return _GenericHandler(handler)
+
+
+def wrap_generic_handlers(handlers: Iterable[Any]) -> tuple[Any, ...]:
+    """A server's generic handlers (``grpc.server(handlers=...)``, ``add_generic_rpc_handlers``), their method
+    handlers wrapped; those that cannot be are kept as they are (counted)."""
+    wrapped = []
+    for handler in handlers:
+        try:
+            wrapped.append(_wrap_generic(handler))
+        except Exception:  # noqa: BLE001 - a service must start even if jitrace cannot join it
+            _safety.count("server_interceptor")
+            wrapped.append(handler)
+    return tuple(wrapped)
+
+
+def wrap_method_handlers(method_handlers: Mapping[str, Any]) -> dict[str, Any]:
+    """A service's registered method handlers (``add_registered_method_handlers``), wrapped."""
+    return {method: _wrapped_handler(handler) for method, handler in method_handlers.items()}
 
 
 def server_interceptor(settings: Settings | None = None) -> JitraceServerInterceptor:

@@ -21,6 +21,8 @@ from jitrace.instrumentation import contract as c
 from jitrace.instrumentation._settings import Settings
 
 Metadata = Sequence[tuple[str, str | bytes]]
+_NO_TOKEN: _token.ValueFacts = (None, _token.ABSENT_FACTS, None, None)  # type: ignore[assignment]
+_current_context, _SPAN_KEY, _SDK_SPANS = _span_attrs.current_context, _span_attrs.SPAN_KEY, _span_attrs.SDK_SPANS
 _MAX_STAMP_CHARS = 24  # a nanosecond stamp has 19 digits; anything longer is not one
 _MAX_STAMP = 2**63 - 1  # span attributes are int64 on the wire (OTLP): a larger int would fail the whole export
 
@@ -50,14 +52,19 @@ class ServerCall(_call_state.CallState):
     so the order of the writes is the order of the facts.
     """
 
-    __slots__ = ("metadata", "echo", "peer_sent_ns", "first_check", "_arrival_s", "_unwritten", "_finished")
+    __slots__ = ("metadata", "echo", "peer_sent_ns", "first_check", "_arrival_s", "_unwritten", "_finished",
+                 "_token_facts")
     defers = True
 
     @classmethod
     def begin(cls, metadata: Metadata | None, settings: Settings) -> ServerCall:
-        span: Span = _span_attrs.current_span()
         now_ns = time.time_ns()
-        start = getattr(span, "start_time", None)
+        span: Any = _current_context().get(_SPAN_KEY)
+        if type(span) in _SDK_SPANS:  # the SDK's span: its fields read, not its properties (see _span_attrs)
+            start, recording = span._start_time, span._end_time is None  # noqa: SLF001
+        else:
+            span = _span_attrs.current_span()
+            start, recording = getattr(span, "start_time", None), span.is_recording()
         arrival_ns = start if isinstance(start, int) and start > 0 else now_ns
         # one pass over the metadata for both values (the first of each); grpc hands servers lowercase keys
         key = settings.token_metadata_key
@@ -68,13 +75,15 @@ class ServerCall(_call_state.CallState):
                     token_raw = v
             elif k == c.METADATA_SENT_NS and sent_raw is None:
                 sent_raw = v
-        call = cls(span, arrival_ns, _token.bearer_token(token_raw) if token_raw is not None else None)
+        token, static, iat, exp = _token.value_facts(token_raw) if token_raw is not None else _NO_TOKEN
+        call = cls(span, arrival_ns, token, iat, exp)
+        call._token_facts = static  # the token's shared facts (age and ttl from token_iat and token_exp)
         call.metadata = metadata  # what the call arrived with, for the handler's context to hand out again
         call.peer_sent_ns = _stamp(sent_raw) if sent_raw is not None else None
         call.echo = call.peer_sent_ns is not None and settings.clock_stamps  # the client stamped: echo jit-clock
         call.first_check = None
         call._arrival_s = now_ns / 1e9
-        call._unwritten = span.is_recording()  # a sampled-out call still gets its echo, but no facts are worked out
+        call._unwritten = recording  # a sampled-out call still gets its echo, but no facts are worked out
         call._finished = False
         return call
 
@@ -86,9 +95,13 @@ class ServerCall(_call_state.CallState):
         token = self.metadata_token
         if self._unwritten:  # the facts from arrival
             self._unwritten = False
-            # the token from metadata checked: its age and ttl at the check (else at arrival)
+            # the token from metadata checked: its age and ttl at the check (else at arrival; _token.aged, inline)
             at_s = check[1] if check is not None and check[2] else self._arrival_s
-            static, attrs = _token.token_facts_split(token, at_s)
+            static, attrs = self._token_facts, {}
+            if self.token_iat is not None:
+                attrs[c.TOKEN_AGE_S] = at_s - self.token_iat
+            if self.token_exp is not None:
+                attrs[c.TOKEN_TTL_S] = self.token_exp - at_s
             attrs[c.CLOCK_RECEIVED_NS] = self.arrival_ns
             if self.peer_sent_ns is not None:
                 attrs[c.CLOCK_PEER_SENT_NS] = self.peer_sent_ns
@@ -100,7 +113,7 @@ class ServerCall(_call_state.CallState):
             if attrs is None:
                 attrs = {}
                 if same:  # the arrival facts are on the span already: only the age and ttl at the check
-                    attrs.update(_token.token_facts_split(token, at_s)[1])
+                    attrs.update(_token.aged(self.token_iat, self.token_exp, at_s))
             if not same:  # another token than the metadata's: its facts over those
                 attrs.update(_token.token_facts(checked, at_s))
             attrs[c.TOKEN_VERDICT] = verdict
@@ -287,7 +300,14 @@ def wrap_sync(behavior: Callable[..., Any], response_streaming: bool,
         return stream
 
     def unary(request: Any, context: Any) -> Any:
-        call, token, ctx = start(context, wrap_context)
+        try:  # start(), inline: the unary call is the most common
+            settings = _settings._current  # noqa: SLF001 - see _settings
+            call = ServerCall.begin(context.invocation_metadata(), settings) if settings.enabled else None
+            if call is not None:
+                token, ctx = _activate(call), wrap_context(context, call)
+        except Exception:  # noqa: BLE001 - nothing of ours may fail a call
+            _safety.count("server_interceptor")
+            call = None
         if call is None:
             return behavior(request, context)
         try:

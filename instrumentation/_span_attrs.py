@@ -1,5 +1,6 @@
 """Setting jitrace's attributes on a span: the SDK's ``set_attributes`` result, at a fraction of its cost (and the
-current span, as ``trace.get_current_span`` finds it, in fewer calls: :func:`current_span`).
+current span, as ``trace.get_current_span`` finds it, in fewer calls: :func:`current_span`, or none on the per-call
+paths: :data:`current_context` and :data:`SDK_SPANS`).
 
 The SDK validates every value it is given (a recursive type walk per attribute, under two locks): for the 15-20
 attributes jitrace sets per call that was about a third of jitrace's cost per call. jitrace's values are already
@@ -11,6 +12,7 @@ span limit that would apply, a value of another type) goes through ``span.set_at
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +29,33 @@ try:  # the context key the API keeps the current span under
     from opentelemetry.trace.propagation import _SPAN_KEY
 except ImportError:  # pragma: no cover - another API version: trace.get_current_span only
     _SPAN_KEY = None
+try:
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+except ImportError:  # pragma: no cover
+    ContextVarsRuntimeContext = None  # type: ignore[assignment,misc]
 _SPAN_TYPES: set[type] = set()  # classes of spans trace.get_current_span has returned as they were
+# Of those, the SDK's own span classes (``sdk.trace.Span`` with its own name, kind, start_time, is_recording and
+# set_attributes): the per-call paths read such a span's fields (``_name``, ``_kind``, ``_start_time``,
+# ``_end_time``) where the properties would each be a call.
+SDK_SPANS: set[type] = set()
+_SDK_OWN = ("name", "kind", "start_time", "is_recording", "set_attributes")
+SPAN_KEY: Any = _SPAN_KEY if _SPAN_KEY is not None else object()  # a key no context holds: current_span decides
+
+
+def _context_getter() -> Any:
+    """``opentelemetry.context.get_current`` without its two calls: the runtime context's own ``ContextVar.get`` when
+    it is the API's default (contextvars) runtime context, else the API's function."""
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    var = getattr(runtime, "_current_context", None)
+    if ContextVarsRuntimeContext is not None and type(runtime) is ContextVarsRuntimeContext and \
+            isinstance(var, contextvars.ContextVar):
+        return var.get
+    return otel_context.get_current
+
+
+# The current context, in no Python call: ``current_context().get(SPAN_KEY)`` is the current span when its class is
+# in SDK_SPANS (else :func:`current_span` decides).
+current_context = _context_getter()
 
 _CLEAN = (bool, int, float)
 # The SDK's spans are instances of a private subclass of ``sdk.trace.Span``: what matters is that they store
@@ -45,7 +73,11 @@ def current_span() -> Any:
             return span
         found = trace.get_current_span()
         if found is span and len(_SPAN_TYPES) < 16:
-            _SPAN_TYPES.add(type(span))
+            kind = type(span)
+            _SPAN_TYPES.add(kind)
+            if SdkSpan is not None and issubclass(kind, SdkSpan) and \
+                    all(getattr(kind, name, None) is getattr(SdkSpan, name) for name in _SDK_OWN):
+                SDK_SPANS.add(kind)
         return found
     return trace.get_current_span()
 
@@ -58,6 +90,26 @@ def set_attributes(span: Any, attrs: Mapping[str, Any], *, clean: bool = False,
     finite float values (what jitrace builds from parsed and capped facts: :func:`._token.token_facts`, stamps,
     verdicts); the per-value check is then skipped unless the span has a value-length limit. ``base``: attributes
     written first (a token's shared facts, stored without being copied)."""
+    if clean and type(span) in SDK_SPANS:  # jitrace's own facts on the SDK's span (the per-call case): in short
+        bounded = span._attributes  # noqa: SLF001 - see the module docstring
+        if type(bounded) is BoundedAttributes and bounded.max_value_len is None and (
+                bounded.maxlen is None or len(bounded._dict) + len(attrs) + (len(base) if base else 0)  # noqa: SLF001
+                <= bounded.maxlen):
+            # Under the span's lock, which every SDK write of a span's attributes holds (set_attribute,
+            # set_attributes) and end() too: so nothing is written after the span ended, and no write of the SDK's
+            # runs meanwhile. BoundedAttributes' own lock is not taken: what it guards besides (eviction and its
+            # count) does not happen here, and each update is one step of C that no reader can see half done.
+            # acquire/release rather than ``with``: the same, in fewer steps (this runs twice per call).
+            lock = span._lock  # noqa: SLF001
+            lock.acquire()
+            try:
+                if span._end_time is None and not bounded._immutable:  # noqa: SLF001
+                    if base:
+                        bounded._dict.update(base)  # noqa: SLF001
+                    bounded._dict.update(attrs)  # noqa: SLF001
+                    return
+            finally:
+                lock.release()
     if getattr(type(span), "set_attributes", None) is not _SDK_SET or not (attrs or base):
         _sdk_set(span, attrs, base)  # not the SDK's span (or one that overrides it): its own rules
         return

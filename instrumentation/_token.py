@@ -25,35 +25,18 @@ AttributeValue = str | bool | int | float | Sequence[str]
 GRANT_CLAIMS = {"grant_id": c.GRANT_ID, "grant_start": c.GRANT_START, "grant_end": c.GRANT_END}
 
 
-def token_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None, key: str | None = None) -> str | None:
-    """The bearer token in call metadata (``authorization: Bearer <jwt>`` or a bare value), else None."""
-    if not metadata:
-        return None
-    key = key or _settings.get().token_metadata_key
-    for k, v in metadata:
+def metadata_value(metadata: Sequence[tuple[str, str | bytes]] | None, key: str) -> str | bytes | None:
+    """The value of ``key`` in call metadata (the first; a key in any case), else None."""
+    for k, v in metadata or ():
         if k == key or k.lower() == key:
-            return bearer_token(v)
+            return v
     return None
 
 
-# Metadata value -> its token, for a client that sends the same value object call after call: the token then comes
-# back as the same string object, whose hash Python keeps, so the facts' look-up below costs no hashing of the token.
-_BEARERS_MAX = 256
-_BEARER_SLACK = 64  # "Bearer " and surrounding spaces
-_bearers: dict[str | bytes, str] = {}
-
-
-def bearer_token(value: str | bytes) -> str:
-    """:func:`bearer_value`, remembered per metadata value (bounded like the facts; values longer than a token
-    jitrace would parse are not kept)."""
-    token = _bearers.get(value)
-    if token is None:
-        token = bearer_value(value)
-        if len(value) <= _settings.get().max_token_bytes + _BEARER_SLACK:
-            if len(_bearers) >= _BEARERS_MAX:
-                _bearers.clear()
-            _bearers[value] = token
-    return token
+def token_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None, key: str | None = None) -> str | None:
+    """The bearer token in call metadata (``authorization: Bearer <jwt>`` or a bare value), else None."""
+    value = metadata_value(metadata, key or _settings.get().token_metadata_key)
+    return None if value is None else value_facts(value)[0]
 
 
 def bearer_value(value: str | bytes) -> str:
@@ -169,6 +152,31 @@ _facts_settings: list[_settings.Settings | None] = [None]
 
 
 _ABSENT: dict[str, Any] = {}
+# A call without a token: its facts, as the shared part of a token's (see value_facts)
+ABSENT_FACTS: Mapping[str, Any] = {c.TOKEN_PRESENT: False}
+
+
+def _shared(token: str, settings: _settings.Settings) -> tuple[Mapping[str, Any], float | None, float | None]:
+    """A token's facts but age and ttl (one mapping per token, shared: not to be changed), and the iat and exp claims
+    they are worked out from (None when not a number). Parsed once per token; an oversized one is refused (counted)
+    each time, and not kept."""
+    hit = _facts.get(token) if settings is _facts_settings[0] else None
+    if hit is None:
+        if len(token) > settings.max_token_bytes:
+            return token_attributes(token), None, None
+        if settings is not _facts_settings[0]:
+            _facts.clear()
+            _values.clear()
+            _facts_settings[0] = settings
+        attrs = token_attributes(token, 0.0)
+        # age and ttl are worked out per call, from the iat and exp claims (when they are numbers)
+        iat = attrs[c.TOKEN_IAT] if attrs.pop(c.TOKEN_AGE_S, None) is not None else None
+        exp = attrs[c.TOKEN_EXP] if attrs.pop(c.TOKEN_TTL_S, None) is not None else None
+        hit = (attrs, iat, exp)
+        if len(_facts) >= _FACTS_MAX:
+            _facts.clear()
+        _facts[token] = hit
+    return hit
 
 
 def token_facts(token: str | None, now_s: float | None = None) -> dict[str, Any]:
@@ -182,29 +190,57 @@ def token_facts_split(token: str | None, now_s: float | None = None) -> tuple[Ma
     to be changed) and a new dict with the age and ttl at ``now_s``, so the first is written to a span without a
     copy (``_span_attrs.set_attributes(span, dynamic, base=static)``)."""
     now_s = time.time() if now_s is None else now_s
-    settings = _settings._current  # noqa: SLF001 - see _settings
     if not token:
         return _ABSENT, {c.TOKEN_PRESENT: False}
-    hit = _facts.get(token) if settings is _facts_settings[0] else None
-    if hit is None:
-        if len(token) > settings.max_token_bytes:  # refused (counted) each time, not kept
-            return _ABSENT, token_attributes(token, now_s)
-        if settings is not _facts_settings[0]:
-            _facts.clear()
-            _bearers.clear()
-            _facts_settings[0] = settings
-        attrs = token_attributes(token, now_s)
-        # age and ttl are worked out per call, from the iat and exp claims (when they are numbers)
-        iat = attrs[c.TOKEN_IAT] if attrs.pop(c.TOKEN_AGE_S, None) is not None else None
-        exp = attrs[c.TOKEN_EXP] if attrs.pop(c.TOKEN_TTL_S, None) is not None else None
-        hit = (attrs, iat, exp)
-        if len(_facts) >= _FACTS_MAX:
-            _facts.clear()
-        _facts[token] = hit
-    static, iat, exp = hit
+    static, iat, exp = _shared(token, _settings._current)  # noqa: SLF001 - see _settings
+    return static, aged(iat, exp, now_s)
+
+
+def aged(iat: float | None, exp: float | None, now_s: float) -> dict[str, Any]:
+    """A new dict with a token's age and ttl at ``now_s`` (from its iat and exp claims; none when None)."""
     dynamic: dict[str, Any] = {}
     if iat is not None:
         dynamic[c.TOKEN_AGE_S] = now_s - iat
     if exp is not None:
         dynamic[c.TOKEN_TTL_S] = exp - now_s
-    return static, dynamic
+    return dynamic
+
+
+# Metadata value -> (its token, the token's shared facts, iat, exp): all that a call's token needs of jitrace's per
+# call but age and ttl, in one look-up for a value seen before (a client sends the same value call after call).
+# Bounded like the facts, emptied with them; values longer than a token jitrace would parse are not kept.
+_VALUES_MAX = 256
+_VALUE_SLACK = 64  # "Bearer " and surrounding spaces
+_values: dict[str | bytes, tuple[str, Mapping[str, Any], float | None, float | None]] = {}
+ValueFacts = tuple[str, Mapping[str, Any], float | None, float | None]
+# The value looked up last, with its facts and the settings they were worked out under. A server gets each call's
+# metadata as a new string, whose hashing (for the look-up in _values) costs more than comparing it with the last
+# value; a client sending the same value object finds it by identity.
+_last: list[tuple[_settings.Settings, str | bytes, ValueFacts] | None] = [None]
+
+
+def value_facts(value: str | bytes) -> ValueFacts:
+    """``(token, shared facts, iat, exp)`` of a metadata value (``Bearer <jwt>`` or a bare token): the token as
+    :func:`bearer_value` finds it, and :func:`token_facts_split`'s shared part of its facts (:data:`ABSENT_FACTS`
+    for an empty one) with the claims its age and ttl come from. Age and ttl at a time: :func:`aged`."""
+    settings = _settings._current  # noqa: SLF001 - see _settings
+    last = _last[0]
+    if last is not None and last[0] is settings and last[1] == value:
+        return last[2]
+    hit = _values.get(value) if settings is _facts_settings[0] else None
+    if hit is not None:
+        _last[0] = (settings, value, hit)
+        return hit
+    token = bearer_value(value)
+    if not token:
+        return token, ABSENT_FACTS, None, None
+    static, iat, exp = _shared(token, settings)
+    facts = (token, static, iat, exp)
+    # kept only when parsed under the settings in force (not an oversized token, refused and counted per call)
+    if settings is _facts_settings[0] and len(token) <= settings.max_token_bytes and \
+            len(value) <= settings.max_token_bytes + _VALUE_SLACK:
+        if len(_values) >= _VALUES_MAX:
+            _values.clear()
+        _values[value] = facts
+        _last[0] = (settings, value, facts)
+    return facts

@@ -6,9 +6,9 @@ test service (``plain_service.py``) on real loopback servers. Plain helpers are 
 - ``exporter``: that in-memory exporter, cleared for each test.
 - ``rsa_key`` / ``mint``: the process's RSA test key, and ``helpers.mint`` (RS256 tokens with the JIT conventions).
 - ``verifier``: the test service's access check, recording its decisions with ``record_policy_decision``.
-- ``service_ports``: the test service on a sync grpc server, started once per session (jitrace's interceptor placed
-  after OpenTelemetry's by the instrumentor): (insecure port, local-credentials port); ``sync_server`` is its
-  ``host:port``, ``channel`` / ``secure_channel`` instrumented channels to it.
+- ``service_ports``: the test service on a sync grpc server, started once per session (no interceptor of its own:
+  the instrumentor wraps its handlers, inside OpenTelemetry's interceptor): (insecure port, local-credentials
+  port); ``sync_server`` is its ``host:port``, ``channel`` / ``secure_channel`` instrumented channels to it.
 - ``aio_server``: a factory of async context managers starting the same service on grpc.aio (use inside
   ``asyncio.run``): ``async with aio_server() as target: ...``.
 - ``jitrace_hooks``: PyJWT and pycasbin patched for the test (idempotent).

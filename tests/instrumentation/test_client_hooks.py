@@ -140,6 +140,11 @@ import grpc, grpc.aio
 from opentelemetry.instrumentation.grpc import (GrpcAioInstrumentorClient, GrpcAioInstrumentorServer,
                                                 GrpcInstrumentorClient, GrpcInstrumentorServer)
 import jitrace.instrumentation as ji
+
+class UserInterceptor(grpc.ServerInterceptor):
+    def intercept_service(self, continuation, handler_call_details):
+        return continuation(handler_call_details)
+
 for i in (GrpcInstrumentorClient, GrpcAioInstrumentorClient, GrpcInstrumentorServer, GrpcAioInstrumentorServer):
     i().instrument()
 raw = grpc.insecure_channel.__wrapped__
@@ -152,6 +157,12 @@ for _ in range(3):
         ch.close()
         server = grpc.server(None, interceptors=[])
         out.append(",".join(type(i).__module__.split(".")[0] for i in server._state.interceptor_pipeline.interceptors))
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "svc", {"M": grpc.unary_unary_rpc_method_handler(lambda request, context: request)}),))
+        (handler,) = server._state.generic_handlers[-1]._method_handlers.values()
+        out.append(handler.unary_unary.__module__.split(".")[0])
+        user = grpc.server(None, interceptors=[UserInterceptor()])
+        out.append(",".join(type(i).__module__.split(".")[0] for i in user._state.interceptor_pipeline.interceptors))
 GrpcInstrumentorClient().uninstrument()
 assert grpc.insecure_channel is raw, grpc.insecure_channel  # OpenTelemetry's own unwrap still works
 print("|".join(out))
@@ -164,14 +175,16 @@ def test_instrument_and_uninstrument_cycle_cleanly():
 
     done = subprocess.run([sys.executable, "-c", CYCLE_SCRIPT], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
-    on = ["JitraceChannel", "opentelemetry,jitrace"]
-    off = ["Channel", "opentelemetry"]
+    # a server with no interceptor of its own: jitrace's handlers, no interceptor of jitrace's; one with its own:
+    # jitrace's interceptor between OpenTelemetry's and the service's
+    on = ["JitraceChannel", "opentelemetry", "jitrace", "opentelemetry,jitrace,__main__"]
+    off = ["Channel", "opentelemetry", "__main__", "opentelemetry,__main__"]
     assert done.stdout.strip().split("|") == (on + off) * 3
 
 
 RESTORE_SCRIPT = """
 import inspect, sys
-import casbin, grpc, grpc.aio, jwt, jwt.api_jwt, wrapt
+import casbin, grpc, grpc._server, grpc.aio, jwt, jwt.api_jwt, wrapt
 from opentelemetry.instrumentation.grpc import (GrpcAioInstrumentorClient, GrpcAioInstrumentorServer,
                                                 GrpcInstrumentorClient, GrpcInstrumentorServer)
 import jitrace.instrumentation as ji
@@ -182,6 +195,7 @@ PLACES += [(grpc.aio, n) for n in ("insecure_channel", "secure_channel", "server
 PLACES += [(jwt.api_jwt.PyJWT, n) for n in ("decode", "decode_complete")]
 PLACES += [(m, n) for m in (jwt, jwt.api_jwt) for n in ("decode", "decode_complete")]
 PLACES += [(casbin.Enforcer, n) for n in ("enforce", "enforce_ex")]
+PLACES += [(grpc._server._Server, n) for n in ("add_generic_rpc_handlers", "add_registered_method_handlers")]
 
 def chain(value):  # the stored value and every wrapt wrapper under it (OpenTelemetry wraps sync channels so)
     links = [value]
@@ -220,7 +234,8 @@ def test_uninstrument_restores_every_function_it_patched(order):
     done = subprocess.run([sys.executable, "-c", RESTORE_SCRIPT, order], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     changed, kept, owned_again = done.stdout.split()
-    # 8 grpc functions, PyJWT's class method and its two module functions, pycasbin's two methods
-    assert int(changed) == 13
+    # 8 grpc functions and the sync server's 2 handler registrations, PyJWT's class method and its two module
+    # functions, pycasbin's two methods
+    assert int(changed) == 15
     assert kept == "-"  # nothing left behind
     assert owned_again == "True"  # an inherited method (pycasbin's) is inherited again

@@ -6,6 +6,7 @@ import string
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext
 
@@ -18,7 +19,11 @@ _values = st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(a
 
 def _pair(limits: SpanLimits):
     tracer = TracerProvider(span_limits=limits).get_tracer("test")
-    return tracer.start_span("sdk"), tracer.start_span("jitrace")
+    sdk, ours = tracer.start_span("sdk"), tracer.start_span("jitrace")
+    with trace.use_span(ours):  # its class known as the SDK's own, as on the per-call paths (SDK_SPANS)
+        assert _span_attrs.current_span() is ours
+    assert type(ours) in _span_attrs.SDK_SPANS
+    return sdk, ours
 
 
 def _same_as_the_sdk(first: dict, second: dict, max_attributes: int | None, max_length: int | None,
@@ -107,3 +112,31 @@ def test_current_span_is_what_the_api_returns():
                 assert _span_attrs.current_span() is trace.get_current_span()
             finally:
                 context.detach(token)
+
+
+def test_the_per_call_paths_find_the_span_the_api_finds():
+    """``current_context().get(SPAN_KEY)`` is the current span, and only the SDK's own span classes are read field by
+    field (``SDK_SPANS``): a subclass with its own ``is_recording`` or ``name`` goes through its methods."""
+    from opentelemetry import context, trace
+    from opentelemetry.sdk.trace import _Span
+
+    class Sampled(_Span):
+        def is_recording(self) -> bool:
+            return False
+
+    class Renamed(_Span):
+        @property
+        def name(self) -> str:
+            return "renamed"
+
+    sdk_span = TracerProvider().get_tracer("test").start_span("sdk")
+    odd = [cls("odd", sdk_span.get_span_context()) for cls in (Sampled, Renamed)]
+    for span in (sdk_span, *odd, NonRecordingSpan(sdk_span.get_span_context())):
+        token = context.attach(trace.set_span_in_context(span))
+        try:
+            assert _span_attrs.current_span() is span
+            assert _span_attrs.current_context().get(_span_attrs.SPAN_KEY) is span
+        finally:
+            context.detach(token)
+    assert type(sdk_span) in _span_attrs.SDK_SPANS
+    assert not {Sampled, Renamed, NonRecordingSpan} & _span_attrs.SDK_SPANS

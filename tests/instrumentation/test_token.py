@@ -121,3 +121,25 @@ def test_token_facts_cache_is_bounded():
     oversized = "x" * (8192 + 1)
     _token.token_facts(oversized, now_s=1_500)
     assert oversized not in _token._facts  # refused each time, never kept
+
+
+def test_value_facts_are_the_token_facts_of_the_value(monkeypatch):
+    """A metadata value's facts: its token and the shared part of the token's facts, with the claims its age and ttl
+    come from; kept per value (not an oversized token: refused and counted each time); new settings not served
+    from the old."""
+    token = _mint(jti="by-value", sub="erin", iat=1_000, exp=2_000)
+    for value in (f"Bearer {token}", f"  bearer  {token} ", token, f"Bearer {token}".encode()):
+        found, static, iat, exp = _token.value_facts(value)
+        assert found == token and (iat, exp) == (1_000, 2_000)
+        assert {**static, **_token.aged(iat, exp, 1_500)} == _token.token_facts(token, now_s=1_500)
+        assert _token.value_facts(value)[1] is static  # kept
+        assert _token.value_facts(value[:1] + value[1:])[1] is static  # an equal value, a new object (servers')
+    assert _token.value_facts("  ") == ("", _token.ABSENT_FACTS, None, None)
+    oversized = "Bearer " + "x" * (8192 + 1)
+    before = _safety.failure_counts().get("token_too_large", 0)
+    for _ in range(2):
+        assert _token.value_facts(oversized)[2:] == (None, None)
+    assert _safety.failure_counts()["token_too_large"] == before + 2
+    assert oversized not in _token._values
+    monkeypatch.setattr(_settings, "_current", _settings.Settings(hash_subject=True))
+    assert _token.value_facts(f"Bearer {token}")[1][c.TOKEN_SUB] == _token.hash_value("erin")
