@@ -56,7 +56,7 @@ DEFAULT_WINDOW_S = 900.0  # seconds of arrivals kept (the clock model's --window
 DEFAULT_MAX_SPANS = 1_000_000
 DEFAULT_INTERVAL_S = 0.25
 HARD_BOUND = 2  # past this many times max_spans, spans no tick has seen yet are dropped too
-CLOCK_INTERVAL_S = 1.0  # seconds, at least, between two runs of the clock model
+CLOCK_INTERVAL_S = 2.0  # seconds, at least, between two runs of the clock model
 TICK_SHARE = 3  # after a tick, a wait of at least this many times its duration: ticks a quarter of the time at most
 FULL_INTERVAL_S = 5.0  # seconds, at least, between two ticks over every denial for a new clock model
 # what the watch prints of a denial: a change to one of these is a correction line
@@ -165,6 +165,7 @@ class Watcher:
         self._stale = False  # a clock model not yet applied to every denial
         self._logless = False  # the denial_logs table is there and empty: with no log record held, no need to run it
         self._last_full = float("-inf")  # when a tick last attributed every denial (monotonic)
+        self._partial_seconds = 0.0  # how long the last tick of the changed traces alone took
         self._calls: dict[tuple[str, str], tuple[str, str]] = {}  # (trace id, span id) -> call
         self.lags: deque[float] = deque(maxlen=1_000_000)
         self.ticks = self.denials = self.corrections = self.evicted_spans = self.spans = self.missed_files = 0
@@ -235,7 +236,7 @@ class Watcher:
         last = 0.0
         while True:
             self._tick_due.wait(self._full_wait())
-            took = self.tick_seconds[-1] if self.tick_seconds else 0.0
+            took = self._partial_seconds  # a tick over every denial (at most every full_interval_s) does not count
             self._stop.wait(max(0.0, last + max(self.interval_s, TICK_SHARE * took) - time.monotonic()))
             self._tick_due.clear()
             if self._stop.is_set():  # after the clear: stop() sets _stop before _tick_due, so none is lost
@@ -535,6 +536,8 @@ class Watcher:
         self.ticks += 1
         self._ticked = loaded_before
         self.tick_seconds.append(time.perf_counter() - started)
+        if not everything:
+            self._partial_seconds = self.tick_seconds[-1]
 
     def attributions(self, columns: str = "*"):
         """The state's attributions as the last tick left them (rows of ``columns``)."""
