@@ -634,13 +634,7 @@ DOUBLE_SPELLINGS = ["12.50", "0.00001", "0.0001", "0.00012", "1e2", "1.5E+3", "-
 def test_doubles_in_any_spelling_are_read_as_python_reads_them(tmp_path, text):
     # the C reader writes a double's text as it stands when that is Python's repr, else asks Python for it: the
     # attribute's JSON text and the fact (jit.token.ttl_s) are the Python reader's either way
-    lines = []
-    for n in range(2):
-        span = GOOD_SPAN | {"spanId": f"{n + 1:016x}", "attributes": [
-            _kv("jit.token.ttl_s", {"doubleValue": "TEXT"}), _kv("d", {"doubleValue": "TEXT"})]}
-        lines.append(_line(span).replace('"TEXT"', text))
-    path = tmp_path / "export.jsonl"
-    path.write_text("\n".join(lines) + "\n")
+    path = _doubles_file(tmp_path, [text, text])
     fast, _ = _both([path])
     assert fast.fast_files == [path] and fast.python_ranges == 0
     assert _texts(path, fast=True) == _texts(path, fast=False)
@@ -650,16 +644,22 @@ def test_a_double_not_spelled_as_python_writes_it_reads_its_range_again(tmp_path
     # long doubles are written as they came and checked against Python once their range is read: a range holding
     # one that Python writes otherwise is read again, asking Python for each, and still gives the Python reader's rows
     texts = ["3052.1749999523163", "0.10000000000000001", "-547.8250000476837", "1.0000000000000002e0"]
+    path = _doubles_file(tmp_path, texts * 3)
+    fast, _ = _both([path])
+    assert fast.fast_files == [path] and fast.python_ranges == 0
+    assert _texts(path, fast=True) == _texts(path, fast=False)  # the text itself, not only what it parses to
+
+
+def _doubles_file(tmp_path: Path, texts: list[str]) -> Path:
+    """A span per text, its jit.token.ttl_s and another attribute holding that double spelled as given."""
     lines = []
-    for n, text in enumerate(texts * 3):
+    for n, text in enumerate(texts):
         span = GOOD_SPAN | {"spanId": f"{n + 1:016x}", "attributes": [
             _kv("jit.token.ttl_s", {"doubleValue": "TEXT"}), _kv("d", {"doubleValue": "TEXT"})]}
         lines.append(_line(span).replace('"TEXT"', text))
     path = tmp_path / "export.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    fast, _ = _both([path])
-    assert fast.fast_files == [path] and fast.python_ranges == 0
-    assert _texts(path, fast=True) == _texts(path, fast=False)  # the text itself, not only what it parses to
+    return path
 
 
 def _texts(path: Path, *, fast: bool) -> list[tuple]:
