@@ -416,9 +416,10 @@ class Watcher:
         self._clock_runs += 1
         self.clock_seconds.append(time.perf_counter() - started)
 
-    def _take_traces(self) -> bool:
+    def _take_traces(self) -> tuple[bool, set[str]]:
         """Fill TICK_TRACES with the traces this tick attributes anew (and take the latest clock model when a run
-        finished since the last tick: then every denied trace); whether that is every denied trace."""
+        finished since the last tick: then every denied trace); whether that is every denied trace, and the traces
+        marked since the last tick."""
         with self._clock_lock:
             new_clock, self._clock_ready = self._clock_ready, False
             if new_clock:
@@ -428,14 +429,14 @@ class Watcher:
             # that changed use it)
             self._stale |= new_clock
             due = self._stale and time.monotonic() >= self._last_full + self.full_interval_s
-            everything, dirty = self._all_due or due, list(self._dirty)
+            everything, dirty = self._all_due or due, self._dirty
             self._all_due, self._dirty = False, set()
             if everything:
                 self._stale, self._last_full = False, time.monotonic()
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {TICK_TRACES} AS SELECT DISTINCT unnest(?::VARCHAR[]) "
                          f"AS trace_id{f' UNION SELECT trace_id FROM {DENIED_TRACES}' if everything else ''}",
-                         [dirty])
-        return everything
+                         [list(dirty)])
+        return everything, dirty
 
     def _focus(self) -> None:
         """What the denials' steps read for the traces of TICK_TRACES, from the state: every span of those traces
@@ -469,7 +470,7 @@ class Watcher:
         loaded_before = self._loaded
         with self._changes:
             self._all_due |= everything
-        everything = self._take_traces()
+        everything, dirty = self._take_traces()
         self._focus()
         steps = DENIAL_STEPS
         if self._logless and not self.con.execute("SELECT EXISTS (FROM logs)").fetchone()[0]:
@@ -489,7 +490,6 @@ class Watcher:
             f"LEFT JOIN {FOCUS} AS s ON s.trace_id = a.trace_id AND s.span_id = a.server_span_id AND s.kind = 'SERVER' "
             f"LEFT JOIN {FOCUS} AS c ON c.trace_id = a.trace_id AND c.span_id = a.client_span_id AND c.kind = 'CLIENT' "
             f"WHERE a.{mine} ORDER BY a.time, a.trace_id, a.span_id").fetchall()
-        ticked = {t for (t,) in self.con.execute(f"FROM {TICK_TRACES}").fetchall()}
         now = time.time()
         printed = []
         seen = set()
@@ -518,7 +518,7 @@ class Watcher:
             self.lines[call] = line
             self._trace_calls.setdefault(trace_id, set()).add(call)
         # the calls of these traces no tick row holds any more: evicted with their spans
-        for trace_id in list(self._trace_calls) if everything else ticked:
+        for trace_id in list(self._trace_calls) if everything else dirty:
             calls = self._trace_calls.get(trace_id, set())
             for call in [c for c in calls if c not in seen]:
                 calls.discard(call)

@@ -269,7 +269,7 @@ def run_queries(
     if not ready:
         prepare(con, settings=settings, log_patterns=log_patterns)
     timings: dict[str, float] = {}
-    temp_ok = ready or _temp_tables_fit(con)
+    temp_ok = _temp_tables_fit(con)
     for step in pipeline.steps():
         if only is not None and step.name not in only:
             continue
