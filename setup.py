@@ -4,8 +4,9 @@ Each top-level folder of the pipeline is a package under ``jitrace`` (``collect/
 inside it is a subpackage, with its data files (SQL, CSV, TOML, proto, policies). Found here rather than listed, so a
 new folder cannot silently miss the wheel (tests/test_install.py checks the wheel against the tree).
 
-The OTLP JSON-lines reader in C (analyzer/load/_otlp_native.c) is optional: without a C compiler the install still
-succeeds, and those files take the Python reader (slower, the same rows).
+The C readers, of OTLP JSON-lines files (analyzer/load/_otlp_native.c) and of OTLP/protobuf trace requests
+(analyzer/otlp/_protobuf_native.c), are optional: without a C compiler the install still succeeds, and their inputs
+take the Python readers (slower, the same rows).
 """
 
 from pathlib import Path
@@ -37,6 +38,12 @@ setup(
             sources=["analyzer/load/_otlp_native.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
-        )
+        ),
+        Extension(
+            "jitrace.analyzer.otlp._protobuf_native",
+            sources=["analyzer/otlp/_protobuf_native.c"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            optional=True,
+        ),
     ],
 )

@@ -245,5 +245,19 @@ def table(rows: list[tuple], columns: schema.Columns) -> pa.Table:
     )
 
 
+def buffers_table(rows: int, columns: list[tuple]) -> pa.Table:
+    """A table of schema.SPANS from the C readers' Arrow buffers (no copy): per column (validity or None, null count,
+    offsets or None, values)."""
+    import pyarrow as pa
+
+    arrow_schema = schema.arrow(schema.SPANS)
+    arrays = []
+    for field, (validity, nulls, offsets, values) in zip(arrow_schema, columns, strict=True):
+        buffers = [None if validity is None else pa.py_buffer(validity)]
+        buffers += [pa.py_buffer(values)] if offsets is None else [pa.py_buffer(offsets), pa.py_buffer(values)]
+        arrays.append(pa.Array.from_buffers(field.type, rows, buffers, null_count=nulls))
+    return pa.Table.from_arrays(arrays, schema=arrow_schema)
+
+
 SPAN_COLUMNS = tuple(schema.SPANS.names)
 LOG_COLUMNS = tuple(schema.LOGS.names)

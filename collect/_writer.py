@@ -29,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jitrace.analyzer import redact, schema
@@ -44,10 +45,10 @@ _TEXT_COLUMNS = {"spans": schema.SPAN_TEXT_COLUMNS, "logs": ()}  # logs: redacte
 
 
 class _Item:
-    __slots__ = ("kind", "rows", "done", "error")
+    __slots__ = ("kind", "batch", "done", "error")
 
-    def __init__(self, kind: str, rows: list[tuple]) -> None:
-        self.kind, self.rows, self.done, self.error = kind, rows, False, None
+    def __init__(self, kind: str, batch: pa.Table) -> None:
+        self.kind, self.batch, self.done, self.error = kind, batch, False, None
 
 
 # (kind, file, rows in it, Unix time it became durable): called for every file of a commit before its batches are
@@ -75,11 +76,15 @@ class Writer:
                     n += 1
         return n
 
-    def write(self, kind: str, rows: list[tuple]) -> None:
-        """Return once ``rows`` (tuples in the ``kind`` table's column order) are durably on disk."""
-        if not rows:
+    def write(self, kind: str, rows: list[tuple] | pa.Table, may_hold: tuple[str, ...] | None = None) -> None:
+        """Return once ``rows`` (tuples in the ``kind`` table's column order, or a table of its schema) are durably on
+        disk; ``may_hold``: a table's text columns that may hold a credential (the others are not redacted)."""
+        if not len(rows):
             return
-        item = _Item(kind, rows)
+        if isinstance(rows, list):
+            rows, may_hold = table(rows, _SCHEMAS[kind]), _TEXT_COLUMNS[kind]
+        # a credential in an attribute, event or message is never stored (analyzer/redact.py)
+        item = _Item(kind, redact.redact_arrow(rows, may_hold or ()))
         with self._cv:
             self._pending.append(item)
             while not item.done:
@@ -103,26 +108,25 @@ class Writer:
             raise item.error
 
     def _commit(self, batch: list[_Item]) -> None:
-        groups: dict[str, list[tuple]] = defaultdict(list)
+        groups: dict[str, list[pa.Table]] = defaultdict(list)
         for item in batch:
-            groups[item.kind].extend(item.rows)
+            groups[item.kind].append(item.batch)
         hour = f"hour={dt.datetime.now(dt.UTC):%Y-%m-%dT%H}"
         dirs = set()
         written = []
-        for kind, rows in groups.items():  # one file per table: whatever times the records carry
+        for kind, tables in groups.items():  # one file per table: whatever times the records carry
             folder = self.out / kind / hour
             folder.mkdir(parents=True, exist_ok=True)
             final = folder / f"{uuid.uuid4().hex}.parquet"
             tmp = final.with_name(final.name + TMP_SUFFIX)
+            batch_table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
             with open(tmp, "wb") as f:
-                # a credential in an attribute, event or message is never stored (analyzer/redact.py)
-                batch_table = redact.redact_arrow(table(rows, _SCHEMAS[kind]), _TEXT_COLUMNS[kind])
                 pq.write_table(batch_table, f, compression=ACK_COMPRESSION)
                 f.flush()
                 os.fsync(f.fileno())
             os.rename(tmp, final)
             dirs.add(folder)
-            written.append((kind, final, len(rows)))
+            written.append((kind, final, batch_table.num_rows))
             self.files += 1
         for folder in dirs:  # the rename itself must survive a crash
             fsync_path(folder)

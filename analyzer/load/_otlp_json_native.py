@@ -32,7 +32,7 @@ import duckdb
 from jitrace.analyzer import schema
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files, _formats
-from jitrace.analyzer.rows import Rows
+from jitrace.analyzer.rows import Rows, buffers_table
 from jitrace.analyzer.rows import table as rows_table
 from jitrace.analyzer.steps import database, spans_view
 
@@ -206,7 +206,7 @@ class _Reading:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        table = _table(spans, columns)
+        table = buffers_table(spans, columns)
         n = len(self.inputs.resource)
         batch = table.append_column("r", _struct(self.inputs.resource, spans, fact_columns[:n])).append_column(
             "a", _struct(self.inputs.attributes, spans, fact_columns[n:]))
@@ -331,19 +331,6 @@ def _ranges(data: bytes | mmap.mmap):
         yield start, end, line
         line += _otlp_native.newlines(data, start, end)
         start = end
-
-
-def _table(rows: int, columns: list[tuple]) -> pa.Table:
-    """The C reader's buffers as an Arrow table of schema.SPANS (no copy)."""
-    import pyarrow as pa
-
-    arrow_schema = schema.arrow(schema.SPANS)
-    arrays = []
-    for field, (validity, nulls, offsets, values) in zip(arrow_schema, columns, strict=True):
-        buffers = [None if validity is None else pa.py_buffer(validity)]
-        buffers += [pa.py_buffer(values)] if offsets is None else [pa.py_buffer(offsets), pa.py_buffer(values)]
-        arrays.append(pa.Array.from_buffers(field.type, rows, buffers, null_count=nulls))
-    return pa.Table.from_arrays(arrays, schema=arrow_schema)
 
 
 @contextlib.contextmanager

@@ -1,14 +1,16 @@
 """OTLP protobuf messages -> rows in the normalized schema (the receiver's and the protobuf file loader's converter).
 
 Per-span Python work is the receiver's cost, so this walks the messages directly (no JSON detour) and encodes each
-attribute map once. A span or log record that cannot be read is counted, not fatal.
+attribute map once. A span or log record that cannot be read is counted, not fatal. ``spans_table`` is the fast path
+for trace requests: the C decoder (_protobuf_native.c) gives the same rows as Arrow columns, or refuses a request it
+might read otherwise, which ``add_traces`` then reads.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
@@ -17,7 +19,15 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from jitrace.analyzer import schema
 from jitrace.analyzer.otlp._lite import TraceRequest
 from jitrace.analyzer.redact import redact, redact_value
-from jitrace.analyzer.rows import BadRecord, Rows, bytes_id, to_json
+from jitrace.analyzer.rows import BadRecord, Rows, buffers_table, bytes_id, to_json
+
+try:
+    from jitrace.analyzer.otlp import _protobuf_native
+except ImportError:  # built without a C compiler (setup.py: optional)
+    _protobuf_native = None
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 _KINDS = schema.SPAN_KINDS
 _STATUS = schema.STATUS_CODES
@@ -117,6 +127,20 @@ def _records(resources: Any, scoped: str, items: str) -> Iterator[tuple[str | No
 def parse_traces(body: bytes) -> Any:
     """An export request's bytes -> the message ``add_traces`` reads (DecodeError: not OTLP)."""
     return TraceRequest.FromString(body)
+
+
+def spans_table(body: bytes, source: str | None) -> tuple[pa.Table, tuple[str, ...]] | None:
+    """The spans of a trace export request's bytes as a table of schema.SPANS (its text not yet redacted), and the
+    text columns that may hold a credential; None where ``add_traces`` must read the request (the C decoder refused
+    it, or was not built)."""
+    if _protobuf_native is None:
+        return None
+    try:
+        n, columns, hinted = _protobuf_native.traces(body, source)
+    except _protobuf_native.Refused:
+        return None
+    names = schema.SPANS.names
+    return buffers_table(n, columns), tuple(names[i] for i in hinted if names[i] in schema.SPAN_TEXT_COLUMNS)
 
 
 def add_traces(req: Any, rows: Rows, source: str | None) -> int:

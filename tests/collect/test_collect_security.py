@@ -192,12 +192,12 @@ def test_grpc_calls_beyond_the_cap_wait_on_their_connection_or_are_refused_at_on
     lock = threading.Lock()
     write = r.writer.write
 
-    def slow_write(kind, rows):
+    def slow_write(kind, rows, *more):
         with lock:
             inside[0] += 1
             most[0] = max(most[0], inside[0])
         release.wait(10)
-        write(kind, rows)
+        write(kind, rows, *more)
         with lock:
             inside[0] -= 1
 
