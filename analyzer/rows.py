@@ -215,6 +215,7 @@ class Rows:
 
     def __init__(self) -> None:
         self.spans: list[tuple] = []
+        self.span_tables: list[pa.Table] = []  # spans a C reader gave as tables of schema.SPANS
         self.logs: list[tuple] = []
         self.problems: list[str] = []  # one line each: "file:position: field: what"
         self.bad = 0
@@ -226,10 +227,20 @@ class Rows:
 
     def extend(self, other: Rows) -> None:
         self.spans += other.spans
+        self.span_tables += other.span_tables
         self.logs += other.logs
         self.problems += other.problems
         self.bad += other.bad
         self.skipped += other.skipped
+
+
+def spans_table(rows: Rows) -> pa.Table:
+    """Every span of ``rows`` as one table of schema.SPANS: its row tuples and the tables a C reader gave."""
+    import pyarrow as pa
+
+    tables = [table(rows.spans, schema.SPANS), *rows.span_tables] if rows.spans or not rows.span_tables \
+        else rows.span_tables
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
 def table(rows: list[tuple], columns: schema.Columns) -> pa.Table:

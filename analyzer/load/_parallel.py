@@ -119,7 +119,7 @@ def _lines_kind(first: bytes) -> str | None:
 def parse(unit: Unit) -> Parsed:
     """In a worker: one unit's rows as Arrow tables (a UserError, e.g. an unknown format, reaches the caller)."""
     from jitrace.analyzer.load import _formats
-    from jitrace.analyzer.rows import Rows, table
+    from jitrace.analyzer.rows import Rows, spans_table, table
 
     gc.disable()  # as load_into: millions of short-lived dicts, no cycles
     rows = Rows()
@@ -135,7 +135,7 @@ def parse(unit: Unit) -> Parsed:
         if unit.start == 0:
             text = text.removeprefix("\ufeff")
         _formats.read_lines(unit.path, text, rows, first_line=unit.first_line, kind=unit.kind)
-    return Parsed(table(rows.spans, schema.SPANS), table(rows.logs, schema.LOGS), rows.bad, rows.problems[:1000],
+    return Parsed(spans_table(rows), table(rows.logs, schema.LOGS), rows.bad, rows.problems[:1000],
                   rows.skipped)
 
 

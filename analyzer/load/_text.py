@@ -12,7 +12,7 @@ import duckdb
 from jitrace.analyzer import schema
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _formats, _otlp_json_native, _parallel
-from jitrace.analyzer.rows import Rows, table
+from jitrace.analyzer.rows import Rows, spans_table, table
 from jitrace.analyzer.steps import spans_view
 
 if TYPE_CHECKING:
@@ -80,8 +80,8 @@ def _load_here(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, 
     pending = Rows()
 
     def flush_spans(rows: Rows) -> None:
-        _insert(con, spans_view.ROWS_TABLE, table(rows.spans, schema.SPANS), report)
-        rows.spans = []
+        _insert(con, spans_view.ROWS_TABLE, spans_table(rows), report)
+        rows.spans, rows.span_tables = [], []
 
     for path in files:
         rows = Rows()
@@ -94,7 +94,7 @@ def _load_here(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, 
         report.skipped_requests += rows.skipped
         rows.problems = []
         pending.extend(rows)
-        if len(pending.spans) + len(pending.logs) >= _FLUSH_ROWS:
+        if len(pending.spans) + len(pending.logs) + sum(t.num_rows for t in pending.span_tables) >= _FLUSH_ROWS:
             _flush(con, pending, report)
             pending = Rows()
     _flush(con, pending, report)
@@ -112,8 +112,8 @@ def _count_bad(bad: int, problems: list[str], strict: bool, report: LoadReport) 
 
 def _flush(con: duckdb.DuckDBPyConnection, rows: Rows, report: LoadReport) -> None:
     # only rows make Arrow tables: an input of Parquet alone never imports pyarrow (analyzer/schema.py)
-    if rows.spans:
-        _insert(con, spans_view.ROWS_TABLE, table(rows.spans, schema.SPANS), report)
+    if rows.spans or rows.span_tables:
+        _insert(con, spans_view.ROWS_TABLE, spans_table(rows), report)
     if rows.logs:
         _insert(con, "logs", table(rows.logs, schema.LOGS), report)
 

@@ -5,7 +5,8 @@
  * none, and the caller converts that request with from_protobuf. Refused is whatever it is not sure to read as
  * Python does: a bad or missing id (Python reports a bad record), invalid UTF-8 where protobuf checks it, a field of
  * a message given twice (protobuf merges), a duplicate attribute key, an unknown field of a message Python parses
- * whole, a group, nesting deeper than MAX_DEPTH, a truncated message.
+ * whole, a group, nesting deeper than MAX_DEPTH, a truncated message. A request it reads is one protobuf parses
+ * whole without an error (the protobuf file loader's test): every string field is checked, read or not.
  *
  * JSON text written here is what Python's json encoder writes with ensure_ascii=False and compact separators
  * (rows.to_json): '"' '\' and the control characters escaped (\n \r \t \b \f, else \u00XX), everything else as is;
@@ -55,8 +56,10 @@ typedef struct {
     Column col[NCOLS];
     Py_ssize_t rows;
     Buf resource, attrs, events, links, keys;  /* scratch: a resource's JSON, a span's, the keys of open maps */
-    const u8 *service, *scope;                  /* the current resource's service.name and scope's name, or NULL */
-    size_t service_n, scope_n;
+    Buf service_buf;                            /* the current resource's service.name, when `service` */
+    int service;
+    const u8 *scope;                            /* the current scope's name, or NULL */
+    size_t scope_n;
 } Dec;
 
 static PyObject *Refused;
@@ -397,7 +400,9 @@ typedef struct {
 
 typedef struct {
     Key key;
-    Cur str;  /* the value when it is a string (its raw UTF-8), else str.p == NULL */
+    int field;        /* the value's field in AnyValue (1 string, 7 bytes, ...), 0 for none */
+    Cur str;          /* a string value's raw UTF-8 */
+    size_t value_at;  /* where the value's JSON starts in the map's buffer */
 } Item;
 
 static void map_open(Dec *D, Map *M, Buf *out) {
@@ -422,7 +427,7 @@ static Item map_item(Dec *D, Map *M, Cur kv, int depth) {
             refuse(D, "an unknown field of a key-value");
         }
     }
-    Item it = {{key.p, (size_t)(key.end - key.p)}, {NULL, NULL}};
+    Item it = {{key.p, (size_t)(key.end - key.p)}, 0, {NULL, NULL}, 0};
     size_t count = (D->keys.n - M->keys_from) / sizeof(Key);
     if (count >= MAX_KEYS)
         refuse(D, "too many keys in one map");
@@ -435,12 +440,13 @@ static Item map_item(Dec *D, Map *M, Cur kv, int depth) {
         putc_(D, M->out, ',');
     json_string(D, M->out, it.key.s, it.key.n);
     putc_(D, M->out, ':');
+    it.value_at = M->out->n;
     if (value.p) {
         any_value(D, M->out, value, depth);
-        /* a string value: AnyValue field 1 alone (any_value checked the message) */
-        Cur v = value;
+        Cur v = value;  /* its one field (any_value checked the message) */
         int w;
-        if (next(D, &v, &w) == 1 && w == 2)
+        it.field = next(D, &v, &w);
+        if (it.field == 1)
             it.str = ldelim(D, &v, w);
     } else {
         PUTS(D, M->out, "null");
@@ -484,20 +490,26 @@ static int hex_id(Dec *D, Cur s, size_t size, char *out) {
     return nonzero;
 }
 
-/* Resource: attributes = 1, dropped_attributes_count = 2. Its JSON into D->resource, service.name into D->service. */
+/* Resource: attributes = 1, dropped_attributes_count = 2. Its JSON into D->resource, its service.name
+ * (when a str to Python: a string, or bytes as base64) into D->service_buf. */
 static void resource(Dec *D, Cur m) {
     int wire, f;
     unsigned seen = 0;
     Map M;
     D->resource.n = 0;
-    D->service = NULL;
+    D->service = 0;
     map_open(D, &M, &D->resource);
     while ((f = next(D, &m, &wire))) {
         if (f == 1) {
             Item it = map_item(D, &M, ldelim(D, &m, wire), 1);
-            if (it.key.n == 12 && memcmp(it.key.s, "service.name", 12) == 0) {
-                D->service = it.str.p;
-                D->service_n = (size_t)(it.str.end - it.str.p);
+            if (it.key.n == 12 && memcmp(it.key.s, "service.name", 12) == 0 && (it.field == 1 || it.field == 7)) {
+                /* a string as it came; bytes as their base64 text (their JSON text, without the quotes) */
+                D->service_buf.n = 0;
+                if (it.field == 1)
+                    put(D, &D->service_buf, it.str.p, (size_t)(it.str.end - it.str.p));
+                else
+                    put(D, &D->service_buf, M.out->p + it.value_at + 1, M.out->n - it.value_at - 2);
+                D->service = 1;
             }
         } else if (f == 2) {
             once(D, &seen, 2);
@@ -652,7 +664,8 @@ static void status(Dec *D, Cur m, Cur *message, int32_t *code) {
     }
 }
 
-/* A Span: what from_protobuf.add_traces reads of it (its other fields are skipped, as protobuf keeps them unread). */
+/* A Span: what from_protobuf.add_traces reads of it. Its other fields are skipped, but its strings are checked as a
+ * parse of the whole message checks them (the protobuf file loader parses requests whole). */
 static void span(Dec *D, Cur m) {
     int wire, f;
     unsigned seen = 0;
@@ -697,6 +710,7 @@ static void span(Dec *D, Cur m) {
             break;
         }
         case 15: once(D, &seen, 15); status(D, ldelim(D, &m, wire), &message, &code); break;
+        case 3: string_field(D, &m, wire); break;  /* trace_state: unread, but a string protobuf checks */
         default: skip(D, &m, wire);
         }
     }
@@ -725,7 +739,7 @@ static void span(Dec *D, Cur m) {
     column_int(D, C_END, (int64_t)end);
     column_put(D, C_STATUS, code_text, strlen(code_text), 1);
     column_put(D, C_MESSAGE, message.p, (size_t)(message.end - message.p), message.end > message.p);
-    column_put(D, C_SERVICE, D->service, D->service_n, D->service != NULL);
+    column_put(D, C_SERVICE, D->service_buf.p, D->service_buf.n, D->service);
     column_put(D, C_RESOURCE, D->resource.p, D->resource.n, 1);
     column_put(D, C_ATTRS, D->attrs.p, attrs_end, 1);
     column_put(D, C_EVENTS, D->events.p, D->events.n, 1);
@@ -734,7 +748,7 @@ static void span(Dec *D, Cur m) {
     D->rows++;
 }
 
-/* ScopeSpans: scope = 1, spans = 2 (schema_url and others skipped, as protobuf keeps them unread). */
+/* ScopeSpans: scope = 1, spans = 2, schema_url = 3 (checked); others skipped, as protobuf keeps them unread. */
 static void scope_spans(Dec *D, Cur m) {
     int wire, f;
     unsigned seen = 0;
@@ -753,19 +767,21 @@ static void scope_spans(Dec *D, Cur m) {
     while ((f = next(D, &m, &wire))) {
         if (f == 2)
             span(D, ldelim(D, &m, wire));
+        else if (f == 3)
+            string_field(D, &m, wire);  /* schema_url */
         else
             skip(D, &m, wire);
     }
 }
 
-/* ResourceSpans: resource = 1, scope_spans = 2. */
+/* ResourceSpans: resource = 1, scope_spans = 2, schema_url = 3 (checked). */
 static void resource_spans(Dec *D, Cur m) {
     int wire, f;
     unsigned seen = 0;
     Cur scan = m;
     D->resource.n = 0;
     PUTS(D, &D->resource, "{}");
-    D->service = NULL;
+    D->service = 0;
     while ((f = next(D, &scan, &wire))) {
         if (f == 1) {
             once(D, &seen, 1);
@@ -777,6 +793,8 @@ static void resource_spans(Dec *D, Cur m) {
     while ((f = next(D, &m, &wire))) {
         if (f == 2)
             scope_spans(D, ldelim(D, &m, wire));
+        else if (f == 3)
+            string_field(D, &m, wire);  /* schema_url */
         else
             skip(D, &m, wire);
     }
@@ -881,7 +899,7 @@ static void dec_free(Dec *D) {
         free(D->col[c].offsets.p);
         free(D->col[c].valid.p);
     }
-    Buf *bufs[] = {&D->resource, &D->attrs, &D->events, &D->links, &D->keys};
+    Buf *bufs[] = {&D->resource, &D->attrs, &D->events, &D->links, &D->keys, &D->service_buf};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         free(bufs[i]->p);
 }
