@@ -138,14 +138,14 @@ def _check(body: bytes, source: str | None = None) -> bool:
     return True
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(requests(plain=True), st.one_of(st.none(), st.just("file.pb@0")))
 def test_plain_requests_are_read_by_the_c_decoder_as_python_reads_them(req, source):
     body = req.SerializeToString()
     assert _check(body, source), "the C decoder refused a plain request"
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(requests())
 def test_any_request_is_read_alike_or_left_to_python(req):
     _check(req.SerializeToString())
@@ -163,7 +163,7 @@ def _field(number: int, wire: int, payload: bytes) -> bytes:
     return tag + (varint(len(payload)) + payload if wire == 2 else payload)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(requests(plain=True), st.data())
 def test_cut_flipped_and_extended_bytes_are_read_alike_or_left_to_python(req, data):
     body = bytearray(req.SerializeToString())
