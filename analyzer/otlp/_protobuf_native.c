@@ -748,56 +748,42 @@ static void span(Dec *D, Cur m) {
     D->rows++;
 }
 
-/* ScopeSpans: scope = 1, spans = 2, schema_url = 3 (checked); others skipped, as protobuf keeps them unread. */
-static void scope_spans(Dec *D, Cur m) {
+/* ResourceSpans (resource = 1, scope_spans = 2) and ScopeSpans (scope = 1, spans = 2): field 1 read first, once (it
+ * may come after the list), then the items of field 2; schema_url = 3 is a checked string; others are skipped, as
+ * protobuf keeps them unread. */
+static void headed(Dec *D, Cur m, void (*head)(Dec *, Cur), void (*item)(Dec *, Cur)) {
     int wire, f;
     unsigned seen = 0;
-    /* the scope is read first: it may come after the spans */
     Cur scan = m;
-    D->scope = NULL;
-    D->scope_n = 0;
     while ((f = next(D, &scan, &wire))) {
         if (f == 1) {
             once(D, &seen, 1);
-            scope(D, ldelim(D, &scan, wire));
+            head(D, ldelim(D, &scan, wire));
         } else {
             skip(D, &scan, wire);
         }
     }
     while ((f = next(D, &m, &wire))) {
         if (f == 2)
-            span(D, ldelim(D, &m, wire));
+            item(D, ldelim(D, &m, wire));
         else if (f == 3)
-            string_field(D, &m, wire);  /* schema_url */
+            string_field(D, &m, wire);
         else
             skip(D, &m, wire);
     }
 }
 
-/* ResourceSpans: resource = 1, scope_spans = 2, schema_url = 3 (checked). */
+static void scope_spans(Dec *D, Cur m) {
+    D->scope = NULL;  /* none given */
+    D->scope_n = 0;
+    headed(D, m, scope, span);
+}
+
 static void resource_spans(Dec *D, Cur m) {
-    int wire, f;
-    unsigned seen = 0;
-    Cur scan = m;
-    D->resource.n = 0;
+    D->resource.n = 0;  /* none given */
     PUTS(D, &D->resource, "{}");
     D->service = 0;
-    while ((f = next(D, &scan, &wire))) {
-        if (f == 1) {
-            once(D, &seen, 1);
-            resource(D, ldelim(D, &scan, wire));
-        } else {
-            skip(D, &scan, wire);
-        }
-    }
-    while ((f = next(D, &m, &wire))) {
-        if (f == 2)
-            scope_spans(D, ldelim(D, &m, wire));
-        else if (f == 3)
-            string_field(D, &m, wire);  /* schema_url */
-        else
-            skip(D, &m, wire);
-    }
+    headed(D, m, resource, scope_spans);
 }
 
 static void request(Dec *D, Cur m) {
