@@ -65,11 +65,11 @@ def unwrap(obj: Any) -> Any:
 
 
 def read_path(path: Path, rows: Rows, flush: Callable[[Rows], None] | None = None) -> None:
-    """One file -> rows: Zipkin files and Jaeger downloads as streams (``flush`` takes the rows read so far, to bound
-    memory), any other file read whole by ``read``."""
+    """One file -> rows: Zipkin files and Jaeger downloads as streams, any other file read whole by ``read`` (``flush``
+    takes the rows read so far, to bound memory: a stream's, a protobuf file's)."""
     stream = stream_kind(_files.head(path, _HEAD_BYTES))
     if stream is None:
-        read(path, _files.read_bytes(path), rows)
+        read(path, _files.read_bytes(path), rows, flush)
         return
     fmt, where = stream
     with _files.open_stream(path) as f:
@@ -115,9 +115,9 @@ def stream_kind(head: bytes) -> tuple[str, str] | None:
     return None
 
 
-def read(path: Path, data: bytes, rows: Rows) -> None:
+def read(path: Path, data: bytes, rows: Rows, flush: Callable[[Rows], None] | None = None) -> None:
     try:
-        _read(path, data, rows)
+        _read(path, data, rows, flush)
     except RecursionError:  # a whole document nested past what Python parses (a line of JSON lines: a bad record)
         raise UserError(f"{path}: JSON nested too deeply to read (deeper than about {_DEPTH} levels)") from None
 
@@ -125,7 +125,7 @@ def read(path: Path, data: bytes, rows: Rows) -> None:
 _DEPTH = 900  # roughly where json.loads and the readers' recursion stop, with Python's default recursion limit
 
 
-def _read(path: Path, data: bytes, rows: Rows) -> None:
+def _read(path: Path, data: bytes, rows: Rows, flush: Callable[[Rows], None] | None) -> None:
     data = data.removeprefix(_files.BOM)
     head = data.lstrip()[:1]
     if head in (b"{", b"["):
@@ -134,7 +134,7 @@ def _read(path: Path, data: bytes, rows: Rows) -> None:
         return  # an empty file holds no records
     else:
         try:
-            _read_proto(path, data, rows)
+            _read_proto(path, data, rows, flush)
         except UserError:
             line = _text_line(data)
             if line is None:
@@ -249,20 +249,29 @@ def _read_line(path: Path, number: int, line: str, rows: Rows, kind: str | None)
     return kind
 
 
-def _read_proto(path: Path, data: bytes, rows: Rows) -> None:
+FLUSH_SPANS = 50_000  # spans of a protobuf file's decoded requests held before they go to DuckDB (given a flush)
+
+
+def _read_proto(path: Path, data: bytes, rows: Rows, flush: Callable[[Rows], None] | None = None) -> None:
     from google.protobuf.message import DecodeError
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     from jitrace.analyzer.otlp import from_protobuf
 
-    messages = _frames(path, data, rows)
-    for i, (offset, payload) in enumerate(messages):
+    messages = _frames(path, memoryview(data), rows)
+    held = 0
+    for i, (offset, view) in enumerate(messages):
         where = f"{path}@{offset}"
-        fast = from_protobuf.spans_table(payload, where)  # the C decoder: a trace request it reads whole, or None
+        fast = from_protobuf.spans_table(view, where)  # the C decoder: a trace request it reads whole, or None
         if fast is not None and fast[0].num_rows:
             rows.span_tables.append(fast[0])  # redacted once loaded, as every row copied in (load/__init__.py)
+            held += fast[0].num_rows
+            if flush is not None and held >= FLUSH_SPANS:
+                flush(rows)
+                held = 0
             continue
+        payload = bytes(view)
         # Trace and log requests share field numbers up to a point: a log request may parse as a (wrong) trace
         # request or fail to; a real trace request has 16-byte trace ids.
         try:
@@ -293,7 +302,7 @@ def _holds_spans(req: Any) -> bool:
     return any(len(s.trace_id) == 16 for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans)
 
 
-def _frames(path: Path, data: bytes, rows: Rows) -> list[tuple[int, bytes]]:
+def _frames(path: Path, data: memoryview, rows: Rows) -> list[tuple[int, memoryview]]:
     """Messages of a file: the Collector's file exporter writes each one after its 4-byte big-endian length.
 
     A file that does not start like that (a message starts with field 1's tag, 0x0a) is one bare message.

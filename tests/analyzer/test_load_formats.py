@@ -235,3 +235,39 @@ def test_string_array_attributes_in_string_tags_are_arrays(tmp_path, fmt):
                       ).fetchone()
     assert row[:3] == (["editor", "viewer"], ["alice", "orders", "write"], "[not json")
     assert json.loads(row[3])["other"] == '["stays", "text"]'  # only the contract's arrays are read as arrays
+
+
+def test_a_protobuf_file_flushed_as_it_is_read_loads_every_span_once(tmp_path, requests_, monkeypatch):
+    # a protobuf file's decoded requests go to DuckDB every FLUSH_SPANS spans (memory bounded): a request the C
+    # decoder leaves to Python (a bad record) between them loses nothing and repeats nothing
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from jitrace.analyzer.load import _formats
+
+    bad = ExportTraceServiceRequest()
+    bad.CopyFrom(requests_[0])
+    bad.resource_spans[0].scope_spans[0].spans[0].span_id = b"\x01\x02"  # a bad record: Python's to read
+    messages = [r.SerializeToString() for r in (requests_[0], bad, requests_[1], requests_[2])]
+    path = tmp_path / "traces.binpb"
+    path.write_bytes(b"".join(struct.pack(">I", len(m)) + m for m in messages))
+
+    def loaded() -> tuple[list[tuple], int]:
+        con = duckdb.connect()
+        report = load_into(con, [str(path)])
+        return con.execute(f"SELECT {SPAN_COLS} FROM spans ORDER BY span_id, name").fetchall(), report.bad_records
+
+    whole = loaded()
+    monkeypatch.setattr(_formats, "FLUSH_SPANS", 20)
+    flushed: list[int] = []
+    real = _formats._read_proto
+
+    def counting(path, data, rows, flush=None):
+        def counted(r):
+            flushed.append(len(r.span_tables))
+            flush(r)
+        return real(path, data, rows, counted if flush else None)
+
+    monkeypatch.setattr(_formats, "_read_proto", counting)
+    # the bad request's other 29 spans are copies of the first request's: one row each
+    assert loaded() == whole and whole[1] == 1 and len(whole[0]) == 90
+    assert len(flushed) >= 3  # 30 spans a request, 20 a flush: after each request the C decoder read
