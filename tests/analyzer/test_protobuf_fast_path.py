@@ -53,7 +53,8 @@ def _nested(values):
 
 
 VALUES = st.recursive(SCALARS, _nested, max_leaves=6)
-_KV = st.one_of(st.builds(lambda k, v: KeyValue(key=k, value=v), KEYS, VALUES), st.builds(lambda k: KeyValue(key=k), KEYS))
+_KV = st.one_of(st.builds(lambda k, v: KeyValue(key=k, value=v), KEYS, VALUES),
+                st.builds(lambda k: KeyValue(key=k), KEYS))
 
 
 def _kvs(max_size: int = 4, unique: bool = False):
