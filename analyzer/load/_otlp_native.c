@@ -21,8 +21,9 @@
  * JSON text written here is what Python's json encoder writes with ensure_ascii=False and compact separators
  * (_rows.to_json): '"' '\' and the control characters escaped (\n \r \t \b \f, else \u00XX in lower-case hex),
  * everything else as is; doubles are Python's own repr: a short plain decimal is its own repr, a longer one is
- * written as it came and checked against Python's repr once its range is read (the GIL taken once a range, not once
- * a double: see double_value), the range read again asking Python for each double where one differs.
+ * written as it came, proven to be its repr without Python where exact integer arithmetic can (repr_proven), else
+ * checked against Python's repr once its range is read (the GIL taken once a range, not once a double: see
+ * double_value), the range read again asking Python for each double where one differs.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -698,6 +699,78 @@ static int short_double(Parser *P, Num n, Buf *out, double *d) {
     return 1;
 }
 
+/* Whether the plain decimal text s[0:n] (no exponent), read as the double d (strtod_l of that text), is proven to be
+ * Python's repr of d, without the GIL: repr writes the shortest digits that read back as d, the nearest to d of
+ * those, in plain notation where the point falls within 16 digits and after at most three zeros. 1 when proven; 0
+ * when not (whether or not repr differs: the caller then asks Python). Proven with exact integer arithmetic on
+ * d = m * 2^e and the text = D * 10^-k, everything scaled by 2^(1-e) * 10^k: d's rounding interval is
+ * [X - U, X + U], the text's last digit unit is 2H, and the decimals of one digit fewer are the multiples of G.
+ * Both bounds are strict (a tie is left to Python). A decimal a digit shorter but of a lower power of ten lies on
+ * the finer grid: a text within ten units above a power of ten is left to Python, and beyond that such a decimal
+ * is more than 19H from d, past the interval while U < 19H. Only where it all fits 128 bits. */
+static int repr_proven(const u8 *s, size_t n, double d) {
+    const u8 *q = s, *e = s + n;
+    if (q < e && *q == '-')
+        q++;
+    if (e - q < 3 || e[-1] == '0' || !isfinite(d) || d == 0)
+        return 0;
+    const u8 *point = memchr(q, '.', (size_t)(e - q));
+    if (!point || point == q || point + 1 >= e)
+        return 0;
+    size_t whole = (size_t)(point - q);
+    int zeros = 0;  /* zeros after "0." */
+    if (q[0] == '0') {
+        if (whole != 1)
+            return 0;
+        for (const u8 *c = point + 1; c < e && *c == '0'; c++)
+            zeros++;
+        if (zeros > 3)
+            return 0;  /* repr writes an exponent below 1e-4 */
+    } else if (whole > 16) {
+        return 0;  /* ... and from 1e16 */
+    }
+    uint64_t D = 0;
+    int digits = 0;
+    for (const u8 *c = q; c < e; c++) {
+        if (c == point)
+            continue;
+        if (*c < '0' || *c > '9')
+            return 0;
+        if (!digits && *c == '0')
+            continue;
+        if (++digits > 17)
+            return 0;
+        D = D * 10 + (uint64_t)(*c - '0');
+    }
+    int k = (int)(e - point - 1);  /* digits after the point */
+    if (digits < 2 || k > 22)
+        return 0;
+    uint64_t low = 1;  /* 10^(digits - 1) */
+    for (int i = 1; i < digits; i++)
+        low *= 10;
+    if (D < low + 10 || D > low * 10 - 10)
+        return 0;
+    int exp2;
+    double frac = frexp(fabs(d), &exp2);  /* |d| = frac * 2^exp2, frac in [0.5, 1) */
+    uint64_t m = (uint64_t)ldexp(frac, 53);
+    int be = exp2 - 53;  /* |d| = m * 2^be */
+    if (m == (1ULL << 52) || be > 0 || be < -70)
+        return 0;  /* the interval is lopsided at a power of two; or past what is scaled here */
+    typedef unsigned __int128 u128;
+    u128 ten_k = 1;
+    for (int i = 0; i < k; i++)
+        ten_k *= 10;
+    u128 X = (u128)m * 2 * ten_k;         /* d */
+    u128 T = (u128)D << (1 - be);         /* the text */
+    u128 H = (u128)1 << (-be);            /* half the text's last digit unit */
+    u128 U = ten_k;                        /* half d's unit in the last place */
+    u128 G = (u128)10 << (1 - be);        /* a digit fewer */
+    if (U >= 19 * H || (T > X ? T - X : X - T) >= H)
+        return 0;  /* not the nearest decimal of its length (or a tie) */
+    u128 below = X / G * G, above = below + G;
+    return below + U < X && above > X + U;  /* no decimal a digit shorter reads back as d */
+}
+
 static double double_value(Parser *P, Buf *out) {
     Num n = number(P);
     double quick;
@@ -710,13 +783,16 @@ static double double_value(Parser *P, Buf *out) {
     tmp[n.n] = 0;
     if (!P->eager && !n.integer && C_NUMERIC) {
         /* most writers write a double's shortest text, which is Python's repr too: the text is written as it came
-         * and the value read here; parse() asks Python about every such text once the range is read (one taking
-         * of the GIL for the range, not one per double), and reads the range again eagerly if any differs */
+         * and the value read here; what repr_proven cannot prove, parse() asks Python about once the range is read
+         * (one taking of the GIL for the range, not one per double), and reads the range again eagerly if any
+         * differs */
         char *end = NULL;
         double d = strtod_l(tmp, &end, C_NUMERIC);
         if (end == tmp + n.n && isfinite(d)) {
-            Pending pending = {n.s, n.n, d};
-            put(P, &P->pending, &pending, sizeof pending);
+            if (!repr_proven(n.s, n.n, d)) {
+                Pending pending = {n.s, n.n, d};
+                put(P, &P->pending, &pending, sizeof pending);
+            }
             put(P, out, n.s, n.n);
             return d;
         }
@@ -1791,7 +1867,30 @@ static PyObject *newlines(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t(count);
 }
 
+PyDoc_STRVAR(repr_proven_doc,
+"repr_proven(text) -> bool\n\n"
+"Whether the reader proves, without Python, that the plain decimal `text` (bytes) is repr(float(text)); False\n"
+"when it leaves that to Python (for the tests).");
+
+static PyObject *repr_proven_py(PyObject *self, PyObject *args) {
+    Py_buffer text;
+    if (!PyArg_ParseTuple(args, "y*", &text))
+        return NULL;
+    char tmp[64];
+    int proven = 0;
+    if (text.len > 0 && (size_t)text.len < sizeof tmp && C_NUMERIC) {
+        memcpy(tmp, text.buf, (size_t)text.len);
+        tmp[text.len] = 0;
+        char *end = NULL;
+        double d = strtod_l(tmp, &end, C_NUMERIC);
+        proven = end == tmp + text.len && repr_proven((const u8 *)tmp, (size_t)text.len, d);
+    }
+    PyBuffer_Release(&text);
+    return PyBool_FromLong(proven);
+}
+
 static PyMethodDef methods[] = {
+    {"repr_proven", repr_proven_py, METH_VARARGS, repr_proven_doc},
     {"parse", parse, METH_VARARGS, parse_doc},
     {"newlines", newlines, METH_VARARGS, newlines_doc},
     {NULL, NULL, 0, NULL},
