@@ -146,9 +146,15 @@ static void refuse(Parser *P, const char *why) {
     longjmp(P->fail, 1);
 }
 
-static void buf_reserve(Parser *P, Buf *b, size_t more) {
-    if (b->n + more <= b->cap)
-        return;
+static void buf_grow(Parser *P, Buf *b, size_t more);
+
+/* Room for `more` bytes after b->n: inline, as every value written asks for it; growing is buf_grow's. */
+static inline void buf_reserve(Parser *P, Buf *b, size_t more) {
+    if (__builtin_expect(b->n + more > b->cap, 0))
+        buf_grow(P, b, more);
+}
+
+static __attribute__((noinline)) void buf_grow(Parser *P, Buf *b, size_t more) {
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->n + more)
         cap *= 2;
@@ -194,7 +200,7 @@ static void put_int(Parser *P, Buf *b, long long v) {
     put(P, b, tmp, decimal(tmp, v));
 }
 
-static void column_put(Parser *P, Column *col, const void *s, size_t n, int valid) {
+static inline void column_put(Parser *P, Column *col, const void *s, size_t n, int valid) {
     Py_ssize_t row = P->rows;
     if ((row & 7) == 0) {
         buf_reserve(P, &col->valid, 1);
