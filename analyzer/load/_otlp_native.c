@@ -64,6 +64,8 @@ typedef struct {
 enum { F_TEXT, F_DOUBLE, F_INT, F_TEXTS };  /* VARCHAR, DOUBLE, BIGINT, VARCHAR[] */
 enum { V_NONE, V_NULL, V_STR, V_INT, V_DBL, V_BOOL, V_ARR, V_OTHER };  /* what an attribute's value was */
 #define MAX_FACTS 128
+#define FACT_BUCKETS 256
+#define FACT_SLOTS 4
 
 typedef struct {
     int kind;
@@ -117,6 +119,10 @@ typedef struct {
     /* the facts' inputs: resource keys [0, nres), then attribute keys [nres, nfacts) */
     FactKey fkeys[MAX_FACTS];
     int nres, nfacts;
+    /* the fact keys by fingerprint: part 0 the resource keys, 1 the attribute keys; FACT_BUCKETS buckets of up to
+     * FACT_SLOTS keys each (a part with a fuller bucket is searched whole: findex_full) */
+    unsigned char findex[2][FACT_BUCKETS][FACT_SLOTS], findex_n[2][FACT_BUCKETS];
+    int findex_full[2];
     Val vals[MAX_FACTS];          /* this resource's and this span's values of them */
     FactColumn fcol[MAX_FACTS];
     Buf child_ends;               /* scratch of fact_texts */
@@ -930,6 +936,31 @@ typedef struct {
     uint64_t print;
 } Key;
 
+static inline int fact_key_is(const Parser *P, int f, uint64_t print, const char *key, size_t n) {
+    return P->fkeys[f].print == print && P->fkeys[f].n == n && memcmp(P->fkeys[f].key, key, n) == 0;
+}
+
+/* The fact key of [from, to) that the encoded key `key` is (its fingerprint `print`), or -1: looked up in the
+ * index of its part (fact_index), or searched whole. */
+static inline int fact_of(const Parser *P, int from, int to, uint64_t print, const char *key, size_t n) {
+    if (from >= to)
+        return -1;
+    int part = from == P->nres && to == P->nfacts ? 1 : from == 0 && to == P->nres ? 0 : -1;
+    if (part >= 0 && !P->findex_full[part]) {
+        unsigned bucket = (unsigned)(print >> 56);
+        for (int i = 0; i < P->findex_n[part][bucket]; i++) {
+            int f = P->findex[part][bucket][i];
+            if (fact_key_is(P, f, print, key, n))
+                return f;
+        }
+        return -1;
+    }
+    for (int f = from; f < to; f++)
+        if (fact_key_is(P, f, print, key, n))
+            return f;
+    return -1;
+}
+
 /* A KeyValue list -> its JSON object (_otlp_json.key_values). Keys must be distinct: Python makes a dict (a
  * repeated key keeps its place, the last value wins). With `find_service`, the string value of service.name is
  * kept in P->service. The values of the fact keys [facts_from, facts_to) are kept in P->vals. */
@@ -967,12 +998,9 @@ static void key_values(Parser *P, Buf *out, int depth, int find_service, int fac
                     if (keys[i].print == print && keys[i].n == n && memcmp(out->p + keys[i].at, out->p + at, n) == 0)
                         refuse(P, "a repeated attribute key");
                 keys[nkeys++] = (Key){at, n, print};
-                for (int f = facts_from; f < facts_to; f++)
-                    if (P->fkeys[f].print == print && P->fkeys[f].n == n &&
-                        memcmp(P->fkeys[f].key, out->p + at, n) == 0) {
-                        slot = &P->vals[f];
-                        break;
-                    }
+                int f = fact_of(P, facts_from, facts_to, print, out->p + at, n);
+                if (f >= 0)
+                    slot = &P->vals[f];
                 putc_(P, out, ':');
                 if (value_at) {
                     const u8 *resume = P->p;
@@ -1263,8 +1291,9 @@ static int fact_texts(Parser *P, FactColumn *f, const u8 *at) {
                     break;
                 }
                 size_t from = P->text.n;
-                put_text(P, &P->text, string_(P, 0));
-                if (memchr(P->text.p + from, 0, P->text.n - from)) {
+                Str each = string_(P, 0);
+                put_text(P, &P->text, each);
+                if (each.escaped && memchr(P->text.p + from, 0, P->text.n - from)) {  /* only an escape is a NUL */
                     ok = 0;
                     break;
                 }
@@ -1311,7 +1340,7 @@ static int fact_columns_row(Parser *P) {
                 put_text(P, &P->text, v->s);
                 t = P->text.p + mark;
                 n = P->text.n - mark;
-                valid = !memchr(t, 0, n);
+                valid = !v->s.escaped || !memchr(t, 0, n);  /* a NUL comes only from an escape (string_) */
             } else if (v->kind == V_INT) {
                 n = decimal(number, v->i);
                 t = number;
@@ -1673,6 +1702,20 @@ PyDoc_STRVAR(parse_doc,
 "Raises Refused when the Python reader might read any of the lines otherwise: its args are (why, the line's number,\n"
 "the line's start and end in `data`, its newline included); the lines before it were read without a refusal.");
 
+/* The index fact_of looks keys up in: each part's keys by the top byte of their fingerprint. */
+static void fact_index(Parser *P) {
+    for (int part = 0; part < 2; part++) {
+        int from = part ? P->nres : 0, to = part ? P->nfacts : P->nres;
+        for (int f = from; f < to && !P->findex_full[part]; f++) {
+            unsigned bucket = (unsigned)(P->fkeys[f].print >> 56);
+            if (P->findex_n[part][bucket] == FACT_SLOTS)
+                P->findex_full[part] = 1;
+            else
+                P->findex[part][bucket][P->findex_n[part][bucket]++] = (unsigned char)f;
+        }
+    }
+}
+
 /* The fact keys of `facts` (see parse_doc) into P; 0 with an exception set when they are not as described. The key
  * texts stay owned by `facts`, which the caller holds for the call. */
 static int fact_keys(Parser *P, PyObject *facts) {
@@ -1715,6 +1758,7 @@ static int fact_keys(Parser *P, PyObject *facts) {
         if (part == 0)
             P->nres = P->nfacts;
     }
+    fact_index(P);
     return 1;
 }
 
