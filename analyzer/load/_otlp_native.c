@@ -21,8 +21,9 @@
  * JSON text written here is what Python's json encoder writes with ensure_ascii=False and compact separators
  * (_rows.to_json): '"' '\' and the control characters escaped (\n \r \t \b \f, else \u00XX in lower-case hex),
  * everything else as is; doubles are Python's own repr: a short plain decimal is its own repr, a longer one is
- * written as it came and checked against Python's repr once its range is read (the GIL taken once a range, not once
- * a double: see double_value), the range read again asking Python for each double where one differs.
+ * written as it came, proven to be its repr without Python where exact integer arithmetic can (repr_proven), else
+ * checked against Python's repr once its range is read (the GIL taken once a range, not once a double: see
+ * double_value), the range read again asking Python for each double where one differs.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -63,6 +64,8 @@ typedef struct {
 enum { F_TEXT, F_DOUBLE, F_INT, F_TEXTS };  /* VARCHAR, DOUBLE, BIGINT, VARCHAR[] */
 enum { V_NONE, V_NULL, V_STR, V_INT, V_DBL, V_BOOL, V_ARR, V_OTHER };  /* what an attribute's value was */
 #define MAX_FACTS 128
+#define FACT_BUCKETS 256
+#define FACT_SLOTS 4
 
 typedef struct {
     int kind;
@@ -116,6 +119,10 @@ typedef struct {
     /* the facts' inputs: resource keys [0, nres), then attribute keys [nres, nfacts) */
     FactKey fkeys[MAX_FACTS];
     int nres, nfacts;
+    /* the fact keys by fingerprint: part 0 the resource keys, 1 the attribute keys; FACT_BUCKETS buckets of up to
+     * FACT_SLOTS keys each (a part with a fuller bucket is searched whole: findex_full) */
+    unsigned char findex[2][FACT_BUCKETS][FACT_SLOTS], findex_n[2][FACT_BUCKETS];
+    int findex_full[2];
     Val vals[MAX_FACTS];          /* this resource's and this span's values of them */
     FactColumn fcol[MAX_FACTS];
     Buf child_ends;               /* scratch of fact_texts */
@@ -145,9 +152,15 @@ static void refuse(Parser *P, const char *why) {
     longjmp(P->fail, 1);
 }
 
-static void buf_reserve(Parser *P, Buf *b, size_t more) {
-    if (b->n + more <= b->cap)
-        return;
+static void buf_grow(Parser *P, Buf *b, size_t more);
+
+/* Room for `more` bytes after b->n: inline, as every value written asks for it; growing is buf_grow's. */
+static inline void buf_reserve(Parser *P, Buf *b, size_t more) {
+    if (__builtin_expect(b->n + more > b->cap, 0))
+        buf_grow(P, b, more);
+}
+
+static __attribute__((noinline)) void buf_grow(Parser *P, Buf *b, size_t more) {
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->n + more)
         cap *= 2;
@@ -193,7 +206,7 @@ static void put_int(Parser *P, Buf *b, long long v) {
     put(P, b, tmp, decimal(tmp, v));
 }
 
-static void column_put(Parser *P, Column *col, const void *s, size_t n, int valid) {
+static inline void column_put(Parser *P, Column *col, const void *s, size_t n, int valid) {
     Py_ssize_t row = P->rows;
     if ((row & 7) == 0) {
         buf_reserve(P, &col->valid, 1);
@@ -698,6 +711,78 @@ static int short_double(Parser *P, Num n, Buf *out, double *d) {
     return 1;
 }
 
+/* Whether the plain decimal text s[0:n] (no exponent), read as the double d (strtod_l of that text), is proven to be
+ * Python's repr of d, without the GIL: repr writes the shortest digits that read back as d, the nearest to d of
+ * those, in plain notation where the point falls within 16 digits and after at most three zeros. 1 when proven; 0
+ * when not (whether or not repr differs: the caller then asks Python). Proven with exact integer arithmetic on
+ * d = m * 2^e and the text = D * 10^-k, everything scaled by 2^(1-e) * 10^k: d's rounding interval is
+ * [X - U, X + U], the text's last digit unit is 2H, and the decimals of one digit fewer are the multiples of G.
+ * Both bounds are strict (a tie is left to Python). A decimal a digit shorter but of a lower power of ten lies on
+ * the finer grid: a text within ten units above a power of ten is left to Python, and beyond that such a decimal
+ * is more than 19H from d, past the interval while U < 19H. Only where it all fits 128 bits. */
+static int repr_proven(const u8 *s, size_t n, double d) {
+    const u8 *q = s, *e = s + n;
+    if (q < e && *q == '-')
+        q++;
+    if (e - q < 3 || e[-1] == '0' || !isfinite(d) || d == 0)
+        return 0;
+    const u8 *point = memchr(q, '.', (size_t)(e - q));
+    if (!point || point == q || point + 1 >= e)
+        return 0;
+    size_t whole = (size_t)(point - q);
+    int zeros = 0;  /* zeros after "0." */
+    if (q[0] == '0') {
+        if (whole != 1)
+            return 0;
+        for (const u8 *c = point + 1; c < e && *c == '0'; c++)
+            zeros++;
+        if (zeros > 3)
+            return 0;  /* repr writes an exponent below 1e-4 */
+    } else if (whole > 16) {
+        return 0;  /* ... and from 1e16 */
+    }
+    uint64_t D = 0;
+    int digits = 0;
+    for (const u8 *c = q; c < e; c++) {
+        if (c == point)
+            continue;
+        if (*c < '0' || *c > '9')
+            return 0;
+        if (!digits && *c == '0')
+            continue;
+        if (++digits > 17)
+            return 0;
+        D = D * 10 + (uint64_t)(*c - '0');
+    }
+    int k = (int)(e - point - 1);  /* digits after the point */
+    if (digits < 2 || k > 22)
+        return 0;
+    uint64_t low = 1;  /* 10^(digits - 1) */
+    for (int i = 1; i < digits; i++)
+        low *= 10;
+    if (D < low + 10 || D > low * 10 - 10)
+        return 0;
+    int exp2;
+    double frac = frexp(fabs(d), &exp2);  /* |d| = frac * 2^exp2, frac in [0.5, 1) */
+    uint64_t m = (uint64_t)ldexp(frac, 53);
+    int be = exp2 - 53;  /* |d| = m * 2^be */
+    if (m == (1ULL << 52) || be > 0 || be < -70)
+        return 0;  /* the interval is lopsided at a power of two; or past what is scaled here */
+    typedef unsigned __int128 u128;
+    u128 ten_k = 1;
+    for (int i = 0; i < k; i++)
+        ten_k *= 10;
+    u128 X = (u128)m * 2 * ten_k;         /* d */
+    u128 T = (u128)D << (1 - be);         /* the text */
+    u128 H = (u128)1 << (-be);            /* half the text's last digit unit */
+    u128 U = ten_k;                        /* half d's unit in the last place */
+    u128 G = (u128)10 << (1 - be);        /* a digit fewer */
+    if (U >= 19 * H || (T > X ? T - X : X - T) >= H)
+        return 0;  /* not the nearest decimal of its length (or a tie) */
+    u128 below = X / G * G, above = below + G;
+    return below + U < X && above > X + U;  /* no decimal a digit shorter reads back as d */
+}
+
 static double double_value(Parser *P, Buf *out) {
     Num n = number(P);
     double quick;
@@ -710,13 +795,16 @@ static double double_value(Parser *P, Buf *out) {
     tmp[n.n] = 0;
     if (!P->eager && !n.integer && C_NUMERIC) {
         /* most writers write a double's shortest text, which is Python's repr too: the text is written as it came
-         * and the value read here; parse() asks Python about every such text once the range is read (one taking
-         * of the GIL for the range, not one per double), and reads the range again eagerly if any differs */
+         * and the value read here; what repr_proven cannot prove, parse() asks Python about once the range is read
+         * (one taking of the GIL for the range, not one per double), and reads the range again eagerly if any
+         * differs */
         char *end = NULL;
         double d = strtod_l(tmp, &end, C_NUMERIC);
         if (end == tmp + n.n && isfinite(d)) {
-            Pending pending = {n.s, n.n, d};
-            put(P, &P->pending, &pending, sizeof pending);
+            if (!repr_proven(n.s, n.n, d)) {
+                Pending pending = {n.s, n.n, d};
+                put(P, &P->pending, &pending, sizeof pending);
+            }
             put(P, out, n.s, n.n);
             return d;
         }
@@ -848,6 +936,31 @@ typedef struct {
     uint64_t print;
 } Key;
 
+static inline int fact_key_is(const Parser *P, int f, uint64_t print, const char *key, size_t n) {
+    return P->fkeys[f].print == print && P->fkeys[f].n == n && memcmp(P->fkeys[f].key, key, n) == 0;
+}
+
+/* The fact key of [from, to) that the encoded key `key` is (its fingerprint `print`), or -1: looked up in the
+ * index of its part (fact_index), or searched whole. */
+static inline int fact_of(const Parser *P, int from, int to, uint64_t print, const char *key, size_t n) {
+    if (from >= to)
+        return -1;
+    int part = from == P->nres && to == P->nfacts ? 1 : from == 0 && to == P->nres ? 0 : -1;
+    if (part >= 0 && !P->findex_full[part]) {
+        unsigned bucket = (unsigned)(print >> 56);
+        for (int i = 0; i < P->findex_n[part][bucket]; i++) {
+            int f = P->findex[part][bucket][i];
+            if (fact_key_is(P, f, print, key, n))
+                return f;
+        }
+        return -1;
+    }
+    for (int f = from; f < to; f++)
+        if (fact_key_is(P, f, print, key, n))
+            return f;
+    return -1;
+}
+
 /* A KeyValue list -> its JSON object (_otlp_json.key_values). Keys must be distinct: Python makes a dict (a
  * repeated key keeps its place, the last value wins). With `find_service`, the string value of service.name is
  * kept in P->service. The values of the fact keys [facts_from, facts_to) are kept in P->vals. */
@@ -885,12 +998,9 @@ static void key_values(Parser *P, Buf *out, int depth, int find_service, int fac
                     if (keys[i].print == print && keys[i].n == n && memcmp(out->p + keys[i].at, out->p + at, n) == 0)
                         refuse(P, "a repeated attribute key");
                 keys[nkeys++] = (Key){at, n, print};
-                for (int f = facts_from; f < facts_to; f++)
-                    if (P->fkeys[f].print == print && P->fkeys[f].n == n &&
-                        memcmp(P->fkeys[f].key, out->p + at, n) == 0) {
-                        slot = &P->vals[f];
-                        break;
-                    }
+                int f = fact_of(P, facts_from, facts_to, print, out->p + at, n);
+                if (f >= 0)
+                    slot = &P->vals[f];
                 putc_(P, out, ':');
                 if (value_at) {
                     const u8 *resume = P->p;
@@ -1181,8 +1291,9 @@ static int fact_texts(Parser *P, FactColumn *f, const u8 *at) {
                     break;
                 }
                 size_t from = P->text.n;
-                put_text(P, &P->text, string_(P, 0));
-                if (memchr(P->text.p + from, 0, P->text.n - from)) {
+                Str each = string_(P, 0);
+                put_text(P, &P->text, each);
+                if (each.escaped && memchr(P->text.p + from, 0, P->text.n - from)) {  /* only an escape is a NUL */
                     ok = 0;
                     break;
                 }
@@ -1229,7 +1340,7 @@ static int fact_columns_row(Parser *P) {
                 put_text(P, &P->text, v->s);
                 t = P->text.p + mark;
                 n = P->text.n - mark;
-                valid = !memchr(t, 0, n);
+                valid = !v->s.escaped || !memchr(t, 0, n);  /* a NUL comes only from an escape (string_) */
             } else if (v->kind == V_INT) {
                 n = decimal(number, v->i);
                 t = number;
@@ -1591,6 +1702,20 @@ PyDoc_STRVAR(parse_doc,
 "Raises Refused when the Python reader might read any of the lines otherwise: its args are (why, the line's number,\n"
 "the line's start and end in `data`, its newline included); the lines before it were read without a refusal.");
 
+/* The index fact_of looks keys up in: each part's keys by the top byte of their fingerprint. */
+static void fact_index(Parser *P) {
+    for (int part = 0; part < 2; part++) {
+        int from = part ? P->nres : 0, to = part ? P->nfacts : P->nres;
+        for (int f = from; f < to && !P->findex_full[part]; f++) {
+            unsigned bucket = (unsigned)(P->fkeys[f].print >> 56);
+            if (P->findex_n[part][bucket] == FACT_SLOTS)
+                P->findex_full[part] = 1;
+            else
+                P->findex[part][bucket][P->findex_n[part][bucket]++] = (unsigned char)f;
+        }
+    }
+}
+
 /* The fact keys of `facts` (see parse_doc) into P; 0 with an exception set when they are not as described. The key
  * texts stay owned by `facts`, which the caller holds for the call. */
 static int fact_keys(Parser *P, PyObject *facts) {
@@ -1633,6 +1758,7 @@ static int fact_keys(Parser *P, PyObject *facts) {
         if (part == 0)
             P->nres = P->nfacts;
     }
+    fact_index(P);
     return 1;
 }
 
@@ -1791,7 +1917,30 @@ static PyObject *newlines(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t(count);
 }
 
+PyDoc_STRVAR(repr_proven_doc,
+"repr_proven(text) -> bool\n\n"
+"Whether the reader proves, without Python, that the plain decimal `text` (bytes) is repr(float(text)); False\n"
+"when it leaves that to Python (for the tests).");
+
+static PyObject *repr_proven_py(PyObject *self, PyObject *args) {
+    Py_buffer text;
+    if (!PyArg_ParseTuple(args, "y*", &text))
+        return NULL;
+    char tmp[64];
+    int proven = 0;
+    if (text.len > 0 && (size_t)text.len < sizeof tmp && C_NUMERIC) {
+        memcpy(tmp, text.buf, (size_t)text.len);
+        tmp[text.len] = 0;
+        char *end = NULL;
+        double d = strtod_l(tmp, &end, C_NUMERIC);
+        proven = end == tmp + text.len && repr_proven((const u8 *)tmp, (size_t)text.len, d);
+    }
+    PyBuffer_Release(&text);
+    return PyBool_FromLong(proven);
+}
+
 static PyMethodDef methods[] = {
+    {"repr_proven", repr_proven_py, METH_VARARGS, repr_proven_doc},
     {"parse", parse, METH_VARARGS, parse_doc},
     {"newlines", newlines, METH_VARARGS, newlines_doc},
     {NULL, NULL, 0, NULL},

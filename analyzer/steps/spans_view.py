@@ -33,10 +33,11 @@ if TYPE_CHECKING:
 ROWS_TABLE = "span_rows"  # loaded rows, in the spans schema, until define() stores them with their facts
 FACTS_TABLE = "span_fact_rows"  # loaded rows with their facts: what the view reads of them
 FILES_TABLE = "span_files"
-# The JSON text of each span (unique per span, and no step reads it): stored in FACTS_TABLE with zstd, chosen up front.
-# DuckDB's choice among its string compressions analyzes each column segment every way first, and what it picks for
-# such text is both slower to write and bigger than zstd.
-JSON_TEXT_COLUMNS = ("resource", "attributes", "events", "links")
+# Compression chosen up front for the JSON text columns of FACTS_TABLE (no step reads them). DuckDB's own choice
+# analyzes each column segment every way first. A span's attributes are unique to it: zstd, which is both faster to
+# write and smaller than what DuckDB picks for such text. The resource is shared by the spans of one export, and the
+# events and links are mostly empty lists: a dictionary (dict_fsst) stores them smaller than zstd and cheaper to write.
+JSON_TEXT_COMPRESSION = {"resource": "dict_fsst", "attributes": "zstd", "events": "dict_fsst", "links": "dict_fsst"}
 
 
 @functools.cache
@@ -158,7 +159,8 @@ def ensure(con: duckdb.DuckDBPyConnection, *, view: bool = True) -> None:
     """Create ``span_rows``, ``span_files`` and (unless ``view`` is False: the caller defines it once it has added
     spans) the view if they are not there yet."""
     con.execute(schema.duckdb_ddl(ROWS_TABLE, schema.SPANS))
-    columns = [f"{name} {kind}" + (" USING COMPRESSION zstd" if name in JSON_TEXT_COLUMNS else "")
+    columns = [f"{name} {kind}" + (f" USING COMPRESSION {JSON_TEXT_COMPRESSION[name]}" if name in JSON_TEXT_COMPRESSION
+                                   else "")
                for name, kind in schema.SPANS] + [f"{n} {k}" for n, k in fact_types(con).items()]
     con.execute(f"CREATE TABLE IF NOT EXISTS {FACTS_TABLE} ({', '.join(columns)})")
     con.execute(f"CREATE TABLE IF NOT EXISTS {FILES_TABLE} (path VARCHAR, has_source BOOLEAN)")

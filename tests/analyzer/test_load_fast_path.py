@@ -650,6 +650,46 @@ def test_a_double_not_spelled_as_python_writes_it_reads_its_range_again(tmp_path
     assert _texts(path, fast=True) == _texts(path, fast=False)  # the text itself, not only what it parses to
 
 
+def _spellings(x: float) -> list[str]:
+    """Plain decimal spellings of ``x``: its repr, other digit counts, and the repr with its last digit moved."""
+    texts = [repr(x), f"{x:.15g}", f"{x:.16g}", f"{x:.17g}", f"{x:.18g}"]
+    last = repr(x)[-1]
+    if last.isdigit():
+        texts += [repr(x)[:-1] + str(d) for d in range(10) if str(d) != last]
+    return [t for t in texts if "e" not in t and "n" not in t]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                 st.floats(min_value=1e-4, max_value=1e16), st.floats(min_value=-1e5, max_value=1e5)))
+def test_a_double_proven_to_be_its_repr_without_python_is_its_repr(x):
+    # the C reader proves (without the GIL) that most long doubles are spelled as Python's repr; a text it proves so
+    # must be exactly repr(float(text)), ties and texts near a power of ten or two included (else it asks Python)
+    native = _otlp_json_native._otlp_native
+    for text in _spellings(x):
+        if native.repr_proven(text.encode()):
+            assert repr(float(text)) == text
+
+
+def test_the_long_doubles_writers_write_are_proven_without_python():
+    # what float32 values widened to double look like (the bench's ttl and age): no Python call for them
+    native = _otlp_json_native._otlp_native
+    for text in ("3052.1749999523163", "-547.8250000476837", "0.30000000000000004", "1547.950000047684"):
+        assert native.repr_proven(text.encode())
+    for text in ("0.10000000000000001", "1547.9500000476838", "1547.95000004768370", "1e+16", "0.1"):
+        assert not native.repr_proven(text.encode())  # not its repr, or one short_double reads
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.floats(min_value=-1e6, max_value=1e6).filter(_spellings)
+                .flatmap(lambda x: st.sampled_from(_spellings(x))), min_size=1, max_size=20))
+def test_doubles_spelled_any_way_load_as_python_loads_them(tmp_path_factory, texts):
+    path = _doubles_file(tmp_path_factory.mktemp("doubles"), texts + texts[:1])  # two lines at least
+    fast, _ = _both([path])
+    assert fast.fast_files == [path] and fast.python_ranges == 0
+    assert _texts(path, fast=True) == _texts(path, fast=False)
+
+
 def _doubles_file(tmp_path: Path, texts: list[str]) -> Path:
     """A span per text, its jit.token.ttl_s and another attribute holding that double spelled as given."""
     lines = []

@@ -238,3 +238,17 @@ def test_a_damaged_page_the_report_reads_beside_the_steps_is_a_one_line_error(tm
     assert len(allowed_only) == 1
     _damage_first_page(allowed_only[0], "jit_token_ttl_s")
     _analysis_fails_in_one_line(tmp_path)
+
+
+def test_the_json_text_of_stored_spans_is_compressed_as_chosen(tmp_path):
+    # the JSON text columns skip DuckDB's analysis of every compression: each is stored as JSON_TEXT_COMPRESSION says
+    world = _world(2.0, 300.0, 100.0)
+    path = world.write_parquet(tmp_path / "spans.parquet")
+    con = session.connect(tmp_path / "jitrace.duckdb", define_view=False)
+    load_into(con, [str(path)])
+    con.execute("CHECKPOINT")
+    stored = con.execute("SELECT DISTINCT column_name, compression FROM pragma_storage_info(?) "
+                         "WHERE segment_type = 'VARCHAR'", [spans_view.FACTS_TABLE]).fetchall()
+    chosen = {name: kind.lower() for name, kind in stored if name in spans_view.JSON_TEXT_COMPRESSION}
+    assert chosen == spans_view.JSON_TEXT_COMPRESSION
+    con.close()
