@@ -140,8 +140,9 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool,
 def _one_row_per_span(con: duckdb.DuckDBPyConnection, report: LoadReport) -> None:
     """Drop the copies of a span seen more than once (one file twice, an OTLP export beside a Jaeger download of the
     same traces): a span is its trace id, span id and kind (Zipkin's shared spans give the client and the server one
-    id). The copy kept has a start and an end if any has, then the most attributes, resource attributes and events.
-    Also counts the spans without a time.
+    id). The copy kept has a start and an end if any has, then the most attributes, resource attributes and events,
+    then the first source; copies in one request (one source) are then ordered by their content, so that the copy kept
+    never depends on the order the rows were stored in. Also counts the spans without a time.
 
     One scan of span id and kind (random 64-bit ids: the trace id, twice as wide to decode, rarely tells more) says
     whether any span may be there twice, by a 64-bit hash (a collision only costs the exact pass below); only then
@@ -163,7 +164,8 @@ def _one_row_per_span(con: duckdb.DuckDBPyConnection, report: LoadReport) -> Non
             ORDER BY start_ns IS NOT NULL AND end_ns IS NOT NULL DESC,
                      coalesce(len(json_keys(attributes)), 0) + coalesce(len(json_keys(resource)), 0)
                      + coalesce(json_array_length(events), 0) DESC,
-                     source) = 1""")
+                     source, attributes, resource, events, links, name, status_code, status_message,
+                     start_ns, end_ns, parent_span_id, scope, service) = 1""")
     try:
         kept, untimed = con.execute("SELECT count(*), count(*) FILTER (WHERE start_ns IS NULL OR end_ns IS NULL) "
                                     "FROM jitrace_one_copy").fetchone()

@@ -711,3 +711,15 @@ def _texts(path: Path, *, fast: bool) -> list[tuple]:
     finally:
         _text.FAST_PATH = True
     return con.execute("SELECT span_id, attributes FROM spans ORDER BY span_id").fetchall()
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_copies_of_a_span_in_one_request_keep_one_copy_whatever_their_order(tmp_path, swap):
+    # two copies of one span in one request: one source, the same number of attributes. The copy kept must not
+    # depend on the reader (the C reader stores spans in another order than the Python reader) nor on their order
+    copies = [GOOD_SPAN | {"attributes": [{"key": "k", "value": {"doubleValue": v}}]} for v in (-2014, 0)]
+    other = GOOD_SPAN | {"spanId": "eee19b7ec3c1b175"}
+    lines = [_line(other), _line(*(copies[::-1] if swap else copies)), _line(other | {"spanId": "eee19b7ec3c1b176"})]
+    fast = _both([_write(str(tmp_path), lines)])[0]
+    kept = [row[11] for row in fast.rows if row[1] == "eee19b7ec3c1b174"]  # attributes, as _normal gives them
+    assert kept == [repr(_typed({"k": -2014.0}))]  # the first by content: the same whichever came first
