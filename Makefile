@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench notebooks lint clean bytecode clickhouse
 
-$(STAMP): requirements.lock pyproject.toml setup.py analyzer/load/_otlp_native.c analyzer/otlp/_protobuf_native.c
+$(STAMP): requirements.lock pyproject.toml setup.py analyzer/load/_otlp_native.c analyzer/otlp/_protobuf_native.c analyzer/_arrow_buffers.h
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.lock

@@ -36,12 +36,14 @@ setup(
         Extension(
             "jitrace.analyzer.load._otlp_native",
             sources=["analyzer/load/_otlp_native.c"],
+            depends=["analyzer/_arrow_buffers.h"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
         ),
         Extension(
             "jitrace.analyzer.otlp._protobuf_native",
             sources=["analyzer/otlp/_protobuf_native.c"],
+            depends=["analyzer/_arrow_buffers.h"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
         ),

@@ -26,7 +26,7 @@
  * double_value), the range read again asking Python for each double where one differs.
  */
 #define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include <Python.h>  /* first: it sets the features the system headers read */
 #include <locale.h>
 #include <math.h>
 #include <setjmp.h>
@@ -34,24 +34,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef unsigned char u8;
-
-enum { C_TRACE, C_SPAN, C_PARENT, C_NAME, C_KIND, C_START, C_END, C_STATUS, C_MESSAGE, C_SERVICE, C_RESOURCE,
-       C_ATTRS, C_EVENTS, C_LINKS, C_SCOPE, C_SOURCE, NCOLS };
-#define IS_INT_COLUMN(c) ((c) == C_START || (c) == C_END)
+#include "../_arrow_buffers.h"
 
 #define MAX_DEPTH 64      /* nesting of values (arrays, kvlists) and of skipped fields; deeper is refused */
 #define MAX_KEYS 512      /* attributes of one list: more are refused (the duplicate check is quadratic) */
-
-typedef struct {
-    char *p;
-    size_t n, cap;
-} Buf;
-
-typedef struct {
-    Buf data, offsets, valid;
-    Py_ssize_t nulls;
-} Column;
 
 typedef struct {
     const u8 *s;   /* the string's content, between the quotes, as written */
@@ -105,8 +91,7 @@ typedef struct {
 
 typedef struct {
     const u8 *p, *end;        /* the cursor, within the current line */
-    jmp_buf fail;
-    const char *why;          /* the refusal's reason */
+    Fail f;                   /* where a refusal jumps, and its reason */
     long long line;           /* the current line's number */
     Py_ssize_t line_from, line_to;  /* the current line's bytes in the data, its newline included */
     PyThreadState *ts;        /* the thread state while the GIL is released */
@@ -148,58 +133,22 @@ static PyObject *Refused;
 /* ------------------------------------------------------------------------------------------------ basics */
 
 static void refuse(Parser *P, const char *why) {
-    P->why = why;
-    longjmp(P->fail, 1);
+    refuse_with(&P->f, why);
 }
 
-static void buf_grow(Parser *P, Buf *b, size_t more);
-
-/* Room for `more` bytes after b->n: inline, as every value written asks for it; growing is buf_grow's. */
-static inline void buf_reserve(Parser *P, Buf *b, size_t more) {
-    if (__builtin_expect(b->n + more > b->cap, 0))
-        buf_grow(P, b, more);
-}
-
-static __attribute__((noinline)) void buf_grow(Parser *P, Buf *b, size_t more) {
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->n + more)
-        cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p)
-        refuse(P, "out of memory");
-    b->p = p;
-    b->cap = cap;
+static inline void reserve(Parser *P, Buf *b, size_t more) {
+    buf_reserve(&P->f, b, more);
 }
 
 static inline void put(Parser *P, Buf *b, const void *s, size_t n) {
-    if (!n)
-        return;
-    buf_reserve(P, b, n);
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
+    buf_put(&P->f, b, s, n);
 }
 
 static inline void putc_(Parser *P, Buf *b, char c) {
-    buf_reserve(P, b, 1);
-    b->p[b->n++] = c;
+    buf_putc(&P->f, b, c);
 }
 
 #define PUTS(P, b, s) put((P), (b), (s), sizeof(s) - 1)
-
-/* v in decimal into t (24 bytes); returns the length. By hand: snprintf's format parsing showed in profiles. */
-static size_t decimal(char *t, long long v) {
-    char r[24];
-    size_t n = 0, k = 0;
-    unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
-    do
-        r[n++] = (char)('0' + u % 10);
-    while (u /= 10);
-    if (v < 0)
-        t[k++] = '-';
-    while (n)
-        t[k++] = r[--n];
-    return k;
-}
 
 static void put_int(Parser *P, Buf *b, long long v) {
     char tmp[24];
@@ -207,21 +156,7 @@ static void put_int(Parser *P, Buf *b, long long v) {
 }
 
 static inline void column_put(Parser *P, Column *col, const void *s, size_t n, int valid) {
-    Py_ssize_t row = P->rows;
-    if ((row & 7) == 0) {
-        buf_reserve(P, &col->valid, 1);
-        col->valid.p[col->valid.n++] = 0;
-    }
-    if (valid) {
-        col->valid.p[row >> 3] |= (char)(1 << (row & 7));
-        put(P, &col->data, s, n);
-    } else {
-        col->nulls++;
-    }
-    if (col->data.n > INT32_MAX)
-        refuse(P, "a column past 2 GB");
-    int32_t end = (int32_t)col->data.n;
-    put(P, &col->offsets, &end, sizeof end);
+    column_put_row(&P->f, col, P->rows, s, n, valid);
 }
 
 static void column_row(Parser *P, int c, const void *s, size_t n, int valid) {
@@ -305,22 +240,10 @@ static int hex4(Parser *P, const u8 *s) {
 
 /* The length of a valid UTF-8 sequence at s (not ASCII), else a refusal: what Python's strict decoder takes. */
 static size_t utf8_len(Parser *P, const u8 *s) {
-    const u8 *e = P->end;
-    u8 c = s[0];
-    if (c >= 0xC2 && c <= 0xDF) {
-        if (e - s >= 2 && (s[1] & 0xC0) == 0x80)
-            return 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        if (e - s >= 3 && (s[1] & 0xC0) == 0x80 && (s[2] & 0xC0) == 0x80 && !(c == 0xE0 && s[1] < 0xA0) &&
-            !(c == 0xED && s[1] >= 0xA0))
-            return 3;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        if (e - s >= 4 && (s[1] & 0xC0) == 0x80 && (s[2] & 0xC0) == 0x80 && (s[3] & 0xC0) == 0x80 &&
-            !(c == 0xF0 && s[1] < 0x90) && !(c == 0xF4 && s[1] >= 0x90))
-            return 4;
-    }
-    refuse(P, "invalid UTF-8");
-    return 0;
+    size_t n = utf8_seq(s, P->end);
+    if (!n)
+        refuse(P, "invalid UTF-8");
+    return n;
 }
 
 /* A JSON string at the cursor, checked whole (escapes, UTF-8, no raw control character; a lone surrogate escape
@@ -444,7 +367,7 @@ static void put_text(Parser *P, Buf *b, Str s) {
 /* A checked string as Python's encoder writes it (ensure_ascii=False). */
 static void put_json_string(Parser *P, Buf *b, Str s) {
     if (!s.escaped) {  /* no escape and (checked) no control character: already the encoder's text */
-        buf_reserve(P, b, s.n + 2);
+        reserve(P, b, s.n + 2);
         b->p[b->n++] = '"';
         memcpy(b->p + b->n, s.s, s.n);
         b->n += s.n;
@@ -1265,7 +1188,7 @@ static int hinted(const char *text, size_t n) {
 static void fact_bit(Parser *P, Buf *bits, int on) {
     Py_ssize_t row = P->rows;
     if ((row & 7) == 0) {
-        buf_reserve(P, bits, 1);
+        reserve(P, bits, 1);
         bits->p[bits->n++] = 0;
     }
     if (on)
@@ -1461,7 +1384,7 @@ static void span(Parser *P) {
     column_row(P, C_SCOPE, P->scope.p, P->scope.n, P->has_scope);
     char number[24];
     size_t digits = decimal(number, P->line);
-    buf_reserve(P, &P->text, P->prefix_len + (size_t)digits);
+    reserve(P, &P->text, P->prefix_len + (size_t)digits);
     memcpy(P->text.p + mark, P->prefix, P->prefix_len);
     memcpy(P->text.p + mark + P->prefix_len, number, (size_t)digits);
     column_row(P, C_SOURCE, P->text.p + mark, P->prefix_len + (size_t)digits, 1);
@@ -1614,10 +1537,10 @@ static void parser_free(Parser *P) {
         free(bufs[i]->p);
 }
 
-/* Reads lines [start, end) of `data`; returns the number of records (non-blank lines), or -1 (P->why says why). */
+/* Reads lines [start, end) of `data`; returns the number of records (non-blank lines), or -1 (P->f.why says why). */
 static long long read_lines(Parser *P, const u8 *data, Py_ssize_t start, Py_ssize_t end, long long first_line) {
     volatile long long records = 0;
-    if (setjmp(P->fail))
+    if (setjmp(P->f.jump))
         return -1;
     int32_t zero = 0;
     for (int c = 0; c < NCOLS; c++)
@@ -1649,45 +1572,6 @@ static long long read_lines(Parser *P, const u8 *data, Py_ssize_t start, Py_ssiz
     return records;
 }
 
-/* A buffer handed over to Python without a copy: Arrow wraps it (pa.py_buffer) and frees it with the last user. */
-typedef struct {
-    PyObject_HEAD
-    char *p;
-    Py_ssize_t n;
-} Block;
-
-static void block_dealloc(Block *self) {
-    free(self->p);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static int block_getbuffer(Block *self, Py_buffer *view, int flags) {
-    static char nothing[1];
-    return PyBuffer_FillInfo(view, (PyObject *)self, self->p ? self->p : nothing, self->n, 1, flags);
-}
-
-static PyBufferProcs block_as_buffer = {(getbufferproc)block_getbuffer, NULL};
-
-static PyTypeObject BlockType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "_otlp_native.Block",
-    .tp_basicsize = sizeof(Block),
-    .tp_dealloc = (destructor)block_dealloc,
-    .tp_as_buffer = &block_as_buffer,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Bytes of one Arrow buffer the C reader wrote (read-only buffer protocol).",
-};
-
-static PyObject *block_of(Buf *b) {
-    Block *o = PyObject_New(Block, &BlockType);
-    if (!o)
-        return NULL;
-    o->p = b->p;
-    o->n = (Py_ssize_t)b->n;
-    b->p = NULL;  /* the block owns it now */
-    b->n = b->cap = 0;
-    return (PyObject *)o;
-}
 
 PyDoc_STRVAR(parse_doc,
 "parse(data, start, end, first_line, prefix, facts=None) -> (records, spans, columns, fact_columns, inexact)\n\n"
@@ -1762,12 +1646,6 @@ static int fact_keys(Parser *P, PyObject *facts) {
     return 1;
 }
 
-static PyObject *bitmap_of(Buf *valid, Py_ssize_t nulls) {
-    if (nulls)
-        return block_of(valid);
-    Py_RETURN_NONE;
-}
-
 static PyObject *fact_column_of(FactColumn *f) {
     Column *c = &f->c;
     if (f->type == F_TEXT)
@@ -1840,7 +1718,7 @@ static PyObject *parse(PyObject *self, PyObject *args) {
         PyEval_RestoreThread(P->ts);
     }
     if (records < 0) {
-        PyObject *why = PyUnicode_FromFormat("line %lld: %s", P->line, P->why);
+        PyObject *why = PyUnicode_FromFormat("line %lld: %s", P->line, P->f.why);
         if (why) {
             PyObject *args = Py_BuildValue("(NLnn)", why, P->line, P->line_from, P->line_to);
             if (args) {
@@ -1951,7 +1829,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_otlp_native",
                                     -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__otlp_native(void) {
-    if (PyType_Ready(&BlockType) < 0)
+    if (block_type_ready() < 0)
         return NULL;
     for (int c = 0; c < 256; c++)
         HEXVAL[c] = (signed char)(c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10

@@ -15,31 +15,17 @@
  * RE2's case folding included): the caller redacts those.
  */
 #define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include <Python.h>  /* first: it sets the features the system headers read */
 #include <math.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef unsigned char u8;
-
-enum { C_TRACE, C_SPAN, C_PARENT, C_NAME, C_KIND, C_START, C_END, C_STATUS, C_MESSAGE, C_SERVICE, C_RESOURCE,
-       C_ATTRS, C_EVENTS, C_LINKS, C_SCOPE, C_SOURCE, NCOLS };
-#define IS_INT_COLUMN(c) ((c) == C_START || (c) == C_END)
+#include "../_arrow_buffers.h"
 
 #define MAX_DEPTH 64  /* nesting of values (arrays, kvlists); deeper is refused */
 #define MAX_KEYS 512  /* keys of one map: more are refused (the duplicate check is quadratic) */
-
-typedef struct {
-    char *p;
-    size_t n, cap;
-} Buf;
-
-typedef struct {
-    Buf data, offsets, valid;
-    Py_ssize_t nulls;
-} Column;
 
 typedef struct {
     const u8 *p, *end;
@@ -51,8 +37,7 @@ typedef struct {
 } Key;
 
 typedef struct {
-    jmp_buf fail;
-    const char *why;
+    Fail f;  /* where a refusal jumps, and its reason */
     Column col[NCOLS];
     Py_ssize_t rows;
     Buf resource, attrs, events, links, keys;  /* scratch: a resource's JSON, a span's, the keys of open maps */
@@ -67,69 +52,30 @@ static PyObject *Refused;
 /* ------------------------------------------------------------------------------------------------ buffers */
 
 static void refuse(Dec *D, const char *why) {
-    D->why = why;
-    longjmp(D->fail, 1);
+    refuse_with(&D->f, why);
 }
 
-static void reserve(Dec *D, Buf *b, size_t more) {
-    if (b->n + more <= b->cap)
-        return;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->n + more)
-        cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p)
-        refuse(D, "out of memory");
-    b->p = p;
-    b->cap = cap;
+static inline void reserve(Dec *D, Buf *b, size_t more) {
+    buf_reserve(&D->f, b, more);
 }
 
 static inline void put(Dec *D, Buf *b, const void *s, size_t n) {
-    if (!n)
-        return;
-    reserve(D, b, n);
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
+    buf_put(&D->f, b, s, n);
 }
 
 static inline void putc_(Dec *D, Buf *b, char c) {
-    reserve(D, b, 1);
-    b->p[b->n++] = c;
+    buf_putc(&D->f, b, c);
 }
 
 #define PUTS(D, b, s) put((D), (b), (s), sizeof(s) - 1)
 
 static void put_int(Dec *D, Buf *b, long long v) {
-    char r[24], t[24];
-    size_t n = 0, k = 0;
-    unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
-    do
-        r[n++] = (char)('0' + u % 10);
-    while (u /= 10);
-    if (v < 0)
-        t[k++] = '-';
-    while (n)
-        t[k++] = r[--n];
-    put(D, b, t, k);
+    char t[24];
+    put(D, b, t, decimal(t, v));
 }
 
 static void column_put(Dec *D, int c, const void *s, size_t n, int valid) {
-    Column *col = &D->col[c];
-    Py_ssize_t row = D->rows;
-    if ((row & 7) == 0) {
-        reserve(D, &col->valid, 1);
-        col->valid.p[col->valid.n++] = 0;
-    }
-    if (valid) {
-        col->valid.p[row >> 3] |= (char)(1 << (row & 7));
-        put(D, &col->data, s, n);
-    } else {
-        col->nulls++;
-    }
-    if (col->data.n > INT32_MAX)
-        refuse(D, "a column past 2 GB");
-    int32_t end = (int32_t)col->data.n;
-    put(D, &col->offsets, &end, sizeof end);
+    column_put_row(&D->f, &D->col[c], D->rows, s, n, valid);
 }
 
 static void column_int(Dec *D, int c, int64_t v) {
@@ -209,7 +155,7 @@ static inline void expect(Dec *D, int wire, int want) {
         refuse(D, "a known field of another wire type");
 }
 
-/* Strict UTF-8 (no overlong form, no surrogate, at most U+10FFFF), as protobuf checks a string field. */
+/* Strict UTF-8, as protobuf checks a string field. */
 static void utf8(Dec *D, Cur s) {
     const u8 *q = s.p, *e = s.end;
     while (q < e) {
@@ -217,20 +163,7 @@ static void utf8(Dec *D, Cur s) {
             q++;
             continue;
         }
-        u8 c = *q;
-        size_t len = 0;
-        if (c >= 0xC2 && c <= 0xDF) {
-            if (e - q >= 2 && (q[1] & 0xC0) == 0x80)
-                len = 2;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            if (e - q >= 3 && (q[1] & 0xC0) == 0x80 && (q[2] & 0xC0) == 0x80 && !(c == 0xE0 && q[1] < 0xA0) &&
-                !(c == 0xED && q[1] >= 0xA0))
-                len = 3;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            if (e - q >= 4 && (q[1] & 0xC0) == 0x80 && (q[2] & 0xC0) == 0x80 && (q[3] & 0xC0) == 0x80 &&
-                !(c == 0xF0 && q[1] < 0x90) && !(c == 0xF4 && q[1] >= 0x90))
-                len = 4;
-        }
+        size_t len = utf8_seq(q, e);
         if (!len)
             refuse(D, "invalid UTF-8");
         q += len;
@@ -834,50 +767,6 @@ static int hinted(const u8 *s, size_t n) {
 
 /* ------------------------------------------------------------------------------------------------ module */
 
-typedef struct {
-    PyObject_HEAD
-    char *p;
-    Py_ssize_t n;
-} Block;
-
-static void block_dealloc(Block *self) {
-    free(self->p);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static int block_getbuffer(Block *self, Py_buffer *view, int flags) {
-    static char nothing[1];
-    return PyBuffer_FillInfo(view, (PyObject *)self, self->p ? self->p : nothing, self->n, 1, flags);
-}
-
-static PyBufferProcs block_as_buffer = {(getbufferproc)block_getbuffer, NULL};
-
-static PyTypeObject BlockType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "_protobuf_native.Block",
-    .tp_basicsize = sizeof(Block),
-    .tp_dealloc = (destructor)block_dealloc,
-    .tp_as_buffer = &block_as_buffer,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Bytes of one Arrow buffer the C decoder wrote (read-only buffer protocol).",
-};
-
-static PyObject *block_of(Buf *b) {
-    Block *o = PyObject_New(Block, &BlockType);
-    if (!o)
-        return NULL;
-    o->p = b->p;
-    o->n = (Py_ssize_t)b->n;
-    b->p = NULL;  /* the block owns it now */
-    b->n = b->cap = 0;
-    return (PyObject *)o;
-}
-
-static PyObject *bitmap_of(Buf *valid, Py_ssize_t nulls) {
-    if (nulls)
-        return block_of(valid);
-    Py_RETURN_NONE;
-}
 
 static void dec_free(Dec *D) {
     for (int c = 0; c < NCOLS; c++) {
@@ -915,8 +804,8 @@ static PyObject *traces(PyObject *self, PyObject *args) {
         return PyErr_NoMemory();
     }
     PyObject *out = NULL;
-    if (setjmp(D->fail)) {
-        PyErr_SetString(Refused, D->why);
+    if (setjmp(D->f.jump)) {
+        PyErr_SetString(Refused, D->f.why);
         goto done;
     }
     int32_t zero = 0;
@@ -981,7 +870,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_protobuf_native",
                                     -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__protobuf_native(void) {
-    if (PyType_Ready(&BlockType) < 0)
+    if (block_type_ready() < 0)
         return NULL;
     const u8 hint_bytes[] = {'y', 'Y', 'b', 'B', 0xC4, 0xC5, 0xE2};
     for (size_t i = 0; i < sizeof hint_bytes; i++)
