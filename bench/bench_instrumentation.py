@@ -9,14 +9,16 @@ not the instrumentation's cost). Target: OpenTelemetry + jitrace at most 1.05x O
 latency and in CPU per call (the worker process's CPU time over its calls), and no process above 1.10x.
 
 Each variant runs in ``PROCESSES`` worker processes, taking rounds in turn (with one process per variant, two runs of
-the same code once gave +11.3% and +6.4%). Where the variance comes from, measured on this design's predecessor (42
-rounds of 250 calls, threads free to run on any CPU): round to round, a block's median moved by 7-12% (sd) with the
-machine's load, while the processes of one variant differed by no more than that noise predicts over their rounds.
-So the rounds are short (``ROUNDS`` of ``PER_ROUND`` calls, the same calls in all) and each worker process is pinned
-to one CPU (process ``i`` of every variant on the same CPU, so no variant gets another placement): a call's client,
-server and gRPC threads then share that CPU's caches and never wait on a wake-up across CPUs, which took the
-round-to-round sd to about 4% on the same loaded machine. What is measured is the same for every variant: client
-and server in one process, on one CPU.
+the same code once gave +11.3% and +6.4%). Where the variance comes from, measured on a loaded 2-core machine (its
+figures: the commit that wrote this paragraph): from round to round, a block's median moving with the machine's
+load and with where the scheduler puts the call's threads; the processes of one variant differed by no more than
+that noise predicts. So the rounds are short (``ROUNDS`` of ``PER_ROUND`` calls: as many timed calls as the longer
+rounds before, in more rounds, each round's otel and otel+jitrace blocks closer in time), and each worker process is
+pinned to one CPU, process i of every variant on the same CPU (no variant gets another placement): a call's client,
+server and gRPC threads then share one CPU's caches and wait on no wake-up across CPUs. Pinned, a round's ratio moved
+a half to two thirds as much, and in runs whose processes were half pinned, half not, the pinned halves' ratios were
+neither consistently above nor below the others' (within their noise): the same thing measured, with less noise.
+Client and server are in one process for every variant.
 """
 
 from __future__ import annotations
