@@ -18,6 +18,9 @@ pinned to one CPU, process i of every variant on the same CPU (no variant gets a
 server and gRPC threads then share one CPU's caches and wait on no wake-up across CPUs. Pinned, a round's ratio moved
 a half to two thirds as much, and in runs whose processes were half pinned, half not, the pinned halves' ratios were
 neither consistently above nor below the others' (within their noise): the same thing measured, with less noise.
+What still differs from run to run is more than a run's own rounds account for: the ratio itself moves with what
+else the machine runs (on a loaded machine, a run whose calls are slower all round gave a higher ratio in every one
+of its processes and in its median round). One run decides nothing there; a quiet machine, or several runs, do.
 Client and server are in one process for every variant.
 """
 
