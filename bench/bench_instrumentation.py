@@ -1,17 +1,27 @@
 """Added latency and CPU per unary call: plain grpc vs OpenTelemetry's gRPC instrumentation alone vs OpenTelemetry +
 jitrace (and jitrace's client and server sides alone, and a clock stamp on every call, to show where the cost is).
 
-One worker process per variant (instrumentation is process-global), each with a loopback server and a client in
-it; the server verifies an RS256 bearer token with ``jwt.decode`` (a JIT-protected service, so jitrace's PyJWT hook
-is measured too). Rounds are interleaved across the variants, in a rotating order, so that the machine's load
-drifts over all of them alike. Spans go through the SDK's BatchSpanProcessor to an exporter that drops them (the
-export is not the instrumentation's cost). Target: OpenTelemetry + jitrace at most 1.05x OpenTelemetry alone, in
-median latency and in CPU per call (the worker process's CPU time over its calls), and no process above 1.10x.
+Worker processes per variant (instrumentation is process-global), each with a loopback server and a client in it;
+the server verifies an RS256 bearer token with ``jwt.decode`` (a JIT-protected service, so jitrace's PyJWT hook is
+measured too). Rounds are interleaved across the variants, in a rotating order, so that the machine's load drifts
+over all of them alike. Spans go through the SDK's BatchSpanProcessor to an exporter that drops them (the export is
+not the instrumentation's cost). Target: OpenTelemetry + jitrace at most 1.05x OpenTelemetry alone, in median
+latency and in CPU per call (the worker process's CPU time over its calls), and no process above 1.10x.
 
-Each variant runs in ``PROCESSES`` worker processes, taking rounds in turn: a process carries a bias of its own of a
-few percent (where its threads land, its memory layout), as large as the effect measured. With one process per
-variant, two runs of the same code gave +11.3% and +6.4%, and "client side alone" once came out faster than
-OpenTelemetry alone. The table pools the processes' calls; the text gives each process's median too.
+Each variant runs in ``PROCESSES`` worker processes, taking rounds in turn (with one process per variant, two runs of
+the same code once gave +11.3% and +6.4%). Where the variance comes from, measured on a loaded 2-core machine (its
+figures: the commit that wrote this paragraph): from round to round, a block's median moving with the machine's
+load and with where the scheduler puts the call's threads; the processes of one variant differed by no more than
+that noise predicts. So the rounds are short (``ROUNDS`` of ``PER_ROUND`` calls: as many timed calls as the longer
+rounds before, in more rounds, each round's otel and otel+jitrace blocks closer in time), and each worker process is
+pinned to one CPU, process i of every variant on the same CPU (no variant gets another placement): a call's client,
+server and gRPC threads then share one CPU's caches and wait on no wake-up across CPUs. Pinned, a round's ratio moved
+a half to two thirds as much, and in runs whose processes were half pinned, half not, the pinned halves' ratios were
+neither consistently above nor below the others' (within their noise): the same thing measured, with less noise.
+What still differs from run to run is more than a run's own rounds account for: the ratio itself moves with what
+else the machine runs (on a loaded machine, a run whose calls are slower all round gave a higher ratio in every one
+of its processes and in its median round). One run decides nothing there; a quiet machine, or several runs, do.
+Client and server are in one process for every variant.
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ VARIANTS = ("plain", "otel", "otel+jitrace", "otel+jitrace client", "otel+jitrac
 TARGET = 1.05  # otel+jitrace / otel, median latency and CPU per call
 PROCESS_LIMIT = 1.10  # any one otel+jitrace process against the pooled otel figures
 PROCESSES = 3  # per variant
+ROUNDS, PER_ROUND = 140, 75  # per variant: 10,500 timed calls
+PIN = hasattr(os, "sched_setaffinity")  # each worker process on one CPU (see the module's docstring)
 
 WORKER = textwrap.dedent('''
     import json, sys, time, os
@@ -99,17 +111,23 @@ WORKER = textwrap.dedent('''
 ''')
 
 
-def _start(variant: str) -> subprocess.Popen:
+def _start(variant: str, cpus: set[int] | None = None) -> subprocess.Popen:
+    """A worker process for ``variant``, ready; pinned to ``cpus`` when given (every thread it has: the threads it
+    starts later inherit it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "JITRACE_"))}
     proc = subprocess.Popen([sys.executable, "-c", WORKER, variant], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True, env=env, cwd=Path(__file__).resolve().parent.parent)
     if proc.stdout.readline().strip() != "ready":
         proc.kill()
         raise RuntimeError(f"bench worker {variant} did not start")
+    if cpus is not None:
+        os.sched_setaffinity(proc.pid, cpus)  # the process's threads started so far: gRPC's and OTel's
+        for task in os.listdir(f"/proc/{proc.pid}/task"):
+            os.sched_setaffinity(int(task), cpus)
     return proc
 
 
-ROUND_WARMUP = 50  # untimed calls that start each round, so a process is not measured cold
+ROUND_WARMUP = 15  # untimed calls that start each round, so a process is not measured cold
 
 
 def _round(proc: subprocess.Popen, n: int, warm: int = ROUND_WARMUP) -> tuple[list[int], int]:
@@ -128,11 +146,13 @@ def _p(values: list[int], q: float) -> float:
 Rounds = dict[str, list[tuple[float, float]]]  # variant -> per round: (median latency, CPU per call), ns
 
 
-def measure(rounds: int, per_round: int, warmup: int,
-            processes: int = PROCESSES) -> tuple[dict[str, list[list[int]]], dict[str, list[int]], Rounds]:
+def measure(rounds: int, per_round: int, warmup: int, processes: int = PROCESSES, round_warmup: int = ROUND_WARMUP,
+            pin: bool = PIN) -> tuple[dict[str, list[list[int]]], dict[str, list[int]], Rounds]:
     """Latencies per variant and per process (round r goes to process r % processes of every variant), CPU time
-    per variant and per process over its measured calls, and each round's median latency and CPU per call."""
-    procs = {v: [_start(v) for _ in range(processes)] for v in VARIANTS}
+    per variant and per process over its measured calls, and each round's median latency and CPU per call.
+    ``pin``: worker process i of every variant on the i-th of this process's CPUs (modulo their number)."""
+    cpus = sorted(os.sched_getaffinity(0)) if pin else []
+    procs = {v: [_start(v, {cpus[i % len(cpus)]} if pin else None) for i in range(processes)] for v in VARIANTS}
     samples: dict[str, list[list[int]]] = {v: [[] for _ in range(processes)] for v in VARIANTS}
     cpu: dict[str, list[int]] = {v: [0] * processes for v in VARIANTS}
     by_round: Rounds = {v: [] for v in VARIANTS}
@@ -144,7 +164,7 @@ def measure(rounds: int, per_round: int, warmup: int,
             k = r % len(VARIANTS)
             order = VARIANTS[k:] + VARIANTS[:k]  # rotate who goes first
             for v in order:
-                latencies, cpu_ns = _round(procs[v][r % processes], per_round)
+                latencies, cpu_ns = _round(procs[v][r % processes], per_round, round_warmup)
                 samples[v][r % processes].extend(latencies)
                 cpu[v][r % processes] += cpu_ns
                 by_round[v].append((statistics.median(latencies), cpu_ns / len(latencies)))
@@ -164,7 +184,7 @@ def _verdict(ratio: float, limit: float) -> str:
 
 
 def run(quick: bool) -> str:
-    rounds, per_round, warmup = (3, 100, 50) if quick else (42, 250, 300)
+    rounds, per_round, warmup = (3, 100, 50) if quick else (ROUNDS, PER_ROUND, 300)
     by_process, cpu_by_process, by_round = measure(rounds, per_round, warmup)
     samples = {v: [x for group in groups for x in group] for v, groups in by_process.items()}
     med = {v: statistics.median(s) for v, s in samples.items()}
@@ -174,7 +194,7 @@ def run(quick: bool) -> str:
     process_ratios = [(statistics.median(group) / med[otel], cpu_ns / len(group) / cpu_per_call[otel])
                       for group, cpu_ns in zip(by_process[ours], cpu_by_process[ours], strict=True) if group]
     worst = max(max(pair) for pair in process_ratios)
-    # the same ratios taken round by round (each round's blocks run within seconds of each other): a change of the
+    # the same ratios taken round by round (each round's blocks run within a second of each other): a change of the
     # machine's load during the run falls on both sides of each ratio
     paired = [(ours_lat / otel_lat, ours_cpu / otel_cpu)
               for (ours_lat, ours_cpu), (otel_lat, otel_cpu) in zip(by_round[ours], by_round[otel], strict=True)]
@@ -183,10 +203,13 @@ def run(quick: bool) -> str:
     lines = [
         f"{rounds} interleaved rounds x {per_round} sync unary calls per variant, taken in turn by {PROCESSES} worker "
         f"processes per variant (after {warmup} warm-up calls each, and {ROUND_WARMUP} untimed calls at the start of "
-        "each round); loopback, client and server in each worker process; the handler verifies an RS256 JWT. The "
-        "table pools the processes' calls. CPU per call: the worker process's CPU time (client and server, every "
-        "thread) over its measured calls, divided by their number; less at the mercy of the machine's load than "
-        "latency.",
+        "each round); loopback, client and server in each worker process"
+        + (", each worker process pinned to one CPU (process i of every variant on the same one)" if PIN else "")
+        + "; the handler verifies an RS256 JWT. The table pools the processes' calls: median and p90 over all of a "
+        "variant's timed calls. CPU per call: the worker processes' CPU time (client and server, every thread) over "
+        "their timed calls, divided by their number; less at the mercy of the machine's load than latency. The "
+        "verdict is on these pooled figures; the ratios round by round (the median of each round's otel+jitrace "
+        "block over its otel block) measure the same thing with the load's drift between rounds taken out.",
         "",
         "| variant | median (µs) | p90 (µs) | median / plain | median / otel | CPU per call (µs) | CPU / otel |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -203,8 +226,8 @@ def run(quick: bool) -> str:
         "the pooled OpenTelemetry figures (latency, CPU): "
         + ", ".join(f"{lat:.3f}x / {cpu:.3f}x" for lat, cpu in process_ratios)
         + f"; the highest {_verdict(worst, PROCESS_LIMIT)}. The ratios round by round (each round's otel and "
-        f"otel+jitrace blocks run seconds apart, so a change of load falls on both), median over the {len(paired)} "
-        f"rounds: latency {paired_lat:.3f}x, CPU {paired_cpu:.3f}x (rounds from "
+        "otel+jitrace blocks run within a second of each other, so a change of load falls on both), median over the "
+        f"{len(paired)} rounds: latency {paired_lat:.3f}x, CPU {paired_cpu:.3f}x (rounds from "
         f"{min(p[0] for p in paired):.3f}x to {max(p[0] for p in paired):.3f}x, and "
         f"{min(p[1] for p in paired):.3f}x to {max(p[1] for p in paired):.3f}x).",
         "",

@@ -23,10 +23,14 @@ def _begin(details: grpc.aio.ClientCallDetails, channel_plugin: Any,
            target: object) -> tuple[Pending | None, grpc.aio.ClientCallDetails]:
     started = None
     with _safety.guard("aio_client_interceptor"):
-        started = begin(details.metadata, details.credentials, details.method, channel_plugin, target)
+        method = details.method
+        if isinstance(method, bytes):  # grpc.aio may hand the method over as bytes
+            method = method.decode("utf-8", "replace")
+        started = begin(details.metadata, details.credentials, method, channel_plugin, target)
     if started is None:
         return None, details
-    pending, metadata = started
+    span, stamp, metadata = started
+    pending = Pending(span, stamp)
     if metadata is not None:
         details = grpc.aio.ClientCallDetails(
             details.method,

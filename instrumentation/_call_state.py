@@ -18,7 +18,8 @@ from opentelemetry.trace import Span
 
 from jitrace.instrumentation import contract as c
 
-# One lock for every call's counters: held for a few instructions, it costs less than a lock made per call.
+# One lock for every call's counters: held for a few instructions, it costs less than a lock made per call. (The
+# PyJWT hook takes it too, to count a token check: ``_jwt_hook._record``.)
 _lock = threading.Lock()
 
 
@@ -53,21 +54,6 @@ class CallState:
                 return {}
             self.first_check_ns = started_ns
         return {c.AUTH_WAIT_S: max(0.0, (started_ns - self.arrival_ns) / 1e9)}
-
-    def token_check(self, started_ns: int) -> tuple[int, dict[str, float]]:
-        """A token check started at ``started_ns``: its number in this call (1 for the first) and what
-        :meth:`mark_check` returns, under one lock."""
-        _lock.acquire()  # rather than ``with``: the same, in fewer steps (this runs on every check)
-        try:
-            self.checks += 1
-            number = self.checks
-            if self.first_check_ns is not None and self.first_check_ns <= started_ns:
-                return number, {}
-            self.first_check_ns = started_ns
-        finally:
-            _lock.release()
-        wait_s = (started_ns - self.arrival_ns) / 1e9
-        return number, {c.AUTH_WAIT_S: wait_s if wait_s > 0.0 else 0.0}  # max(0.0, wait_s), without the call
 
     def flush(self) -> None:
         """Put on the span what is kept for it: nothing here (see the class's docstring)."""

@@ -70,16 +70,19 @@ class Pending:
     finished: bool = False
 
 
-def begin(metadata: Metadata | None, credentials: object, method: str | bytes | None = None,
-          channel_plugin: Any = None, target: object = None) -> tuple[Pending, list[tuple[str, Any]] | None] | None:
+Started = tuple[trace.Span, int | None, list[tuple[str, Any]] | None]
+
+
+def begin(metadata: Metadata | None, credentials: object, method: str | None = None, channel_plugin: Any = None,
+          target: object = None) -> Started | None:
     """Record the facts at send on the current client span.
 
-    Returns the pending call and the metadata to send instead (None: send the caller's own), or None when there is
-    no client span to record on (then the call goes out untouched). ``channel_plugin``: the jitrace credentials the
-    channel was made with, if any; ``target``: whose clock-stamp schedule the call follows (the channel's target).
+    Returns ``(span, stamp, metadata)``: the span recorded on, the clock stamp the call carries (None: none) and the
+    metadata to send instead (None: send the caller's own); or None when there is no client span to record on (then
+    the call goes out untouched). A call that records its reply makes its :class:`Pending` from the first two.
+    ``channel_plugin``: the jitrace credentials the channel was made with, if any; ``target``: whose clock-stamp
+    schedule the call follows (the channel's target).
     """
-    if isinstance(method, bytes):  # grpc.aio may hand the method over as bytes
-        method = method.decode("utf-8", "replace")
     # Only OpenTelemetry's client span of this very call (named after its method): anything else current here
     # (the caller's own span, when OpenTelemetry skips a call it filters out) is not ours to annotate.
     span = _current_context().get(_SPAN_KEY)
@@ -102,7 +105,8 @@ def begin(metadata: Metadata | None, credentials: object, method: str | bytes | 
         key = settings.token_metadata_key
         for k, v in metadata or ():
             if k == key or k.lower() == key:  # the token's entry (the first; _token.metadata_value, inline)
-                _, static, iat, exp = _token.value_facts(v)
+                last = _token.last_value[0]  # the value looked up last (_token.value_facts's first step, inline)
+                _, static, iat, exp = last[2] if last[0] is settings and last[1] == v else _token.value_facts(v)
                 # its age and ttl as the call leaves (_token.aged, inline)
                 if iat is not None:
                     attrs[c.TOKEN_AGE_S] = now_ns / 1e9 - iat
@@ -120,8 +124,8 @@ def begin(metadata: Metadata | None, credentials: object, method: str | bytes | 
                 and not any(k == c.METADATA_SENT_NS for k, _ in (metadata or ())):
             stamp = now_ns
             new_metadata = [*(metadata or ()), (c.METADATA_SENT_NS, str(now_ns))]
-    _span_attrs.set_attributes(span, attrs, clean=True, base=static)
-    return Pending(span, stamp), new_metadata
+    _span_attrs.set_clean(span, attrs, static)
+    return span, stamp, new_metadata
 
 
 def _credentials_facts(plugin: Any, metadata: Metadata | None, settings: _settings.Settings,
@@ -269,8 +273,8 @@ def _start(metadata: Metadata | None, credentials: object, method: str, channel_
         return None, metadata
     if started is None:
         return None, metadata
-    pending, new_metadata = started
-    return pending, metadata if new_metadata is None else new_metadata
+    span, stamp, new_metadata = started
+    return Pending(span, stamp), metadata if new_metadata is None else new_metadata
 
 
 class _Multicallable:
@@ -306,18 +310,20 @@ class _UnaryResponse(_Multicallable):
             started = None
         if started is None:
             return self._base(request, timeout, metadata, credentials, wait_for_ready, compression)
-        pending, new_metadata = started
+        span, stamp, new_metadata = started
         if new_metadata is not None:
             metadata = new_metadata
-        if pending.sent_ns is None:
+        if stamp is None:
             # no clock stamp: a reply that succeeds has nothing to record, and a failure raises with its trailing
-            # metadata, so grpc's plain call does (with_call would build a call object for nothing)
+            # metadata, so grpc's plain call does (with_call would build a call object for nothing); the pending
+            # call is made only for a failure
             try:
                 return self._base(request, timeout, metadata, credentials, wait_for_ready, compression)
             except grpc.RpcError as error:
-                _finish_call(pending, error)
+                _finish_call(Pending(span, None), error)
                 raise
-        return self._recorded(pending, request, timeout, metadata, credentials, wait_for_ready, compression)[0]
+        return self._recorded(Pending(span, stamp), request, timeout, metadata, credentials, wait_for_ready,
+                              compression)[0]
 
     def _recorded(self, pending: Pending, *args: Any) -> tuple[Any, Any]:
         """``with_call`` on the base, recording the outcome (the call object carries the trailing metadata)."""

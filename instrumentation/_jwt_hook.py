@@ -1,6 +1,7 @@
 """PyJWT's ``decode`` patched: each verification inside a server call records its verdict on the call's span.
 
-One wrapper per check, through :mod:`._patching` (wrapt): ``PyJWT.decode_complete`` on the class, and the module
+One hook per check, through :mod:`._patching` (a plain function there, not a wrapt wrapper: it runs on every verified
+call, and wrapt's call costs several times a function's): ``PyJWT.decode_complete`` on the class, and the module
 functions ``jwt.decode_complete`` / ``jwt.api_jwt.decode_complete``, bound to PyJWT's global instance's unpatched
 method when PyJWT is imported. PyJWT's ``decode`` (the method and the module functions) verifies through the
 patched method, so every entry point passes through jitrace's code once, and a ``from jwt import decode`` taken
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextvars
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +29,7 @@ from jitrace.instrumentation import contract as c
 _METHODS = ("decode", "decode_complete")
 _SDK_SPANS = _span_attrs.SDK_SPANS  # spans whose fields are read directly (see _span_attrs)
 _inside: contextvars.ContextVar[bool] = contextvars.ContextVar("jitrace_jwt_decode", default=False)
+_lock_acquire, _lock_release = _call_state._lock.acquire, _call_state._lock.release  # noqa: SLF001 - see _record
 
 
 def verdict_of(exc: BaseException | None) -> str:
@@ -55,7 +58,20 @@ def _record(state: _call_state.CallState, token: object, failure: BaseException 
         verdict = c.VERDICT_VALID if failure is None else verdict_of(failure)
         if type(token) is not str:
             token = bytes(token).decode("latin-1") if isinstance(token, bytes | bytearray) else None
-        number, wait = state.token_check(started_ns)
+        # the check counted and, if it is the call's first access check, its wait: under the call state's lock
+        # (acquire/release rather than ``with``: the same, in fewer steps; this runs on every check)
+        wait_s: float | None = None
+        _lock_acquire()
+        try:
+            state.checks += 1
+            number = state.checks
+            if state.first_check_ns is None or state.first_check_ns > started_ns:
+                state.first_check_ns = started_ns
+                wait_s = (started_ns - state.arrival_ns) / 1e9
+                if wait_s < 0.0:  # max(0.0, wait_s), without the call
+                    wait_s = 0.0
+        finally:
+            _lock_release()
         span = state.span
         if span._end_time is not None if type(span) in _SDK_SPANS else not span.is_recording():  # noqa: SLF001
             return
@@ -66,7 +82,7 @@ def _record(state: _call_state.CallState, token: object, failure: BaseException 
         if number == 1:
             same = token is not None and token == state.metadata_token
             if state.defers:  # jitrace's server call: written with the other facts when the reply leaves
-                state.first_check = (verdict, now_s, same, None if same else token, wait)  # type: ignore[attr-defined]
+                state.first_check = (verdict, now_s, same, None if same else token, wait_s)  # type: ignore[attr-defined]
                 return
             if same:
                 # the token from metadata, already described on arrival: only what the check adds (age and ttl
@@ -79,12 +95,12 @@ def _record(state: _call_state.CallState, token: object, failure: BaseException 
             else:
                 attrs = _token.token_facts(token, now_s)
                 attrs[c.TOKEN_VERDICT] = verdict
-            if wait:
-                attrs.update(wait)
+            if wait_s is not None:
+                attrs[c.AUTH_WAIT_S] = wait_s
             _span_attrs.set_attributes(span, attrs, clean=True)
             return
-        if wait:
-            _span_attrs.set_attributes(span, wait, clean=True)
+        if wait_s is not None:
+            _span_attrs.set_attributes(span, {c.AUTH_WAIT_S: wait_s}, clean=True)
         attrs = _token.token_facts(token, now_s)
         event: dict[str, Any] = {c.TOKEN_VERDICT: verdict}
         for name in (c.TOKEN_ID, c.TOKEN_TTL_S):
@@ -103,19 +119,24 @@ def _unverified(options: object) -> bool:
 _current = _call_state._current.get  # noqa: SLF001 - the call state's context variable, read once per check
 
 
-def _decode(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-    """The wrapper of a decode function (wrapt's signature: ``args`` start at the token, whether it is PyJWT's
-    method or a module function): one check recorded on the current server call."""
-    state = _current()
-    if state is None:
-        return wrapped(*args, **kwargs)  # not in a server call
+def _checked(state: _call_state.CallState, call: Callable[..., Any], args: tuple, kwargs: dict,
+             nested: bool = False) -> Any:
+    """PyJWT's check ``call(*args, **kwargs)`` (``args`` start at the token, whether it is PyJWT's method or a module
+    function) inside the server call ``state``: recorded on its span. ``nested``: a check made inside it by another
+    hooked decode (``decode`` -> ``decode_complete``, when both are hooked) is not recorded again."""
+    if nested:
+        reset = _inside.set(True)
+        try:
+            return _checked(state, call, args, kwargs)
+        finally:
+            _inside.reset(reset)
     options = args[3] if len(args) > 3 else kwargs.get("options")  # decode(jwt, key, algorithms, options, ...)
     if options is not None and _unverified(options):
-        return wrapped(*args, **kwargs)  # a peek without verification: no check
+        return call(*args, **kwargs)  # a peek without verification: no check
     token = args[0] if args else kwargs.get("jwt")
     started_ns = time.time_ns()
     try:
-        decoded = wrapped(*args, **kwargs)
+        decoded = call(*args, **kwargs)
     except Exception as exc:  # not an interrupt (KeyboardInterrupt...): that goes on unrecorded
         # the clock read again only for a failure: only an expired verdict's ttl is taken at the end (see _record)
         _record(state, token, exc, started_ns, time.time_ns())
@@ -124,16 +145,41 @@ def _decode(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dic
     return decoded
 
 
-def _decode_nested(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-    """:func:`_decode` for a decode that may call another wrapped one (``decode`` -> ``decode_complete``, when
-    PyJWT's ``decode`` is wrapped too): a context variable keeps the inner call from recording the check again."""
-    if _inside.get():
-        return wrapped(*args, **kwargs)
-    reset = _inside.set(True)
-    try:
-        return _decode(wrapped, instance, args, kwargs)
-    finally:
-        _inside.reset(reset)
+def _hook(original: Any, method: bool, nested: bool = False) -> Callable[..., Any]:
+    """The hook of PyJWT's decode function ``original`` (a plain function, see :mod:`._patching`): ``original`` as it
+    was outside a server call, one check recorded inside one. ``method``: ``original`` is stored on PyJWT's class
+    (the hook then takes the instance, as the method did), else it is a module's function. ``nested``: see
+    :func:`_checked` (:func:`_hook_nested`)."""
+    if not method:
+        def decode(*args: Any, **kwargs: Any) -> Any:
+            state = _current()
+            if state is None or (nested and _inside.get()):
+                return original(*args, **kwargs)  # not in a server call
+            return _checked(state, original, args, kwargs, nested)
+
+        return decode
+    if type(original) is types.FunctionType:  # PyJWT's own method: called with the instance, as Python calls it
+        def decode_method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            state = _current()
+            if state is None or (nested and _inside.get()):
+                return original(self, *args, **kwargs)  # not in a server call
+            return _checked(state, original.__get__(self), args, kwargs, nested)
+
+        return decode_method
+
+    def bound_method(self: Any, *args: Any, **kwargs: Any) -> Any:  # another kind of attribute: bound as Python would
+        bound = original.__get__(self, type(self))
+        state = _current()
+        if state is None or (nested and _inside.get()):
+            return bound(*args, **kwargs)
+        return _checked(state, bound, args, kwargs, nested)
+
+    return bound_method
+
+
+def _hook_nested(original: Any, method: bool) -> Callable[..., Any]:
+    """:func:`_hook` for PyJWTs whose ``decode`` is hooked too (it may call the hooked ``decode_complete``)."""
+    return _hook(original, method, nested=True)
 
 
 def _decode_goes_through_decode_complete(api_jwt: Any) -> bool:
@@ -182,9 +228,9 @@ def patch() -> None:
         return
     if "decode_complete" not in api_jwt.PyJWT.__dict__ or is_patched():
         return  # not a PyJWT this knows, or patched already
-    wrapper = _decode_nested if _nested(jwt, api_jwt) else _decode
+    factory = _hook_nested if _nested(jwt, api_jwt) else _hook
     for owner, name in _patches(jwt, api_jwt):
-        _patching.wrap(owner, name, wrapper)
+        _patching.wrap(owner, name, factory, plain=True)
 
 
 def unpatch() -> None:
@@ -197,12 +243,12 @@ def unpatch() -> None:
     for owner in (api_jwt.PyJWT, jwt, api_jwt):
         for name in _METHODS:
             if hasattr(owner, name):
-                for wrapper in (_decode, _decode_nested):
-                    _patching.unwrap(owner, name, wrapper)
+                for factory in (_hook, _hook_nested):
+                    _patching.unwrap(owner, name, factory)
 
 
 def is_patched() -> bool:
     """Whether PyJWT's ``decode_complete`` carries jitrace's wrapper."""
     import jwt.api_jwt as api_jwt
 
-    return any(_patching.wrapped(api_jwt.PyJWT, "decode_complete", w) for w in (_decode, _decode_nested))
+    return any(_patching.wrapped(api_jwt.PyJWT, "decode_complete", f) for f in (_hook, _hook_nested))

@@ -75,7 +75,12 @@ class ServerCall(_call_state.CallState):
                     token_raw = v
             elif k == c.METADATA_SENT_NS and sent_raw is None:
                 sent_raw = v
-        token, static, iat, exp = _token.value_facts(token_raw) if token_raw is not None else _NO_TOKEN
+        if token_raw is None:
+            token, static, iat, exp = _NO_TOKEN
+        else:  # the value looked up last (_token.value_facts's first step, inline), else a look-up
+            last = _token.last_value[0]
+            token, static, iat, exp = last[2] if last[0] is settings and last[1] == token_raw else \
+                _token.value_facts(token_raw)
         call = cls(span, arrival_ns, token, iat, exp)
         call._token_facts = static  # the token's shared facts (age and ttl from token_iat and token_exp)
         call.metadata = metadata  # what the call arrived with, for the handler's context to hand out again
@@ -109,7 +114,7 @@ class ServerCall(_call_state.CallState):
                 attrs[c.TOKEN_VERDICT] = c.VERDICT_MISSING
         if check is not None:
             self.first_check = None
-            verdict, at_s, same, checked, wait = check
+            verdict, at_s, same, checked, wait_s = check
             if attrs is None:
                 attrs = {}
                 if same:  # the arrival facts are on the span already: only the age and ttl at the check
@@ -117,11 +122,12 @@ class ServerCall(_call_state.CallState):
             if not same:  # another token than the metadata's: its facts over those
                 attrs.update(_token.token_facts(checked, at_s))
             attrs[c.TOKEN_VERDICT] = verdict
-            attrs.update(wait)
+            if wait_s is not None:  # the call's first access check
+                attrs[c.AUTH_WAIT_S] = wait_s
         if extra:
             attrs = extra if attrs is None else {**attrs, **extra}
         if attrs:
-            _span_attrs.set_attributes(self.span, attrs, clean=True, base=static)
+            _span_attrs.set_clean(self.span, attrs, static)
 
     def trailing(self, metadata: Metadata | None) -> tuple[tuple[str, str | bytes], ...] | None:
         """The reply's trailing metadata: ``metadata`` plus the ``jit-clock`` echo; records the denial reason and
@@ -133,7 +139,7 @@ class ServerCall(_call_state.CallState):
         if self._finished:
             return None
         self._finished = True
-        reason = _status_details.denial_reason(metadata, _settings.get().max_attribute_chars) if metadata else None
+        reason = _status_details.denial_reason(metadata, _settings._current.max_attribute_chars) if metadata else None  # noqa: SLF001
         self.flush(None if reason is None else {c.DENIAL_REASON: reason})
         if not self.echo:
             return None
@@ -312,7 +318,16 @@ def wrap_sync(behavior: Callable[..., Any], response_streaming: bool,
             return behavior(request, context)
         try:
             return behavior(request, ctx)
-        finally:
-            finish(call, ctx, token)
+        finally:  # finish(), inline
+            try:
+                trailing = call.trailing(ctx.trailing_metadata() if ctx.touched else None)
+                if trailing is not None:
+                    ctx.set_trailing_metadata(trailing)
+            except Exception:  # noqa: BLE001
+                _safety.count("server_interceptor")
+            try:
+                _reset(token)
+            except ValueError:  # a response generator closed from another context: _call_state.deactivate's case
+                _call_state.deactivate(token)
 
     return unary

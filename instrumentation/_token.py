@@ -213,10 +213,12 @@ _VALUES_MAX = 256
 _VALUE_SLACK = 64  # "Bearer " and surrounding spaces
 _values: dict[str | bytes, tuple[str, Mapping[str, Any], float | None, float | None]] = {}
 ValueFacts = tuple[str, Mapping[str, Any], float | None, float | None]
-# The value looked up last, with its facts and the settings they were worked out under. A server gets each call's
-# metadata as a new string, whose hashing (for the look-up in _values) costs more than comparing it with the last
-# value; a client sending the same value object finds it by identity.
-_last: list[tuple[_settings.Settings, str | bytes, ValueFacts] | None] = [None]
+# The value looked up last, with its facts and the settings they were worked out under (no settings: none yet). A
+# server gets each call's metadata as a new string, whose hashing (for the look-up in _values) costs more than
+# comparing it with the last value; a client sending the same value object finds it by identity. The per-call paths
+# compare with it inline (``last[2] if last[0] is settings and last[1] == value else value_facts(value)``).
+_NOTHING_YET: tuple[None, None, None] = (None, None, None)
+last_value: list[tuple[_settings.Settings, str | bytes, ValueFacts] | tuple[None, None, None]] = [_NOTHING_YET]
 
 
 def value_facts(value: str | bytes) -> ValueFacts:
@@ -224,12 +226,12 @@ def value_facts(value: str | bytes) -> ValueFacts:
     :func:`bearer_value` finds it, and :func:`token_facts_split`'s shared part of its facts (:data:`ABSENT_FACTS`
     for an empty one) with the claims its age and ttl come from. Age and ttl at a time: :func:`aged`."""
     settings = _settings._current  # noqa: SLF001 - see _settings
-    last = _last[0]
-    if last is not None and last[0] is settings and last[1] == value:
-        return last[2]
+    last = last_value[0]
+    if last[0] is settings and last[1] == value:
+        return last[2]  # type: ignore[return-value]
     hit = _values.get(value) if settings is _facts_settings[0] else None
     if hit is not None:
-        _last[0] = (settings, value, hit)
+        last_value[0] = (settings, value, hit)
         return hit
     token = bearer_value(value)
     if not token:
@@ -242,5 +244,5 @@ def value_facts(value: str | bytes) -> ValueFacts:
         if len(_values) >= _VALUES_MAX:
             _values.clear()
         _values[value] = facts
-        _last[0] = (settings, value, facts)
+        last_value[0] = (settings, value, facts)
     return facts

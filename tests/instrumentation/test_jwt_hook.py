@@ -142,8 +142,8 @@ def test_a_pyjwt_whose_decode_does_not_delegate_is_wrapped_too(otel: Any, export
     monkeypatch.setattr(_jwt_hook, "_decode_goes_through_decode_complete", lambda api_jwt: False)
     _jwt_hook.patch()
     try:
-        assert _patching.wrapped(jwt.api_jwt.PyJWT, "decode", _jwt_hook._decode_nested)
-        assert _patching.wrapped(jwt, "decode", _jwt_hook._decode_nested)
+        assert _patching.wrapped(jwt.api_jwt.PyJWT, "decode", _jwt_hook._hook_nested)
+        assert _patching.wrapped(jwt, "decode", _jwt_hook._hook_nested)
         for decode in (jwt.decode, jwt.api_jwt.PyJWT().decode, jwt.decode_complete):
             with server_call(exporter) as finished:
                 decode(_hs(jti="fallback"), SECRET, algorithms=["HS256"], audience="aud-1", issuer="iss-1")
@@ -155,7 +155,7 @@ def test_a_pyjwt_whose_decode_does_not_delegate_is_wrapped_too(otel: Any, export
         monkeypatch.undo()
         if was:
             _jwt_hook.patch()
-    assert not _patching.wrapped(jwt, "decode", _jwt_hook._decode_nested)
+    assert not _patching.wrapped(jwt, "decode", _jwt_hook._hook_nested)
 
 
 def test_pyjwt_2_decode_goes_through_decode_complete() -> None:

@@ -193,9 +193,11 @@ def test_jitraces_facts_are_written_once_per_call(serve: Call, exporter: Any, mi
     from jitrace.instrumentation import _span_attrs
 
     writes: list[dict] = []
-    original = _span_attrs.set_attributes
+    original, original_clean = _span_attrs.set_attributes, _span_attrs.set_clean
     monkeypatch.setattr(_span_attrs, "set_attributes",
                         lambda span, attrs, **kw: writes.append(dict(attrs)) or original(span, attrs, **kw))
+    monkeypatch.setattr(_span_attrs, "set_clean",  # the per-call paths' form (it calls the above only as a fallback)
+                        lambda span, attrs, base: writes.append(dict(attrs)) or original_clean(span, attrs, base))
     make, permission, code, verdict, reason = SCENARIOS[scenario]
     sent_ns = time.time_ns()
     outcome = serve(UNARY, call_metadata(make(mint, other_key, int(time.time())), sent_ns=sent_ns), [permission])

@@ -97,6 +97,44 @@ def test_a_base_is_stored_first_as_one_merged_write_would(base, attrs, max_attri
     assert base == before
 
 
+@settings(max_examples=100, deadline=None)
+@given(base=st.one_of(st.none(), st.dictionaries(_keys, _clean_values, max_size=8)),
+       first=st.dictionaries(_keys, _clean_values, max_size=8), attrs=st.dictionaries(_keys, _clean_values, max_size=8),
+       max_attributes=st.one_of(st.none(), st.integers(1, 10)), max_length=st.one_of(st.none(), st.integers(0, 20)),
+       end_before=st.booleans())
+def test_set_clean_is_set_attributes_with_clean_values(base, first, attrs, max_attributes, max_length, end_before):
+    """``set_clean`` (the per-call paths' form) on a span that already holds attributes, under every limit, and once
+    the span has ended: what the SDK stores for ``set_attributes({**base, **attrs})``, and exactly what
+    ``set_attributes(..., clean=True, base=base)`` stores, keys in the same order. (A key written again keeps its
+    place there, where the SDK moves it last.)"""
+    limits = SpanLimits(max_span_attributes=max_attributes, max_span_attribute_length=max_length)
+    sdk, ours = _pair(limits)
+    _, theirs = _pair(limits)
+    for span in (sdk, ours, theirs):
+        span.set_attributes(first)
+        if end_before:
+            span.end()
+    before = dict(base or {})
+    sdk.set_attributes({**(base or {}), **attrs})
+    _span_attrs.set_clean(ours, attrs, base)
+    _span_attrs.set_attributes(theirs, attrs, clean=True, base=base)
+    assert dict(ours.attributes) == dict(sdk.attributes)
+    assert list(ours.attributes.items()) == list(theirs.attributes.items())
+    assert ours.dropped_attributes == sdk.dropped_attributes == theirs.dropped_attributes
+    assert (base or {}) == before
+
+
+def test_set_clean_on_any_other_span_goes_through_its_own_set_attributes():
+    writes = []
+
+    class Recording(NonRecordingSpan):
+        def set_attributes(self, attributes):
+            writes.append(dict(attributes))
+
+    _span_attrs.set_clean(Recording(SpanContext(1, 1, False)), {"jit.token.ttl_s": 1.0}, {"jit.token.present": True})
+    assert writes == [{"jit.token.present": True, "jit.token.ttl_s": 1.0}]
+
+
 def test_current_span_is_what_the_api_returns():
     """``current_span`` finds the span ``trace.get_current_span`` finds: none, an SDK span, a non-recording one, and
     not a value of another kind set under the span's key."""
