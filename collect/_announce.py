@@ -19,7 +19,7 @@ from jitrace.analyzer import rule_options
 from jitrace.analyzer.errors import UserError
 from jitrace.collect._writer import OnCommit
 
-NICE = 10  # how much lower than the receivers' the watch process's CPU priority is
+NICE = 19  # the watch process's CPU priority: the lowest, below the receivers'
 
 
 def announcement(kind: str, path: Path, rows: int, acked: float) -> bytes:
