@@ -318,16 +318,7 @@ def wrap_sync(behavior: Callable[..., Any], response_streaming: bool,
             return behavior(request, context)
         try:
             return behavior(request, ctx)
-        finally:  # finish(), inline
-            try:
-                trailing = call.trailing(ctx.trailing_metadata() if ctx.touched else None)
-                if trailing is not None:
-                    ctx.set_trailing_metadata(trailing)
-            except Exception:  # noqa: BLE001
-                _safety.count("server_interceptor")
-            try:
-                _reset(token)
-            except ValueError:  # a response generator closed from another context: _call_state.deactivate's case
-                _call_state.deactivate(token)
+        finally:
+            finish(call, ctx, token)
 
     return unary
