@@ -2,7 +2,8 @@
  * analyzer/otlp/_protobuf_native.c, OTLP/protobuf trace requests): the growable byte buffers their Arrow columns
  * are written into (a failure to grow one is a refusal: a jump back to the reader's entry, which gives nothing),
  * the Block type that hands such a buffer to Python without a copy (pa.py_buffer wraps it and
- * frees it with its last user), a strict UTF-8 check and integers in decimal. Each module includes it once and
+ * frees it with its last user), a strict UTF-8 check, integers in decimal, and the test whether a text may hold a
+ * credential. Each module includes it once and
  * calls block_type_ready() at import.
  */
 #ifndef JITRACE_ARROW_BUFFERS_H
@@ -125,6 +126,59 @@ static inline size_t decimal(char *t, long long v) {
     while (n)
         t[k++] = r[--n];
     return k;
+}
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define LITTLE_ENDIAN_SWAR 1  /* the first flagged byte is the lowest bit set */
+#else
+#define LITTLE_ENDIAN_SWAR 0
+#endif
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+/* Non-zero when a byte of x is zero / less than n (n <= 128): the classic bit tricks, no branch per byte. */
+static inline uint64_t has_zero(uint64_t x) { return (x - ONES) & ~x & HIGHS; }
+static inline uint64_t has_less(uint64_t x, unsigned n) { return (x - ONES * n) & ~x & HIGHS; }
+
+static inline u8 lower(u8 c) { return (c >= 'A' && c <= 'Z') ? (u8)(c | 0x20) : c; }
+
+/* Whether `text` may hold a credential: analyzer/redact.py's hints ("eyj", "bearer", "basic") in any ASCII case, or
+ * a letter an engine that applies them folds to one of theirs: U+0130 (DuckDB's ILIKE lowers it to 'i'), U+0131,
+ * U+017F (RE2's case folding: 's') and U+212A. A superset: where it says maybe, the redaction itself decides. */
+static int hinted(const char *text, size_t n) {
+    const u8 *s = (const u8 *)text;
+    for (size_t i = 0; i < n; i++) {
+        /* eight bytes at a time while none is a 'y', a 'b' (any case) or a lead byte of those letters: the few found
+         * are looked at closer */
+        while (LITTLE_ENDIAN_SWAR && n - i >= 8) {
+            uint64_t x, folded;
+            memcpy(&x, s + i, 8);
+            folded = x | (ONES * 0x20);
+            uint64_t found = has_zero(folded ^ (ONES * 'y')) | has_zero(folded ^ (ONES * 'b')) |
+                             has_zero(x ^ (ONES * 0xC4)) | has_zero(x ^ (ONES * 0xC5)) | has_zero(x ^ (ONES * 0xE2));
+            if (found) {
+                i += __builtin_ctzll(found) >> 3;
+                break;
+            }
+            i += 8;
+        }
+        if (i >= n)
+            break;
+        u8 c = s[i] | 0x20;
+        if ((s[i] == 0xC4 && i + 1 < n && (s[i + 1] == 0xB0 || s[i + 1] == 0xB1)) ||
+            (s[i] == 0xC5 && i + 1 < n && s[i + 1] == 0xBF) ||
+            (s[i] == 0xE2 && i + 2 < n && s[i + 1] == 0x84 && s[i + 2] == 0xAA))
+            return 1;
+        if (c == 'y' && i >= 1 && i + 1 < n && lower(s[i - 1]) == 'e' && lower(s[i + 1]) == 'j')
+            return 1;
+        if (c == 'b' && i + 4 < n) {
+            if (i + 5 < n && lower(s[i + 1]) == 'e' && lower(s[i + 2]) == 'a' && lower(s[i + 3]) == 'r' &&
+                lower(s[i + 4]) == 'e' && lower(s[i + 5]) == 'r')
+                return 1;
+            if (lower(s[i + 1]) == 'a' && lower(s[i + 2]) == 's' && lower(s[i + 3]) == 'i' && lower(s[i + 4]) == 'c')
+                return 1;
+        }
+    }
+    return 0;
 }
 
 /* A buffer handed over to Python without a copy: Arrow wraps it (pa.py_buffer) and frees it with the last user. */

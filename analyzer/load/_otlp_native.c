@@ -210,17 +210,6 @@ static inline int empty(Parser *P, u8 close) {
     return 0;
 }
 
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define LITTLE_ENDIAN_SWAR 1  /* the first flagged byte is the lowest bit set */
-#else
-#define LITTLE_ENDIAN_SWAR 0
-#endif
-#define ONES 0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
-/* Non-zero when a byte of x is zero / less than n (n <= 128): the classic bit tricks, no branch per byte. */
-static inline uint64_t has_zero(uint64_t x) { return (x - ONES) & ~x & HIGHS; }
-static inline uint64_t has_less(uint64_t x, unsigned n) { return (x - ONES * n) & ~x & HIGHS; }
-
 static signed char HEXVAL[256];  /* a hex digit's value, -1 for any other byte (filled at import) */
 
 static inline int hexval(u8 c) { return HEXVAL[c]; }
@@ -1146,44 +1135,6 @@ static void span_link(Parser *P, Buf *out, int depth) {
 }
 
 /* ------------------------------------------------------------------------------------------------ facts' inputs */
-
-static inline u8 lower(u8 c) { return (c >= 'A' && c <= 'Z') ? (u8)(c | 0x20) : c; }
-
-/* Whether `s` may hold a credential: "eyj", "bearer" or "basic" in any ASCII case (analyzer/redact.py's hints, as
- * its SQL test reads them). A span with one is redacted and gets its facts in SQL, after the redaction. */
-static int hinted(const char *text, size_t n) {
-    const u8 *s = (const u8 *)text;
-    for (size_t i = 0; i < n; i++) {
-        /* eight bytes at a time while none is a 'y', a 'b' (any case) or 0xC4: the few found are looked at closer */
-        while (LITTLE_ENDIAN_SWAR && n - i >= 8) {
-            uint64_t x, folded;
-            memcpy(&x, s + i, 8);
-            folded = x | (ONES * 0x20);
-            uint64_t found = has_zero(folded ^ (ONES * 'y')) | has_zero(folded ^ (ONES * 'b')) |
-                             has_zero(x ^ (ONES * 0xC4));
-            if (found) {
-                i += __builtin_ctzll(found) >> 3;
-                break;
-            }
-            i += 8;
-        }
-        if (i >= n)
-            break;
-        u8 c = s[i] | 0x20;
-        if (s[i] == 0xC4 && i + 1 < n && s[i + 1] == 0xB0)
-            return 1;  /* U+0130, which DuckDB's ILIKE lowers to 'i' */
-        if (c == 'y' && i >= 1 && i + 1 < n && lower(s[i - 1]) == 'e' && lower(s[i + 1]) == 'j')
-            return 1;
-        if (c == 'b' && i + 4 < n) {
-            if (i + 5 < n && lower(s[i + 1]) == 'e' && lower(s[i + 2]) == 'a' && lower(s[i + 3]) == 'r' &&
-                lower(s[i + 4]) == 'e' && lower(s[i + 5]) == 'r')
-                return 1;
-            if (lower(s[i + 1]) == 'a' && lower(s[i + 2]) == 's' && lower(s[i + 3]) == 'i' && lower(s[i + 4]) == 'c')
-                return 1;
-        }
-    }
-    return 0;
-}
 
 static void fact_bit(Parser *P, Buf *bits, int on) {
     Py_ssize_t row = P->rows;

@@ -155,6 +155,17 @@ static inline void expect(Dec *D, int wire, int want) {
         refuse(D, "a known field of another wire type");
 }
 
+static uint64_t varint_field(Dec *D, Cur *c, int wire) {
+    expect(D, wire, 0);
+    return varint(D, c);
+}
+
+/* A dropped_*_count field: once at most, not kept. */
+static void dropped_count(Dec *D, Cur *c, int wire, unsigned *seen, int field) {
+    once(D, seen, field);
+    varint_field(D, c, wire);
+}
+
 /* Strict UTF-8, as protobuf checks a string field. */
 static void utf8(Dec *D, Cur s) {
     const u8 *q = s.p, *e = s.end;
@@ -280,15 +291,13 @@ static void any_value(Dec *D, Buf *out, Cur m, int depth) {
             break;
         }
         case 2:
-            expect(D, wire, 0);
-            if (varint(D, &m))
+            if (varint_field(D, &m, wire))
                 PUTS(D, out, "true");
             else
                 PUTS(D, out, "false");
             break;
         case 3:
-            expect(D, wire, 0);
-            put_int(D, out, (long long)(int64_t)varint(D, &m));
+            put_int(D, out, (long long)(int64_t)varint_field(D, &m, wire));
             break;
         case 4: {
             expect(D, wire, 1);
@@ -445,9 +454,7 @@ static void resource(Dec *D, Cur m) {
                 D->service = 1;
             }
         } else if (f == 2) {
-            once(D, &seen, 2);
-            expect(D, wire, 0);
-            varint(D, &m);
+            dropped_count(D, &m, wire, &seen, 2);
         } else {
             refuse(D, "an unknown field of a resource");
         }
@@ -477,9 +484,7 @@ static void scope(Dec *D, Cur m) {
             map_item(D, &M, ldelim(D, &m, wire), 1);
             map_close(D, &M);
         } else if (f == 4) {
-            once(D, &seen, 4);
-            expect(D, wire, 0);
-            varint(D, &m);
+            dropped_count(D, &m, wire, &seen, 4);
         } else {
             refuse(D, "an unknown field of a scope");
         }
@@ -508,9 +513,7 @@ static void event(Dec *D, Buf *out, Cur m) {
         } else if (f == 3) {
             map_item(D, &M, ldelim(D, &m, wire), 1);
         } else if (f == 4) {
-            once(D, &seen, 4);
-            expect(D, wire, 0);
-            varint(D, &m);
+            dropped_count(D, &m, wire, &seen, 4);
         } else {
             refuse(D, "an unknown field of an event");
         }
@@ -553,9 +556,7 @@ static void span_link(Dec *D, Buf *out, Cur m) {
         } else if (f == 4) {
             map_item(D, &M, ldelim(D, &m, wire), 1);
         } else if (f == 5) {
-            once(D, &seen, 5);
-            expect(D, wire, 0);
-            varint(D, &m);
+            dropped_count(D, &m, wire, &seen, 5);
         } else if (f == 6) {
             once(D, &seen, 6);
             expect(D, wire, 5);
@@ -584,13 +585,11 @@ static void status(Dec *D, Cur m, Cur *message, int32_t *code) {
     while ((f = next(D, &m, &wire))) {
         once(D, &seen, f > 3 ? 0 : f);
         if (f == 1) {
-            expect(D, wire, 0);
-            varint(D, &m);
+            varint_field(D, &m, wire);
         } else if (f == 2) {
             *message = string_field(D, &m, wire);
         } else if (f == 3) {
-            expect(D, wire, 0);
-            *code = (int32_t)(uint32_t)varint(D, &m);
+            *code = (int32_t)(uint32_t)varint_field(D, &m, wire);
         } else {
             refuse(D, "an unknown field of a status");
         }
@@ -618,7 +617,7 @@ static void span(Dec *D, Cur m) {
         case 2: once(D, &seen, 2); sid = ldelim(D, &m, wire); break;
         case 4: once(D, &seen, 4); pid = ldelim(D, &m, wire); break;
         case 5: once(D, &seen, 5); name = string_field(D, &m, wire); break;
-        case 6: once(D, &seen, 6); expect(D, wire, 0); kind = (int32_t)(uint32_t)varint(D, &m); break;
+        case 6: once(D, &seen, 6); kind = (int32_t)(uint32_t)varint_field(D, &m, wire); break;
         case 7: once(D, &seen, 7); expect(D, wire, 1); start = fixed64(D, &m); break;
         case 8: once(D, &seen, 8); expect(D, wire, 1); end = fixed64(D, &m); break;
         case 9:
@@ -729,42 +728,6 @@ static void request(Dec *D, Cur m) {
     }
 }
 
-/* ------------------------------------------------------------------------------------------------ hints */
-
-static inline u8 lower(u8 c) { return (c >= 'A' && c <= 'Z') ? (u8)(c | 0x20) : c; }
-
-static int at(const u8 *s, size_t n, size_t i, const char *word, size_t k) {
-    if (i + k > n)
-        return 0;
-    for (size_t j = 0; j < k; j++)
-        if (lower(s[i + j]) != (u8)word[j])
-            return 0;
-    return 1;
-}
-
-static u8 HINT[256];  /* the bytes a hint is found by: 'y' and 'b' in either case, and the lead bytes below */
-
-/* Whether `s` may hold a credential: "eyj", "bearer" or "basic" in any ASCII case, or a letter some engine folds to
- * one of theirs (U+0130, U+0131, U+017F, U+212A): analyzer/redact.py decides where this says maybe. */
-static int hinted(const u8 *s, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        while (i < n && !HINT[s[i]])
-            i++;
-        if (i >= n)
-            break;
-        u8 c = s[i];
-        if ((c == 0xC4 && i + 1 < n && (s[i + 1] == 0xB0 || s[i + 1] == 0xB1)) ||
-            (c == 0xC5 && i + 1 < n && s[i + 1] == 0xBF) ||
-            (c == 0xE2 && i + 2 < n && s[i + 1] == 0x84 && s[i + 2] == 0xAA))
-            return 1;
-        if ((c | 0x20) == 'y' && i >= 1 && at(s, n, i - 1, "eyj", 3))
-            return 1;
-        if ((c | 0x20) == 'b' && (at(s, n, i, "bearer", 6) || at(s, n, i, "basic", 5)))
-            return 1;
-    }
-    return 0;
-}
-
 /* ------------------------------------------------------------------------------------------------ module */
 
 
@@ -829,7 +792,7 @@ static PyObject *traces(PyObject *self, PyObject *args) {
             item = Py_BuildValue("(OnON)", Py_None, (Py_ssize_t)0, Py_None, block_of(&col->data));
         } else {
             if (c != C_TRACE && c != C_SPAN && c != C_PARENT && c != C_SOURCE &&
-                hinted((const u8 *)col->data.p, col->data.n)) {
+                hinted(col->data.p, col->data.n)) {
                 PyObject *index = PyLong_FromLong(c);
                 if (!index || PyList_Append(hints, index) < 0) {
                     Py_XDECREF(index);
@@ -872,9 +835,6 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_protobuf_native",
 PyMODINIT_FUNC PyInit__protobuf_native(void) {
     if (block_type_ready() < 0)
         return NULL;
-    const u8 hint_bytes[] = {'y', 'Y', 'b', 'B', 0xC4, 0xC5, 0xE2};
-    for (size_t i = 0; i < sizeof hint_bytes; i++)
-        HINT[hint_bytes[i]] = 1;
     PyObject *m = PyModule_Create(&module);
     if (!m)
         return NULL;
