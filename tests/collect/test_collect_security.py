@@ -224,8 +224,10 @@ def test_grpc_calls_beyond_the_cap_wait_on_their_connection_or_are_refused_at_on
     try:
         early, codes = calls_over(1, 12)
         # none refused while 4 were in progress; a stream the client opens in the instant one closes may be
-        # refused (REFUSED_STREAM: UNAVAILABLE, which exporters retry), never served past the cap
-        assert early == [] and most[0] == 4 and set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
+        # refused (REFUSED_STREAM: UNAVAILABLE; or RESOURCE_EXHAUSTED when gRPC's server has not yet counted the
+        # closed call out), both retried by exporters, never served past the cap
+        retried = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert early == [] and most[0] == 4 and set(codes) <= {grpc.StatusCode.OK} | retried
         accepted = codes.count(grpc.StatusCode.OK)
         assert accepted >= 4, codes
         early, codes = calls_over(3, 4)
