@@ -58,6 +58,7 @@ DEFAULT_INTERVAL_S = 0.25
 HARD_BOUND = 2  # past this many times max_spans, spans no tick has seen yet are dropped too
 CLOCK_INTERVAL_S = 2.0  # seconds, at least, between two runs of the clock model
 TICK_SHARE = 3  # after a tick, a wait of at least this many times its duration: ticks a quarter of the time at most
+CLOCK_SHARE = 9  # after a clock model's run, a wait of at least this many times its duration: a tenth at most
 FULL_INTERVAL_S = 5.0  # seconds, at least, between two ticks over every denial for a new clock model
 # what the watch prints of a denial: a change to one of these is a correction line
 ANSWER = ("service", "method", "principal", "cause", "rule", "confidence", "fix")
@@ -261,8 +262,9 @@ class Watcher:
                 return
             began = time.monotonic()
             self.clock_model()
-            # at most a fifth of a core, and not more often than CLOCK_INTERVAL_S: the receivers come first
-            self._stop.wait(max(CLOCK_INTERVAL_S, 4 * (time.monotonic() - began)))
+            # at most a tenth of a core, and not more often than CLOCK_INTERVAL_S: the receivers and the denials come
+            # first (a denial is attributed with the last model; a model that changes its answer is a correction)
+            self._stop.wait(max(CLOCK_INTERVAL_S, CLOCK_SHARE * (time.monotonic() - began)))
 
     def _take(self, timeout: float) -> bool:
         """Load every announced file (waiting up to ``timeout`` for the first); whether a tick is due (``load``)."""
