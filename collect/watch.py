@@ -135,6 +135,8 @@ class Watcher:
         self.con.execute(f"CREATE TABLE {FOCUS} AS SELECT {columns} FROM {spans_view.FACTS_TABLE} LIMIT 0")
         self.con.execute(f"CREATE VIEW spans AS SELECT {columns} FROM {FOCUS}")
         self.con.execute(f"ALTER TABLE {spans_view.FACTS_TABLE} ADD COLUMN watch_key UBIGINT")  # _KEY: Watcher.load
+        self.con.execute(f"ALTER TABLE {spans_view.FACTS_TABLE} ADD COLUMN watch_load UBIGINT")  # the load's number
+        self._loads = 0
         self.con.execute(f"CREATE TABLE {DENIED_TRACES} (trace_id VARCHAR)")
         offsets.store(self.con, [])  # no clock model yet: every offset unknown
         self._loader = self.con.cursor()  # the loading thread's connection
@@ -298,23 +300,28 @@ class Watcher:
                 fresh = (f"(SELECT {base} FROM read_parquet({files}, filename = true) "
                          "WHERE kind IN ('CLIENT', 'SERVER') OR name = 'jit.issue')")
                 dropped = ", ".join(f"NULL::VARCHAR AS {n}" for n in _DROPPED)
-                self._loader.execute(f"CREATE OR REPLACE TEMP TABLE watch_batch AS "
-                                     f"SELECT f.* REPLACE ({dropped}), {_KEY} AS watch_key "
-                                     f"FROM ({spans_view.facts_sql(fresh)}) AS f")
+                # straight into the state, each load's rows marked with its number (`watch_batch` views them); the
+                # state's rows are in load order, so a scan of one load skips the others' row groups
+                self._loads += 1
+                facts = spans_view.FACTS_TABLE
+                added = self._loader.execute(
+                    f"INSERT INTO {facts} BY NAME SELECT f.* REPLACE ({dropped}), {_KEY} AS watch_key, "
+                    f"{self._loads} AS watch_load FROM ({spans_view.facts_sql(fresh)}) AS f").fetchone()[0]
+                self._loader.execute(f"CREATE OR REPLACE TEMP VIEW watch_batch AS "
+                                     f"FROM {facts} WHERE watch_load = {self._loads}")
                 # a span twice in the batch: its first file's copy kept. Distinct keys mean distinct spans, so the
                 # sort by ids runs only when two keys are equal (a span seen twice, or a hash collision)
                 if self._loader.execute("SELECT count(*) > count(DISTINCT watch_key) FROM watch_batch").fetchone()[0]:
-                    self._loader.execute("CREATE OR REPLACE TEMP TABLE watch_batch AS FROM watch_batch QUALIFY "
-                                         "row_number() OVER (PARTITION BY trace_id, span_id, kind ORDER BY source) = 1")
-                # a span held already is dropped: the state's spans whose key is one of the batch's (a hash of the
-                # batch, probed by the state's keys), compared by their ids. Copies are rare: found first, the batch
-                # is then appended as it is (an insert through the join costs more than the two)
-                held = (f"SELECT trace_id, span_id, kind FROM {spans_view.FACTS_TABLE} "
-                        "SEMI JOIN watch_batch USING (watch_key)")
+                    added -= self._loader.execute(
+                        f"DELETE FROM {facts} WHERE rowid IN (SELECT rowid FROM watch_batch QUALIFY row_number() "
+                        "OVER (PARTITION BY trace_id, span_id, kind ORDER BY source) > 1)").fetchone()[0]
+                # a span held already is dropped: the earlier loads' spans whose key is one of the batch's (a hash of
+                # the batch, probed by the state's keys), compared by their ids. Copies are rare: found first
+                held = (f"SELECT h.trace_id, h.span_id, h.kind FROM {facts} AS h SEMI JOIN watch_batch AS b "
+                        f"USING (watch_key) WHERE h.watch_load < {self._loads}")
                 if self._loader.execute(f"SELECT EXISTS ({held})").fetchone()[0]:
-                    self._loader.execute(f"DELETE FROM watch_batch WHERE (trace_id, span_id, kind) IN ({held})")
-                added = self._loader.execute(f"INSERT INTO {spans_view.FACTS_TABLE} BY NAME FROM watch_batch"
-                                             ).fetchone()[0]
+                    added -= self._loader.execute(f"DELETE FROM {facts} WHERE watch_load = {self._loads} "
+                                                  f"AND (trace_id, span_id, kind) IN ({held})").fetchone()[0]
                 self._held += added
                 relevant |= self._mark_spans()
             else:
