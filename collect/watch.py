@@ -313,7 +313,8 @@ class Watcher:
                 # sort by ids runs only when two keys are equal (a span seen twice, or a hash collision)
                 if self._loader.execute("SELECT count(*) > count(DISTINCT watch_key) FROM watch_batch").fetchone()[0]:
                     added -= self._loader.execute(
-                        f"DELETE FROM {facts} WHERE rowid IN (SELECT rowid FROM watch_batch QUALIFY row_number() "
+                        f"DELETE FROM {facts} WHERE rowid IN (SELECT d.rowid FROM {facts} AS d "
+                        f"WHERE d.watch_load = {self._loads} QUALIFY row_number() "
                         "OVER (PARTITION BY trace_id, span_id, kind ORDER BY source) > 1)").fetchone()[0]
                 # a span held already is dropped: the earlier loads' spans whose key is one of the batch's (a hash of
                 # the batch, probed by the state's keys), compared by their ids. Copies are rare: found first

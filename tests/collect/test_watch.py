@@ -97,6 +97,41 @@ def test_any_arrival_order_ends_equal_to_the_batch_run(tmp_path_factory, data):
         watcher.close()
 
 
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_copies_in_one_load_or_across_loads_are_held_once(tmp_path_factory, data):
+    """Exporters retry, and one load takes every file announced meanwhile: copies of a span in one load's files or
+    in an earlier load's are held once, and the answers are the batch run's."""
+    tmp_path = tmp_path_factory.mktemp("watch")
+    world = _world()
+    expected = _batch(world, tmp_path)
+    rows = world.tuples()
+    picks = st.lists(st.sampled_from(range(len(rows))), min_size=1, max_size=len(rows))
+    files = data.draw(st.lists(picks, max_size=5))
+    files.insert(data.draw(st.integers(0, len(files))), list(range(len(rows))))  # every span at least once
+    per_load = data.draw(st.lists(st.integers(1, 3), min_size=len(files), max_size=len(files)))
+    watcher = Watcher(out=io.StringIO(), full_interval_s=0)
+    try:
+        receiver = Receiver(tmp_path / "collected", grpc_addr=None, http_addr=None)
+        receiver.writer.on_commit = watcher.announce
+        written = 0
+        for picked, files_in_load in zip(files, per_load, strict=True):
+            receiver.writer.write("spans", [rows[i] for i in picked])
+            written += 1
+            if written >= files_in_load:  # several files taken by one load
+                watcher._take(timeout=0)  # noqa: SLF001
+                written = 0
+        watcher._take(timeout=0)  # noqa: SLF001
+        watcher.clock_model()
+        watcher.tick(everything=True)
+        kind, name = SPANS.names.index("kind"), SPANS.names.index("name")
+        held = {(r[0], r[1], r[kind]) for r in rows if r[kind] in ("CLIENT", "SERVER") or r[name] == "jit.issue"}
+        assert watcher.con.execute("SELECT count(*) FROM span_fact_rows").fetchone()[0] == len(held)
+        assert sorted(watcher.attributions(COLUMNS)) == expected
+    finally:
+        watcher.close()
+
+
 def _skewed_world() -> World:
     world = _world()
     token = Token(exp=T0 + 600)
