@@ -57,7 +57,7 @@ DEFAULT_MAX_SPANS = 1_000_000
 DEFAULT_INTERVAL_S = 0.25
 HARD_BOUND = 2  # past this many times max_spans, spans no tick has seen yet are dropped too
 CLOCK_INTERVAL_S = 2.0  # seconds, at least, between two runs of the clock model
-TICK_SHARE = 3  # after a tick, a wait of at least this many times its duration: ticks a quarter of the time at most
+TICK_SHARE = 1.5  # after a tick, a wait of at least this many times its duration: ticks 40% of the time at most
 CLOCK_SHARE = 9  # after a clock model's run, a wait of at least this many times its duration: a tenth at most
 FULL_INTERVAL_S = 5.0  # seconds, at least, between two ticks over every denial for a new clock model
 # what the watch prints of a denial: a change to one of these is a correction line
@@ -234,7 +234,7 @@ class Watcher:
 
     def _run(self) -> None:
         """A tick whenever one is due (or a tick over every denial once ``full_interval_s`` allows it), at most
-        every ``interval_s`` and at most a quarter of the time (TICK_SHARE): a tick's fixed cost (DuckDB planning
+        every ``interval_s`` and at most 40% of the time (TICK_SHARE): a tick's fixed cost (DuckDB planning
         the denials' steps) is then paid once for all that came meanwhile."""
         last = 0.0
         while True:
