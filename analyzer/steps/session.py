@@ -103,6 +103,10 @@ TEMP_SPANS_PER_GB = 10_000_000
 
 
 def _temp_tables_fit(con: duckdb.DuckDBPyConnection) -> bool:
+    # an in-memory database (the watch's) holds a plain table in memory as well: no need to count the spans
+    if con.execute("SELECT path IS NULL FROM duckdb_databases() WHERE database_name = current_database()"
+                   ).fetchone()[0]:
+        return True
     limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]  # e.g. "1.3 GiB"
     units = {"KiB": 2**-20, "MiB": 2**-10, "GiB": 1, "TiB": 2**10, "KB": 1e-6, "MB": 1e-3, "GB": 1, "TB": 1e3}
     number, _, unit = limit.partition(" ")

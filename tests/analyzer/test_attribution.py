@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from spanfactory import T0, Token, World
 
-from jitrace.analyzer.steps import session
+from jitrace.analyzer.steps import pipeline, session
 from jitrace.instrumentation import contract as c
 
 
@@ -310,12 +310,20 @@ def test_clock_drift_names_the_issuer_when_it_alone_is_off():
     assert row.evidence["server_offset_s"] == pytest.approx(20.0, abs=0.002)
 
 
-def test_big_inputs_run_the_per_span_steps_as_plain_tables(monkeypatch):
+def test_big_inputs_run_the_per_span_steps_as_plain_tables(monkeypatch, tmp_path):
     world, _ = healthy_world()
     world.call(T0 + 10, None)
-    monkeypatch.setattr(session, "TEMP_SPANS_PER_GB", 1)
-    df = analyze(world)
-    assert list(df["cause"]) == ["token_missing"]
+    temp_steps = {s.name for s in pipeline.steps() if s.stored == "temp"}
+    for big, where in ((False, {"temp"}), (True, {"jitrace"})):
+        monkeypatch.setattr(session, "TEMP_SPANS_PER_GB", 1 if big else session.TEMP_SPANS_PER_GB)
+        con = session.connect(tmp_path / f"big-{big}.duckdb")  # a file: in memory both are alike
+        world.load(con)
+        session.run_queries(con)
+        assert [r[0] for r in con.execute("SELECT cause FROM attributions").fetchall()] == ["token_missing"]
+        stored = {r[0] for r in con.execute("SELECT database_name FROM duckdb_tables() WHERE table_name IN "
+                                            "(SELECT unnest(?::VARCHAR[]))", [sorted(temp_steps)]).fetchall()}
+        assert stored == where
+        con.close()
 
 
 @settings(max_examples=15, deadline=None)
