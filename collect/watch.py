@@ -299,31 +299,7 @@ class Watcher:
                 # the rpc_spans step keeps CLIENT and SERVER spans and the issuance spans: the rest is not held
                 fresh = (f"(SELECT {base} FROM read_parquet({files}, filename = true) "
                          "WHERE kind IN ('CLIENT', 'SERVER') OR name = 'jit.issue')")
-                dropped = ", ".join(f"NULL::VARCHAR AS {n}" for n in _DROPPED)
-                # straight into the state, each load's rows marked with its number (`watch_batch` views them); the
-                # state's rows are in load order, so a scan of one load skips the others' row groups
-                self._loads += 1
-                facts = spans_view.FACTS_TABLE
-                added = self._loader.execute(
-                    f"INSERT INTO {facts} BY NAME SELECT f.* REPLACE ({dropped}), {_KEY} AS watch_key, "
-                    f"{self._loads} AS watch_load FROM ({spans_view.facts_sql(fresh)}) AS f").fetchone()[0]
-                self._loader.execute(f"CREATE OR REPLACE TEMP VIEW watch_batch AS "
-                                     f"FROM {facts} WHERE watch_load = {self._loads}")
-                # a span twice in the batch: its first file's copy kept. Distinct keys mean distinct spans, so the
-                # sort by ids runs only when two keys are equal (a span seen twice, or a hash collision)
-                if self._loader.execute("SELECT count(*) > count(DISTINCT watch_key) FROM watch_batch").fetchone()[0]:
-                    added -= self._loader.execute(
-                        f"DELETE FROM {facts} WHERE rowid IN (SELECT d.rowid FROM {facts} AS d "
-                        f"WHERE d.watch_load = {self._loads} QUALIFY row_number() "
-                        "OVER (PARTITION BY trace_id, span_id, kind ORDER BY source) > 1)").fetchone()[0]
-                # a span held already is dropped: the earlier loads' spans whose key is one of the batch's (a hash of
-                # the batch, probed by the state's keys), compared by their ids. Copies are rare: found first
-                held = (f"SELECT h.trace_id, h.span_id, h.kind FROM {facts} AS h SEMI JOIN watch_batch AS b "
-                        f"USING (watch_key) WHERE h.watch_load < {self._loads}")
-                if self._loader.execute(f"SELECT EXISTS ({held})").fetchone()[0]:
-                    added -= self._loader.execute(f"DELETE FROM {facts} WHERE watch_load = {self._loads} "
-                                                  f"AND (trace_id, span_id, kind) IN ({held})").fetchone()[0]
-                self._held += added
+                self._held += self._add_spans(fresh)
                 relevant |= self._mark_spans()
             else:
                 columns = schema.columns_with_source(schema.LOGS, False)
@@ -341,6 +317,41 @@ class Watcher:
         self._evict()
         self._clock_due.set()
         return relevant
+
+    def _add_spans(self, fresh: str) -> int:
+        """Add a load's spans (the query ``fresh``) to the state, one row per span; how many it added. One
+        transaction: the ticks and the clock model (other connections) never see a copy."""
+        facts = spans_view.FACTS_TABLE
+        dropped = ", ".join(f"NULL::VARCHAR AS {n}" for n in _DROPPED)
+        self._loads += 1
+        self._loader.execute("BEGIN")
+        try:
+            # straight into the state, each load's rows marked with its number (`watch_batch` views them); the
+            # state's rows are in load order, so a scan of one load skips the others' row groups
+            added = self._loader.execute(
+                f"INSERT INTO {facts} BY NAME SELECT f.* REPLACE ({dropped}), {_KEY} AS watch_key, "
+                f"{self._loads} AS watch_load FROM ({spans_view.facts_sql(fresh)}) AS f").fetchone()[0]
+            self._loader.execute(f"CREATE OR REPLACE TEMP VIEW watch_batch AS "
+                                 f"FROM {facts} WHERE watch_load = {self._loads}")
+            # a span twice in the batch: its first file's copy kept. Distinct keys mean distinct spans, so the
+            # sort by ids runs only when two keys are equal (a span seen twice, or a hash collision)
+            if self._loader.execute("SELECT count(*) > count(DISTINCT watch_key) FROM watch_batch").fetchone()[0]:
+                added -= self._loader.execute(
+                    f"DELETE FROM {facts} WHERE rowid IN (SELECT d.rowid FROM {facts} AS d "
+                    f"WHERE d.watch_load = {self._loads} QUALIFY row_number() "
+                    "OVER (PARTITION BY trace_id, span_id, kind ORDER BY source) > 1)").fetchone()[0]
+            # a span held already is dropped: the earlier loads' spans whose key is one of the batch's (a hash of
+            # the batch, probed by the state's keys), compared by their ids. Copies are rare: found first
+            held = (f"SELECT h.trace_id, h.span_id, h.kind FROM {facts} AS h SEMI JOIN watch_batch AS b "
+                    f"USING (watch_key) WHERE h.watch_load < {self._loads}")
+            if self._loader.execute(f"SELECT EXISTS ({held})").fetchone()[0]:
+                added -= self._loader.execute(f"DELETE FROM {facts} WHERE watch_load = {self._loads} "
+                                              f"AND (trace_id, span_id, kind) IN ({held})").fetchone()[0]
+            self._loader.execute("COMMIT")
+        except BaseException:
+            self._loader.execute("ROLLBACK")
+            raise
+        return added
 
     def _mark(self, traces: list[str], everything: bool = False) -> bool:
         """Note what the next tick attributes anew; whether there is anything."""
