@@ -151,8 +151,9 @@ class Watcher:
         self._tick_due = threading.Event()  # spans or logs a tick may change an answer with, or a new clock model
         self._clock_runs = 0
         self._queue: queue.SimpleQueue[tuple[str, str, int, float]] = queue.SimpleQueue()
-        # (acked, path, kind, rows, order loaded), oldest first
-        self._arrivals: deque[tuple[float, str, str, int, int]] = deque()
+        # (acked, path, kind, rows, order loaded, the load of a file of spans), oldest first
+        self._arrivals: deque[tuple[float, str, str, int, int, int | None]] = deque()
+        self._load_files: dict[int, int] = {}  # a load -> its files of spans not yet dropped
         self._loaded = 0  # files loaded so far
         self._ticked = 0  # files loaded before the last finished tick began: a tick has seen them
         self._acked: dict[str, float] = {}  # path -> when its batches were acknowledged
@@ -310,7 +311,10 @@ class Watcher:
         for kind, path, rows, acked in items:
             self._acked[path] = acked
             self._loaded += 1
-            self._arrivals.append((acked, path, kind, rows, self._loaded))
+            load = self._loads if kind == "spans" else None
+            if load is not None:
+                self._load_files[load] = self._load_files.get(load, 0) + 1
+            self._arrivals.append((acked, path, kind, rows, self._loaded, load))
             if kind == "spans":
                 self.spans += rows
                 self.metrics.spans(rows)
@@ -395,34 +399,42 @@ class Watcher:
         printed before its spans can go); past HARD_BOUND times the bound, unseen ones too (counted)."""
         cutoff = time.time() - self.window_s
         gone: list[str] = []
+        whole, partial = 0, set()  # the newest load whose files of spans all go (and every older one); loads in part
         spans_left = self._held
         while self._arrivals and (self._arrivals[0][0] < cutoff or spans_left > self.max_spans):
-            _, path, kind, rows, order = self._arrivals[0]
+            _, path, kind, rows, order, load = self._arrivals[0]
             if order > self._ticked and spans_left <= HARD_BOUND * self.max_spans:
                 break
             self._arrivals.popleft()
             if order > self._ticked and kind == "spans":
                 self.unseen_spans += rows
             gone.append(path)
-            if kind == "spans":
+            if load is not None:
                 spans_left -= rows
+                self._load_files[load] -= 1
+                partial.add(load)
+                if not self._load_files[load]:  # arrivals are dropped in order: so are the loads
+                    del self._load_files[load]
+                    whole = load
         if not gone:
             return
-        before = self._held
         facts = spans_view.FACTS_TABLE
+        partial = sorted(load for load in partial if load > whole)
+        # the loads' numbers find their rows (the state is in load order): a file's name only in a load in part
+        dropped = f"(watch_load <= {whole} OR (list_contains(?, watch_load) AND list_contains(?, source)))"
         # the denied traces that lose spans or log records change answers (or lose their denials)
         self._mark([t for (t,) in self._loader.execute(
-            f"SELECT DISTINCT trace_id FROM {facts} SEMI JOIN {DENIED_TRACES} USING (trace_id) "
-            "WHERE list_contains(?, source)", [gone]).fetchall()])
+            f"SELECT DISTINCT trace_id FROM {facts} SEMI JOIN {DENIED_TRACES} USING (trace_id) WHERE {dropped}",
+            [partial, gone]).fetchall()])
         self._loader.execute("CREATE OR REPLACE TEMP TABLE watch_log_batch AS "
                              "FROM logs WHERE list_contains(?, source)", [gone])
         self._mark_logs("watch_log_batch")
-        self._loader.execute(f"DELETE FROM {facts} WHERE list_contains(?, source)", [gone])
+        deleted = self._loader.execute(f"DELETE FROM {facts} WHERE {dropped}", [partial, gone]).fetchone()[0]
         self._loader.execute("DELETE FROM logs WHERE list_contains(?, source)", [gone])
         self._loader.execute(f"DELETE FROM {DENIED_TRACES} "
                              f"WHERE trace_id NOT IN (SELECT trace_id FROM {facts} WHERE denied)")
-        self._held = self._loader.execute(f"SELECT count(*) FROM {spans_view.FACTS_TABLE}").fetchone()[0]
-        self.evicted_spans += before - self._held
+        self._held -= deleted
+        self.evicted_spans += deleted
         for path in gone:
             self._acked.pop(path, None)
 

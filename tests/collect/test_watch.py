@@ -344,6 +344,37 @@ def test_the_state_is_bounded_and_says_so(tmp_path):
         watcher.close()
 
 
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_the_spans_dropped_are_those_of_the_files_dropped(tmp_path_factory, data):
+    """Files go in arrival order, several files of one load or a load's files in part: the state holds exactly the
+    spans of the files it has not dropped, and says how many it dropped."""
+    tmp_path = tmp_path_factory.mktemp("watch")
+    rows = _world().tuples()
+    held_rows = [r for r in rows if r[SPANS.names.index("kind")] in ("CLIENT", "SERVER")]
+    bound = data.draw(st.integers(1, len(held_rows)))
+    watcher = Watcher(out=io.StringIO(), max_spans=bound)
+    try:
+        receiver = Receiver(tmp_path / "collected", grpc_addr=None, http_addr=None)
+        receiver.writer.on_commit = watcher.announce
+        at = 0
+        while at < len(held_rows):
+            for _ in range(data.draw(st.integers(1, 3))):  # files taken by one load
+                size = data.draw(st.integers(1, 5))
+                receiver.writer.write("spans", held_rows[at:at + size])
+                at += size
+            watcher._take(timeout=0)  # noqa: SLF001
+            watcher.tick()
+        kept = {path for _, path, kind, *_ in watcher._arrivals if kind == "spans"}  # noqa: SLF001
+        state = watcher.con.execute("SELECT source, count(*) FROM span_fact_rows GROUP BY source").fetchall()
+        assert {source for source, _ in state} == kept
+        held = sum(n for _, n in state)
+        assert held == watcher._held and held + watcher.evicted_spans == len(held_rows)  # noqa: SLF001
+        assert held <= bound + 5  # a file at most past the bound
+    finally:
+        watcher.close()
+
+
 def test_spans_no_tick_saw_are_kept_up_to_twice_the_bound_then_counted(tmp_path):
     world = _world()
     rows = world.tuples()
