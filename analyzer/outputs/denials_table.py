@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 
 import duckdb
 
@@ -334,13 +335,16 @@ SCRIPT = r"""
 
 
 def section(con: duckdb.DuckDBPyConnection, trace_url: trace_links.TraceUrl | None,
-            max_rows: int = MAX_ROWS) -> str:
-    """The Denials section of report.html: its controls, the table the script fills, the data and the script."""
+            max_rows: int = MAX_ROWS, data: Callable[[], str] | None = None) -> str:
+    """The Denials section of report.html: its controls, the table the script fills, the data and the script.
+    ``data``: gives ``data_json``'s text for these arguments when it is built elsewhere (analyze builds it on another
+    thread)."""
     heads = "".join(f'<th data-key="{key}" title="{html.escape(what)}" tabindex="0">{html.escape(text)}</th>'
                     for key, text, what in HEADINGS)
     inputs = "".join(
         f'<label>{f} <input id="f-{f}" list="l-{f}" placeholder="any" autocomplete="off"></label>'
         f'<datalist id="l-{f}"></datalist>' for f in FILTERS[1:])
+    rows = data_json(con, trace_url, max_rows) if data is None else data()
     link_note = ("each trace id opens the trace viewer (--trace-url)" if trace_url is not None else
                  "with --trace-url (or JITRACE_TRACE_URL) each trace id links to the trace viewer")
     return f"""<section id="denials"><h2>Denials</h2>
@@ -359,6 +363,6 @@ by it. A filter's text keeps the value equal to it, else every value containing 
 </select> rows a page</span>
 </div>
 <div id="denials-scroll"><table id="denials-table"><thead><tr>{heads}</tr></thead><tbody></tbody></table></div>
-<script type="application/json" id="denials-json">{data_json(con, trace_url, max_rows)}</script>
+<script type="application/json" id="denials-json">{rows}</script>
 <script>{SCRIPT.replace("__FILL__", trace_links.JS_FILL)}</script></section>
 """

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -401,10 +401,11 @@ figcaption { font-size: 13px; color: #555; margin-top: 4px; }
 
 def write_html(con: duckdb.DuckDBPyConnection, path: Path, summary: dict, *,
                max_rows: int = denials_table.MAX_ROWS, ttl_rows: list[tuple] | None = None,
-               trace_url: TraceUrl | None = None) -> None:
+               trace_url: TraceUrl | None = None, denials_data: Callable[[], str] | None = None) -> None:
     """A self-contained report.html: summary, the four plots (inline SVG), the cause table, the denials (up to
     ``max_rows``: sortable, filterable, each trace a link with ``trace_url``), the log lines under each cause and the
-    clock offsets. ``ttl_rows``: ``ttl_counts``' rows, if already counted."""
+    clock offsets. ``ttl_rows``: ``ttl_counts``' rows, if already counted; ``denials_data``: gives the denials
+    table's data (denials_table.data_json) when it is built elsewhere."""
     plots = [
         ("denials-over-time", "Denials over time", plot_denials_over_time(con)),
         ("clock-offsets", "Clock offsets", plot_offsets(con)),
@@ -417,7 +418,7 @@ def write_html(con: duckdb.DuckDBPyConnection, path: Path, summary: dict, *,
                                 "offset_ms, round(lower_s * 1e3, 3) AS lower_ms, round(upper_s * 1e3, 3) AS upper_ms, "
                                 "round(rate_ppm, 3) AS rate_ppm, samples FROM clock_offsets ORDER BY "
                                 "domain, window_start LIMIT 200")
-    denials = denials_table.section(con, trace_url, max_rows)
+    denials = denials_table.section(con, trace_url, max_rows, data=denials_data)
     figures = "".join(
         f'<figure id="{pid}">{svg}<figcaption>{html.escape(title)}</figcaption></figure>' for pid, title, svg in plots
     )
