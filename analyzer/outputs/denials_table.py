@@ -59,6 +59,7 @@ def data_sql(max_rows: int, with_span_id: bool) -> str:
                        f"(SELECT DISTINCT coalesce({c}, '') AS v FROM attributions))" for c in DICTIONARY_COLUMNS)
     joins = " ".join(f"JOIN {c}_v ON {c}_v.v = coalesce(a.{c}, '')" for c in DICTIONARY_COLUMNS)
     indexes = ", ".join(f"{c}_v.i AS {c}_i" for c in DICTIONARY_COLUMNS)
+    index_names = ", ".join(f"{c}_i" for c in DICTIONARY_COLUMNS)
     dicts = ", ".join(f"'{c}': (SELECT coalesce(list(v ORDER BY i), []) FROM {c}_v)" for c in DICTIONARY_COLUMNS)
     numbers = ", ".join(f"'{name}': {_list(_finite(f'ev[{i}]'))}"
                         for i, (_, name, *_) in enumerate(EVIDENCE_NUMBERS, start=1))
@@ -66,11 +67,12 @@ def data_sql(max_rows: int, with_span_id: bool) -> str:
     span = f"'span_id': {_list('span_id')}, " if with_span_id else ""
     return f"""
         WITH {values},
-        picked AS (
-            SELECT row_number() OVER (ORDER BY a.time NULLS LAST, a.trace_id, a.span_id) AS n,
-                   epoch_us(a.time) AS us, a.trace_id, a.span_id, a.confidence, {indexes},
-                   TRY_CAST(json_extract(a.evidence, {paths}) AS DOUBLE[]) AS ev
-            FROM attributions AS a {joins}
+        picked AS (  -- the evidence's numbers taken first: the window then sorts them, not the evidence text
+            SELECT row_number() OVER (ORDER BY time NULLS LAST, trace_id, span_id) AS n,
+                   us, trace_id, span_id, confidence, {index_names}, ev
+            FROM (SELECT a.time, epoch_us(a.time) AS us, a.trace_id, a.span_id, a.confidence, {indexes},
+                         TRY_CAST(json_extract(a.evidence, {paths}) AS DOUBLE[]) AS ev
+                  FROM attributions AS a {joins}) AS a
             QUALIFY n <= {int(max_rows)}
         )
         SELECT to_json({{
