@@ -264,19 +264,24 @@ _ALLOWED, _DENIED = "#7fa7d9", "#d9534f"
 def ttl_counts(con: duckdb.DuckDBPyConnection) -> list[tuple]:
     """plot_ttl's counts: rows (kind, lo, hi, denied, bin, n), TTL_BINS equal bins between each side's min and max of
     jit.token.ttl_s, counted in SQL over every span (no sample, and millions of spans never reach Python). It reads
-    only the spans, so ``analyze`` runs it beside the steps (two scans of the spans)."""
-    return con.execute(f"""
-        WITH t AS (
-            SELECT kind, jit_token_ttl_s AS ttl, denied FROM rpc_spans
-            WHERE jit_token_ttl_s IS NOT NULL AND isfinite(jit_token_ttl_s) AND kind IN ('CLIENT', 'SERVER')
-        ),
-        r AS (SELECT kind, min(ttl) AS lo, max(ttl) AS hi FROM t GROUP BY kind)
-        SELECT t.kind, r.lo, r.hi, t.denied,
-               least(floor((t.ttl - r.lo) / nullif(r.hi - r.lo, 0) * {TTL_BINS}), {TTL_BINS} - 1)::INTEGER AS bin,
+    only the spans, so ``analyze`` runs it beside the steps (two scans of the spans: each side's range, then the
+    counts in bins of it; one query would keep every span's ttl until it knew the range)."""
+    spans = ("FROM rpc_spans WHERE jit_token_ttl_s IS NOT NULL AND isfinite(jit_token_ttl_s) "
+             "AND kind IN ('CLIENT', 'SERVER')")
+    ranges = {kind: (lo, hi) for kind, lo, hi in con.execute(
+        f"SELECT kind, min(jit_token_ttl_s), max(jit_token_ttl_s) {spans} GROUP BY kind").fetchall()}
+    if not ranges:
+        return []
+    kinds = sorted(ranges)
+    lo, hi = ("CASE kind " + " ".join("WHEN ? THEN ?::DOUBLE" for _ in kinds) + " END" for _ in range(2))
+    params = [v for k in kinds for v in (k, ranges[k][0])] + [v for k in kinds for v in (k, ranges[k][1])]
+    rows = con.execute(f"""
+        SELECT kind, denied, least(floor((ttl - lo) / nullif(hi - lo, 0) * {TTL_BINS}), {TTL_BINS} - 1)::INTEGER AS bin,
                count(*) AS n
-        FROM t JOIN r USING (kind)
+        FROM (SELECT kind, jit_token_ttl_s AS ttl, denied, {lo} AS lo, {hi} AS hi {spans}) AS t
         GROUP BY ALL
-    """).fetchall()
+    """, params).fetchall()
+    return [(kind, *ranges[kind], denied, b, n) for kind, denied, b, n in rows]
 
 
 def plot_ttl(rows: list[tuple]) -> str:
