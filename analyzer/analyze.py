@@ -190,24 +190,24 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
             ttl = _StartAfter("clock_offsets", lambda: beside.submit(session.on_cursor, con, report.ttl_counts))
             # the notebooks' view of denials (a TEMP table) binds its query again: on the other core, beside the rest
             views = _StartAfter("denials", lambda: _keep_as_views_beside(con, beside))
-            # report.html's table of denials reads only the attributions: built on the other core from then on,
-            # beside the last steps and then the outputs (the CSV and the Parquet files take a thread each)
-            denials_data = _StartAfter("attributions", lambda: beside.submit(
-                session.on_cursor, con, lambda cursor: denials_table.data_json(cursor, trace_url)))
             session.run_queries(con, settings=settings, log_patterns=None,  # patterns loaded above
                                 progress=lambda step, s: (say(f"{step} ({s:.2f} s)"), ttl.step_done(step),
-                                                          views.step_done(step), denials_data.step_done(step)))
+                                                          views.step_done(step)))
             views.result()
             # the tables are final: the database file is checkpointed (the notebooks' views, the small tables left in
             # the WAL, the attributions being in the file already, analyzer/steps/database.py) while
             # the outputs read them
             session.keep_as_views(con)  # any TEMP table a later step made (none today)
-            outputs.one_thread_each(con)  # the checkpoint, the CSV, the Parquet files and the report side by side
+            # the checkpoint, the CSV, the Parquet files and the report side by side; set while nothing runs beside
+            # (it waits for a running query's threads)
+            outputs.one_thread_each(con)
             checkpoint = beside.submit(session.on_cursor, con, session.checkpoint)
+            # report.html's table of denials reads only the attributions: built beside the CSV and the Parquet files
+            denials_data = beside.submit(session.on_cursor, con,
+                                         lambda cursor: denials_table.data_json(cursor, trace_url))
             with session.reading_inputs("the report's ttl counts"):
                 ttl_rows = ttl.result()
-            summary = _write_outputs(con, out, loaded, quiet, say, ttl_rows, trace_url,
-                                     None if denials_data.future is None else denials_data.result)
+            summary = _write_outputs(con, out, loaded, quiet, say, ttl_rows, trace_url, denials_data.result)
             checkpointed = checkpoint.result()
     finally:
         if checkpointed:
