@@ -19,7 +19,7 @@ import duckdb
 
 from jitrace.analyzer import engines, errors, outputs, rule_options
 from jitrace.analyzer.load import load_into
-from jitrace.analyzer.outputs import report, trace_links
+from jitrace.analyzer.outputs import denials_table, report, trace_links
 from jitrace.analyzer.steps import session
 from jitrace.instrumentation import contract
 
@@ -198,11 +198,16 @@ def _analyze_into(out: Path, inputs: list[str], *, strict: bool, quiet: bool, se
             # the WAL, the attributions being in the file already, analyzer/steps/database.py) while
             # the outputs read them
             session.keep_as_views(con)  # any TEMP table a later step made (none today)
-            outputs.one_thread_each(con)  # the checkpoint, the CSV, the Parquet files and the report side by side
+            # the checkpoint, the CSV, the Parquet files and the report side by side; set while nothing runs beside
+            # (it waits for a running query's threads)
+            outputs.one_thread_each(con)
             checkpoint = beside.submit(session.on_cursor, con, session.checkpoint)
+            # report.html's table of denials reads only the attributions: built beside the CSV and the Parquet files
+            denials_data = beside.submit(session.on_cursor, con,
+                                         lambda cursor: denials_table.data_json(cursor, trace_url))
             with session.reading_inputs("the report's ttl counts"):
                 ttl_rows = ttl.result()
-            summary = _write_outputs(con, out, loaded, quiet, say, ttl_rows, trace_url)
+            summary = _write_outputs(con, out, loaded, quiet, say, ttl_rows, trace_url, denials_data.result)
             checkpointed = checkpoint.result()
     finally:
         if checkpointed:
@@ -239,8 +244,10 @@ class _StartAfter:
 
 
 def _write_outputs(con: duckdb.DuckDBPyConnection, out: Path, loaded: dict, quiet: bool, say,
-                   ttl_rows: list[tuple] | None, trace_url: trace_links.TraceUrl | None = None) -> dict:
-    """summary.json, report.html and the attribution files (analyzer/outputs/); returns the summary."""
+                   ttl_rows: list[tuple] | None, trace_url: trace_links.TraceUrl | None = None,
+                   denials_data: Callable[[], str] | None = None) -> dict:
+    """summary.json, report.html and the attribution files (analyzer/outputs/); returns the summary.
+    ``denials_data``: gives the report's table of denials, built elsewhere (else built here)."""
     links = "NULL::VARCHAR" if trace_url is None else trace_url.sql()
     # the CSV meanwhile, on the other core
     with outputs.tables_written(con, out, ATTRIBUTION_COLUMNS, csv_extra={"trace_url": links}):
@@ -262,7 +269,8 @@ def _write_outputs(con: duckdb.DuckDBPyConnection, out: Path, loaded: dict, quie
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         say("writing report.html")
-        report.write_html(con, out / "report.html", summary, ttl_rows=ttl_rows, trace_url=trace_url)
+        report.write_html(con, out / "report.html", summary, ttl_rows=ttl_rows, trace_url=trace_url,
+                          denials_data=denials_data)
         if not quiet:
             print(report.terminal(con, summary, trace_url))
     return summary

@@ -189,7 +189,7 @@ class Run:
             for step in pipeline.steps():  # queries/steps.toml: DuckDB's steps, in their order, under their names
                 started = time.perf_counter()
                 stage = f"step {step.name}"
-                if step.python is not None:
+                if step.sql is None:
                     if step.name != "clock_offsets":
                         raise ValueError(f"no ClickHouse form of the Python step {step.name}")
                     self.clock_model()

@@ -30,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -38,6 +39,10 @@ from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files, _parquet
 from jitrace.analyzer.steps import spans_view
 from jitrace.collect import compact
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
 
 __all__ = ["LoadReport", "load_into"]
 
@@ -197,6 +202,15 @@ def _sorts(spans: int) -> bool:
     return spans >= SORT_FROM or {"numpy", "pyarrow"} <= sys.modules.keys()
 
 
+def _numbers(column: pa.Array, dtype: type) -> np.ndarray:
+    """A pyarrow array of numbers without NULLs as a numpy array over its data buffer (no copy)."""
+    import numpy as np
+
+    assert column.null_count == 0
+    size = np.dtype(dtype).itemsize
+    return np.frombuffer(column.buffers()[1], dtype=dtype, count=len(column), offset=column.offset * size)
+
+
 def _hashed_twice(con: duckdb.DuckDBPyConnection) -> tuple[int, bool, int]:
     """(spans, whether a hash of span id and kind is there twice, spans without a start or an end)."""
     expected = spans_view.count(con)
@@ -209,14 +223,16 @@ def _hashed_twice(con: duckdb.DuckDBPyConnection) -> tuple[int, bool, int]:
 
     hashes = np.empty(expected, dtype=np.uint64)
     total = untimed = 0
-    reader = con.sql("SELECT hash(span_id, kind) AS h, start_ns IS NULL OR end_ns IS NULL AS untimed "
+    # both columns numbers that are never NULL, read by numpy from their Arrow buffers: pyarrow's to_numpy imports
+    # pandas
+    reader = con.sql("SELECT hash(span_id, kind) AS h, (start_ns IS NULL OR end_ns IS NULL)::UTINYINT AS untimed "
                      "FROM spans").to_arrow_reader(1 << 20)
     for batch in reader:
         n = batch.num_rows
         if total + n > len(hashes):  # more rows than the count said (it is exact): room made all the same
             hashes = np.resize(hashes, max(2 * len(hashes), total + n))
-        hashes[total:total + n] = batch.column(0).to_numpy(zero_copy_only=False)
-        untimed += int(np.count_nonzero(batch.column(1).to_numpy(zero_copy_only=False)))
+        hashes[total:total + n] = _numbers(batch.column(0), np.uint64)
+        untimed += int(np.count_nonzero(_numbers(batch.column(1), np.uint8)))
         total += n
     hashes = hashes[:total]
     hashes.sort()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 
 import duckdb
 
@@ -58,6 +59,7 @@ def data_sql(max_rows: int, with_span_id: bool) -> str:
                        f"(SELECT DISTINCT coalesce({c}, '') AS v FROM attributions))" for c in DICTIONARY_COLUMNS)
     joins = " ".join(f"JOIN {c}_v ON {c}_v.v = coalesce(a.{c}, '')" for c in DICTIONARY_COLUMNS)
     indexes = ", ".join(f"{c}_v.i AS {c}_i" for c in DICTIONARY_COLUMNS)
+    index_names = ", ".join(f"{c}_i" for c in DICTIONARY_COLUMNS)
     dicts = ", ".join(f"'{c}': (SELECT coalesce(list(v ORDER BY i), []) FROM {c}_v)" for c in DICTIONARY_COLUMNS)
     numbers = ", ".join(f"'{name}': {_list(_finite(f'ev[{i}]'))}"
                         for i, (_, name, *_) in enumerate(EVIDENCE_NUMBERS, start=1))
@@ -65,11 +67,12 @@ def data_sql(max_rows: int, with_span_id: bool) -> str:
     span = f"'span_id': {_list('span_id')}, " if with_span_id else ""
     return f"""
         WITH {values},
-        picked AS (
-            SELECT row_number() OVER (ORDER BY a.time NULLS LAST, a.trace_id, a.span_id) AS n,
-                   epoch_us(a.time) AS us, a.trace_id, a.span_id, a.confidence, {indexes},
-                   TRY_CAST(json_extract(a.evidence, {paths}) AS DOUBLE[]) AS ev
-            FROM attributions AS a {joins}
+        picked AS (  -- the evidence's numbers taken first: the window then sorts them, not the evidence text
+            SELECT row_number() OVER (ORDER BY time NULLS LAST, trace_id, span_id) AS n,
+                   us, trace_id, span_id, confidence, {index_names}, ev
+            FROM (SELECT a.time, epoch_us(a.time) AS us, a.trace_id, a.span_id, a.confidence, {indexes},
+                         TRY_CAST(json_extract(a.evidence, {paths}) AS DOUBLE[]) AS ev
+                  FROM attributions AS a {joins}) AS a
             QUALIFY n <= {int(max_rows)}
         )
         SELECT to_json({{
@@ -334,13 +337,16 @@ SCRIPT = r"""
 
 
 def section(con: duckdb.DuckDBPyConnection, trace_url: trace_links.TraceUrl | None,
-            max_rows: int = MAX_ROWS) -> str:
-    """The Denials section of report.html: its controls, the table the script fills, the data and the script."""
+            max_rows: int = MAX_ROWS, data: Callable[[], str] | None = None) -> str:
+    """The Denials section of report.html: its controls, the table the script fills, the data and the script.
+    ``data``: gives ``data_json``'s text for these arguments when it is built elsewhere (analyze builds it on another
+    thread)."""
     heads = "".join(f'<th data-key="{key}" title="{html.escape(what)}" tabindex="0">{html.escape(text)}</th>'
                     for key, text, what in HEADINGS)
     inputs = "".join(
         f'<label>{f} <input id="f-{f}" list="l-{f}" placeholder="any" autocomplete="off"></label>'
         f'<datalist id="l-{f}"></datalist>' for f in FILTERS[1:])
+    rows = data_json(con, trace_url, max_rows) if data is None else data()
     link_note = ("each trace id opens the trace viewer (--trace-url)" if trace_url is not None else
                  "with --trace-url (or JITRACE_TRACE_URL) each trace id links to the trace viewer")
     return f"""<section id="denials"><h2>Denials</h2>
@@ -359,6 +365,6 @@ by it. A filter's text keeps the value equal to it, else every value containing 
 </select> rows a page</span>
 </div>
 <div id="denials-scroll"><table id="denials-table"><thead><tr>{heads}</tr></thead><tbody></tbody></table></div>
-<script type="application/json" id="denials-json">{data_json(con, trace_url, max_rows)}</script>
+<script type="application/json" id="denials-json">{rows}</script>
 <script>{SCRIPT.replace("__FILL__", trace_links.JS_FILL)}</script></section>
 """

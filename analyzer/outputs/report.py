@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -264,19 +264,24 @@ _ALLOWED, _DENIED = "#7fa7d9", "#d9534f"
 def ttl_counts(con: duckdb.DuckDBPyConnection) -> list[tuple]:
     """plot_ttl's counts: rows (kind, lo, hi, denied, bin, n), TTL_BINS equal bins between each side's min and max of
     jit.token.ttl_s, counted in SQL over every span (no sample, and millions of spans never reach Python). It reads
-    only the spans, so ``analyze`` runs it beside the steps (two scans of the spans)."""
-    return con.execute(f"""
-        WITH t AS (
-            SELECT kind, jit_token_ttl_s AS ttl, denied FROM rpc_spans
-            WHERE jit_token_ttl_s IS NOT NULL AND isfinite(jit_token_ttl_s) AND kind IN ('CLIENT', 'SERVER')
-        ),
-        r AS (SELECT kind, min(ttl) AS lo, max(ttl) AS hi FROM t GROUP BY kind)
-        SELECT t.kind, r.lo, r.hi, t.denied,
-               least(floor((t.ttl - r.lo) / nullif(r.hi - r.lo, 0) * {TTL_BINS}), {TTL_BINS} - 1)::INTEGER AS bin,
+    only the spans, so ``analyze`` runs it beside the steps (two scans of the spans: each side's range, then the
+    counts in bins of it; one query would keep every span's ttl until it knew the range)."""
+    spans = ("FROM rpc_spans WHERE jit_token_ttl_s IS NOT NULL AND isfinite(jit_token_ttl_s) "
+             "AND kind IN ('CLIENT', 'SERVER')")
+    ranges = {kind: (lo, hi) for kind, lo, hi in con.execute(
+        f"SELECT kind, min(jit_token_ttl_s), max(jit_token_ttl_s) {spans} GROUP BY kind").fetchall()}
+    if not ranges:
+        return []
+    kinds = sorted(ranges)
+    lo, hi = ("CASE kind " + " ".join("WHEN ? THEN ?::DOUBLE" for _ in kinds) + " END" for _ in range(2))
+    params = [v for k in kinds for v in (k, ranges[k][0])] + [v for k in kinds for v in (k, ranges[k][1])]
+    rows = con.execute(f"""
+        SELECT kind, denied, least(floor((ttl - lo) / nullif(hi - lo, 0) * {TTL_BINS}), {TTL_BINS} - 1)::INTEGER AS bin,
                count(*) AS n
-        FROM t JOIN r USING (kind)
+        FROM (SELECT kind, jit_token_ttl_s AS ttl, denied, {lo} AS lo, {hi} AS hi {spans}) AS t
         GROUP BY ALL
-    """).fetchall()
+    """, params).fetchall()
+    return [(kind, *ranges[kind], denied, b, n) for kind, denied, b, n in rows]
 
 
 def plot_ttl(rows: list[tuple]) -> str:
@@ -401,10 +406,11 @@ figcaption { font-size: 13px; color: #555; margin-top: 4px; }
 
 def write_html(con: duckdb.DuckDBPyConnection, path: Path, summary: dict, *,
                max_rows: int = denials_table.MAX_ROWS, ttl_rows: list[tuple] | None = None,
-               trace_url: TraceUrl | None = None) -> None:
+               trace_url: TraceUrl | None = None, denials_data: Callable[[], str] | None = None) -> None:
     """A self-contained report.html: summary, the four plots (inline SVG), the cause table, the denials (up to
     ``max_rows``: sortable, filterable, each trace a link with ``trace_url``), the log lines under each cause and the
-    clock offsets. ``ttl_rows``: ``ttl_counts``' rows, if already counted."""
+    clock offsets. ``ttl_rows``: ``ttl_counts``' rows, if already counted; ``denials_data``: gives the denials
+    table's data (denials_table.data_json) when it is built elsewhere."""
     plots = [
         ("denials-over-time", "Denials over time", plot_denials_over_time(con)),
         ("clock-offsets", "Clock offsets", plot_offsets(con)),
@@ -417,7 +423,7 @@ def write_html(con: duckdb.DuckDBPyConnection, path: Path, summary: dict, *,
                                 "offset_ms, round(lower_s * 1e3, 3) AS lower_ms, round(upper_s * 1e3, 3) AS upper_ms, "
                                 "round(rate_ppm, 3) AS rate_ppm, samples FROM clock_offsets ORDER BY "
                                 "domain, window_start LIMIT 200")
-    denials = denials_table.section(con, trace_url, max_rows)
+    denials = denials_table.section(con, trace_url, max_rows, data=denials_data)
     figures = "".join(
         f'<figure id="{pid}">{svg}<figcaption>{html.escape(title)}</figcaption></figure>' for pid, title, svg in plots
     )

@@ -45,15 +45,21 @@ class Step:
         assert self.sql is not None, self.name
         return (_folder() / self.sql).read_text().rstrip().removesuffix(";")
 
-    def function(self) -> Callable[[duckdb.DuckDBPyConnection], object]:
+    def function(self) -> Callable[..., object]:
+        """The step's function: ``f(con)`` makes the object; with ``sql`` too, ``f(con, kind)`` makes it as
+        ``kind`` (``kind()``) holding the query's rows."""
         assert self.python is not None, self.name
         module, _, name = self.python.partition(":")
         return getattr(importlib.import_module(module), name)
 
+    def kind(self, *, temp_ok: bool) -> str:
+        """What the object is made as: VIEW, TABLE or TEMP TABLE (a "temp" step is a plain table when TEMP tables
+        would not fit)."""
+        return {"view": "VIEW", "table": "TABLE", "temp": "TEMP TABLE" if temp_ok else "TABLE"}[self.stored]
+
     def create(self, *, temp_ok: bool) -> str:
-        """The statement that makes the object; a "temp" step is a plain table when TEMP tables would not fit."""
-        kind = {"view": "VIEW", "table": "TABLE", "temp": "TEMP TABLE" if temp_ok else "TABLE"}[self.stored]
-        return f"CREATE OR REPLACE {kind} {self.name} AS\n{self.query()}"
+        """The statement that makes the object from its query."""
+        return f"CREATE OR REPLACE {self.kind(temp_ok=temp_ok)} {self.name} AS\n{self.query()}"
 
     def keeping_view(self) -> str:
         """A "temp" step's view in the database file: the same query, computed when read."""
@@ -74,8 +80,8 @@ def manifest() -> tuple[tuple[Seed, ...], tuple[Step, ...]]:
                        s.get("compression")) for s in data["step"])
     known = set(INPUTS) | {s.name for s in seeds}
     for step in steps:
-        if (step.sql is None) == (step.python is None) or step.stored not in STORED:
-            raise ValueError(f"queries/steps.toml: step {step.name}: one of sql or python, stored in {STORED}")
+        if (step.sql is None and step.python is None) or step.stored not in STORED:
+            raise ValueError(f"queries/steps.toml: step {step.name}: sql or python, stored in {STORED}")
         unknown = [name for name in step.reads if name not in known]
         if unknown:
             raise ValueError(f"queries/steps.toml: step {step.name} reads {unknown[0]}, made by no earlier step")

@@ -281,10 +281,12 @@ def run_queries(
         if step.compression is not None:
             con.execute("SET force_compression = ?", [step.compression])
         with reading_inputs(step.name):
-            if step.python is not None:
-                step.function()(con)
-            else:
+            if step.python is None:
                 con.execute(step.create(temp_ok=temp_ok))
+            elif step.sql is None:
+                step.function()(con)
+            else:  # the query defines the object, the function makes it
+                step.function()(con, step.kind(temp_ok=temp_ok))
         timings[step.name] = time.perf_counter() - started
         if progress is not None:
             progress(step.name, timings[step.name])

@@ -6,6 +6,8 @@
 -- own id and by its parent's, so the clients (millions of rows) are hashed once. A parent match then loses to a
 -- shared-id match of the same server (a nested client under Zipkin). On OpenTelemetry data nothing matches by
 -- shared id, and an anti join against an empty side reads nothing, so that check costs a scan of the matches.
+-- This query defines pairs (the view jitrace.duckdb keeps); the run makes the table without reading the matches
+-- twice (analyzer/steps/pairs.py, steps.toml: python).
 -- t1 = client start, t2 = server start, t3 = server end, t4 = client end, each in its own host's clock (ns).
 -- server_denied / client_denied: that end's span is a denial (span_facts.sql's `denied`), for denied_calls;
 -- shared_id: matched by Zipkin's shared span id.
