@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from spanfactory import T0, Token, World
 
@@ -252,13 +252,15 @@ def test_logs_of_the_denied_call_are_evidence():
 
 
 @settings(max_examples=40, deadline=None)
+@example(skew=1.0, ttl=0.015625)  # fewer seconds left than the offset's bound: undecided (found by this test)
 @given(
     # below the healthy token's 3600 s life: the healthy calls that estimate the clocks must stay allowed
     skew=st.one_of(st.floats(0.05, 3000.0), st.floats(-3000.0, -0.05)),
     ttl=st.one_of(st.floats(-3600.0, -0.01), st.floats(0.01, 3600.0)),
 )
 def test_a_skewed_server_clock_is_blamed_exactly_when_it_flipped_the_verdict(skew, ttl):
-    # the token has `ttl` seconds left in true time when sent; the server's clock is `skew` seconds off
+    # the token has `ttl` seconds left in true time when sent; the server's clock is `skew` seconds off. A cause that
+    # rests on the clock model is given only when it holds over the offset's whole bound (docs/contract.md)
     world, _ = healthy_world({"server-host": skew})
     tok = Token(iat=T0 - 7200, exp=T0 + 100 + ttl)
     world.issue(tok, T0 + 50)
@@ -268,8 +270,13 @@ def test_a_skewed_server_clock_is_blamed_exactly_when_it_flipped_the_verdict(ske
         assert df.empty  # healthy calls are never reported
     elif ttl > 0:
         row = only(df)  # valid in true time: only the server's clock made it expire
-        assert (row.cause, row.evidence["drifting_host"]) == ("clock_drift", "server-host")
-        assert row.evidence["server_offset_s"] == pytest.approx(skew, abs=0.002)
+        ev = row.evidence
+        assert ev["server_offset_lower_s"] <= skew <= ev["server_offset_upper_s"]  # the bound holds the truth
+        if ev["ttl_at_check_true_s"] > ev["server_offset_error_s"]:  # the flip holds over the offset's whole bound
+            assert (row.cause, ev["drifting_host"]) == ("clock_drift", "server-host")
+            assert ev["server_offset_s"] == pytest.approx(skew, abs=0.002)
+        else:  # a token left less time than the offset's bound: not proven, and the answer says why
+            assert row.cause == "unexplained" and ev["offset_uncertain"]
     else:
         assert only(df).cause == "token_expired"  # expired in true time before it was sent
 
