@@ -13,7 +13,7 @@ from jitrace.analyzer.steps import pairs, pipeline
 MATCH = st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 5), st.booleans())
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(MATCH, max_size=30))  # none at all included
 def test_the_builder_holds_the_rows_of_the_query(matches):
     step = next(s for s in pipeline.steps() if s.name == "pairs")

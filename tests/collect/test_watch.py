@@ -344,7 +344,7 @@ def test_the_state_is_bounded_and_says_so(tmp_path):
         watcher.close()
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_the_spans_dropped_are_those_of_the_files_dropped(tmp_path_factory, data):
     """Files go in arrival order, several files of one load or a load's files in part: the state holds exactly the
