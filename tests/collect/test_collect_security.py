@@ -102,10 +102,13 @@ def test_half_sent_requests_hold_at_most_the_cap_in_threads_and_are_closed_at_th
         answers = [_answer(s, 8.0) for s in socks]  # every one is closed: by the cap now, by the deadline later
         assert held <= 20 + 2, f"{held} threads for 200 half-sent requests"
         assert sum(a.startswith(b"HTTP/1.1 503") and b"Retry-After" in a for a in answers) == 180
-        deadline = time.monotonic() + 3  # the clients see the close before the threads count it and end
+        # the clients see the close before the threads count it and end; on a busy machine a thread may count it
+        # seconds later (the loop ends as soon as all are counted)
+        deadline = time.monotonic() + 10
         while (r.http_counters.timeouts < 20 or _status("Threads") - before > 2) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert r.http_counters.full == 180 and r.http_counters.timeouts == 20
+        c = r.http_counters
+        assert (c.full, c.timeouts, c.disconnects) == (180, 20, 0)
         assert _status("Threads") - before <= 2
         assert _post(port)[0] == 200  # served again
     finally:
