@@ -399,7 +399,9 @@ class Watcher:
         printed before its spans can go); past HARD_BOUND times the bound, unseen ones too (counted)."""
         cutoff = time.time() - self.window_s
         gone: list[str] = []
-        whole, partial = 0, set()  # the newest load whose files of spans all go (and every older one); loads in part
+        # files go in arrival order, so loads go in order: every load up to `whole` goes whole, and only the last
+        # load touched may go in part
+        whole = last = 0
         spans_left = self._held
         while self._arrivals and (self._arrivals[0][0] < cutoff or spans_left > self.max_spans):
             _, path, kind, rows, order, load = self._arrivals[0]
@@ -412,14 +414,14 @@ class Watcher:
             if load is not None:
                 spans_left -= rows
                 self._load_files[load] -= 1
-                partial.add(load)
-                if not self._load_files[load]:  # arrivals are dropped in order: so are the loads
+                last = load
+                if not self._load_files[load]:
                     del self._load_files[load]
                     whole = load
         if not gone:
             return
         facts = spans_view.FACTS_TABLE
-        partial = sorted(load for load in partial if load > whole)
+        partial = [last] if last > whole else []
         # the loads' numbers find their rows (the state is in load order): a file's name only in a load in part
         dropped = f"(watch_load <= {whole} OR (list_contains(?, watch_load) AND list_contains(?, source)))"
         # the denied traces that lose spans or log records change answers (or lose their denials)
