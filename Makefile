@@ -22,8 +22,14 @@ bytecode: $(STAMP)
 demo: bytecode
 	$(BIN)/jitrace demo --out ./jitrace-demo
 
+# Two passes: the tests that run in one process, spread over every core (pytest-xdist); then those marked `slow`
+# (they start services and processes and wait on real time), one at a time, so no other test's load delays them.
+# Both passes always run; either failing fails the target (a pass PYTEST_ARGS leaves empty, pytest's 5, does not).
 test: bytecode lint
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	@fast=0; slow=0; \
+	$(BIN)/python -m pytest -q -n auto -m "not slow" $(PYTEST_ARGS) || fast=$$?; \
+	$(BIN)/python -m pytest -q -p no:xdist -m slow $(PYTEST_ARGS) || slow=$$?; \
+	for code in $$fast $$slow; do [ $$code -eq 0 ] || [ $$code -eq 5 ] || exit $$code; done
 
 bench: bytecode
 	$(BIN)/python -m bench
