@@ -12,11 +12,14 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import socket
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jitrace.analyzer.errors import UserError
+
+if TYPE_CHECKING:
+    import ssl  # imported where a context is made: `jitrace analyze` imports this module (via compact), never TLS
 
 _SCHEME = b"bearer "
 
@@ -47,6 +50,8 @@ class Access:
         """The HTTP side's TLS context (TLS 1.2 at least), or None without TLS."""
         if self.cert_file is None:
             return None
+        import ssl
+
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.cert_file, self.key_file)
