@@ -161,8 +161,11 @@ def measure(rounds: int, per_round: int, warmup: int, processes: int = PROCESSES
             for proc in procs[v]:
                 _round(proc, warmup, 0)
         for r in range(rounds):
-            k = r % len(VARIANTS)
-            order = VARIANTS[k:] + VARIANTS[:k]  # rotate who goes first
+            # rotate who goes first, every process through every order: with the order tied to r alone, process
+            # r % processes met the same two orders every time (6 variants, 3 processes: in the third, otel+jitrace
+            # always ran first or fourth), which ties a process's own ratio to where its blocks sit in a round
+            k = (r // processes) % len(VARIANTS)
+            order = VARIANTS[k:] + VARIANTS[:k]
             for v in order:
                 latencies, cpu_ns = _round(procs[v][r % processes], per_round, round_warmup)
                 samples[v][r % processes].extend(latencies)
