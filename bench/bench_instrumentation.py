@@ -146,6 +146,18 @@ def _p(values: list[int], q: float) -> float:
 Rounds = dict[str, list[tuple[float, float]]]  # variant -> per round: (median latency, CPU per call), ns
 
 
+def schedule(rounds: int, processes: int) -> list[tuple[int, tuple[str, ...]]]:
+    """Each round's worker process (the same index in every variant) and its order of variants. Who goes first
+    rotates once per cycle of the processes, so every process meets every order: with the order tied to the round
+    alone, process r % processes met the same two orders every time (6 variants, 3 processes: in the third,
+    otel+jitrace always ran first or fourth), which tied a process's own ratio to where its blocks sat in a round."""
+    out = []
+    for r in range(rounds):
+        k = (r // processes) % len(VARIANTS)
+        out.append((r % processes, VARIANTS[k:] + VARIANTS[:k]))
+    return out
+
+
 def measure(rounds: int, per_round: int, warmup: int, processes: int = PROCESSES, round_warmup: int = ROUND_WARMUP,
             pin: bool = PIN) -> tuple[dict[str, list[list[int]]], dict[str, list[int]], Rounds]:
     """Latencies per variant and per process (round r goes to process r % processes of every variant), CPU time
@@ -160,16 +172,11 @@ def measure(rounds: int, per_round: int, warmup: int, processes: int = PROCESSES
         for v in VARIANTS:
             for proc in procs[v]:
                 _round(proc, warmup, 0)
-        for r in range(rounds):
-            # rotate who goes first, every process through every order: with the order tied to r alone, process
-            # r % processes met the same two orders every time (6 variants, 3 processes: in the third, otel+jitrace
-            # always ran first or fourth), which ties a process's own ratio to where its blocks sit in a round
-            k = (r // processes) % len(VARIANTS)
-            order = VARIANTS[k:] + VARIANTS[:k]
+        for p, order in schedule(rounds, processes):
             for v in order:
-                latencies, cpu_ns = _round(procs[v][r % processes], per_round, round_warmup)
-                samples[v][r % processes].extend(latencies)
-                cpu[v][r % processes] += cpu_ns
+                latencies, cpu_ns = _round(procs[v][p], per_round, round_warmup)
+                samples[v][p].extend(latencies)
+                cpu[v][p] += cpu_ns
                 by_round[v].append((statistics.median(latencies), cpu_ns / len(latencies)))
     finally:
         for proc in (p for group in procs.values() for p in group):

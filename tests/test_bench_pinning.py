@@ -39,3 +39,16 @@ def test_an_unpinned_worker_keeps_every_cpu() -> None:
         proc.stdin.write("0 0\n")
         proc.stdin.flush()
         proc.wait(timeout=30)
+
+
+def test_every_worker_process_meets_every_order_of_variants_alike() -> None:
+    rounds, processes = bench.ROUNDS, bench.PROCESSES
+    plan = bench.schedule(rounds, processes)
+    assert len(plan) == rounds and all(sorted(order) == sorted(bench.VARIANTS) for _, order in plan)
+    for p in range(processes):
+        firsts = [order[0] for q, order in plan if q == p]
+        counts = [firsts.count(v) for v in bench.VARIANTS]
+        assert max(counts) - min(counts) <= 1, (p, counts)  # each variant opens this process's rounds as often
+        # and otel+jitrace sits at every place of a round in every process
+        places = {order.index("otel+jitrace") for q, order in plan if q == p}
+        assert places == set(range(len(bench.VARIANTS))), (p, places)
