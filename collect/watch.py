@@ -10,7 +10,7 @@ is what makes the live answer the batch answer. ``Watcher`` is the state and its
 uses one in its own process.
 
 Three threads: one loads the announced files; the clock model's steps run over the whole state on a connection of
-their own (schema ``clock``), again after spans arrived but at most a fifth of the time; a tick runs the denials'
+their own (schema ``clock``), again after spans arrived but at most a tenth of the time; a tick runs the denials'
 steps over the focus (``_focus``: every span those steps read) with the latest clock model, and prints a line for
 each denial whose answer is new and a correction line for one whose answer changed (its client span came after its
 server's, the clock model moved). A tick attributes anew only the denied traces whose answer may have changed since
