@@ -252,8 +252,39 @@ def table(rows: list[tuple], columns: schema.Columns) -> pa.Table:
         return pa.Table.from_batches([], schema=arrow_schema)  # Schema.empty_table() imports pandas
     columns = list(zip(*rows, strict=True))
     return pa.Table.from_arrays(
-        [pa.array(col, type=f.type) for col, f in zip(columns, arrow_schema, strict=True)], schema=arrow_schema
+        [_array(col, f.type) for col, f in zip(columns, arrow_schema, strict=True)], schema=arrow_schema
     )
+
+
+def _array(values: tuple, kind: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    """``pa.array(values, type=kind)`` for a column of str or int (None for null), without importing pandas:
+    pa.array imports it to ask whether ``values`` is a pandas object, a fixed cost of every run that reads a format
+    in Python. A column the quick way does not take as pa.array would (a value of another type, past 2 GB) goes to
+    pa.array, which converts it or raises as before."""
+    import numpy as np
+    import pyarrow as pa
+
+    nulls = values.count(None)
+    types = set(map(type, values))  # the builder takes bytes as they are and NaN as a null, numpy 1.5 and True
+    try:
+        if pa.types.is_string(kind) and types <= _STR_OR_NONE:
+            builder = pa.lib.StringBuilder()
+            builder.append_values(values)
+            return builder.finish()
+        if str(kind) in _INTS and types <= _INT_OR_NONE:
+            numbers = np.fromiter((0 if v is None else v for v in values), dtype=str(kind), count=len(values))
+            valid = None
+            if nulls:
+                valid = pa.py_buffer(np.packbits([v is not None for v in values], bitorder="little"))
+            return pa.Array.from_buffers(kind, len(values), [valid, pa.py_buffer(numbers)], null_count=nulls)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        pass
+    return pa.array(values, type=kind)
+
+
+_INTS = frozenset({"int64", "int32"})
+_INT_OR_NONE = frozenset({int, type(None)})
+_STR_OR_NONE = frozenset({str, type(None)})
 
 
 def buffers_table(rows: int, columns: list[tuple]) -> pa.Table:

@@ -127,16 +127,38 @@ def test_bad_records_exit_4_after_writing_every_output(spans_dir, tmp_path, caps
     assert "\n" not in err and "export.jsonl" in err
 
 
-def test_analyze_loads_no_dataframe_or_plotting_library(spans_dir, tmp_path):
-    # pandas and matplotlib cost 0.7 s of start-up: more than analyzing 1M spans. Only notebooks (api, investigate)
-    # use pandas, and nothing draws with matplotlib.
+def _modules_after_analyze(inputs: list[Path], out: Path) -> list[str]:
+    """Analyze ``inputs`` in a new interpreter (what a user's run imports, not what the test run has); which of
+    pandas and matplotlib it imported."""
     code = ("import sys; from jitrace.analyzer.analyze import analyze; "
-            f"analyze([{str(spans_dir)!r}], {str(tmp_path / 'out')!r}, quiet=True); "
+            f"analyze({[str(i) for i in inputs]!r}, {str(out)!r}, quiet=True); "
             "print(sorted(m for m in ('pandas', 'matplotlib') if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.strip() == "[]"
-    assert (tmp_path / "out" / "report.html").exists()
+    assert (out / "report.html").exists()
+    return json.loads(run.stdout.strip().replace("'", '"'))
+
+
+def test_analyze_loads_no_dataframe_or_plotting_library(spans_dir, tmp_path):
+    # pandas and matplotlib cost 0.7 s of start-up: more than analyzing 1M spans. Only notebooks (api, investigate)
+    # use pandas, and nothing draws with matplotlib.
+    assert _modules_after_analyze([spans_dir], tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("name", ["yelp.json", "jaeger_integration_example_trace.json", "bad-line.jsonl"])
+def test_formats_read_in_python_load_no_dataframe_library(name, real_data, tmp_path):
+    # the Python readers (Zipkin, Jaeger, the lines the C reader leaves) build Arrow columns from row tuples, and
+    # pa.array imports pandas to ask whether its input is a pandas object: a third of a small file's run
+    if name == "bad-line.jsonl":
+        good = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "x",
+                "startTimeUnixNano": "1", "endTimeUnixNano": "2"}
+        zero = {**good, "traceId": "0" * 32}  # a bad record: the Python reader reads its line, the good span too
+        path = tmp_path / name
+        path.write_text("".join(json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}) + "\n"
+                                for spans in ([good], [{**good, "spanId": "eee19b7ec3c1b175"}, zero])))
+    else:
+        path = real_data / name
+    assert _modules_after_analyze([path], tmp_path / "out") == []
 
 
 def test_attributions_are_in_time_order_in_both_files_and_the_table(tmp_path):
