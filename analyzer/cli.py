@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.metadata
 import sys
 
 from jitrace.analyzer import errors
@@ -51,10 +50,23 @@ def _load(name: str):
 
 
 def _version() -> str:
+    import importlib.metadata  # here: its import is a fixed cost of every command, and only --version reads it
+
     try:
         return importlib.metadata.version("jitrace")
     except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown"
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed version, looked up only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"jitrace {_version()}")
+        parser.exit()
 
 
 def _epilog() -> str:
@@ -65,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="jitrace", description="Why was this gRPC call denied?",
                                      epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"jitrace {_version()}")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Only the chosen subcommand's module is imported (grpc, DuckDB and the SDK are slow to import).
     chosen = next((a for a in argv if not a.startswith("-")), None)

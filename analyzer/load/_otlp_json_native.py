@@ -204,13 +204,14 @@ class _Reading:
         if not spans:
             return None
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         table = buffers_table(spans, columns)
         n = len(self.inputs.resource)
         batch = table.append_column("r", _struct(self.inputs.resource, spans, fact_columns[:n])).append_column(
             "a", _struct(self.inputs.attributes, spans, fact_columns[n:]))
         if inexact:
+            import pyarrow.compute as pc  # here: its import is a fixed cost, and most files have no such span
+
             loaded.without_facts += inexact
             mask = pa.Array.from_buffers(pa.bool_(), spans, [None, pa.py_buffer(bitmap)])
             self._wait(table.filter(mask))
