@@ -95,6 +95,15 @@ def test_console_script_end_to_end(spans_dir, tmp_path):
     assert "--fail-on: found token_missing (1)" in run.stderr
 
 
+def test_version_is_printed_on_stdout_and_exits_zero():
+    import importlib.metadata
+
+    exe = Path(sys.executable).with_name("jitrace")
+    run = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stderr == ""
+    assert run.stdout == f"jitrace {importlib.metadata.version('jitrace')}\n"
+
+
 def test_api_opens_an_output_folder(spans_dir, tmp_path, monkeypatch):
     out = tmp_path / "o"
     cli.main(["analyze", str(spans_dir), "--out", str(out), "--quiet"])
