@@ -28,7 +28,7 @@ demo: bytecode
 test: bytecode lint
 	@fast=0; slow=0; \
 	$(BIN)/python -m pytest -q -n auto -m "not slow" $(PYTEST_ARGS) || fast=$$?; \
-	$(BIN)/python -m pytest -q -p no:xdist -m slow $(PYTEST_ARGS) || slow=$$?; \
+	$(BIN)/python -m pytest -q -n 0 -m slow $(PYTEST_ARGS) || slow=$$?; \
 	for code in $$fast $$slow; do [ $$code -eq 0 ] || [ $$code -eq 5 ] || exit $$code; done
 
 bench: bytecode
