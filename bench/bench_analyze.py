@@ -46,8 +46,8 @@ def generate(out: Path, spans: int, files: int = 4) -> Path:
                 SELECT *, (ch * 10 - sh * 20) * 1000000 AS skew_ns,  -- server clock - client clock
                        1760000000 + 3600 - (i % 3600) AS exp_s FROM calls
             ),
-            rows AS (
-                SELECT format('{{:032x}}', i) AS trace_id, format('{{:016x}}', 2 * i + 1) AS span_id,
+            rows AS (  -- trace ids from 1: an all-zero trace id is no trace to OTLP (its readers count it bad)
+                SELECT format('{{:032x}}', i + 1) AS trace_id, format('{{:016x}}', 2 * i + 1) AS span_id,
                        NULL AS parent_span_id, 'CLIENT' AS kind, t1 AS start_ns, t1 + 3000000 AS end_ns,
                        'frontend-' || ch AS service, 'client-' || ch AS host, code,
                        json_object('rpc.system', 'grpc', 'rpc.service', 'shop.Orders', 'rpc.method', 'Read',
@@ -59,8 +59,8 @@ def generate(out: Path, spans: int, files: int = 4) -> Path:
                            END)::VARCHAR AS attributes
                 FROM timed
                 UNION ALL
-                SELECT format('{{:032x}}', i), format('{{:016x}}', 2 * i + 2), format('{{:016x}}', 2 * i + 1), 'SERVER',
-                       t1 + 1000000 + skew_ns, t1 + 2000000 + skew_ns, CASE WHEN sh = 0 THEN 'issuer' ELSE
+                SELECT format('{{:032x}}', i + 1), format('{{:016x}}', 2 * i + 2), format('{{:016x}}', 2 * i + 1),
+                       'SERVER', t1 + 1000000 + skew_ns, t1 + 2000000 + skew_ns, CASE WHEN sh = 0 THEN 'issuer' ELSE
                        'orders-' || sh END, CASE WHEN sh = 0 THEN 'issuer' ELSE 'server-' || sh END, code,
                        json_object('rpc.system', 'grpc', 'rpc.service', 'shop.Orders', 'rpc.method', 'Read',
                            'rpc.grpc.status_code', code, 'jit.token.present', true, 'jit.token.id', 'tok' || (i % 9973),
@@ -76,7 +76,7 @@ def generate(out: Path, spans: int, files: int = 4) -> Path:
                            END)::VARCHAR
                 FROM timed
                 UNION ALL
-                SELECT format('{{:032x}}', i), format('{{:016x}}', 2 * i + 3), format('{{:016x}}', 2 * i + 2),
+                SELECT format('{{:032x}}', i + 1), format('{{:016x}}', 2 * i + 3), format('{{:016x}}', 2 * i + 2),
                        'INTERNAL', t1 + 1100000 + skew_ns, t1 + 1200000 + skew_ns, 'issuer', 'issuer', 0,
                        json_object('jit.token.id', 'tok' || (i % 9973), 'jit.token.sub', 'user' || (i % 101))::VARCHAR
                 FROM timed WHERE sh = 0 AND i % 100 = 0
