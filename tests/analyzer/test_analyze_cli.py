@@ -149,7 +149,7 @@ def _modules_after_analyze(inputs: list[Path], out: Path) -> list[str]:
 
 
 def test_analyze_loads_no_dataframe_or_plotting_library(spans_dir, tmp_path):
-    # pandas and matplotlib cost 0.7 s of start-up: more than analyzing 1M spans. Only notebooks (api, investigate)
+    # pandas and matplotlib cost more start-up than analyzing 1M spans. Only notebooks (api, investigate)
     # use pandas, and nothing draws with matplotlib.
     assert _modules_after_analyze([spans_dir], tmp_path / "out") == []
 
