@@ -12,6 +12,7 @@ import duckdb
 import otlp_requests
 import pandas as pd
 import pytest
+from fresh_process import analysis_in_fresh_process
 from google.protobuf.json_format import MessageToJson
 from spanfactory import T0, Token, World
 
@@ -136,22 +137,15 @@ def test_bad_records_exit_4_after_writing_every_output(spans_dir, tmp_path, caps
     assert "\n" not in err and "export.jsonl" in err
 
 
-def _modules_after_analyze(inputs: list[Path], out: Path) -> list[str]:
-    """Analyze ``inputs`` in a new interpreter (what a user's run imports, not what the test run has); which of
-    pandas and matplotlib it imported."""
-    code = ("import sys; from jitrace.analyzer.analyze import analyze; "
-            f"analyze({[str(i) for i in inputs]!r}, {str(out)!r}, quiet=True); "
-            "print(sorted(m for m in ('pandas', 'matplotlib') if m in sys.modules))")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert (out / "report.html").exists()
-    return json.loads(run.stdout.strip().replace("'", '"'))
+NOT_FOR_ANALYZE = ("pandas", "matplotlib")  # libraries a run of `jitrace analyze` must not import
 
 
 def test_analyze_loads_no_dataframe_or_plotting_library(spans_dir, tmp_path):
     # pandas and matplotlib cost more start-up than analyzing 1M spans. Only notebooks (api, investigate)
     # use pandas, and nothing draws with matplotlib.
-    assert _modules_after_analyze([spans_dir], tmp_path / "out") == []
+    _, imported = analysis_in_fresh_process(spans_dir, tmp_path / "out", NOT_FOR_ANALYZE)
+    assert imported == set()
+    assert (tmp_path / "out" / "report.html").exists()
 
 
 @pytest.mark.parametrize("name", ["yelp.json", "jaeger_integration_example_trace.json", "bad-line.jsonl"])
@@ -167,7 +161,9 @@ def test_formats_read_in_python_load_no_dataframe_library(name, real_data, tmp_p
                                 for spans in ([good], [{**good, "spanId": "eee19b7ec3c1b175"}, zero])))
     else:
         path = real_data / name
-    assert _modules_after_analyze([path], tmp_path / "out") == []
+    _, imported = analysis_in_fresh_process(path, tmp_path / "out", NOT_FOR_ANALYZE)
+    assert imported == set()
+    assert (tmp_path / "out" / "report.html").exists()
 
 
 def test_attributions_are_in_time_order_in_both_files_and_the_table(tmp_path):
