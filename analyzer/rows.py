@@ -264,7 +264,6 @@ def _array(values: tuple, kind: pa.DataType) -> pa.Array | pa.ChunkedArray:
     import numpy as np
     import pyarrow as pa
 
-    nulls = values.count(None)
     types = set(map(type, values))  # the builder takes bytes as they are and NaN as a null, numpy 1.5 and True
     try:
         if pa.types.is_string(kind) and types <= _STR_OR_NONE:
@@ -273,6 +272,7 @@ def _array(values: tuple, kind: pa.DataType) -> pa.Array | pa.ChunkedArray:
             return builder.finish()
         if str(kind) in _INTS and types <= _INT_OR_NONE:
             numbers = np.fromiter((0 if v is None else v for v in values), dtype=str(kind), count=len(values))
+            nulls = values.count(None)
             valid = None
             if nulls:
                 valid = pa.py_buffer(np.packbits([v is not None for v in values], bitorder="little"))
