@@ -51,6 +51,14 @@ def sql_hint(column: str) -> str:
     return "(" + " OR ".join(f"{column} ILIKE '%{hint}%'" for hint in _HINTS) + ")"
 
 
+def sql_redacted(column: str) -> str:
+    """``column`` with every credential replaced, as an SQL expression: the pattern runs only where ``sql_hint``
+    holds (for rows inserted as they are read, where ``redact_table`` would rewrite them after)."""
+    pattern, replacement = (f"'{text}'" for text in (PATTERN.replace("'", "''"), REPLACEMENT.replace("'", "''")))
+    return (f"CASE WHEN {sql_hint(column)} THEN regexp_replace({column}, {pattern}, {replacement}, 'g') "
+            f"ELSE {column} END")
+
+
 def redact_table(con: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...]) -> None:
     """Redact the text ``columns`` of a DuckDB ``table`` in place, touching only the rows that may hold one."""
     for column in columns:

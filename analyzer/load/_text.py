@@ -27,8 +27,8 @@ FAST_PATH = True  # OTLP JSON-lines span files through the C reader when it read
 
 def load(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, report: LoadReport,
          named: set[Path] = frozenset()) -> None:  # type: ignore[assignment]
-    """Insert every record of ``files`` into ``span_rows`` and ``logs``, counting into ``report``. A file in no known
-    format is an error when ``named`` holds it, else skipped and counted."""
+    """Insert every record of ``files`` into ``span_fact_rows`` (spans, with their facts) and ``logs``, counting into
+    ``report``. A file in no known format is an error when ``named`` holds it, else skipped and counted."""
     files = [path for path in files if not _load_fast(con, path, strict, report)]
     # Zipkin and Jaeger documents are streamed here, flushed as they are read: a worker would hold all its rows
     streamed = [path for path in files if _formats.streamed(path)] if len(files) > 1 else []
@@ -44,7 +44,7 @@ def load(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, report
             continue
         _count_bad(parsed.bad, parsed.problems, strict, report)
         report.skipped_requests += parsed.skipped
-        _insert(con, spans_view.ROWS_TABLE, parsed.spans, report)
+        _insert(con, spans_view.FACTS_TABLE, parsed.spans, report)
         _insert(con, "logs", parsed.logs, report)
 
 
@@ -80,7 +80,7 @@ def _load_here(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, 
     pending = Rows()
 
     def flush_spans(rows: Rows) -> None:
-        _insert(con, spans_view.ROWS_TABLE, spans_table(rows), report)
+        _insert(con, spans_view.FACTS_TABLE, spans_table(rows), report)
         rows.spans, rows.span_tables = [], []
 
     for path in files:
@@ -113,7 +113,7 @@ def _count_bad(bad: int, problems: list[str], strict: bool, report: LoadReport) 
 def _flush(con: duckdb.DuckDBPyConnection, rows: Rows, report: LoadReport) -> None:
     # only rows make Arrow tables: an input of Parquet alone never imports pyarrow (analyzer/schema.py)
     if rows.spans or rows.span_tables:
-        _insert(con, spans_view.ROWS_TABLE, spans_table(rows), report)
+        _insert(con, spans_view.FACTS_TABLE, spans_table(rows), report)
     if rows.logs:
         _insert(con, "logs", table(rows.logs, schema.LOGS), report)
 
@@ -123,7 +123,10 @@ def _insert(con: duckdb.DuckDBPyConnection, name: str, batch: pa.Table, report: 
         return
     con.register("jitrace_load_batch", batch)
     try:
-        con.execute(f"INSERT INTO {name} SELECT * FROM jitrace_load_batch")
+        if name == spans_view.FACTS_TABLE:  # spans: with their facts, redacted on the way
+            spans_view.insert_with_facts(con, "jitrace_load_batch")
+        else:
+            con.execute(f"INSERT INTO {name} SELECT * FROM jitrace_load_batch")
     finally:
         con.unregister("jitrace_load_batch")
     if name == "logs":

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from jitrace.analyzer import schema
+from jitrace.analyzer import redact, schema
 from jitrace.analyzer.errors import UserError
 
 if TYPE_CHECKING:
@@ -237,6 +237,16 @@ def exact(path: str) -> str:
 
 def exact_list(paths: list[str]) -> list[str]:
     return [exact(p) for p in paths]
+
+
+def insert_with_facts(con: duckdb.DuckDBPyConnection, relation: str) -> None:
+    """Insert the spans of ``relation`` (a table or registered name in the spans schema) into ``FACTS_TABLE`` with
+    their facts, their text redacted on the way: stored once, where ``span_rows`` would store them twice (there, then
+    with their facts in ``define``). The rows keep the order they came in, as the C reader's do."""
+    text = set(schema.SPAN_TEXT_COLUMNS)
+    columns = ", ".join(f"{redact.sql_redacted(name)} AS {name}" if name in text else name
+                        for name in schema.SPANS.names)
+    con.execute(f"INSERT INTO {FACTS_TABLE} BY NAME SELECT * FROM ({facts_sql(f'(SELECT {columns} FROM {relation})')})")
 
 
 def store_facts(con: duckdb.DuckDBPyConnection) -> None:

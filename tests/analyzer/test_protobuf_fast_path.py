@@ -210,3 +210,25 @@ def test_a_credential_is_found_wherever_it_is(tmp_path):
     stored = redact.redact_arrow(spans, may_hold).to_pylist()[0]
     assert TOKEN not in stored["name"] and TOKEN[3:] not in stored["attributes"]
     assert redact.REDACTED in stored["name"] and redact.REDACTED in stored["attributes"]
+
+
+def test_a_protobuf_file_stores_its_spans_once_and_redacted(tmp_path):
+    # the loader stores the C decoder's rows with their facts at once, redacting them on the way: a credential in
+    # any text column never reaches the database, and no copy of the rows is left behind in span_rows
+    import duckdb
+
+    from jitrace.analyzer.load import load_into
+
+    body = _one_span(name=f"call with Bearer {TOKEN}", attributes=[
+        KeyValue(key="rpc.grpc.status_code", value=AnyValue(int_value=16)),
+        KeyValue(key="k", value=AnyValue(string_value=f"x eyJ{TOKEN[3:]} y"))])
+    path = tmp_path / "spans.binpb"
+    path.write_bytes(struct.pack(">I", len(body)) + body)
+    con = duckdb.connect()
+    assert load_into(con, [str(path)]).spans == 1
+    name, attributes, denied = con.execute("SELECT name, attributes, denied FROM spans").fetchone()
+    assert TOKEN not in name and TOKEN[3:] not in attributes and redact.REDACTED in name
+    assert denied  # the facts were computed from the stored (redacted) attributes
+    every_text = con.execute("SELECT string_agg(COLUMNS(*)::VARCHAR, '') FROM span_fact_rows").fetchone()
+    assert not any(TOKEN[3:] in (value or "") for value in every_text)
+    assert con.execute("SELECT count(*) FROM span_rows").fetchone() == (0,)
