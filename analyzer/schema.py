@@ -34,7 +34,7 @@ Ids are always lower-case hex here, whatever the input used (hex, upper-case hex
 In DuckDB, ``spans`` is a view (analyzer/steps/spans_view.py) with these columns followed by the typed facts of
 queries/span_facts.sql (``domain``, ``rpc_*``, ``grpc_status`` and ``grpc_status_attribute``, one ``jit_*`` column per
 contract attribute, ``check_events``, ``stream_check``). ``jitrace collect``'s compacted files hold those facts too
-and are read in place; loaders of other inputs insert rows of this schema into ``span_rows``.
+and are read in place; loaders of other inputs store rows of this schema with their facts (spans_view.py).
 """
 
 from __future__ import annotations

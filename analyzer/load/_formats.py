@@ -265,7 +265,7 @@ def _read_proto(path: Path, data: bytes, rows: Rows, flush: Callable[[Rows], Non
         where = f"{path}@{offset}"
         fast = from_protobuf.spans_table(view, where)  # the C decoder: a trace request it reads whole, or None
         if fast is not None and fast[0].num_rows:
-            rows.span_tables.append(fast[0])  # redacted once loaded, as every row copied in (load/__init__.py)
+            rows.span_tables.append(fast[0])  # redacted as it is stored (spans_view.insert_with_facts)
             held += fast[0].num_rows
             if flush is not None and held >= FLUSH_SPANS:
                 flush(rows)

@@ -3,12 +3,12 @@
 Spans live in two places. Parquet files that hold the span facts (``jitrace collect``'s compacted files, written
 through span_facts.sql) stay where they are and are read in place: copying millions of spans into the database
 file costs more than analyzing them, and the analyzer reads the facts straight from the files, without parsing any
-JSON. Records of every other input (OTLP JSON, Jaeger, Zipkin, ..., and Parquet without the facts, such as the
-receiver's small files that compaction later deletes) are inserted into the table ``span_rows``; once loaded,
-``define`` moves them into ``span_fact_rows`` with their facts computed once, denied spans first, as compaction
-writes its files: every step then reads typed columns instead of parsing JSON again. The C reader of OTLP JSON
-lines inserts into ``span_fact_rows`` itself, with the values span_facts.sql reads typed as it parses them
-(``fact_inputs``). The view is the union of both.
+JSON. Records of every other input are stored in ``span_fact_rows`` with their facts computed once, so every step
+reads typed columns instead of parsing JSON again: the readers' batches (OTLP JSON, protobuf, Jaeger, Zipkin, ...)
+as they come (``insert_with_facts``), the C reader of OTLP JSON lines with the values span_facts.sql reads typed
+as it parses them (``fact_inputs``). What waits in ``span_rows`` (Parquet without the facts, such as the receiver's
+small files that compaction later deletes; the few spans the C reader leaves to span_facts.sql) is moved there by
+``define``, denied spans first. The view is the union of both places.
 
 The files read are listed in the table ``span_files`` (absolute paths): jitrace.duckdb keeps the view, so notebooks
 see the spans as long as the input files stay where they were.
