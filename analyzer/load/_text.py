@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,7 @@ from jitrace.analyzer import schema
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _formats, _otlp_json_native, _parallel
 from jitrace.analyzer.rows import Rows, spans_table, table
-from jitrace.analyzer.steps import spans_view
+from jitrace.analyzer.steps import database, spans_view
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -34,18 +35,73 @@ def load(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, report
     streamed = [path for path in files if _formats.streamed(path)] if len(files) > 1 else []
     files = [path for path in files if path not in streamed]
     units = _parallel.plan(files)
-    if units is None:
-        _load_here(con, streamed + files, strict, report, named)
-        return
-    _load_here(con, streamed, strict, report, named)
-    for parsed in _parallel.run(units):
-        if parsed.unknown is not None:
-            _skip(parsed.unknown, named, report)
-            continue
-        _count_bad(parsed.bad, parsed.problems, strict, report)
-        report.skipped_requests += parsed.skipped
-        _insert(con, spans_view.FACTS_TABLE, parsed.spans, report)
-        _insert(con, "logs", parsed.logs, report)
+    with _Spans(con, report) as spans:
+        if units is None:
+            _load_here(con, spans, streamed + files, strict, report, named)
+            return
+        _load_here(con, spans, streamed, strict, report, named)
+        for parsed in _parallel.run(units):
+            if parsed.unknown is not None:
+                _skip(parsed.unknown, named, report)
+                continue
+            _count_bad(parsed.bad, parsed.problems, strict, report)
+            report.skipped_requests += parsed.skipped
+            spans.store(parsed.spans)
+            _insert_logs(con, parsed.logs, report)
+
+
+class _Spans:
+    """Batches of spans stored with their facts (spans_view.insert_with_facts) on a thread of their own, on a cursor
+    (DuckDB releases the GIL), while the next batch is read: one batch stored at a time, so at most two are held. A
+    failed store is raised at the next ``store`` or when the block ends. Inside a caller's transaction the batches
+    are stored on its connection, in that transaction, as they come."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, report: LoadReport) -> None:
+        self.con, self.report = con, report
+        self.pool: ThreadPoolExecutor | None = None
+        self.pending: Future | None = None
+        self.here = _otlp_json_native.in_transaction(con)
+
+    def store(self, batch: pa.Table) -> None:
+        if not batch.num_rows:
+            return
+        self.wait()
+        if self.here:
+            _store(self.con, batch)
+        else:
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(1, thread_name_prefix="jitrace-load")
+                self.cursor = database.cursor(self.con)
+            self.pending = self.pool.submit(_store, self.cursor, batch)
+        self.report.spans += batch.num_rows
+        self.report.tick()
+
+    def wait(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> _Spans:
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        try:
+            if error is None:
+                self.wait()
+            elif self.pending is not None:  # the load failed: its own error is the one to report
+                self.pending.exception()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown()
+                self.cursor.close()
+
+
+def _store(cursor: duckdb.DuckDBPyConnection, batch: pa.Table) -> None:
+    cursor.register("jitrace_load_batch", batch)
+    try:
+        spans_view.insert_with_facts(cursor, "jitrace_load_batch")
+    finally:
+        cursor.unregister("jitrace_load_batch")
 
 
 def _load_fast(con: duckdb.DuckDBPyConnection, path: Path, strict: bool, report: LoadReport) -> bool:
@@ -61,7 +117,7 @@ def _load_fast(con: duckdb.DuckDBPyConnection, path: Path, strict: bool, report:
     _count_bad(rows.bad, rows.problems, strict, report)
     report.skipped_requests += rows.skipped
     if rows.logs:
-        _insert(con, "logs", table(rows.logs, schema.LOGS), report)
+        _insert_logs(con, table(rows.logs, schema.LOGS), report)
     report.tick()
     return True
 
@@ -74,13 +130,13 @@ def _skip(err: _formats.UnknownFormat, named: set[Path], report: LoadReport) -> 
         report.skipped_notes.append(str(err))
 
 
-def _load_here(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, report: LoadReport,
+def _load_here(con: duckdb.DuckDBPyConnection, spans: _Spans, files: list[Path], strict: bool, report: LoadReport,
                named: set[Path]) -> None:
     """Parse ``files`` in this process, inserting every ``_FLUSH_ROWS`` rows (a streamed file's spans as they come)."""
     pending = Rows()
 
     def flush_spans(rows: Rows) -> None:
-        _insert(con, spans_view.FACTS_TABLE, spans_table(rows), report)
+        spans.store(spans_table(rows))
         rows.spans, rows.span_tables = [], []
 
     for path in files:
@@ -95,9 +151,9 @@ def _load_here(con: duckdb.DuckDBPyConnection, files: list[Path], strict: bool, 
         rows.problems = []
         pending.extend(rows)
         if len(pending.spans) + len(pending.logs) + sum(t.num_rows for t in pending.span_tables) >= _FLUSH_ROWS:
-            _flush(con, pending, report)
+            _flush(con, spans, pending, report)
             pending = Rows()
-    _flush(con, pending, report)
+    _flush(con, spans, pending, report)
 
 
 def _count_bad(bad: int, problems: list[str], strict: bool, report: LoadReport) -> None:
@@ -110,27 +166,21 @@ def _count_bad(bad: int, problems: list[str], strict: bool, report: LoadReport) 
     report.problems += problems[:max(room, 0)]
 
 
-def _flush(con: duckdb.DuckDBPyConnection, rows: Rows, report: LoadReport) -> None:
+def _flush(con: duckdb.DuckDBPyConnection, spans: _Spans, rows: Rows, report: LoadReport) -> None:
     # only rows make Arrow tables: an input of Parquet alone never imports pyarrow (analyzer/schema.py)
     if rows.spans or rows.span_tables:
-        _insert(con, spans_view.FACTS_TABLE, spans_table(rows), report)
+        spans.store(spans_table(rows))
     if rows.logs:
-        _insert(con, "logs", table(rows.logs, schema.LOGS), report)
+        _insert_logs(con, table(rows.logs, schema.LOGS), report)
 
 
-def _insert(con: duckdb.DuckDBPyConnection, name: str, batch: pa.Table, report: LoadReport) -> None:
+def _insert_logs(con: duckdb.DuckDBPyConnection, batch: pa.Table, report: LoadReport) -> None:
     if not batch.num_rows:
         return
-    con.register("jitrace_load_batch", batch)
+    con.register("jitrace_load_logs", batch)
     try:
-        if name == spans_view.FACTS_TABLE:  # spans: with their facts, redacted on the way
-            spans_view.insert_with_facts(con, "jitrace_load_batch")
-        else:
-            con.execute(f"INSERT INTO {name} SELECT * FROM jitrace_load_batch")
+        con.execute("INSERT INTO logs SELECT * FROM jitrace_load_logs")
     finally:
-        con.unregister("jitrace_load_batch")
-    if name == "logs":
-        report.logs += batch.num_rows
-    else:
-        report.spans += batch.num_rows
+        con.unregister("jitrace_load_logs")
+    report.logs += batch.num_rows
     report.tick()

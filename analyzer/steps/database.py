@@ -35,7 +35,8 @@ def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     """A cursor of ``con`` (a connection of its own to the same instance) on the run's file when one is attached,
     else on the default database. Asks only the new cursor: ``con`` may be busy on another thread."""
     cur = con.cursor()
-    attached = cur.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = ?", [NAME]).fetchone()[0]
+    # fetchall: the result read to its end, so the cursor has none unfinished (which register() refuses)
+    (attached,), = cur.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = ?", [NAME]).fetchall()
     if attached:
         cur.execute(f"USE {NAME}")
     return cur
