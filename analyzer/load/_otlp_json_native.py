@@ -64,9 +64,9 @@ class Loaded:
 
 
 def insert(con: duckdb.DuckDBPyConnection, path: Path) -> Loaded | None:
-    """Insert the spans of ``path``: with their facts into ``span_fact_rows`` (denied spans last, together), or, the
-    few whose facts are left to span_facts.sql, into ``span_rows`` (spans_view.py); what was read, or None when the
-    file is not one this path reads (nothing inserted: the caller reads it with the Python reader)."""
+    """Insert the spans of ``path``: with their facts into ``span_fact_rows`` (in the order read), or, the few whose
+    facts are left to span_facts.sql, into ``span_rows`` (spans_view.py); what was read, or None when the file is
+    not one this path reads (nothing inserted: the caller reads it with the Python reader)."""
     if _otlp_native is None:
         return None
     try:

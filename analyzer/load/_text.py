@@ -59,6 +59,7 @@ class _Spans:
     def __init__(self, con: duckdb.DuckDBPyConnection, report: LoadReport) -> None:
         self.con, self.report = con, report
         self.pool: ThreadPoolExecutor | None = None
+        self.cursor: duckdb.DuckDBPyConnection | None = None  # the pool's, made with it
         self.pending: Future | None = None
         self.here = _otlp_json_native.in_transaction(con)
 
@@ -93,6 +94,7 @@ class _Spans:
         finally:
             if self.pool is not None:
                 self.pool.shutdown()
+            if self.cursor is not None:
                 self.cursor.close()
 
 
