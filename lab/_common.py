@@ -47,7 +47,9 @@ def serve_until_stopped(server: grpc.Server) -> None:
     SIGKILL leaves no service behind); then stop the server and return, so the process exits normally and
     OpenTelemetry's exporters flush."""
     stopped = StopSignals()
-    parent = os.getppid()
+    # the runner says who it is: a runner killed before this line runs has already left the service to another
+    # parent, which os.getppid() alone would take for the runner
+    parent = int(os.environ.get("JITRACE_LAB_RUNNER_PID") or os.getppid())
     while not stopped.wait(0.2):
         if os.getppid() != parent:
             # orphaned: whatever flushes at exit has nobody to send to; if exiting hangs, leave anyway

@@ -80,7 +80,9 @@ class Mesh:
              jitrace: bool = True) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "JITRACE_", "FAKETIME"))}
         env.pop("LD_PRELOAD", None)
-        env.update(PYTHONUNBUFFERED="1", JITRACE_REFRESH_BEFORE_S="1")
+        # the runner's pid: a service that outlives it exits (_common.serve_until_stopped), even one that starts to
+        # watch for that only after the runner is gone
+        env.update(PYTHONUNBUFFERED="1", JITRACE_REFRESH_BEFORE_S="1", JITRACE_LAB_RUNNER_PID=str(os.getpid()))
         if instrumented:
             env.update(
                 OTEL_SERVICE_NAME=service,

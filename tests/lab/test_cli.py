@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import select
 import subprocess
@@ -108,6 +109,26 @@ def test_a_running_service_stops_on_close(tmp_path):
     finally:
         mesh.close()
     assert not processes_mentioning(str(tmp_path))
+
+
+def test_a_service_whose_runner_died_before_it_started_watching_exits(tmp_path):
+    # the runner can be killed between reading a service's PORT line and the service's first look at its parent: the
+    # service then already has another parent, so it goes by the pid the runner gave it, not by its first parent
+    _, public = runner._write_key(tmp_path / "k", private=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])  # a runner that has exited
+    gone.wait()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "JITRACE_"))}
+    env["JITRACE_LAB_RUNNER_PID"] = str(gone.pid)
+    proc = subprocess.Popen([sys.executable, "-m", "jitrace.lab.backend", "--replica", "r1", "--public-key",
+                             str(public)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().startswith("PORT "), "the backend did not start"
+        assert proc.wait(timeout=30) is not None  # it exits by itself
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    assert processes_mentioning(str(tmp_path / "k")) == []
 
 
 def test_services_stop_by_themselves_when_the_runner_is_killed(tmp_path):
