@@ -53,7 +53,7 @@ def sql_hint(column: str) -> str:
 
 def sql_redacted(column: str) -> str:
     """``column`` with every credential replaced, as an SQL expression: the pattern runs only where ``sql_hint``
-    holds (for rows inserted as they are read, where ``redact_table`` would rewrite them after)."""
+    holds (for rows redacted as they are stored, where ``redact_table`` rewrites a stored table)."""
     pattern, replacement = (f"'{text}'" for text in (PATTERN.replace("'", "''"), REPLACEMENT.replace("'", "''")))
     return (f"CASE WHEN {sql_hint(column)} THEN regexp_replace({column}, {pattern}, {replacement}, 'g') "
             f"ELSE {column} END")

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from jitrace.analyzer import redact, schema
+from jitrace.analyzer import schema
 from jitrace.analyzer.errors import UserError
 from jitrace.analyzer.load import _files, _parquet
 from jitrace.analyzer.steps import spans_view
@@ -133,9 +133,8 @@ def _load_into(con: duckdb.DuckDBPyConnection, inputs: list[str], strict: bool,
             report.spans += n
         else:
             report.logs += n
-    if text_files or any(name == "spans" for name, _ in parquet):  # rows were copied in: none keeps a credential
-        redact.redact_table(con, spans_view.ROWS_TABLE, schema.SPAN_TEXT_COLUMNS)
-    spans_view.define(con)  # over the files read in place, and span_rows if rows were inserted
+    # over the files read in place, and span_rows if rows were copied in (stored with their facts, redacted)
+    spans_view.define(con)
     _one_row_per_span(con, report)
     if report.bad_records > len(report.problems):
         report.problems.append(f"... and {report.bad_records - len(report.problems)} more bad records")

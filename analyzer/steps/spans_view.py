@@ -239,22 +239,29 @@ def exact_list(paths: list[str]) -> list[str]:
     return [exact(p) for p in paths]
 
 
+def _redacted(relation: str) -> str:
+    """The spans of ``relation`` with their text columns redacted (redact.sql_redacted), as a parenthesized query:
+    what every row stored in ``FACTS_TABLE`` from SQL goes through."""
+    text = set(schema.SPAN_TEXT_COLUMNS)
+    columns = ", ".join(f"{redact.sql_redacted(name)} AS {name}" if name in text else name
+                        for name in schema.SPANS.names)
+    return f"(SELECT {columns} FROM {relation})"
+
+
 def insert_with_facts(con: duckdb.DuckDBPyConnection, relation: str) -> None:
     """Insert the spans of ``relation`` (a table or registered name in the spans schema) into ``FACTS_TABLE`` with
     their facts, their text redacted on the way: stored once, where ``span_rows`` would store them twice (there, then
     with their facts in ``define``). The rows keep the order they came in, as the C reader's do."""
-    text = set(schema.SPAN_TEXT_COLUMNS)
-    columns = ", ".join(f"{redact.sql_redacted(name)} AS {name}" if name in text else name
-                        for name in schema.SPANS.names)
-    con.execute(f"INSERT INTO {FACTS_TABLE} BY NAME SELECT * FROM ({facts_sql(f'(SELECT {columns} FROM {relation})')})")
+    con.execute(f"INSERT INTO {FACTS_TABLE} BY NAME SELECT * FROM ({facts_sql(_redacted(relation))})")
 
 
 def store_facts(con: duckdb.DuckDBPyConnection) -> None:
-    """Move the rows of ``span_rows`` into ``span_fact_rows`` with their facts: span_facts.sql runs once over them,
-    denied spans first (the steps' filters on ``denied`` then skip the row groups without one)."""
+    """Move the rows of ``span_rows`` into ``span_fact_rows`` with their facts, their text redacted on the way (rows
+    copied in as they were, such as Parquet of another writer's): span_facts.sql runs once over them, denied spans
+    first (the steps' filters on ``denied`` then skip the row groups without one)."""
     if not con.execute(f"SELECT EXISTS (FROM {ROWS_TABLE})").fetchone()[0]:
         return
-    con.execute(f"INSERT INTO {FACTS_TABLE} BY NAME {facts_file_sql(ROWS_TABLE)}")
+    con.execute(f"INSERT INTO {FACTS_TABLE} BY NAME {facts_file_sql(_redacted(ROWS_TABLE))}")
     con.execute(f"DROP TABLE {ROWS_TABLE}")
     con.execute(schema.duckdb_ddl(ROWS_TABLE, schema.SPANS))
 
