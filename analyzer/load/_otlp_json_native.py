@@ -70,7 +70,7 @@ def insert(con: duckdb.DuckDBPyConnection, path: Path) -> Loaded | None:
     if _otlp_native is None:
         return None
     try:
-        if in_transaction(con):
+        if database.in_transaction(con):
             return None
         if _files.is_compressed(_files.peek(path)) and SPANS_KEY not in _files.head(path, _HEAD_BYTES):
             return None  # a compressed file of another kind is not decompressed twice (here, then by its reader)
@@ -370,13 +370,6 @@ def first_line_json(data: bytes | mmap.mmap) -> bool:
         return isinstance(json.loads(line), (dict, list))
     except (ValueError, RecursionError):
         return False
-
-
-def in_transaction(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether the caller holds a transaction open: then two statements run in the same one. (A fast path inserts on
-    a cursor of its own, and commits: the caller's open snapshot would not see those rows.)"""
-    first, second = (con.execute("SELECT current_transaction_id()").fetchall()[0][0] for _ in range(2))
-    return first == second
 
 
 class Release:

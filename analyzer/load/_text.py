@@ -61,7 +61,7 @@ class _Spans:
         self.pool: ThreadPoolExecutor | None = None
         self.cursor: duckdb.DuckDBPyConnection | None = None  # the pool's, made with it
         self.pending: Future | None = None
-        self.here = _otlp_json_native.in_transaction(con)
+        self.here = database.in_transaction(con)
 
     def store(self, batch: pa.Table) -> None:
         if not batch.num_rows:

@@ -31,6 +31,13 @@ def connect(path: str | Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def in_transaction(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the caller holds a transaction open: then two statements run in the same one. (Work done on a
+    ``cursor`` commits on its own: the caller's open snapshot would not see its rows.)"""
+    first, second = (con.execute("SELECT current_transaction_id()").fetchall()[0][0] for _ in range(2))
+    return first == second
+
+
 def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     """A cursor of ``con`` (a connection of its own to the same instance) on the run's file when one is attached,
     else on the default database. Asks only the new cursor: ``con`` may be busy on another thread."""
